@@ -1,0 +1,55 @@
+// Mints a development bearer token the server from this checkout accepts:
+//   npm run --silent token -- --sub alice [--scope "tasks:read"] [--ttl 1h] [--email a@b.c] [--name Alice]
+// It signs HS256 with JWT_SECRET, or with the generated development secret under .data/.
+import { parseArgs } from 'node:util';
+import { SignJWT } from 'jose';
+import { withDevSecret } from '../src/auth/dev-secret.js';
+import { ConfigError, loadConfig } from '../src/config.js';
+
+function fail(message: string): never {
+  process.stderr.write(`token: ${message}\n`);
+  process.exit(1);
+}
+
+/** `3600`, `90s`, `15m`, `12h` or `7d` → seconds. */
+function ttlSeconds(raw: string): number {
+  const match = /^(\d+)([smhd]?)$/.exec(raw);
+  if (!match) fail(`--ttl must look like 3600, 90s, 15m, 12h or 7d (got "${raw}")`);
+  const unit = { '': 1, s: 1, m: 60, h: 3600, d: 86_400 }[match[2] as '' | 's' | 'm' | 'h' | 'd'];
+  return Number(match[1]) * unit;
+}
+
+const { values } = parseArgs({
+  options: {
+    sub: { type: 'string' },
+    scope: { type: 'string' },
+    ttl: { type: 'string', default: '1h' },
+    email: { type: 'string' },
+    name: { type: 'string' },
+  },
+});
+if (!values.sub) fail('--sub is required, e.g. npm run --silent token -- --sub alice');
+
+let config;
+try {
+  config = loadConfig();
+} catch (error) {
+  fail(error instanceof ConfigError ? error.message : String(error));
+}
+const { jwt } = await withDevSecret(config.jwt);
+if (jwt.secret === undefined) {
+  fail('the server verifies tokens from JWT_JWKS_URL only; get a token from that issuer (or set JWT_SECRET)');
+}
+
+const builder = new SignJWT({
+  ...(values.scope !== undefined ? { scope: values.scope } : {}),
+  ...(values.email !== undefined ? { email: values.email } : {}),
+  ...(values.name !== undefined ? { name: values.name } : {}),
+})
+  .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
+  .setSubject(values.sub)
+  .setIssuedAt()
+  .setExpirationTime(Math.floor(Date.now() / 1000) + ttlSeconds(values.ttl));
+if (jwt.issuer) builder.setIssuer(jwt.issuer);
+if (jwt.audience) builder.setAudience(jwt.audience);
+process.stdout.write(`${await builder.sign(new TextEncoder().encode(jwt.secret))}\n`);

@@ -1,0 +1,70 @@
+import type { Request } from 'express';
+import type { Logger } from '../logger.js';
+import { HttpProblem } from '../http/problem.js';
+import type { Scope } from './auth-context.js';
+import { InsufficientScope, InvalidToken, KeySourceUnavailable, MissingToken } from './errors.js';
+import type { TokenVerifier } from './token-verifier.js';
+
+/** `Bearer <token>`; the scheme name is case-insensitive (RFC 7235), the token is token68. */
+const BEARER = /^Bearer +([A-Za-z0-9\-._~+/]+=*)$/i;
+
+/**
+ * The validator's security handler for `bearerAuth`: verifies the token, checks the operation's
+ * declared scopes and puts the caller on `req.auth`. The validator keeps only the status of a
+ * thrown error, so the full problem is left on `req.authFailure` for the error handler.
+ */
+export function bearerSecurityHandler(verifier: TokenVerifier, logger: Logger) {
+  return async (req: Request, requiredScopes: string[]): Promise<boolean> => {
+    try {
+      const token = bearerToken(req);
+      const auth = await verifier.verify(token);
+      const missing = requiredScopes.filter((scope) => !auth.scopes.has(scope as Scope));
+      if (missing.length > 0) throw new InsufficientScope(missing);
+      req.auth = auth;
+      return true;
+    } catch (error) {
+      if (!(error instanceof HttpProblem)) throw Object.assign(new Error('security handler failed', { cause: error }), { status: 500 });
+      req.authFailure = error;
+      logAuthFailure(logger, error);
+      throw error;
+    }
+  };
+}
+
+/**
+ * The problem for a request the validator refused with 401/403. The validator checks for the
+ * header itself before calling the handler, so a missing or non-Bearer header never reaches it.
+ */
+export function authFailureOf(req: Request, logger: Logger): HttpProblem {
+  if (req.authFailure) return req.authFailure;
+  try {
+    bearerToken(req);
+  } catch (error) {
+    if (error instanceof HttpProblem) {
+      logAuthFailure(logger, error);
+      return error;
+    }
+  }
+  return new InvalidToken('The bearer token was not accepted.', 'unknown');
+}
+
+function logAuthFailure(logger: Logger, problem: HttpProblem): void {
+  if (problem instanceof KeySourceUnavailable) {
+    logger.error('token keys unavailable', { reason: problem.reason, error: String(problem.cause) });
+  } else {
+    logger.warn('authentication failed', {
+      code: problem.code,
+      reason: problem instanceof InvalidToken ? problem.reason : problem.message,
+    });
+  }
+}
+
+function bearerToken(req: Request): string {
+  const header = req.headers.authorization;
+  if (header === undefined || header === '') throw new MissingToken();
+  const match = BEARER.exec(header);
+  if (!match?.[1]) {
+    throw new InvalidToken('The Authorization header must be "Bearer <token>".', 'not_bearer');
+  }
+  return match[1];
+}

@@ -1,0 +1,133 @@
+import { createRemoteJWKSet, decodeProtectedHeader, errors, jwtVerify, type JWTPayload, type JWTVerifyOptions } from 'jose';
+import type { JwtConfig } from '../config.js';
+import { SCOPES, type AuthContext, type Scope } from './auth-context.js';
+import { InvalidToken, KeySourceUnavailable } from './errors.js';
+import { ownerIdFromVerifiedSubject } from './owner-id.js';
+
+/** Verifies a compact JWT and says who it names, or throws `InvalidToken` / `KeySourceUnavailable`. */
+export interface TokenVerifier {
+  verify(token: string): Promise<AuthContext>;
+}
+
+/** Longer than any sane token; refused before any parsing. */
+export const MAX_TOKEN_LENGTH = 8192;
+const ASYMMETRIC_ALGORITHMS = ['EdDSA', 'ES256', 'RS256'];
+
+export interface VerifierOptions extends Pick<JwtConfig, 'secret' | 'jwksUrl' | 'issuer' | 'audience' | 'clockToleranceSeconds'> {
+  /** How long one JWKS fetch may take before requests fail closed (ms). */
+  jwksTimeoutMs?: number;
+  /** Minimum time between two refetches forced by an unknown `kid` (ms). */
+  jwksCooldownMs?: number;
+}
+
+/**
+ * Token verification with jose. Each key source has its own algorithm allow-list: HS256 only with
+ * the shared secret, EdDSA/ES256/RS256 only with keys from the JWKS URL, so a token can never pick
+ * an algorithm its key was not meant for (no `none`, no HS256 keyed with a public key).
+ * `exp` and a non-empty `sub` are required; `iss`/`aud` are checked when configured.
+ */
+export function createTokenVerifier(options: VerifierOptions): TokenVerifier {
+  const { secret, jwksUrl, issuer, audience, clockToleranceSeconds } = options;
+  const claims: JWTVerifyOptions = {
+    issuer,
+    audience,
+    clockTolerance: clockToleranceSeconds,
+    requiredClaims: ['exp', 'sub'],
+  };
+  const secretKey = secret === undefined ? undefined : new TextEncoder().encode(secret);
+  const jwks =
+    jwksUrl === undefined
+      ? undefined
+      : createRemoteJWKSet(jwksUrl, {
+          timeoutDuration: options.jwksTimeoutMs ?? 2000,
+          cooldownDuration: options.jwksCooldownMs ?? 30_000,
+          cacheMaxAge: 10 * 60_000,
+        });
+
+  async function verifyPayload(token: string): Promise<JWTPayload> {
+    if (token.length > MAX_TOKEN_LENGTH) {
+      throw new InvalidToken('The bearer token is too large.', 'token_too_large');
+    }
+    let alg: string | undefined;
+    try {
+      alg = decodeProtectedHeader(token).alg;
+    } catch (cause) {
+      throw new InvalidToken('The bearer token is malformed.', 'malformed', cause);
+    }
+    if (alg === 'HS256' && secretKey) {
+      return (await jwtVerify(token, secretKey, { ...claims, algorithms: ['HS256'] })).payload;
+    }
+    if (alg !== undefined && ASYMMETRIC_ALGORITHMS.includes(alg) && jwks) {
+      return (await jwtVerify(token, jwks, { ...claims, algorithms: ASYMMETRIC_ALGORITHMS })).payload;
+    }
+    throw new InvalidToken('The token is signed with an algorithm this server does not accept.', `alg_not_allowed:${String(alg)}`);
+  }
+
+  return {
+    async verify(token) {
+      let payload: JWTPayload;
+      try {
+        payload = await verifyPayload(token);
+      } catch (error) {
+        throw translate(error);
+      }
+      const sub = payload.sub;
+      if (typeof sub !== 'string' || sub.length === 0 || sub.length > 255) {
+        throw new InvalidToken('The token must name its subject in a non-empty "sub" claim.', 'bad_sub');
+      }
+      return {
+        ownerId: ownerIdFromVerifiedSubject(sub),
+        sub,
+        scopes: scopesOf(payload),
+        roles: rolesOf(payload),
+        email: shortString(payload.email, 320),
+        name: shortString(payload.name, 200),
+      };
+    },
+  };
+}
+
+/** The `scope` claim (space-separated) narrowed to the scopes this API knows; no claim means all. */
+function scopesOf(payload: JWTPayload): ReadonlySet<Scope> {
+  if (payload.scope === undefined) return new Set(SCOPES);
+  const granted = typeof payload.scope === 'string' ? payload.scope.split(' ') : [];
+  return new Set(SCOPES.filter((scope) => granted.includes(scope)));
+}
+
+function rolesOf(payload: JWTPayload): string[] {
+  const raw = Array.isArray(payload.roles) ? payload.roles : payload.role !== undefined ? [payload.role] : [];
+  return raw.filter((role): role is string => typeof role === 'string' && role.length > 0 && role.length <= 64).slice(0, 50);
+}
+
+function shortString(value: unknown, max: number): string | null {
+  return typeof value === 'string' && value.length <= max ? value : null;
+}
+
+/** jose's errors, as what the caller may be told and what the log should say. */
+function translate(error: unknown): Error {
+  if (error instanceof InvalidToken) return error;
+  if (error instanceof errors.JWKSTimeout || error instanceof errors.JWKSInvalid) {
+    return new KeySourceUnavailable(error.code, error);
+  }
+  if (error instanceof errors.JWTExpired) {
+    return new InvalidToken('The bearer token has expired.', error.code, error);
+  }
+  if (error instanceof errors.JWTClaimValidationFailed) {
+    return new InvalidToken(`The token's "${error.claim}" claim is ${error.reason === 'missing' ? 'missing' : 'invalid'}.`, `${error.code}:${error.claim}:${error.reason}`, error);
+  }
+  if (error instanceof errors.JWSSignatureVerificationFailed) {
+    return new InvalidToken("The token's signature does not verify.", error.code, error);
+  }
+  if (error instanceof errors.JWKSNoMatchingKey || error instanceof errors.JWKSMultipleMatchingKeys) {
+    return new InvalidToken('No published key matches the token.', error.code, error);
+  }
+  if (error instanceof errors.JOSEAlgNotAllowed) {
+    return new InvalidToken('The token is signed with an algorithm this server does not accept.', error.code, error);
+  }
+  if (error instanceof errors.JWSInvalid || error instanceof errors.JWTInvalid || error instanceof errors.JOSENotSupported) {
+    return new InvalidToken('The bearer token is malformed.', error.code, error);
+  }
+  // Anything else comes from fetching the JWKS (connection refused, non-200 answer, bad JSON):
+  // no key can be checked, so no token is accepted.
+  return new KeySourceUnavailable(error instanceof errors.JOSEError ? error.code : 'jwks_fetch_failed', error);
+}

@@ -1,0 +1,112 @@
+/**
+ * The only reader of the environment. Everything else receives a typed {@link Config}.
+ * Every problem is collected and reported at once, so a bad deployment fails with one message.
+ */
+export type NodeEnv = 'development' | 'production' | 'test';
+export type LogLevel = 'error' | 'warn' | 'info' | 'debug';
+
+export interface JwtConfig {
+  /** HS256 shared secret. */
+  secret?: string;
+  /** Where asymmetric (EdDSA, ES256, RS256) public keys are published. */
+  jwksUrl?: URL;
+  issuer?: string;
+  audience?: string;
+  clockToleranceSeconds: number;
+  /** Set only in development with neither a secret nor a JWKS URL: where the generated secret lives. */
+  devSecretFile?: string;
+}
+
+export interface Config {
+  nodeEnv: NodeEnv;
+  port: number;
+  host?: string;
+  database: { url?: string; poolMax: number; pgliteDir: string };
+  jwt: JwtConfig;
+  log: { level: LogLevel; format: 'json' | 'pretty' };
+  bodyLimitBytes: number;
+  shutdownTimeoutMs: number;
+}
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+  readonly code = 'INVALID_CONFIGURATION';
+  constructor(readonly problems: string[]) {
+    super(`Invalid configuration:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
+  }
+}
+
+type Env = Record<string, string | undefined>;
+
+export function loadConfig(env: Env = process.env): Config {
+  const problems: string[] = [];
+  const read = (name: string): string | undefined => {
+    const value = env[name]?.trim();
+    return value === '' ? undefined : value;
+  };
+  const oneOf = <T extends string>(name: string, allowed: readonly T[], fallback: T): T => {
+    const value = read(name) ?? fallback;
+    if ((allowed as readonly string[]).includes(value)) return value as T;
+    problems.push(`${name} must be one of ${allowed.join(', ')} (got "${value}")`);
+    return fallback;
+  };
+  const int = (name: string, fallback: number, min: number, max: number): number => {
+    const raw = read(name);
+    if (raw === undefined) return fallback;
+    const value = Number(raw);
+    if (/^\d+$/.test(raw) && value >= min && value <= max) return value;
+    problems.push(`${name} must be an integer from ${min} to ${max} (got "${raw}")`);
+    return fallback;
+  };
+  const url = (name: string, protocols: string[]): URL | undefined => {
+    const raw = read(name);
+    if (raw === undefined) return undefined;
+    try {
+      const parsed = new URL(raw);
+      if (protocols.includes(parsed.protocol)) return parsed;
+      problems.push(`${name} must be a ${protocols.map((p) => p.replace(':', '')).join(' or ')} URL`);
+    } catch {
+      problems.push(`${name} is not a valid URL`);
+    }
+    return undefined;
+  };
+
+  const nodeEnv = oneOf('NODE_ENV', ['development', 'production', 'test'] as const, 'development');
+  const databaseUrl = url('DATABASE_URL', ['postgres:', 'postgresql:']);
+  const secret = read('JWT_SECRET');
+  if (secret !== undefined && Buffer.byteLength(secret) < 32) {
+    problems.push('JWT_SECRET must be at least 32 bytes long');
+  }
+  const jwksUrl = url('JWT_JWKS_URL', ['http:', 'https:']);
+  const hasKeys = secret !== undefined || read('JWT_JWKS_URL') !== undefined;
+  if (nodeEnv === 'production' && !hasKeys) {
+    problems.push('JWT_SECRET or JWT_JWKS_URL must be set when NODE_ENV=production');
+  }
+
+  const config: Config = {
+    nodeEnv,
+    port: int('PORT', 3000, 0, 65535),
+    host: read('HOST'),
+    database: {
+      url: databaseUrl ? read('DATABASE_URL') : undefined,
+      poolMax: int('DATABASE_POOL_MAX', 10, 1, 1000),
+      pgliteDir: read('PGLITE_DIR') ?? '.data/pglite',
+    },
+    jwt: {
+      secret,
+      jwksUrl,
+      issuer: read('JWT_ISSUER'),
+      audience: read('JWT_AUDIENCE'),
+      clockToleranceSeconds: int('JWT_CLOCK_TOLERANCE_SECONDS', 30, 0, 300),
+      devSecretFile: hasKeys || nodeEnv === 'production' ? undefined : '.data/dev-jwt-secret',
+    },
+    log: {
+      level: oneOf('LOG_LEVEL', ['error', 'warn', 'info', 'debug'] as const, 'info'),
+      format: oneOf('LOG_FORMAT', ['json', 'pretty'] as const, nodeEnv === 'production' ? 'json' : 'pretty'),
+    },
+    bodyLimitBytes: int('BODY_LIMIT_BYTES', 100 * 1024, 1024, 10 * 1024 * 1024),
+    shutdownTimeoutMs: int('SHUTDOWN_TIMEOUT_MS', 10_000, 0, 600_000),
+  };
+  if (problems.length > 0) throw new ConfigError(problems);
+  return config;
+}

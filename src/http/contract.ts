@@ -1,0 +1,45 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/** The parts of an OpenAPI document this code reads. */
+export interface OpenApiDocument {
+  openapi: string;
+  info: { title: string; version: string; [key: string]: unknown };
+  paths: Record<string, Record<string, unknown>>;
+  [key: string]: unknown;
+}
+
+/** The bundled contract and its rendered reference page, as `npm run generate` wrote them. */
+export interface Contract {
+  spec: OpenApiDocument;
+  docsHtml: string;
+}
+
+/** The checkout's root: the nearest folder above this file holding package.json (works from src/ and dist/). */
+export function projectRoot(from = dirname(fileURLToPath(import.meta.url))): string {
+  let dir = from;
+  while (!existsSync(join(dir, 'package.json'))) {
+    const parent = dirname(dir);
+    if (parent === dir) throw new Error(`no package.json above ${from}`);
+    dir = parent;
+  }
+  return dir;
+}
+
+export function loadContract(root = projectRoot()): Contract {
+  const generated = join(root, 'generated');
+  return {
+    spec: JSON.parse(readFileSync(join(generated, 'openapi.json'), 'utf8')) as OpenApiDocument,
+    docsHtml: readFileSync(join(generated, 'docs.html'), 'utf8'),
+  };
+}
+
+/** The operationIds the contract declares. */
+export function operationIdsOf(spec: OpenApiDocument): string[] {
+  return Object.values(spec.paths).flatMap((item) =>
+    Object.values(item).flatMap((op) =>
+      op && typeof op === 'object' && 'operationId' in op && typeof op.operationId === 'string' ? [op.operationId] : [],
+    ),
+  );
+}

@@ -1,0 +1,18 @@
+import type { AuthContext } from '../auth/auth-context.js';
+import type { HttpProblem } from './problem.js';
+
+declare global {
+  namespace Express {
+    interface Request {
+      /** Set by the request-context middleware for every request. */
+      id: string;
+      /** Set by the bearer security handler once the token is verified. */
+      auth?: AuthContext;
+      /** Why the security handler refused the request (the validator keeps only a status). */
+      authFailure?: HttpProblem;
+      /** Set by express-openapi-validator for requests that match a documented route. */
+      openapi?: { openApiRoute?: string };
+    }
+  }
+}
+export {};

@@ -1,0 +1,76 @@
+import { createServer } from 'node:http';
+import { buildApp } from './app.js';
+import { withDevSecret } from './auth/dev-secret.js';
+import { createTokenVerifier } from './auth/token-verifier.js';
+import { ConfigError, loadConfig, type Config } from './config.js';
+import { openDatabase } from './db/database.js';
+import { migrateToLatest } from './db/migrate.js';
+import { loadContract } from './http/contract.js';
+import { createLogger } from './logger.js';
+
+function configOrExit(): Config {
+  try {
+    return loadConfig();
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    process.stderr.write(`${error.message}\n`);
+    process.exit(1);
+  }
+}
+
+/** Process entry: config → database → migrations → listen → graceful shutdown on SIGTERM/SIGINT. */
+async function main(): Promise<void> {
+  const config = configOrExit();
+  const logger = createLogger(config.log);
+  const { jwt, devSecret } = await withDevSecret(config.jwt);
+  if (devSecret) {
+    logger.warn('development mode: no JWT_SECRET or JWT_JWKS_URL, accepting HS256 tokens signed with a generated secret', {
+      file: devSecret.file,
+      created: devSecret.created,
+      mint: 'npm run --silent token -- --sub alice',
+    });
+  }
+
+  const database = await openDatabase({
+    url: config.database.url,
+    poolMax: config.database.poolMax,
+    pgliteDir: config.database.pgliteDir,
+    logger,
+  });
+  const applied = await migrateToLatest(database.db);
+  logger.info('database ready', { kind: database.kind, migrations_applied: applied });
+
+  const app = buildApp({ config, database, logger, verifier: createTokenVerifier(jwt), contract: loadContract() });
+  const server = createServer(app);
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(config.port, config.host, resolve);
+  });
+  const address = server.address();
+  logger.info('listening', { port: typeof address === 'object' && address ? address.port : config.port, docs: '/docs' });
+
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    logger.info('shutting down', { signal });
+    const deadline = setTimeout(() => {
+      logger.error('shutdown timed out; closing remaining connections', { timeout_ms: config.shutdownTimeoutMs });
+      server.closeAllConnections();
+    }, config.shutdownTimeoutMs);
+    deadline.unref();
+    server.close(async () => {
+      await database.close();
+      logger.info('stopped');
+      process.exit(0);
+    });
+    server.closeIdleConnections();
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+}
+
+main().catch((error: unknown) => {
+  process.stderr.write(`fatal: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,21 @@
+import type { Database } from './db/database.js';
+import type { Contract } from './http/contract.js';
+import type { HandlerMap } from './http/handler.js';
+import { operationsEndpoints } from './http/operations-endpoints.js';
+import { taskHandlers } from './tasks/tasks.handlers.js';
+import { taskService } from './tasks/tasks.service.js';
+import { meHandlers } from './users/me.handlers.js';
+
+/**
+ * operationId → handler, for every operation of the contract. The type makes a missing handler,
+ * a handler for an operation the spec does not have, or a body the spec does not allow a compile
+ * error; `openApiRoutes` checks the same at boot against the bundled spec.
+ */
+export function buildOperations({ database, contract }: { database: Database; contract: Contract }): HandlerMap {
+  const { db } = database;
+  return {
+    ...taskHandlers(db),
+    ...meHandlers({ countTasks: (owner) => taskService(db, owner).counts() }),
+    ...operationsEndpoints({ contract, ping: database.ping }),
+  };
+}
