@@ -322,7 +322,7 @@ export interface components {
             title: string;
             description?: string | null;
             /** @default false */
-            completed: boolean;
+            completed?: boolean;
             priority?: components["schemas"]["Priority"];
             /** Format: date-time */
             due_at?: string | null;

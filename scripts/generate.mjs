@@ -28,7 +28,8 @@ const spec = JSON.parse(readFileSync(join(out, 'openapi.json'), 'utf8'));
 writeFileSync(join(out, 'openapi.json'), `${JSON.stringify(spec, null, 2)}\n`);
 
 // 2. Types for every path, operation and schema.
-run('openapi-typescript', ['generated/openapi.json', '--output', 'generated/api.ts']);
+// Defaults apply to what a client may leave out, so they must not make request fields required.
+run('openapi-typescript', ['generated/openapi.json', '--output', 'generated/api.ts', '--default-non-nullable=false']);
 writeFileSync(join(out, 'api.ts'), banner + readFileSync(join(out, 'api.ts'), 'utf8'));
 
 // 3. The typed client (openapi-fetch over those types), from its template.

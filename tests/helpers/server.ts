@@ -1,0 +1,89 @@
+import { randomBytes, randomUUID } from 'node:crypto';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { Writable } from 'node:stream';
+import { SignJWT, type JWTPayload } from 'jose';
+import { createTasksClient, type TasksClient } from '../../generated/client.js';
+import { buildApp } from '../../src/app.js';
+import { createTokenVerifier, type VerifierOptions } from '../../src/auth/token-verifier.js';
+import { openDatabase, type Database } from '../../src/db/database.js';
+import { migrateToLatest } from '../../src/db/migrate.js';
+import { loadContract } from '../../src/http/contract.js';
+import { createLogger } from '../../src/logger.js';
+
+export const TEST_ISSUER = 'https://issuer.tasks-api.test';
+
+/** A real database: the PostgreSQL server at TEST_DATABASE_URL when set, else a fresh in-memory PGlite. */
+export async function testDatabase(): Promise<Database> {
+  const url = process.env.TEST_DATABASE_URL;
+  const database = await openDatabase(url ? { url, poolMax: 5 } : { pgliteDir: 'memory://' });
+  await migrateToLatest(database.db);
+  return database;
+}
+
+export interface TestServer {
+  url: string;
+  secret: string;
+  database: Database;
+  /** Every log line the server wrote, parsed. */
+  logs: Record<string, unknown>[];
+  /** The generated typed client, authenticated with `token` when given. */
+  client(token?: string): TasksClient;
+  /** A real HS256 token for `sub` (a fresh random user when omitted), signed with the server's secret. */
+  tokenFor(sub?: string, claims?: JWTPayload, options?: { expiresIn?: number | string }): Promise<string>;
+  close(): Promise<void>;
+}
+
+/** A unique subject, so every test works on its own user and never needs truncation. */
+export const newUser = (): string => `user-${randomUUID()}`;
+
+/**
+ * The real app on a real HTTP server on port 0, with a real database, real signed tokens and
+ * response validation on, so every response a test sees is checked against the contract.
+ */
+export async function startServer(options: { jwt?: Partial<VerifierOptions> } = {}): Promise<TestServer> {
+  const secret = randomBytes(32).toString('base64url');
+  const database = await testDatabase();
+  const logs: Record<string, unknown>[] = [];
+  const stream = new Writable({
+    write(chunk: Buffer, _encoding, done) {
+      for (const line of chunk.toString('utf8').split('\n').filter(Boolean)) logs.push(JSON.parse(line) as Record<string, unknown>);
+      done();
+    },
+  });
+  const logger = createLogger({ level: 'debug', format: 'json', stream });
+  const verifier = createTokenVerifier({ secret, issuer: TEST_ISSUER, clockToleranceSeconds: 5, ...options.jwt });
+  const app = buildApp({
+    config: { bodyLimitBytes: 100 * 1024 },
+    database,
+    logger,
+    verifier,
+    contract: loadContract(),
+    validateResponses: true,
+  });
+  const server: Server = createServer(app);
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+
+  return {
+    url,
+    secret,
+    database,
+    logs,
+    client: (token) => createTasksClient({ baseUrl: url, token }),
+    async tokenFor(sub = newUser(), claims = {}, { expiresIn = '10m' } = {}) {
+      return new SignJWT(claims)
+        .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
+        .setSubject(sub)
+        .setIssuer(TEST_ISSUER)
+        .setIssuedAt()
+        .setExpirationTime(expiresIn)
+        .sign(new TextEncoder().encode(secret));
+    },
+    async close() {
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+      await database.close();
+    },
+  };
+}
