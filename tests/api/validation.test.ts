@@ -1,0 +1,149 @@
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { buildTask } from '../helpers/factories.js';
+import { startServer, type TestServer } from '../helpers/server.js';
+
+let server: TestServer;
+let token: string;
+let taskId: string;
+beforeAll(async () => {
+  server = await startServer();
+  token = await server.tokenFor();
+  const { data } = await server.client(token).POST('/api/v1/tasks', { body: buildTask() });
+  taskId = data!.id;
+});
+afterAll(() => server.close());
+
+/** A raw request, for what the typed client would refuse to send. */
+function send(method: string, path: string, body?: string, headers: Record<string, string> = {}) {
+  return fetch(`${server.url}${path}`, {
+    method,
+    headers: { Authorization: `Bearer ${token}`, ...(body !== undefined ? { 'Content-Type': 'application/json' } : {}), ...headers },
+    body,
+  });
+}
+
+async function expectProblem(res: Response, status: number, type: string) {
+  expect(res.status).toBe(status);
+  expect(res.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+  const problem = (await res.json()) as Record<string, unknown>;
+  expect(problem).toMatchObject({ type: `urn:tasks-api:problem:${type}`, status });
+  expect(typeof problem.title).toBe('string');
+  expect(typeof problem.detail).toBe('string');
+  expect(problem.request_id).toBe(res.headers.get('x-request-id'));
+  return problem;
+}
+
+describe('422 for each constraint of the task schema', () => {
+  const longTags = Array.from({ length: 21 }, (_, i) => `t${i}`);
+  it.each([
+    ['a whitespace-only title', { title: '   ' }, '/title', 'must match pattern "\\S"'],
+    ['a title longer than 200 characters', { title: 'x'.repeat(201) }, '/title', 'must NOT have more than 200 characters'],
+    ['a title that is not a string', { title: 42 }, '/title', 'must be string'],
+    ['a description longer than 1000 characters', { description: 'd'.repeat(1001) }, '/description', 'must NOT have more than 1000 characters'],
+    ['an unknown priority', { priority: 'urgent' }, '/priority', 'must be equal to one of the allowed values: low, medium, high'],
+    ['more than 20 tags', { tags: longTags }, '/tags', 'must NOT have more than 20 items'],
+    ['duplicate tags', { tags: ['a', 'a'] }, '/tags', 'must NOT have duplicate items (items ## 1 and 0 are identical)'],
+    ['a tag longer than 32 characters', { tags: ['t'.repeat(33)] }, '/tags/0', 'must NOT have more than 32 characters'],
+    ['a due_at that is not a date-time', { due_at: 'next tuesday' }, '/due_at', 'must match format "date-time"'],
+    ['a completed that is not a boolean', { completed: 'yes' }, '/completed', 'must be boolean'],
+  ])('rejects %s', async (_label, fields, pointer, detail) => {
+    const res = await send('POST', '/api/v1/tasks', JSON.stringify({ ...buildTask(), ...fields }));
+    const problem = await expectProblem(res, 422, 'validation-failed');
+    expect(problem.errors).toEqual([{ in: 'body', pointer, detail }]);
+  });
+
+  it.each([['owner_id', 'someone-else'], ['id', '0b6f3c4e-6a43-4f6e-9a57-2d1f0c3e8b11'], ['created_at', '2020-01-01T00:00:00Z'], ['color', 'red']])(
+    'rejects a body with %s',
+    async (field, value) => {
+      const res = await send('POST', '/api/v1/tasks', JSON.stringify({ ...buildTask(), [field]: value }));
+      const problem = await expectProblem(res, 422, 'validation-failed');
+      expect(problem.errors).toEqual([{ in: 'body', pointer: `/${field}`, detail: 'must NOT have additional properties' }]);
+    },
+  );
+
+  it('rejects an empty title, saying each rule it breaks', async () => {
+    const problem = await expectProblem(await send('POST', '/api/v1/tasks', JSON.stringify({ title: '' })), 422, 'validation-failed');
+    expect(problem.errors).toEqual([
+      { in: 'body', pointer: '/title', detail: 'must NOT have fewer than 1 characters' },
+      { in: 'body', pointer: '/title', detail: 'must match pattern "\\S"' },
+    ]);
+  });
+
+  it('rejects a body without a title, pointing at the missing field', async () => {
+    const problem = await expectProblem(await send('POST', '/api/v1/tasks', JSON.stringify({ priority: 'low' })), 422, 'validation-failed');
+    expect(problem.errors).toEqual([{ in: 'body', pointer: '/title', detail: "must have required property 'title'" }]);
+  });
+
+  it('names every offending field, not just the first', async () => {
+    const res = await send('POST', '/api/v1/tasks', JSON.stringify({ title: '', priority: 'urgent', owner_id: 'x' }));
+    const problem = await expectProblem(res, 422, 'validation-failed');
+    expect(new Set((problem.errors as { pointer: string }[]).map((e) => e.pointer))).toEqual(new Set(['/owner_id', '/priority', '/title']));
+  });
+
+  it('rejects owner_id and a null title in a PATCH, and changes nothing', async () => {
+    for (const body of [{ owner_id: 'someone-else' }, { title: null }]) {
+      await expectProblem(await send('PATCH', `/api/v1/tasks/${taskId}`, JSON.stringify(body)), 422, 'validation-failed');
+    }
+    const res = await send('GET', `/api/v1/tasks/${taskId}`);
+    expect(((await res.json()) as { title: string }).title).toMatch(/^Task \d+$/);
+  });
+
+  it('rejects a PUT without a title', async () => {
+    await expectProblem(await send('PUT', `/api/v1/tasks/${taskId}`, JSON.stringify({ priority: 'low' })), 422, 'validation-failed');
+  });
+});
+
+describe('422 for bad parameters', () => {
+  it.each([
+    ['limit=0', 'query', '/limit'],
+    ['limit=101', 'query', '/limit'],
+    ['limit=ten', 'query', '/limit'],
+    ['status=done', 'query', '/status'],
+    ['sort=title&x=1', 'query', '/sort'],
+  ])('rejects ?%s', async (query, where, pointer) => {
+    const problem = await expectProblem(await send('GET', `/api/v1/tasks?${query}`), 422, 'validation-failed');
+    expect(problem.errors).toEqual(expect.arrayContaining([expect.objectContaining({ in: where, pointer })]));
+  });
+
+  it('rejects a task id that is not a UUID', async () => {
+    const problem = await expectProblem(await send('GET', '/api/v1/tasks/42'), 422, 'validation-failed');
+    expect(problem.errors).toEqual([{ in: 'path', pointer: '/taskId', detail: 'must match format "uuid"' }]);
+  });
+});
+
+describe('HTTP-level errors', () => {
+  it('answers malformed JSON with 400', async () => {
+    const problem = await expectProblem(await send('POST', '/api/v1/tasks', '{"title": "unterminated'), 400, 'malformed-body');
+    expect(problem.detail).toBe('The request body is not valid JSON.');
+  });
+
+  it('answers an unknown /api/v1 path with 404', async () => {
+    await expectProblem(await send('GET', '/api/v1/projects'), 404, 'not-found');
+  });
+
+  it('answers a wrong method with 405 and an Allow header', async () => {
+    const res = await send('PUT', '/api/v1/tasks', '{}');
+    expect(res.headers.get('allow')).toBe('POST, GET');
+    await expectProblem(res, 405, 'method-not-allowed');
+  });
+
+  it('answers a body that is not JSON with 415', async () => {
+    const res = await send('POST', '/api/v1/tasks', 'title=x', { 'Content-Type': 'application/x-www-form-urlencoded' });
+    await expectProblem(res, 415, 'unsupported-media-type');
+  });
+
+  it('answers a body over 100 KB with 413 and stores nothing', async () => {
+    const before = await (await send('GET', '/api/v1/me')).json();
+    const res = await send('POST', '/api/v1/tasks', JSON.stringify({ title: 'big', description: 'x'.repeat(110 * 1024) }));
+    await expectProblem(res, 413, 'payload-too-large');
+    expect(await (await send('GET', '/api/v1/me')).json()).toEqual(before);
+  });
+
+  it('echoes a sane X-Request-Id and replaces an unsafe one', async () => {
+    const echoed = await send('GET', '/api/v1/projects', undefined, { 'X-Request-Id': 'trace-abc.123' });
+    expect(echoed.headers.get('x-request-id')).toBe('trace-abc.123');
+    expect(((await echoed.json()) as { request_id: string }).request_id).toBe('trace-abc.123');
+    const replaced = await send('GET', '/api/v1/projects', undefined, { 'X-Request-Id': 'bad id\twith spaces' });
+    expect(replaced.headers.get('x-request-id')).toMatch(/^[0-9a-f-]{36}$/);
+  });
+});

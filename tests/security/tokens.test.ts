@@ -1,0 +1,152 @@
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { exportJWK, generateKeyPair, SignJWT, type JWTPayload, type CryptoKey } from 'jose';
+import { newUser, startServer, TEST_ISSUER, type TestServer } from '../helpers/server.js';
+
+const b64 = (value: object) => Buffer.from(JSON.stringify(value)).toString('base64url');
+const now = () => Math.floor(Date.now() / 1000);
+
+let jwks: Server;
+let jwksUrl: URL;
+let edPrivate: CryptoKey;
+let esPrivate: CryptoKey;
+let server: TestServer;
+
+beforeAll(async () => {
+  const ed = await generateKeyPair('EdDSA', { crv: 'Ed25519' });
+  const es = await generateKeyPair('ES256');
+  edPrivate = ed.privateKey;
+  esPrivate = es.privateKey;
+  const keys = [
+    { ...(await exportJWK(ed.publicKey)), kid: 'ed-1', alg: 'EdDSA', use: 'sig' },
+    { ...(await exportJWK(es.publicKey)), kid: 'es-1', alg: 'ES256', use: 'sig' },
+  ];
+  jwks = createServer((_req, res) => {
+    res.setHeader('Content-Type', 'application/json');
+    res.end(JSON.stringify({ keys }));
+  });
+  await new Promise<void>((resolve) => jwks.listen(0, '127.0.0.1', resolve));
+  jwksUrl = new URL(`http://127.0.0.1:${(jwks.address() as AddressInfo).port}/api/auth/jwks`);
+  server = await startServer({ jwt: { jwksUrl, audience: TEST_ISSUER } });
+});
+afterAll(async () => {
+  await server.close();
+  jwks.close();
+});
+
+function asymmetric(key: CryptoKey, alg: 'EdDSA' | 'ES256', kid: string, payload: JWTPayload = {}) {
+  return new SignJWT(payload)
+    .setProtectedHeader({ alg, kid, typ: 'JWT' })
+    .setSubject(newUser())
+    .setIssuer(TEST_ISSUER)
+    .setAudience(TEST_ISSUER)
+    .setExpirationTime('5m')
+    .sign(key);
+}
+
+function hs256(payload: JWTPayload, secret = server.secret) {
+  return new SignJWT(payload).setProtectedHeader({ alg: 'HS256' }).sign(new TextEncoder().encode(secret));
+}
+
+const valid = (): JWTPayload => ({ sub: newUser(), iss: TEST_ISSUER, aud: TEST_ISSUER, exp: now() + 300 });
+
+function me(authorization?: string) {
+  return fetch(`${server.url}/api/v1/me`, { headers: authorization === undefined ? {} : { Authorization: authorization } });
+}
+
+describe('accepted tokens', () => {
+  it('accepts an HS256 token signed with the shared secret, whatever the case of "Bearer"', async () => {
+    const token = await hs256(valid());
+    expect((await me(`Bearer ${token}`)).status).toBe(200);
+    expect((await me(`bearer ${token}`)).status).toBe(200);
+  });
+
+  it('accepts an EdDSA token whose key is published at the JWKS URL, with the subject as owner', async () => {
+    const token = await asymmetric(edPrivate, 'EdDSA', 'ed-1', { email: 'eve@example.com', name: 'Eve' });
+    const res = await me(`Bearer ${token}`);
+    expect(res.status).toBe(200);
+    expect(await res.json()).toMatchObject({ email: 'eve@example.com', name: 'Eve', tasks: { total: 0 } });
+  });
+
+  it('accepts an ES256 token from the JWKS', async () => {
+    expect((await me(`Bearer ${await asymmetric(esPrivate, 'ES256', 'es-1')}`)).status).toBe(200);
+  });
+});
+
+describe('401 with WWW-Authenticate for every bad token', () => {
+  it('says only "Bearer" when no token was sent', async () => {
+    const res = await me();
+    expect(res.status).toBe(401);
+    expect(res.headers.get('www-authenticate')).toBe('Bearer');
+    expect(await res.json()).toMatchObject({ type: 'urn:tasks-api:problem:missing-token', status: 401 });
+  });
+
+  const cases: [string, () => Promise<string>][] = [
+    ['a malformed token', async () => 'Bearer not.a.jwt'],
+    ['a token that is not a JWT at all', async () => 'Bearer abc'],
+    ['an expired token (beyond the 5 s tolerance the test server allows)', async () => `Bearer ${await hs256({ ...valid(), exp: now() - 60 })}`],
+    ['a token not valid before a future nbf', async () => `Bearer ${await hs256({ ...valid(), nbf: now() + 600 })}`],
+    ['a token signed with another secret', async () => `Bearer ${await hs256(valid(), 'another-secret-that-is-long-enough-xxxx')}`],
+    ['an unsigned token (alg: none)', async () => `Bearer ${b64({ alg: 'none', typ: 'JWT' })}.${b64(valid())}.`],
+    ['a token without sub', async () => { const { sub: _drop, ...rest } = valid(); return `Bearer ${await hs256(rest)}`; }],
+    ['a token with an empty sub', async () => `Bearer ${await hs256({ ...valid(), sub: '' })}`],
+    ['a token without exp', async () => { const { exp: _drop, ...rest } = valid(); return `Bearer ${await hs256(rest)}`; }],
+    ['a token from another issuer', async () => `Bearer ${await hs256({ ...valid(), iss: 'https://evil.example' })}`],
+    ['a token for another audience', async () => `Bearer ${await hs256({ ...valid(), aud: 'https://other-api.example' })}`],
+    ['a tampered payload', async () => {
+      const [header, , signature] = (await hs256(valid())).split('.');
+      return `Bearer ${header}.${b64({ ...valid(), sub: 'admin' })}.${signature}`;
+    }],
+    ['a stripped signature', async () => `Bearer ${(await hs256(valid())).split('.').slice(0, 2).join('.')}.`],
+    ['HS256 signed with the JWKS public key as the secret', async () => {
+      const jwk = (await (await fetch(jwksUrl)).json()) as { keys: object[] };
+      return `Bearer ${await hs256(valid(), JSON.stringify(jwk.keys[0]))}`;
+    }],
+    ['an EdDSA token signed by a key the JWKS does not publish', async () => {
+      const rogue = await generateKeyPair('EdDSA', { crv: 'Ed25519' });
+      return `Bearer ${await asymmetric(rogue.privateKey, 'EdDSA', 'ed-1')}`;
+    }],
+    ['the Basic scheme', async () => `Basic ${Buffer.from('alice:secret').toString('base64')}`],
+    ['a token with no scheme', async () => hs256(valid())],
+    ['a 10 KB token', async () => `Bearer ${await hs256({ ...valid(), pad: 'x'.repeat(10 * 1024) })}`],
+  ];
+
+  it.each(cases)('rejects %s', async (_label, authorization) => {
+    const res = await me(await authorization());
+    expect(res.status).toBe(401);
+    expect(res.headers.get('www-authenticate')).toMatch(/^Bearer error="invalid_token"/);
+    const problem = (await res.json()) as Record<string, unknown>;
+    expect(problem).toMatchObject({ type: 'urn:tasks-api:problem:invalid-token', status: 401, request_id: res.headers.get('x-request-id') });
+    expect(JSON.stringify(problem)).not.toMatch(/stack|at .*\.js/);
+  });
+
+  it('logs the reason at warn with the request id, never the token', async () => {
+    const token = await hs256({ ...valid(), exp: now() - 60 });
+    const res = await me(`Bearer ${token}`);
+    const requestId = res.headers.get('x-request-id');
+    const lines = server.logs.filter((line) => line.request_id === requestId);
+    expect(lines.find((line) => line.level === 'warn')).toMatchObject({ message: 'authentication failed', code: 'INVALID_TOKEN', reason: 'ERR_JWT_EXPIRED' });
+    expect(lines.find((line) => line.message === 'request')).toMatchObject({ status: 401, route: '/api/v1/me', method: 'GET' });
+    expect(JSON.stringify(server.logs)).not.toContain(token.split('.')[2]);
+  });
+});
+
+describe('scopes declared per operation', () => {
+  it('lets a read-only token read but answers 403 with insufficient_scope on writes', async () => {
+    const token = await hs256({ ...valid(), scope: 'tasks:read' });
+    expect((await me(`Bearer ${token}`)).status).toBe(200);
+    const res = await fetch(`${server.url}/api/v1/tasks`, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' },
+      body: JSON.stringify({ title: 'nope' }),
+    });
+    expect(res.status).toBe(403);
+    expect(res.headers.get('www-authenticate')).toBe('Bearer error="insufficient_scope", scope="tasks:write"');
+    expect(await res.json()).toMatchObject({ type: 'urn:tasks-api:problem:insufficient-scope', status: 403 });
+  });
+
+  it('grants nothing for a scope claim without this API’s scopes', async () => {
+    expect((await me(`Bearer ${await hs256({ ...valid(), scope: 'openid profile' })}`)).status).toBe(403);
+  });
+});
