@@ -1,0 +1,39 @@
+import { readFileSync } from 'node:fs';
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { startServer, type TestServer } from '../helpers/server.js';
+
+let server: TestServer;
+beforeAll(async () => {
+  server = await startServer();
+});
+afterAll(() => server.close());
+
+describe('operational endpoints (no token needed)', () => {
+  it('GET /health/live answers 200', async () => {
+    const { data, response } = await server.client().GET('/health/live');
+    expect(response.status).toBe(200);
+    expect(data).toEqual({ status: 'ok' });
+  });
+
+  it('GET /health/ready checks the database', async () => {
+    const { data, response } = await server.client().GET('/health/ready');
+    expect(response.status).toBe(200);
+    expect(data).toEqual({ status: 'ok', checks: { database: 'ok' } });
+  });
+
+  it('GET /openapi.json serves the bundled contract', async () => {
+    const res = await fetch(`${server.url}/openapi.json`);
+    expect(res.status).toBe(200);
+    expect(await res.json()).toEqual(JSON.parse(readFileSync('generated/openapi.json', 'utf8')));
+  });
+
+  it('GET /docs serves the self-contained Redoc page', async () => {
+    const res = await fetch(`${server.url}/docs`);
+    expect(res.status).toBe(200);
+    expect(res.headers.get('content-type')).toBe('text/html; charset=utf-8');
+    const html = await res.text();
+    expect(html).toContain('<title>Tasks API</title>');
+    expect(html).not.toMatch(/<script[^>]+src="https?:/);
+    expect(html).not.toMatch(/<link[^>]+href="https?:\/\/fonts/);
+  });
+});

@@ -1,0 +1,66 @@
+import { describe, expect, it } from '@jest/globals';
+import { ConfigError, loadConfig } from '../../src/config.js';
+
+function problemsOf(env: Record<string, string>): string[] {
+  try {
+    loadConfig(env);
+  } catch (error) {
+    expect(error).toBeInstanceOf(ConfigError);
+    return (error as ConfigError).problems;
+  }
+  throw new Error('expected the configuration to be refused');
+}
+
+describe('loadConfig', () => {
+  it('runs with no configuration at all: PGlite under .data, port 3000, a development secret', () => {
+    const config = loadConfig({});
+    expect(config).toMatchObject({
+      nodeEnv: 'development',
+      port: 3000,
+      database: { url: undefined, pgliteDir: '.data/pglite', poolMax: 10 },
+      jwt: { devSecretFile: '.data/dev-jwt-secret', clockToleranceSeconds: 30 },
+      log: { level: 'info', format: 'pretty' },
+      bodyLimitBytes: 102400,
+    });
+  });
+
+  it('uses the given secret and no development secret once JWT_SECRET is set', () => {
+    const config = loadConfig({ JWT_SECRET: 's'.repeat(32), JWT_ISSUER: 'https://id.example', PGLITE_DIR: '/tmp/x' });
+    expect(config.jwt).toMatchObject({ secret: 's'.repeat(32), issuer: 'https://id.example', devSecretFile: undefined });
+    expect(config.database.pgliteDir).toBe('/tmp/x');
+  });
+
+  it('refuses production without token keys, naming what is missing', () => {
+    expect(problemsOf({ NODE_ENV: 'production' })).toEqual(['JWT_SECRET or JWT_JWKS_URL must be set when NODE_ENV=production']);
+  });
+
+  it('starts production with a JWKS URL only, logging JSON', () => {
+    const config = loadConfig({ NODE_ENV: 'production', JWT_JWKS_URL: 'https://id.example/api/auth/jwks' });
+    expect(config.jwt.jwksUrl?.href).toBe('https://id.example/api/auth/jwks');
+    expect(config.log.format).toBe('json');
+  });
+
+  it('lists every bad variable at once', () => {
+    expect(
+      problemsOf({
+        NODE_ENV: 'staging',
+        PORT: 'eighty',
+        DATABASE_URL: 'mysql://db/x',
+        JWT_JWKS_URL: 'ftp://keys',
+        JWT_SECRET: 'short',
+        LOG_LEVEL: 'verbose',
+      }),
+    ).toEqual([
+      'NODE_ENV must be one of development, production, test (got "staging")',
+      'DATABASE_URL must be a postgres or postgresql URL',
+      'JWT_SECRET must be at least 32 bytes long',
+      'JWT_JWKS_URL must be a http or https URL',
+      'PORT must be an integer from 0 to 65535 (got "eighty")',
+      'LOG_LEVEL must be one of error, warn, info, debug (got "verbose")',
+    ]);
+  });
+
+  it('refuses a DATABASE_URL that is not a URL', () => {
+    expect(problemsOf({ DATABASE_URL: 'not a url' })).toEqual(['DATABASE_URL is not a valid URL']);
+  });
+});

@@ -1,0 +1,50 @@
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { Writable } from 'node:stream';
+import { describe, expect, it } from '@jest/globals';
+import express from 'express';
+import { errorHandler } from '../../src/http/error-handler.js';
+import { requestContext } from '../../src/http/request-context.js';
+import { createLogger } from '../../src/logger.js';
+
+describe('errorHandler', () => {
+  it('answers an unexpected error with a generic 500 that carries only the request id, and logs the stack under it', async () => {
+    const lines: Record<string, unknown>[] = [];
+    const stream = new Writable({
+      write(chunk: Buffer, _e, done) {
+        lines.push(JSON.parse(chunk.toString()) as Record<string, unknown>);
+        done();
+      },
+    });
+    const logger = createLogger({ level: 'info', format: 'json', stream });
+    const app = express();
+    app.use(requestContext());
+    app.get('/boom', () => {
+      throw new Error('relation "secret_table" does not exist: SELECT password FROM secret_table');
+    });
+    app.use(errorHandler(logger));
+    const server = createServer(app).listen(0, '127.0.0.1');
+    await new Promise((resolve) => server.once('listening', resolve));
+    try {
+      const res = await fetch(`http://127.0.0.1:${(server.address() as AddressInfo).port}/boom`);
+      const requestId = res.headers.get('x-request-id')!;
+      expect(res.status).toBe(500);
+      expect(res.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+      const text = await res.text();
+      expect(JSON.parse(text)).toEqual({
+        type: 'urn:tasks-api:problem:internal-error',
+        title: 'Internal server error',
+        status: 500,
+        detail: 'An unexpected error occurred. Quote the request id when reporting it.',
+        instance: '/boom',
+        request_id: requestId,
+      });
+      expect(text).not.toMatch(/secret_table|SELECT|at .*\.ts/);
+      const logged = lines.find((line) => line.level === 'error')!;
+      expect(logged).toMatchObject({ message: 'unhandled error', request_id: requestId });
+      expect(String(logged.stack)).toContain('secret_table');
+    } finally {
+      server.close();
+    }
+  });
+});
