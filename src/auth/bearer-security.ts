@@ -32,11 +32,10 @@ export function bearerSecurityHandler(verifier: TokenVerifier, logger: Logger) {
 }
 
 /**
- * The problem for a request the validator refused with 401/403. The validator checks for the
- * header itself before calling the handler, so a missing or non-Bearer header never reaches it.
+ * The problem for a request the validator refused with 401/403 without calling the handler: it
+ * checks the header's presence and scheme itself, so a missing or non-Bearer header ends there.
  */
 export function authFailureOf(req: Request, logger: Logger): HttpProblem {
-  if (req.authFailure) return req.authFailure;
   try {
     bearerToken(req);
   } catch (error) {

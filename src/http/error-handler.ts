@@ -40,11 +40,14 @@ function toProblem(error: HttpErrorLike, req: Request, logger: Logger): HttpProb
     case 'charset.unsupported':
       return new HttpProblem(415, 'UNSUPPORTED_MEDIA_TYPE', 'Unsupported media type', error.message);
   }
+  // The security handler refused the request (401, 403, or 503 when keys cannot be fetched).
+  if (req.authFailure) return req.authFailure;
   switch (error.status) {
     case 400:
       return new ValidationFailed((error.errors ?? [{}]).map((e) => fieldError(e.path, e.message)));
     case 401:
     case 403:
+      // The validator checks the header's presence and scheme itself, before the handler runs.
       return authFailureOf(req, logger);
     case 404:
       return new HttpProblem(404, 'NOT_FOUND', 'Not found', `No route ${req.method} ${req.path}.`);

@@ -150,3 +150,43 @@ describe('scopes declared per operation', () => {
     expect((await me(`Bearer ${await hs256({ ...valid(), scope: 'openid profile' })}`)).status).toBe(403);
   });
 });
+
+describe('a JWKS that cannot be fetched fails closed', () => {
+  async function serverWithJwks(url: URL) {
+    return startServer({ jwt: { jwksUrl: url, jwksTimeoutMs: 500 } });
+  }
+
+  it.each([
+    ['down', async () => {
+      const probe = createServer().listen(0, '127.0.0.1');
+      await new Promise((resolve) => probe.once('listening', resolve));
+      const port = (probe.address() as AddressInfo).port;
+      await new Promise((resolve) => probe.close(resolve));
+      return { url: new URL(`http://127.0.0.1:${port}/jwks`), stop: async () => {} };
+    }],
+    ['answering garbage', async () => serve((_req, res) => res.end('<html>not json</html>'))],
+    ['too slow', async () => serve((_req, res) => { setTimeout(() => res.end('{"keys":[]}'), 1500).unref(); })],
+  ])('answers 503 with Retry-After when the JWKS is %s, and never accepts the token', async (_label, make) => {
+    const upstream = await make();
+    const api = await serverWithJwks(upstream.url);
+    try {
+      const token = await asymmetric(edPrivate, 'EdDSA', 'ed-1');
+      const res = await fetch(`${api.url}/api/v1/me`, { headers: { Authorization: `Bearer ${token}` } });
+      expect(res.status).toBe(503);
+      expect(res.headers.get('retry-after')).toBe('5');
+      expect(await res.json()).toMatchObject({ type: 'urn:tasks-api:problem:service-unavailable', status: 503 });
+    } finally {
+      await api.close();
+      await upstream.stop();
+    }
+  });
+});
+
+async function serve(handler: Parameters<typeof createServer>[1]) {
+  const upstream = createServer(handler!);
+  await new Promise<void>((resolve) => upstream.listen(0, '127.0.0.1', resolve));
+  return {
+    url: new URL(`http://127.0.0.1:${(upstream.address() as AddressInfo).port}/jwks`),
+    stop: () => new Promise<void>((resolve) => { upstream.closeAllConnections(); upstream.close(() => resolve()); }),
+  };
+}
