@@ -179,11 +179,22 @@ export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
         /**
+         * @description Free text, up to 1000 characters; `null` for none.
+         * @example Photos are in the top drawer.
+         */
+        TaskDescription: string | null;
+        /**
          * @description How urgent the task is.
          * @example medium
          * @enum {string}
          */
         Priority: "low" | "medium" | "high";
+        /**
+         * Format: date-time
+         * @description When the task is due (RFC 3339 date-time with offset); `null` for no due date.
+         * @example 2026-12-01T09:00:00.000Z
+         */
+        DueAt: string | null;
         /**
          * @description Up to 20 distinct labels, each 1–32 characters with at least one non-space character.
          * @example [
@@ -217,11 +228,10 @@ export interface components {
              */
             id: string;
             title: string;
-            description: string | null;
+            description: components["schemas"]["TaskDescription"];
             completed: boolean;
             priority: components["schemas"]["Priority"];
-            /** Format: date-time */
-            due_at: string | null;
+            due_at: components["schemas"]["DueAt"];
             tags: components["schemas"]["Tags"];
             /** Format: date-time */
             created_at: string;
@@ -304,6 +314,11 @@ export interface components {
             }[];
         };
         /**
+         * @description 1–200 characters, at least one of them not whitespace; stored trimmed.
+         * @example Renew passport
+         */
+        TaskTitle: string;
+        /**
          * @description A new task. Only `title` is required; `id`, timestamps and the owner are set by the server and
          *     are rejected here. The title is stored trimmed.
          * @example {
@@ -318,14 +333,12 @@ export interface components {
          *     }
          */
         TaskCreate: {
-            /** @description 1–200 characters, at least one of them not whitespace. */
-            title: string;
-            description?: string | null;
+            title: components["schemas"]["TaskTitle"];
+            description?: components["schemas"]["TaskDescription"];
             /** @default false */
             completed?: boolean;
             priority?: components["schemas"]["Priority"];
-            /** Format: date-time */
-            due_at?: string | null;
+            due_at?: components["schemas"]["DueAt"];
             tags?: components["schemas"]["Tags"];
         };
         /**
@@ -343,13 +356,11 @@ export interface components {
          *     }
          */
         TaskReplace: {
-            /** @description 1–200 characters, at least one of them not whitespace. */
-            title: string;
-            description?: string | null;
+            title: components["schemas"]["TaskTitle"];
+            description?: components["schemas"]["TaskDescription"];
             completed?: boolean;
             priority?: components["schemas"]["Priority"];
-            /** Format: date-time */
-            due_at?: string | null;
+            due_at?: components["schemas"]["DueAt"];
             tags?: components["schemas"]["Tags"];
         };
         /**
@@ -360,13 +371,11 @@ export interface components {
          *     }
          */
         TaskPatch: {
-            /** @description 1–200 characters, at least one of them not whitespace. */
-            title?: string;
-            description?: string | null;
+            title?: components["schemas"]["TaskTitle"];
+            description?: components["schemas"]["TaskDescription"];
             completed?: boolean;
             priority?: components["schemas"]["Priority"];
-            /** Format: date-time */
-            due_at?: string | null;
+            due_at?: components["schemas"]["DueAt"];
             tags?: components["schemas"]["Tags"];
         };
         /**
