@@ -38,7 +38,6 @@ export class InsufficientScope extends HttpProblem {
 
 /** 503: the keys could not be fetched, so no token can be checked; fail closed. */
 export class KeySourceUnavailable extends ServiceUnavailable {
-  override readonly code = 'SERVICE_UNAVAILABLE';
   constructor(readonly reason: string, cause?: unknown) {
     super('The token signing keys could not be fetched; retry later.', cause);
   }
