@@ -1,7 +1,6 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { Writable } from 'node:stream';
 import { SignJWT, type JWTPayload } from 'jose';
 import { createTasksClient, type TasksClient } from '../../generated/client.js';
 import { buildApp } from '../../src/app.js';
@@ -9,7 +8,7 @@ import { createTokenVerifier, type VerifierOptions } from '../../src/auth/token-
 import { openDatabase, type Database } from '../../src/db/database.js';
 import { migrateToLatest } from '../../src/db/migrate.js';
 import { loadContract } from '../../src/http/contract.js';
-import { createLogger } from '../../src/logger.js';
+import { captureLogs } from './logs.js';
 
 export const TEST_ISSUER = 'https://issuer.tasks-api.test';
 
@@ -44,14 +43,7 @@ export const newUser = (): string => `user-${randomUUID()}`;
 export async function startServer(options: { jwt?: Partial<VerifierOptions> } = {}): Promise<TestServer> {
   const secret = randomBytes(32).toString('base64url');
   const database = await testDatabase();
-  const logs: Record<string, unknown>[] = [];
-  const stream = new Writable({
-    write(chunk: Buffer, _encoding, done) {
-      for (const line of chunk.toString('utf8').split('\n').filter(Boolean)) logs.push(JSON.parse(line) as Record<string, unknown>);
-      done();
-    },
-  });
-  const logger = createLogger({ level: 'debug', format: 'json', stream });
+  const { logger, lines: logs } = captureLogs();
   const verifier = createTokenVerifier({ secret, issuer: TEST_ISSUER, clockToleranceSeconds: 5, ...options.jwt });
   const app = buildApp({
     config: { bodyLimitBytes: 100 * 1024 },

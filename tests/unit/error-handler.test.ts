@@ -1,22 +1,14 @@
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { Writable } from 'node:stream';
 import { describe, expect, it } from '@jest/globals';
 import express from 'express';
 import { errorHandler } from '../../src/http/error-handler.js';
 import { requestContext } from '../../src/http/request-context.js';
-import { createLogger } from '../../src/logger.js';
+import { captureLogs } from '../helpers/logs.js';
 
 describe('errorHandler', () => {
   it('answers an unexpected error with a generic 500 that carries only the request id, and logs the stack under it', async () => {
-    const lines: Record<string, unknown>[] = [];
-    const stream = new Writable({
-      write(chunk: Buffer, _e, done) {
-        lines.push(JSON.parse(chunk.toString()) as Record<string, unknown>);
-        done();
-      },
-    });
-    const logger = createLogger({ level: 'info', format: 'json', stream });
+    const { logger, lines } = captureLogs('info');
     const app = express();
     app.use(requestContext());
     app.get('/boom', () => {
