@@ -154,6 +154,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/openapi.yaml": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The OpenAPI document as YAML
+         * @description The same bundled OpenAPI 3.1 document as `/openapi.json`, in YAML, for tools and people that prefer it.
+         */
+        get: operations["getOpenApiYaml"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/docs": {
         parameters: {
             query?: never;
@@ -178,6 +198,11 @@ export interface paths {
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
+        /**
+         * @description 1–200 characters, at least one of them not whitespace; stored trimmed.
+         * @example Renew passport
+         */
+        TaskTitle: string;
         /**
          * @description Free text, up to 1000 characters; `null` for none.
          * @example Photos are in the top drawer.
@@ -204,6 +229,12 @@ export interface components {
          */
         Tags: string[];
         /**
+         * Format: date-time
+         * @description An RFC 3339 date-time in UTC with millisecond precision.
+         * @example 2026-11-20T18:04:11.482Z
+         */
+        Timestamp: string;
+        /**
          * @description A task owned by the caller.
          * @example {
          *       "id": "0b6f3c4e-6a43-4f6e-9a57-2d1f0c3e8b11",
@@ -227,16 +258,14 @@ export interface components {
              * @description Server-assigned identifier.
              */
             id: string;
-            title: string;
+            title: components["schemas"]["TaskTitle"];
             description: components["schemas"]["TaskDescription"];
             completed: boolean;
             priority: components["schemas"]["Priority"];
             due_at: components["schemas"]["DueAt"];
             tags: components["schemas"]["Tags"];
-            /** Format: date-time */
-            created_at: string;
-            /** Format: date-time */
-            updated_at: string;
+            created_at: components["schemas"]["Timestamp"];
+            updated_at: components["schemas"]["Timestamp"];
             /**
              * Format: date-time
              * @description When the task was last marked completed; `null` while it is pending.
@@ -297,6 +326,7 @@ export interface components {
             type: string;
             /** @description A short summary of the kind of problem. */
             title: string;
+            /** Format: int32 */
             status: number;
             /** @description What went wrong with this request, for a human. */
             detail: string;
@@ -313,11 +343,6 @@ export interface components {
                 detail: string;
             }[];
         };
-        /**
-         * @description 1–200 characters, at least one of them not whitespace; stored trimmed.
-         * @example Renew passport
-         */
-        TaskTitle: string;
         /**
          * @description A new task. Only `title` is required; `id`, timestamps and the owner are set by the server and
          *     are rejected here. The title is stored trimmed.
@@ -406,8 +431,11 @@ export interface components {
             /** @description The token's `name` claim, if it has one. */
             name: string | null;
             tasks: {
+                /** Format: int32 */
                 total: number;
+                /** Format: int32 */
                 pending: number;
+                /** Format: int32 */
                 completed: number;
             };
         };
@@ -634,9 +662,15 @@ export interface components {
     };
     requestBodies: never;
     headers: {
-        /** @description The request's id (the client's `X-Request-Id` if it sent a valid one, else a new UUID); also in every log line of the request. */
+        /**
+         * @description The request's id (the client's `X-Request-Id` if it sent a valid one, else a new UUID); also in every log line of the request.
+         * @example 2b1f8c1e-6f0b-4c1a-9e0e-6a1e7f9f3b52
+         */
         XRequestId: string;
-        /** @description `Bearer`, with `error="invalid_token"` when a token was sent but rejected, or `error="insufficient_scope"` and the needed `scope`. */
+        /**
+         * @description `Bearer`, with `error="invalid_token"` when a token was sent but rejected, or `error="insufficient_scope"` and the needed `scope`.
+         * @example Bearer error="invalid_token", error_description="The bearer token has expired."
+         */
         WWWAuthenticate: string;
         /** @description Seconds to wait before retrying. */
         RetryAfter: number;
@@ -653,7 +687,10 @@ export interface operations {
                  * @example 20
                  */
                 limit?: number;
-                /** @description The `next_cursor` of the previous page. */
+                /**
+                 * @description The `next_cursor` of the previous page.
+                 * @example eyJjIjoiMjAyNi0xMS0yMFQxODowNDoxMS40ODJaIiwiaSI6IjBiNmYzYzRlLTZhNDMtNGY2ZS05YTU3LTJkMWYwYzNlOGIxMSIsImYiOiJzdGF0dXM9YWxsIn0
+                 */
                 cursor?: string;
                 /**
                  * @description Which tasks to include.
@@ -670,7 +707,10 @@ export interface operations {
             /** @description A page of tasks. */
             200: {
                 headers: {
-                    /** @description `<url>; rel="next"` when there is a next page. */
+                    /**
+                     * @description `<url>; rel="next"` when there is a next page.
+                     * @example </api/v1/tasks?limit=20&cursor=eyJjIjoiMjAyNi0xMS0yMFQxODowNDoxMS40ODJaIiwiaSI6IjBiNmYzYzRlLTZhNDMtNGY2ZS05YTU3LTJkMWYwYzNlOGIxMSIsImYiOiJzdGF0dXM9YWxsIn0>; rel="next"
+                     */
                     Link?: string;
                     [name: string]: unknown;
                 };
@@ -883,6 +923,7 @@ export interface operations {
             };
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
+            422: components["responses"]["ValidationFailed"];
             500: components["responses"]["InternalError"];
             503: components["responses"]["ServiceUnavailable"];
         };
@@ -963,6 +1004,35 @@ export interface operations {
                     } & {
                         [key: string]: unknown;
                     };
+                };
+            };
+            422: components["responses"]["ValidationFailed"];
+            500: components["responses"]["InternalError"];
+        };
+    };
+    getOpenApiYaml: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The OpenAPI document in YAML. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example openapi: 3.1.0
+                     *     info:
+                     *       title: Tasks API
+                     *       version: 1.0.0
+                     *     paths: {}
+                     */
+                    "application/yaml": string;
                 };
             };
             422: components["responses"]["ValidationFailed"];

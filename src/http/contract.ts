@@ -10,9 +10,10 @@ export interface OpenApiDocument {
   [key: string]: unknown;
 }
 
-/** The bundled contract and its rendered reference page, as `npm run generate` wrote them. */
+/** The bundled contract (parsed, and as YAML text) and its rendered reference page, as `npm run generate` wrote them. */
 export interface Contract {
   spec: OpenApiDocument;
+  specYaml: string;
   docsHtml: string;
 }
 
@@ -31,6 +32,7 @@ export function loadContract(root = projectRoot()): Contract {
   const generated = join(root, 'generated');
   return {
     spec: JSON.parse(readFileSync(join(generated, 'openapi.json'), 'utf8')) as OpenApiDocument,
+    specYaml: readFileSync(join(generated, 'openapi.yaml'), 'utf8'),
     docsHtml: readFileSync(join(generated, 'docs.html'), 'utf8'),
   };
 }

@@ -86,6 +86,6 @@ export function errorHandler(logger: Logger): ErrorRequestHandler {
       .status(problem.status)
       .set(problem.headers)
       .type('application/problem+json')
-      .json(problem.toProblem(req.originalUrl.split('?')[0]!, req.id));
+      .json(problem.toProblem(req.path, req.id));
   };
 }

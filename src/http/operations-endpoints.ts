@@ -7,7 +7,7 @@ import { ServiceUnavailable } from './problem.js';
  * and its rendered reference.
  */
 export function operationsEndpoints(deps: { contract: Contract; ping: () => Promise<void> }): Handlers<
-  'getLiveness' | 'getReadiness' | 'getOpenApiDocument' | 'getDocs'
+  'getLiveness' | 'getReadiness' | 'getOpenApiDocument' | 'getOpenApiYaml' | 'getDocs'
 > {
   const { contract, ping } = deps;
   return {
@@ -21,6 +21,11 @@ export function operationsEndpoints(deps: { contract: Contract; ping: () => Prom
       return { status: 200, body: { status: 'ok', checks: { database: 'ok' } } };
     },
     getOpenApiDocument: async () => ({ status: 200, body: contract.spec }),
+    getOpenApiYaml: async () => ({
+      status: 200,
+      body: contract.specYaml,
+      headers: { 'Content-Type': 'application/yaml; charset=utf-8' },
+    }),
     getDocs: async () => ({
       status: 200,
       body: contract.docsHtml,

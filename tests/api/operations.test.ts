@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { loadContract, operationIdsOf } from '../../src/http/contract.js';
 import { startServer, type TestServer } from '../helpers/server.js';
 
 let server: TestServer;
@@ -25,6 +26,14 @@ describe('operational endpoints (no token needed)', () => {
     const res = await fetch(`${server.url}/openapi.json`);
     expect(res.status).toBe(200);
     expect(await res.json()).toEqual(JSON.parse(readFileSync('generated/openapi.json', 'utf8')));
+  });
+
+  it('GET /openapi.yaml serves the same bundled contract as YAML', async () => {
+    const { data, response } = await server.client().GET('/openapi.yaml', { parseAs: 'text' });
+    expect(response.status).toBe(200);
+    expect(response.headers.get('content-type')).toBe('application/yaml; charset=utf-8');
+    expect(data).toBe(readFileSync('generated/openapi.yaml', 'utf8'));
+    for (const operationId of operationIdsOf(loadContract().spec)) expect(data).toContain(`operationId: ${operationId}`);
   });
 
   it('GET /docs serves the self-contained Redoc page', async () => {

@@ -1,0 +1,111 @@
+// Contract rules the built-in Redocly rules do not cover. Each one closes a way for the spec to
+// accept or promise something unbounded or undocumented; `npm run lint` fails on any of them.
+
+const typesOf = (schema) => (Array.isArray(schema.type) ? schema.type : schema.type ? [schema.type] : []);
+// A string whose values are enumerated is bounded already (OWASP's string-limit agrees).
+const isEnumerated = (schema) => schema.enum !== undefined || schema.const !== undefined;
+const isProblemRef = (ref) => /(^|\/)Problem(\.yaml)?$/.test(ref ?? '');
+
+/** Every string has `maxLength`, every integer a `minimum` and a `maximum`, every array `maxItems`. */
+function boundedSchemas() {
+  return {
+    Schema(schema, { report, location }) {
+      const types = typesOf(schema);
+      if (types.includes('string') && schema.maxLength === undefined && !isEnumerated(schema)) {
+        report({ message: 'A string schema must declare `maxLength` (or be an `enum`/`const`).', location: location.key() });
+      }
+      if (types.includes('integer')) {
+        if (schema.minimum === undefined && schema.exclusiveMinimum === undefined) {
+          report({ message: 'An integer schema must declare `minimum`.', location: location.key() });
+        }
+        if (schema.maximum === undefined && schema.exclusiveMaximum === undefined) {
+          report({ message: 'An integer schema must declare `maximum`.', location: location.key() });
+        }
+      }
+      if (types.includes('array') && schema.maxItems === undefined) {
+        report({ message: 'An array schema must declare `maxItems`.', location: location.key() });
+      }
+    },
+  };
+}
+
+/** Objects accepted in request bodies say which properties they allow: never `additionalProperties: true`, never left open. */
+function closedRequestBodies() {
+  return {
+    RequestBody: {
+      Schema(schema, { report, location }) {
+        if (!typesOf(schema).includes('object')) return;
+        if (schema.additionalProperties === undefined || schema.additionalProperties === true) {
+          report({
+            message: 'An object in a request body must set `additionalProperties: false` (or a schema), so unknown fields are rejected.',
+            location: location.key(),
+          });
+        }
+      },
+    },
+  };
+}
+
+/** Every operation states its security: the scopes it needs, or `[]` when it is deliberately public. */
+function operationSecurityDeclared() {
+  return {
+    Operation(operation, { report, location }) {
+      if (operation.security === undefined) {
+        report({ message: 'Operation must declare `security` (`[]` for a public operation).', location: location.key() });
+      }
+    },
+  };
+}
+
+/** Every 4xx (and 5xx) response is exactly `application/problem+json` with the shared Problem schema. */
+function errorsAreProblems() {
+  return {
+    Response: {
+      skip: (_response, key) => !/^[45]/.test(String(key)),
+      enter(response, { report, location, key }) {
+        const types = Object.keys(response.content ?? {});
+        const schemaRef = response.content?.['application/problem+json']?.schema?.$ref;
+        if (types.length !== 1 || types[0] !== 'application/problem+json' || !isProblemRef(schemaRef)) {
+          report({
+            message: `Response ${key} must have exactly one media type, \`application/problem+json\`, whose schema is a $ref to the Problem schema.`,
+            location: location.key(),
+          });
+        }
+      },
+    },
+  };
+}
+
+/** Every request and response body and every parameter shows a realistic example (validated by the no-invalid-*-examples rules). */
+function examplesEverywhere() {
+  const hasExample = (node) => node.example !== undefined || node.examples !== undefined;
+  return {
+    MediaType(media, { report, location, resolve }) {
+      const schema = media.schema ? resolve(media.schema).node : undefined;
+      if (!hasExample(media) && !(schema && hasExample(schema))) {
+        report({ message: 'Media type must have an example (on the media type or its schema).', location: location.key() });
+      }
+    },
+    Parameter(parameter, { report, location, resolve }) {
+      const schema = parameter.schema ? resolve(parameter.schema).node : undefined;
+      if (!hasExample(parameter) && !(schema && hasExample(schema))) {
+        report({ message: 'Parameter must have an example (on the parameter or its schema).', location: location.key() });
+      }
+    },
+  };
+}
+
+export default function tasksApiRules() {
+  return {
+    id: 'tasks-api',
+    rules: {
+      oas3: {
+        'bounded-schemas': boundedSchemas,
+        'closed-request-bodies': closedRequestBodies,
+        'operation-security-declared': operationSecurityDeclared,
+        'errors-are-problems': errorsAreProblems,
+        'examples-everywhere': examplesEverywhere,
+      },
+    },
+  };
+}
