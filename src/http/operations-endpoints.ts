@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type { Contract } from './contract.js';
 import type { Handlers } from './handler.js';
 import { ServiceUnavailable } from './problem.js';
@@ -10,6 +11,11 @@ export function operationsEndpoints(deps: { contract: Contract; ping: () => Prom
   'getLiveness' | 'getReadiness' | 'getOpenApiDocument' | 'getOpenApiYaml' | 'getDocs'
 > {
   const { contract, ping } = deps;
+  const docsHeaders = {
+    'Content-Type': 'text/html; charset=utf-8',
+    'Cache-Control': 'no-cache',
+    'Content-Security-Policy': docsContentSecurityPolicy(contract.docsHtml),
+  };
   return {
     getLiveness: async () => ({ status: 200, body: { status: 'ok' } }),
     getReadiness: async () => {
@@ -26,10 +32,29 @@ export function operationsEndpoints(deps: { contract: Contract; ping: () => Prom
       body: contract.specYaml,
       headers: { 'Content-Type': 'application/yaml; charset=utf-8' },
     }),
-    getDocs: async () => ({
-      status: 200,
-      body: contract.docsHtml,
-      headers: { 'Content-Type': 'text/html; charset=utf-8', 'Cache-Control': 'no-cache' },
-    }),
+    getDocs: async () => ({ status: 200, body: contract.docsHtml, headers: docsHeaders }),
   };
+}
+
+/**
+ * The reference page may run only its own inline scripts (pinned by hash) and load nothing from
+ * anywhere else. Redoc's bundle has one third-party URL, its attribution logo on cdn.redoc.ly:
+ * the policy blocks it, Redoc then shows the attribution as text, and the page never contacts a
+ * third party.
+ */
+export function docsContentSecurityPolicy(html: string): string {
+  const scriptHashes = [...html.matchAll(/<script\b[^>]*>([\s\S]*?)<\/script>/gi)].map(
+    ([, source]) => `'sha256-${createHash('sha256').update(source ?? '').digest('base64')}'`,
+  );
+  return [
+    "default-src 'none'",
+    `script-src ${scriptHashes.join(' ')}`,
+    // Redoc's styled-components insert <style> elements at run time.
+    "style-src 'unsafe-inline'",
+    "img-src 'self' data:",
+    "font-src 'self' data:",
+    "base-uri 'none'",
+    "form-action 'none'",
+    "frame-ancestors 'none'",
+  ].join('; ');
 }
