@@ -1,5 +1,5 @@
 import * as OpenApiValidator from 'express-openapi-validator';
-import type { RequestHandler } from 'express';
+import { Router, type RequestHandler } from 'express';
 import type { Logger } from '../logger.js';
 import type { TokenVerifier } from '../auth/token-verifier.js';
 import { bearerSecurityHandler } from '../auth/bearer-security.js';
@@ -22,10 +22,30 @@ export function assertHandlersMatchSpec(spec: OpenApiDocument, handlers: Handler
   }
 }
 
+/** The HTTP methods an OpenAPI path item can hold. */
+const METHODS = ['get', 'put', 'post', 'delete', 'options', 'head', 'patch', 'trace'] as const;
+
 /**
- * The gate and the router in one: express-openapi-validator checks path, query, headers, body and
- * the bearer token (with the operation's scopes) against the contract, then mounts every
- * operation of the spec on the handler with its operationId, through our own resolver.
+ * One Express route per operation of the contract, `/tasks/{taskId}` written `/tasks/:taskId`,
+ * each running the handler with that operationId. A plain Router, so the routes the app serves
+ * can be listed (tests compare them with the contract).
+ */
+export function operationsRouter(spec: OpenApiDocument, handlers: HandlerMap): Router {
+  const router = Router();
+  for (const [path, item] of Object.entries(spec.paths)) {
+    const expressPath = path.replace(/\{([^}]+)\}/g, ':$1');
+    for (const method of METHODS) {
+      const operation = item[method] as { operationId: OperationId } | undefined;
+      if (operation) router[method](expressPath, toExpress(operation.operationId, handlers[operation.operationId] as never));
+    }
+  }
+  return router;
+}
+
+/**
+ * The gate, then the router: express-openapi-validator checks path, query, headers, body and the
+ * bearer token (with the operation's scopes) against the contract and answers 404/405 for what
+ * the contract lacks; only then does the request reach the operation's handler.
  */
 export function openApiRoutes(options: {
   spec: OpenApiDocument;
@@ -36,7 +56,7 @@ export function openApiRoutes(options: {
 }): RequestHandler[] {
   const { spec, handlers, verifier, logger } = options;
   assertHandlersMatchSpec(spec, handlers);
-  return OpenApiValidator.middleware({
+  const validator = OpenApiValidator.middleware({
     // The validator annotates the document it is given; keep the served copy pristine.
     apiSpec: structuredClone(spec) as never,
     validateApiSpec: true,
@@ -45,13 +65,6 @@ export function openApiRoutes(options: {
     validateResponses: options.validateResponses ? { removeAdditional: false } : false,
     validateFormats: true,
     validateSecurity: { handlers: { bearerAuth: bearerSecurityHandler(verifier, logger) } },
-    operationHandlers: {
-      basePath: '',
-      resolver: (_basePath, route, apiDoc) => {
-        const pathItem = apiDoc.paths?.[route.openApiRoute.substring(route.basePath.length)] as Record<string, { operationId: OperationId }>;
-        const operationId = pathItem[route.method.toLowerCase()]!.operationId;
-        return toExpress(operationId, handlers[operationId] as never);
-      },
-    },
   }) as unknown as RequestHandler[];
+  return [...validator, operationsRouter(spec, handlers)];
 }

@@ -1,6 +1,7 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import type { Express } from 'express';
 import { SignJWT, type JWTPayload } from 'jose';
 import { createTasksClient, type TasksClient } from '../../generated/client.js';
 import { buildApp } from '../../src/app.js';
@@ -22,6 +23,8 @@ export async function testDatabase(): Promise<Database> {
 
 export interface TestServer {
   url: string;
+  /** The Express app behind `url`. */
+  app: Express;
   secret: string;
   database: Database;
   /** Every log line the server wrote, parsed. */
@@ -59,6 +62,7 @@ export async function startServer(options: { jwt?: Partial<VerifierOptions> } = 
 
   return {
     url,
+    app,
     secret,
     database,
     logs,
