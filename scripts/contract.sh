@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Runs the Arazzo workflows in arazzo/ with `redocly respect` against the built server, started on
+# a free port with a fresh database (an empty PGlite directory, or DATABASE_URL when set) and a
+# random JWT secret; two new users' tokens are minted with npm run token. Exits with respect's
+# status: any failed step or any response off the OpenAPI document fails the run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+work=$(mktemp -d)
+port=$(node -e 'const s=require("net").createServer().listen(0,()=>{console.log(s.address().port);s.close()})')
+log="$work/server.log"
+cleanup() { [ -n "${pid:-}" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+
+npm run --silent build
+export JWT_SECRET
+JWT_SECRET=$(node -e 'console.log(require("crypto").randomBytes(32).toString("base64url"))')
+PORT="$port" HOST=127.0.0.1 PGLITE_DIR="$work/pglite" LOG_LEVEL=warn node dist/src/main.js >"$log" 2>&1 &
+pid=$!
+for _ in $(seq 1 60); do
+  curl -fs "http://127.0.0.1:$port/health/ready" >/dev/null 2>&1 && break
+  kill -0 "$pid" 2>/dev/null || { cat "$log"; echo "server exited early" >&2; exit 1; }
+  sleep 0.5
+done
+
+run_id=$(node -e 'console.log(require("crypto").randomUUID())')
+token=$(npm run --silent token -- --sub "contract-owner-$run_id")
+other=$(npm run --silent token -- --sub "contract-other-$run_id")
+status=0
+npx --no-install redocly respect arazzo/*.arazzo.yaml \
+  --server "tasksApi=http://127.0.0.1:$port" --input "token=$token" --input "otherToken=$other" || status=$?
+[ "$status" -eq 0 ] || { echo "--- server log"; cat "$log"; }
+exit "$status"
