@@ -21,6 +21,8 @@ export async function addAndList(title: string): Promise<Task[]> {
 }
 
 // The contract, enforced by the compiler:
+// @ts-expect-error `title` is a string
+void api.POST('/api/v1/tasks', { body: { title: 42 } });
 // @ts-expect-error `title` is required
 void api.POST('/api/v1/tasks', { body: { priority: 'high' } });
 // @ts-expect-error `priority` is low | medium | high
