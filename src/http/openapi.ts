@@ -23,7 +23,7 @@ export function assertHandlersMatchSpec(spec: OpenApiDocument, handlers: Handler
 }
 
 /** The HTTP methods an OpenAPI path item can hold. */
-const METHODS = ['get', 'put', 'post', 'delete', 'options', 'head', 'patch', 'trace'] as const;
+export const METHODS = ['get', 'put', 'post', 'delete', 'options', 'head', 'patch', 'trace'] as const;
 
 /**
  * One Express route per operation of the contract, `/tasks/{taskId}` written `/tasks/:taskId`,

@@ -44,5 +44,9 @@ describe('operational endpoints (no token needed)', () => {
     expect(html).toContain('<title>Tasks API</title>');
     expect(html).not.toMatch(/<script[^>]+src="https?:/);
     expect(html).not.toMatch(/<link[^>]+href="https?:\/\/fonts/);
+    // Only the page's own inline scripts may run, and nothing may be fetched from elsewhere.
+    const csp = res.headers.get('content-security-policy') ?? '';
+    expect(csp).toMatch(/^default-src 'none'; script-src 'sha256-[A-Za-z0-9+/]+=*'( 'sha256-[A-Za-z0-9+/]+=*')*;/);
+    expect(csp).not.toMatch(/unsafe-eval|https?:|\*/);
   });
 });

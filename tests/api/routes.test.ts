@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import type { Express } from 'express';
 import { loadContract } from '../../src/http/contract.js';
+import { METHODS } from '../../src/http/openapi.js';
 import { startServer, type TestServer } from '../helpers/server.js';
 
 interface RouterLayer {
@@ -27,7 +28,7 @@ function declaredRoutes(): string[] {
   return Object.entries(loadContract().spec.paths)
     .flatMap(([path, item]) =>
       Object.keys(item)
-        .filter((key) => ['get', 'put', 'post', 'delete', 'patch', 'head', 'options', 'trace'].includes(key))
+        .filter((key) => (METHODS as readonly string[]).includes(key))
         .map((method) => `${method.toUpperCase()} ${path.replace(/\{([^}]+)\}/g, ':$1')}`),
     )
     .sort();
