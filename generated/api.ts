@@ -14,16 +14,18 @@ export interface paths {
         };
         /**
          * List your tasks
-         * @description Your tasks, newest first, one page at a time. Filter by completion with `status`; follow
-         *     `next_cursor` (or the `Link` header) for the next page. A cursor is only valid with the
-         *     same filters it was issued for.
+         * @description Your tasks, one page at a time, newest first unless `sort` says otherwise. Filters combine
+         *     (all must hold). Follow `next_cursor` (or the `Link` header, which keeps your filters) for the
+         *     next page; a cursor is valid only with the same `sort` and filters it was issued for (else
+         *     422). Pages never skip or repeat a task, even when tasks are created or deleted between
+         *     requests: the cursor is the position of the last task shown, not an offset.
          */
         get: operations["listTasks"];
         put?: never;
         /**
          * Create a task
          * @description Creates a task owned by the caller. Only `title` is required. The response carries the new
-         *     task and its URL in `Location`.
+         *     task, its URL in `Location` and its `ETag`. Send an `Idempotency-Key` to make retries safe.
          */
         post: operations["createTask"];
         delete?: never;
@@ -47,19 +49,22 @@ export interface paths {
         };
         /**
          * Get a task
-         * @description One of your tasks. A task that does not exist and another user's task both answer 404.
+         * @description One of your tasks, with its `ETag`. A task that does not exist and another user's task both
+         *     answer 404. With `If-None-Match` holding the current ETag the answer is 304 without a body.
          */
         get: operations["getTask"];
         /**
          * Replace a task
          * @description Replaces the task's whole state; fields left out take their defaults. The id, owner and
-         *     `created_at` are kept. Tasks are created with `POST /api/v1/tasks`, never by `PUT`.
+         *     `created_at` are kept. Tasks are created with `POST /api/v1/tasks`, never by `PUT`. Send `If-Match` with
+         *     the ETag you read to change it only if nobody else did meanwhile (412 otherwise).
          */
         put: operations["replaceTask"];
         post?: never;
         /**
          * Delete a task
-         * @description Deletes the task for good.
+         * @description Deletes the task for good. Send `If-Match` with the ETag you read to delete it only if nobody
+         *     changed it meanwhile (412 otherwise).
          */
         delete: operations["deleteTask"];
         options?: never;
@@ -68,9 +73,30 @@ export interface paths {
          * Update a task
          * @description Changes the fields present in the body (JSON merge patch, RFC 7396); `null` clears
          *     `description` or `due_at`. Marking a task completed sets `completed_at`; marking it pending
-         *     clears it.
+         *     clears it. Send `If-Match` with
+         *     the ETag you read to change it only if nobody else did meanwhile (412 otherwise).
          */
         patch: operations["updateTask"];
+        trace?: never;
+    };
+    "/api/v1/tags": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List your tags
+         * @description Every tag on your tasks with how many tasks carry it, most used first; for building a filter UI.
+         */
+        get: operations["listTags"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
         trace?: never;
     };
     "/api/v1/me": {
@@ -199,6 +225,17 @@ export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
         /**
+         * @description How urgent the task is.
+         * @example medium
+         * @enum {string}
+         */
+        Priority: "low" | "medium" | "high";
+        /**
+         * @description A label, 1–32 characters with at least one non-space character.
+         * @example errands
+         */
+        Tag: string;
+        /**
          * @description 1–200 characters, at least one of them not whitespace; stored trimmed.
          * @example Renew passport
          */
@@ -208,12 +245,6 @@ export interface components {
          * @example Photos are in the top drawer.
          */
         TaskDescription: string | null;
-        /**
-         * @description How urgent the task is.
-         * @example medium
-         * @enum {string}
-         */
-        Priority: "low" | "medium" | "high";
         /**
          * Format: date-time
          * @description When the task is due (RFC 3339 date-time with offset); `null` for no due date.
@@ -227,7 +258,7 @@ export interface components {
          *       "errands"
          *     ]
          */
-        Tags: string[];
+        Tags: components["schemas"]["Tag"][];
         /**
          * Format: date-time
          * @description An RFC 3339 date-time in UTC with millisecond precision.
@@ -249,7 +280,8 @@ export interface components {
          *       ],
          *       "created_at": "2026-11-20T18:04:11.482Z",
          *       "updated_at": "2026-11-20T18:04:11.482Z",
-         *       "completed_at": null
+         *       "completed_at": null,
+         *       "version": 1
          *     }
          */
         Task: {
@@ -271,9 +303,15 @@ export interface components {
              * @description When the task was last marked completed; `null` while it is pending.
              */
             completed_at: string | null;
+            /**
+             * Format: int32
+             * @description 1 when created, one more after every change. The task's ETag is this number in double
+             *     quotes, so a task read from a list can be changed with `If-Match: "<version>"`.
+             */
+            version: number;
         };
         /**
-         * @description One page of tasks, newest first.
+         * @description One page of tasks, in the order asked for.
          * @example {
          *       "items": [
          *         {
@@ -289,7 +327,8 @@ export interface components {
          *           ],
          *           "created_at": "2026-11-20T18:04:11.482Z",
          *           "updated_at": "2026-11-20T18:04:11.482Z",
-         *           "completed_at": null
+         *           "completed_at": null,
+         *           "version": 1
          *         }
          *       ],
          *       "next_cursor": "eyJjIjoiMjAyNi0xMS0yMFQxODowNDoxMS40ODJaIiwiaSI6IjBiNmYzYzRlLTZhNDMtNGY2ZS05YTU3LTJkMWYwYzNlOGIxMSJ9"
@@ -402,6 +441,35 @@ export interface components {
             priority?: components["schemas"]["Priority"];
             due_at?: components["schemas"]["DueAt"];
             tags?: components["schemas"]["Tags"];
+        };
+        /**
+         * @description The caller's tags with how many of their tasks carry each, most used first (ties alphabetical); at most 1000.
+         * @example {
+         *       "items": [
+         *         {
+         *           "tag": "errands",
+         *           "count": 7
+         *         },
+         *         {
+         *           "tag": "home",
+         *           "count": 4
+         *         },
+         *         {
+         *           "tag": "travel",
+         *           "count": 1
+         *         }
+         *       ]
+         *     }
+         */
+        TagList: {
+            items: {
+                tag: components["schemas"]["Tag"];
+                /**
+                 * Format: int32
+                 * @description How many of your tasks carry this tag.
+                 */
+                count: number;
+            }[];
         };
         /**
          * @description The caller as the API sees them, from the verified token.
@@ -592,6 +660,27 @@ export interface components {
                 "application/problem+json": components["schemas"]["Problem"];
             };
         };
+        /** @description A request with this `Idempotency-Key` is still being processed; retry after `Retry-After` seconds to get its response. */
+        IdempotencyConflict: {
+            headers: {
+                "X-Request-Id": components["headers"]["XRequestId"];
+                "Retry-After": components["headers"]["RetryAfter"];
+                [name: string]: unknown;
+            };
+            content: {
+                /**
+                 * @example {
+                 *       "type": "urn:tasks-api:problem:idempotency-key-in-use",
+                 *       "title": "Idempotency key in use",
+                 *       "status": 409,
+                 *       "detail": "A request with this Idempotency-Key is still in flight; retry shortly to get its response.",
+                 *       "instance": "/api/v1/tasks",
+                 *       "request_id": "2b1f8c1e-6f0b-4c1a-9e0e-6a1e7f9f3b52"
+                 *     }
+                 */
+                "application/problem+json": components["schemas"]["Problem"];
+            };
+        };
         /** @description The body is larger than the server accepts. */
         PayloadTooLarge: {
             headers: {
@@ -632,6 +721,15 @@ export interface components {
                 "application/problem+json": components["schemas"]["Problem"];
             };
         };
+        /** @description The task has not changed since the ETag in `If-None-Match`; no body. */
+        NotModified: {
+            headers: {
+                ETag: components["headers"]["ETag"];
+                "X-Request-Id": components["headers"]["XRequestId"];
+                [name: string]: unknown;
+            };
+            content?: never;
+        };
         /** @description No task with this id belongs to the caller. */
         TaskNotFound: {
             headers: {
@@ -652,13 +750,54 @@ export interface components {
                 "application/problem+json": components["schemas"]["Problem"];
             };
         };
+        /** @description The task changed since the ETag in `If-Match` (or `If-Match` named none of its ETags); nothing was changed. Read it again, then retry. */
+        PreconditionFailed: {
+            headers: {
+                "X-Request-Id": components["headers"]["XRequestId"];
+                [name: string]: unknown;
+            };
+            content: {
+                /**
+                 * @example {
+                 *       "type": "urn:tasks-api:problem:precondition-failed",
+                 *       "title": "Precondition failed",
+                 *       "status": 412,
+                 *       "detail": "Task 0b6f3c4e-6a43-4f6e-9a57-2d1f0c3e8b11 is at \"4\", not \"3\": it changed since you read it.",
+                 *       "instance": "/api/v1/tasks/0b6f3c4e-6a43-4f6e-9a57-2d1f0c3e8b11",
+                 *       "request_id": "2b1f8c1e-6f0b-4c1a-9e0e-6a1e7f9f3b52"
+                 *     }
+                 */
+                "application/problem+json": components["schemas"]["Problem"];
+            };
+        };
     };
     parameters: {
+        /**
+         * @description A unique key per intended task (a UUID is ideal), so the request can be retried safely. The same
+         *     key with the same body within 24 hours replays the first response (same status, body and
+         *     `Location`, plus `Idempotent-Replayed: true`) without creating another task; the same key with
+         *     a different body is 422; while the first request is still in flight, a duplicate gets 409.
+         *     Keys are per user.
+         * @example 5d0c6f3e-2b1a-4f0e-9d7c-3a8b6e1f2c40
+         */
+        IdempotencyKey: string;
         /**
          * @description The task's id.
          * @example 0b6f3c4e-6a43-4f6e-9a57-2d1f0c3e8b11
          */
         TaskId: string;
+        /**
+         * @description Answer 304 Not Modified, without a body, when the task's current ETag is one of these (or `*`).
+         * @example "3"
+         */
+        IfNoneMatch: string;
+        /**
+         * @description Change the task only if its current ETag is one of these (or `*`: only if it exists); otherwise
+         *     412 and nothing changes. Without it the change is unconditional: clients that edit what they
+         *     read should always send it, so that two editors cannot overwrite each other unknowingly.
+         * @example "3"
+         */
+        IfMatch: string;
     };
     requestBodies: never;
     headers: {
@@ -674,6 +813,17 @@ export interface components {
         WWWAuthenticate: string;
         /** @description Seconds to wait before retrying. */
         RetryAfter: number;
+        /**
+         * @description The task's entity tag: its `version` in double quotes. Send it back in `If-Match` to change the
+         *     task only if nobody changed it meanwhile, or in `If-None-Match` to get 304 while yours is current.
+         * @example "3"
+         */
+        ETag: string;
+        /**
+         * @description `true` when this response is the stored response of an earlier request with the same `Idempotency-Key`.
+         * @example true
+         */
+        IdempotentReplayed: "true";
     };
     pathItems: never;
 }
@@ -697,6 +847,44 @@ export interface operations {
                  * @example pending
                  */
                 status?: "all" | "pending" | "completed";
+                /**
+                 * @description The order: `created_at`, `due_at`, `priority` (low < medium < high) or `title`
+                 *     (case-insensitive), ascending, or descending with a leading `-`. Ties are broken by id, so
+                 *     the order is total and stable. Tasks without a due date come last for `due_at` and `-due_at`.
+                 * @example due_at
+                 */
+                sort?: "created_at" | "-created_at" | "due_at" | "-due_at" | "priority" | "-priority" | "title" | "-title";
+                /**
+                 * @description Only these priorities; repeat to allow several (`priority=high&priority=medium`).
+                 * @example [
+                 *       "high",
+                 *       "medium"
+                 *     ]
+                 */
+                priority?: components["schemas"]["Priority"][];
+                /**
+                 * @description Only tasks carrying every one of these tags; repeat for several (`tag=home&tag=errands`).
+                 * @example [
+                 *       "errands"
+                 *     ]
+                 */
+                tag?: components["schemas"]["Tag"][];
+                /**
+                 * @description Only tasks due strictly before this instant (tasks without a due date are excluded).
+                 * @example 2026-12-01T00:00:00Z
+                 */
+                due_before?: string;
+                /**
+                 * @description Only tasks due at or after this instant (tasks without a due date are excluded).
+                 * @example 2026-11-01T00:00:00Z
+                 */
+                due_after?: string;
+                /**
+                 * @description Only tasks whose title or description contains this text, ignoring case. Every character
+                 *     is literal: `%`, `_` and `\` match themselves.
+                 * @example passport
+                 */
+                q?: string;
             };
             header?: never;
             path?: never;
@@ -708,7 +896,7 @@ export interface operations {
             200: {
                 headers: {
                     /**
-                     * @description `<url>; rel="next"` when there is a next page.
+                     * @description `<url>; rel="next"` when there is a next page: this request with the next cursor.
                      * @example </api/v1/tasks?limit=20&cursor=eyJjIjoiMjAyNi0xMS0yMFQxODowNDoxMS40ODJaIiwiaSI6IjBiNmYzYzRlLTZhNDMtNGY2ZS05YTU3LTJkMWYwYzNlOGIxMSIsImYiOiJzdGF0dXM9YWxsIn0>; rel="next"
                      */
                     Link?: string;
@@ -728,7 +916,17 @@ export interface operations {
     createTask: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /**
+                 * @description A unique key per intended task (a UUID is ideal), so the request can be retried safely. The same
+                 *     key with the same body within 24 hours replays the first response (same status, body and
+                 *     `Location`, plus `Idempotent-Replayed: true`) without creating another task; the same key with
+                 *     a different body is 422; while the first request is still in flight, a duplicate gets 409.
+                 *     Keys are per user.
+                 * @example 5d0c6f3e-2b1a-4f0e-9d7c-3a8b6e1f2c40
+                 */
+                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
+            };
             path?: never;
             cookie?: never;
         };
@@ -746,6 +944,8 @@ export interface operations {
                      * @example /api/v1/tasks/0b6f3c4e-6a43-4f6e-9a57-2d1f0c3e8b11
                      */
                     Location: string;
+                    ETag: components["headers"]["ETag"];
+                    "Idempotent-Replayed": components["headers"]["IdempotentReplayed"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -755,6 +955,7 @@ export interface operations {
             400: components["responses"]["BadRequest"];
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
+            409: components["responses"]["IdempotencyConflict"];
             413: components["responses"]["PayloadTooLarge"];
             415: components["responses"]["UnsupportedMediaType"];
             422: components["responses"]["ValidationFailed"];
@@ -765,7 +966,13 @@ export interface operations {
     getTask: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /**
+                 * @description Answer 304 Not Modified, without a body, when the task's current ETag is one of these (or `*`).
+                 * @example "3"
+                 */
+                "If-None-Match"?: components["parameters"]["IfNoneMatch"];
+            };
             path: {
                 /**
                  * @description The task's id.
@@ -780,12 +987,14 @@ export interface operations {
             /** @description The task. */
             200: {
                 headers: {
+                    ETag: components["headers"]["ETag"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["Task"];
                 };
             };
+            304: components["responses"]["NotModified"];
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
             404: components["responses"]["TaskNotFound"];
@@ -797,7 +1006,15 @@ export interface operations {
     replaceTask: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /**
+                 * @description Change the task only if its current ETag is one of these (or `*`: only if it exists); otherwise
+                 *     412 and nothing changes. Without it the change is unconditional: clients that edit what they
+                 *     read should always send it, so that two editors cannot overwrite each other unknowingly.
+                 * @example "3"
+                 */
+                "If-Match"?: components["parameters"]["IfMatch"];
+            };
             path: {
                 /**
                  * @description The task's id.
@@ -816,6 +1033,7 @@ export interface operations {
             /** @description The replaced task. */
             200: {
                 headers: {
+                    ETag: components["headers"]["ETag"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -826,6 +1044,7 @@ export interface operations {
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
             404: components["responses"]["TaskNotFound"];
+            412: components["responses"]["PreconditionFailed"];
             413: components["responses"]["PayloadTooLarge"];
             415: components["responses"]["UnsupportedMediaType"];
             422: components["responses"]["ValidationFailed"];
@@ -836,7 +1055,15 @@ export interface operations {
     deleteTask: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /**
+                 * @description Change the task only if its current ETag is one of these (or `*`: only if it exists); otherwise
+                 *     412 and nothing changes. Without it the change is unconditional: clients that edit what they
+                 *     read should always send it, so that two editors cannot overwrite each other unknowingly.
+                 * @example "3"
+                 */
+                "If-Match"?: components["parameters"]["IfMatch"];
+            };
             path: {
                 /**
                  * @description The task's id.
@@ -858,6 +1085,7 @@ export interface operations {
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
             404: components["responses"]["TaskNotFound"];
+            412: components["responses"]["PreconditionFailed"];
             422: components["responses"]["ValidationFailed"];
             500: components["responses"]["InternalError"];
             503: components["responses"]["ServiceUnavailable"];
@@ -866,7 +1094,15 @@ export interface operations {
     updateTask: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /**
+                 * @description Change the task only if its current ETag is one of these (or `*`: only if it exists); otherwise
+                 *     412 and nothing changes. Without it the change is unconditional: clients that edit what they
+                 *     read should always send it, so that two editors cannot overwrite each other unknowingly.
+                 * @example "3"
+                 */
+                "If-Match"?: components["parameters"]["IfMatch"];
+            };
             path: {
                 /**
                  * @description The task's id.
@@ -886,6 +1122,7 @@ export interface operations {
             /** @description The updated task. */
             200: {
                 headers: {
+                    ETag: components["headers"]["ETag"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -896,8 +1133,34 @@ export interface operations {
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
             404: components["responses"]["TaskNotFound"];
+            412: components["responses"]["PreconditionFailed"];
             413: components["responses"]["PayloadTooLarge"];
             415: components["responses"]["UnsupportedMediaType"];
+            422: components["responses"]["ValidationFailed"];
+            500: components["responses"]["InternalError"];
+            503: components["responses"]["ServiceUnavailable"];
+        };
+    };
+    listTags: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Your tags with counts. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TagList"];
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
             422: components["responses"]["ValidationFailed"];
             500: components["responses"]["InternalError"];
             503: components["responses"]["ServiceUnavailable"];

@@ -1,10 +1,12 @@
 import type { Kysely } from 'kysely';
 import { Migrator, type Migration } from 'kysely/migration';
 import { createTasks } from './migrations/0001_create_tasks.js';
+import { listShapesVersionsIdempotency } from './migrations/0002_list_shapes_versions_idempotency.js';
 
 /** Every migration, in order. Listed here rather than read from disk so bundlers and ESM agree. */
 const migrations: Record<string, Migration> = {
   '0001_create_tasks': createTasks,
+  '0002_list_shapes_versions_idempotency': listShapesVersionsIdempotency,
 };
 
 /** Brings the schema up to date; safe to run from several processes at once (Kysely takes a lock). */

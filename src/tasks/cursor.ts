@@ -1,32 +1,61 @@
+import { createHash } from 'node:crypto';
 import { InvalidCursor } from './errors.js';
 
-/** Where a page ended: the sort key and id of its last row, and the filters it was made for. */
-export interface Cursor {
-  createdAt: Date;
+export type SortField = 'created_at' | 'due_at' | 'priority' | 'title';
+export interface Sort {
+  field: SortField;
+  direction: 'asc' | 'desc';
+}
+
+/** `-due_at` → due_at, descending. The validator has already limited `raw` to the documented values. */
+export function parseSort(raw: string): Sort {
+  return raw.startsWith('-') ? { field: raw.slice(1) as SortField, direction: 'desc' } : { field: raw as SortField, direction: 'asc' };
+}
+
+/** Where a page ended: the sort key of its last row (as text) and that row's id. */
+export interface Position {
+  key: string;
   id: string;
-  filter: string;
 }
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+const ISO_MS = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
 
-/** Opaque to clients: base64url of a small JSON document. Not a secret, only a position. */
-export function encodeCursor(cursor: Cursor): string {
-  return Buffer.from(JSON.stringify({ c: cursor.createdAt.toISOString(), i: cursor.id, f: cursor.filter })).toString('base64url');
+/** What a sort key may look like, so that nothing but a valid value ever reaches SQL. */
+const validKey: Record<SortField, (key: string, direction: Sort['direction']) => boolean> = {
+  created_at: (key) => ISO_MS.test(key) && !Number.isNaN(Date.parse(key)),
+  due_at: (key, direction) => key === (direction === 'asc' ? 'infinity' : '-infinity') || (ISO_MS.test(key) && !Number.isNaN(Date.parse(key))),
+  priority: (key) => key === '1' || key === '2' || key === '3',
+  title: (key) => key.length >= 1 && key.length <= 800,
+};
+
+/**
+ * A short digest of the sort and the filters a cursor belongs to. Two requests with the same
+ * meaning give the same digest (lists are sorted, instants normalised), so a cursor works with
+ * any spelling of its own query and with no other.
+ */
+export function queryFingerprint(parts: Record<string, unknown>): string {
+  return createHash('sha256').update(JSON.stringify(parts)).digest('base64url').slice(0, 16);
 }
 
-/** Decodes a cursor made by {@link encodeCursor} for the same filters, or throws `InvalidCursor`. */
-export function decodeCursor(raw: string, filter: string): Cursor {
+/** Opaque to clients: base64url of a small JSON document. Not a secret, only a position. */
+export function encodeCursor(position: Position, fingerprint: string): string {
+  return Buffer.from(JSON.stringify({ k: position.key, i: position.id, f: fingerprint })).toString('base64url');
+}
+
+/** Decodes a cursor made by {@link encodeCursor} for the same sort and filters, or throws `InvalidCursor`. */
+export function decodeCursor(raw: string, fingerprint: string, sort: Sort): Position {
   let parsed: unknown;
   try {
     parsed = JSON.parse(Buffer.from(raw, 'base64url').toString('utf8'));
   } catch {
     throw new InvalidCursor('it is not a cursor this API issued');
   }
-  const { c, i, f } = (parsed ?? {}) as Record<string, unknown>;
-  const createdAt = typeof c === 'string' ? new Date(c) : undefined;
-  if (!createdAt || Number.isNaN(createdAt.getTime()) || typeof i !== 'string' || !UUID.test(i) || typeof f !== 'string') {
+  const { k, i, f } = (parsed ?? {}) as Record<string, unknown>;
+  if (typeof k !== 'string' || typeof i !== 'string' || !UUID.test(i) || typeof f !== 'string') {
     throw new InvalidCursor('it is not a cursor this API issued');
   }
-  if (f !== filter) throw new InvalidCursor('it was issued for different filters');
-  return { createdAt, id: i, filter: f };
+  if (f !== fingerprint) throw new InvalidCursor('it was issued for a different sort or different filters');
+  if (!validKey[sort.field](k, sort.direction)) throw new InvalidCursor('it is not a cursor this API issued');
+  return { key: k, id: i };
 }

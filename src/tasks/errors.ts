@@ -13,3 +13,15 @@ export class InvalidCursor extends ValidationFailed {
     super([{ in: 'query', pointer: '/cursor', detail: why }], `The cursor is not valid: ${why}.`);
   }
 }
+
+/** 412 when `If-Match` names a version the task no longer has (or none it could have). */
+export class PreconditionFailed extends HttpProblem {
+  constructor(taskId: string, currentVersion: number) {
+    super(
+      412,
+      'PRECONDITION_FAILED',
+      'Precondition failed',
+      `Task ${taskId} is at "${currentVersion}", which If-Match does not name: it changed since you read it. Nothing was changed.`,
+    );
+  }
+}

@@ -21,5 +21,6 @@ export function toTask(row: TaskRow): Task {
     created_at: row.created_at.toISOString(),
     updated_at: row.updated_at.toISOString(),
     completed_at: iso(row.completed_at),
+    version: row.version,
   };
 }

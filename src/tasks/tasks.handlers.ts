@@ -1,41 +1,57 @@
 import type { Kysely } from 'kysely';
+import type { OwnerId } from '../auth/owner-id.js';
 import type { DB } from '../db/schema.js';
+import { etagOf, noneMatchHits, versionsMatching } from '../http/etag.js';
 import type { Handlers } from '../http/handler.js';
+import { idempotently } from '../idempotency/idempotency.js';
+import type { Task } from './task.mapper.js';
 import { taskService } from './tasks.service.js';
 
-export type TaskOperation = 'listTasks' | 'createTask' | 'getTask' | 'updateTask' | 'replaceTask' | 'deleteTask';
+export type TaskOperation = 'listTasks' | 'listTags' | 'createTask' | 'getTask' | 'updateTask' | 'replaceTask' | 'deleteTask';
 
-/** HTTP for the tasks feature: statuses, `Location`, `Link`; the rest is the service's. */
+/** HTTP for the tasks feature: statuses, `Location`, `Link`, ETags and preconditions, idempotent creation; the rest is the service's. */
 export function taskHandlers(db: Kysely<DB>): Handlers<TaskOperation> {
+  const withEtag = (task: Task) => ({ status: 200 as const, body: task, headers: { ETag: etagOf(task.version) } });
+
+  async function create(trx: Kysely<DB>, owner: OwnerId, body: Parameters<ReturnType<typeof taskService>['create']>[0], tasksUrl: string) {
+    const task = await taskService(trx, owner).create(body);
+    return { status: 201 as const, body: task, headers: { Location: `${tasksUrl}/${task.id}`, ETag: etagOf(task.version) } };
+  }
+
   return {
     async listTasks({ auth, query, raw }) {
-      const limit = query.limit ?? 20;
-      const status = query.status ?? 'all';
-      const page = await taskService(db, auth.ownerId).list({ limit, status, cursor: query.cursor });
+      const page = await taskService(db, auth.ownerId).list(query);
       if (page.next_cursor === null) return { status: 200, body: page };
-      const next = new URLSearchParams({ limit: String(limit), status, cursor: page.next_cursor });
-      return { status: 200, body: page, headers: { Link: `<${raw.baseUrl}${raw.path}?${next}>; rel="next"` } };
+      // The same request, filters and all, at the next position.
+      const next = new URL(raw.originalUrl, 'http://placeholder');
+      next.searchParams.set('cursor', page.next_cursor);
+      return { status: 200, body: page, headers: { Link: `<${next.pathname}${next.search}>; rel="next"` } };
     },
+
+    listTags: async ({ auth }) => ({ status: 200, body: await taskService(db, auth.ownerId).tags() }),
 
     async createTask({ auth, body, raw }) {
-      const task = await taskService(db, auth.ownerId).create(body);
-      return { status: 201, body: task, headers: { Location: `${raw.baseUrl}${raw.path}/${task.id}` } };
+      const tasksUrl = `${raw.baseUrl}${raw.path}`;
+      const key = raw.get('Idempotency-Key');
+      if (key === undefined) return create(db, auth.ownerId, body, tasksUrl);
+      const response = await idempotently(db, auth.ownerId, key, body, (trx) => create(trx, auth.ownerId, body, tasksUrl));
+      return response as Awaited<ReturnType<typeof create>>;
     },
 
-    getTask: async ({ auth, path }) => ({ status: 200, body: await taskService(db, auth.ownerId).get(path.taskId) }),
+    async getTask({ auth, path, raw }) {
+      const task = await taskService(db, auth.ownerId).get(path.taskId);
+      if (noneMatchHits(raw.get('If-None-Match'), task.version)) return { status: 304, headers: { ETag: etagOf(task.version) } };
+      return withEtag(task);
+    },
 
-    updateTask: async ({ auth, path, body }) => ({
-      status: 200,
-      body: await taskService(db, auth.ownerId).update(path.taskId, body),
-    }),
+    updateTask: async ({ auth, path, body, raw }) =>
+      withEtag(await taskService(db, auth.ownerId).update(path.taskId, body, versionsMatching(raw.get('If-Match')))),
 
-    replaceTask: async ({ auth, path, body }) => ({
-      status: 200,
-      body: await taskService(db, auth.ownerId).replace(path.taskId, body),
-    }),
+    replaceTask: async ({ auth, path, body, raw }) =>
+      withEtag(await taskService(db, auth.ownerId).replace(path.taskId, body, versionsMatching(raw.get('If-Match')))),
 
-    async deleteTask({ auth, path }) {
-      await taskService(db, auth.ownerId).remove(path.taskId);
+    async deleteTask({ auth, path, raw }) {
+      await taskService(db, auth.ownerId).remove(path.taskId, versionsMatching(raw.get('If-Match')));
       return { status: 204 };
     },
   };

@@ -1,11 +1,14 @@
-import { sql, type Kysely, type WhereInterface } from 'kysely';
+import { sql, type Kysely, type RawBuilder, type WhereInterface } from 'kysely';
 import type { OwnerId } from '../auth/owner-id.js';
 import type { DB } from '../db/schema.js';
+import type { Position, Sort, SortField } from './cursor.js';
 
 /** The columns the API shows; never `select *`, and never the owner. */
 export const taskColumns = [
-  'id', 'title', 'description', 'completed', 'priority', 'due_at', 'tags', 'created_at', 'updated_at', 'completed_at',
+  'id', 'title', 'description', 'completed', 'priority', 'due_at', 'tags', 'created_at', 'updated_at', 'completed_at', 'version',
 ] as const;
+
+type Priority = 'low' | 'medium' | 'high';
 
 export interface TaskFields {
   title: string;
@@ -18,10 +21,39 @@ export interface TaskFields {
 
 export interface PageQuery {
   limit: number;
+  sort: Sort;
   completed?: boolean;
-  /** Rows strictly after this position in newest-first order. */
-  after?: { createdAt: Date; id: string };
+  priorities?: Priority[];
+  /** Tasks carrying every one of these. */
+  tags?: string[];
+  dueBefore?: Date;
+  dueAfter?: Date;
+  /** Case-insensitive substring of title or description; every character literal. */
+  text?: string;
+  /** Rows strictly after this position in the sort's order. */
+  after?: Position;
 }
+
+/**
+ * Each sort's key, exactly as its index (migration 0002) spells it, so PostgreSQL walks the index
+ * of the caller's rows in order instead of sorting, and the type its cursor key is cast to.
+ */
+const sortKeys: Record<SortField, { expression: (direction: Sort['direction']) => RawBuilder<unknown>; type: RawBuilder<unknown> }> = {
+  created_at: { expression: () => sql`created_at`, type: sql`timestamptz` },
+  // Tasks without a due date come last both ways.
+  due_at: {
+    expression: (direction) => (direction === 'asc' ? sql`coalesce(due_at, 'infinity'::timestamptz)` : sql`coalesce(due_at, '-infinity'::timestamptz)`),
+    type: sql`timestamptz`,
+  },
+  priority: { expression: () => sql`priority_rank`, type: sql`smallint` },
+  title: { expression: () => sql`lower(title)`, type: sql`text` },
+};
+
+/** `\`, `%` and `_` stand for themselves in a LIKE pattern once escaped (backslash is PostgreSQL's default escape). */
+const likeLiteral = (text: string): string => text.replace(/[\\%_]/g, '\\$&');
+
+/** Versions that satisfy an `If-Match`: any (`*`, or no header) or one of these. */
+export type VersionCondition = 'any' | readonly number[];
 
 /**
  * All Kysely code of the tasks feature, for one owner. Every query starts from that owner's rows
@@ -33,17 +65,42 @@ export function tasksOf(db: Kysely<DB>, owner: OwnerId) {
     completed === undefined ? {} : { completed_at: completed ? sql<Date>`coalesce(completed_at, now())` : null };
 
   return {
-    page({ limit, completed, after }: PageQuery) {
+    /** One page in the sort's order, with each row's sort key as text (for the next cursor). */
+    page(query: PageQuery) {
+      const { sort, after } = query;
+      const key = sortKeys[sort.field].expression(sort.direction);
+      const [comparison, direction] = sort.direction === 'asc' ? [sql`>`, 'asc' as const] : [sql`<`, 'desc' as const];
       return db
         .selectFrom('tasks')
-        .select(taskColumns)
+        .select([...taskColumns, sql<string>`(${key})::text`.as('sort_key')])
         .$call(ownedBy)
-        .$if(completed !== undefined, (qb) => qb.where('completed', '=', completed!))
+        .$if(query.completed !== undefined, (qb) => qb.where('completed', '=', query.completed!))
+        .$if(!!query.priorities?.length, (qb) => qb.where('priority', 'in', query.priorities!))
+        .$if(!!query.tags?.length, (qb) => qb.where(sql<boolean>`tags @> ${query.tags!}::text[]`))
+        .$if(query.dueBefore !== undefined, (qb) => qb.where('due_at', '<', query.dueBefore!))
+        .$if(query.dueAfter !== undefined, (qb) => qb.where('due_at', '>=', query.dueAfter!))
+        .$if(query.text !== undefined, (qb) => {
+          const pattern = `%${likeLiteral(query.text!)}%`;
+          return qb.where((eb) => eb.or([eb('title', 'ilike', pattern), eb('description', 'ilike', pattern)]));
+        })
         .$if(after !== undefined, (qb) =>
-          qb.where(sql<boolean>`(created_at, id) < (${after!.createdAt}::timestamptz, ${after!.id}::uuid)`),
+          qb.where(sql<boolean>`(${key}, id) ${comparison} (${after!.key}::${sortKeys[sort.field].type}, ${after!.id}::uuid)`),
         )
-        .orderBy('created_at', 'desc')
-        .orderBy('id', 'desc')
+        .orderBy(key, direction)
+        .orderBy('id', direction)
+        .limit(query.limit)
+        .execute();
+    },
+
+    /** The owner's tags with how many tasks carry each, most used first. */
+    tagCounts(limit: number) {
+      const tagged = db.selectFrom('tasks').$call(ownedBy).select(sql<string>`unnest(tags)`.as('tag'));
+      return db
+        .selectFrom(tagged.as('tagged'))
+        .select(['tag', sql<number>`count(*)::int`.as('count')])
+        .groupBy('tag')
+        .orderBy('count', 'desc')
+        .orderBy('tag', 'asc')
         .limit(limit)
         .execute();
     },
@@ -60,19 +117,30 @@ export function tasksOf(db: Kysely<DB>, owner: OwnerId) {
         .executeTakeFirstOrThrow();
     },
 
-    /** Sets the given fields; `completed_at` follows `completed`. Undefined when the task is not the owner's. */
-    update(id: string, fields: Partial<TaskFields>) {
+    /**
+     * Sets the given fields and bumps the version, if the task is the owner's and its version
+     * satisfies `versions`; `completed_at` follows `completed`. The version is compared in the
+     * UPDATE itself, so no concurrent change can slip between check and write.
+     */
+    update(id: string, fields: Partial<TaskFields>, versions: VersionCondition = 'any') {
       return db
         .updateTable('tasks')
-        .set({ ...fields, ...completedAt(fields.completed), updated_at: sql<Date>`now()` })
+        .set({ ...fields, ...completedAt(fields.completed), updated_at: sql<Date>`now()`, version: sql<number>`version + 1` })
         .$call(ownedBy)
         .where('id', '=', id)
+        .$if(versions !== 'any', (qb) => qb.where('version', 'in', versions as number[]))
         .returning(taskColumns)
         .executeTakeFirst();
     },
 
-    async remove(id: string): Promise<boolean> {
-      const result = await db.deleteFrom('tasks').$call(ownedBy).where('id', '=', id).executeTakeFirst();
+    /** Deletes the task if it is the owner's and its version satisfies `versions`. */
+    async remove(id: string, versions: VersionCondition = 'any'): Promise<boolean> {
+      const result = await db
+        .deleteFrom('tasks')
+        .$call(ownedBy)
+        .where('id', '=', id)
+        .$if(versions !== 'any', (qb) => qb.where('version', 'in', versions as number[]))
+        .executeTakeFirst();
       return result.numDeletedRows > 0n;
     },
 

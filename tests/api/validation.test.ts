@@ -42,7 +42,7 @@ describe('422 for each constraint of the task schema', () => {
     ['a description longer than 1000 characters', { description: 'd'.repeat(1001) }, '/description', 'must NOT have more than 1000 characters'],
     ['an unknown priority', { priority: 'urgent' }, '/priority', 'must be equal to one of the allowed values: low, medium, high'],
     ['more than 20 tags', { tags: longTags }, '/tags', 'must NOT have more than 20 items'],
-    ['duplicate tags', { tags: ['a', 'a'] }, '/tags', 'must NOT have duplicate items (items ## 1 and 0 are identical)'],
+    ['duplicate tags', { tags: ['a', 'a'] }, '/tags', 'must NOT have duplicate items (items ## 0 and 1 are identical)'],
     ['a tag longer than 32 characters', { tags: ['t'.repeat(33)] }, '/tags/0', 'must NOT have more than 32 characters'],
     ['a due_at that is not a date-time', { due_at: 'next tuesday' }, '/due_at', 'must match format "date-time"'],
     ['a completed that is not a boolean', { completed: 'yes' }, '/completed', 'must be boolean'],
@@ -99,7 +99,17 @@ describe('422 for bad parameters', () => {
     ['limit=101', 'query', '/limit'],
     ['limit=ten', 'query', '/limit'],
     ['status=done', 'query', '/status'],
-    ['sort=title&x=1', 'query', '/sort'],
+    ['sort=title&x=1', 'query', '/x'],
+    ['sort=colour', 'query', '/sort'],
+    ['sort=--title', 'query', '/sort'],
+    ['priority=urgent', 'query', '/priority/0'],
+    ['priority=low&priority=medium&priority=high&priority=low', 'query', '/priority'],
+    ['tag=', 'query', '/tag'],
+    [`tag=${'x'.repeat(33)}`, 'query', '/tag/0'],
+    ['due_before=tomorrow', 'query', '/due_before'],
+    ['due_after=2026-13-01T00:00:00Z', 'query', '/due_after'],
+    ['q=', 'query', '/q'],
+    [`q=${'x'.repeat(201)}`, 'query', '/q'],
   ])('rejects ?%s', async (query, where, pointer) => {
     const problem = await expectProblem(await send('GET', `/api/v1/tasks?${query}`), 422, 'validation-failed');
     expect(problem.errors).toEqual(expect.arrayContaining([expect.objectContaining({ in: where, pointer })]));
