@@ -56,7 +56,12 @@ function expectedOrder(tasks: Task[], sort: SortParam): string[] {
     const undated = sorted(tasks.filter((t) => t.due_at === null), byId);
     return [...dated, ...undated].map((t) => t.id);
   }
-  const key = { created_at: (t: Task) => t.created_at, priority: (t: Task) => RANK[t.priority], title: (t: Task) => t.title.toLowerCase() }[field]!;
+  const keys: Record<string, (t: Task) => string | number> = {
+    created_at: (t) => t.created_at,
+    priority: (t) => RANK[t.priority],
+    title: (t) => t.title.toLowerCase(),
+  };
+  const key = keys[field]!;
   return sorted(tasks, compareBy(key)).map((t) => t.id);
 }
 
