@@ -64,33 +64,38 @@ export function tasksOf(db: Kysely<DB>, owner: OwnerId) {
   const completedAt = (completed: boolean | undefined) =>
     completed === undefined ? {} : { completed_at: completed ? sql<Date>`coalesce(completed_at, now())` : null };
 
+  /**
+   * One page in the sort's order, with each row's sort key as text (for the next cursor).
+   * Unexecuted, so scripts/explain-list.ts can check its plan.
+   */
+  function pageQuery(query: PageQuery) {
+    const { sort, after } = query;
+    const key = sortKeys[sort.field].expression(sort.direction);
+    const [comparison, direction] = sort.direction === 'asc' ? [sql`>`, 'asc' as const] : [sql`<`, 'desc' as const];
+    return db
+      .selectFrom('tasks')
+      .select([...taskColumns, sql<string>`(${key})::text`.as('sort_key')])
+      .$call(ownedBy)
+      .$if(query.completed !== undefined, (qb) => qb.where('completed', '=', query.completed!))
+      .$if(!!query.priorities?.length, (qb) => qb.where('priority', 'in', query.priorities!))
+      .$if(!!query.tags?.length, (qb) => qb.where(sql<boolean>`tags @> ${query.tags!}::text[]`))
+      .$if(query.dueBefore !== undefined, (qb) => qb.where('due_at', '<', query.dueBefore!))
+      .$if(query.dueAfter !== undefined, (qb) => qb.where('due_at', '>=', query.dueAfter!))
+      .$if(query.text !== undefined, (qb) => {
+        const pattern = `%${likeLiteral(query.text!)}%`;
+        return qb.where((eb) => eb.or([eb('title', 'ilike', pattern), eb('description', 'ilike', pattern)]));
+      })
+      .$if(after !== undefined, (qb) =>
+        qb.where(sql<boolean>`(${key}, id) ${comparison} (${after!.key}::${sortKeys[sort.field].type}, ${after!.id}::uuid)`),
+      )
+      .orderBy(key, direction)
+      .orderBy('id', direction)
+      .limit(query.limit);
+  }
+
   return {
-    /** One page in the sort's order, with each row's sort key as text (for the next cursor). */
-    page(query: PageQuery) {
-      const { sort, after } = query;
-      const key = sortKeys[sort.field].expression(sort.direction);
-      const [comparison, direction] = sort.direction === 'asc' ? [sql`>`, 'asc' as const] : [sql`<`, 'desc' as const];
-      return db
-        .selectFrom('tasks')
-        .select([...taskColumns, sql<string>`(${key})::text`.as('sort_key')])
-        .$call(ownedBy)
-        .$if(query.completed !== undefined, (qb) => qb.where('completed', '=', query.completed!))
-        .$if(!!query.priorities?.length, (qb) => qb.where('priority', 'in', query.priorities!))
-        .$if(!!query.tags?.length, (qb) => qb.where(sql<boolean>`tags @> ${query.tags!}::text[]`))
-        .$if(query.dueBefore !== undefined, (qb) => qb.where('due_at', '<', query.dueBefore!))
-        .$if(query.dueAfter !== undefined, (qb) => qb.where('due_at', '>=', query.dueAfter!))
-        .$if(query.text !== undefined, (qb) => {
-          const pattern = `%${likeLiteral(query.text!)}%`;
-          return qb.where((eb) => eb.or([eb('title', 'ilike', pattern), eb('description', 'ilike', pattern)]));
-        })
-        .$if(after !== undefined, (qb) =>
-          qb.where(sql<boolean>`(${key}, id) ${comparison} (${after!.key}::${sortKeys[sort.field].type}, ${after!.id}::uuid)`),
-        )
-        .orderBy(key, direction)
-        .orderBy('id', direction)
-        .limit(query.limit)
-        .execute();
-    },
+    pageQuery,
+    page: (query: PageQuery) => pageQuery(query).execute(),
 
     /** The owner's tags with how many tasks carry each, most used first. */
     tagCounts(limit: number) {

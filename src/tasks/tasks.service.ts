@@ -102,7 +102,7 @@ export function taskService(db: Kysely<DB>, owner: OwnerId) {
  * millisecond, like the columns), a missing due date as the infinity it sorts as, and rank and
  * lower-cased title as the database computed them (JavaScript's lower-casing is not PostgreSQL's).
  */
-function sortKeyOf(row: { sort_key: string; created_at: Date; due_at: Date | null }, sort: Sort): string {
+export function sortKeyOf(row: { sort_key: string; created_at: Date; due_at: Date | null }, sort: Sort): string {
   switch (sort.field) {
     case 'created_at':
       return row.created_at.toISOString();
