@@ -257,3 +257,17 @@ describe('GET /api/v1/tags', () => {
     expect(data).toEqual({ items: [] });
   });
 });
+
+describe('GET /api/v1/tasks: instants as people type them', () => {
+  it('accepts due_before/due_after with unencoded colons and a +offset (curl-style)', async () => {
+    const token = await server.tokenFor(newUser());
+    const api = server.client(token);
+    const due = await create(api, { due_at: '2026-12-01T09:00:00.000Z' });
+    await create(api, { due_at: '2027-06-01T09:00:00.000Z' });
+    const res = await fetch(`${server.url}/api/v1/tasks?due_after=2026-11-30T00:00:00Z&due_before=2026-12-02T00:00:00%2B01:00`, {
+      headers: { Authorization: `Bearer ${token}` },
+    });
+    expect(res.status).toBe(200);
+    expect(((await res.json()) as { items: Task[] }).items.map((t) => t.id)).toEqual([due.id]);
+  });
+});
