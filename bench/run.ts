@@ -1,0 +1,286 @@
+// npm run bench [-- --quick] [-- --pglite]
+//
+// Throughput and latency of the built API (dist/) against a baseline doing the same work on bare
+// node:http + pg (bench/baseline-server.mjs), both on PostgreSQL (BENCH_DATABASE_URL, default
+// postgres://postgres@127.0.0.1:5432/tasks_bench, created if missing), driven by autocannon from
+// this process on loopback. Each scenario runs against both servers in turn, alternating which
+// goes first, and reports requests/s, p50/p95/p99 latency, errors and the server's peak RSS; the
+// ratio ours/baseline is the figure we track. Any error or non-2xx response fails the run.
+// Writes bench/results/latest.json (+ a dated copy) and bench/results/latest.md.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { cpus } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import autocannon from 'autocannon';
+import { SignJWT } from 'jose';
+import { sql } from 'kysely';
+import pg from 'pg';
+import { openDatabase } from '../src/db/database.js';
+import { migrateToLatest } from '../src/db/migrate.js';
+import { projectRoot } from '../src/http/contract.js';
+import { seedTasks } from '../scripts/seed-data.js';
+
+const { values } = parseArgs({
+  options: {
+    quick: { type: 'boolean', default: false },
+    pglite: { type: 'boolean', default: false },
+    connections: { type: 'string' },
+  },
+});
+if (values.pglite) {
+  // PGlite is single-process and in-memory-ish: its numbers say nothing about production.
+  process.stderr.write('bench: PGlite measures something else (one embedded connection); this harness runs on PostgreSQL only.\n');
+  process.exit(2);
+}
+
+const quick = values.quick;
+const settings = {
+  users: quick ? 200 : 1000,
+  perUser: quick ? 50 : 100,
+  seconds: quick ? 3 : 10,
+  rounds: quick ? 1 : 2,
+  connections: Number(values.connections ?? 32),
+};
+const databaseUrl = process.env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/tasks_bench';
+const root = projectRoot();
+
+type Scenario = 'list' | 'get' | 'create' | 'update' | 'mixed';
+const scenarios: Scenario[] = ['list', 'get', 'create', 'update', 'mixed'];
+
+interface Measurement {
+  rps: number;
+  p50_ms: number;
+  p95_ms: number;
+  p99_ms: number;
+  errors: number;
+  rss_mb: number;
+}
+
+async function ensureDatabase(url: string): Promise<void> {
+  const target = new URL(url);
+  const name = target.pathname.slice(1);
+  const admin = new pg.Client({ connectionString: Object.assign(new URL(url), { pathname: '/postgres' }).toString() });
+  await admin.connect();
+  try {
+    const { rowCount } = await admin.query('select 1 from pg_database where datname = $1', [name]);
+    if (!rowCount) await admin.query(`create database "${name.replace(/"/g, '""')}"`);
+  } finally {
+    await admin.end();
+  }
+}
+
+const freePort = () =>
+  new Promise<number>((resolve) => {
+    const probe = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = probe.address() as { port: number };
+      probe.close(() => resolve(port));
+    });
+  });
+
+async function startServer(name: string, script: string, env: Record<string, string>): Promise<{ url: string; process: ChildProcess }> {
+  const port = await freePort();
+  const child = spawn(process.execPath, [script], {
+    cwd: root,
+    env: { ...process.env, ...env, PORT: String(port), HOST: '127.0.0.1' },
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
+  const url = `http://127.0.0.1:${port}`;
+  for (let i = 0; ; i += 1) {
+    const up = await fetch(`${url}/api/v1/tasks`).then(() => true, () => false);
+    if (up) return { url, process: child };
+    if (i > 100 || child.exitCode !== null) throw new Error(`${name} did not start`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+/** Samples the server's resident set every 100 ms while `work` runs; resolves to its peak in MB. */
+async function peakRss<T>(pid: number, work: Promise<T>): Promise<[T, number]> {
+  let peak = 0;
+  const sample = () => {
+    try {
+      const kb = Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0);
+      peak = Math.max(peak, kb / 1024);
+    } catch {
+      // the process is gone; the run will fail on its own
+    }
+  };
+  sample();
+  const timer = setInterval(sample, 100);
+  try {
+    return [await work, peak];
+  } finally {
+    clearInterval(timer);
+    sample();
+  }
+}
+
+const percentile = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? 0;
+
+interface Fixture {
+  tokens: string[];
+  /** For each token, ids of that user's tasks. */
+  taskIds: string[][];
+}
+
+/** One request of the scenario, for a random user (and one of their tasks). */
+function requestFor(scenario: Scenario, fixture: Fixture): autocannon.Request {
+  const pick = (scenario === 'mixed' ? pickMixed() : scenario) as Exclude<Scenario, 'mixed'>;
+  const user = Math.floor(Math.random() * fixture.tokens.length);
+  const headers = { authorization: `Bearer ${fixture.tokens[user]}`, 'content-type': 'application/json' };
+  const ids = fixture.taskIds[user]!;
+  const id = ids[Math.floor(Math.random() * ids.length)];
+  switch (pick) {
+    case 'list':
+      return { method: 'GET', path: '/api/v1/tasks', headers };
+    case 'get':
+      return { method: 'GET', path: `/api/v1/tasks/${id}`, headers };
+    case 'create':
+      return { method: 'POST', path: '/api/v1/tasks', headers, body: JSON.stringify({ title: 'Benchmark task', priority: 'high', tags: ['bench'] }) };
+    case 'update':
+      return { method: 'PATCH', path: `/api/v1/tasks/${id}`, headers, body: JSON.stringify({ completed: Math.random() < 0.5 }) };
+  }
+}
+
+/** 70 % reads (list and get alike), 30 % writes (create and update alike). */
+function pickMixed(): Exclude<Scenario, 'mixed'> {
+  const r = Math.random();
+  return r < 0.35 ? 'list' : r < 0.7 ? 'get' : r < 0.85 ? 'create' : 'update';
+}
+
+async function measure(url: string, pid: number, scenario: Scenario, fixture: Fixture): Promise<Measurement> {
+  const latencies: number[] = [];
+  let bad = 0;
+  let finish!: (result: autocannon.Result) => void;
+  let fail!: (error: unknown) => void;
+  const done = new Promise<autocannon.Result>((resolve, reject) => [finish, fail] = [resolve, reject]);
+  const instance = autocannon(
+    {
+      url,
+      connections: settings.connections,
+      duration: settings.seconds,
+      timeout: 10,
+      requests: [{ setupRequest: (request) => ({ ...request, ...requestFor(scenario, fixture) }) }],
+    },
+    (error, result) => (error ? fail(error) : finish(result)),
+  );
+  instance.on('response', (_client, statusCode, _bytes, responseTime) => {
+    latencies.push(responseTime);
+    if (statusCode < 200 || statusCode >= 300) bad += 1;
+  });
+  const [result, rss] = await peakRss(pid, done);
+  latencies.sort((a, b) => a - b);
+  return {
+    rps: Math.round(result.requests.total / (result.duration || settings.seconds)),
+    p50_ms: percentile(latencies, 50),
+    p95_ms: percentile(latencies, 95),
+    p99_ms: percentile(latencies, 99),
+    errors: result.errors + result.timeouts + bad,
+    rss_mb: Math.round(rss),
+  };
+}
+
+/** The mean of several measurements of one server (rounds alternate which server goes first). */
+function mean(list: Measurement[]): Measurement {
+  const avg = (key: keyof Measurement) => list.reduce((sum, m) => sum + m[key], 0) / list.length;
+  const round2 = (n: number) => Math.round(n * 100) / 100;
+  return {
+    rps: Math.round(avg('rps')),
+    p50_ms: round2(avg('p50_ms')),
+    p95_ms: round2(avg('p95_ms')),
+    p99_ms: round2(avg('p99_ms')),
+    errors: list.reduce((sum, m) => sum + m.errors, 0),
+    rss_mb: Math.max(...list.map((m) => m.rss_mb)),
+  };
+}
+
+async function main(): Promise<number> {
+  const started = Date.now();
+  await ensureDatabase(databaseUrl);
+  const database = await openDatabase({ url: databaseUrl, poolMax: 1 });
+  const secret = randomBytes(32).toString('base64url');
+  let fixture: Fixture;
+  try {
+    await migrateToLatest(database.db);
+    await seedTasks(database.db, { users: settings.users, perUser: settings.perUser, truncate: true });
+    const key = new TextEncoder().encode(secret);
+    const users = Array.from({ length: settings.users }, (_, i) => `seed-user-${i + 1}`);
+    const { rows } = await sql<{ owner_id: string; ids: string[] }>`
+      select owner_id, (array_agg(id order by id))[1:20] as ids from tasks group by owner_id`.execute(database.db);
+    const idsByUser = new Map(rows.map((row) => [row.owner_id, row.ids]));
+    fixture = {
+      tokens: await Promise.all(users.map((sub) => new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setSubject(sub).setExpirationTime('2h').sign(key))),
+      taskIds: users.map((sub) => idsByUser.get(sub) ?? []),
+    };
+  } finally {
+    await database.close();
+  }
+  process.stdout.write(
+    `bench: ${settings.users.toLocaleString('en')} users × ${settings.perUser} tasks, ${settings.connections} connections, ` +
+      `${settings.seconds} s per scenario and server × ${settings.rounds} round(s), ${cpus().length} CPUs\n`,
+  );
+
+  const env = { DATABASE_URL: databaseUrl, JWT_SECRET: secret, NODE_ENV: 'production', DATABASE_POOL_MAX: '10' };
+  const ours = await startServer('the API', 'dist/src/main.js', env);
+  const baseline = await startServer('the baseline', 'bench/baseline-server.mjs', env);
+  const servers = { ours, baseline };
+  const results: Record<string, { ours: Measurement; baseline: Measurement; ratio: number }> = {};
+  try {
+    // Warm both up (JIT, pool, caches) before anything is measured.
+    for (const server of [ours, baseline]) await measure(server.url, server.process.pid!, 'mixed', fixture).catch(() => undefined);
+    for (const scenario of scenarios) {
+      const runs: Record<'ours' | 'baseline', Measurement[]> = { ours: [], baseline: [] };
+      for (let round = 0; round < settings.rounds; round += 1) {
+        const order: ('ours' | 'baseline')[] = round % 2 === 0 ? ['ours', 'baseline'] : ['baseline', 'ours'];
+        for (const name of order) runs[name].push(await measure(servers[name].url, servers[name].process.pid!, scenario, fixture));
+      }
+      const [o, b] = [mean(runs.ours), mean(runs.baseline)];
+      results[scenario] = { ours: o, baseline: b, ratio: Math.round((o.rps / b.rps) * 100) / 100 };
+      process.stdout.write(
+        `${scenario.padEnd(7)} ours ${String(o.rps).padStart(6)} req/s p99 ${o.p99_ms.toFixed(1).padStart(6)} ms | ` +
+          `baseline ${String(b.rps).padStart(6)} req/s p99 ${b.p99_ms.toFixed(1).padStart(6)} ms | ratio ${results[scenario]!.ratio.toFixed(2)}` +
+          `${o.errors + b.errors ? `  ERRORS ours ${o.errors} baseline ${b.errors}` : ''}\n`,
+      );
+    }
+  } finally {
+    for (const server of [ours, baseline]) server.process.kill('SIGTERM');
+  }
+
+  const report = {
+    date: new Date().toISOString(),
+    quick,
+    machine: { cpus: cpus().length, model: cpus()[0]?.model ?? 'unknown', node: process.version },
+    settings,
+    scenarios: results,
+  };
+  const dir = join(root, 'bench', 'results');
+  mkdirSync(dir, { recursive: true });
+  const json = `${JSON.stringify(report, null, 2)}\n`;
+  writeFileSync(join(dir, 'latest.json'), json);
+  writeFileSync(join(dir, `${report.date.slice(0, 19).replace(/:/g, '-')}${quick ? '-quick' : ''}.json`), json);
+  writeFileSync(join(dir, 'latest.md'), markdown(report));
+  process.stdout.write(`\n${markdown(report)}\nbench: done in ${Math.round((Date.now() - started) / 1000)} s; bench/results/latest.json, latest.md\n`);
+  const failed = Object.entries(results).filter(([, r]) => r.ours.errors + r.baseline.errors > 0);
+  if (failed.length > 0) process.stderr.write(`bench: errors or non-2xx responses in ${failed.map(([name]) => name).join(', ')}\n`);
+  return failed.length > 0 ? 1 : 0;
+}
+
+function markdown(report: { date: string; quick: boolean; settings: typeof settings; scenarios: Record<string, { ours: Measurement; baseline: Measurement; ratio: number }> }): string {
+  const { settings: s } = report;
+  const rows = Object.entries(report.scenarios).map(
+    ([name, { ours: o, baseline: b, ratio }]) =>
+      `| ${name} | ${o.rps} | ${o.p50_ms} / ${o.p95_ms} / ${o.p99_ms} | ${o.rss_mb} | ${b.rps} | ${b.p50_ms} / ${b.p95_ms} / ${b.p99_ms} | ${b.rss_mb} | **${ratio.toFixed(2)}** | ${o.errors + b.errors} |`,
+  );
+  return [
+    `${report.quick ? 'Quick run' : 'Full run'} of ${report.date.slice(0, 16).replace('T', ' ')} UTC: ${s.users} users × ${s.perUser} tasks, ${s.connections} connections, ${s.seconds} s × ${s.rounds} round(s) per scenario and server.`,
+    '',
+    '| Scenario | Ours req/s | Ours p50 / p95 / p99 ms | Ours peak RSS MB | Baseline req/s | Baseline p50 / p95 / p99 ms | Baseline peak RSS MB | Ratio ours/baseline | Errors |',
+    '|---|---|---|---|---|---|---|---|---|',
+    ...rows,
+    '',
+  ].join('\n');
+}
+
+process.exit(await main());
