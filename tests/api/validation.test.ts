@@ -93,6 +93,13 @@ describe('422 for each constraint of the task schema', () => {
   });
 });
 
+describe('422, not 500, for instants that look right but do not exist', () => {
+  it.each(['2026-13-01T00:00:00Z', '2026-02-30T09:00:00Z', '2026-12-01T24:61:00Z'])('due_at %s', async (due_at) => {
+    const problem = await expectProblem(await send('POST', '/api/v1/tasks', JSON.stringify({ ...buildTask(), due_at })), 422, 'validation-failed');
+    expect(problem.errors).toEqual([expect.objectContaining({ in: 'body', pointer: '/due_at' })]);
+  });
+});
+
 describe('422 for bad parameters', () => {
   it.each([
     ['limit=0', 'query', '/limit'],
@@ -108,6 +115,7 @@ describe('422 for bad parameters', () => {
     [`tag=${'x'.repeat(33)}`, 'query', '/tag/0'],
     ['due_before=tomorrow', 'query', '/due_before'],
     ['due_after=2026-13-01T00:00:00Z', 'query', '/due_after'],
+    ['due_before=2026-02-30T00:00:00Z', 'query', '/due_before'],
     ['q=', 'query', '/q'],
     [`q=${'x'.repeat(201)}`, 'query', '/q'],
   ])('rejects ?%s', async (query, where, pointer) => {
