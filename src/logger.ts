@@ -1,6 +1,5 @@
 import winston from 'winston';
 import type { Config } from './config.js';
-import { currentRequestId } from './http/request-context.js';
 
 export type Logger = winston.Logger;
 
@@ -21,8 +20,6 @@ export function redact(value: unknown, seen = new WeakSet<object>()): unknown {
 }
 
 const context = winston.format((info) => {
-  const requestId = currentRequestId();
-  if (requestId !== undefined && info.request_id === undefined) info.request_id = requestId;
   for (const key of Object.keys(info)) {
     info[key] = SECRET_KEYS.test(key) ? '[REDACTED]' : redact(info[key]);
   }
@@ -35,8 +32,8 @@ const pretty = winston.format.printf(({ level, message, timestamp, stack, ...res
 });
 
 /**
- * winston: JSON lines in production, readable lines elsewhere; every line carries the request id
- * of the request it was written for, and credentials are redacted wherever they appear.
+ * winston: JSON lines in production, readable lines elsewhere; credentials are redacted wherever
+ * they appear. Lines written for a request carry its `request_id` (callers pass `req.id`).
  */
 export function createLogger(
   options: Config['log'] & { silent?: boolean; stream?: NodeJS.WritableStream },

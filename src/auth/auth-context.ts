@@ -5,10 +5,10 @@ export type Scope = (typeof SCOPES)[number];
 
 /** Who is calling, as established from a verified token and nothing else. */
 export interface AuthContext {
-  ownerId: OwnerId;
-  sub: string;
-  scopes: ReadonlySet<Scope>;
-  roles: string[];
-  email: string | null;
-  name: string | null;
+  readonly ownerId: OwnerId;
+  readonly sub: string;
+  readonly scopes: ReadonlySet<Scope>;
+  readonly roles: readonly string[];
+  readonly email: string | null;
+  readonly name: string | null;
 }

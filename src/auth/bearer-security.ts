@@ -25,7 +25,7 @@ export function bearerSecurityHandler(verifier: TokenVerifier, logger: Logger) {
     } catch (error) {
       if (!(error instanceof HttpProblem)) throw Object.assign(new Error('security handler failed', { cause: error }), { status: 500 });
       req.authFailure = error;
-      logAuthFailure(logger, error);
+      logAuthFailure(logger, error, req.id);
       throw error;
     }
   };
@@ -40,18 +40,19 @@ export function authFailureOf(req: Request, logger: Logger): HttpProblem {
     bearerToken(req);
   } catch (error) {
     if (error instanceof HttpProblem) {
-      logAuthFailure(logger, error);
+      logAuthFailure(logger, error, req.id);
       return error;
     }
   }
   return new InvalidToken('The bearer token was not accepted.', 'unknown');
 }
 
-function logAuthFailure(logger: Logger, problem: HttpProblem): void {
+function logAuthFailure(logger: Logger, problem: HttpProblem, requestId: string): void {
   if (problem instanceof KeySourceUnavailable) {
-    logger.error('token keys unavailable', { reason: problem.reason, error: String(problem.cause) });
+    logger.error('token keys unavailable', { request_id: requestId, reason: problem.reason, error: String(problem.cause) });
   } else {
     logger.warn('authentication failed', {
+      request_id: requestId,
       code: problem.code,
       reason: problem instanceof InvalidToken ? problem.reason : problem.message,
     });

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { createRemoteJWKSet, decodeProtectedHeader, errors, jwtVerify, type JWTPayload, type JWTVerifyOptions } from 'jose';
 import type { JwtConfig } from '../config.js';
 import { SCOPES, type AuthContext, type Scope } from './auth-context.js';
@@ -12,12 +13,41 @@ export interface TokenVerifier {
 /** Longer than any sane token; refused before any parsing. */
 export const MAX_TOKEN_LENGTH = 8192;
 const ASYMMETRIC_ALGORITHMS = ['EdDSA', 'ES256', 'RS256'];
+/** Verified tokens remembered at once; the oldest is forgotten first. */
+const CACHE_SIZE = 10_000;
 
 export interface VerifierOptions extends Pick<JwtConfig, 'secret' | 'jwksUrl' | 'issuer' | 'audience' | 'clockToleranceSeconds'> {
   /** How long one JWKS fetch may take before requests fail closed (ms). */
   jwksTimeoutMs?: number;
   /** Minimum time between two refetches forced by an unknown `kid` (ms). */
   jwksCooldownMs?: number;
+}
+
+/**
+ * Remembers what verified tokens said until they expire, keyed by the SHA-256 of the token (the
+ * token itself is never kept), so a client's repeated requests skip the signature check: an HMAC
+ * or signature verification through WebCrypto costs more than the rest of a simple request.
+ * Only successes are kept; a token is used from here no later than its `exp`. A key removed
+ * from the JWKS therefore stops new tokens at once but not tokens it already verified, which
+ * remain valid until their `exp` (minutes, for Better Auth's 15-minute tokens).
+ */
+function verifiedTokenCache() {
+  const entries = new Map<string, { context: AuthContext; expiresAtMs: number }>();
+  const keyOf = (token: string) => createHash('sha256').update(token).digest('base64url');
+  return {
+    get(token: string): AuthContext | undefined {
+      const key = keyOf(token);
+      const entry = entries.get(key);
+      if (entry === undefined) return undefined;
+      if (entry.expiresAtMs > Date.now()) return entry.context;
+      entries.delete(key);
+      return undefined;
+    },
+    set(token: string, context: AuthContext, exp: number): void {
+      if (entries.size >= CACHE_SIZE) entries.delete(entries.keys().next().value!);
+      entries.set(keyOf(token), { context, expiresAtMs: exp * 1000 });
+    },
+  };
 }
 
 /**
@@ -45,9 +75,6 @@ export function createTokenVerifier(options: VerifierOptions): TokenVerifier {
         });
 
   async function verifyPayload(token: string): Promise<JWTPayload> {
-    if (token.length > MAX_TOKEN_LENGTH) {
-      throw new InvalidToken('The bearer token is too large.', 'token_too_large');
-    }
     let alg: string | undefined;
     try {
       alg = decodeProtectedHeader(token).alg;
@@ -63,8 +90,13 @@ export function createTokenVerifier(options: VerifierOptions): TokenVerifier {
     throw new InvalidToken('The token is signed with an algorithm this server does not accept.', `alg_not_allowed:${String(alg)}`);
   }
 
+  const cache = verifiedTokenCache();
+
   return {
     async verify(token) {
+      if (token.length > MAX_TOKEN_LENGTH) throw new InvalidToken('The bearer token is too large.', 'token_too_large');
+      const cached = cache.get(token);
+      if (cached) return cached;
       let payload: JWTPayload;
       try {
         payload = await verifyPayload(token);
@@ -75,7 +107,7 @@ export function createTokenVerifier(options: VerifierOptions): TokenVerifier {
       if (typeof sub !== 'string' || sub.length === 0 || sub.length > 255) {
         throw new InvalidToken('The token must name its subject in a non-empty "sub" claim.', 'bad_sub');
       }
-      return {
+      const context: AuthContext = {
         ownerId: ownerIdFromVerifiedSubject(sub),
         sub,
         scopes: scopesOf(payload),
@@ -83,6 +115,8 @@ export function createTokenVerifier(options: VerifierOptions): TokenVerifier {
         email: shortString(payload.email, 320),
         name: shortString(payload.name, 200),
       };
+      cache.set(token, context, payload.exp!); // jose required `exp`
+      return context;
     },
   };
 }

@@ -71,16 +71,16 @@ function toProblem(error: HttpErrorLike, req: Request, logger: Logger): HttpProb
 export function errorHandler(logger: Logger): ErrorRequestHandler {
   return (error: HttpErrorLike, req, res, next) => {
     if (res.headersSent) {
-      logger.error('error after response started', { error });
+      logger.error('error after response started', { request_id: req.id, error });
       next(error);
       return;
     }
     let problem = toProblem(error, req, logger);
     if (problem === undefined) {
-      logger.error('unhandled error', { error, stack: error?.stack });
+      logger.error('unhandled error', { request_id: req.id, error, stack: error?.stack });
       problem = new HttpProblem(500, 'INTERNAL_ERROR', 'Internal server error', 'An unexpected error occurred. Quote the request id when reporting it.');
     } else if (problem.status >= 500) {
-      logger.error(problem.message, { code: problem.code, cause: String(problem.cause ?? error) });
+      logger.error(problem.message, { request_id: req.id, code: problem.code, cause: String(problem.cause ?? error) });
     }
     res
       .status(problem.status)

@@ -16,7 +16,7 @@ export function meHandlers(deps: { countTasks: (owner: OwnerId) => Promise<TaskC
         body: {
           sub: auth.sub,
           scopes: [...auth.scopes],
-          roles: auth.roles,
+          roles: [...auth.roles],
           email: auth.email,
           name: auth.name,
           tasks: await deps.countTasks(auth.ownerId),
