@@ -49,7 +49,27 @@ function canonical(value: unknown): string {
 
 const requestHash = (body: unknown): string => createHash('sha256').update(canonical(body)).digest('base64url');
 
-let lastPurge = 0;
+/**
+ * Idempotent execution over one database, purging expired keys now and then (at most once an
+ * hour per instance, in the background).
+ */
+export function idempotency(db: Kysely<DB>) {
+  let lastPurge = 0;
+  function purgeExpired(): void {
+    const now = Date.now();
+    if (now - lastPurge < PURGE_EVERY_MS) return;
+    lastPurge = now;
+    db.deleteFrom('idempotency_keys').where('created_at', '<', sql<Date>`now() - ${KEY_LIFETIME}`).execute().catch(() => {
+      lastPurge = 0; // try again next time
+    });
+  }
+  return {
+    run(owner: OwnerId, key: string, body: unknown, perform: (trx: Transaction<DB>) => Promise<StoredResponse>): Promise<StoredResponse> {
+      purgeExpired();
+      return idempotently(db, owner, key, body, perform);
+    },
+  };
+}
 
 /**
  * Runs `perform` at most once per (owner, key) within 24 hours and replays its response to every
@@ -58,7 +78,7 @@ let lastPurge = 0;
  * response is stored in the same transaction as `perform`'s writes, so a replayed response always
  * describes committed data. If `perform` fails, the claim is released and a retry runs afresh.
  */
-export async function idempotently(
+async function idempotently(
   db: Kysely<DB>,
   owner: OwnerId,
   key: string,
@@ -66,7 +86,6 @@ export async function idempotently(
   perform: (trx: Transaction<DB>) => Promise<StoredResponse>,
   attempt = 1,
 ): Promise<StoredResponse> {
-  purgeExpired(db);
   const hash = requestHash(body);
   const claimed = await db
     .insertInto('idempotency_keys')
@@ -127,14 +146,4 @@ export async function idempotently(
       .catch(() => undefined); // the claim expires on its own if the database is gone
     throw error;
   }
-}
-
-/** Deletes expired keys, at most once an hour per process, in the background. */
-function purgeExpired(db: Kysely<DB>): void {
-  const now = Date.now();
-  if (now - lastPurge < PURGE_EVERY_MS) return;
-  lastPurge = now;
-  db.deleteFrom('idempotency_keys').where('created_at', '<', sql<Date>`now() - ${KEY_LIFETIME}`).execute().catch(() => {
-    lastPurge = 0; // try again next time
-  });
 }

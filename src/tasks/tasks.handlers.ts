@@ -3,7 +3,7 @@ import type { OwnerId } from '../auth/owner-id.js';
 import type { DB } from '../db/schema.js';
 import { etagOf, noneMatchHits, versionsMatching } from '../http/etag.js';
 import type { Handlers } from '../http/handler.js';
-import { idempotently } from '../idempotency/idempotency.js';
+import { idempotency } from '../idempotency/idempotency.js';
 import type { Task } from './task.mapper.js';
 import { taskService } from './tasks.service.js';
 
@@ -11,6 +11,7 @@ export type TaskOperation = 'listTasks' | 'listTags' | 'createTask' | 'getTask' 
 
 /** HTTP for the tasks feature: statuses, `Location`, `Link`, ETags and preconditions, idempotent creation; the rest is the service's. */
 export function taskHandlers(db: Kysely<DB>): Handlers<TaskOperation> {
+  const idempotent = idempotency(db);
   const withEtag = (task: Task) => ({ status: 200 as const, body: task, headers: { ETag: etagOf(task.version) } });
 
   async function create(trx: Kysely<DB>, owner: OwnerId, body: Parameters<ReturnType<typeof taskService>['create']>[0], tasksUrl: string) {
@@ -34,7 +35,7 @@ export function taskHandlers(db: Kysely<DB>): Handlers<TaskOperation> {
       const tasksUrl = `${raw.baseUrl}${raw.path}`;
       const key = raw.get('Idempotency-Key');
       if (key === undefined) return create(db, auth.ownerId, body, tasksUrl);
-      const response = await idempotently(db, auth.ownerId, key, body, (trx) => create(trx, auth.ownerId, body, tasksUrl));
+      const response = await idempotent.run(auth.ownerId, key, body, (trx) => create(trx, auth.ownerId, body, tasksUrl));
       return response as Awaited<ReturnType<typeof create>>;
     },
 
