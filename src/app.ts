@@ -1,4 +1,6 @@
-import express, { type Express } from 'express';
+import cors from 'cors';
+import express, { type Express, type RequestHandler } from 'express';
+import helmet from 'helmet';
 import type { TokenVerifier } from './auth/token-verifier.js';
 import type { Config } from './config.js';
 import type { Database } from './db/database.js';
@@ -11,7 +13,7 @@ import type { Logger } from './logger.js';
 import { buildOperations } from './operations.js';
 
 export interface AppDeps {
-  config: Pick<Config, 'bodyLimitBytes'>;
+  config: Pick<Config, 'bodyLimitBytes' | 'corsOrigins'>;
   database: Database;
   logger: Logger;
   verifier: TokenVerifier;
@@ -20,9 +22,42 @@ export interface AppDeps {
   validateResponses?: boolean;
 }
 
+/** Headers a browser client may read from our responses. */
+const EXPOSED_HEADERS = ['Location', 'ETag', 'Link', 'X-Request-Id', 'Retry-After', 'Idempotent-Replayed', 'RateLimit', 'RateLimit-Policy'];
+/** Request headers the contract uses, for CORS preflights. */
+const ALLOWED_HEADERS = ['Authorization', 'Content-Type', 'If-Match', 'If-None-Match', 'Idempotency-Key', 'X-Request-Id'];
+
 /**
- * The whole HTTP application: request id → access log → JSON body (size-limited) → OpenAPI
- * validator (with the bearer security handler) → operation handlers → problem+json errors.
+ * Security headers for a JSON API (helmet): nothing on a response may load or frame anything.
+ * The reference page at /docs replaces the CSP with its own, which pins its inline scripts.
+ */
+function securityHeaders(): RequestHandler {
+  return helmet({
+    contentSecurityPolicy: { useDefaults: false, directives: { defaultSrc: ["'none'"], frameAncestors: ["'none'"] } },
+    crossOriginResourcePolicy: { policy: 'same-site' },
+  });
+}
+
+/**
+ * CORS from an allow-list only: with none configured no CORS header is ever sent, so browsers
+ * on other origins cannot read responses. Credentials (cookies) are never allowed: the API
+ * authenticates by bearer token.
+ */
+function corsPolicy(origins: string[]): RequestHandler {
+  return cors({
+    origin: origins.includes('*') ? '*' : origins,
+    credentials: false,
+    methods: ['GET', 'POST', 'PUT', 'PATCH', 'DELETE'],
+    allowedHeaders: ALLOWED_HEADERS,
+    exposedHeaders: EXPOSED_HEADERS,
+    maxAge: 600,
+  });
+}
+
+/**
+ * The whole HTTP application: request id → access log → security headers / CORS → JSON body
+ * (size-limited) → OpenAPI validator (with the bearer security handler) → operation handlers →
+ * problem+json errors.
  * Does no I/O; everything it needs arrives in `deps`.
  */
 export function buildApp(deps: AppDeps): Express {
@@ -32,6 +67,8 @@ export function buildApp(deps: AppDeps): Express {
   app.set('etag', false);
   app.use(requestContext());
   app.use(accessLog(logger));
+  app.use(securityHeaders());
+  if (config.corsOrigins.length > 0) app.use(corsPolicy(config.corsOrigins));
   app.use(express.json({ limit: config.bodyLimitBytes, type: ['application/json', 'application/*+json'] }));
   app.use(
     openApiRoutes({

@@ -26,6 +26,8 @@ export interface Config {
   log: { level: LogLevel; format: 'json' | 'pretty' };
   bodyLimitBytes: number;
   shutdownTimeoutMs: number;
+  /** Origins a browser may call the API from (`*`: any); empty: none, CORS stays off. */
+  corsOrigins: string[];
 }
 
 export class ConfigError extends Error {
@@ -83,6 +85,20 @@ export function loadConfig(env: Env = process.env): Config {
     problems.push('JWT_SECRET or JWT_JWKS_URL must be set when NODE_ENV=production');
   }
 
+  const corsEntries = (read('CORS_ORIGINS') ?? '').split(',').map((o) => o.trim()).filter(Boolean);
+  const corsOrigins = corsEntries.flatMap((origin) => {
+    if (origin === '*') return ['*'];
+    try {
+      const parsed = new URL(origin);
+      if ((parsed.protocol === 'https:' || parsed.protocol === 'http:') && parsed.origin === origin.replace(/\/$/, '')) return [parsed.origin];
+    } catch {
+      // reported below
+    }
+    problems.push(`CORS_ORIGINS must list origins like https://app.example.com (scheme, host and port only) or be *; "${origin}" is not one`);
+    return [];
+  });
+  if (corsEntries.includes('*') && corsEntries.length > 1) problems.push('CORS_ORIGINS is either * or a list of origins, not both');
+
   const config: Config = {
     nodeEnv,
     port: int('PORT', 3000, 0, 65535),
@@ -106,6 +122,7 @@ export function loadConfig(env: Env = process.env): Config {
     },
     bodyLimitBytes: int('BODY_LIMIT_BYTES', 100 * 1024, 1024, 10 * 1024 * 1024),
     shutdownTimeoutMs: int('SHUTDOWN_TIMEOUT_MS', 10_000, 0, 600_000),
+    corsOrigins,
   };
   if (problems.length > 0) throw new ConfigError(problems);
   return config;

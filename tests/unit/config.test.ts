@@ -60,6 +60,21 @@ describe('loadConfig', () => {
     ]);
   });
 
+  it('reads CORS_ORIGINS as an allow-list of origins, or *; none by default', () => {
+    expect(loadConfig({}).corsOrigins).toEqual([]);
+    expect(loadConfig({ CORS_ORIGINS: 'https://app.example.com, http://localhost:5173/' }).corsOrigins).toEqual([
+      'https://app.example.com',
+      'http://localhost:5173',
+    ]);
+    expect(loadConfig({ CORS_ORIGINS: '*' }).corsOrigins).toEqual(['*']);
+    expect(problemsOf({ CORS_ORIGINS: 'https://app.example.com/login, ftp://x.example, *, app.example.com' })).toEqual([
+      'CORS_ORIGINS must list origins like https://app.example.com (scheme, host and port only) or be *; "https://app.example.com/login" is not one',
+      'CORS_ORIGINS must list origins like https://app.example.com (scheme, host and port only) or be *; "ftp://x.example" is not one',
+      'CORS_ORIGINS must list origins like https://app.example.com (scheme, host and port only) or be *; "app.example.com" is not one',
+      'CORS_ORIGINS is either * or a list of origins, not both',
+    ]);
+  });
+
   it('refuses a DATABASE_URL that is not a URL', () => {
     expect(problemsOf({ DATABASE_URL: 'not a url' })).toEqual(['DATABASE_URL is not a valid URL']);
   });
