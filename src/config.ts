@@ -26,6 +26,8 @@ export interface Config {
   log: { level: LogLevel; format: 'json' | 'pretty' };
   bodyLimitBytes: number;
   shutdownTimeoutMs: number;
+  /** How long the server keeps accepting after SIGTERM/SIGINT before it stops (ms). */
+  shutdownDrainMs: number;
   /** Origins a browser may call the API from (`*`: any); empty: none, CORS stays off. */
   corsOrigins: string[];
 }
@@ -122,6 +124,7 @@ export function loadConfig(env: Env = process.env): Config {
     },
     bodyLimitBytes: int('BODY_LIMIT_BYTES', 100 * 1024, 1024, 10 * 1024 * 1024),
     shutdownTimeoutMs: int('SHUTDOWN_TIMEOUT_MS', 10_000, 0, 600_000),
+    shutdownDrainMs: int('SHUTDOWN_DRAIN_MS', 500, 0, 60_000),
     corsOrigins,
   };
   if (problems.length > 0) throw new ConfigError(problems);

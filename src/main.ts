@@ -49,22 +49,29 @@ async function main(): Promise<void> {
   const address = server.address();
   logger.info('listening', { port: typeof address === 'object' && address ? address.port : config.port, docs: '/docs' });
 
+  // Shutdown: keep serving for a short drain (requests already sent but not yet read by Node
+  // would otherwise be cut as "idle" connections), telling keep-alive clients to go; then stop
+  // accepting, let in-flight requests finish (bounded), close the pool and exit 0.
   let stopping = false;
+  server.on('request', (_req, res) => {
+    if (stopping && !res.headersSent) res.setHeader('Connection', 'close');
+  });
   const stop = (signal: string) => {
     if (stopping) return;
     stopping = true;
-    logger.info('shutting down', { signal });
+    logger.info('shutting down', { signal, drain_ms: config.shutdownDrainMs });
     const deadline = setTimeout(() => {
       logger.error('shutdown timed out; closing remaining connections', { timeout_ms: config.shutdownTimeoutMs });
       server.closeAllConnections();
-    }, config.shutdownTimeoutMs);
+    }, config.shutdownDrainMs + config.shutdownTimeoutMs);
     deadline.unref();
-    server.close(async () => {
-      await database.close();
-      logger.info('stopped');
-      process.exit(0);
-    });
-    server.closeIdleConnections();
+    setTimeout(() => {
+      server.close(async () => {
+        await database.close();
+        logger.info('stopped');
+        process.exit(0);
+      });
+    }, config.shutdownDrainMs);
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
