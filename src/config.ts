@@ -28,6 +28,8 @@ export interface Config {
   shutdownTimeoutMs: number;
   /** How long the server keeps accepting after SIGTERM/SIGINT before it stops (ms). */
   shutdownDrainMs: number;
+  /** Worker processes sharing the port (node:cluster); 1 runs the server in this process. */
+  webConcurrency: number;
   /** Origins a browser may call the API from (`*`: any); empty: none, CORS stays off. */
   corsOrigins: string[];
 }
@@ -125,8 +127,12 @@ export function loadConfig(env: Env = process.env): Config {
     bodyLimitBytes: int('BODY_LIMIT_BYTES', 100 * 1024, 1024, 10 * 1024 * 1024),
     shutdownTimeoutMs: int('SHUTDOWN_TIMEOUT_MS', 10_000, 0, 600_000),
     shutdownDrainMs: int('SHUTDOWN_DRAIN_MS', 500, 0, 60_000),
+    webConcurrency: int('WEB_CONCURRENCY', 1, 1, 64),
     corsOrigins,
   };
+  if (config.webConcurrency > 1 && config.database.url === undefined) {
+    problems.push('WEB_CONCURRENCY above 1 needs DATABASE_URL: embedded PGlite lives in one process and cannot be shared by workers');
+  }
   if (problems.length > 0) throw new ConfigError(problems);
   return config;
 }

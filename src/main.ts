@@ -1,3 +1,4 @@
+import cluster from 'node:cluster';
 import { createServer } from 'node:http';
 import { buildApp } from './app.js';
 import { withDevSecret } from './auth/dev-secret.js';
@@ -18,9 +19,45 @@ function configOrExit(): Config {
   }
 }
 
+/**
+ * With WEB_CONCURRENCY=N (N > 1, PostgreSQL only) this process forks N workers that share the
+ * port, replaces a worker that dies, forwards SIGTERM/SIGINT to all of them and exits 0 once
+ * they have all stopped gracefully.
+ */
+function supervise(config: Config): void {
+  const logger = createLogger(config.log);
+  let stopping = false;
+  const fork = () => cluster.fork();
+  cluster.on('exit', (worker, code, signal) => {
+    if (stopping) {
+      if (Object.keys(cluster.workers ?? {}).length === 0) {
+        logger.info('all workers stopped');
+        process.exit(0);
+      }
+      return;
+    }
+    logger.error('worker died; starting another', { pid: worker.process.pid, code, signal });
+    fork();
+  });
+  const stop = (signal: NodeJS.Signals) => {
+    if (stopping) return;
+    stopping = true;
+    logger.info('shutting down workers', { signal });
+    for (const worker of Object.values(cluster.workers ?? {})) worker?.process.kill(signal);
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+  logger.info('starting workers', { workers: config.webConcurrency, pid: process.pid });
+  for (let i = 0; i < config.webConcurrency; i += 1) fork();
+}
+
 /** Process entry: config → database → migrations → listen → graceful shutdown on SIGTERM/SIGINT. */
 async function main(): Promise<void> {
   const config = configOrExit();
+  if (config.webConcurrency > 1 && cluster.isPrimary) {
+    supervise(config);
+    return;
+  }
   const logger = createLogger(config.log);
   const { jwt, devSecret } = await withDevSecret(config.jwt);
   if (devSecret) {
@@ -47,7 +84,7 @@ async function main(): Promise<void> {
     server.listen(config.port, config.host, resolve);
   });
   const address = server.address();
-  logger.info('listening', { port: typeof address === 'object' && address ? address.port : config.port, docs: '/docs' });
+  logger.info('listening', { port: typeof address === 'object' && address ? address.port : config.port, docs: '/docs', pid: process.pid });
 
   // Shutdown: keep serving for a short drain (requests already sent but not yet read by Node
   // would otherwise be cut as "idle" connections), telling keep-alive clients to go; then stop

@@ -75,6 +75,14 @@ describe('loadConfig', () => {
     ]);
   });
 
+  it('refuses WEB_CONCURRENCY above 1 without a PostgreSQL server', () => {
+    expect(problemsOf({ WEB_CONCURRENCY: '4' })).toEqual([
+      'WEB_CONCURRENCY above 1 needs DATABASE_URL: embedded PGlite lives in one process and cannot be shared by workers',
+    ]);
+    expect(loadConfig({ WEB_CONCURRENCY: '4', DATABASE_URL: 'postgres://db.example/tasks' }).webConcurrency).toBe(4);
+    expect(problemsOf({ WEB_CONCURRENCY: 'lots' })).toEqual(['WEB_CONCURRENCY must be an integer from 1 to 64 (got "lots")']);
+  });
+
   it('refuses a DATABASE_URL that is not a URL', () => {
     expect(problemsOf({ DATABASE_URL: 'not a url' })).toEqual(['DATABASE_URL is not a valid URL']);
   });

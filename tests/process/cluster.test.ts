@@ -1,0 +1,38 @@
+import { randomBytes } from 'node:crypto';
+import { describe, expect, it } from '@jest/globals';
+import { SignJWT } from 'jose';
+import { startMain } from '../helpers/process.js';
+
+// Workers share a PostgreSQL server; with PGlite the configuration is refused (tested in config.test.ts).
+const onPostgres = process.env.TEST_DATABASE_URL ? describe : describe.skip;
+
+onPostgres('WEB_CONCURRENCY', () => {
+  it('runs that many workers on one port, and SIGTERM stops them all with exit code 0', async () => {
+    const secret = randomBytes(32).toString('base64url');
+    const { child, url, exited, output } = await startMain({
+      JWT_SECRET: secret,
+      DATABASE_URL: process.env.TEST_DATABASE_URL!,
+      WEB_CONCURRENCY: '2',
+    });
+    // Both workers listen (the primary only supervises).
+    for (let i = 0; i < 100 && output().split('"message":"listening"').length - 1 < 2; i += 1) {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    const pids = [...output().matchAll(/"message":"listening"[^\n]*"pid":(\d+)/g)].map((m) => Number(m[1]));
+    expect(new Set(pids).size).toBe(2);
+    expect(pids).not.toContain(child.pid);
+
+    const token = await new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setSubject(`cluster-${randomBytes(4).toString('hex')}`).setExpirationTime('5m').sign(new TextEncoder().encode(secret));
+    const statuses = await Promise.all(
+      Array.from({ length: 20 }, (_, i) =>
+        fetch(`${url}/api/v1/tasks`, { method: 'POST', headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' }, body: JSON.stringify({ title: `t${i}` }) }).then((r) => r.status),
+      ),
+    );
+    expect(statuses.every((status) => status === 201)).toBe(true);
+
+    child.kill('SIGTERM');
+    expect(await exited).toBe(0);
+    expect(output().split('"message":"stopped"').length - 1).toBe(2);
+    expect(output()).toContain('"message":"all workers stopped"');
+  }, 60_000);
+});
