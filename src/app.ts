@@ -7,13 +7,14 @@ import type { Database } from './db/database.js';
 import { accessLog } from './http/access-log.js';
 import type { Contract } from './http/contract.js';
 import { errorHandler } from './http/error-handler.js';
+import { createMetrics } from './http/metrics.js';
 import { openApiRoutes } from './http/openapi.js';
 import { requestContext } from './http/request-context.js';
 import type { Logger } from './logger.js';
 import { buildOperations } from './operations.js';
 
 export interface AppDeps {
-  config: Pick<Config, 'bodyLimitBytes' | 'corsOrigins'>;
+  config: Pick<Config, 'bodyLimitBytes' | 'corsOrigins'> & Partial<Pick<Config, 'metricsToken'>>;
   database: Database;
   logger: Logger;
   verifier: TokenVerifier;
@@ -63,17 +64,19 @@ function corsPolicy(origins: string[]): RequestHandler {
 export function buildApp(deps: AppDeps): Express {
   const { config, database, logger, verifier, contract } = deps;
   const app = express();
+  const metrics = createMetrics(database);
   app.disable('x-powered-by');
   app.set('etag', false);
   app.use(requestContext());
   app.use(accessLog(logger));
+  app.use(metrics.middleware);
   app.use(securityHeaders());
   if (config.corsOrigins.length > 0) app.use(corsPolicy(config.corsOrigins));
   app.use(express.json({ limit: config.bodyLimitBytes, type: ['application/json', 'application/*+json'] }));
   app.use(
     openApiRoutes({
       spec: contract.spec,
-      handlers: buildOperations({ database, contract }),
+      handlers: buildOperations({ database, contract, metrics, metricsToken: config.metricsToken }),
       verifier,
       logger,
       validateResponses: deps.validateResponses ?? false,

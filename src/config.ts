@@ -30,6 +30,8 @@ export interface Config {
   shutdownDrainMs: number;
   /** Worker processes sharing the port (node:cluster); 1 runs the server in this process. */
   webConcurrency: number;
+  /** When set, GET /metrics needs it as a bearer token. */
+  metricsToken?: string;
   /** Origins a browser may call the API from (`*`: any); empty: none, CORS stays off. */
   corsOrigins: string[];
 }
@@ -128,8 +130,10 @@ export function loadConfig(env: Env = process.env): Config {
     shutdownTimeoutMs: int('SHUTDOWN_TIMEOUT_MS', 10_000, 0, 600_000),
     shutdownDrainMs: int('SHUTDOWN_DRAIN_MS', 500, 0, 60_000),
     webConcurrency: int('WEB_CONCURRENCY', 1, 1, 64),
+    metricsToken: read('METRICS_TOKEN'),
     corsOrigins,
   };
+  if (config.metricsToken !== undefined && config.metricsToken.length < 16) problems.push('METRICS_TOKEN must be at least 16 characters long');
   if (config.webConcurrency > 1 && config.database.url === undefined) {
     problems.push('WEB_CONCURRENCY above 1 needs DATABASE_URL: embedded PGlite lives in one process and cannot be shared by workers');
   }

@@ -1,6 +1,7 @@
 import type { Database } from './db/database.js';
 import type { Contract } from './http/contract.js';
 import type { HandlerMap } from './http/handler.js';
+import type { Metrics } from './http/metrics.js';
 import { operationsEndpoints } from './http/operations-endpoints.js';
 import { taskHandlers } from './tasks/tasks.handlers.js';
 import { taskService } from './tasks/tasks.service.js';
@@ -11,11 +12,12 @@ import { meHandlers } from './users/me.handlers.js';
  * a handler for an operation the spec does not have, or a body the spec does not allow a compile
  * error; `openApiRoutes` checks the same at boot against the bundled spec.
  */
-export function buildOperations({ database, contract }: { database: Database; contract: Contract }): HandlerMap {
+export function buildOperations(deps: { database: Database; contract: Contract; metrics: Metrics; metricsToken?: string }): HandlerMap {
+  const { database, contract, metrics, metricsToken } = deps;
   const { db } = database;
   return {
     ...taskHandlers(db),
     ...meHandlers({ countTasks: (owner) => taskService(db, owner).counts() }),
-    ...operationsEndpoints({ contract, ping: database.ping }),
+    ...operationsEndpoints({ contract, ping: database.ping, metrics, metricsToken }),
   };
 }

@@ -10,6 +10,8 @@ export interface Database {
   kind: 'postgres' | 'pglite';
   /** Resolves when the database answers a trivial query. */
   ping(): Promise<void>;
+  /** The pg pool's connections by state; undefined for embedded PGlite (no pool). */
+  poolStats(): { total: number; idle: number; waiting: number } | undefined;
   close(): Promise<void>;
 }
 
@@ -24,19 +26,21 @@ export interface DatabaseOptions {
 
 /** PostgreSQL through a `pg` pool when a URL is given, else embedded PGlite. */
 export async function openDatabase(options: DatabaseOptions): Promise<Database> {
-  const dialect = options.url ? postgresDialect(options) : await pgliteDialect(options.pgliteDir ?? 'memory://');
+  const pool = options.url ? postgresPool(options) : undefined;
+  const dialect = pool ? new PostgresDialect({ pool }) : await pgliteDialect(options.pgliteDir ?? 'memory://');
   const db = new Kysely<DB>({ dialect });
   return {
     db,
-    kind: options.url ? 'postgres' : 'pglite',
+    kind: pool ? 'postgres' : 'pglite',
     async ping() {
       await sql`select 1`.execute(db);
     },
+    poolStats: () => (pool ? { total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount } : undefined),
     close: () => db.destroy(),
   };
 }
 
-function postgresDialect({ url, poolMax = 10, logger }: DatabaseOptions): PostgresDialect {
+function postgresPool({ url, poolMax = 10, logger }: DatabaseOptions): pg.Pool {
   const pool = new pg.Pool({
     connectionString: url,
     max: poolMax,
@@ -46,7 +50,7 @@ function postgresDialect({ url, poolMax = 10, logger }: DatabaseOptions): Postgr
   });
   // An idle client losing its connection must not crash the process; the pool replaces it.
   pool.on('error', (error) => logger?.error('idle database connection failed', { error: error.message }));
-  return new PostgresDialect({ pool });
+  return pool;
 }
 
 async function pgliteDialect(dir: string): Promise<PGliteDialect> {

@@ -1,16 +1,24 @@
-import { createHash } from 'node:crypto';
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { InvalidToken, MissingToken } from '../auth/errors.js';
 import type { Contract } from './contract.js';
 import type { Handlers } from './handler.js';
+import type { Metrics } from './metrics.js';
 import { ServiceUnavailable } from './problem.js';
 
 /**
  * The operational endpoints: liveness, readiness (a database round trip), the contract itself
  * and its rendered reference.
  */
-export function operationsEndpoints(deps: { contract: Contract; ping: () => Promise<void> }): Handlers<
-  'getLiveness' | 'getReadiness' | 'getOpenApiDocument' | 'getOpenApiYaml' | 'getDocs'
-> {
-  const { contract, ping } = deps;
+export function operationsEndpoints(deps: {
+  contract: Contract;
+  ping: () => Promise<void>;
+  metrics: Metrics;
+  /** When set, /metrics needs `Authorization: Bearer <metricsToken>`. */
+  metricsToken?: string;
+}): Handlers<'getLiveness' | 'getReadiness' | 'getOpenApiDocument' | 'getOpenApiYaml' | 'getDocs' | 'getMetrics'> {
+  const { contract, ping, metrics, metricsToken } = deps;
+  const digest = (value: string) => createHash('sha256').update(value).digest();
+  const expected = metricsToken === undefined ? undefined : digest(metricsToken);
   const docsHeaders = {
     'Content-Type': 'text/html; charset=utf-8',
     'Cache-Control': 'no-cache',
@@ -33,6 +41,18 @@ export function operationsEndpoints(deps: { contract: Contract; ping: () => Prom
       headers: { 'Content-Type': 'application/yaml; charset=utf-8' },
     }),
     getDocs: async () => ({ status: 200, body: contract.docsHtml, headers: docsHeaders }),
+    async getMetrics({ raw }) {
+      if (expected !== undefined) {
+        const header = raw.get('authorization');
+        if (!header) throw new MissingToken();
+        const given = /^Bearer (.+)$/i.exec(header)?.[1];
+        if (given === undefined || !timingSafeEqual(digest(given), expected)) {
+          throw new InvalidToken('The metrics token is not valid.', 'bad_metrics_token');
+        }
+      }
+      const { contentType, body } = await metrics.render();
+      return { status: 200, body, headers: { 'Content-Type': contentType, 'Cache-Control': 'no-store' } };
+    },
   };
 }
 

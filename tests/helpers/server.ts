@@ -43,13 +43,15 @@ export const newUser = (): string => `user-${randomUUID()}`;
  * The real app on a real HTTP server on port 0, with a real database, real signed tokens and
  * response validation on, so every response a test sees is checked against the contract.
  */
-export async function startServer(options: { jwt?: Partial<VerifierOptions>; corsOrigins?: string[] } = {}): Promise<TestServer> {
+export async function startServer(
+  options: { jwt?: Partial<VerifierOptions>; corsOrigins?: string[]; metricsToken?: string } = {},
+): Promise<TestServer> {
   const secret = randomBytes(32).toString('base64url');
   const database = await testDatabase();
   const { logger, lines: logs } = captureLogs();
   const verifier = createTokenVerifier({ secret, issuer: TEST_ISSUER, clockToleranceSeconds: 5, ...options.jwt });
   const app = buildApp({
-    config: { bodyLimitBytes: 100 * 1024, corsOrigins: options.corsOrigins ?? [] },
+    config: { bodyLimitBytes: 100 * 1024, corsOrigins: options.corsOrigins ?? [], metricsToken: options.metricsToken },
     database,
     logger,
     verifier,

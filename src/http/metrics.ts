@@ -1,0 +1,56 @@
+import type { RequestHandler } from 'express';
+import { collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import type { Database } from '../db/database.js';
+
+export interface Metrics {
+  /** Times every request and counts those in flight. */
+  middleware: RequestHandler;
+  /** The Prometheus text exposition and its content type. */
+  render(): Promise<{ contentType: string; body: string }>;
+}
+
+/**
+ * Prometheus metrics for one app, in a registry of its own (no global state): request durations
+ * by method, route template (never the raw path, so ids cannot explode the label set) and status;
+ * requests in flight; the database pool by state; Node.js process metrics.
+ */
+export function createMetrics(database: Pick<Database, 'poolStats'>): Metrics {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry });
+  const duration = new Histogram({
+    name: 'http_request_duration_seconds',
+    help: 'Time from receiving a request to finishing its response.',
+    labelNames: ['method', 'route', 'status'] as const,
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    registers: [registry],
+  });
+  const inFlight = new Gauge({ name: 'http_requests_in_flight', help: 'Requests being served right now.', registers: [registry] });
+  new Gauge({
+    name: 'db_pool_connections',
+    help: 'Database pool connections by state (total, idle, waiting clients); absent for embedded PGlite.',
+    labelNames: ['state'] as const,
+    registers: [registry],
+    collect() {
+      const stats = database.poolStats();
+      if (stats === undefined) return;
+      this.set({ state: 'total' }, stats.total);
+      this.set({ state: 'idle' }, stats.idle);
+      this.set({ state: 'waiting' }, stats.waiting);
+    },
+  });
+
+  return {
+    middleware(req, res, next) {
+      const end = duration.startTimer();
+      inFlight.inc();
+      res.once('close', () => {
+        inFlight.dec();
+        end({ method: req.method, route: req.openapi?.openApiRoute ?? 'unmatched', status: String(res.statusCode) });
+      });
+      next();
+    },
+    async render() {
+      return { contentType: registry.contentType, body: await registry.metrics() };
+    },
+  };
+}
