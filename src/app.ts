@@ -9,12 +9,17 @@ import type { Contract } from './http/contract.js';
 import { errorHandler } from './http/error-handler.js';
 import { createMetrics } from './http/metrics.js';
 import { openApiRoutes } from './http/openapi.js';
+import { rateLimits, type RedisCommands } from './http/rate-limit.js';
 import { requestContext } from './http/request-context.js';
 import type { Logger } from './logger.js';
 import { buildOperations } from './operations.js';
 
 export interface AppDeps {
-  config: Pick<Config, 'bodyLimitBytes' | 'corsOrigins'> & Partial<Pick<Config, 'metricsToken'>>;
+  config: Pick<Config, 'bodyLimitBytes' | 'corsOrigins' | 'rateLimit'> & Partial<Pick<Config, 'metricsToken' | 'trustProxy'>>;
+  /** Shared rate-limit counters (a connected node-redis client), when REDIS_URL is set. */
+  redis?: RedisCommands;
+  /** Rate-limit key prefix in Redis (tests isolate themselves with it). */
+  rateLimitPrefix?: string;
   database: Database;
   logger: Logger;
   verifier: TokenVerifier;
@@ -56,8 +61,8 @@ function corsPolicy(origins: string[]): RequestHandler {
 }
 
 /**
- * The whole HTTP application: request id → access log → security headers / CORS → JSON body
- * (size-limited) → OpenAPI validator (with the bearer security handler) → operation handlers →
+ * The whole HTTP application: request id → access log → security headers / CORS → rate limits →
+ * JSON body (size-limited) → OpenAPI validator (with the bearer security handler) → operation handlers →
  * problem+json errors.
  * Does no I/O; everything it needs arrives in `deps`.
  */
@@ -66,12 +71,23 @@ export function buildApp(deps: AppDeps): Express {
   const app = express();
   const metrics = createMetrics(database);
   app.disable('x-powered-by');
+  app.set('trust proxy', config.trustProxy ?? false);
   app.set('etag', false);
   app.use(requestContext());
   app.use(accessLog(logger));
   app.use(metrics.middleware);
   app.use(securityHeaders());
   if (config.corsOrigins.length > 0) app.use(corsPolicy(config.corsOrigins));
+  app.use(
+    rateLimits({
+      perMinute: config.rateLimit.perMinute,
+      authPerMinute: config.rateLimit.authPerMinute,
+      redis: deps.redis,
+      prefix: deps.rateLimitPrefix,
+      verifier,
+      logger,
+    }),
+  );
   app.use(express.json({ limit: config.bodyLimitBytes, type: ['application/json', 'application/*+json'] }));
   app.use(
     openApiRoutes({

@@ -30,6 +30,11 @@ export interface Config {
   shutdownDrainMs: number;
   /** Worker processes sharing the port (node:cluster); 1 runs the server in this process. */
   webConcurrency: number;
+  rateLimit: { perMinute: number; authPerMinute: number };
+  /** Shared rate-limit counters (redis:// or rediss://); unset, each process counts alone. */
+  redisUrl?: string;
+  /** Express's `trust proxy`: false (X-Forwarded-For ignored), a hop count, or trusted addresses. */
+  trustProxy: boolean | number | string;
   /** When set, GET /metrics needs it as a bearer token. */
   metricsToken?: string;
   /** Origins a browser may call the API from (`*`: any); empty: none, CORS stays off. */
@@ -131,6 +136,12 @@ export function loadConfig(env: Env = process.env): Config {
     shutdownDrainMs: int('SHUTDOWN_DRAIN_MS', 500, 0, 60_000),
     webConcurrency: int('WEB_CONCURRENCY', 1, 1, 64),
     metricsToken: read('METRICS_TOKEN'),
+    rateLimit: {
+      perMinute: int('RATE_LIMIT_PER_MINUTE', 600, 1, 1_000_000),
+      authPerMinute: int('AUTH_RATE_LIMIT_PER_MINUTE', 20, 1, 1_000_000),
+    },
+    redisUrl: url('REDIS_URL', ['redis:', 'rediss:']) ? read('REDIS_URL') : undefined,
+    trustProxy: trustProxyOf(read('TRUST_PROXY'), problems),
     corsOrigins,
   };
   if (config.metricsToken !== undefined && config.metricsToken.length < 16) problems.push('METRICS_TOKEN must be at least 16 characters long');
@@ -139,4 +150,14 @@ export function loadConfig(env: Env = process.env): Config {
   }
   if (problems.length > 0) throw new ConfigError(problems);
   return config;
+}
+
+/** TRUST_PROXY: unset or false → false; a hop count; or comma-separated addresses, subnets or loopback/linklocal/uniquelocal. */
+function trustProxyOf(raw: string | undefined, problems: string[]): boolean | number | string {
+  if (raw === undefined || raw === 'false') return false;
+  if (/^\d{1,2}$/.test(raw)) return Number(raw);
+  const entries = raw.split(',').map((entry) => entry.trim());
+  if (entries.every((entry) => /^(loopback|linklocal|uniquelocal|[0-9a-fA-F.:]+(\/\d{1,3})?)$/.test(entry))) return entries.join(',');
+  problems.push(`TRUST_PROXY must be false, a number of proxy hops, or proxy addresses/subnets (got "${raw}")`);
+  return false;
 }

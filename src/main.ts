@@ -7,7 +7,8 @@ import { ConfigError, loadConfig, type Config } from './config.js';
 import { openDatabase } from './db/database.js';
 import { migrateToLatest } from './db/migrate.js';
 import { loadContract } from './http/contract.js';
-import { createLogger } from './logger.js';
+import { createLogger, type Logger } from './logger.js';
+import { createClient } from 'redis';
 
 function configOrExit(): Config {
   try {
@@ -17,6 +18,31 @@ function configOrExit(): Config {
     process.stderr.write(`${error.message}\n`);
     process.exit(1);
   }
+}
+
+/**
+ * The Redis client for shared rate-limit counters. Commands fail at once while it is
+ * disconnected (no offline queue), so the limiter lets requests through instead of waiting; it
+ * reconnects by itself, and every failure is logged at error.
+ */
+function connectRedis(url: string, logger: Logger) {
+  const client = createClient({
+    url,
+    disableOfflineQueue: true,
+    socket: { connectTimeout: 2000, reconnectStrategy: (retries: number) => Math.min(100 * 2 ** retries, 5000) },
+  });
+  let reported = false;
+  client.on('error', (error: Error) => {
+    if (reported) return; // once per outage, not once per reconnect attempt
+    reported = true;
+    logger.error('redis unavailable; rate limits are not enforced until it is back', { error: error.message });
+  });
+  client.on('ready', () => {
+    if (reported) logger.info('redis is back; rate limits enforced again');
+    reported = false;
+  });
+  client.connect().catch(() => undefined); // reported by the error handler; reconnects on its own
+  return client;
 }
 
 /**
@@ -77,7 +103,8 @@ async function main(): Promise<void> {
   const applied = await migrateToLatest(database.db);
   logger.info('database ready', { kind: database.kind, migrations_applied: applied });
 
-  const app = buildApp({ config, database, logger, verifier: createTokenVerifier(jwt), contract: loadContract() });
+  const redis = config.redisUrl === undefined ? undefined : connectRedis(config.redisUrl, logger);
+  const app = buildApp({ config, database, logger, redis, verifier: createTokenVerifier(jwt), contract: loadContract() });
   const server = createServer(app);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
@@ -105,6 +132,7 @@ async function main(): Promise<void> {
     setTimeout(() => {
       server.close(async () => {
         await database.close();
+        await redis?.close().catch(() => undefined);
         logger.info('stopped');
         process.exit(0);
       });

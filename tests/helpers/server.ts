@@ -5,6 +5,7 @@ import type { Express } from 'express';
 import { SignJWT, type JWTPayload } from 'jose';
 import { createTasksClient, type TasksClient } from '../../generated/client.js';
 import { buildApp } from '../../src/app.js';
+import type { RedisCommands } from '../../src/http/rate-limit.js';
 import { createTokenVerifier, type VerifierOptions } from '../../src/auth/token-verifier.js';
 import { openDatabase, type Database } from '../../src/db/database.js';
 import { migrateToLatest } from '../../src/db/migrate.js';
@@ -44,14 +45,31 @@ export const newUser = (): string => `user-${randomUUID()}`;
  * response validation on, so every response a test sees is checked against the contract.
  */
 export async function startServer(
-  options: { jwt?: Partial<VerifierOptions>; corsOrigins?: string[]; metricsToken?: string } = {},
+  options: {
+    jwt?: Partial<VerifierOptions>;
+    corsOrigins?: string[];
+    metricsToken?: string;
+    /** Rate limits: generous by default so that only the tests about them ever hit one. */
+    rateLimit?: { perMinute: number; authPerMinute: number };
+    redis?: RedisCommands;
+    rateLimitPrefix?: string;
+    trustProxy?: boolean | number | string;
+  } = {},
 ): Promise<TestServer> {
   const secret = randomBytes(32).toString('base64url');
   const database = await testDatabase();
   const { logger, lines: logs } = captureLogs();
   const verifier = createTokenVerifier({ secret, issuer: TEST_ISSUER, clockToleranceSeconds: 5, ...options.jwt });
   const app = buildApp({
-    config: { bodyLimitBytes: 100 * 1024, corsOrigins: options.corsOrigins ?? [], metricsToken: options.metricsToken },
+    config: {
+      bodyLimitBytes: 100 * 1024,
+      corsOrigins: options.corsOrigins ?? [],
+      metricsToken: options.metricsToken,
+      rateLimit: options.rateLimit ?? { perMinute: 100_000, authPerMinute: 100_000 },
+      trustProxy: options.trustProxy,
+    },
+    redis: options.redis,
+    rateLimitPrefix: options.rateLimitPrefix,
     database,
     logger,
     verifier,

@@ -83,6 +83,21 @@ describe('loadConfig', () => {
     expect(problemsOf({ WEB_CONCURRENCY: 'lots' })).toEqual(['WEB_CONCURRENCY must be an integer from 1 to 64 (got "lots")']);
   });
 
+  it('reads the rate limits, REDIS_URL and TRUST_PROXY, refusing what they cannot mean', () => {
+    expect(loadConfig({})).toMatchObject({ rateLimit: { perMinute: 600, authPerMinute: 20 }, redisUrl: undefined, trustProxy: false });
+    expect(loadConfig({ RATE_LIMIT_PER_MINUTE: '100', REDIS_URL: 'redis://127.0.0.1:6379', TRUST_PROXY: '1' })).toMatchObject({
+      rateLimit: { perMinute: 100, authPerMinute: 20 },
+      redisUrl: 'redis://127.0.0.1:6379',
+      trustProxy: 1,
+    });
+    expect(loadConfig({ TRUST_PROXY: 'loopback, 10.0.0.0/8' }).trustProxy).toBe('loopback,10.0.0.0/8');
+    expect(problemsOf({ RATE_LIMIT_PER_MINUTE: '0', REDIS_URL: 'http://cache', TRUST_PROXY: 'everyone' })).toEqual([
+      'RATE_LIMIT_PER_MINUTE must be an integer from 1 to 1000000 (got "0")',
+      'REDIS_URL must be a redis or rediss URL',
+      'TRUST_PROXY must be false, a number of proxy hops, or proxy addresses/subnets (got "everyone")',
+    ]);
+  });
+
   it('refuses a DATABASE_URL that is not a URL', () => {
     expect(problemsOf({ DATABASE_URL: 'not a url' })).toEqual(['DATABASE_URL is not a valid URL']);
   });

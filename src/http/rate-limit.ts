@@ -1,0 +1,99 @@
+import type { RequestHandler } from 'express';
+import { ipKeyGenerator, rateLimit, type Store } from 'express-rate-limit';
+import { RedisStore, type RedisReply } from 'rate-limit-redis';
+import type { TokenVerifier } from '../auth/token-verifier.js';
+import type { Logger } from '../logger.js';
+import { HttpProblem } from './problem.js';
+
+/** What the limiter needs from a Redis client (node-redis's `sendCommand`). */
+export interface RedisCommands {
+  sendCommand(args: string[]): Promise<unknown>;
+}
+
+export interface RateLimitOptions {
+  /** Requests per minute for one verified user (authenticated routes) or one IP (the rest). */
+  perMinute: number;
+  /** Requests per minute for one IP on the auth endpoints (/api/v1/auth/…). */
+  authPerMinute: number;
+  /** Shared counters; without it each process counts on its own. */
+  redis?: RedisCommands;
+  /** Key prefix in Redis (tests use their own). */
+  prefix?: string;
+  verifier: TokenVerifier;
+  logger: Logger;
+}
+
+/** 429 problem+json; `Retry-After` and the RateLimit headers are already on the response. */
+export class RateLimited extends HttpProblem {
+  constructor(retryAfterSeconds: number) {
+    super(429, 'RATE_LIMITED', 'Too many requests', `Too many requests; retry after ${retryAfterSeconds} seconds.`, {
+      headers: { 'Retry-After': String(retryAfterSeconds) },
+    });
+  }
+}
+
+const BEARER = /^Bearer ([A-Za-z0-9._~+/-]+=*)$/;
+/** Orchestrator probes and scrapes are never limited. */
+const UNLIMITED = /^\/(health\/(live|ready)|metrics)$/;
+
+/**
+ * express-rate-limit, one window per minute: a verified user is counted by their `sub` (the
+ * token is verified here through the verifier's cache; an unverifiable one counts against the
+ * IP), anyone else by client IP — which is X-Forwarded-For only when TRUST_PROXY says so. The
+ * auth endpoints get their own, stricter per-IP budget. With Redis the counters are shared by
+ * every process; if Redis fails, requests pass (fail open) and the failure is logged at error.
+ * Responses carry the standard `RateLimit` / `RateLimit-Policy` headers; over the limit, 429.
+ */
+export function rateLimits(options: RateLimitOptions): RequestHandler[] {
+  const { verifier, logger } = options;
+  const store = (prefix: string): Store | undefined =>
+    options.redis &&
+    new RedisStore({
+      prefix: `${options.prefix ?? 'tasks-api:rl:'}${prefix}`,
+      sendCommand: (...args: string[]) => options.redis!.sendCommand(args) as Promise<RedisReply>,
+    });
+  const common = {
+    windowMs: 60_000,
+    standardHeaders: 'draft-8' as const,
+    legacyHeaders: false,
+    passOnStoreError: true,
+    // Our own messages, at the right levels; its validation warnings are about its defaults.
+    logger: {
+      error: (error: unknown, message?: string) => logger.error('rate limit store failed; letting requests through', { error: String(error), detail: message }),
+      warn: (error: unknown) => logger.warn('rate limiter warning', { error: String(error) }),
+    },
+    handler: (req: Parameters<RequestHandler>[0], res: Parameters<RequestHandler>[1], next: Parameters<RequestHandler>[2]) => {
+      const retryAfter = Number(res.getHeader('Retry-After') ?? 60);
+      logger.warn('rate limited', { request_id: req.id, method: req.method, path: req.path });
+      next(new RateLimited(retryAfter));
+    },
+  };
+
+  const perUser = rateLimit({
+    ...common,
+    identifier: 'per-user',
+    limit: options.perMinute,
+    skip: (req) => UNLIMITED.test(req.path) || req.path.startsWith('/api/v1/auth/'),
+    store: store('user:'),
+    async keyGenerator(req) {
+      const token = BEARER.exec(req.headers.authorization ?? '')?.[1];
+      if (token) {
+        try {
+          return `user:${(await verifier.verify(token)).sub}`;
+        } catch {
+          // the validator answers 401; the attempt still counts, against the IP
+        }
+      }
+      return `ip:${ipKeyGenerator(req.ip ?? '')}`;
+    },
+  });
+  const auth = rateLimit({
+    ...common,
+    identifier: 'auth',
+    limit: options.authPerMinute,
+    skip: (req) => !req.path.startsWith('/api/v1/auth/'),
+    store: store('auth:'),
+    keyGenerator: (req) => `ip:${ipKeyGenerator(req.ip ?? '')}`,
+  });
+  return [auth, perUser];
+}
