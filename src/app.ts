@@ -8,6 +8,7 @@ import { accessLog } from './http/access-log.js';
 import type { Contract } from './http/contract.js';
 import { errorHandler } from './http/error-handler.js';
 import { createMetrics } from './http/metrics.js';
+import { ServiceUnavailable } from './http/problem.js';
 import { openApiRoutes } from './http/openapi.js';
 import { rateLimits, type RedisCommands } from './http/rate-limit.js';
 import { requestContext } from './http/request-context.js';
@@ -15,7 +16,7 @@ import type { Logger } from './logger.js';
 import { buildOperations } from './operations.js';
 
 export interface AppDeps {
-  config: Pick<Config, 'bodyLimitBytes' | 'corsOrigins' | 'rateLimit'> & Partial<Pick<Config, 'metricsToken' | 'trustProxy'>>;
+  config: Pick<Config, 'bodyLimitBytes' | 'corsOrigins' | 'rateLimit'> & Partial<Pick<Config, 'metricsToken' | 'trustProxy' | 'requestTimeoutMs'>>;
   /** Shared rate-limit counters (a connected node-redis client), when REDIS_URL is set. */
   redis?: RedisCommands;
   /** Rate-limit key prefix in Redis (tests isolate themselves with it). */
@@ -61,6 +62,21 @@ function corsPolicy(origins: string[]): RequestHandler {
 }
 
 /**
+ * Answers 503 problem+json (with Retry-After) to a request that is not answered in time, so a
+ * client never waits on a hung dependency longer than that.
+ */
+function requestTimeout(ms: number): RequestHandler {
+  return (_req, res, next) => {
+    const timer = setTimeout(() => {
+      if (!res.headersSent) next(new ServiceUnavailable(`The request was not answered within ${ms} ms.`));
+    }, ms);
+    timer.unref();
+    res.once('close', () => clearTimeout(timer));
+    next();
+  };
+}
+
+/**
  * The whole HTTP application: request id → access log → security headers / CORS → rate limits →
  * JSON body (size-limited) → OpenAPI validator (with the bearer security handler) → operation handlers →
  * problem+json errors.
@@ -76,6 +92,7 @@ export function buildApp(deps: AppDeps): Express {
   app.use(requestContext());
   app.use(accessLog(logger));
   app.use(metrics.middleware);
+  app.use(requestTimeout(config.requestTimeoutMs ?? 15_000));
   app.use(securityHeaders());
   if (config.corsOrigins.length > 0) app.use(corsPolicy(config.corsOrigins));
   app.use(

@@ -26,6 +26,8 @@ export interface Config {
   log: { level: LogLevel; format: 'json' | 'pretty' };
   bodyLimitBytes: number;
   shutdownTimeoutMs: number;
+  /** A request not answered within this many ms gets 503 problem+json. */
+  requestTimeoutMs: number;
   /** How long the server keeps accepting after SIGTERM/SIGINT before it stops (ms). */
   shutdownDrainMs: number;
   /** Worker processes sharing the port (node:cluster); 1 runs the server in this process. */
@@ -134,6 +136,7 @@ export function loadConfig(env: Env = process.env): Config {
     bodyLimitBytes: int('BODY_LIMIT_BYTES', 100 * 1024, 1024, 10 * 1024 * 1024),
     shutdownTimeoutMs: int('SHUTDOWN_TIMEOUT_MS', 10_000, 0, 600_000),
     shutdownDrainMs: int('SHUTDOWN_DRAIN_MS', 500, 0, 60_000),
+    requestTimeoutMs: int('REQUEST_TIMEOUT_MS', 15_000, 100, 600_000),
     webConcurrency: int('WEB_CONCURRENCY', 1, 1, 64),
     metricsToken: read('METRICS_TOKEN'),
     rateLimit: {

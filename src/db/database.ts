@@ -47,6 +47,8 @@ function postgresPool({ url, poolMax = 10, logger }: DatabaseOptions): pg.Pool {
     connectionTimeoutMillis: 5000,
     idleTimeoutMillis: 30_000,
     statement_timeout: 10_000,
+    // Client-side too: a server that stops answering (network cut, not a clean close) fails the query.
+    query_timeout: 12_000,
   });
   // An idle client losing its connection must not crash the process; the pool replaces it.
   pool.on('error', (error) => logger?.error('idle database connection failed', { error: error.message }));

@@ -79,6 +79,9 @@ export function errorHandler(logger: Logger): ErrorRequestHandler {
     if (problem === undefined) {
       logger.error('unhandled error', { request_id: req.id, error, stack: error?.stack });
       problem = new HttpProblem(500, 'INTERNAL_ERROR', 'Internal server error', 'An unexpected error occurred. Quote the request id when reporting it.');
+    } else if (problem.status === 409) {
+      // A duplicate of a request still in flight: a client retrying too eagerly, or a replay.
+      logger.warn('idempotency conflict', { request_id: req.id, code: problem.code, path: req.path });
     } else if (problem.status >= 500) {
       logger.error(problem.message, { request_id: req.id, code: problem.code, cause: String(problem.cause ?? error) });
     }

@@ -55,6 +55,8 @@ export function toExpress<K extends OperationId>(operationId: K, handler: Operat
       raw: req,
     } as unknown as OperationRequest<K>;
     const result = await handler(request);
+    // The request timeout may have answered 503 already; the work is done, the client has gone.
+    if (res.headersSent) return;
     if (result.headers) res.set(result.headers);
     res.status(result.status);
     if (result.body === undefined) {

@@ -83,6 +83,7 @@ describe('POST /api/v1/tasks with Idempotency-Key', () => {
     expect(duplicate.response.status).toBe(409);
     expect(duplicate.response.headers.get('retry-after')).toBe('1');
     expect(duplicate.error).toMatchObject({ type: 'urn:tasks-api:problem:idempotency-key-in-use' });
+    expect(server.logs.some((line) => line.message === 'idempotency conflict' && line.level === 'warn' && line.code === 'IDEMPOTENCY_KEY_IN_USE')).toBe(true);
     // Its process died a minute ago: the next attempt takes the key over and creates the task.
     await sql`update idempotency_keys set created_at = now() - interval '2 minutes' where owner_id = ${sub} and key = 'in-flight'`.execute(server.database.db);
     const retried = await post(api, 'in-flight');

@@ -15,8 +15,7 @@ import { captureLogs } from './logs.js';
 export const TEST_ISSUER = 'https://issuer.tasks-api.test';
 
 /** A real database: the PostgreSQL server at TEST_DATABASE_URL when set, else a fresh in-memory PGlite. */
-export async function testDatabase(): Promise<Database> {
-  const url = process.env.TEST_DATABASE_URL;
+export async function testDatabase(url = process.env.TEST_DATABASE_URL): Promise<Database> {
   const database = await openDatabase(url ? { url, poolMax: 5 } : { pgliteDir: 'memory://' });
   await migrateToLatest(database.db);
   return database;
@@ -54,10 +53,13 @@ export async function startServer(
     redis?: RedisCommands;
     rateLimitPrefix?: string;
     trustProxy?: boolean | number | string;
+    /** A PostgreSQL URL other than TEST_DATABASE_URL (the fault tests go through a proxy). */
+    databaseUrl?: string;
+    requestTimeoutMs?: number;
   } = {},
 ): Promise<TestServer> {
   const secret = randomBytes(32).toString('base64url');
-  const database = await testDatabase();
+  const database = await testDatabase(options.databaseUrl);
   const { logger, lines: logs } = captureLogs();
   const verifier = createTokenVerifier({ secret, issuer: TEST_ISSUER, clockToleranceSeconds: 5, ...options.jwt });
   const app = buildApp({
@@ -67,6 +69,7 @@ export async function startServer(
       metricsToken: options.metricsToken,
       rateLimit: options.rateLimit ?? { perMinute: 100_000, authPerMinute: 100_000 },
       trustProxy: options.trustProxy,
+      requestTimeoutMs: options.requestTimeoutMs,
     },
     redis: options.redis,
     rateLimitPrefix: options.rateLimitPrefix,
