@@ -52,6 +52,12 @@ function postgresPool({ url, poolMax = 10, logger }: DatabaseOptions): pg.Pool {
   });
   // An idle client losing its connection must not crash the process; the pool replaces it.
   pool.on('error', (error) => logger?.error('idle database connection failed', { error: error.message }));
+  // A connection can also die while checked out between two queries (database restart, network
+  // cut): pg then emits 'error' on the client, which must never go unhandled (it would crash the
+  // process). The query in progress, if any, fails on its own and the pool drops the client.
+  pool.on('connect', (client) => {
+    client.on('error', (error) => logger?.error('database connection lost', { error: error.message }));
+  });
   return pool;
 }
 
