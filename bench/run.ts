@@ -10,7 +10,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -22,6 +21,7 @@ import { openDatabase } from '../src/db/database.js';
 import { migrateToLatest } from '../src/db/migrate.js';
 import { projectRoot } from '../src/http/contract.js';
 import { seedTasks } from '../scripts/seed-data.js';
+import { freePort, waitUntilServing } from '../scripts/server-process.js';
 
 const { values } = parseArgs({
   options: {
@@ -72,14 +72,6 @@ async function ensureDatabase(url: string): Promise<void> {
   }
 }
 
-const freePort = () =>
-  new Promise<number>((resolve) => {
-    const probe = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = probe.address() as { port: number };
-      probe.close(() => resolve(port));
-    });
-  });
-
 async function startServer(name: string, script: string, env: Record<string, string>): Promise<{ url: string; process: ChildProcess }> {
   const port = await freePort();
   const child = spawn(process.execPath, [script], {
@@ -88,12 +80,9 @@ async function startServer(name: string, script: string, env: Record<string, str
     stdio: ['ignore', 'ignore', 'inherit'],
   });
   const url = `http://127.0.0.1:${port}`;
-  for (let i = 0; ; i += 1) {
-    const up = await fetch(`${url}/api/v1/tasks`).then(() => true, () => false);
-    if (up) return { url, process: child };
-    if (i > 100 || child.exitCode !== null) throw new Error(`${name} did not start`);
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
+  // The baseline has no health route: any answer (401 without a token) means it is up.
+  await waitUntilServing(`${url}/api/v1/tasks`, child, { timeoutMs: 10_000, anyStatus: true, failure: () => `${name} did not start` });
+  return { url, process: child };
 }
 
 /** Samples the server's resident set every 100 ms while `work` runs; resolves to its peak in MB. */

@@ -5,8 +5,9 @@
 # status: any failed step or any response off the OpenAPI document fails the run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/lib.sh
 work=$(mktemp -d)
-port=$(node -e 'const s=require("net").createServer().listen(0,()=>{console.log(s.address().port);s.close()})')
+port=$(free_port)
 log="$work/server.log"
 cleanup() { [ -n "${pid:-}" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
@@ -16,11 +17,7 @@ export JWT_SECRET
 JWT_SECRET=$(node -e 'console.log(require("crypto").randomBytes(32).toString("base64url"))')
 PORT="$port" HOST=127.0.0.1 PGLITE_DIR="$work/pglite" LOG_LEVEL=warn node dist/src/main.js >"$log" 2>&1 &
 pid=$!
-for _ in $(seq 1 60); do
-  curl -fs "http://127.0.0.1:$port/health/ready" >/dev/null 2>&1 && break
-  kill -0 "$pid" 2>/dev/null || { cat "$log"; echo "server exited early" >&2; exit 1; }
-  sleep 0.5
-done
+wait_ready "http://127.0.0.1:$port/health/ready" "$pid" "$log" 60 0.5
 
 run_id=$(node -e 'console.log(require("crypto").randomUUID())')
 token=$(npm run --silent token -- --sub "contract-owner-$run_id")

@@ -6,11 +6,11 @@
 // at two table sizes with the same per-user size (e.g. 100 users × 100 tasks, then 10,000 × 100).
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { createServer } from 'node:net';
 import { parseArgs } from 'node:util';
 import { SignJWT } from 'jose';
 import { sql } from 'kysely';
 import { openDatabase } from '../src/db/database.js';
+import { freePort, waitUntilServing } from './server-process.js';
 
 const { values } = parseArgs({
   options: {
@@ -28,23 +28,17 @@ const concurrency = Number(values.concurrency);
 
 const shapes = ['', 'sort=due_at', 'sort=-priority&status=pending', 'sort=title&tag=work', 'q=passport', 'priority=high&due_after=2026-01-01T00%3A00%3A00Z'];
 
-const freePort = await new Promise<number>((resolve) => {
-  const probe = createServer().listen(0, '127.0.0.1', () => {
-    const { port } = probe.address() as { port: number };
-    probe.close(() => resolve(port));
-  });
-});
+const port = await freePort();
 const secret = randomBytes(32).toString('base64url');
 const server = spawn(process.execPath, ['dist/src/main.js'], {
-  env: { ...process.env, NODE_ENV: 'production', DATABASE_URL: values['database-url'], JWT_SECRET: secret, PORT: String(freePort), HOST: '127.0.0.1', LOG_LEVEL: 'error' },
+  env: { ...process.env, NODE_ENV: 'production', DATABASE_URL: values['database-url'], JWT_SECRET: secret, PORT: String(port), HOST: '127.0.0.1', LOG_LEVEL: 'error' },
   stdio: ['ignore', 'inherit', 'inherit'],
 });
-const base = `http://127.0.0.1:${freePort}/api/v1/tasks`;
-for (let i = 0; ; i += 1) {
-  if (await fetch(`http://127.0.0.1:${freePort}/health/ready`).then((r) => r.ok, () => false)) break;
-  if (i > 100 || server.exitCode !== null) throw new Error('the server did not start (npm run build first?)');
-  await new Promise((resolve) => setTimeout(resolve, 100));
-}
+const base = `http://127.0.0.1:${port}/api/v1/tasks`;
+await waitUntilServing(`http://127.0.0.1:${port}/health/ready`, server, {
+  timeoutMs: 10_000,
+  failure: () => 'the server did not start (npm run build first?)',
+});
 const database = await openDatabase({ url: values['database-url'], poolMax: 1 });
 
 try {

@@ -4,8 +4,9 @@
 # checks that SIGTERM stops it cleanly with exit code 0.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/lib.sh
 work=$(mktemp -d)
-port=$(node -e 'const s=require("net").createServer().listen(0,()=>{console.log(s.address().port);s.close()})')
+port=$(free_port)
 log="$work/server.log"
 cleanup() { [ -n "${pid:-}" ] && kill "$pid" 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
@@ -13,11 +14,7 @@ trap cleanup EXIT
 (cd "$work" && ln -s "$OLDPWD/node_modules" node_modules && cp -r "$OLDPWD"/{package.json,generated,src,tsconfig.json,tsconfig.build.json,scripts} . \
   && exec env -u NODE_ENV PORT="$port" npm start --silent) >"$log" 2>&1 &
 pid=$!
-for _ in $(seq 1 60); do
-  curl -fs "http://127.0.0.1:$port/health/ready" >/dev/null 2>&1 && break
-  kill -0 "$pid" 2>/dev/null || { cat "$log"; echo "server exited early" >&2; exit 1; }
-  sleep 1
-done
+wait_ready "http://127.0.0.1:$port/health/ready" "$pid" "$log" 60 1
 curl -fs "http://127.0.0.1:$port/health/ready"; echo
 token=$(cd "$work" && npm run --silent token -- --sub smoke-user)
 created=$(curl -fs -X POST "http://127.0.0.1:$port/api/v1/tasks" -H "Authorization: Bearer $token" \

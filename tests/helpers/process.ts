@@ -1,13 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createServer } from 'node:net';
-
-export const freePort = () =>
-  new Promise<number>((resolve) => {
-    const probe = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = probe.address() as { port: number };
-      probe.close(() => resolve(port));
-    });
-  });
+import { freePort, waitUntilServing } from '../../scripts/server-process.js';
 
 /** The real entry point (src/main.ts) as its own process, as a process manager would run it. */
 export async function startMain(env: Record<string, string>): Promise<{ child: ChildProcess; url: string; exited: Promise<number | null>; output: () => string }> {
@@ -21,11 +13,7 @@ export async function startMain(env: Record<string, string>): Promise<{ child: C
   child.stderr!.on('data', (chunk) => (output += chunk));
   const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
   const url = `http://127.0.0.1:${port}`;
-  for (let i = 0; ; i += 1) {
-    if (await fetch(`${url}/health/ready`).then((r) => r.ok, () => false)) break;
-    if (i > 150 || child.exitCode !== null) throw new Error(`the server did not start:\n${output}`);
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
+  await waitUntilServing(`${url}/health/ready`, child, { timeoutMs: 15_000, failure: () => `the server did not start:\n${output}` });
   return { child, url, exited, output: () => output };
 }
 

@@ -1,0 +1,29 @@
+// Shared by the scripts and tests that run the server (or the bench baseline) as its own process.
+import type { ChildProcess } from 'node:child_process';
+import { createServer } from 'node:net';
+
+/** A TCP port on loopback that nothing listens on right now. */
+export const freePort = (): Promise<number> =>
+  new Promise((resolve) => {
+    const probe = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = probe.address() as { port: number };
+      probe.close(() => resolve(port));
+    });
+  });
+
+/**
+ * Polls `probeUrl` every 100 ms until it answers 2xx (or anything at all with `anyStatus`); throws
+ * `failure()` if `child` exits first or `timeoutMs` passes.
+ */
+export async function waitUntilServing(
+  probeUrl: string,
+  child: ChildProcess,
+  options: { timeoutMs: number; anyStatus?: boolean; failure: () => string },
+): Promise<void> {
+  const deadline = Date.now() + options.timeoutMs;
+  for (;;) {
+    if (await fetch(probeUrl).then((res) => options.anyStatus === true || res.ok, () => false)) return;
+    if (Date.now() > deadline || child.exitCode !== null) throw new Error(options.failure());
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
