@@ -8,6 +8,9 @@ import type { TokenVerifier } from './token-verifier.js';
 /** `Bearer <token>`; the scheme name is case-insensitive (RFC 7235), the token is token68. */
 const BEARER = /^Bearer +([A-Za-z0-9\-._~+/]+=*)$/i;
 
+/** The token of an `Authorization: Bearer <token>` header, or undefined for anything else. */
+export const bearerTokenOf = (header: string | undefined): string | undefined => (header ? BEARER.exec(header)?.[1] : undefined);
+
 /**
  * The validator's security handler for `bearerAuth`: verifies the token, checks the operation's
  * declared scopes and puts the caller on `req.auth`. The validator keeps only the status of a
@@ -62,9 +65,7 @@ function logAuthFailure(logger: Logger, problem: HttpProblem, requestId: string)
 function bearerToken(req: Request): string {
   const header = req.headers.authorization;
   if (header === undefined || header === '') throw new MissingToken();
-  const match = BEARER.exec(header);
-  if (!match?.[1]) {
-    throw new InvalidToken('The Authorization header must be "Bearer <token>".', 'not_bearer');
-  }
-  return match[1];
+  const token = bearerTokenOf(header);
+  if (token === undefined) throw new InvalidToken('The Authorization header must be "Bearer <token>".', 'not_bearer');
+  return token;
 }

@@ -1,6 +1,7 @@
 import type { RequestHandler } from 'express';
 import { ipKeyGenerator, rateLimit, type Store } from 'express-rate-limit';
 import { RedisStore, type RedisReply } from 'rate-limit-redis';
+import { bearerTokenOf } from '../auth/bearer-security.js';
 import type { TokenVerifier } from '../auth/token-verifier.js';
 import type { Logger } from '../logger.js';
 import { HttpProblem } from './problem.js';
@@ -32,7 +33,6 @@ export class RateLimited extends HttpProblem {
   }
 }
 
-const BEARER = /^Bearer ([A-Za-z0-9._~+/-]+=*)$/;
 /** Orchestrator probes and scrapes are never limited. */
 const UNLIMITED = /^\/(health\/(live|ready)|metrics)$/;
 
@@ -76,7 +76,8 @@ export function rateLimits(options: RateLimitOptions): RequestHandler[] {
     skip: (req) => UNLIMITED.test(req.path) || req.path.startsWith('/api/v1/auth/'),
     store: store('user:'),
     async keyGenerator(req) {
-      const token = BEARER.exec(req.headers.authorization ?? '')?.[1];
+      // Parsed exactly as the security handler parses it, so a token it accepts counts per user.
+      const token = bearerTokenOf(req.headers.authorization);
       if (token) {
         try {
           return `user:${(await verifier.verify(token)).sub}`;
