@@ -14,14 +14,13 @@ import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import autocannon from 'autocannon';
-import { SignJWT } from 'jose';
 import { sql } from 'kysely';
 import pg from 'pg';
 import { openDatabase } from '../src/db/database.js';
 import { migrateToLatest } from '../src/db/migrate.js';
 import { projectRoot } from '../src/http/contract.js';
 import { seedTasks } from '../scripts/seed-data.js';
-import { freePort, waitUntilServing } from '../scripts/server-process.js';
+import { freePort, hs256Token, waitUntilServing } from '../scripts/server-process.js';
 
 const { values } = parseArgs({
   options: {
@@ -194,13 +193,12 @@ async function main(): Promise<number> {
   try {
     await migrateToLatest(database.db);
     await seedTasks(database.db, { users: settings.users, perUser: settings.perUser, truncate: true });
-    const key = new TextEncoder().encode(secret);
     const users = Array.from({ length: settings.users }, (_, i) => `seed-user-${i + 1}`);
     const { rows } = await sql<{ owner_id: string; ids: string[] }>`
       select owner_id, (array_agg(id order by id))[1:20] as ids from tasks group by owner_id`.execute(database.db);
     const idsByUser = new Map(rows.map((row) => [row.owner_id, row.ids]));
     fixture = {
-      tokens: await Promise.all(users.map((sub) => new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setSubject(sub).setExpirationTime('2h').sign(key))),
+      tokens: await Promise.all(users.map((sub) => hs256Token(secret, sub, '2h'))),
       taskIds: users.map((sub) => idsByUser.get(sub) ?? []),
     };
   } finally {

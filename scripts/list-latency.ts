@@ -7,10 +7,9 @@
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { parseArgs } from 'node:util';
-import { SignJWT } from 'jose';
 import { sql } from 'kysely';
 import { openDatabase } from '../src/db/database.js';
-import { freePort, waitUntilServing } from './server-process.js';
+import { freePort, hs256Token, waitUntilServing } from './server-process.js';
 
 const { values } = parseArgs({
   options: {
@@ -46,10 +45,9 @@ try {
     select count(*)::int as tasks, count(distinct owner_id)::int as users from tasks where owner_id like 'seed-user-%'`.execute(database.db);
   const { tasks, users } = rows[0]!;
   if (users === 0) throw new Error('no seeded users: run npm run seed first');
-  const key = new TextEncoder().encode(secret);
   const tokens = await Promise.all(
     Array.from({ length: Math.min(users, 500) }, (_, i) =>
-      new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setSubject(`seed-user-${1 + Math.floor((i * users) / Math.min(users, 500))}`).setExpirationTime('1h').sign(key),
+      hs256Token(secret, `seed-user-${1 + Math.floor((i * users) / Math.min(users, 500))}`, '1h'),
     ),
   );
   const pick = <T>(list: T[]): T => list[Math.floor(Math.random() * list.length)]!;

@@ -1,6 +1,11 @@
 // Shared by the scripts and tests that run the server (or the bench baseline) as its own process.
 import type { ChildProcess } from 'node:child_process';
 import { createServer } from 'node:net';
+import { SignJWT } from 'jose';
+
+/** An HS256 token for `sub`, as a server started with JWT_SECRET=`secret` accepts it. */
+export const hs256Token = (secret: string, sub: string, expiresIn: number | string): Promise<string> =>
+  new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setSubject(sub).setExpirationTime(expiresIn).sign(new TextEncoder().encode(secret));
 
 /** A TCP port on loopback that nothing listens on right now. */
 export const freePort = (): Promise<number> =>

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from '@jest/globals';
-import { SignJWT } from 'jose';
+import { hs256Token } from '../../scripts/server-process.js';
 import { startMain } from '../helpers/process.js';
 
 // Workers share a PostgreSQL server; with PGlite the configuration is refused (tested in config.test.ts).
@@ -22,7 +22,7 @@ onPostgres('WEB_CONCURRENCY', () => {
     expect(new Set(pids).size).toBe(2);
     expect(pids).not.toContain(child.pid);
 
-    const token = await new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setSubject(`cluster-${randomBytes(4).toString('hex')}`).setExpirationTime('5m').sign(new TextEncoder().encode(secret));
+    const token = await hs256Token(secret, `cluster-${randomBytes(4).toString('hex')}`, '5m');
     const statuses = await Promise.all(
       Array.from({ length: 20 }, (_, i) =>
         fetch(`${url}/api/v1/tasks`, { method: 'POST', headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' }, body: JSON.stringify({ title: `t${i}` }) }).then((r) => r.status),

@@ -4,7 +4,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from '@jest/globals';
-import { SignJWT } from 'jose';
+import { hs256Token } from '../../scripts/server-process.js';
 import { sql } from 'kysely';
 import { openDatabase } from '../../src/db/database.js';
 import { startMain } from '../helpers/process.js';
@@ -16,7 +16,7 @@ describe('graceful shutdown under load', () => {
   it('SIGTERM lets every request in flight finish, keeps every acknowledged write, exits 0', async () => {
     const secret = randomBytes(32).toString('base64url');
     const { child, url, exited, output } = await startMain({ JWT_SECRET: secret, PGLITE_DIR: dataDir, SHUTDOWN_TIMEOUT_MS: '20000' });
-    const token = await new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setSubject('shutdown-user').setExpirationTime('5m').sign(new TextEncoder().encode(secret));
+    const token = await hs256Token(secret, 'shutdown-user', '5m');
 
     let answered = 0;
     let signalledAt: number | undefined;

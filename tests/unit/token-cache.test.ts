@@ -1,10 +1,9 @@
 import { describe, expect, it } from '@jest/globals';
-import { SignJWT } from 'jose';
+import { hs256Token } from '../../scripts/server-process.js';
 import { createTokenVerifier } from '../../src/auth/token-verifier.js';
 
 const secret = 'a-test-secret-that-is-long-enough-for-hs256!';
-const sign = (sub: string, exp: number) =>
-  new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setSubject(sub).setExpirationTime(exp).sign(new TextEncoder().encode(secret));
+const sign = (sub: string, exp: number) => hs256Token(secret, sub, exp);
 
 describe('verified-token cache', () => {
   it('answers each token with its own subject', async () => {
