@@ -65,6 +65,10 @@ function logAuthFailure(logger: Logger, problem: HttpProblem, requestId: string)
 function bearerToken(req: Request): string {
   const header = req.headers.authorization;
   if (header === undefined || header === '') throw new MissingToken();
+  // Node keeps only the first of repeated Authorization headers; two credentials are ambiguous.
+  if ((req.headersDistinct.authorization?.length ?? 0) > 1) {
+    throw new InvalidToken('Send exactly one Authorization header.', 'multiple_authorization_headers');
+  }
   const token = bearerTokenOf(header);
   if (token === undefined) throw new InvalidToken('The Authorization header must be "Bearer <token>".', 'not_bearer');
   return token;

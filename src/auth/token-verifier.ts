@@ -103,6 +103,11 @@ export function createTokenVerifier(options: VerifierOptions): TokenVerifier {
       } catch (error) {
         throw translate(error);
       }
+      // jose checks `iat` only against a maximum age; a token issued in the future is forged or
+      // comes from a badly wrong clock, and is refused either way.
+      if (typeof payload.iat === 'number' && payload.iat > Date.now() / 1000 + clockToleranceSeconds) {
+        throw new InvalidToken('The token claims to be issued in the future.', 'iat_in_future');
+      }
       const sub = payload.sub;
       if (typeof sub !== 'string' || sub.length === 0 || sub.length > 255) {
         throw new InvalidToken('The token must name its subject in a non-empty "sub" claim.', 'bad_sub');

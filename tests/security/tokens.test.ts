@@ -1,4 +1,4 @@
-import { createServer, type Server } from 'node:http';
+import { createServer, request, type IncomingHttpHeaders, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { exportJWK, generateKeyPair, SignJWT, type JWTPayload, type CryptoKey } from 'jose';
@@ -107,6 +107,7 @@ describe('401 with WWW-Authenticate for every bad token', () => {
       const rogue = await generateKeyPair('EdDSA', { crv: 'Ed25519' });
       return `Bearer ${await asymmetric(rogue.privateKey, 'EdDSA', 'ed-1')}`;
     }],
+    ['a token issued in the future (iat beyond the 5 s tolerance)', async () => `Bearer ${await hs256({ ...valid(), iat: now() + 600 })}`],
     ['the Basic scheme', async () => `Basic ${Buffer.from('alice:secret').toString('base64')}`],
     ['a token with no scheme', async () => hs256(valid())],
     ['a 10 KB token', async () => `Bearer ${await hs256({ ...valid(), pad: 'x'.repeat(10 * 1024) })}`],
@@ -131,6 +132,76 @@ describe('401 with WWW-Authenticate for every bad token', () => {
     expect(JSON.stringify(server.logs)).not.toContain(token.split('.')[2]);
   });
 });
+
+describe('key-location headers are never followed', () => {
+  let attacker: Awaited<ReturnType<typeof serve>>;
+  let attackerHits = 0;
+  let rogue: Awaited<ReturnType<typeof generateKeyPair>>;
+  let roguePublic: Record<string, unknown>;
+  beforeAll(async () => {
+    rogue = await generateKeyPair('EdDSA', { crv: 'Ed25519', extractable: true });
+    roguePublic = { ...(await exportJWK(rogue.publicKey)), kid: 'rogue', alg: 'EdDSA' };
+    attacker = await serve((_req, res) => {
+      attackerHits += 1;
+      res.setHeader('Content-Type', 'application/json');
+      res.end(JSON.stringify({ keys: [roguePublic] }));
+    });
+  });
+  afterAll(() => attacker.stop());
+
+  const signed = (header: Record<string, unknown>) =>
+    new SignJWT(valid()).setProtectedHeader({ alg: 'EdDSA', typ: 'JWT', ...header }).sign(rogue.privateKey);
+
+  it.each([
+    ['an embedded jwk', () => ({ jwk: roguePublic })],
+    ['an embedded jwk with the kid of a published key', () => ({ jwk: roguePublic, kid: 'ed-1' })],
+    ['a jku pointing at another key set', () => ({ jku: attacker.url.href, kid: 'rogue' })],
+    ['an x5u pointing elsewhere', () => ({ x5u: attacker.url.href, kid: 'rogue' })],
+    ['a kid that is a URL', () => ({ kid: attacker.url.href })],
+    ['a kid that is a path', () => ({ kid: '../../../../dev/null' })],
+  ])('rejects a token signed by a foreign key with %s, and fetches nothing from it', async (_label, header) => {
+    const res = await me(`Bearer ${await signed(header())}`);
+    expect(res.status).toBe(401);
+    expect(res.headers.get('www-authenticate')).toMatch(/^Bearer error="invalid_token"/);
+    expect(await res.json()).toMatchObject({ type: 'urn:tasks-api:problem:invalid-token' });
+    expect(attackerHits).toBe(0);
+  });
+});
+
+describe('the token travels in exactly one Authorization header', () => {
+  it('ignores a valid token in the query string: 401, as if none was sent', async () => {
+    const token = await hs256(valid());
+    for (const name of ['access_token', 'token']) {
+      const res = await fetch(`${server.url}/api/v1/me?${name}=${token}`);
+      expect(res.status).toBe(401);
+      expect(res.headers.get('www-authenticate')).toBe('Bearer');
+    }
+  });
+
+  it('rejects two Authorization headers even when both carry valid tokens', async () => {
+    const [first, second] = [await hs256(valid()), await hs256(valid())];
+    const { status, headers, body } = await rawGet(`${server.url}/api/v1/me`, [`Bearer ${first}`, `Bearer ${second}`]);
+    expect(status).toBe(401);
+    expect(headers['www-authenticate']).toMatch(/^Bearer error="invalid_token"/);
+    expect(JSON.parse(body)).toMatchObject({ type: 'urn:tasks-api:problem:invalid-token', detail: 'Send exactly one Authorization header.' });
+    // Each alone is accepted, so the refusal is about the duplication.
+    expect((await me(`Bearer ${first}`)).status).toBe(200);
+  });
+});
+
+/** A GET with the Authorization header sent once per value (fetch would join them into one). */
+function rawGet(url: string, authorizations: string[]) {
+  return new Promise<{ status: number; headers: IncomingHttpHeaders; body: string }>((resolve, reject) => {
+    const req = request(url);
+    req.setHeader('Authorization', authorizations);
+    req.on('response', (res) => {
+      let body = '';
+      res.setEncoding('utf8').on('data', (chunk: string) => (body += chunk));
+      res.on('end', () => resolve({ status: res.statusCode!, headers: res.headers, body }));
+    });
+    req.on('error', reject).end();
+  });
+}
 
 describe('scopes declared per operation', () => {
   it('lets a read-only token read but answers 403 with insufficient_scope on writes', async () => {
