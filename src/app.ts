@@ -1,6 +1,7 @@
 import cors from 'cors';
 import express, { type Express, type RequestHandler } from 'express';
 import helmet from 'helmet';
+import type { BuiltinIssuer } from './auth/builtin/issuer.js';
 import type { TokenVerifier } from './auth/token-verifier.js';
 import type { Config } from './config.js';
 import type { Database } from './db/database.js';
@@ -24,6 +25,8 @@ export interface AppDeps {
   database: Database;
   logger: Logger;
   verifier: TokenVerifier;
+  /** The built-in issuer, when AUTH_BUILTIN is on; its operations answer 404 without it. */
+  issuer?: BuiltinIssuer;
   contract: Contract;
   /** Check every response against the contract too (tests turn this on; it costs throughput). */
   validateResponses?: boolean;
@@ -109,7 +112,7 @@ export function buildApp(deps: AppDeps): Express {
   app.use(
     openApiRoutes({
       spec: contract.spec,
-      handlers: buildOperations({ database, contract, metrics, metricsToken: config.metricsToken }),
+      handlers: buildOperations({ database, contract, metrics, metricsToken: config.metricsToken, issuer: deps.issuer }),
       verifier,
       logger,
       validateResponses: deps.validateResponses ?? false,

@@ -17,12 +17,24 @@ export interface JwtConfig {
   devSecretFile?: string;
 }
 
+/** The built-in issuer (register/login/refresh/logout, keys at /.well-known/jwks.json). */
+export interface BuiltinAuthConfig {
+  enabled: boolean;
+  /** `iss` and `aud` of its tokens; the API's public URL in production. */
+  issuer: string;
+  accessTokenTtlSeconds: number;
+  refreshTokenTtlSeconds: number;
+  /** Encrypts the signing keys' private halves in the database (AES-256-GCM). */
+  keyEncryptionSecret?: string;
+}
+
 export interface Config {
   nodeEnv: NodeEnv;
   port: number;
   host?: string;
   database: { url?: string; poolMax: number; pgliteDir: string };
   jwt: JwtConfig;
+  auth: BuiltinAuthConfig;
   log: { level: LogLevel; format: 'json' | 'pretty' };
   bodyLimitBytes: number;
   shutdownTimeoutMs: number;
@@ -94,8 +106,16 @@ export function loadConfig(env: Env = process.env): Config {
   }
   const jwksUrl = url('JWT_JWKS_URL', ['http:', 'https:']);
   const hasKeys = secret !== undefined || read('JWT_JWKS_URL') !== undefined;
-  if (nodeEnv === 'production' && !hasKeys) {
-    problems.push('JWT_SECRET or JWT_JWKS_URL must be set when NODE_ENV=production');
+  const builtinAuth = oneOf('AUTH_BUILTIN', ['true', 'false'] as const, nodeEnv === 'development' ? 'true' : 'false') === 'true';
+  if (nodeEnv === 'production' && !hasKeys && !builtinAuth) {
+    problems.push('JWT_SECRET, JWT_JWKS_URL or AUTH_BUILTIN=true must be set when NODE_ENV=production');
+  }
+  const keyEncryptionSecret = read('KEY_ENCRYPTION_SECRET');
+  if (keyEncryptionSecret !== undefined && Buffer.byteLength(keyEncryptionSecret) < 32) {
+    problems.push('KEY_ENCRYPTION_SECRET must be at least 32 bytes long');
+  }
+  if (nodeEnv === 'production' && builtinAuth && keyEncryptionSecret === undefined) {
+    problems.push('KEY_ENCRYPTION_SECRET must be set when AUTH_BUILTIN=true and NODE_ENV=production (the signing keys are stored encrypted with it)');
   }
 
   const corsEntries = (read('CORS_ORIGINS') ?? '').split(',').map((o) => o.trim()).filter(Boolean);
@@ -128,6 +148,13 @@ export function loadConfig(env: Env = process.env): Config {
       audience: read('JWT_AUDIENCE'),
       clockToleranceSeconds: int('JWT_CLOCK_TOLERANCE_SECONDS', 30, 0, 300),
       devSecretFile: hasKeys || nodeEnv === 'production' ? undefined : '.data/dev-jwt-secret',
+    },
+    auth: {
+      enabled: builtinAuth,
+      issuer: read('AUTH_ISSUER') ?? 'tasks-api',
+      accessTokenTtlSeconds: int('AUTH_ACCESS_TOKEN_TTL_SECONDS', 900, 60, 86_400),
+      refreshTokenTtlSeconds: int('AUTH_REFRESH_TOKEN_TTL_DAYS', 30, 1, 365) * 86_400,
+      keyEncryptionSecret,
     },
     log: {
       level: oneOf('LOG_LEVEL', ['error', 'warn', 'info', 'debug'] as const, 'info'),

@@ -1,10 +1,12 @@
 import cluster from 'node:cluster';
 import { createServer } from 'node:http';
 import { buildApp } from './app.js';
+import { builtinIssuer } from './auth/builtin/issuer.js';
+import { signingKeys } from './auth/builtin/signing-keys.js';
 import { withDevSecret } from './auth/dev-secret.js';
 import { createTokenVerifier } from './auth/token-verifier.js';
 import { ConfigError, loadConfig, type Config } from './config.js';
-import { openDatabase } from './db/database.js';
+import { openDatabase, type Database } from './db/database.js';
 import { migrateToLatest } from './db/migrate.js';
 import { loadContract } from './http/contract.js';
 import { createLogger, type Logger } from './logger.js';
@@ -77,6 +79,15 @@ function supervise(config: Config): void {
   for (let i = 0; i < config.webConcurrency; i += 1) fork();
 }
 
+/** The built-in issuer with its keys (made now if there are none yet, so the JWKS is never empty). */
+async function startBuiltinIssuer(config: Config, db: Database['db'], logger: Logger) {
+  const keys = signingKeys(db, { encryptionSecret: config.auth.keyEncryptionSecret });
+  const { kid } = await keys.current();
+  const issuer = builtinIssuer(db, keys, config.auth, logger);
+  logger.info('built-in issuer enabled', { issuer: config.auth.issuer, kid, keys_encrypted: config.auth.keyEncryptionSecret !== undefined, jwks: '/.well-known/jwks.json' });
+  return { issuer, verification: { issuer: config.auth.issuer, key: keys.verificationKey } };
+}
+
 /** Process entry: config → database → migrations → listen → graceful shutdown on SIGTERM/SIGINT. */
 async function main(): Promise<void> {
   const config = configOrExit();
@@ -104,7 +115,9 @@ async function main(): Promise<void> {
   logger.info('database ready', { kind: database.kind, migrations_applied: applied });
 
   const redis = config.redisUrl === undefined ? undefined : connectRedis(config.redisUrl, logger);
-  const app = buildApp({ config, database, logger, redis, verifier: createTokenVerifier(jwt), contract: loadContract() });
+  const builtin = config.auth.enabled ? await startBuiltinIssuer(config, database.db, logger) : undefined;
+  const verifier = createTokenVerifier({ ...jwt, builtin: builtin?.verification });
+  const app = buildApp({ config, database, logger, redis, verifier, issuer: builtin?.issuer, contract: loadContract() });
   const server = createServer(app);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);

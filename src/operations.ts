@@ -1,3 +1,5 @@
+import { authHandlers } from './auth/builtin/auth.handlers.js';
+import type { BuiltinIssuer } from './auth/builtin/issuer.js';
 import type { Database } from './db/database.js';
 import type { Contract } from './http/contract.js';
 import type { HandlerMap } from './http/handler.js';
@@ -12,12 +14,19 @@ import { meHandlers } from './users/me.handlers.js';
  * a handler for an operation the spec does not have, or a body the spec does not allow a compile
  * error; `openApiRoutes` checks the same at boot against the bundled spec.
  */
-export function buildOperations(deps: { database: Database; contract: Contract; metrics: Metrics; metricsToken?: string }): HandlerMap {
-  const { database, contract, metrics, metricsToken } = deps;
+export function buildOperations(deps: {
+  database: Database;
+  contract: Contract;
+  metrics: Metrics;
+  metricsToken?: string;
+  issuer?: BuiltinIssuer;
+}): HandlerMap {
+  const { database, contract, metrics, metricsToken, issuer } = deps;
   const { db } = database;
   return {
     ...taskHandlers(db),
     ...meHandlers({ countTasks: (owner) => taskService(db, owner).counts() }),
+    ...authHandlers(issuer),
     ...operationsEndpoints({ contract, ping: database.ping, metrics, metricsToken }),
   };
 }

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { createRemoteJWKSet, decodeProtectedHeader, errors, jwtVerify, type JWTPayload, type JWTVerifyOptions } from 'jose';
+import { createRemoteJWKSet, decodeJwt, decodeProtectedHeader, errors, jwtVerify, type JWTPayload, type JWTVerifyGetKey, type JWTVerifyOptions } from 'jose';
 import type { JwtConfig } from '../config.js';
 import { SCOPES, type AuthContext, type Scope } from './auth-context.js';
 import { InvalidToken, KeySourceUnavailable } from './errors.js';
@@ -21,6 +21,8 @@ export interface VerifierOptions extends Pick<JwtConfig, 'secret' | 'jwksUrl' | 
   jwksTimeoutMs?: number;
   /** Minimum time between two refetches forced by an unknown `kid` (ms). */
   jwksCooldownMs?: number;
+  /** The built-in issuer: EdDSA tokens whose `iss` is `issuer`, checked with its database keys. */
+  builtin?: { issuer: string; key: JWTVerifyGetKey };
 }
 
 /**
@@ -52,8 +54,9 @@ function verifiedTokenCache() {
 
 /**
  * Token verification with jose. Each key source has its own algorithm allow-list: HS256 only with
- * the shared secret, EdDSA/ES256/RS256 only with keys from the JWKS URL, so a token can never pick
- * an algorithm its key was not meant for (no `none`, no HS256 keyed with a public key).
+ * the shared secret, EdDSA/ES256/RS256 only with keys from the JWKS URL, EdDSA only with the
+ * built-in issuer's keys, so a token can never pick an algorithm its key was not meant for (no
+ * `none`, no HS256 keyed with a public key).
  * `exp` and a non-empty `sub` are required; `iss`/`aud` are checked when configured.
  */
 export function createTokenVerifier(options: VerifierOptions): TokenVerifier {
@@ -80,6 +83,13 @@ export function createTokenVerifier(options: VerifierOptions): TokenVerifier {
       alg = decodeProtectedHeader(token).alg;
     } catch (cause) {
       throw new InvalidToken('The bearer token is malformed.', 'malformed', cause);
+    }
+    const builtin = options.builtin;
+    if (alg === 'EdDSA' && builtin && decodeJwt(token).iss === builtin.issuer) {
+      // Chosen by the unverified `iss`, then verified against it: a token naming this issuer is
+      // checked with its keys and its `iss`/`aud` only.
+      const own = { ...claims, issuer: builtin.issuer, audience: builtin.issuer, algorithms: ['EdDSA'] };
+      return (await jwtVerify(token, builtin.key, own)).payload;
     }
     if (alg === 'HS256' && secretKey) {
       return (await jwtVerify(token, secretKey, { ...claims, algorithms: ['HS256'] })).payload;

@@ -34,7 +34,48 @@ export interface IdempotencyKeysTable {
   created_at: ColumnType<Date, Date | string | undefined, Date | string>;
 }
 
+type OptionalTimestamp = ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+
+/** Accounts of the built-in issuer. */
+export interface UsersTable {
+  id: string;
+  email: string;
+  password_hash: string;
+  created_at: Timestamp;
+  disabled_at: OptionalTimestamp;
+}
+
+/** Refresh tokens by their SHA-256, grouped in families (one per login). */
+export interface RefreshTokensTable {
+  token_hash: string;
+  family_id: string;
+  user_id: string;
+  created_at: Timestamp;
+  expires_at: ColumnType<Date, Date | string, Date | string>;
+  used_at: OptionalTimestamp;
+  revoked_at: OptionalTimestamp;
+}
+
+/** The built-in issuer's Ed25519 keys; `private_jwk` is JSON or `enc:v1:…` ciphertext. */
+export interface SigningKeysTable {
+  kid: string;
+  public_jwk: ColumnType<Record<string, string>, string, string>;
+  private_jwk: string;
+  created_at: Timestamp;
+}
+
+/** Failed logins per key (an email digest or a client IP) in the current window. */
+export interface LoginFailuresTable {
+  key: string;
+  failures: number;
+  window_started_at: ColumnType<Date, Date | string, Date | string>;
+}
+
 export interface DB {
   tasks: TasksTable;
   idempotency_keys: IdempotencyKeysTable;
+  users: UsersTable;
+  refresh_tokens: RefreshTokensTable;
+  signing_keys: SigningKeysTable;
+  login_failures: LoginFailuresTable;
 }

@@ -6,6 +6,8 @@ import { SignJWT, type JWTPayload } from 'jose';
 import { createTasksClient, type TasksClient } from '../../generated/client.js';
 import { buildApp } from '../../src/app.js';
 import type { RedisCommands } from '../../src/http/rate-limit.js';
+import { builtinIssuer } from '../../src/auth/builtin/issuer.js';
+import { signingKeys, type SigningKeys } from '../../src/auth/builtin/signing-keys.js';
 import { createTokenVerifier, type VerifierOptions } from '../../src/auth/token-verifier.js';
 import { openDatabase, type Database } from '../../src/db/database.js';
 import { migrateToLatest } from '../../src/db/migrate.js';
@@ -13,6 +15,8 @@ import { loadContract } from '../../src/http/contract.js';
 import { captureLogs } from './logs.js';
 
 export const TEST_ISSUER = 'https://issuer.tasks-api.test';
+/** `iss` of the built-in issuer's tokens in tests. */
+export const BUILTIN_ISSUER = 'https://api.tasks-api.test';
 
 /** A real database: the PostgreSQL server at TEST_DATABASE_URL when set, else a fresh in-memory PGlite. */
 export async function testDatabase(url = process.env.TEST_DATABASE_URL): Promise<Database> {
@@ -25,6 +29,8 @@ export interface TestServer {
   url: string;
   /** The Express app behind `url`. */
   app: Express;
+  /** The built-in issuer's signing keys, when it is enabled. */
+  keys?: SigningKeys;
   secret: string;
   database: Database;
   /** Every log line the server wrote, parsed. */
@@ -56,12 +62,21 @@ export async function startServer(
     /** A PostgreSQL URL other than TEST_DATABASE_URL (the fault tests go through a proxy). */
     databaseUrl?: string;
     requestTimeoutMs?: number;
+    /** Turn on the built-in issuer (AUTH_BUILTIN), optionally with KEY_ENCRYPTION_SECRET. */
+    builtinAuth?: boolean | { keyEncryptionSecret?: string };
   } = {},
 ): Promise<TestServer> {
   const secret = randomBytes(32).toString('base64url');
   const database = await testDatabase(options.databaseUrl);
   const { logger, lines: logs } = captureLogs();
-  const verifier = createTokenVerifier({ secret, issuer: TEST_ISSUER, clockToleranceSeconds: 5, ...options.jwt });
+  const builtin = options.builtinAuth ? builtinAuth(database, typeof options.builtinAuth === 'object' ? options.builtinAuth : {}) : undefined;
+  const verifier = createTokenVerifier({
+    secret,
+    issuer: TEST_ISSUER,
+    clockToleranceSeconds: 5,
+    builtin: builtin && { issuer: BUILTIN_ISSUER, key: builtin.keys.verificationKey },
+    ...options.jwt,
+  });
   const app = buildApp({
     config: {
       bodyLimitBytes: 100 * 1024,
@@ -76,6 +91,7 @@ export async function startServer(
     database,
     logger,
     verifier,
+    issuer: builtin?.issuer(logger),
     contract: loadContract(),
     validateResponses: true,
   });
@@ -86,6 +102,7 @@ export async function startServer(
   return {
     url,
     app,
+    keys: builtin?.keys,
     secret,
     database,
     logs,
@@ -104,5 +121,15 @@ export async function startServer(
       await new Promise((resolve) => server.close(resolve));
       await database.close();
     },
+  };
+}
+
+/** The built-in issuer as main.ts builds it, with the production token lifetimes. */
+function builtinAuth(database: Database, options: { keyEncryptionSecret?: string }) {
+  const keys = signingKeys(database.db, { encryptionSecret: options.keyEncryptionSecret });
+  return {
+    keys,
+    issuer: (logger: Parameters<typeof builtinIssuer>[3]) =>
+      builtinIssuer(database.db, keys, { issuer: BUILTIN_ISSUER, accessTokenTtlSeconds: 900, refreshTokenTtlSeconds: 30 * 86_400 }, logger),
   };
 }

@@ -31,7 +31,28 @@ describe('loadConfig', () => {
   });
 
   it('refuses production without token keys, naming what is missing', () => {
-    expect(problemsOf({ NODE_ENV: 'production' })).toEqual(['JWT_SECRET or JWT_JWKS_URL must be set when NODE_ENV=production']);
+    expect(problemsOf({ NODE_ENV: 'production' })).toEqual(['JWT_SECRET, JWT_JWKS_URL or AUTH_BUILTIN=true must be set when NODE_ENV=production']);
+  });
+
+  it('turns the built-in issuer on by default in development only, and needs a key encryption secret for it in production', () => {
+    expect(loadConfig({}).auth).toMatchObject({ enabled: true, issuer: 'tasks-api', accessTokenTtlSeconds: 900, refreshTokenTtlSeconds: 30 * 86_400 });
+    expect(loadConfig({ NODE_ENV: 'test' }).auth.enabled).toBe(false);
+    expect(problemsOf({ NODE_ENV: 'production', AUTH_BUILTIN: 'true' })).toEqual([
+      'KEY_ENCRYPTION_SECRET must be set when AUTH_BUILTIN=true and NODE_ENV=production (the signing keys are stored encrypted with it)',
+    ]);
+    const config = loadConfig({
+      NODE_ENV: 'production',
+      AUTH_BUILTIN: 'true',
+      AUTH_ISSUER: 'https://tasks.example.com',
+      KEY_ENCRYPTION_SECRET: 'k'.repeat(32),
+      AUTH_ACCESS_TOKEN_TTL_SECONDS: '300',
+      AUTH_REFRESH_TOKEN_TTL_DAYS: '7',
+    });
+    expect(config.auth).toEqual({ enabled: true, issuer: 'https://tasks.example.com', keyEncryptionSecret: 'k'.repeat(32), accessTokenTtlSeconds: 300, refreshTokenTtlSeconds: 7 * 86_400 });
+    expect(problemsOf({ AUTH_BUILTIN: 'yes', KEY_ENCRYPTION_SECRET: 'short' })).toEqual([
+      'AUTH_BUILTIN must be one of true, false (got "yes")',
+      'KEY_ENCRYPTION_SECRET must be at least 32 bytes long',
+    ]);
   });
 
   it('starts production with a JWKS URL only, logging JSON', () => {
