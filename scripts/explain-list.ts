@@ -8,6 +8,7 @@ import { parseArgs } from 'node:util';
 import { sql, type Compilable } from 'kysely';
 import type { OwnerId } from '../src/auth/owner-id.js';
 import { openDatabase } from '../src/db/database.js';
+import { ownerScope } from '../src/db/owner-scope.js';
 import type { Sort, SortField } from '../src/tasks/cursor.js';
 import { tasksOf, type PageQuery } from '../src/tasks/tasks.repository.js';
 import { sortKeyOf } from '../src/tasks/tasks.service.js';
@@ -73,6 +74,8 @@ function problemsOf(plan: PlanNode): string[] {
 const database = await openDatabase({ url: values['database-url'], poolMax: 1 });
 const owner = values.user as OwnerId;
 const tasks = tasksOf(database.db, owner);
+// Every statement runs as a request's does: in the owner's row-level-security scope.
+const asOwner = ownerScope(database.db);
 let failures = 0;
 let shapes = 0;
 try {
@@ -85,16 +88,15 @@ try {
       .compile(database.db);
     // Put the parameters back as bind parameters of the EXPLAIN statement itself.
     const text = result.sql.replace(/\{(\d+)\}/g, (_, i) => `$${i}`);
-    const { rows: plan } = await database.db.executeQuery<{ 'QUERY PLAN': [{ Plan: PlanNode; 'Execution Time': number }] }>({
-      ...compiled,
-      sql: text,
-    });
+    const { rows: plan } = await asOwner(owner, (trx) =>
+      trx.executeQuery<{ 'QUERY PLAN': [{ Plan: PlanNode; 'Execution Time': number }] }>({ ...compiled, sql: text }),
+    );
     return plan[0]!['QUERY PLAN'][0];
   };
 
   for (const sort of sorts) {
     for (const [name, filter] of Object.entries(filters)) {
-      const first = await tasks.page({ limit: PAGE + 1, sort, ...filter });
+      const first = await asOwner(owner, (trx) => tasksOf(trx, owner).page({ limit: PAGE + 1, sort, ...filter }));
       const last = first.at(PAGE - 1);
       const variants: [string, PageQuery][] = [['first page', { limit: PAGE + 1, sort, ...filter }]];
       if (last) variants.push(['with cursor', { limit: PAGE + 1, sort, ...filter, after: { key: sortKeyOf(last, sort), id: last.id } }]);

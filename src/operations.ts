@@ -1,6 +1,7 @@
 import { authHandlers } from './auth/builtin/auth.handlers.js';
 import type { BuiltinIssuer } from './auth/builtin/issuer.js';
 import type { Database } from './db/database.js';
+import { ownerScope } from './db/owner-scope.js';
 import type { Contract } from './http/contract.js';
 import type { HandlerMap } from './http/handler.js';
 import type { Metrics } from './http/metrics.js';
@@ -22,10 +23,10 @@ export function buildOperations(deps: {
   issuer?: BuiltinIssuer;
 }): HandlerMap {
   const { database, contract, metrics, metricsToken, issuer } = deps;
-  const { db } = database;
+  const asOwner = ownerScope(database.db);
   return {
-    ...taskHandlers(db),
-    ...meHandlers({ countTasks: (owner) => taskService(db, owner).counts() }),
+    ...taskHandlers(database.db),
+    ...meHandlers({ countTasks: (owner) => asOwner(owner, (trx) => taskService(trx, owner).counts()) }),
     ...authHandlers(issuer),
     ...operationsEndpoints({ contract, ping: database.ping, metrics, metricsToken }),
   };

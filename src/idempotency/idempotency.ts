@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { sql, type Kysely, type Transaction } from 'kysely';
 import type { OwnerId } from '../auth/owner-id.js';
+import type { OwnerScope } from '../db/owner-scope.js';
 import type { DB } from '../db/schema.js';
 import { HttpProblem, ValidationFailed } from '../http/problem.js';
 
@@ -53,7 +54,7 @@ const requestHash = (body: unknown): string => createHash('sha256').update(canon
  * Idempotent execution over one database, purging expired keys now and then (at most once an
  * hour per instance, in the background).
  */
-export function idempotency(db: Kysely<DB>) {
+export function idempotency(db: Kysely<DB>, asOwner: OwnerScope) {
   let lastPurge = 0;
   function purgeExpired(): void {
     const now = Date.now();
@@ -66,7 +67,7 @@ export function idempotency(db: Kysely<DB>) {
   return {
     run(owner: OwnerId, key: string, body: unknown, perform: (trx: Transaction<DB>) => Promise<StoredResponse>): Promise<StoredResponse> {
       purgeExpired();
-      return idempotently(db, owner, key, body, perform);
+      return idempotently(asOwner, owner, key, body, perform);
     },
   };
 }
@@ -79,7 +80,7 @@ export function idempotency(db: Kysely<DB>) {
  * describes committed data. If `perform` fails, the claim is released and a retry runs afresh.
  */
 async function idempotently(
-  db: Kysely<DB>,
+  asOwner: OwnerScope,
   owner: OwnerId,
   key: string,
   body: unknown,
@@ -87,7 +88,7 @@ async function idempotently(
   attempt = 1,
 ): Promise<StoredResponse> {
   const hash = requestHash(body);
-  const claimed = await db
+  const claimed = await asOwner(owner, (trx) => trx
     .insertInto('idempotency_keys')
     .values({ owner_id: owner, key, request_hash: hash, state: 'in_flight' })
     .onConflict((oc) =>
@@ -102,19 +103,19 @@ async function idempotently(
         ),
     )
     .returning('key')
-    .executeTakeFirst();
+    .executeTakeFirst());
 
   if (!claimed) {
-    const existing = await db
+    const existing = await asOwner(owner, (trx) => trx
       .selectFrom('idempotency_keys')
       .select(['request_hash', 'state', 'response_status', 'response_body', 'response_headers'])
       .where('owner_id', '=', owner)
       .where('key', '=', key)
-      .executeTakeFirst();
+      .executeTakeFirst());
     // Released by a failed attempt between our insert and this read: claim it again.
     if (!existing) {
       if (attempt >= 3) throw new IdempotencyKeyInUse();
-      return idempotently(db, owner, key, body, perform, attempt + 1);
+      return idempotently(asOwner, owner, key, body, perform, attempt + 1);
     }
     if (existing.request_hash !== hash) throw new IdempotencyKeyReused();
     if (existing.state === 'in_flight') throw new IdempotencyKeyInUse();
@@ -126,7 +127,7 @@ async function idempotently(
   }
 
   try {
-    return await db.transaction().execute(async (trx) => {
+    return await asOwner(owner, async (trx) => {
       const response = await perform(trx);
       await trx
         .updateTable('idempotency_keys')
@@ -142,7 +143,7 @@ async function idempotently(
       return response;
     });
   } catch (error) {
-    await db.deleteFrom('idempotency_keys').where('owner_id', '=', owner).where('key', '=', key).where('state', '=', 'in_flight').execute()
+    await asOwner(owner, (trx) => trx.deleteFrom('idempotency_keys').where('owner_id', '=', owner).where('key', '=', key).where('state', '=', 'in_flight').execute())
       .catch(() => undefined); // the claim expires on its own if the database is gone
     throw error;
   }

@@ -1,5 +1,6 @@
 import type { Kysely } from 'kysely';
 import type { OwnerId } from '../auth/owner-id.js';
+import { ownerScope } from '../db/owner-scope.js';
 import type { DB } from '../db/schema.js';
 import { etagOf, noneMatchHits, versionsMatching } from '../http/etag.js';
 import type { Handlers } from '../http/handler.js';
@@ -11,7 +12,11 @@ export type TaskOperation = 'listTasks' | 'listTags' | 'createTask' | 'getTask' 
 
 /** HTTP for the tasks feature: statuses, `Location`, `Link`, ETags and preconditions, idempotent creation; the rest is the service's. */
 export function taskHandlers(db: Kysely<DB>): Handlers<TaskOperation> {
-  const idempotent = idempotency(db);
+  const asOwner = ownerScope(db);
+  const idempotent = idempotency(db, asOwner);
+  /** The caller's tasks, in a transaction that the database restricts to their rows. */
+  const tasksOf = <T>(owner: OwnerId, work: (tasks: ReturnType<typeof taskService>) => Promise<T>) =>
+    asOwner(owner, (trx) => work(taskService(trx, owner)));
   const withEtag = (task: Task) => ({ status: 200 as const, body: task, headers: { ETag: etagOf(task.version) } });
 
   async function create(trx: Kysely<DB>, owner: OwnerId, body: Parameters<ReturnType<typeof taskService>['create']>[0], tasksUrl: string) {
@@ -21,7 +26,7 @@ export function taskHandlers(db: Kysely<DB>): Handlers<TaskOperation> {
 
   return {
     async listTasks({ auth, query, raw }) {
-      const page = await taskService(db, auth.ownerId).list(query);
+      const page = await tasksOf(auth.ownerId, (tasks) => tasks.list(query));
       if (page.next_cursor === null) return { status: 200, body: page };
       // The same request, filters and all, at the next position.
       const next = new URL(raw.originalUrl, 'http://placeholder');
@@ -29,30 +34,30 @@ export function taskHandlers(db: Kysely<DB>): Handlers<TaskOperation> {
       return { status: 200, body: page, headers: { Link: `<${next.pathname}${next.search}>; rel="next"` } };
     },
 
-    listTags: async ({ auth }) => ({ status: 200, body: await taskService(db, auth.ownerId).tags() }),
+    listTags: async ({ auth }) => ({ status: 200, body: await tasksOf(auth.ownerId, (tasks) => tasks.tags()) }),
 
     async createTask({ auth, body, raw }) {
       const tasksUrl = `${raw.baseUrl}${raw.path}`;
       const key = raw.get('Idempotency-Key');
-      if (key === undefined) return create(db, auth.ownerId, body, tasksUrl);
+      if (key === undefined) return asOwner(auth.ownerId, (trx) => create(trx, auth.ownerId, body, tasksUrl));
       const response = await idempotent.run(auth.ownerId, key, body, (trx) => create(trx, auth.ownerId, body, tasksUrl));
       return response as Awaited<ReturnType<typeof create>>;
     },
 
     async getTask({ auth, path, raw }) {
-      const task = await taskService(db, auth.ownerId).get(path.taskId);
+      const task = await tasksOf(auth.ownerId, (tasks) => tasks.get(path.taskId));
       if (noneMatchHits(raw.get('If-None-Match'), task.version)) return { status: 304, headers: { ETag: etagOf(task.version) } };
       return withEtag(task);
     },
 
     updateTask: async ({ auth, path, body, raw }) =>
-      withEtag(await taskService(db, auth.ownerId).update(path.taskId, body, versionsMatching(raw.get('If-Match')))),
+      withEtag(await tasksOf(auth.ownerId, (tasks) => tasks.update(path.taskId, body, versionsMatching(raw.get('If-Match'))))),
 
     replaceTask: async ({ auth, path, body, raw }) =>
-      withEtag(await taskService(db, auth.ownerId).replace(path.taskId, body, versionsMatching(raw.get('If-Match')))),
+      withEtag(await tasksOf(auth.ownerId, (tasks) => tasks.replace(path.taskId, body, versionsMatching(raw.get('If-Match'))))),
 
     async deleteTask({ auth, path, raw }) {
-      await taskService(db, auth.ownerId).remove(path.taskId, versionsMatching(raw.get('If-Match')));
+      await tasksOf(auth.ownerId, (tasks) => tasks.remove(path.taskId, versionsMatching(raw.get('If-Match'))));
       return { status: 204 };
     },
   };

@@ -2,7 +2,8 @@ import { randomInt, randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { createLocalJWKSet, decodeProtectedHeader, jwtVerify, type JSONWebKeySet } from 'jose';
 import { hashPassword } from '../../src/auth/builtin/passwords.js';
-import { BUILTIN_ISSUER, startServer, type TestServer } from '../helpers/server.js';
+import { signingKeys } from '../../src/auth/builtin/signing-keys.js';
+import { BUILTIN_ISSUER, scratchDatabase, startServer, type TestServer } from '../helpers/server.js';
 
 let server: TestServer;
 beforeAll(async () => {
@@ -228,39 +229,58 @@ describe('refresh and logout', () => {
 
 describe('signing keys', () => {
   it('rotates without logging anyone out: old tokens keep working, new ones use the new key', async () => {
-    const { tokens } = await register();
-    const oldKid = decodeProtectedHeader(tokens.access_token).kid;
-    await server.keys!.rotate();
-    const fresh = (await post('refresh', { refresh_token: tokens.refresh_token })).body as unknown as Tokens;
-    const newKid = decodeProtectedHeader(fresh.access_token).kid;
-    expect(newKid).not.toBe(oldKid);
-    const { keys } = (await (await fetch(`${server.url}/.well-known/jwks.json`)).json()) as JSONWebKeySet;
-    expect(keys.map((key) => key.kid)).toEqual([newKid, oldKid]);
-    expect((await me(tokens.access_token)).response.status).toBe(200);
-    expect((await me(fresh.access_token)).response.status).toBe(200);
+    const scratch = await scratchDatabase(); // a key set of its own, so the published list is exactly known
+    const api = await startServer({ databaseUrl: scratch.url, builtinAuth: true });
+    try {
+      const call = (path: string, body: unknown) =>
+        fetch(`${api.url}/api/v1/auth/${path}`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body) })
+          .then((res) => res.json() as Promise<Tokens>);
+      const tokens = await call('register', { email: newEmail(), password: PASSWORD });
+      const oldKid = decodeProtectedHeader(tokens.access_token).kid;
+      await api.keys!.rotate();
+      const fresh = await call('refresh', { refresh_token: tokens.refresh_token });
+      const newKid = decodeProtectedHeader(fresh.access_token).kid;
+      expect(newKid).not.toBe(oldKid);
+      const { keys } = (await (await fetch(`${api.url}/.well-known/jwks.json`)).json()) as JSONWebKeySet;
+      expect(keys.map((key) => key.kid)).toEqual([newKid, oldKid]);
+      expect((await api.client(tokens.access_token).GET('/api/v1/me')).response.status).toBe(200);
+      expect((await api.client(fresh.access_token).GET('/api/v1/me')).response.status).toBe(200);
+    } finally {
+      await api.close();
+      await scratch.drop();
+    }
   });
 
   it('stores private keys encrypted when KEY_ENCRYPTION_SECRET is set, and encrypts older clear-text ones', async () => {
-    const encrypted = await startServer({ builtinAuth: { keyEncryptionSecret: 'a-key-encryption-secret-of-32-bytes-or-more' } });
+    const scratch = await scratchDatabase(); // encrypted keys must not reach the other tests' database
+    const encrypted = await startServer({ databaseUrl: scratch.url, builtinAuth: { keyEncryptionSecret: 'a-key-encryption-secret-of-32-bytes-or-more' } });
     try {
-      // PostgreSQL keeps one database for all test servers: older keys may be in clear text.
-      const before = await encrypted.database.db.selectFrom('signing_keys').select('private_jwk').execute();
+      const keysTable = () => encrypted.database.db.selectFrom('signing_keys').select(['kid', 'private_jwk']).execute();
+      await signingKeys(encrypted.database.db).rotate(); // a key made before the secret was set
+      expect((await keysTable())[0]!.private_jwk).toContain('"d"');
       await encrypted.keys!.rotate();
-      const rows = await encrypted.database.db.selectFrom('signing_keys').select(['kid', 'private_jwk']).execute();
-      expect(rows.length).toBe(before.length + 1);
+      const rows = await keysTable();
+      expect(rows.length).toBe(2);
       for (const row of rows) {
         expect(row.private_jwk).toMatch(/^enc:v1:[\w-]+\.[\w-]+\.[\w-]+$/);
         expect(row.private_jwk).not.toContain('"d"');
       }
-      const { status, body } = await fetch(`${encrypted.url}/api/v1/auth/register`, {
+      const res = await fetch(`${encrypted.url}/api/v1/auth/register`, {
         method: 'POST',
         headers: { 'Content-Type': 'application/json' },
         body: JSON.stringify({ email: newEmail(), password: PASSWORD }),
-      }).then(async (res) => ({ status: res.status, body: (await res.json()) as Tokens }));
-      expect(status).toBe(201);
-      expect((await encrypted.client(body.access_token).GET('/api/v1/me')).response.status).toBe(200);
+      });
+      expect(res.status).toBe(201);
+      const { access_token } = (await res.json()) as Tokens;
+      expect((await encrypted.client(access_token).GET('/api/v1/me')).response.status).toBe(200);
+      // Without the secret, or with another one, the keys cannot be used: signing fails loudly.
+      await expect(signingKeys(encrypted.database.db).current()).rejects.toThrow(/is encrypted: set KEY_ENCRYPTION_SECRET/);
+      await expect(signingKeys(encrypted.database.db, { encryptionSecret: 'another-secret-of-at-least-32-bytes!!' }).current()).rejects.toThrow(
+        /does not decrypt with KEY_ENCRYPTION_SECRET/,
+      );
     } finally {
       await encrypted.close();
+      await scratch.drop();
     }
   });
 });

@@ -2,6 +2,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Express } from 'express';
+import { sql } from 'kysely';
 import { SignJWT, type JWTPayload } from 'jose';
 import { createTasksClient, type TasksClient } from '../../generated/client.js';
 import { buildApp } from '../../src/app.js';
@@ -23,6 +24,28 @@ export async function testDatabase(url = process.env.TEST_DATABASE_URL): Promise
   const database = await openDatabase(url ? { url, poolMax: 5 } : { pgliteDir: 'memory://' });
   await migrateToLatest(database.db);
   return database;
+}
+
+/**
+ * A database of its own for a test that changes what other tests share (the signing keys): a
+ * fresh PostgreSQL database next to TEST_DATABASE_URL's, dropped by `drop`; with PGlite every
+ * server has a fresh one anyway, so there is nothing to make.
+ */
+export async function scratchDatabase(): Promise<{ url?: string; drop(): Promise<void> }> {
+  const base = process.env.TEST_DATABASE_URL;
+  if (!base) return { url: undefined, drop: async () => {} };
+  const name = `tasks_scratch_${randomBytes(6).toString('hex')}`;
+  const admin = await openDatabase({ url: base, poolMax: 1 });
+  await sql`create database ${sql.id(name)}`.execute(admin.db);
+  const url = new URL(base);
+  url.pathname = `/${name}`;
+  return {
+    url: url.href,
+    async drop() {
+      await sql`drop database ${sql.id(name)} with (force)`.execute(admin.db);
+      await admin.close();
+    },
+  };
 }
 
 export interface TestServer {

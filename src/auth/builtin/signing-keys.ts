@@ -7,6 +7,8 @@ import type { DB } from '../../db/schema.js';
 export const ROTATE_AFTER_MS = 30 * 24 * 3600_000;
 /** A retired key stays published this long: longer than any access token it signed can live. */
 const PUBLISH_RETIRED_FOR_MS = 25 * 3600_000;
+/** At most this many keys are published (the contract's bound). */
+const MAX_PUBLISHED = 20;
 /** Keys are re-read from the database at least this often (other processes may have rotated). */
 const RELOAD_AFTER_MS = 60_000;
 /** An unknown `kid` re-reads them at most this often, so forged kids cannot flood the database. */
@@ -100,10 +102,13 @@ export function signingKeys(db: Kysely<DB>, options: { encryptionSecret?: string
     return keys;
   }
 
-  /** Keys still published: the newest, and each older one until PUBLISH_RETIRED_FOR_MS after its successor appeared. */
+  /**
+   * Keys still published: the newest, and each older one until PUBLISH_RETIRED_FOR_MS after its
+   * successor appeared; never more than MAX_PUBLISHED (only rotations by hand could get there).
+   */
   function publishedOf(all: StoredKey[]): StoredKey[] {
     const now = Date.now();
-    return all.filter((_key, i) => i === 0 || all[i - 1]!.createdAt.getTime() + PUBLISH_RETIRED_FOR_MS > now);
+    return all.filter((_key, i) => i === 0 || all[i - 1]!.createdAt.getTime() + PUBLISH_RETIRED_FOR_MS > now).slice(0, MAX_PUBLISHED);
   }
 
   return {

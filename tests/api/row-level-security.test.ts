@@ -1,0 +1,88 @@
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { sql } from 'kysely';
+import { ownerIdFromVerifiedSubject, type OwnerId } from '../../src/auth/owner-id.js';
+import { ownerScope, type OwnerScope } from '../../src/db/owner-scope.js';
+import { newUser, startServer, type TestServer } from '../helpers/server.js';
+
+/**
+ * The database's own isolation: queries that "forget" the owner filter, run through the handle
+ * every request uses (ownerScope), still see and change only the caller's rows.
+ */
+let server: TestServer;
+let asOwner: OwnerScope;
+let alice: OwnerId;
+let bob: OwnerId;
+
+beforeAll(async () => {
+  server = await startServer();
+  asOwner = ownerScope(server.database.db);
+  [alice, bob] = [ownerIdFromVerifiedSubject(newUser()), ownerIdFromVerifiedSubject(newUser())];
+  for (const [owner, titles] of [[alice, ['a1', 'a2']], [bob, ['b1', 'b2', 'b3']]] as const) {
+    const client = server.client(await server.tokenFor(owner));
+    for (const title of titles) expect((await client.POST('/api/v1/tasks', { body: { title }, headers: { 'Idempotency-Key': `k-${title}` } })).response.status).toBe(201);
+  }
+});
+afterAll(() => server.close());
+
+const titlesOf = (rows: { title: string }[]) => rows.map((row) => row.title).sort();
+
+describe('row-level security on the request path', () => {
+  it('shows an unfiltered select only the caller’s tasks and idempotency keys', async () => {
+    const seen = await asOwner(alice, (trx) => trx.selectFrom('tasks').select(['title', 'owner_id']).execute());
+    expect(titlesOf(seen)).toEqual(['a1', 'a2']);
+    expect(new Set(seen.map((row) => row.owner_id))).toEqual(new Set([alice]));
+    const keys = await asOwner(bob, (trx) => trx.selectFrom('idempotency_keys').select('owner_id').execute());
+    expect(keys.length).toBe(3);
+    expect(new Set(keys.map((row) => row.owner_id))).toEqual(new Set([bob]));
+  });
+
+  it('lets an unfiltered update or delete touch only the caller’s rows', async () => {
+    const updated = await asOwner(alice, (trx) => trx.updateTable('tasks').set({ description: 'touched' }).executeTakeFirst());
+    expect(Number(updated.numUpdatedRows)).toBe(2);
+    const bobs = await server.database.db.selectFrom('tasks').select('description').where('owner_id', '=', bob).execute();
+    expect(bobs.map((row) => row.description)).toEqual([null, null, null]);
+    const deleted = await asOwner(bob, (trx) => trx.deleteFrom('idempotency_keys').executeTakeFirst());
+    expect(Number(deleted.numDeletedRows)).toBe(3);
+    expect((await server.database.db.selectFrom('idempotency_keys').select('key').where('owner_id', '=', alice).execute()).length).toBe(2);
+  });
+
+  it('refuses to write a row for another owner', async () => {
+    await expect(asOwner(alice, (trx) => trx.insertInto('tasks').values({ owner_id: bob, title: 'planted' }).execute())).rejects.toThrow(
+      /row-level security/,
+    );
+    await expect(asOwner(alice, (trx) => trx.updateTable('tasks').set({ owner_id: bob }).execute())).rejects.toThrow(/row-level security/);
+  });
+
+  it('shows nothing when no owner is named, and the tables are forced', async () => {
+    const rows = await server.database.db.transaction().execute(async (trx) => {
+      await sql`set local role tasks_api_app`.execute(trx);
+      return trx.selectFrom('tasks').select('id').execute();
+    });
+    expect(rows).toEqual([]);
+    const { rows: tables } = await sql<{ relname: string; relrowsecurity: boolean; relforcerowsecurity: boolean }>`
+      select relname, relrowsecurity, relforcerowsecurity from pg_class where relname in ('tasks', 'idempotency_keys') order by relname`.execute(server.database.db);
+    expect(tables).toEqual([
+      { relname: 'idempotency_keys', relrowsecurity: true, relforcerowsecurity: true },
+      { relname: 'tasks', relrowsecurity: true, relforcerowsecurity: true },
+    ]);
+  });
+
+  it('leaves nothing behind on the pooled connection once the transaction ends', async () => {
+    await asOwner(alice, async () => undefined);
+    // Every pooled connection, after the scope: back to the connecting role, no owner named.
+    const states = await Promise.all(
+      Array.from({ length: 5 }, () =>
+        sql<{ role: string; owner: string | null }>`select current_user as role, current_setting('tasks_api.owner_id', true) as owner`.execute(server.database.db),
+      ),
+    );
+    for (const { rows } of states) {
+      expect(rows[0]!.role).not.toBe('tasks_api_app');
+      expect(rows[0]!.owner ?? '').toBe('');
+    }
+  });
+
+  it('keeps the API’s answers unchanged: each user lists only their own tasks', async () => {
+    const page = await server.client(await server.tokenFor(bob)).GET('/api/v1/tasks');
+    expect(titlesOf(page.data!.items)).toEqual(['b1', 'b2', 'b3']);
+  });
+});
