@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the Arazzo workflows in arazzo/ with `redocly respect` against the built server, started on
 # a free port with a fresh database (an empty PGlite directory, or DATABASE_URL when set) and a
-# random JWT secret; two new users' tokens are minted with npm run token. Exits with respect's
+# random JWT secret (and the built-in issuer, on in development); two new users' tokens are minted
+# with npm run token, and a new email is given for the account workflow. Exits with respect's
 # status: any failed step or any response off the OpenAPI document fails the run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,6 +25,7 @@ token=$(npm run --silent token -- --sub "contract-owner-$run_id")
 other=$(npm run --silent token -- --sub "contract-other-$run_id")
 status=0
 npx --no-install redocly respect arazzo/*.arazzo.yaml \
-  --server "tasksApi=http://127.0.0.1:$port" --input "token=$token" --input "otherToken=$other" || status=$?
+  --server "tasksApi=http://127.0.0.1:$port" --input "token=$token" --input "otherToken=$other" \
+  --input "email=contract-$run_id@example.com" || status=$?
 [ "$status" -eq 0 ] || { echo "--- server log"; cat "$log"; }
 exit "$status"

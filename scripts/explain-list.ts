@@ -75,7 +75,7 @@ const database = await openDatabase({ url: values['database-url'], poolMax: 1 })
 const owner = values.user as OwnerId;
 const tasks = tasksOf(database.db, owner);
 // Every statement runs as a request's does: in the owner's row-level-security scope.
-const asOwner = ownerScope(database.db);
+const asOwner = ownerScope(database);
 let failures = 0;
 let shapes = 0;
 try {

@@ -23,9 +23,9 @@ export function buildOperations(deps: {
   issuer?: BuiltinIssuer;
 }): HandlerMap {
   const { database, contract, metrics, metricsToken, issuer } = deps;
-  const asOwner = ownerScope(database.db);
+  const asOwner = ownerScope(database);
   return {
-    ...taskHandlers(database.db),
+    ...taskHandlers(database.db, asOwner),
     ...meHandlers({ countTasks: (owner) => asOwner(owner, (trx) => taskService(trx, owner).counts()) }),
     ...authHandlers(issuer),
     ...operationsEndpoints({ contract, ping: database.ping, metrics, metricsToken }),

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { sql, type Kysely, type Transaction } from 'kysely';
+import { sql, type Kysely } from 'kysely';
 import type { OwnerId } from '../auth/owner-id.js';
 import type { OwnerScope } from '../db/owner-scope.js';
 import type { DB } from '../db/schema.js';
@@ -65,7 +65,7 @@ export function idempotency(db: Kysely<DB>, asOwner: OwnerScope) {
     });
   }
   return {
-    run(owner: OwnerId, key: string, body: unknown, perform: (trx: Transaction<DB>) => Promise<StoredResponse>): Promise<StoredResponse> {
+    run(owner: OwnerId, key: string, body: unknown, perform: (trx: Kysely<DB>) => Promise<StoredResponse>): Promise<StoredResponse> {
       purgeExpired();
       return idempotently(asOwner, owner, key, body, perform);
     },
@@ -84,7 +84,7 @@ async function idempotently(
   owner: OwnerId,
   key: string,
   body: unknown,
-  perform: (trx: Transaction<DB>) => Promise<StoredResponse>,
+  perform: (trx: Kysely<DB>) => Promise<StoredResponse>,
   attempt = 1,
 ): Promise<StoredResponse> {
   const hash = requestHash(body);

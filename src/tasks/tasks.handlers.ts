@@ -1,6 +1,6 @@
 import type { Kysely } from 'kysely';
 import type { OwnerId } from '../auth/owner-id.js';
-import { ownerScope } from '../db/owner-scope.js';
+import type { OwnerScope } from '../db/owner-scope.js';
 import type { DB } from '../db/schema.js';
 import { etagOf, noneMatchHits, versionsMatching } from '../http/etag.js';
 import type { Handlers } from '../http/handler.js';
@@ -11,8 +11,7 @@ import { taskService } from './tasks.service.js';
 export type TaskOperation = 'listTasks' | 'listTags' | 'createTask' | 'getTask' | 'updateTask' | 'replaceTask' | 'deleteTask';
 
 /** HTTP for the tasks feature: statuses, `Location`, `Link`, ETags and preconditions, idempotent creation; the rest is the service's. */
-export function taskHandlers(db: Kysely<DB>): Handlers<TaskOperation> {
-  const asOwner = ownerScope(db);
+export function taskHandlers(db: Kysely<DB>, asOwner: OwnerScope): Handlers<TaskOperation> {
   const idempotent = idempotency(db, asOwner);
   /** The caller's tasks, in a transaction that the database restricts to their rows. */
   const tasksOf = <T>(owner: OwnerId, work: (tasks: ReturnType<typeof taskService>) => Promise<T>) =>

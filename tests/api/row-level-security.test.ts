@@ -15,7 +15,7 @@ let bob: OwnerId;
 
 beforeAll(async () => {
   server = await startServer();
-  asOwner = ownerScope(server.database.db);
+  asOwner = ownerScope(server.database);
   [alice, bob] = [ownerIdFromVerifiedSubject(newUser()), ownerIdFromVerifiedSubject(newUser())];
   for (const [owner, titles] of [[alice, ['a1', 'a2']], [bob, ['b1', 'b2', 'b3']]] as const) {
     const client = server.client(await server.tokenFor(owner));

@@ -223,8 +223,9 @@ describe('scopes declared per operation', () => {
 });
 
 describe('a JWKS that cannot be fetched fails closed', () => {
+  // The server's own JWKS timeout (2 s), not a shortened one: "slow" is slower than that.
   async function serverWithJwks(url: URL) {
-    return startServer({ jwt: { jwksUrl: url, jwksTimeoutMs: 500 } });
+    return startServer({ jwt: { jwksUrl: url } });
   }
 
   it.each([
@@ -236,7 +237,7 @@ describe('a JWKS that cannot be fetched fails closed', () => {
       return { url: new URL(`http://127.0.0.1:${port}/jwks`), stop: async () => {} };
     }],
     ['answering garbage', async () => serve((_req, res) => res.end('<html>not json</html>'))],
-    ['too slow', async () => serve((_req, res) => { setTimeout(() => res.end('{"keys":[]}'), 1500).unref(); })],
+    ['slower than 2 s', async () => serve((_req, res) => { setTimeout(() => res.end('{"keys":[]}'), 2500).unref(); })],
   ])('answers 503 with Retry-After when the JWKS is %s, and never accepts the token', async (_label, make) => {
     const upstream = await make();
     const api = await serverWithJwks(upstream.url);
