@@ -82,6 +82,19 @@ export function builtinIssuer(db: Kysely<DB>, keys: SigningKeys, options: Builti
    * Counts a login attempt against `key` before the password is checked (so concurrent guesses
    * cannot overrun the budget) and returns the attempts in the current window and its age.
    */
+  /** Forgets counters whose window has passed, at most once an hour per process, in the background. */
+  let lastPurge = 0;
+  function purgeStaleCounters(): void {
+    if (Date.now() - lastPurge < 3600_000) return;
+    lastPurge = Date.now();
+    db.deleteFrom('login_failures')
+      .where('window_started_at', '<', new Date(Date.now() - FAILURE_WINDOW_SECONDS * 1000))
+      .execute()
+      .catch(() => {
+        lastPurge = 0; // try again next time
+      });
+  }
+
   async function countAttempt(key: string): Promise<{ attempts: number; windowAgeSeconds: number }> {
     const { rows } = await sql<{ failures: number; age: number }>`
       insert into login_failures as f (key, failures, window_started_at) values (${key}, 1, now())
@@ -114,6 +127,7 @@ export function builtinIssuer(db: Kysely<DB>, keys: SigningKeys, options: Builti
      * clears the email's count and takes itself off the IP's, so only failures accumulate.
      */
     async login(email: string, password: string, clientIp: string): Promise<TokenPair> {
+      purgeStaleCounters();
       const normalised = normaliseEmail(email);
       const emailKey = `email:${sha256(normalised)}`;
       const ipKey = `ip:${clientIp}`;
