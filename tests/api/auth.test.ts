@@ -153,7 +153,7 @@ describe('login', () => {
     expect((await post('login', { email, password: PASSWORD }, newIp())).status).toBe(200);
   });
 
-  it('forgets failure counters whose window has passed (purged in the background on a login)', async () => {
+  it('forgets failure counters whose window has passed and expired refresh tokens (in the background, on a login)', async () => {
     const api = await startServer({ builtinAuth: true }); // a new process's first login purges
     try {
       const db = api.database.db;
@@ -162,6 +162,11 @@ describe('login', () => {
         { key: stale, failures: 5, window_started_at: new Date(Date.now() - 16 * 60_000) },
         { key: live, failures: 5, window_started_at: new Date() },
       ]).execute();
+      const user = { id: randomUUID(), email: newEmail(), password_hash: 'x' };
+      await db.insertInto('users').values(user).execute();
+      const token = (hash: string, expires: number) => ({ token_hash: hash, family_id: randomUUID(), user_id: user.id, expires_at: new Date(Date.now() + expires) });
+      const [expired, current] = [`expired-${randomUUID()}`, `current-${randomUUID()}`];
+      await db.insertInto('refresh_tokens').values([token(expired, -1000), token(current, 60_000)]).execute();
       const res = await fetch(`${api.url}/api/v1/auth/login`, {
         method: 'POST',
         headers: { 'Content-Type': 'application/json' },
@@ -171,6 +176,8 @@ describe('login', () => {
       const keys = () => db.selectFrom('login_failures').select('key').where('key', 'in', [stale, live]).execute();
       for (let i = 0; i < 50 && (await keys()).length > 1; i += 1) await new Promise((resolve) => setTimeout(resolve, 50));
       expect((await keys()).map((row) => row.key)).toEqual([live]);
+      const tokens = await db.selectFrom('refresh_tokens').select('token_hash').where('user_id', '=', user.id).execute();
+      expect(tokens.map((row) => row.token_hash)).toEqual([current]);
     } finally {
       await api.close();
     }

@@ -82,17 +82,21 @@ export function builtinIssuer(db: Kysely<DB>, keys: SigningKeys, options: Builti
    * Counts a login attempt against `key` before the password is checked (so concurrent guesses
    * cannot overrun the budget) and returns the attempts in the current window and its age.
    */
-  /** Forgets counters whose window has passed, at most once an hour per process, in the background. */
+  /**
+   * Forgets failure counters whose window has passed and refresh tokens that have expired (a
+   * deleted one is refused as unknown, as it was as expired), at most once an hour per process,
+   * in the background.
+   */
   let lastPurge = 0;
-  function purgeStaleCounters(): void {
+  function purgeStale(): void {
     if (Date.now() - lastPurge < 3600_000) return;
     lastPurge = Date.now();
-    db.deleteFrom('login_failures')
-      .where('window_started_at', '<', new Date(Date.now() - FAILURE_WINDOW_SECONDS * 1000))
-      .execute()
-      .catch(() => {
-        lastPurge = 0; // try again next time
-      });
+    Promise.all([
+      db.deleteFrom('login_failures').where('window_started_at', '<', new Date(Date.now() - FAILURE_WINDOW_SECONDS * 1000)).execute(),
+      db.deleteFrom('refresh_tokens').where('expires_at', '<', new Date()).execute(),
+    ]).catch(() => {
+      lastPurge = 0; // try again next time
+    });
   }
 
   async function countAttempt(key: string): Promise<{ attempts: number; windowAgeSeconds: number }> {
@@ -127,7 +131,7 @@ export function builtinIssuer(db: Kysely<DB>, keys: SigningKeys, options: Builti
      * clears the email's count and takes itself off the IP's, so only failures accumulate.
      */
     async login(email: string, password: string, clientIp: string): Promise<TokenPair> {
-      purgeStaleCounters();
+      purgeStale();
       const normalised = normaliseEmail(email);
       const emailKey = `email:${sha256(normalised)}`;
       const ipKey = `ip:${clientIp}`;
@@ -159,6 +163,7 @@ export function builtinIssuer(db: Kysely<DB>, keys: SigningKeys, options: Builti
      * or the client is confused: either way that login ends), as does a disabled account.
      */
     async refresh(refreshToken: string): Promise<TokenPair> {
+      purgeStale();
       type Outcome = { pair: TokenPair } | { failed: InvalidRefreshToken['reason']; row?: { user_id: string; family_id: string } };
       const outcome = await db.transaction().execute(async (trx): Promise<Outcome> => {
         const row = await trx
