@@ -26,7 +26,7 @@ export function buildOperations(deps: {
   const asOwner = ownerScope(database);
   return {
     ...taskHandlers(database.db, asOwner),
-    ...meHandlers({ countTasks: (owner) => asOwner(owner, (trx) => taskService(trx, owner).counts()) }),
+    ...meHandlers({ countTasks: (owner) => asOwner(owner, (scoped) => taskService(scoped, owner).counts()) }),
     ...authHandlers(issuer),
     ...operationsEndpoints({ contract, ping: database.ping, metrics, metricsToken }),
   };

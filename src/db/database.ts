@@ -8,6 +8,8 @@ import type { DB } from './schema.js';
 export interface Database {
   db: Kysely<DB>;
   kind: 'postgres' | 'pglite';
+  /** The pg pool behind `db` (PostgreSQL only), for the owner scope's own queries. */
+  pool?: pg.Pool;
   /** Resolves when the database answers a trivial query. */
   ping(): Promise<void>;
   /** The pg pool's connections by state; undefined for embedded PGlite (no pool). */
@@ -32,6 +34,7 @@ export async function openDatabase(options: DatabaseOptions): Promise<Database> 
   return {
     db,
     kind: pool ? 'postgres' : 'pglite',
+    pool,
     async ping() {
       await sql`select 1`.execute(db);
     },

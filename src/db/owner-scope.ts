@@ -1,39 +1,110 @@
-import { sql, type Kysely } from 'kysely';
+import { Kysely, PostgresDialect, sql } from 'kysely';
 import pg from 'pg';
 import type { OwnerId } from '../auth/owner-id.js';
 import type { Database } from './database.js';
 import { APP_ROLE, OWNER_SETTING } from './migrations/0004_row_level_security.js';
 import type { DB } from './schema.js';
 
-/** Runs `work` in a transaction in which the database shows and accepts only `owner`'s rows. */
-export type OwnerScope = <T>(owner: OwnerId, work: (trx: Kysely<DB>) => Promise<T>) => Promise<T>;
+type Work<T> = (db: Kysely<DB>) => Promise<T>;
 
 /**
- * The request path's only way to the owner-scoped tables. Each call is one transaction that
- * first switches to the `tasks_api_app` role and names the owner, both transaction-local
- * (`set_config(…, true)`), so they end with it and a pooled connection never carries them to
- * the next request. Row-level security then filters every statement, so a query that forgot
- * `where owner_id = …` still sees only the caller's rows.
- *
- * On PostgreSQL the transaction's start and the two settings travel in one round trip: one
- * simple-protocol message `begin; select set_config(…)`, which cannot carry bind parameters, so
- * the owner (a verified token's `sub`) goes in as a literal quoted by pg's `escapeLiteral`. A
- * request then costs two round trips more than its own queries (that one, and the commit)
- * instead of three. PGlite is in-process, where round trips cost nothing: a plain transaction.
+ * Database access in which PostgreSQL shows and accepts only `owner`'s rows (row-level
+ * security), whatever the queries say: calling it runs each statement `work` issues on its own,
+ * scoped; `.transaction` runs all of `work` in one scoped transaction, for writes that must be
+ * atomic together.
  */
-export function ownerScope(database: Pick<Database, 'db' | 'kind'>): OwnerScope {
-  const { db } = database;
-  if (database.kind === 'pglite') {
-    return (owner, work) =>
-      db.transaction().execute(async (trx) => {
-        await sql`select set_config('role', ${APP_ROLE}, true), set_config(${OWNER_SETTING}, ${owner}, true)`.execute(trx);
-        return work(trx);
-      });
+export interface OwnerScope {
+  <T>(owner: OwnerId, work: Work<T>): Promise<T>;
+  transaction<T>(owner: OwnerId, work: Work<T>): Promise<T>;
+}
+
+/** Switches to the role and names the owner, both until the end of the current transaction. */
+const SCOPE_SQL = `select set_config('role', $1, true), set_config('${OWNER_SETTING}', $2, true)`;
+
+/**
+ * A pg query preceded, in the same message batch and so in the same implicit transaction, by
+ * SCOPE_SQL: Parse/Bind/Execute of the scope, then the query's own Parse/Bind/Describe/Execute,
+ * then one Sync. PostgreSQL runs everything up to a Sync as one transaction, so the settings hold
+ * for the query and end with it — one round trip, bound parameters, and nothing left on the
+ * connection. The scope statement's row and completion are not part of the result.
+ */
+class OwnerScopedQuery extends pg.Query {
+  #scopeDone = false;
+  readonly #owner: string;
+
+  constructor(text: string, values: unknown[], owner: string, callback: (error: Error | undefined, result: pg.QueryResult) => void) {
+    super({ text, values, queryMode: 'extended' } as pg.QueryConfig, undefined, callback);
+    this.#owner = owner;
   }
-  return (owner, work) =>
+
+  // pg's Query protocol hooks; untyped in @types/pg.
+  prepare(connection: { parse(m: object): void; bind(m: object): void; execute(m: object): void }): void {
+    connection.parse({ text: SCOPE_SQL });
+    connection.bind({ values: [APP_ROLE, this.#owner] });
+    connection.execute({ portal: '' });
+    (pg.Query.prototype as unknown as { prepare(c: unknown): void }).prepare.call(this, connection);
+  }
+
+  handleDataRow(message: unknown): void {
+    if (this.#scopeDone) (pg.Query.prototype as unknown as { handleDataRow(m: unknown): void }).handleDataRow.call(this, message);
+  }
+
+  handleCommandComplete(message: unknown, connection: unknown): void {
+    if (!this.#scopeDone) {
+      this.#scopeDone = true;
+      return;
+    }
+    (pg.Query.prototype as unknown as { handleCommandComplete(m: unknown, c: unknown): void }).handleCommandComplete.call(this, message, connection);
+  }
+}
+
+/** A pool whose clients send every query as an OwnerScopedQuery for `owner`. */
+function scopedPool(pool: pg.Pool, owner: string) {
+  return {
+    options: pool.options,
+    Client: pg.Client,
+    async connect() {
+      const client = await pool.connect();
+      return {
+        processID: (client as unknown as { processID?: number }).processID,
+        query: (text: string, values: unknown[]) =>
+          new Promise<pg.QueryResult>((resolve, reject) => {
+            client.query(new OwnerScopedQuery(text, values ?? [], owner, (error, result) => (error ? reject(error) : resolve(result))));
+          }),
+        release: (destroy?: boolean) => client.release(destroy),
+      };
+    },
+    end: async () => undefined,
+  };
+}
+
+/**
+ * The request path's only way to the owner-scoped tables. Every statement runs as the
+ * `tasks_api_app` role with the owner named, both transaction-local (`set_config(…, true)`), so
+ * row-level security filters it: a query that forgot `where owner_id = …` still sees only the
+ * caller's rows, and a pooled connection never carries the settings to the next request.
+ *
+ * On PostgreSQL a statement and its scope travel together in one round trip (OwnerScopedQuery):
+ * a request costs one small statement more per statement, not a transaction. `.transaction`
+ * sends `begin` and the scope in one simple-protocol message (the owner, a verified token's
+ * `sub`, quoted by pg's escapeLiteral), then the work, then `commit`. PGlite is in-process, where
+ * round trips cost nothing: plain transactions for both.
+ */
+export function ownerScope(database: Pick<Database, 'db' | 'kind' | 'pool'>): OwnerScope {
+  const { db, pool } = database;
+  const pgliteTransaction = <T>(owner: OwnerId, work: Work<T>) =>
+    db.transaction().execute(async (trx) => {
+      await sql`select set_config('role', ${APP_ROLE}, true), set_config(${OWNER_SETTING}, ${owner}, true)`.execute(trx);
+      return work(trx);
+    });
+  if (pool === undefined) return Object.assign(pgliteTransaction, { transaction: pgliteTransaction });
+
+  const scoped = <T>(owner: OwnerId, work: Work<T>) =>
+    work(new Kysely<DB>({ dialect: new PostgresDialect({ pool: scopedPool(pool, owner) as unknown as pg.Pool }) }));
+  const transaction = <T>(owner: OwnerId, work: Work<T>) =>
     db.connection().execute(async (connection) => {
       const begin = `begin; select set_config('role', '${APP_ROLE}', true), set_config('${OWNER_SETTING}', ${pg.escapeLiteral(owner)}, true)`;
-      let result;
+      let result: T;
       try {
         await sql.raw(begin).execute(connection);
         result = await work(connection);
@@ -44,4 +115,5 @@ export function ownerScope(database: Pick<Database, 'db' | 'kind'>): OwnerScope 
       await sql`commit`.execute(connection);
       return result;
     });
+  return Object.assign(scoped, { transaction });
 }

@@ -88,7 +88,7 @@ async function idempotently(
   attempt = 1,
 ): Promise<StoredResponse> {
   const hash = requestHash(body);
-  const claimed = await asOwner(owner, (trx) => trx
+  const claimed = await asOwner(owner, (scoped) => scoped
     .insertInto('idempotency_keys')
     .values({ owner_id: owner, key, request_hash: hash, state: 'in_flight' })
     .onConflict((oc) =>
@@ -106,7 +106,7 @@ async function idempotently(
     .executeTakeFirst());
 
   if (!claimed) {
-    const existing = await asOwner(owner, (trx) => trx
+    const existing = await asOwner(owner, (scoped) => scoped
       .selectFrom('idempotency_keys')
       .select(['request_hash', 'state', 'response_status', 'response_body', 'response_headers'])
       .where('owner_id', '=', owner)
@@ -127,7 +127,7 @@ async function idempotently(
   }
 
   try {
-    return await asOwner(owner, async (trx) => {
+    return await asOwner.transaction(owner, async (trx) => {
       const response = await perform(trx);
       await trx
         .updateTable('idempotency_keys')
@@ -143,7 +143,7 @@ async function idempotently(
       return response;
     });
   } catch (error) {
-    await asOwner(owner, (trx) => trx.deleteFrom('idempotency_keys').where('owner_id', '=', owner).where('key', '=', key).where('state', '=', 'in_flight').execute())
+    await asOwner(owner, (scoped) => scoped.deleteFrom('idempotency_keys').where('owner_id', '=', owner).where('key', '=', key).where('state', '=', 'in_flight').execute())
       .catch(() => undefined); // the claim expires on its own if the database is gone
     throw error;
   }

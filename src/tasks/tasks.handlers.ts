@@ -13,13 +13,13 @@ export type TaskOperation = 'listTasks' | 'listTags' | 'createTask' | 'getTask' 
 /** HTTP for the tasks feature: statuses, `Location`, `Link`, ETags and preconditions, idempotent creation; the rest is the service's. */
 export function taskHandlers(db: Kysely<DB>, asOwner: OwnerScope): Handlers<TaskOperation> {
   const idempotent = idempotency(db, asOwner);
-  /** The caller's tasks, in a transaction that the database restricts to their rows. */
+  /** The caller's tasks, through the scope in which the database shows only their rows. */
   const tasksOf = <T>(owner: OwnerId, work: (tasks: ReturnType<typeof taskService>) => Promise<T>) =>
-    asOwner(owner, (trx) => work(taskService(trx, owner)));
+    asOwner(owner, (scoped) => work(taskService(scoped, owner)));
   const withEtag = (task: Task) => ({ status: 200 as const, body: task, headers: { ETag: etagOf(task.version) } });
 
-  async function create(trx: Kysely<DB>, owner: OwnerId, body: Parameters<ReturnType<typeof taskService>['create']>[0], tasksUrl: string) {
-    const task = await taskService(trx, owner).create(body);
+  async function create(scoped: Kysely<DB>, owner: OwnerId, body: Parameters<ReturnType<typeof taskService>['create']>[0], tasksUrl: string) {
+    const task = await taskService(scoped, owner).create(body);
     return { status: 201 as const, body: task, headers: { Location: `${tasksUrl}/${task.id}`, ETag: etagOf(task.version) } };
   }
 
@@ -38,7 +38,7 @@ export function taskHandlers(db: Kysely<DB>, asOwner: OwnerScope): Handlers<Task
     async createTask({ auth, body, raw }) {
       const tasksUrl = `${raw.baseUrl}${raw.path}`;
       const key = raw.get('Idempotency-Key');
-      if (key === undefined) return asOwner(auth.ownerId, (trx) => create(trx, auth.ownerId, body, tasksUrl));
+      if (key === undefined) return asOwner(auth.ownerId, (scoped) => create(scoped, auth.ownerId, body, tasksUrl));
       const response = await idempotent.run(auth.ownerId, key, body, (trx) => create(trx, auth.ownerId, body, tasksUrl));
       return response as Awaited<ReturnType<typeof create>>;
     },

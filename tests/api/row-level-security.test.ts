@@ -67,8 +67,12 @@ describe('row-level security on the request path', () => {
     ]);
   });
 
-  it('leaves nothing behind on the pooled connection once the transaction ends', async () => {
-    await asOwner(alice, async () => undefined);
+  it('runs each statement as tasks_api_app with the owner named, and leaves nothing behind on the pooled connection', async () => {
+    const inside = await asOwner(alice, (db) =>
+      sql<{ role: string; owner: string }>`select current_user as role, current_setting('tasks_api.owner_id', true) as owner`.execute(db),
+    );
+    expect(inside.rows).toEqual([{ role: 'tasks_api_app', owner: alice }]);
+    await asOwner.transaction(bob, (trx) => trx.selectFrom('tasks').select('id').execute());
     // Every pooled connection, after the scope: back to the connecting role, no owner named.
     const states = await Promise.all(
       Array.from({ length: 5 }, () =>
