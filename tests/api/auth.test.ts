@@ -24,8 +24,9 @@ interface Tokens {
   scope: string;
 }
 
-async function post(path: string, body: unknown, ip = newIp()) {
-  const res = await fetch(`${server.url}/api/v1/auth/${path}`, {
+/** POST /api/v1/auth/<path> to `to` (the file's server unless given), as client `ip`. */
+async function post(path: string, body: unknown, ip = newIp(), to: TestServer = server) {
+  const res = await fetch(`${to.url}/api/v1/auth/${path}`, {
     method: 'POST',
     headers: { 'Content-Type': 'application/json', 'X-Forwarded-For': ip },
     body: JSON.stringify(body),
@@ -167,12 +168,7 @@ describe('login', () => {
       const token = (hash: string, expires: number) => ({ token_hash: hash, family_id: randomUUID(), user_id: user.id, expires_at: new Date(Date.now() + expires) });
       const [expired, current] = [`expired-${randomUUID()}`, `current-${randomUUID()}`];
       await db.insertInto('refresh_tokens').values([token(expired, -1000), token(current, 60_000)]).execute();
-      const res = await fetch(`${api.url}/api/v1/auth/login`, {
-        method: 'POST',
-        headers: { 'Content-Type': 'application/json' },
-        body: JSON.stringify({ email: newEmail(), password: PASSWORD }),
-      });
-      expect(res.status).toBe(401);
+      expect((await post('login', { email: newEmail(), password: PASSWORD }, newIp(), api)).status).toBe(401);
       const keys = () => db.selectFrom('login_failures').select('key').where('key', 'in', [stale, live]).execute();
       for (let i = 0; i < 50 && (await keys()).length > 1; i += 1) await new Promise((resolve) => setTimeout(resolve, 50));
       expect((await keys()).map((row) => row.key)).toEqual([live]);
@@ -271,9 +267,7 @@ describe('signing keys', () => {
     const scratch = await scratchDatabase(); // a key set of its own, so the published list is exactly known
     const api = await startServer({ databaseUrl: scratch.url, builtinAuth: true });
     try {
-      const call = (path: string, body: unknown) =>
-        fetch(`${api.url}/api/v1/auth/${path}`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body) })
-          .then((res) => res.json() as Promise<Tokens>);
+      const call = async (path: string, body: unknown) => (await post(path, body, newIp(), api)).body as unknown as Tokens;
       const tokens = await call('register', { email: newEmail(), password: PASSWORD });
       const oldKid = decodeProtectedHeader(tokens.access_token).kid;
       await api.keys!.rotate();
@@ -304,13 +298,9 @@ describe('signing keys', () => {
         expect(row.private_jwk).toMatch(/^enc:v1:[\w-]+\.[\w-]+\.[\w-]+$/);
         expect(row.private_jwk).not.toContain('"d"');
       }
-      const res = await fetch(`${encrypted.url}/api/v1/auth/register`, {
-        method: 'POST',
-        headers: { 'Content-Type': 'application/json' },
-        body: JSON.stringify({ email: newEmail(), password: PASSWORD }),
-      });
-      expect(res.status).toBe(201);
-      const { access_token } = (await res.json()) as Tokens;
+      const registered = await post('register', { email: newEmail(), password: PASSWORD }, newIp(), encrypted);
+      expect(registered.status).toBe(201);
+      const { access_token } = registered.body as unknown as Tokens;
       expect((await encrypted.client(access_token).GET('/api/v1/me')).response.status).toBe(200);
       // Without the secret, or with another one, the keys cannot be used: signing fails loudly.
       await expect(signingKeys(encrypted.database.db).current()).rejects.toThrow(/is encrypted: set KEY_ENCRYPTION_SECRET/);
