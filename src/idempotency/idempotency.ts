@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { sql, type Kysely } from 'kysely';
 import type { OwnerId } from '../auth/owner-id.js';
 import type { OwnerScope } from '../db/owner-scope.js';
+import { backgroundPurge } from '../db/purge.js';
 import type { DB } from '../db/schema.js';
 import { HttpProblem, ValidationFailed } from '../http/problem.js';
 
@@ -55,15 +56,9 @@ const requestHash = (body: unknown): string => createHash('sha256').update(canon
  * hour per instance, in the background).
  */
 export function idempotency(db: Kysely<DB>, asOwner: OwnerScope) {
-  let lastPurge = 0;
-  function purgeExpired(): void {
-    const now = Date.now();
-    if (now - lastPurge < PURGE_EVERY_MS) return;
-    lastPurge = now;
-    db.deleteFrom('idempotency_keys').where('created_at', '<', sql<Date>`now() - ${KEY_LIFETIME}`).execute().catch(() => {
-      lastPurge = 0; // try again next time
-    });
-  }
+  const purgeExpired = backgroundPurge(PURGE_EVERY_MS, () =>
+    db.deleteFrom('idempotency_keys').where('created_at', '<', sql<Date>`now() - ${KEY_LIFETIME}`).execute(),
+  );
   return {
     run(owner: OwnerId, key: string, body: unknown, perform: (trx: Kysely<DB>) => Promise<StoredResponse>): Promise<StoredResponse> {
       purgeExpired();

@@ -1,6 +1,7 @@
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { SignJWT } from 'jose';
 import { sql, type Kysely } from 'kysely';
+import { backgroundPurge } from '../../db/purge.js';
 import type { DB } from '../../db/schema.js';
 import type { Logger } from '../../logger.js';
 import { SCOPES } from '../auth-context.js';
@@ -79,26 +80,21 @@ export function builtinIssuer(db: Kysely<DB>, keys: SigningKeys, options: Builti
   }
 
   /**
-   * Counts a login attempt against `key` before the password is checked (so concurrent guesses
-   * cannot overrun the budget) and returns the attempts in the current window and its age.
-   */
-  /**
    * Forgets failure counters whose window has passed and refresh tokens that have expired (a
    * deleted one is refused as unknown, as it was as expired), at most once an hour per process,
    * in the background.
    */
-  let lastPurge = 0;
-  function purgeStale(): void {
-    if (Date.now() - lastPurge < 3600_000) return;
-    lastPurge = Date.now();
+  const purgeStale = backgroundPurge(3600_000, () =>
     Promise.all([
       db.deleteFrom('login_failures').where('window_started_at', '<', new Date(Date.now() - FAILURE_WINDOW_SECONDS * 1000)).execute(),
       db.deleteFrom('refresh_tokens').where('expires_at', '<', new Date()).execute(),
-    ]).catch(() => {
-      lastPurge = 0; // try again next time
-    });
-  }
+    ]),
+  );
 
+  /**
+   * Counts a login attempt against `key` before the password is checked (so concurrent guesses
+   * cannot overrun the budget) and returns the attempts in the current window and its age.
+   */
   async function countAttempt(key: string): Promise<{ attempts: number; windowAgeSeconds: number }> {
     const { rows } = await sql<{ failures: number; age: number }>`
       insert into login_failures as f (key, failures, window_started_at) values (${key}, 1, now())
@@ -135,7 +131,7 @@ export function builtinIssuer(db: Kysely<DB>, keys: SigningKeys, options: Builti
       const normalised = normaliseEmail(email);
       const emailKey = `email:${sha256(normalised)}`;
       const ipKey = `ip:${clientIp}`;
-      const [byEmail, byIp] = [await countAttempt(emailKey), await countAttempt(ipKey)];
+      const [byEmail, byIp] = await Promise.all([countAttempt(emailKey), countAttempt(ipKey)]);
       const over = [byEmail.attempts > MAX_FAILURES.email && byEmail, byIp.attempts > MAX_FAILURES.ip && byIp].filter((x) => x !== false);
       if (over.length > 0) {
         const retryAfter = Math.max(1, Math.ceil(FAILURE_WINDOW_SECONDS - Math.min(...over.map((o) => o.windowAgeSeconds))));
