@@ -1,4 +1,4 @@
-import { Kysely, PostgresDialect, sql } from 'kysely';
+import { CompiledQuery, Kysely, PostgresDialect } from 'kysely';
 import pg from 'pg';
 import type { OwnerId } from '../auth/owner-id.js';
 import type { Database } from './database.js';
@@ -85,35 +85,20 @@ function scopedPool(pool: pg.Pool, owner: string) {
  * caller's rows, and a pooled connection never carries the settings to the next request.
  *
  * On PostgreSQL a statement and its scope travel together in one round trip (OwnerScopedQuery):
- * a request costs one small statement more per statement, not a transaction. `.transaction`
- * sends `begin` and the scope in one simple-protocol message (the owner, a verified token's
- * `sub`, quoted by pg's escapeLiteral), then the work, then `commit`. PGlite is in-process, where
- * round trips cost nothing: plain transactions for both.
+ * a request costs one small statement more per statement, not a transaction. `.transaction` is a
+ * transaction that starts with the scope statement; the only writes that need one (an idempotent
+ * create and its stored response) are rare enough that its extra round trips do not matter.
+ * PGlite is in-process, where round trips cost nothing: transactions for both.
  */
-export function ownerScope(database: Pick<Database, 'db' | 'kind' | 'pool'>): OwnerScope {
+export function ownerScope(database: Pick<Database, 'db' | 'pool'>): OwnerScope {
   const { db, pool } = database;
-  const pgliteTransaction = <T>(owner: OwnerId, work: Work<T>) =>
+  const transaction = <T>(owner: OwnerId, work: Work<T>) =>
     db.transaction().execute(async (trx) => {
-      await sql`select set_config('role', ${APP_ROLE}, true), set_config(${OWNER_SETTING}, ${owner}, true)`.execute(trx);
+      await trx.executeQuery(CompiledQuery.raw(SCOPE_SQL, [APP_ROLE, owner]));
       return work(trx);
     });
-  if (pool === undefined) return Object.assign(pgliteTransaction, { transaction: pgliteTransaction });
-
+  if (pool === undefined) return Object.assign(transaction, { transaction });
   const scoped = <T>(owner: OwnerId, work: Work<T>) =>
     work(new Kysely<DB>({ dialect: new PostgresDialect({ pool: scopedPool(pool, owner) as unknown as pg.Pool }) }));
-  const transaction = <T>(owner: OwnerId, work: Work<T>) =>
-    db.connection().execute(async (connection) => {
-      const begin = `begin; select set_config('role', '${APP_ROLE}', true), set_config('${OWNER_SETTING}', ${pg.escapeLiteral(owner)}, true)`;
-      let result: T;
-      try {
-        await sql.raw(begin).execute(connection);
-        result = await work(connection);
-      } catch (error) {
-        await sql`rollback`.execute(connection).catch(() => undefined); // a dead connection is dropped by the pool
-        throw error;
-      }
-      await sql`commit`.execute(connection);
-      return result;
-    });
   return Object.assign(scoped, { transaction });
 }
