@@ -1,8 +1,7 @@
 import cluster from 'node:cluster';
 import { createServer } from 'node:http';
 import { buildApp } from './app.js';
-import { builtinIssuer } from './auth/builtin/issuer.js';
-import { signingKeys } from './auth/builtin/signing-keys.js';
+import { builtinAuth } from './auth/builtin/issuer.js';
 import { withDevSecret } from './auth/dev-secret.js';
 import { createTokenVerifier } from './auth/token-verifier.js';
 import { ConfigError, loadConfig, type Config } from './config.js';
@@ -79,13 +78,12 @@ function supervise(config: Config): void {
   for (let i = 0; i < config.webConcurrency; i += 1) fork();
 }
 
-/** The built-in issuer with its keys (made now if there are none yet, so the JWKS is never empty). */
-async function startBuiltinIssuer(config: Config, db: Database['db'], logger: Logger) {
-  const keys = signingKeys(db, { encryptionSecret: config.auth.keyEncryptionSecret });
-  const { kid } = await keys.current();
-  const issuer = builtinIssuer(db, keys, config.auth, logger);
+/** The built-in issuer, with a signing key made now if there is none yet (so the JWKS is never empty). */
+async function startBuiltinAuth(config: Config, db: Database['db'], logger: Logger) {
+  const builtin = builtinAuth(db, config.auth, logger);
+  const { kid } = await builtin.keys.current();
   logger.info('built-in issuer enabled', { issuer: config.auth.issuer, kid, keys_encrypted: config.auth.keyEncryptionSecret !== undefined, jwks: '/.well-known/jwks.json' });
-  return { issuer, verification: { issuer: config.auth.issuer, key: keys.verificationKey } };
+  return builtin;
 }
 
 /** Process entry: config → database → migrations → listen → graceful shutdown on SIGTERM/SIGINT. */
@@ -115,7 +113,7 @@ async function main(): Promise<void> {
   logger.info('database ready', { kind: database.kind, migrations_applied: applied });
 
   const redis = config.redisUrl === undefined ? undefined : connectRedis(config.redisUrl, logger);
-  const builtin = config.auth.enabled ? await startBuiltinIssuer(config, database.db, logger) : undefined;
+  const builtin = config.auth.enabled ? await startBuiltinAuth(config, database.db, logger) : undefined;
   const verifier = createTokenVerifier({ ...jwt, builtin: builtin?.verification });
   const app = buildApp({ config, database, logger, redis, verifier, issuer: builtin?.issuer, contract: loadContract() });
   const server = createServer(app);

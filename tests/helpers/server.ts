@@ -7,8 +7,8 @@ import { SignJWT, type JWTPayload } from 'jose';
 import { createTasksClient, type TasksClient } from '../../generated/client.js';
 import { buildApp } from '../../src/app.js';
 import type { RedisCommands } from '../../src/http/rate-limit.js';
-import { builtinIssuer } from '../../src/auth/builtin/issuer.js';
-import { signingKeys, type SigningKeys } from '../../src/auth/builtin/signing-keys.js';
+import { builtinAuth } from '../../src/auth/builtin/issuer.js';
+import type { SigningKeys } from '../../src/auth/builtin/signing-keys.js';
 import { createTokenVerifier, type VerifierOptions } from '../../src/auth/token-verifier.js';
 import { openDatabase, type Database } from '../../src/db/database.js';
 import { migrateToLatest } from '../../src/db/migrate.js';
@@ -92,14 +92,15 @@ export async function startServer(
   const secret = randomBytes(32).toString('base64url');
   const database = await testDatabase(options.databaseUrl);
   const { logger, lines: logs } = captureLogs();
-  const builtin = options.builtinAuth ? builtinAuth(database, typeof options.builtinAuth === 'object' ? options.builtinAuth : {}) : undefined;
-  const verifier = createTokenVerifier({
-    secret,
-    issuer: TEST_ISSUER,
-    clockToleranceSeconds: 5,
-    builtin: builtin && { issuer: BUILTIN_ISSUER, key: builtin.keys.verificationKey },
-    ...options.jwt,
-  });
+  // The built-in issuer as main.ts builds it, with the production token lifetimes.
+  const builtin = options.builtinAuth
+    ? builtinAuth(
+        database.db,
+        { issuer: BUILTIN_ISSUER, accessTokenTtlSeconds: 900, refreshTokenTtlSeconds: 30 * 86_400, ...(typeof options.builtinAuth === 'object' ? options.builtinAuth : {}) },
+        logger,
+      )
+    : undefined;
+  const verifier = createTokenVerifier({ secret, issuer: TEST_ISSUER, clockToleranceSeconds: 5, builtin: builtin?.verification, ...options.jwt });
   const app = buildApp({
     config: {
       bodyLimitBytes: 100 * 1024,
@@ -114,7 +115,7 @@ export async function startServer(
     database,
     logger,
     verifier,
-    issuer: builtin?.issuer(logger),
+    issuer: builtin?.issuer,
     contract: loadContract(),
     validateResponses: true,
   });
@@ -144,15 +145,5 @@ export async function startServer(
       await new Promise((resolve) => server.close(resolve));
       await database.close();
     },
-  };
-}
-
-/** The built-in issuer as main.ts builds it, with the production token lifetimes. */
-function builtinAuth(database: Database, options: { keyEncryptionSecret?: string }) {
-  const keys = signingKeys(database.db, { encryptionSecret: options.keyEncryptionSecret });
-  return {
-    keys,
-    issuer: (logger: Parameters<typeof builtinIssuer>[3]) =>
-      builtinIssuer(database.db, keys, { issuer: BUILTIN_ISSUER, accessTokenTtlSeconds: 900, refreshTokenTtlSeconds: 30 * 86_400 }, logger),
   };
 }

@@ -7,7 +7,7 @@ import type { Logger } from '../../logger.js';
 import { SCOPES } from '../auth-context.js';
 import { EmailTaken, InvalidCredentials, InvalidRefreshToken, LoginThrottled } from './errors.js';
 import { hashPassword, verifyPassword } from './passwords.js';
-import type { SigningKeys } from './signing-keys.js';
+import { signingKeys, type SigningKeys } from './signing-keys.js';
 
 export interface BuiltinIssuerOptions {
   /** `iss` and `aud` of the tokens. */
@@ -198,4 +198,17 @@ export function builtinIssuer(db: Kysely<DB>, keys: SigningKeys, options: Builti
 
 function revokeFamily(db: Kysely<DB>, familyId: string) {
   return db.updateTable('refresh_tokens').set({ revoked_at: new Date() }).where('family_id', '=', familyId).where('revoked_at', 'is', null).execute();
+}
+
+/**
+ * The built-in issuer wired up: its signing keys, the issuer, and what the token verifier needs
+ * to accept its tokens.
+ */
+export function builtinAuth(db: Kysely<DB>, config: BuiltinIssuerOptions & { keyEncryptionSecret?: string }, logger?: Logger) {
+  const keys = signingKeys(db, { encryptionSecret: config.keyEncryptionSecret });
+  return {
+    keys,
+    issuer: builtinIssuer(db, keys, config, logger),
+    verification: { issuer: config.issuer, key: keys.verificationKey },
+  };
 }
