@@ -97,23 +97,23 @@ export function loadConfig(env: Env = process.env): Config {
     }
     return undefined;
   };
+  /** A secret: at least 32 bytes, so it cannot be guessed or brute-forced offline. */
+  const secretOf = (name: string): string | undefined => {
+    const value = read(name);
+    if (value !== undefined && Buffer.byteLength(value) < 32) problems.push(`${name} must be at least 32 bytes long`);
+    return value;
+  };
 
   const nodeEnv = oneOf('NODE_ENV', ['development', 'production', 'test'] as const, 'development');
   const databaseUrl = url('DATABASE_URL', ['postgres:', 'postgresql:']);
-  const secret = read('JWT_SECRET');
-  if (secret !== undefined && Buffer.byteLength(secret) < 32) {
-    problems.push('JWT_SECRET must be at least 32 bytes long');
-  }
+  const secret = secretOf('JWT_SECRET');
   const jwksUrl = url('JWT_JWKS_URL', ['http:', 'https:']);
   const hasKeys = secret !== undefined || read('JWT_JWKS_URL') !== undefined;
   const builtinAuth = oneOf('AUTH_BUILTIN', ['true', 'false'] as const, nodeEnv === 'development' ? 'true' : 'false') === 'true';
   if (nodeEnv === 'production' && !hasKeys && !builtinAuth) {
     problems.push('JWT_SECRET, JWT_JWKS_URL or AUTH_BUILTIN=true must be set when NODE_ENV=production');
   }
-  const keyEncryptionSecret = read('KEY_ENCRYPTION_SECRET');
-  if (keyEncryptionSecret !== undefined && Buffer.byteLength(keyEncryptionSecret) < 32) {
-    problems.push('KEY_ENCRYPTION_SECRET must be at least 32 bytes long');
-  }
+  const keyEncryptionSecret = secretOf('KEY_ENCRYPTION_SECRET');
   if (nodeEnv === 'production' && builtinAuth && keyEncryptionSecret === undefined) {
     problems.push('KEY_ENCRYPTION_SECRET must be set when AUTH_BUILTIN=true and NODE_ENV=production (the signing keys are stored encrypted with it)');
   }
