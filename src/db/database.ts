@@ -8,12 +8,10 @@ import type { DB } from './schema.js';
 export interface Database {
   db: Kysely<DB>;
   kind: 'postgres' | 'pglite';
-  /** The pg pool behind `db` (PostgreSQL only), for the owner scope's own queries. */
+  /** The pg pool behind `db` (PostgreSQL only): the owner scope's queries and the pool metrics use it. */
   pool?: pg.Pool;
   /** Resolves when the database answers a trivial query. */
   ping(): Promise<void>;
-  /** The pg pool's connections by state; undefined for embedded PGlite (no pool). */
-  poolStats(): { total: number; idle: number; waiting: number } | undefined;
   close(): Promise<void>;
 }
 
@@ -38,7 +36,6 @@ export async function openDatabase(options: DatabaseOptions): Promise<Database> 
     async ping() {
       await sql`select 1`.execute(db);
     },
-    poolStats: () => (pool ? { total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount } : undefined),
     close: () => db.destroy(),
   };
 }

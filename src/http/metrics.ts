@@ -14,7 +14,7 @@ export interface Metrics {
  * by method, route template (never the raw path, so ids cannot explode the label set) and status;
  * requests in flight; the database pool by state; Node.js process metrics.
  */
-export function createMetrics(database: Pick<Database, 'poolStats'>): Metrics {
+export function createMetrics(database: Pick<Database, 'pool'>): Metrics {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
   const duration = new Histogram({
@@ -31,11 +31,11 @@ export function createMetrics(database: Pick<Database, 'poolStats'>): Metrics {
     labelNames: ['state'] as const,
     registers: [registry],
     collect() {
-      const stats = database.poolStats();
-      if (stats === undefined) return;
-      this.set({ state: 'total' }, stats.total);
-      this.set({ state: 'idle' }, stats.idle);
-      this.set({ state: 'waiting' }, stats.waiting);
+      const { pool } = database;
+      if (pool === undefined) return;
+      this.set({ state: 'total' }, pool.totalCount);
+      this.set({ state: 'idle' }, pool.idleCount);
+      this.set({ state: 'waiting' }, pool.waitingCount);
     },
   });
 
