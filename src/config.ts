@@ -32,7 +32,15 @@ export interface Config {
   nodeEnv: NodeEnv;
   port: number;
   host?: string;
-  database: { url?: string; poolMax: number; pgliteDir: string };
+  database: {
+    url?: string;
+    poolMax: number;
+    pgliteDir: string;
+    /** PostgreSQL's statement_timeout and idle_in_transaction_session_timeout for the app's sessions. */
+    statementTimeoutMs: number;
+    /** The client-side wait for any reply; above statementTimeoutMs, so the server normally answers first. */
+    queryTimeoutMs: number;
+  };
   jwt: JwtConfig;
   auth: BuiltinAuthConfig;
   log: { level: LogLevel; format: 'json' | 'pretty' };
@@ -140,6 +148,8 @@ export function loadConfig(env: Env = process.env): Config {
       url: databaseUrl ? read('DATABASE_URL') : undefined,
       poolMax: int('DATABASE_POOL_MAX', 10, 1, 1000),
       pgliteDir: read('PGLITE_DIR') ?? '.data/pglite',
+      statementTimeoutMs: int('DATABASE_STATEMENT_TIMEOUT_MS', 10_000, 100, 600_000),
+      queryTimeoutMs: int('DATABASE_QUERY_TIMEOUT_MS', 12_000, 200, 600_000),
     },
     jwt: {
       secret,
@@ -175,6 +185,9 @@ export function loadConfig(env: Env = process.env): Config {
     corsOrigins,
   };
   if (config.metricsToken !== undefined && config.metricsToken.length < 16) problems.push('METRICS_TOKEN must be at least 16 characters long');
+  if (config.database.queryTimeoutMs <= config.database.statementTimeoutMs) {
+    problems.push('DATABASE_QUERY_TIMEOUT_MS must be above DATABASE_STATEMENT_TIMEOUT_MS: the server ends a slow statement or an abandoned transaction itself, before the client gives up on it');
+  }
   if (config.webConcurrency > 1 && config.database.url === undefined) {
     problems.push('WEB_CONCURRENCY above 1 needs DATABASE_URL: embedded PGlite lives in one process and cannot be shared by workers');
   }

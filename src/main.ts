@@ -103,12 +103,7 @@ async function main(): Promise<void> {
     });
   }
 
-  const database = await openDatabase({
-    url: config.database.url,
-    poolMax: config.database.poolMax,
-    pgliteDir: config.database.pgliteDir,
-    logger,
-  });
+  const database = await openDatabase({ ...config.database, logger });
   const applied = await migrateToLatest(database.db);
   logger.info('database ready', { kind: database.kind, migrations_applied: applied });
 

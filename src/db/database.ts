@@ -3,13 +3,14 @@ import { PGlite } from '@electric-sql/pglite';
 import { Kysely, PGliteDialect, PostgresDialect, sql } from 'kysely';
 import pg from 'pg';
 import type { Logger } from '../logger.js';
+import { CleanPool } from './clean-pool.js';
 import type { DB } from './schema.js';
 
 export interface Database {
   db: Kysely<DB>;
   kind: 'postgres' | 'pglite';
   /** The pg pool behind `db` (PostgreSQL only): the owner scope's queries and the pool metrics use it. */
-  pool?: pg.Pool;
+  pool?: CleanPool;
   /** Resolves when the database answers a trivial query. */
   ping(): Promise<void>;
   close(): Promise<void>;
@@ -19,6 +20,15 @@ export interface DatabaseOptions {
   /** A PostgreSQL server; without it, embedded PGlite is used. */
   url?: string;
   poolMax?: number;
+  /**
+   * Server side: the longest a statement may run, and a session may sit idle inside a transaction,
+   * before PostgreSQL ends it (10 s).
+   */
+  statementTimeoutMs?: number;
+  /** Server side: idle_in_transaction_session_timeout; the statement timeout unless given (0: off). */
+  idleInTransactionTimeoutMs?: number;
+  /** Client side, above the server's: the longest a query may wait for its reply (12 s). */
+  queryTimeoutMs?: number;
   /** Where PGlite keeps its files; `memory://` for a throwaway database. */
   pgliteDir?: string;
   logger?: Logger;
@@ -40,16 +50,26 @@ export async function openDatabase(options: DatabaseOptions): Promise<Database> 
   };
 }
 
-function postgresPool({ url, poolMax = 10, logger }: DatabaseOptions): pg.Pool {
-  const pool = new pg.Pool({
-    connectionString: url,
-    max: poolMax,
-    connectionTimeoutMillis: 5000,
-    idleTimeoutMillis: 30_000,
-    statement_timeout: 10_000,
-    // Client-side too: a server that stops answering (network cut, not a clean close) fails the query.
-    query_timeout: 12_000,
-  });
+function postgresPool({ url, poolMax = 10, statementTimeoutMs = 10_000, idleInTransactionTimeoutMs = statementTimeoutMs, queryTimeoutMs = 12_000, logger }: DatabaseOptions): CleanPool {
+  if (queryTimeoutMs <= Math.max(statementTimeoutMs, idleInTransactionTimeoutMs)) {
+    throw new Error(`the client-side query timeout (${queryTimeoutMs} ms) must be above the server-side timeouts (${statementTimeoutMs} ms, ${idleInTransactionTimeoutMs} ms)`);
+  }
+  const pool = new CleanPool(
+    {
+      connectionString: url,
+      max: poolMax,
+      connectionTimeoutMillis: 5000,
+      idleTimeoutMillis: 30_000,
+      // Server side, so PostgreSQL itself ends a statement that runs too long and a transaction
+      // whose client went silent (a partition, a crash) instead of holding its locks until TCP
+      // gives up; both below the client's timeout, so the server normally answers first.
+      statement_timeout: statementTimeoutMs,
+      idle_in_transaction_session_timeout: idleInTransactionTimeoutMs,
+      // Client-side too: a server that stops answering (network cut, not a clean close) fails the query.
+      query_timeout: queryTimeoutMs,
+    },
+    (reason) => logger?.warn('database connection discarded', { reason }),
+  );
   // An idle client losing its connection must not crash the process; the pool replaces it.
   pool.on('error', (error) => logger?.error('idle database connection failed', { error: error.message }));
   // A connection can also die while checked out between two queries (database restart, network

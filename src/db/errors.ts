@@ -3,7 +3,23 @@ const UNAVAILABLE_CODES = new Set([
   '57P01', '57P02', '57P03', // admin_shutdown, crash_shutdown, cannot_connect_now
   '08000', '08001', '08003', '08004', '08006', // connection exceptions
   '53300', // too_many_connections
+  '57014', '25P03', '57P05', // statement, idle-in-transaction and idle-session timeouts
+  '55P03', // lock_not_available
+  'CONNECTION_NOT_CLEAN',
 ]);
+
+/**
+ * A statement that ran outside any transaction of ours came back with the connection still
+ * inside one: its write is not committed, so it must not be acknowledged. The connection is
+ * destroyed (the server rolls back) and the request answers 503.
+ */
+export class ConnectionNotClean extends Error {
+  override name = 'ConnectionNotClean';
+  readonly code = 'CONNECTION_NOT_CLEAN';
+  constructor(readonly reason: string) {
+    super(`the database connection was not clean after a statement (${reason}); its work is not committed`);
+  }
+}
 
 /** True for errors that mean "the database cannot be reached right now", as opposed to a bad query. */
 export function isDatabaseUnavailable(error: unknown): boolean {

@@ -1,7 +1,9 @@
 import { CompiledQuery, Kysely, PostgresDialect } from 'kysely';
 import pg from 'pg';
 import type { OwnerId } from '../auth/owner-id.js';
+import type { CleanPool } from './clean-pool.js';
 import type { Database } from './database.js';
+import { ConnectionNotClean } from './errors.js';
 import { APP_ROLE, OWNER_SETTING } from './migrations/0004_row_level_security.js';
 import type { DB } from './schema.js';
 
@@ -58,8 +60,14 @@ class OwnerScopedQuery extends pg.Query {
   }
 }
 
-/** A pool whose clients send every query as an OwnerScopedQuery for `owner`. */
-function scopedPool(pool: pg.Pool, owner: string) {
+/**
+ * A pool whose clients send every query as an OwnerScopedQuery for `owner`. Each statement is its
+ * own implicit transaction, so PostgreSQL must report the connection idle outside a transaction
+ * when it is done; if not (the connection was inside a transaction it did not know of), the
+ * statement's work is not committed: the caller gets an error instead of a result, and the
+ * connection is destroyed on release.
+ */
+function scopedPool(pool: CleanPool, owner: string) {
   return {
     options: pool.options,
     Client: pg.Client,
@@ -69,7 +77,13 @@ function scopedPool(pool: pg.Pool, owner: string) {
         processID: (client as unknown as { processID?: number }).processID,
         query: (text: string, values: unknown[]) =>
           new Promise<pg.QueryResult>((resolve, reject) => {
-            client.query(new OwnerScopedQuery(text, values ?? [], owner, (error, result) => (error ? reject(error) : resolve(result))));
+            client.query(new OwnerScopedQuery(text, values ?? [], owner, (error, result) => {
+              if (error) return reject(error);
+              const unclean = pool.discardReasonOf(client);
+              if (unclean === undefined) return resolve(result);
+              pool.taint(client);
+              reject(new ConnectionNotClean(unclean));
+            }));
           }),
         release: (destroy?: boolean) => client.release(destroy),
       };

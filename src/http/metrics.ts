@@ -1,5 +1,5 @@
 import type { RequestHandler } from 'express';
-import { collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { Database } from '../db/database.js';
 
 export interface Metrics {
@@ -12,7 +12,8 @@ export interface Metrics {
 /**
  * Prometheus metrics for one app, in a registry of its own (no global state): request durations
  * by method, route template (never the raw path, so ids cannot explode the label set) and status;
- * requests in flight; the database pool by state; Node.js process metrics.
+ * requests in flight; the database pool by state and the connections it discarded; Node.js
+ * process metrics.
  */
 export function createMetrics(database: Pick<Database, 'pool'>): Metrics {
   const registry = new Registry();
@@ -36,6 +37,18 @@ export function createMetrics(database: Pick<Database, 'pool'>): Metrics {
       this.set({ state: 'total' }, pool.totalCount);
       this.set({ state: 'idle' }, pool.idleCount);
       this.set({ state: 'waiting' }, pool.waitingCount);
+    },
+  });
+  new Counter({
+    name: 'db_connections_discarded_total',
+    help: 'Pool connections destroyed instead of reused: after a failure other than a PostgreSQL error, with a reply outstanding, or inside a transaction.',
+    labelNames: ['reason'] as const,
+    registers: [registry],
+    collect() {
+      const { pool } = database;
+      if (pool === undefined) return;
+      this.reset();
+      for (const [reason, count] of Object.entries(pool.discarded)) this.inc({ reason }, count);
     },
   });
 

@@ -1,55 +1,17 @@
-import { createServer, connect, type Server, type Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import type { TasksClient } from '../../generated/client.js';
+import { pgProxy, type PgProxy } from '../helpers/pg-proxy.js';
 import { startServer, type TestServer } from '../helpers/server.js';
-
-/** A TCP proxy on loopback between the API and PostgreSQL, which the test can cut and restore. */
-async function tcpProxy(target: URL) {
-  let mode: 'forward' | 'refuse' | 'blackhole' = 'forward';
-  const sockets = new Set<Socket>();
-  const track = (socket: Socket) => {
-    sockets.add(socket);
-    socket.on('close', () => sockets.delete(socket));
-    socket.on('error', () => undefined);
-  };
-  const server: Server = createServer((client) => {
-    track(client);
-    if (mode === 'refuse') return void client.destroy();
-    if (mode === 'blackhole') return; // accepted, never answered: a network that drops everything
-    const upstream = connect(Number(target.port || 5432), target.hostname);
-    track(upstream);
-    client.pipe(upstream).pipe(client);
-    client.on('close', () => upstream.destroy());
-    upstream.on('close', () => client.destroy());
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.address() as { port: number }).port;
-  return {
-    url: Object.assign(new URL(target.toString()), { hostname: '127.0.0.1', port: String(port) }).toString(),
-    /** Drops every connection and answers new ones as `how` says. */
-    cut(how: 'refuse' | 'blackhole') {
-      mode = how;
-      for (const socket of sockets) socket.destroy();
-    },
-    restore() {
-      mode = 'forward';
-    },
-    close: () => new Promise<void>((resolve) => {
-      for (const socket of sockets) socket.destroy();
-      server.close(() => resolve());
-    }),
-  };
-}
 
 // The proxy needs a PostgreSQL server to stand in front of; CI's shared server is never stopped.
 const onPostgres = process.env.TEST_DATABASE_URL ? describe : describe.skip;
 
 onPostgres('the database going away and coming back', () => {
-  let proxy: Awaited<ReturnType<typeof tcpProxy>>;
+  let proxy: PgProxy;
   let server: TestServer;
   let api: TasksClient;
   beforeAll(async () => {
-    proxy = await tcpProxy(new URL(process.env.TEST_DATABASE_URL!));
+    proxy = await pgProxy(new URL(process.env.TEST_DATABASE_URL!));
     server = await startServer({ databaseUrl: proxy.url, requestTimeoutMs: 2000 });
     api = server.client(await server.tokenFor());
   });

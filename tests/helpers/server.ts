@@ -10,7 +10,7 @@ import type { RedisCommands } from '../../src/http/rate-limit.js';
 import { builtinAuth } from '../../src/auth/builtin/issuer.js';
 import type { SigningKeys } from '../../src/auth/builtin/signing-keys.js';
 import { createTokenVerifier, type VerifierOptions } from '../../src/auth/token-verifier.js';
-import { openDatabase, type Database } from '../../src/db/database.js';
+import { openDatabase, type Database, type DatabaseOptions } from '../../src/db/database.js';
 import { migrateToLatest } from '../../src/db/migrate.js';
 import { loadContract } from '../../src/http/contract.js';
 import { captureLogs } from './logs.js';
@@ -20,8 +20,8 @@ export const TEST_ISSUER = 'https://issuer.tasks-api.test';
 export const BUILTIN_ISSUER = 'https://api.tasks-api.test';
 
 /** A real database: the PostgreSQL server at TEST_DATABASE_URL when set, else a fresh in-memory PGlite. */
-export async function testDatabase(url = process.env.TEST_DATABASE_URL): Promise<Database> {
-  const database = await openDatabase(url ? { url, poolMax: 5 } : { pgliteDir: 'memory://' });
+export async function testDatabase(url = process.env.TEST_DATABASE_URL, options: Partial<DatabaseOptions> = {}): Promise<Database> {
+  const database = await openDatabase(url ? { url, poolMax: 5, ...options } : { pgliteDir: 'memory://' });
   await migrateToLatest(database.db);
   return database;
 }
@@ -84,14 +84,16 @@ export async function startServer(
     trustProxy?: boolean | number | string;
     /** A PostgreSQL URL other than TEST_DATABASE_URL (the fault tests go through a proxy). */
     databaseUrl?: string;
+    /** Pool size and timeouts of the server's PostgreSQL pool (the fault tests shorten them). */
+    databaseOptions?: Pick<DatabaseOptions, 'poolMax' | 'statementTimeoutMs' | 'idleInTransactionTimeoutMs' | 'queryTimeoutMs'>;
     requestTimeoutMs?: number;
     /** Turn on the built-in issuer (AUTH_BUILTIN), optionally with KEY_ENCRYPTION_SECRET. */
     builtinAuth?: boolean | { keyEncryptionSecret?: string };
   } = {},
 ): Promise<TestServer> {
   const secret = randomBytes(32).toString('base64url');
-  const database = await testDatabase(options.databaseUrl);
   const { logger, lines: logs } = captureLogs();
+  const database = await testDatabase(options.databaseUrl, { ...options.databaseOptions, logger });
   // The built-in issuer as main.ts builds it, with the production token lifetimes.
   const builtin = options.builtinAuth
     ? builtinAuth(

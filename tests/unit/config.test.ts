@@ -119,6 +119,14 @@ describe('loadConfig', () => {
     ]);
   });
 
+  it('reads the database timeouts and keeps the client-side one above the server-side one', () => {
+    expect(loadConfig({}).database).toMatchObject({ statementTimeoutMs: 10_000, queryTimeoutMs: 12_000 });
+    expect(loadConfig({ DATABASE_STATEMENT_TIMEOUT_MS: '3000', DATABASE_QUERY_TIMEOUT_MS: '4000' }).database).toMatchObject({ statementTimeoutMs: 3000, queryTimeoutMs: 4000 });
+    expect(problemsOf({ DATABASE_STATEMENT_TIMEOUT_MS: '12000' })).toEqual([
+      'DATABASE_QUERY_TIMEOUT_MS must be above DATABASE_STATEMENT_TIMEOUT_MS: the server ends a slow statement or an abandoned transaction itself, before the client gives up on it',
+    ]);
+  });
+
   it('refuses a DATABASE_URL that is not a URL', () => {
     expect(problemsOf({ DATABASE_URL: 'not a url' })).toEqual(['DATABASE_URL is not a valid URL']);
   });
