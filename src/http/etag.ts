@@ -4,6 +4,9 @@
  */
 export const etagOf = (version: number): string => `"${version}"`;
 
+/** The largest version a task can have (PostgreSQL `integer`). */
+const MAX_VERSION = 2 ** 31 - 1;
+
 /** The entity tags of an `If-Match` / `If-None-Match` value: `*`, or each listed tag. */
 type EntityTags = '*' | { tag: string; weak: boolean }[];
 
@@ -21,7 +24,9 @@ export function versionsMatching(ifMatch: string | undefined): 'any' | number[] 
   if (ifMatch === undefined) return 'any';
   const tags = parseEntityTags(ifMatch);
   if (tags === '*') return 'any';
-  return tags.filter(({ weak, tag }) => !weak && /^[0-9]{1,10}$/.test(tag)).map(({ tag }) => Number(tag));
+  // Entity tags compare as exact strings: only the form etagOf writes names a version, so "01"
+  // and "+1" match nothing, and neither does a number no version column can hold.
+  return tags.filter(({ weak, tag }) => !weak && /^(0|[1-9][0-9]{0,9})$/.test(tag) && Number(tag) <= MAX_VERSION).map(({ tag }) => Number(tag));
 }
 
 /** Whether `If-None-Match` matches the current version (weak comparison: `W/"3"` matches `"3"`). */

@@ -70,7 +70,15 @@ describe('PATCH, PUT and DELETE with If-Match', () => {
     expect(del.response.status).toBe(204);
   });
 
-  it.each([['"1"', 'a stale version'], ['W/"2"', 'a weak tag (If-Match compares strongly)'], ['"abc"', 'a tag this API never issues']])(
+  it.each([
+    ['"1"', 'a stale version'],
+    ['W/"2"', 'a weak tag (If-Match compares strongly)'],
+    ['"abc"', 'a tag this API never issues'],
+    ['"02"', 'the current version spelled with a leading zero (tags compare as exact strings)'],
+    ['"+2"', 'the current version with a sign'],
+    ['"99999999999"', 'a version no task can have'],
+    ['"2147483648"', 'one past the largest version'],
+  ])(
     'answer 412 problem+json for %s (%s) and change nothing',
     async (ifMatch) => {
       const task = await create();
