@@ -5,6 +5,7 @@ import { builtinAuth } from './auth/builtin/issuer.js';
 import { withDevSecret } from './auth/dev-secret.js';
 import { createTokenVerifier } from './auth/token-verifier.js';
 import { ConfigError, loadConfig, type Config } from './config.js';
+import { DataDirectoryInUse } from './db/data-dir-lock.js';
 import { openDatabase, type Database } from './db/database.js';
 import { migrateToLatest } from './db/migrate.js';
 import { loadContract } from './http/contract.js';
@@ -149,6 +150,8 @@ async function main(): Promise<void> {
 }
 
 main().catch((error: unknown) => {
-  process.stderr.write(`fatal: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+  // A known refusal says what to do in one line; anything else gets its stack.
+  if (error instanceof DataDirectoryInUse) process.stderr.write(`${error.message}\n`);
+  else process.stderr.write(`fatal: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
   process.exit(1);
 });

@@ -4,6 +4,7 @@ import { Kysely, PGliteDialect, PostgresDialect, sql } from 'kysely';
 import pg from 'pg';
 import type { Logger } from '../logger.js';
 import { CleanPool } from './clean-pool.js';
+import { lockDataDirectory } from './data-dir-lock.js';
 import type { DB } from './schema.js';
 
 export interface Database {
@@ -37,8 +38,8 @@ export interface DatabaseOptions {
 /** PostgreSQL through a `pg` pool when a URL is given, else embedded PGlite. */
 export async function openDatabase(options: DatabaseOptions): Promise<Database> {
   const pool = options.url ? postgresPool(options) : undefined;
-  const dialect = pool ? new PostgresDialect({ pool }) : await pgliteDialect(options.pgliteDir ?? 'memory://');
-  const db = new Kysely<DB>({ dialect });
+  const embedded = pool ? undefined : await embeddedPglite(options.pgliteDir ?? 'memory://');
+  const db = new Kysely<DB>({ dialect: pool ? new PostgresDialect({ pool }) : embedded!.dialect });
   return {
     db,
     kind: pool ? 'postgres' : 'pglite',
@@ -46,7 +47,10 @@ export async function openDatabase(options: DatabaseOptions): Promise<Database> 
     async ping() {
       await sql`select 1`.execute(db);
     },
-    close: () => db.destroy(),
+    async close() {
+      await db.destroy();
+      await embedded?.unlock();
+    },
   };
 }
 
@@ -81,9 +85,20 @@ function postgresPool({ url, poolMax = 10, statementTimeoutMs = 10_000, idleInTr
   return pool;
 }
 
-async function pgliteDialect(dir: string): Promise<PGliteDialect> {
-  if (!dir.startsWith('memory://')) await mkdir(dir, { recursive: true });
-  const pglite = new PGlite(dir);
-  await pglite.waitReady;
-  return new PGliteDialect({ pglite });
+/**
+ * PGlite in `dir`, which this process holds until `unlock`: PGlite does not lock its files, and two
+ * servers on one directory would both start and overwrite each other's writes.
+ */
+async function embeddedPglite(dir: string): Promise<{ dialect: PGliteDialect; unlock(): Promise<void> }> {
+  const inMemory = dir.startsWith('memory://');
+  if (!inMemory) await mkdir(dir, { recursive: true });
+  const unlock = inMemory ? async () => undefined : await lockDataDirectory(dir);
+  try {
+    const pglite = new PGlite(dir);
+    await pglite.waitReady;
+    return { dialect: new PGliteDialect({ pglite }), unlock };
+  } catch (error) {
+    await unlock();
+    throw error;
+  }
 }
