@@ -974,7 +974,12 @@ export interface components {
                 "application/problem+json": components["schemas"]["Problem"];
             };
         };
-        /** @description The body is larger than the server accepts. */
+        /**
+         * @description The body is larger than the server accepts: 32 KiB (32768 bytes) unless the server's
+         *     `BODY_LIMIT_BYTES` says otherwise. The largest valid body of any operation (a task with every
+         *     field at its maximum length, every character written as a 12-byte `\uXXXX\uXXXX` escape pair)
+         *     is about 22.7 KB, so no valid request is ever refused for its size.
+         */
         PayloadTooLarge: {
             headers: {
                 "X-Request-Id": components["headers"]["XRequestId"];
@@ -988,7 +993,7 @@ export interface components {
                  *       "type": "urn:tasks-api:problem:payload-too-large",
                  *       "title": "Payload too large",
                  *       "status": 413,
-                 *       "detail": "The request body exceeds 102400 bytes.",
+                 *       "detail": "The request body exceeds 32768 bytes.",
                  *       "instance": "/api/v1/tasks",
                  *       "request_id": "2b1f8c1e-6f0b-4c1a-9e0e-6a1e7f9f3b52"
                  *     }

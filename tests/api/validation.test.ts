@@ -151,9 +151,9 @@ describe('HTTP-level errors', () => {
     await expectProblem(res, 415, 'unsupported-media-type');
   });
 
-  it('answers a body over 100 KB with 413 and stores nothing', async () => {
+  it('answers a body over the 32 KiB limit with 413 and stores nothing', async () => {
     const before = await (await send('GET', '/api/v1/me')).json();
-    const res = await send('POST', '/api/v1/tasks', JSON.stringify({ title: 'big', description: 'x'.repeat(110 * 1024) }));
+    const res = await send('POST', '/api/v1/tasks', JSON.stringify({ title: 'big', description: 'x'.repeat(33 * 1024) }));
     await expectProblem(res, 413, 'payload-too-large');
     expect(await (await send('GET', '/api/v1/me')).json()).toEqual(before);
   });
