@@ -489,7 +489,8 @@ export interface components {
          *           "pointer": "/title",
          *           "detail": "must NOT have more than 200 characters"
          *         }
-         *       ]
+         *       ],
+         *       "errors_total": 1
          *     }
          */
         Problem: {
@@ -508,7 +509,10 @@ export interface components {
             instance?: string;
             /** @description Also in the `X-Request-Id` header and in every server log line of the request. */
             request_id: string;
-            /** @description For 422, one entry per offending field. */
+            /**
+             * @description For 422, one entry per offending field, at most 20 (the first ones found); `errors_total`
+             *     says how many there were in all.
+             */
             errors?: {
                 /** @enum {string} */
                 in: "body" | "query" | "path" | "header";
@@ -516,6 +520,12 @@ export interface components {
                 pointer: string;
                 detail: string;
             }[];
+            /**
+             * Format: int32
+             * @description With `errors`: how many distinct errors the request has, of which `errors` lists the first
+             *     20. More than the length of `errors` means the list was cut.
+             */
+            errors_total?: number;
         };
         /**
          * @description A new task. Only `title` is required; `id`, timestamps and the owner are set by the server and
@@ -814,7 +824,10 @@ export interface components {
                 "application/problem+json": components["schemas"]["Problem"];
             };
         };
-        /** @description The request is well-formed but breaks the contract; `errors[]` names each offending field. */
+        /**
+         * @description The request is well-formed but breaks the contract; `errors[]` names each offending field (the
+         *     first 20; `errors_total` counts them all).
+         */
         ValidationFailed: {
             headers: {
                 "X-Request-Id": components["headers"]["XRequestId"];
@@ -839,10 +852,11 @@ export interface components {
                  *         },
                  *         {
                  *           "in": "body",
-                 *           "pointer": "",
-                 *           "detail": "must NOT have additional properties: owner_id"
+                 *           "pointer": "/owner_id",
+                 *           "detail": "must NOT have additional properties"
                  *         }
-                 *       ]
+                 *       ],
+                 *       "errors_total": 2
                  *     }
                  */
                 "application/problem+json": components["schemas"]["Problem"];
@@ -960,7 +974,12 @@ export interface components {
                 "application/problem+json": components["schemas"]["Problem"];
             };
         };
-        /** @description The body is larger than the server accepts. */
+        /**
+         * @description The body is larger than the server accepts: 32 KiB (32768 bytes) unless the server's
+         *     `BODY_LIMIT_BYTES` says otherwise. The largest valid body of any operation (a task with every
+         *     field at its maximum length, every character written as a 12-byte `\uXXXX\uXXXX` escape pair)
+         *     is about 22.7 KB, so no valid request is ever refused for its size.
+         */
         PayloadTooLarge: {
             headers: {
                 "X-Request-Id": components["headers"]["XRequestId"];
@@ -974,7 +993,7 @@ export interface components {
                  *       "type": "urn:tasks-api:problem:payload-too-large",
                  *       "title": "Payload too large",
                  *       "status": 413,
-                 *       "detail": "The request body exceeds 102400 bytes.",
+                 *       "detail": "The request body exceeds 32768 bytes.",
                  *       "instance": "/api/v1/tasks",
                  *       "request_id": "2b1f8c1e-6f0b-4c1a-9e0e-6a1e7f9f3b52"
                  *     }

@@ -63,6 +63,13 @@ export interface Config {
   corsOrigins: string[];
 }
 
+/**
+ * 32 KiB: the largest valid body of any operation (a task with every field at its maximum, every
+ * character sent as a 12-byte `\uXXXX\uXXXX` escape pair) is about 22.7 KB. Validation work grows
+ * with the body, so a larger limit only buys room for hostile bodies.
+ */
+export const DEFAULT_BODY_LIMIT_BYTES = 32 * 1024;
+
 export class ConfigError extends Error {
   override name = 'ConfigError';
   readonly code = 'INVALID_CONFIGURATION';
@@ -170,7 +177,7 @@ export function loadConfig(env: Env = process.env): Config {
       level: oneOf('LOG_LEVEL', ['error', 'warn', 'info', 'debug'] as const, 'info'),
       format: oneOf('LOG_FORMAT', ['json', 'pretty'] as const, nodeEnv === 'production' ? 'json' : 'pretty'),
     },
-    bodyLimitBytes: int('BODY_LIMIT_BYTES', 100 * 1024, 1024, 10 * 1024 * 1024),
+    bodyLimitBytes: int('BODY_LIMIT_BYTES', DEFAULT_BODY_LIMIT_BYTES, 1024, 10 * 1024 * 1024),
     shutdownTimeoutMs: int('SHUTDOWN_TIMEOUT_MS', 10_000, 0, 600_000),
     shutdownDrainMs: int('SHUTDOWN_DRAIN_MS', 500, 0, 60_000),
     requestTimeoutMs: int('REQUEST_TIMEOUT_MS', 15_000, 100, 600_000),

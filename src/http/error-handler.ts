@@ -2,7 +2,7 @@ import type { ErrorRequestHandler, Request } from 'express';
 import { authFailureOf } from '../auth/bearer-security.js';
 import { isDatabaseUnavailable } from '../db/errors.js';
 import type { Logger } from '../logger.js';
-import { HttpProblem, ServiceUnavailable, ValidationFailed, type FieldError } from './problem.js';
+import { HttpProblem, MAX_FIELD_ERRORS, ServiceUnavailable, ValidationFailed, type FieldError } from './problem.js';
 
 /** An error as express-openapi-validator and body-parser raise them. */
 interface HttpErrorLike extends Error {
@@ -14,17 +14,43 @@ interface HttpErrorLike extends Error {
 
 const LOCATIONS: Record<string, FieldError['in']> = { body: 'body', query: 'query', params: 'path', path: 'path', headers: 'header' };
 
-/** `/body/title` or `.body.title` (the validator's path) → `{ in: 'body', pointer: '/title' }`. */
+/** The contract's `maxLength` of a field error's `pointer` and `detail`. */
+const MAX_POINTER = 512;
+const MAX_DETAIL = 500;
+
+/**
+ * `/body/title` or `.query.limit` (the validator's path) → `{ in: 'body', pointer: '/title' }`.
+ * The path may end in a property name as the client sent it (an unknown or missing property), so
+ * a stray `~` is escaped, and pointer and detail are cut to the lengths the contract allows.
+ */
 function fieldError(path: string | undefined, message: string | undefined): FieldError {
-  const segments = (path ?? '').replace(/^[./]/, '').split(/[./]/);
+  const raw = (path ?? '').slice(0, 4 * MAX_POINTER);
+  const segments = raw.slice(1).split(raw.startsWith('.') ? '.' : '/');
   const where = LOCATIONS[segments[0] ?? ''];
   if (where !== undefined) segments.shift();
   const pointer = segments.length > 0 && segments[0] !== '' ? `/${segments.join('/')}` : '';
   return {
     in: where ?? 'body',
-    pointer,
-    detail: (message ?? 'is invalid').slice(0, 500),
+    pointer: pointer.replace(/~(?![01])/g, '~0').slice(0, MAX_POINTER).replace(/~$/, ''),
+    detail: (message ?? 'is invalid').slice(0, MAX_DETAIL),
   };
+}
+
+/**
+ * The validator's errors as field errors: at most {@link MAX_FIELD_ERRORS} of them mapped, all of
+ * them counted, so however many rules a body breaks the answer stays small. A repeat of the error
+ * just before it (a tag's type is checked twice, see Tags.yaml) is dropped.
+ */
+function validationFailed(errors: { path?: string; message?: string }[]): ValidationFailed {
+  const first: FieldError[] = [];
+  let total = 0;
+  errors.forEach((error, i) => {
+    const previous = errors[i - 1];
+    if (previous !== undefined && previous.path === error.path && previous.message === error.message) return;
+    total += 1;
+    if (first.length < MAX_FIELD_ERRORS) first.push(fieldError(error.path, error.message));
+  });
+  return first.length > 0 ? new ValidationFailed(first, undefined, total) : new ValidationFailed([fieldError(undefined, undefined)]);
 }
 
 /** Turns whatever was thrown into the problem the caller should see. */
@@ -44,7 +70,7 @@ function toProblem(error: HttpErrorLike, req: Request, logger: Logger): HttpProb
   if (req.authFailure) return req.authFailure;
   switch (error.status) {
     case 400:
-      return new ValidationFailed((error.errors ?? [{}]).map((e) => fieldError(e.path, e.message)));
+      return validationFailed(error.errors ?? []);
     case 401:
     case 403:
       // The validator checks the header's presence and scheme itself, before the handler runs.

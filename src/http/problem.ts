@@ -9,24 +9,34 @@ export function problemType(code: string): string {
 }
 
 /**
+ * The most `errors[]` entries a problem carries (the contract's `maxItems`); `errors_total` counts
+ * them all. A hostile body can break a rule thousands of times; its answer stays small.
+ */
+export const MAX_FIELD_ERRORS = 20;
+
+/**
  * An error that becomes one RFC 9457 response. Subclasses name a stable `code` (tests and
  * clients branch on it, never on the message); `detail` is safe to show to the caller.
  */
 export class HttpProblem extends Error {
   override name = this.constructor.name;
   readonly headers: Record<string, string>;
+  /** The first {@link MAX_FIELD_ERRORS} field errors. */
   readonly errors?: FieldError[];
+  /** How many field errors there were in all (more than `errors.length` when the list was cut). */
+  readonly errorsTotal?: number;
 
   constructor(
     readonly status: number,
     readonly code: string,
     readonly title: string,
     detail: string,
-    options: { headers?: Record<string, string>; errors?: FieldError[]; cause?: unknown } = {},
+    options: { headers?: Record<string, string>; errors?: FieldError[]; errorsTotal?: number; cause?: unknown } = {},
   ) {
     super(detail, { cause: options.cause });
     this.headers = options.headers ?? {};
-    this.errors = options.errors;
+    this.errors = options.errors?.slice(0, MAX_FIELD_ERRORS);
+    if (options.errors) this.errorsTotal = Math.max(options.errorsTotal ?? 0, options.errors.length);
   }
 
   toProblem(instance: string, requestId: string): Problem {
@@ -37,15 +47,16 @@ export class HttpProblem extends Error {
       detail: this.message,
       instance,
       request_id: requestId,
-      ...(this.errors ? { errors: this.errors } : {}),
+      ...(this.errors ? { errors: this.errors, errors_total: this.errorsTotal } : {}),
     };
   }
 }
 
 /** 422: the request is well-formed but breaks the contract. */
 export class ValidationFailed extends HttpProblem {
-  constructor(errors: FieldError[], detail = 'The request does not match the API contract.') {
-    super(422, 'VALIDATION_FAILED', 'Validation failed', detail, { errors });
+  /** `errors` beyond the first {@link MAX_FIELD_ERRORS} are dropped; `total` counts them all (default: `errors.length`). */
+  constructor(errors: FieldError[], detail = 'The request does not match the API contract.', total = errors.length) {
+    super(422, 'VALIDATION_FAILED', 'Validation failed', detail, { errors, errorsTotal: total });
   }
 }
 

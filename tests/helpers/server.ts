@@ -6,6 +6,7 @@ import { sql } from 'kysely';
 import { SignJWT, type JWTPayload } from 'jose';
 import { createTasksClient, type TasksClient } from '../../generated/client.js';
 import { buildApp } from '../../src/app.js';
+import { DEFAULT_BODY_LIMIT_BYTES } from '../../src/config.js';
 import type { RedisCommands } from '../../src/http/rate-limit.js';
 import { builtinAuth } from '../../src/auth/builtin/issuer.js';
 import type { SigningKeys } from '../../src/auth/builtin/signing-keys.js';
@@ -105,7 +106,7 @@ export async function startServer(
   const verifier = createTokenVerifier({ secret, issuer: TEST_ISSUER, clockToleranceSeconds: 5, builtin: builtin?.verification, ...options.jwt });
   const app = buildApp({
     config: {
-      bodyLimitBytes: 100 * 1024,
+      bodyLimitBytes: DEFAULT_BODY_LIMIT_BYTES,
       corsOrigins: options.corsOrigins ?? [],
       metricsToken: options.metricsToken,
       rateLimit: options.rateLimit ?? { perMinute: 100_000, authPerMinute: 100_000 },

@@ -20,7 +20,7 @@ describe('loadConfig', () => {
       database: { url: undefined, pgliteDir: '.data/pglite', poolMax: 10 },
       jwt: { devSecretFile: '.data/dev-jwt-secret', clockToleranceSeconds: 30 },
       log: { level: 'info', format: 'pretty' },
-      bodyLimitBytes: 102400,
+      bodyLimitBytes: 32768,
     });
   });
 
