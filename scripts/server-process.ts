@@ -5,7 +5,7 @@ import { SignJWT } from 'jose';
 
 /** An HS256 token for `sub`, as a server started with JWT_SECRET=`secret` accepts it. */
 export const hs256Token = (secret: string, sub: string, expiresIn: number | string): Promise<string> =>
-  new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setSubject(sub).setExpirationTime(expiresIn).sign(new TextEncoder().encode(secret));
+  new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setSubject(sub).setIssuedAt().setExpirationTime(expiresIn).sign(new TextEncoder().encode(secret));
 
 /** A TCP port on loopback that nothing listens on right now. */
 export const freePort = (): Promise<number> =>

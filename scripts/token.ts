@@ -1,6 +1,8 @@
 // Mints a development bearer token the server from this checkout accepts:
 //   npm run --silent token -- --sub alice [--scope "tasks:read"] [--ttl 1h] [--email a@b.c] [--name Alice]
-// It signs HS256 with JWT_SECRET, or with the generated development secret under .data/.
+// It signs HS256 with JWT_SECRET, or with the generated development secret under .data/. With
+// NODE_ENV=production it refuses unless --force is given: a token minted from the production
+// secret on a shell is a credential nobody issued.
 import { parseArgs } from 'node:util';
 import { SignJWT } from 'jose';
 import { withDevSecret } from '../src/auth/dev-secret.js';
@@ -26,6 +28,7 @@ const { values } = parseArgs({
     ttl: { type: 'string', default: '1h' },
     email: { type: 'string' },
     name: { type: 'string' },
+    force: { type: 'boolean', default: false },
   },
 });
 if (!values.sub) fail('--sub is required, e.g. npm run --silent token -- --sub alice');
@@ -35,6 +38,13 @@ try {
   config = loadConfig();
 } catch (error) {
   fail(error instanceof ConfigError ? error.message : String(error));
+}
+if (config.nodeEnv === 'production' && !values.force) {
+  fail('NODE_ENV is production: minting a token with the production secret is refused; use a real issuer, or add --force if you mean it');
+}
+const ttl = ttlSeconds(values.ttl);
+if (ttl > config.jwt.maxTokenAgeSeconds) {
+  fail(`--ttl ${values.ttl} is longer than the server accepts (JWT_MAX_TOKEN_AGE_SECONDS=${config.jwt.maxTokenAgeSeconds})`);
 }
 const { jwt } = await withDevSecret(config.jwt);
 if (jwt.secret === undefined) {
@@ -49,7 +59,7 @@ const builder = new SignJWT({
   .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
   .setSubject(values.sub)
   .setIssuedAt()
-  .setExpirationTime(Math.floor(Date.now() / 1000) + ttlSeconds(values.ttl));
+  .setExpirationTime(Math.floor(Date.now() / 1000) + ttl);
 if (jwt.issuer) builder.setIssuer(jwt.issuer);
 if (jwt.audience) builder.setAudience(jwt.audience);
 process.stdout.write(`${await builder.sign(new TextEncoder().encode(jwt.secret))}\n`);

@@ -13,6 +13,13 @@ export interface JwtConfig {
   issuer?: string;
   audience?: string;
   clockToleranceSeconds: number;
+  /**
+   * The longest a token may live: one issued (`iat`) longer ago than this, or expiring (`exp`)
+   * further ahead, is refused, so a leaked long-lived token cannot work for years.
+   */
+  maxTokenAgeSeconds: number;
+  /** Refuse tokens without `iat` (production), so their age can be checked. */
+  requireIssuedAt: boolean;
   /** Set only in development with neither a secret nor a JWKS URL: where the generated secret lives. */
   devSecretFile?: string;
 }
@@ -164,6 +171,8 @@ export function loadConfig(env: Env = process.env): Config {
       issuer: read('JWT_ISSUER'),
       audience: read('JWT_AUDIENCE'),
       clockToleranceSeconds: int('JWT_CLOCK_TOLERANCE_SECONDS', 30, 0, 300),
+      maxTokenAgeSeconds: int('JWT_MAX_TOKEN_AGE_SECONDS', 86_400, 60, 31_536_000),
+      requireIssuedAt: nodeEnv === 'production',
       devSecretFile: hasKeys || nodeEnv === 'production' ? undefined : '.data/dev-jwt-secret',
     },
     auth: {
@@ -192,6 +201,9 @@ export function loadConfig(env: Env = process.env): Config {
     corsOrigins,
   };
   if (config.metricsToken !== undefined && config.metricsToken.length < 16) problems.push('METRICS_TOKEN must be at least 16 characters long');
+  if (config.auth.enabled && config.auth.accessTokenTtlSeconds > config.jwt.maxTokenAgeSeconds) {
+    problems.push('AUTH_ACCESS_TOKEN_TTL_SECONDS must not exceed JWT_MAX_TOKEN_AGE_SECONDS: the built-in issuer would sign tokens this server refuses');
+  }
   if (config.database.queryTimeoutMs <= config.database.statementTimeoutMs) {
     problems.push('DATABASE_QUERY_TIMEOUT_MS must be above DATABASE_STATEMENT_TIMEOUT_MS: the server ends a slow statement or an abandoned transaction itself, before the client gives up on it');
   }

@@ -16,7 +16,9 @@ const ASYMMETRIC_ALGORITHMS = ['EdDSA', 'ES256', 'RS256'];
 /** Verified tokens remembered at once; the oldest is forgotten first. */
 const CACHE_SIZE = 10_000;
 
-export interface VerifierOptions extends Pick<JwtConfig, 'secret' | 'jwksUrl' | 'issuer' | 'audience' | 'clockToleranceSeconds'> {
+export interface VerifierOptions
+  extends Pick<JwtConfig, 'secret' | 'jwksUrl' | 'issuer' | 'audience' | 'clockToleranceSeconds'>,
+    Partial<Pick<JwtConfig, 'maxTokenAgeSeconds' | 'requireIssuedAt'>> {
   /** How long one JWKS fetch may take before requests fail closed (ms). */
   jwksTimeoutMs?: number;
   /** Minimum time between two refetches forced by an unknown `kid` (ms). */
@@ -57,10 +59,12 @@ function verifiedTokenCache() {
  * the shared secret, EdDSA/ES256/RS256 only with keys from the JWKS URL, EdDSA only with the
  * built-in issuer's keys, so a token can never pick an algorithm its key was not meant for (no
  * `none`, no HS256 keyed with a public key).
- * `exp` and a non-empty `sub` are required; `iss`/`aud` are checked when configured.
+ * `exp` and a non-empty `sub` are required (and `iat` with `requireIssuedAt`); `iss`/`aud` are
+ * checked when configured; no token lives longer than `maxTokenAgeSeconds` (24 h by default).
  */
 export function createTokenVerifier(options: VerifierOptions): TokenVerifier {
   const { secret, jwksUrl, issuer, audience, clockToleranceSeconds } = options;
+  const maxAge = options.maxTokenAgeSeconds ?? 86_400;
   const claims: JWTVerifyOptions = {
     issuer,
     audience,
@@ -102,6 +106,22 @@ export function createTokenVerifier(options: VerifierOptions): TokenVerifier {
 
   const cache = verifiedTokenCache();
 
+  /**
+   * What jose does not check about a token's time: `iat` in the future (forged, or a badly wrong
+   * clock), missing where it is required, or further back than the maximum age; `exp` further
+   * ahead than the maximum age (a token valid for years). Returns when the token stops being
+   * usable (seconds): its `exp`, or earlier when it comes of age first.
+   */
+  function checkLifetime(payload: JWTPayload): number {
+    const now = Date.now() / 1000;
+    const { iat, exp } = payload as { iat?: number; exp: number }; // jose required a numeric `exp`, and checked `iat` is a number if present
+    if (iat === undefined && options.requireIssuedAt) throw new InvalidToken('The token must say when it was issued ("iat").', 'iat_missing');
+    if (iat !== undefined && iat > now + clockToleranceSeconds) throw new InvalidToken('The token claims to be issued in the future.', 'iat_in_future');
+    if (iat !== undefined && now - iat > maxAge + clockToleranceSeconds) throw new InvalidToken('The token was issued too long ago.', 'token_too_old');
+    if (exp - now > maxAge + clockToleranceSeconds) throw new InvalidToken(`The token is valid for longer than this server accepts (${maxAge} s).`, 'lifetime_too_long');
+    return iat === undefined ? exp : Math.min(exp, iat + maxAge + clockToleranceSeconds);
+  }
+
   return {
     async verify(token) {
       if (token.length > MAX_TOKEN_LENGTH) throw new InvalidToken('The bearer token is too large.', 'token_too_large');
@@ -113,11 +133,7 @@ export function createTokenVerifier(options: VerifierOptions): TokenVerifier {
       } catch (error) {
         throw translate(error);
       }
-      // jose checks `iat` only against a maximum age; a token issued in the future is forged or
-      // comes from a badly wrong clock, and is refused either way.
-      if (typeof payload.iat === 'number' && payload.iat > Date.now() / 1000 + clockToleranceSeconds) {
-        throw new InvalidToken('The token claims to be issued in the future.', 'iat_in_future');
-      }
+      const usableUntil = checkLifetime(payload);
       const sub = payload.sub;
       if (typeof sub !== 'string' || sub.length === 0 || sub.length > 255) {
         throw new InvalidToken('The token must name its subject in a non-empty "sub" claim.', 'bad_sub');
@@ -130,7 +146,7 @@ export function createTokenVerifier(options: VerifierOptions): TokenVerifier {
         email: shortString(payload.email, 320),
         name: shortString(payload.name, 200),
       };
-      cache.set(token, context, payload.exp!); // jose required `exp`
+      cache.set(token, context, usableUntil);
       return context;
     },
   };

@@ -74,6 +74,33 @@ describe('accepted tokens', () => {
   });
 });
 
+describe('token age, as production checks it', () => {
+  let strict: TestServer;
+  beforeAll(async () => {
+    strict = await startServer({ jwt: { requireIssuedAt: true, maxTokenAgeSeconds: 3600 } });
+  });
+  afterAll(() => strict.close());
+  const sign = (payload: JWTPayload) => new SignJWT(payload).setProtectedHeader({ alg: 'HS256' }).sign(new TextEncoder().encode(strict.secret));
+  const meOn = async (payload: JWTPayload) => {
+    const res = await fetch(`${strict.url}/api/v1/me`, { headers: { Authorization: `Bearer ${await sign(payload)}` } });
+    return { status: res.status, body: (await res.json()) as { detail?: string } };
+  };
+
+  it('accepts a token issued now for 15 minutes', async () => {
+    expect((await meOn({ ...valid(), iat: now(), exp: now() + 900 })).status).toBe(200);
+  });
+
+  it.each([
+    ['without iat', () => ({ ...valid(), exp: now() + 900 }), 'The token must say when it was issued ("iat").'],
+    ['issued longer ago than the maximum age (1 h here)', () => ({ ...valid(), iat: now() - 3700, exp: now() + 60 }), 'The token was issued too long ago.'],
+    ['valid for longer than the maximum age', () => ({ ...valid(), iat: now(), exp: now() + 7200 }), 'The token is valid for longer than this server accepts (3600 s).'],
+  ])('refuses a token %s with 401', async (_label, payload, detail) => {
+    const { status, body } = await meOn(payload());
+    expect(status).toBe(401);
+    expect(body.detail).toBe(detail);
+  });
+});
+
 describe('401 with WWW-Authenticate for every bad token', () => {
   it('says only "Bearer" when no token was sent', async () => {
     const res = await me();
@@ -108,6 +135,8 @@ describe('401 with WWW-Authenticate for every bad token', () => {
       return `Bearer ${await asymmetric(rogue.privateKey, 'EdDSA', 'ed-1')}`;
     }],
     ['a token issued in the future (iat beyond the 5 s tolerance)', async () => `Bearer ${await hs256({ ...valid(), iat: now() + 600 })}`],
+    ['a token valid for 100 years (longer than the 24 h maximum age)', async () => `Bearer ${await hs256({ ...valid(), iat: now(), exp: now() + 100 * 365 * 86_400 })}`],
+    ['a token issued more than 24 h ago, though not expired', async () => `Bearer ${await hs256({ ...valid(), iat: now() - 86_400 - 60, exp: now() + 300 })}`],
     ['the Basic scheme', async () => `Basic ${Buffer.from('alice:secret').toString('base64')}`],
     ['a token with no scheme', async () => hs256(valid())],
     ['a 10 KB token', async () => `Bearer ${await hs256({ ...valid(), pad: 'x'.repeat(10 * 1024) })}`],
