@@ -2,7 +2,7 @@ import type { ErrorRequestHandler, Request } from 'express';
 import { authFailureOf } from '../auth/bearer-security.js';
 import { isDatabaseUnavailable } from '../db/errors.js';
 import type { Logger } from '../logger.js';
-import { HttpProblem, MAX_FIELD_ERRORS, ServiceUnavailable, ValidationFailed, type FieldError } from './problem.js';
+import { HttpProblem, MAX_FIELD_ERRORS, NoRoute, ServiceUnavailable, ValidationFailed, type FieldError } from './problem.js';
 
 /** An error as express-openapi-validator and body-parser raise them. */
 interface HttpErrorLike extends Error {
@@ -76,7 +76,7 @@ function toProblem(error: HttpErrorLike, req: Request, logger: Logger): HttpProb
       // The validator checks the header's presence and scheme itself, before the handler runs.
       return authFailureOf(req, logger);
     case 404:
-      return new HttpProblem(404, 'NOT_FOUND', 'Not found', `No route ${req.method} ${req.path}.`);
+      return new NoRoute(req.method, req.path);
     case 405: {
       const allow = (error.headers?.Allow ?? '').toUpperCase();
       return new HttpProblem(405, 'METHOD_NOT_ALLOWED', 'Method not allowed', `${req.method} is not allowed on ${req.path}; use ${allow}.`, { headers: { Allow: allow } });

@@ -5,6 +5,7 @@ import type { TokenVerifier } from '../auth/token-verifier.js';
 import { bearerSecurityHandler } from '../auth/bearer-security.js';
 import { operationIdsOf, type OpenApiDocument } from './contract.js';
 import { toExpress, type HandlerMap, type OperationId } from './handler.js';
+import { NoRoute } from './problem.js';
 
 /** Fails at boot when the contract's operations and the handler map are not the same set. */
 export function assertHandlersMatchSpec(spec: OpenApiDocument, handlers: HandlerMap): void {
@@ -28,10 +29,13 @@ export const METHODS = ['get', 'put', 'post', 'delete', 'options', 'head', 'patc
 /**
  * One Express route per operation of the contract, `/tasks/{taskId}` written `/tasks/:taskId`,
  * each running the handler with that operationId. A plain Router, so the routes the app serves
- * can be listed (tests compare them with the contract).
+ * can be listed (tests compare them with the contract). Paths are case-sensitive, as the contract
+ * writes them: `/API/V1/AUTH/LOGIN` is no operation (the validator matches paths ignoring case, so
+ * such a spelling got past it to a handler, around anything keyed on the path, such as the auth
+ * rate limit); what no route takes ends in the same 404 problem as a path the contract lacks.
  */
 export function operationsRouter(spec: OpenApiDocument, handlers: HandlerMap): Router {
-  const router = Router();
+  const router = Router({ caseSensitive: true });
   for (const [path, item] of Object.entries(spec.paths)) {
     const expressPath = path.replace(/\{([^}]+)\}/g, ':$1');
     for (const method of METHODS) {
@@ -39,6 +43,10 @@ export function operationsRouter(spec: OpenApiDocument, handlers: HandlerMap): R
       if (operation) router[method](expressPath, toExpress(operation.operationId, handlers[operation.operationId] as never));
     }
   }
+  router.use((req, _res, next) => {
+    delete req.openapi; // the validator's match (which ignored case) describes no operation here
+    next(new NoRoute(req.method, req.path));
+  });
   return router;
 }
 

@@ -60,6 +60,13 @@ export class ValidationFailed extends HttpProblem {
   }
 }
 
+/** 404: no operation of the contract is at this method and path. */
+export class NoRoute extends HttpProblem {
+  constructor(method: string, path: string) {
+    super(404, 'NOT_FOUND', 'Not found', `No route ${method} ${path}.`);
+  }
+}
+
 /** 503: a dependency is down; the client should retry. */
 export class ServiceUnavailable extends HttpProblem {
   constructor(detail: string, cause?: unknown) {

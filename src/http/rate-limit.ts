@@ -35,6 +35,11 @@ export class RateLimited extends HttpProblem {
 
 /** Orchestrator probes and scrapes are never limited. */
 const UNLIMITED = /^\/(health\/(live|ready)|metrics)$/;
+/**
+ * The built-in issuer's endpoints, however the path is spelled: routing is case-sensitive (other
+ * spellings are 404), but this budget must hold even if a spelling ever reached a handler.
+ */
+const isAuthPath = (path: string) => path.toLowerCase().startsWith('/api/v1/auth/');
 
 /**
  * express-rate-limit, one window per minute: a verified user is counted by their `sub` (the
@@ -73,7 +78,7 @@ export function rateLimits(options: RateLimitOptions): RequestHandler[] {
     ...common,
     identifier: 'per-user',
     limit: options.perMinute,
-    skip: (req) => UNLIMITED.test(req.path) || req.path.startsWith('/api/v1/auth/'),
+    skip: (req) => UNLIMITED.test(req.path) || isAuthPath(req.path),
     store: store('user:'),
     async keyGenerator(req) {
       // Parsed exactly as the security handler parses it, so a token it accepts counts per user.
@@ -92,7 +97,7 @@ export function rateLimits(options: RateLimitOptions): RequestHandler[] {
     ...common,
     identifier: 'auth',
     limit: options.authPerMinute,
-    skip: (req) => !req.path.startsWith('/api/v1/auth/'),
+    skip: (req) => !isAuthPath(req.path),
     store: store('auth:'),
     keyGenerator: (req) => `ip:${ipKeyGenerator(req.ip ?? '')}`,
   });

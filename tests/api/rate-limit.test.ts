@@ -44,6 +44,15 @@ describe('per-user and per-IP limits (in memory)', () => {
     for (let i = 0; i < 5; i += 1) expect((await get(server, '/health/live')).status).toBe(200);
   });
 
+  it("spends the auth budget on the issuer's endpoints however the path is spelled, and routes only the contract's spelling", async () => {
+    const strict = await serverWith({ rateLimit: { perMinute: 100, authPerMinute: 2 }, builtinAuth: true });
+    const login = (path: string) =>
+      fetch(`${strict.url}${path}`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ email: 'nobody@example.com', password: 'not the password' }) });
+    const answers = [await login('/API/V1/AUTH/LOGIN'), await login('/Api/v1/Auth/Login'), await login('/api/v1/auth/login')];
+    expect(answers.map((res) => res.status)).toEqual([404, 404, 429]);
+    expect(await answers[0]!.json()).toMatchObject({ type: 'urn:tasks-api:problem:not-found', status: 404, detail: 'No route POST /API/V1/AUTH/LOGIN.' });
+  });
+
   it('believes X-Forwarded-For from a trusted proxy', async () => {
     const behindProxy = await serverWith({ rateLimit: { perMinute: 2, authPerMinute: 2 }, trustProxy: 'loopback' });
     const statuses = [];

@@ -61,4 +61,14 @@ describe('the routes the app serves are exactly the operations of the contract',
       expect({ route, problemType }).not.toEqual({ route, problemType: expect.stringMatching(/:(not-found|method-not-allowed)$/) });
     }
   });
+
+  it('routes only the contract\'s spelling of a path: any other case is 404 problem+json', async () => {
+    const token = await server.tokenFor();
+    for (const path of ['/API/V1/TASKS', '/api/v1/Tasks', '/Health/Live', '/OPENAPI.JSON']) {
+      const res = await fetch(`${server.url}${path}`, { headers: { Authorization: `Bearer ${token}` } });
+      expect(res.status).toBe(404);
+      expect(res.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+      expect(await res.json()).toMatchObject({ type: 'urn:tasks-api:problem:not-found', detail: `No route GET ${path}.` });
+    }
+  });
 });
