@@ -366,23 +366,25 @@ export interface components {
          */
         Priority: "low" | "medium" | "high";
         /**
-         * @description A label, 1–32 characters with at least one non-space character.
+         * @description A label, 1–32 characters with at least one non-space character; no U+0000 or unpaired surrogate.
          * @example errands
          */
         Tag: string;
         /**
-         * @description 1–200 characters, at least one of them not whitespace; stored trimmed.
+         * @description 1–200 characters, at least one of them not whitespace; stored trimmed. Like all text the API
+         *     stores, no U+0000 and no unpaired UTF-16 surrogate (PostgreSQL could not store it as sent).
          * @example Renew passport
          */
         TaskTitle: string;
         /**
-         * @description Free text, up to 1000 characters; `null` for none.
+         * @description Free text, up to 1000 characters (no U+0000 or unpaired surrogate); `null` for none.
          * @example Photos are in the top drawer.
          */
         TaskDescription: string | null;
         /**
          * Format: date-time
-         * @description When the task is due (RFC 3339 date-time with offset); `null` for no due date.
+         * @description When the task is due: an RFC 3339 date-time with an offset (see Limits for the range); kept to
+         *     the millisecond and written back in UTC. `null` for no due date.
          * @example 2026-12-01T09:00:00.000Z
          */
         DueAt: string | null;
@@ -396,7 +398,7 @@ export interface components {
         Tags: components["schemas"]["Tag"][];
         /**
          * Format: date-time
-         * @description An RFC 3339 date-time in UTC with millisecond precision.
+         * @description An RFC 3339 date-time in UTC with millisecond precision and a four-digit year.
          * @example 2026-11-20T18:04:11.482Z
          */
         Timestamp: string;
@@ -669,7 +671,7 @@ export interface components {
             email: components["schemas"]["Email"];
             /**
              * Format: password
-             * @description 8–128 characters, not all whitespace. Stored only as a salted scrypt hash.
+             * @description 8–128 characters, not all whitespace, no U+0000 or unpaired surrogate. Stored only as a salted scrypt hash.
              */
             password: string;
         };

@@ -76,6 +76,55 @@ function errorsAreProblems() {
   };
 }
 
+/**
+ * Text a client sends is text PostgreSQL can store as sent: every string of a request body or a
+ * parameter that is not enumerated or a format (uuid, email, date-time: each rejects them itself)
+ * has a `pattern` that refuses U+0000 (which a PostgreSQL text cannot hold) and unpaired UTF-16
+ * surrogates (which would be stored as U+FFFD, not as sent). Checked by running the pattern, with
+ * Unicode semantics as the validator does, on the schema's example with each such character put in.
+ */
+function storableText() {
+  const poison = ['\u0000', '\ud800', '\udfff', '\ud83d'];
+  const check = (schema, report, location) => {
+    if (!typesOf(schema).includes('string') || isEnumerated(schema) || (schema.format !== undefined && schema.format !== 'password')) return;
+    const example = typeof schema.example === 'string' && schema.example.length > 0 ? schema.example : 'text';
+    let pattern;
+    try {
+      pattern = schema.pattern === undefined ? undefined : new RegExp(schema.pattern, 'u');
+    } catch {
+      return; // an invalid pattern is no-invalid-schema's to report
+    }
+    const probes = poison.flatMap((c) => [c, `${example}${c}`, `${example.slice(0, 1)}${c}${example.slice(1)}`]);
+    if (pattern === undefined || probes.some((probe) => pattern.test(probe))) {
+      report({
+        message: 'A string a client sends must have a `pattern` that refuses U+0000 and unpaired surrogates, e.g. ^(?:[^\\u0000\\uD800-\\uDFFF]|[\\uD800-\\uDBFF][\\uDC00-\\uDFFF])*$.',
+        location,
+      });
+    }
+  };
+  // Redocly calls the visitor for the top schema only: walk its properties, items and
+  // combinations, resolving each $ref from the file it is written in, reporting where the string is.
+  const walk = (schema, location, ctx, seen) => {
+    if (schema === null || typeof schema !== 'object' || seen.has(schema)) return;
+    seen.add(schema);
+    if (schema.$ref !== undefined) {
+      const resolved = ctx.resolve(schema, location.source.absoluteRef);
+      if (resolved.location) walk(resolved.node, resolved.location, ctx, seen);
+      return;
+    }
+    check(schema, ctx.report, location.key());
+    const children = [
+      ...Object.entries(schema.properties ?? {}).map(([name, child]) => [child, ['properties', name]]),
+      [schema.items, 'items'],
+      [typeof schema.additionalProperties === 'object' ? schema.additionalProperties : undefined, 'additionalProperties'],
+      ...['allOf', 'anyOf', 'oneOf'].flatMap((key) => (schema[key] ?? []).map((child, i) => [child, [key, i]])),
+    ];
+    for (const [child, path] of children) if (child !== undefined) walk(child, location.child(path), ctx, seen);
+  };
+  const visit = (schema, ctx) => walk(schema, ctx.location, ctx, new Set());
+  return { RequestBody: { Schema: { enter: visit, skip: () => false } }, Parameter: { Schema: visit } };
+}
+
 /** Every request and response body and every parameter shows a realistic example (validated by the no-invalid-*-examples rules). */
 function examplesEverywhere() {
   const hasExample = (node) => node.example !== undefined || node.examples !== undefined;
@@ -105,6 +154,7 @@ export default function tasksApiRules() {
         'operation-security-declared': operationSecurityDeclared,
         'errors-are-problems': errorsAreProblems,
         'examples-everywhere': examplesEverywhere,
+        'storable-text': storableText,
       },
     },
   };

@@ -13,6 +13,8 @@ export interface TokenVerifier {
 /** Longer than any sane token; refused before any parsing. */
 export const MAX_TOKEN_LENGTH = 8192;
 const ASYMMETRIC_ALGORITHMS = ['EdDSA', 'ES256', 'RS256'];
+/** No U+0000 (a PostgreSQL text cannot hold it) and no unpaired surrogate (it would be stored as U+FFFD). */
+const STORABLE_TEXT = /^(?:[^\u0000\uD800-\uDFFF]|[\uD800-\uDBFF][\uDC00-\uDFFF])*$/;
 /** Verified tokens remembered at once; the oldest is forgotten first. */
 const CACHE_SIZE = 10_000;
 
@@ -135,7 +137,8 @@ export function createTokenVerifier(options: VerifierOptions): TokenVerifier {
       }
       const usableUntil = checkLifetime(payload);
       const sub = payload.sub;
-      if (typeof sub !== 'string' || sub.length === 0 || sub.length > 255) {
+      // The subject becomes the owner id of rows: text PostgreSQL must store as sent.
+      if (typeof sub !== 'string' || sub.length === 0 || sub.length > 255 || !STORABLE_TEXT.test(sub)) {
         throw new InvalidToken('The token must name its subject in a non-empty "sub" claim.', 'bad_sub');
       }
       const context: AuthContext = {

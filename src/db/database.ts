@@ -1,5 +1,5 @@
 import { mkdir } from 'node:fs/promises';
-import { PGlite } from '@electric-sql/pglite';
+import { PGlite, types } from '@electric-sql/pglite';
 import { Kysely, PGliteDialect, PostgresDialect, sql } from 'kysely';
 import pg from 'pg';
 import type { Logger } from '../logger.js';
@@ -94,7 +94,9 @@ async function embeddedPglite(dir: string): Promise<{ dialect: PGliteDialect; un
   if (!inMemory) await mkdir(dir, { recursive: true });
   const unlock = inMemory ? async () => undefined : await lockDataDirectory(dir);
   try {
-    const pglite = new PGlite(dir);
+    // Timestamps parsed by pg's own parser, as on PostgreSQL: PGlite's reads year 0001 as 2001.
+    const timestamp = pg.types.getTypeParser(pg.types.builtins.TIMESTAMPTZ);
+    const pglite = new PGlite(dir, { parsers: { [types.TIMESTAMPTZ]: (value: string) => timestamp(value) } });
     await pglite.waitReady;
     return { dialect: new PGliteDialect({ pglite }), unlock };
   } catch (error) {

@@ -1,6 +1,6 @@
 import type { ErrorRequestHandler, Request } from 'express';
 import { authFailureOf } from '../auth/bearer-security.js';
-import { isDatabaseUnavailable } from '../db/errors.js';
+import { isDatabaseUnavailable, isDataException } from '../db/errors.js';
 import type { Logger } from '../logger.js';
 import { HttpProblem, MAX_FIELD_ERRORS, NoRoute, ServiceUnavailable, ValidationFailed, type FieldError } from './problem.js';
 
@@ -57,6 +57,14 @@ function validationFailed(errors: { path?: string; message?: string }[]): Valida
 function toProblem(error: HttpErrorLike, req: Request, logger: Logger): HttpProblem | undefined {
   if (error instanceof HttpProblem) return error;
   if (isDatabaseUnavailable(error)) return new ServiceUnavailable('The database is unavailable; retry later.', error);
+  if (isDataException(error)) {
+    // The contract should have refused this value before any handler ran: a gap to close.
+    logger.warn('database refused a value the contract let through', { request_id: req.id, sqlstate: (error as { code?: string }).code, path: req.path });
+    return new ValidationFailed(
+      [{ in: 'body', pointer: '', detail: 'holds a value the database cannot store (out of range or not representable)' }],
+      'A value in the request cannot be stored.',
+    );
+  }
   switch (error.type) {
     case 'entity.parse.failed':
       return new HttpProblem(400, 'MALFORMED_BODY', 'Malformed request body', 'The request body is not valid JSON.');

@@ -4,6 +4,7 @@ import type { Logger } from '../logger.js';
 import type { TokenVerifier } from '../auth/token-verifier.js';
 import { bearerSecurityHandler } from '../auth/bearer-security.js';
 import { operationIdsOf, type OpenApiDocument } from './contract.js';
+import { contractFormats } from './formats.js';
 import { toExpress, type HandlerMap, type OperationId } from './handler.js';
 import { NoRoute } from './problem.js';
 
@@ -79,6 +80,8 @@ export function openApiRoutes(options: {
     // Full format checks: 'fast' accepts 2026-13-01 or 02-30 as a date-time, which then fails in
     // the database (a 500) instead of here (a 422).
     ajvFormats: { mode: 'full' },
+    // ... and date-time as PostgreSQL can store it and the API can write it back (see formats.ts).
+    formats: contractFormats,
     validateSecurity: { handlers: { bearerAuth: bearerSecurityHandler(verifier, logger) } },
   }) as unknown as RequestHandler[];
   return [...validator, operationsRouter(spec, handlers)];

@@ -6,6 +6,7 @@ import { decodeCursor, encodeCursor, parseSort, queryFingerprint, type Sort } fr
 import { PreconditionFailed, TaskNotFound } from './errors.js';
 import { toTask, type Task } from './task.mapper.js';
 import { tasksOf, type TaskFields, type VersionCondition } from './tasks.repository.js';
+import { parseDateTime } from '../http/formats.js';
 
 type Schemas = components['schemas'];
 export type ListQuery = NonNullable<operations['listTasks']['parameters']['query']>;
@@ -13,8 +14,15 @@ export type ListQuery = NonNullable<operations['listTasks']['parameters']['query
 /** The most tags `GET /tags` returns (the contract's maxItems). */
 const TAG_LIST_LIMIT = 1000;
 
-const trimmed = <T extends { title?: string }>(fields: T): T =>
-  fields.title === undefined ? fields : { ...fields, title: fields.title.trim() };
+/** Fields as they are stored: the title trimmed, `due_at` as the UTC instant at millisecond precision. */
+const trimmed = <T extends { title?: string; due_at?: string | null }>(fields: T): T => ({
+  ...fields,
+  ...(fields.title === undefined ? {} : { title: fields.title.trim() }),
+  ...(typeof fields.due_at === 'string' ? { due_at: instant(fields.due_at).toISOString() } : {}),
+});
+
+/** A date-time the validator has accepted (so parseDateTime cannot refuse it) as a Date. */
+const instant = (value: string): Date => parseDateTime(value)!;
 
 /** The tasks feature for one owner: API shapes in and out, rows never leave. */
 export function taskService(db: Kysely<DB>, owner: OwnerId) {
@@ -48,8 +56,8 @@ export function taskService(db: Kysely<DB>, owner: OwnerId) {
         completed: status === 'all' ? undefined : status === 'completed',
         priorities: query.priority && [...new Set(query.priority)].sort(),
         tags: query.tag && [...new Set(query.tag)].sort(),
-        dueBefore: query.due_before === undefined ? undefined : new Date(query.due_before),
-        dueAfter: query.due_after === undefined ? undefined : new Date(query.due_after),
+        dueBefore: query.due_before === undefined ? undefined : instant(query.due_before),
+        dueAfter: query.due_after === undefined ? undefined : instant(query.due_after),
         text: query.q,
       };
       const fingerprint = queryFingerprint({ sort, ...filters });
