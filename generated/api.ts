@@ -1316,6 +1316,8 @@ export interface operations {
                 priority?: components["schemas"]["Priority"][];
                 /**
                  * @description Only tasks carrying every one of these tags; repeat for several (`tag=home&tag=errands`).
+                 *     Encoded as a form or a URL encodes it: `+` and `%20` are a space, `!*()',;:@$/?` may come
+                 *     percent-encoded or as they are; a literal `+`, `&`, `#` or `%` must be percent-encoded.
                  * @example [
                  *       "errands"
                  *     ]
@@ -1333,7 +1335,9 @@ export interface operations {
                 due_after?: string;
                 /**
                  * @description Only tasks whose title or description contains this text, ignoring case. Every character
-                 *     is literal: `%`, `_` and `\` match themselves.
+                 *     is literal: `%`, `_` and `\` match themselves. Encoded as `URLSearchParams` or any RFC 3986
+                 *     client encodes it: `q=buy+milk` and `q=buy%20milk` both search for "buy milk", and
+                 *     `!*()',;:@$/?` may come as they are; a literal `+`, `&`, `#` or `%` must be percent-encoded.
                  * @example passport
                  */
                 q?: string;
@@ -1350,7 +1354,10 @@ export interface operations {
                     RateLimit: components["headers"]["RateLimit"];
                     "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
                     /**
-                     * @description `<url>; rel="next"` when there is a next page: this request with the next cursor.
+                     * @description `<url>; rel="next"` when there is a next page: this request, filters and all, with the
+                     *     next cursor, its query written as `URLSearchParams` writes it (a space as `+`). Follow it
+                     *     as it is. At most 16 KiB: the largest query the filters allow, every character
+                     *     percent-encoded, stays below that.
                      * @example </api/v1/tasks?limit=20&cursor=eyJjIjoiMjAyNi0xMS0yMFQxODowNDoxMS40ODJaIiwiaSI6IjBiNmYzYzRlLTZhNDMtNGY2ZS05YTU3LTJkMWYwYzNlOGIxMSIsImYiOiJzdGF0dXM9YWxsIn0>; rel="next"
                      */
                     Link?: string;
