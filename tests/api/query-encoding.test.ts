@@ -51,6 +51,13 @@ describe('query strings as real clients write them', () => {
     expect(await followAll(`/api/v1/tasks?limit=1&${query}`)).toEqual(titles);
   });
 
+  it('works through the typed client (openapi-fetch), which leaves ! * ( ) \' unencoded', async () => {
+    const api = server.client(token);
+    const { data, response } = await api.GET('/api/v1/tasks', { params: { query: { q: "milk (2, 'fresh')!*", tag: [TAG, 'c++'] } } });
+    expect(response.status).toBe(200);
+    expect(data!.items.map((t) => t.title)).toEqual(["buy milk (2, 'fresh')!*"]);
+  });
+
   it('filters by a tag with reserved characters, raw or encoded, and a literal plus encoded as %2B', async () => {
     expect(await followAll("/api/v1/tasks?limit=2&tag=to-do,+now!+(it's+late)")).toEqual([...TITLES].sort());
     expect(await followAll(`/api/v1/tasks?limit=2&tag=${encodeURIComponent(TAG)}&tag=c%2B%2B`)).toEqual([...TITLES].sort());
