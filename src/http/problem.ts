@@ -8,6 +8,12 @@ export function problemType(code: string): string {
   return `urn:tasks-api:problem:${code.toLowerCase().replace(/_/g, '-')}`;
 }
 
+/** The contract's `maxLength` of a problem's `detail` and `instance` (Problem.yaml). */
+const MAX_DETAIL = 2000;
+const MAX_INSTANCE = 2048;
+/** `text` if it fits in `max` characters, else its beginning and an ellipsis, `max` in all. */
+const cut = (text: string, max: number) => (text.length <= max ? text : `${text.slice(0, max - 1)}…`);
+
 /**
  * The most `errors[]` entries a problem carries (the contract's `maxItems`); `errors_total` counts
  * them all. A hostile body can break a rule thousands of times; its answer stays small.
@@ -39,13 +45,14 @@ export class HttpProblem extends Error {
     if (options.errors) this.errorsTotal = Math.max(options.errorsTotal ?? 0, options.errors.length);
   }
 
+  /** The document; `detail` and `instance` cut to the lengths the contract declares (a request path can be 16 KiB). */
   toProblem(instance: string, requestId: string): Problem {
     return {
       type: problemType(this.code),
       title: this.title,
       status: this.status,
-      detail: this.message,
-      instance,
+      detail: cut(this.message, MAX_DETAIL),
+      instance: cut(instance, MAX_INSTANCE),
       request_id: requestId,
       ...(this.errors ? { errors: this.errors, errors_total: this.errorsTotal } : {}),
     };

@@ -71,4 +71,14 @@ describe('the routes the app serves are exactly the operations of the contract',
       expect(await res.json()).toMatchObject({ type: 'urn:tasks-api:problem:not-found', detail: `No route GET ${path}.` });
     }
   });
+
+  it('keeps detail and instance within the lengths the contract declares for a very long path', async () => {
+    const path = `/nothing/${'x'.repeat(6000)}`;
+    const res = await fetch(`${server.url}${path}`);
+    expect(res.status).toBe(404);
+    const problem = (await res.json()) as { detail: string; instance: string };
+    expect(problem.detail.length).toBeLessThanOrEqual(2000);
+    expect(problem.instance.length).toBeLessThanOrEqual(2048);
+    expect(problem.instance.startsWith('/nothing/xxx')).toBe(true);
+  });
 });
