@@ -1,4 +1,4 @@
-import { randomInt, randomUUID } from 'node:crypto';
+import { createHash, randomInt, randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { createLocalJWKSet, decodeProtectedHeader, jwtVerify, type JSONWebKeySet } from 'jose';
 import { hashPassword } from '../../src/auth/builtin/passwords.js';
@@ -129,21 +129,31 @@ describe('login', () => {
     expect(median(unknown) / median(wrong)).toBeLessThan(2);
   });
 
-  it('refuses every login for an email after 5 failures in 15 minutes, even the right password, with 429', async () => {
+  it('refuses logins for an email from a client IP after 5 failures there in 15 minutes, even the right password, with 429; the owner elsewhere is not locked out', async () => {
     const { email } = await register();
-    for (let i = 0; i < 5; i += 1) expect((await post('login', { email, password: `wrong ${i}` })).status).toBe(401);
-    const blocked = await post('login', { email: email.toUpperCase(), password: PASSWORD });
+    const attacker = newIp();
+    for (let i = 0; i < 5; i += 1) expect((await post('login', { email, password: `wrong ${i}` }, attacker)).status).toBe(401);
+    const blocked = await post('login', { email: email.toUpperCase(), password: PASSWORD }, attacker);
     expect(blocked.status).toBe(429);
     expect(blocked.body).toMatchObject({ type: 'urn:tasks-api:problem:login-throttled', status: 429 });
     const retryAfter = Number(blocked.res.headers.get('retry-after'));
     expect(retryAfter).toBeGreaterThan(800);
     expect(retryAfter).toBeLessThanOrEqual(900);
+    // The account's owner, from another address, still gets in: failing on purpose locks nobody out.
+    expect((await post('login', { email, password: PASSWORD }, newIp())).status).toBe(200);
     // Someone else is not affected, and an unknown email is throttled the same way.
     const other = await register();
-    expect((await post('login', { email: other.email, password: PASSWORD })).status).toBe(200);
+    expect((await post('login', { email: other.email, password: PASSWORD }, attacker)).status).toBe(200);
     const ghost = newEmail();
-    for (let i = 0; i < 5; i += 1) expect((await post('login', { email: ghost, password: 'guess' })).status).toBe(401);
-    expect((await post('login', { email: ghost, password: 'guess' })).status).toBe(429);
+    for (let i = 0; i < 5; i += 1) expect((await post('login', { email: ghost, password: 'guess' }, attacker)).status).toBe(401);
+    expect((await post('login', { email: ghost, password: 'guess' }, attacker)).status).toBe(429);
+  });
+
+  it('refuses every login for an email after 100 failures from anywhere in the window (guessing spread over many addresses)', async () => {
+    const { email } = await register();
+    const key = `email:${createHash('sha256').update(email.toLowerCase()).digest('base64url')}`;
+    await server.database.db.insertInto('login_failures').values({ key, failures: 100, window_started_at: new Date() }).execute();
+    expect((await post('login', { email, password: PASSWORD }, newIp())).status).toBe(429);
   });
 
   it('refuses logins from a client IP with 50 failures in the window, whatever the email', async () => {

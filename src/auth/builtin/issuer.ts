@@ -25,10 +25,15 @@ export interface TokenPair {
   scope: string;
 }
 
-/** Failed logins counted per email and per client IP over this window… */
+/** Failed logins counted per (email, client IP), per email and per client IP over this window… */
 const FAILURE_WINDOW_SECONDS = 15 * 60;
-/** …and refused once a key has reached its budget within it. */
-const MAX_FAILURES = { email: 5, ip: 50 } as const;
+/**
+ * …and refused once a key has reached its budget within it. Per (email, IP), so guessing from one
+ * address stops after 5 while the account's owner, elsewhere, can still log in: a stranger cannot
+ * lock anyone out by failing on purpose. Per email in all, a backstop against guessing spread over
+ * many addresses (it takes 20 of them, 5 failures each, to reach). Per IP, whatever the email.
+ */
+const MAX_FAILURES = { emailIp: 5, email: 100, ip: 50 } as const;
 
 const SCOPE = SCOPES.join(' ');
 const sha256 = (value: string) => createHash('sha256').update(value).digest('base64url');
@@ -123,16 +128,21 @@ export function builtinIssuer(db: Kysely<DB>, keys: SigningKeys, options: Builti
 
     /**
      * The same 401 for an unknown email, a wrong password and a disabled account, after the same
-     * scrypt work. Every attempt counts against the email and the client IP first; a success
-     * clears the email's count and takes itself off the IP's, so only failures accumulate.
+     * scrypt work. Every attempt counts against (email, IP), the email and the IP first; a success
+     * clears its (email, IP) count and takes itself off the other two, so only failures accumulate.
      */
     async login(email: string, password: string, clientIp: string): Promise<TokenPair> {
       purgeStale();
       const normalised = normaliseEmail(email);
+      const emailIpKey = `email-ip:${sha256(`${normalised}\n${clientIp}`)}`;
       const emailKey = `email:${sha256(normalised)}`;
       const ipKey = `ip:${clientIp}`;
-      const [byEmail, byIp] = await Promise.all([countAttempt(emailKey), countAttempt(ipKey)]);
-      const over = [byEmail.attempts > MAX_FAILURES.email && byEmail, byIp.attempts > MAX_FAILURES.ip && byIp].filter((x) => x !== false);
+      const [byEmailIp, byEmail, byIp] = await Promise.all([countAttempt(emailIpKey), countAttempt(emailKey), countAttempt(ipKey)]);
+      const over = [
+        byEmailIp.attempts > MAX_FAILURES.emailIp && byEmailIp,
+        byEmail.attempts > MAX_FAILURES.email && byEmail,
+        byIp.attempts > MAX_FAILURES.ip && byIp,
+      ].filter((x) => x !== false);
       if (over.length > 0) {
         const retryAfter = Math.max(1, Math.ceil(FAILURE_WINDOW_SECONDS - Math.min(...over.map((o) => o.windowAgeSeconds))));
         logger?.warn('login throttled', { email_digest: emailKey.slice(6, 22), client_ip: clientIp, retry_after: retryAfter });
@@ -146,8 +156,8 @@ export function builtinIssuer(db: Kysely<DB>, keys: SigningKeys, options: Builti
         logger?.warn('login failed', { reason: failure, user_id: user?.id ?? null, client_ip: clientIp });
         throw new InvalidCredentials(failure);
       }
-      await db.deleteFrom('login_failures').where('key', '=', emailKey).execute();
-      await db.updateTable('login_failures').set((eb) => ({ failures: eb('failures', '-', 1) })).where('key', '=', ipKey).execute();
+      await db.deleteFrom('login_failures').where('key', '=', emailIpKey).execute();
+      await db.updateTable('login_failures').set((eb) => ({ failures: eb('failures', '-', 1) })).where('key', 'in', [emailKey, ipKey]).execute();
       if (check.needsRehash) {
         await db.updateTable('users').set({ password_hash: await hashPassword(password) }).where('id', '=', user!.id).execute();
       }
