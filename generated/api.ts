@@ -260,7 +260,7 @@ export interface paths {
         };
         /**
          * Readiness probe
-         * @description Answers 200 when the database answers a query, 503 when it does not.
+         * @description Answers 200 when the database answers a query, 503 when it does not, and 503 from the moment the process begins to shut down (SIGTERM), so that a load balancer stops sending to it while it still answers what it has received.
          */
         get: operations["getReadiness"];
         put?: never;

@@ -30,6 +30,8 @@ export interface AppDeps {
   contract: Contract;
   /** Check every response against the contract too (tests turn this on; it costs throughput). */
   validateResponses?: boolean;
+  /** True once the process is shutting down: readiness then answers 503 so load balancers stop sending. */
+  stopping?: () => boolean;
 }
 
 /** Headers a browser client may read from our responses. */
@@ -112,7 +114,7 @@ export function buildApp(deps: AppDeps): Express {
   app.use(
     openApiRoutes({
       spec: contract.spec,
-      handlers: buildOperations({ database, contract, metrics, metricsToken: config.metricsToken, issuer: deps.issuer }),
+      handlers: buildOperations({ database, contract, metrics, metricsToken: config.metricsToken, issuer: deps.issuer, stopping: deps.stopping }),
       verifier,
       logger,
       validateResponses: deps.validateResponses ?? false,

@@ -9,6 +9,7 @@ import { DataDirectoryInUse } from './db/data-dir-lock.js';
 import { openDatabase, type Database } from './db/database.js';
 import { migrateToLatest } from './db/migrate.js';
 import { loadContract } from './http/contract.js';
+import { gracefulShutdown } from './http/graceful-shutdown.js';
 import { createLogger, type Logger } from './logger.js';
 import { createClient } from 'redis';
 
@@ -111,8 +112,10 @@ async function main(): Promise<void> {
   const redis = config.redisUrl === undefined ? undefined : connectRedis(config.redisUrl, logger);
   const builtin = config.auth.enabled ? await startBuiltinAuth(config, database.db, logger) : undefined;
   const verifier = createTokenVerifier({ ...jwt, builtin: builtin?.verification });
-  const app = buildApp({ config, database, logger, redis, verifier, issuer: builtin?.issuer, contract: loadContract() });
-  const server = createServer(app);
+  const server = createServer();
+  const shutdown = gracefulShutdown(server, { drainMs: config.shutdownDrainMs, timeoutMs: config.shutdownTimeoutMs, logger });
+  const app = buildApp({ config, database, logger, redis, verifier, issuer: builtin?.issuer, contract: loadContract(), stopping: shutdown.stopping });
+  server.on('request', app);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(config.port, config.host, resolve);
@@ -120,33 +123,18 @@ async function main(): Promise<void> {
   const address = server.address();
   logger.info('listening', { port: typeof address === 'object' && address ? address.port : config.port, docs: '/docs', pid: process.pid });
 
-  // Shutdown: keep serving for a short drain (requests already sent but not yet read by Node
-  // would otherwise be cut as "idle" connections), telling keep-alive clients to go; then stop
-  // accepting, let in-flight requests finish (bounded), close the pool and exit 0.
-  let stopping = false;
-  server.on('request', (_req, res) => {
-    if (stopping && !res.headersSent) res.setHeader('Connection', 'close');
-  });
-  const stop = (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    logger.info('shutting down', { signal, drain_ms: config.shutdownDrainMs });
-    const deadline = setTimeout(() => {
-      logger.error('shutdown timed out; closing remaining connections', { timeout_ms: config.shutdownTimeoutMs });
-      server.closeAllConnections();
-    }, config.shutdownDrainMs + config.shutdownTimeoutMs);
-    deadline.unref();
-    setTimeout(() => {
-      server.close(async () => {
-        await database.close();
-        await redis?.close().catch(() => undefined);
-        logger.info('stopped');
-        process.exit(0);
-      });
-    }, config.shutdownDrainMs);
+  const stop = async (signal: string) => {
+    if (shutdown.stopping()) return;
+    const drained = shutdown.shutdown();
+    logger.info('shutting down', { signal, drain_ms: config.shutdownDrainMs, timeout_ms: config.shutdownTimeoutMs });
+    await drained;
+    await database.close();
+    await redis?.close().catch(() => undefined);
+    logger.info('stopped');
+    process.exit(0);
   };
-  process.on('SIGTERM', () => stop('SIGTERM'));
-  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGTERM', () => void stop('SIGTERM'));
+  process.on('SIGINT', () => void stop('SIGINT'));
 }
 
 main().catch((error: unknown) => {

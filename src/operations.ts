@@ -21,13 +21,14 @@ export function buildOperations(deps: {
   metrics: Metrics;
   metricsToken?: string;
   issuer?: BuiltinIssuer;
+  stopping?: () => boolean;
 }): HandlerMap {
-  const { database, contract, metrics, metricsToken, issuer } = deps;
+  const { database, contract, metrics, metricsToken, issuer, stopping } = deps;
   const asOwner = ownerScope(database);
   return {
     ...taskHandlers(database.db, asOwner),
     ...meHandlers({ countTasks: (owner) => asOwner(owner, (scoped) => taskService(scoped, owner).counts()) }),
     ...authHandlers(issuer),
-    ...operationsEndpoints({ contract, ping: database.ping, metrics, metricsToken }),
+    ...operationsEndpoints({ contract, ping: database.ping, metrics, metricsToken, stopping }),
   };
 }

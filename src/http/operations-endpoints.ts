@@ -6,8 +6,9 @@ import type { Metrics } from './metrics.js';
 import { ServiceUnavailable } from './problem.js';
 
 /**
- * The operational endpoints: liveness, readiness (a database round trip), the contract itself
- * and its rendered reference.
+ * The operational endpoints: liveness, readiness (a database round trip, and 503 from the moment
+ * the process begins to shut down, so a load balancer stops sending before it stops listening),
+ * the contract itself and its rendered reference.
  */
 export function operationsEndpoints(deps: {
   contract: Contract;
@@ -15,8 +16,10 @@ export function operationsEndpoints(deps: {
   metrics: Metrics;
   /** When set, /metrics needs `Authorization: Bearer <metricsToken>`. */
   metricsToken?: string;
+  /** True once the process is shutting down. */
+  stopping?: () => boolean;
 }): Handlers<'getLiveness' | 'getReadiness' | 'getOpenApiDocument' | 'getOpenApiYaml' | 'getDocs' | 'getMetrics'> {
-  const { contract, ping, metrics, metricsToken } = deps;
+  const { contract, ping, metrics, metricsToken, stopping = () => false } = deps;
   const digest = (value: string) => createHash('sha256').update(value).digest();
   const expected = metricsToken === undefined ? undefined : digest(metricsToken);
   const docsHeaders = {
@@ -27,6 +30,7 @@ export function operationsEndpoints(deps: {
   return {
     getLiveness: async () => ({ status: 200, body: { status: 'ok' } }),
     getReadiness: async () => {
+      if (stopping()) throw new ServiceUnavailable('The server is shutting down; send requests to another instance.');
       try {
         await ping();
       } catch (error) {
