@@ -342,9 +342,9 @@ export interface paths {
          * Prometheus metrics
          * @description Metrics in the Prometheus text format: `http_request_duration_seconds` (histogram by method,
          *     route template and status), `http_requests_in_flight`, database pool gauges
-         *     (`db_pool_connections`, by state) and the Node.js process metrics. Public unless the server
-         *     is configured with `METRICS_TOKEN`; then it needs `Authorization: Bearer <METRICS_TOKEN>`
-         *     (401 otherwise). With `WEB_CONCURRENCY` above 1 each answer comes from one worker.
+         *     (`db_pool_connections`, by state; `db_connections_discarded_total`, by reason) and the Node.js
+         *     process metrics. With `METRICS_TOKEN` set it needs `Authorization: Bearer <METRICS_TOKEN>`
+         *     (401 otherwise); without it, it is public in development and not served in production (404). With `WEB_CONCURRENCY` above 1 each answer comes from one worker.
          */
         get: operations["getMetrics"];
         put?: never;
@@ -1206,6 +1206,29 @@ export interface components {
                 "application/problem+json": components["schemas"]["Problem"];
             };
         };
+        /**
+         * @description In production without `METRICS_TOKEN` the metrics are not served at all: the same 404 as a path
+         *     the API does not have.
+         */
+        MetricsOff: {
+            headers: {
+                "X-Request-Id": components["headers"]["XRequestId"];
+                [name: string]: unknown;
+            };
+            content: {
+                /**
+                 * @example {
+                 *       "type": "urn:tasks-api:problem:not-found",
+                 *       "title": "Not found",
+                 *       "status": 404,
+                 *       "detail": "No route GET /metrics.",
+                 *       "instance": "/metrics",
+                 *       "request_id": "2b1f8c1e-6f0b-4c1a-9e0e-6a1e7f9f3b52"
+                 *     }
+                 */
+                "application/problem+json": components["schemas"]["Problem"];
+            };
+        };
     };
     parameters: {
         /**
@@ -2013,6 +2036,7 @@ export interface operations {
                 };
             };
             401: components["responses"]["Unauthorized"];
+            404: components["responses"]["MetricsOff"];
             422: components["responses"]["ValidationFailed"];
             500: components["responses"]["InternalError"];
         };

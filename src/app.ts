@@ -17,7 +17,7 @@ import type { Logger } from './logger.js';
 import { buildOperations } from './operations.js';
 
 export interface AppDeps {
-  config: Pick<Config, 'bodyLimitBytes' | 'corsOrigins' | 'rateLimit'> & Partial<Pick<Config, 'metricsToken' | 'trustProxy' | 'requestTimeoutMs'>>;
+  config: Pick<Config, 'bodyLimitBytes' | 'corsOrigins' | 'rateLimit'> & Partial<Pick<Config, 'metricsToken' | 'metricsOff' | 'trustProxy' | 'requestTimeoutMs'>>;
   /** Shared rate-limit counters (a connected node-redis client), when REDIS_URL is set. */
   redis?: RedisCommands;
   /** Rate-limit key prefix in Redis (tests isolate themselves with it). */
@@ -114,7 +114,7 @@ export function buildApp(deps: AppDeps): Express {
   app.use(
     openApiRoutes({
       spec: contract.spec,
-      handlers: buildOperations({ database, contract, metrics, metricsToken: config.metricsToken, issuer: deps.issuer, stopping: deps.stopping }),
+      handlers: buildOperations({ database, contract, metrics, metricsToken: config.metricsToken, metricsOff: config.metricsOff, issuer: deps.issuer, stopping: deps.stopping }),
       verifier,
       logger,
       validateResponses: deps.validateResponses ?? false,

@@ -66,6 +66,8 @@ export interface Config {
   trustProxy: boolean | number | string;
   /** When set, GET /metrics needs it as a bearer token. */
   metricsToken?: string;
+  /** GET /metrics is not served (404): production without a METRICS_TOKEN. */
+  metricsOff: boolean;
   /** Origins a browser may call the API from (`*`: any); empty: none, CORS stays off. */
   corsOrigins: string[];
 }
@@ -192,6 +194,7 @@ export function loadConfig(env: Env = process.env): Config {
     requestTimeoutMs: int('REQUEST_TIMEOUT_MS', 15_000, 100, 600_000),
     webConcurrency: int('WEB_CONCURRENCY', 1, 1, 64),
     metricsToken: read('METRICS_TOKEN'),
+    metricsOff: nodeEnv === 'production' && read('METRICS_TOKEN') === undefined,
     rateLimit: {
       perMinute: int('RATE_LIMIT_PER_MINUTE', 600, 1, 1_000_000),
       authPerMinute: int('AUTH_RATE_LIMIT_PER_MINUTE', 20, 1, 1_000_000),

@@ -121,6 +121,7 @@ async function main(): Promise<void> {
     server.listen(config.port, config.host, resolve);
   });
   const address = server.address();
+  if (config.metricsOff) logger.warn('GET /metrics is not served: production without METRICS_TOKEN (set one to scrape it)');
   logger.info('listening', { port: typeof address === 'object' && address ? address.port : config.port, docs: '/docs', pid: process.pid });
 
   const stop = async (signal: string) => {

@@ -20,15 +20,16 @@ export function buildOperations(deps: {
   contract: Contract;
   metrics: Metrics;
   metricsToken?: string;
+  metricsOff?: boolean;
   issuer?: BuiltinIssuer;
   stopping?: () => boolean;
 }): HandlerMap {
-  const { database, contract, metrics, metricsToken, issuer, stopping } = deps;
+  const { database, contract, metrics, metricsToken, metricsOff, issuer, stopping } = deps;
   const asOwner = ownerScope(database);
   return {
     ...taskHandlers(database.db, asOwner),
     ...meHandlers({ countTasks: (owner) => asOwner(owner, (scoped) => taskService(scoped, owner).counts()) }),
     ...authHandlers(issuer),
-    ...operationsEndpoints({ contract, ping: database.ping, metrics, metricsToken, stopping }),
+    ...operationsEndpoints({ contract, ping: database.ping, metrics, metricsToken, metricsOff, stopping }),
   };
 }

@@ -3,7 +3,7 @@ import { InvalidToken, MissingToken } from '../auth/errors.js';
 import type { Contract } from './contract.js';
 import type { Handlers } from './handler.js';
 import type { Metrics } from './metrics.js';
-import { ServiceUnavailable } from './problem.js';
+import { NoRoute, ServiceUnavailable } from './problem.js';
 
 /**
  * The operational endpoints: liveness, readiness (a database round trip, and 503 from the moment
@@ -16,10 +16,12 @@ export function operationsEndpoints(deps: {
   metrics: Metrics;
   /** When set, /metrics needs `Authorization: Bearer <metricsToken>`. */
   metricsToken?: string;
+  /** /metrics is not served (production without a token): 404, as for a path the API lacks. */
+  metricsOff?: boolean;
   /** True once the process is shutting down. */
   stopping?: () => boolean;
 }): Handlers<'getLiveness' | 'getReadiness' | 'getOpenApiDocument' | 'getOpenApiYaml' | 'getDocs' | 'getMetrics'> {
-  const { contract, ping, metrics, metricsToken, stopping = () => false } = deps;
+  const { contract, ping, metrics, metricsToken, metricsOff = false, stopping = () => false } = deps;
   const digest = (value: string) => createHash('sha256').update(value).digest();
   const expected = metricsToken === undefined ? undefined : digest(metricsToken);
   const docsHeaders = {
@@ -46,6 +48,7 @@ export function operationsEndpoints(deps: {
     }),
     getDocs: async () => ({ status: 200, body: contract.docsHtml, headers: docsHeaders }),
     async getMetrics({ raw }) {
+      if (metricsOff) throw new NoRoute('GET', raw.path);
       if (expected !== undefined) {
         const header = raw.get('authorization');
         if (!header) throw new MissingToken();

@@ -59,3 +59,16 @@ describe('GET /metrics with METRICS_TOKEN', () => {
     expect(await res.text()).toContain('http_requests_in_flight');
   });
 });
+
+describe('GET /metrics in production without METRICS_TOKEN', () => {
+  it('is not served: 404 problem+json, as for a path the API lacks', async () => {
+    const server = await startServer({ metricsOff: true });
+    try {
+      const res = await fetch(`${server.url}/metrics`);
+      expect(res.status).toBe(404);
+      expect(await res.json()).toMatchObject({ type: 'urn:tasks-api:problem:not-found', detail: 'No route GET /metrics.' });
+    } finally {
+      await server.close();
+    }
+  });
+});

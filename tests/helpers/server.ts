@@ -78,6 +78,8 @@ export async function startServer(
     jwt?: Partial<VerifierOptions>;
     corsOrigins?: string[];
     metricsToken?: string;
+    /** GET /metrics not served, as in production without a token. */
+    metricsOff?: boolean;
     /** Rate limits: generous by default so that only the tests about them ever hit one. */
     rateLimit?: { perMinute: number; authPerMinute: number };
     redis?: RedisCommands;
@@ -109,6 +111,7 @@ export async function startServer(
       bodyLimitBytes: DEFAULT_BODY_LIMIT_BYTES,
       corsOrigins: options.corsOrigins ?? [],
       metricsToken: options.metricsToken,
+      metricsOff: options.metricsOff,
       rateLimit: options.rateLimit ?? { perMinute: 100_000, authPerMinute: 100_000 },
       trustProxy: options.trustProxy,
       requestTimeoutMs: options.requestTimeoutMs,

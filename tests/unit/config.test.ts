@@ -61,6 +61,13 @@ describe('loadConfig', () => {
     expect(config.log.format).toBe('json');
   });
 
+  it('serves /metrics in production only with METRICS_TOKEN; in development it is public', () => {
+    const production = { NODE_ENV: 'production', JWT_JWKS_URL: 'https://id.example/api/auth/jwks' };
+    expect(loadConfig(production).metricsOff).toBe(true);
+    expect(loadConfig({ ...production, METRICS_TOKEN: 'scrape-me-please-0123' }).metricsOff).toBe(false);
+    expect(loadConfig({}).metricsOff).toBe(false);
+  });
+
   it('lists every bad variable at once', () => {
     expect(
       problemsOf({
