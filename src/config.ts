@@ -55,6 +55,8 @@ export interface Config {
   shutdownTimeoutMs: number;
   /** A request not answered within this many ms gets 503 problem+json. */
   requestTimeoutMs: number;
+  /** What one client connection may hold (see createHttpServer). */
+  http: { headersTimeoutMs: number; requestTimeoutMs: number; keepAliveTimeoutMs: number; maxConnections: number };
   /** How long the server keeps accepting after SIGTERM/SIGINT before it stops (ms). */
   shutdownDrainMs: number;
   /** Worker processes sharing the port (node:cluster); 1 runs the server in this process. */
@@ -191,6 +193,12 @@ export function loadConfig(env: Env = process.env): Config {
     bodyLimitBytes: int('BODY_LIMIT_BYTES', DEFAULT_BODY_LIMIT_BYTES, 1024, 10 * 1024 * 1024),
     shutdownTimeoutMs: int('SHUTDOWN_TIMEOUT_MS', 10_000, 0, 600_000),
     shutdownDrainMs: int('SHUTDOWN_DRAIN_MS', 500, 0, 60_000),
+    http: {
+      headersTimeoutMs: int('CLIENT_HEADERS_TIMEOUT_MS', 10_000, 500, 120_000),
+      requestTimeoutMs: int('CLIENT_REQUEST_TIMEOUT_MS', 30_000, 1000, 600_000),
+      keepAliveTimeoutMs: int('KEEP_ALIVE_TIMEOUT_MS', 5000, 100, 600_000),
+      maxConnections: int('MAX_CONNECTIONS', 1000, 1, 1_000_000),
+    },
     requestTimeoutMs: int('REQUEST_TIMEOUT_MS', 15_000, 100, 600_000),
     webConcurrency: int('WEB_CONCURRENCY', 1, 1, 64),
     metricsToken: read('METRICS_TOKEN'),
@@ -206,6 +214,9 @@ export function loadConfig(env: Env = process.env): Config {
   if (config.metricsToken !== undefined && config.metricsToken.length < 16) problems.push('METRICS_TOKEN must be at least 16 characters long');
   if (config.auth.enabled && config.auth.accessTokenTtlSeconds > config.jwt.maxTokenAgeSeconds) {
     problems.push('AUTH_ACCESS_TOKEN_TTL_SECONDS must not exceed JWT_MAX_TOKEN_AGE_SECONDS: the built-in issuer would sign tokens this server refuses');
+  }
+  if (config.http.headersTimeoutMs > config.http.requestTimeoutMs) {
+    problems.push('CLIENT_HEADERS_TIMEOUT_MS must not exceed CLIENT_REQUEST_TIMEOUT_MS (the headers are part of the request)');
   }
   if (config.database.queryTimeoutMs <= config.database.statementTimeoutMs) {
     problems.push('DATABASE_QUERY_TIMEOUT_MS must be above DATABASE_STATEMENT_TIMEOUT_MS: the server ends a slow statement or an abandoned transaction itself, before the client gives up on it');

@@ -1,5 +1,4 @@
 import cluster from 'node:cluster';
-import { createServer } from 'node:http';
 import { buildApp } from './app.js';
 import { builtinAuth } from './auth/builtin/issuer.js';
 import { withDevSecret } from './auth/dev-secret.js';
@@ -10,6 +9,7 @@ import { openDatabase, type Database } from './db/database.js';
 import { migrateToLatest } from './db/migrate.js';
 import { loadContract } from './http/contract.js';
 import { gracefulShutdown } from './http/graceful-shutdown.js';
+import { createHttpServer } from './http/http-server.js';
 import { createLogger, type Logger } from './logger.js';
 import { createClient } from 'redis';
 
@@ -112,7 +112,7 @@ async function main(): Promise<void> {
   const redis = config.redisUrl === undefined ? undefined : connectRedis(config.redisUrl, logger);
   const builtin = config.auth.enabled ? await startBuiltinAuth(config, database.db, logger) : undefined;
   const verifier = createTokenVerifier({ ...jwt, builtin: builtin?.verification });
-  const server = createServer();
+  const server = createHttpServer(config.http);
   const shutdown = gracefulShutdown(server, { drainMs: config.shutdownDrainMs, timeoutMs: config.shutdownTimeoutMs, logger });
   const app = buildApp({ config, database, logger, redis, verifier, issuer: builtin?.issuer, contract: loadContract(), stopping: shutdown.stopping });
   server.on('request', app);
