@@ -139,6 +139,12 @@ export function loadConfig(env: Env = process.env): Config {
   if (nodeEnv === 'production' && !hasKeys && !builtinAuth) {
     problems.push('JWT_SECRET, JWT_JWKS_URL or AUTH_BUILTIN=true must be set when NODE_ENV=production');
   }
+  // The owner of a row is the token's `sub` alone; two issuers could both name a subject the same
+  // way and share its tasks. Production takes its tokens from one source.
+  const issuers = [secret !== undefined && 'JWT_SECRET', read('JWT_JWKS_URL') !== undefined && 'JWT_JWKS_URL', builtinAuth && 'AUTH_BUILTIN=true'].filter(Boolean);
+  if (nodeEnv === 'production' && issuers.length > 1) {
+    problems.push(`${issuers.join(', ')}: one token issuer per deployment in production (owners are identified by "sub" alone, and two issuers could both issue the same one)`);
+  }
   const keyEncryptionSecret = secretOf('KEY_ENCRYPTION_SECRET');
   if (nodeEnv === 'production' && builtinAuth && keyEncryptionSecret === undefined) {
     problems.push('KEY_ENCRYPTION_SECRET must be set when AUTH_BUILTIN=true and NODE_ENV=production (the signing keys are stored encrypted with it)');

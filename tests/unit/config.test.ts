@@ -55,6 +55,16 @@ describe('loadConfig', () => {
     ]);
   });
 
+  it('takes tokens from one issuer only in production, so that two cannot share a subject', () => {
+    const secrets = { KEY_ENCRYPTION_SECRET: 'k'.repeat(32), JWT_SECRET: 's'.repeat(32) };
+    expect(problemsOf({ NODE_ENV: 'production', AUTH_BUILTIN: 'true', ...secrets })).toEqual([
+      'JWT_SECRET, AUTH_BUILTIN=true: one token issuer per deployment in production (owners are identified by "sub" alone, and two issuers could both issue the same one)',
+    ]);
+    expect(problemsOf({ NODE_ENV: 'production', JWT_SECRET: 's'.repeat(32), JWT_JWKS_URL: 'https://id.example/jwks' })).toHaveLength(1);
+    // Development keeps its generated HS256 secret next to the built-in issuer.
+    expect(loadConfig({ AUTH_BUILTIN: 'true', JWT_SECRET: 's'.repeat(32) }).auth.enabled).toBe(true);
+  });
+
   it('starts production with a JWKS URL only, logging JSON', () => {
     const config = loadConfig({ NODE_ENV: 'production', JWT_JWKS_URL: 'https://id.example/api/auth/jwks' });
     expect(config.jwt.jwksUrl?.href).toBe('https://id.example/api/auth/jwks');
