@@ -6,7 +6,7 @@ import { bearerSecurityHandler } from '../auth/bearer-security.js';
 import { operationIdsOf, type OpenApiDocument } from './contract.js';
 import { contractFormats } from './formats.js';
 import { toExpress, type HandlerMap, type OperationId } from './handler.js';
-import { NoRoute } from './problem.js';
+import { NoRoute, ValidationFailed } from './problem.js';
 
 /** Fails at boot when the contract's operations and the handler map are not the same set. */
 export function assertHandlersMatchSpec(spec: OpenApiDocument, handlers: HandlerMap): void {
@@ -40,8 +40,10 @@ export function operationsRouter(spec: OpenApiDocument, handlers: HandlerMap): R
   for (const [path, item] of Object.entries(spec.paths)) {
     const expressPath = path.replace(/\{([^}]+)\}/g, ':$1');
     for (const method of METHODS) {
-      const operation = item[method] as { operationId: OperationId } | undefined;
-      if (operation) router[method](expressPath, toExpress(operation.operationId, handlers[operation.operationId] as never));
+      const operation = item[method] as { operationId: OperationId; parameters?: unknown[] } | undefined;
+      if (operation === undefined) continue;
+      const known = queryParameterNames(spec, [...((item as { parameters?: unknown[] }).parameters ?? []), ...(operation.parameters ?? [])]);
+      router[method](expressPath, onlyKnownQueryParameters(known), toExpress(operation.operationId, handlers[operation.operationId] as never));
     }
   }
   router.use((req, _res, next) => {
@@ -49,6 +51,32 @@ export function operationsRouter(spec: OpenApiDocument, handlers: HandlerMap): R
     next(new NoRoute(req.method, req.path));
   });
   return router;
+}
+
+/** The names of the query parameters among `parameters` (each inline or a $ref into the components). */
+function queryParameterNames(spec: OpenApiDocument, parameters: unknown[]): Set<string> {
+  const components = (spec as { components?: { parameters?: Record<string, { name: string; in: string }> } }).components?.parameters ?? {};
+  const resolved = parameters.map((p) => {
+    const ref = (p as { $ref?: string }).$ref;
+    return ref === undefined ? (p as { name: string; in: string }) : components[ref.split('/').pop()!]!;
+  });
+  return new Set(resolved.filter((p) => p.in === 'query').map((p) => p.name));
+}
+
+/**
+ * 422 for a query parameter the operation does not declare, read from the raw query string. The
+ * validator checks this too, but after its bracket-notation parsing, which drops a key such as
+ * `x[y` without a word: the contract says unknown parameters are refused, all of them.
+ */
+function onlyKnownQueryParameters(known: Set<string>): RequestHandler {
+  return (req, _res, next) => {
+    const at = req.originalUrl.indexOf('?');
+    if (at < 0) return next();
+    const unknown = [...new Set(new URLSearchParams(req.originalUrl.slice(at + 1)).keys())].filter((key) => !known.has(key));
+    if (unknown.length === 0) return next();
+    const pointer = (key: string) => `/${key.replace(/~/g, '~0').replace(/\//g, '~1')}`.slice(0, 512).replace(/~$/, '');
+    next(new ValidationFailed(unknown.map((key) => ({ in: 'query' as const, pointer: pointer(key), detail: 'is not a parameter of this operation' }))));
+  };
 }
 
 /**
