@@ -468,7 +468,7 @@ export interface components {
          *           "version": 1
          *         }
          *       ],
-         *       "next_cursor": "eyJjIjoiMjAyNi0xMS0yMFQxODowNDoxMS40ODJaIiwiaSI6IjBiNmYzYzRlLTZhNDMtNGY2ZS05YTU3LTJkMWYwYzNlOGIxMSJ9"
+         *       "next_cursor": "eyJrIjoiMjAyNi0xMS0yMFQxODowNDoxMS40ODJaIiwiaSI6IjBiNmYzYzRlLTZhNDMtNGY2ZS05YTU3LTJkMWYwYzNlOGIxMSIsImYiOiJ3cF9PTVJncFBLR0VZUXUwIn0"
          *     }
          */
         TaskPage: {
@@ -1314,7 +1314,7 @@ export interface operations {
                 limit?: number;
                 /**
                  * @description The `next_cursor` of the previous page.
-                 * @example eyJjIjoiMjAyNi0xMS0yMFQxODowNDoxMS40ODJaIiwiaSI6IjBiNmYzYzRlLTZhNDMtNGY2ZS05YTU3LTJkMWYwYzNlOGIxMSIsImYiOiJzdGF0dXM9YWxsIn0
+                 * @example eyJrIjoiMjAyNi0xMS0yMFQxODowNDoxMS40ODJaIiwiaSI6IjBiNmYzYzRlLTZhNDMtNGY2ZS05YTU3LTJkMWYwYzNlOGIxMSIsImYiOiJ3cF9PTVJncFBLR0VZUXUwIn0
                  */
                 cursor?: string;
                 /**
@@ -1381,7 +1381,7 @@ export interface operations {
                      *     next cursor, its query written as `URLSearchParams` writes it (a space as `+`). Follow it
                      *     as it is. At most 16 KiB: the largest query the filters allow, every character
                      *     percent-encoded, stays below that.
-                     * @example </api/v1/tasks?limit=20&cursor=eyJjIjoiMjAyNi0xMS0yMFQxODowNDoxMS40ODJaIiwiaSI6IjBiNmYzYzRlLTZhNDMtNGY2ZS05YTU3LTJkMWYwYzNlOGIxMSIsImYiOiJzdGF0dXM9YWxsIn0>; rel="next"
+                     * @example </api/v1/tasks?limit=20&cursor=eyJrIjoiMjAyNi0xMS0yMFQxODowNDoxMS40ODJaIiwiaSI6IjBiNmYzYzRlLTZhNDMtNGY2ZS05YTU3LTJkMWYwYzNlOGIxMSIsImYiOiJ3cF9PTVJncFBLR0VZUXUwIn0>; rel="next"
                      */
                     Link?: string;
                     [name: string]: unknown;
