@@ -23,11 +23,12 @@ const MAX_DETAIL = 500;
  * The path may end in a property name as the client sent it (an unknown or missing property), so
  * a stray `~` is escaped, and pointer and detail are cut to the lengths the contract allows.
  */
-function fieldError(path: string | undefined, message: string | undefined): FieldError {
+function fieldError(path: string | undefined, message: string | undefined, body?: unknown): FieldError {
   const raw = (path ?? '').slice(0, 4 * MAX_POINTER);
   const segments = raw.slice(1).split(raw.startsWith('.') ? '.' : '/');
   const where = LOCATIONS[segments[0] ?? ''];
   if (where !== undefined) segments.shift();
+  if ((where ?? 'body') === 'body' && message === 'must NOT have additional properties') unknownPropertyAsOne(segments, body);
   const pointer = segments.length > 0 && segments[0] !== '' ? `/${segments.join('/')}` : '';
   return {
     in: where ?? 'body',
@@ -37,18 +38,38 @@ function fieldError(path: string | undefined, message: string | undefined): Fiel
 }
 
 /**
+ * For an unknown property, the validator appends the name as the client sent it to the (escaped)
+ * pointer of its object, so a name with `/` in it reads as several segments. Walks the body along
+ * the segments while they name objects; what is left is the one property name, escaped as RFC 6901
+ * says (`~` → `~0`, `/` → `~1`). Rewrites `segments` in place.
+ */
+function unknownPropertyAsOne(segments: string[], body: unknown): void {
+  let node = body;
+  let depth = 0;
+  const unescape = (segment: string) => segment.replace(/~1/g, '/').replace(/~0/g, '~');
+  while (depth < segments.length - 1) {
+    const next = node !== null && typeof node === 'object' ? (node as Record<string, unknown>)[unescape(segments[depth]!)] : undefined;
+    if (next === null || typeof next !== 'object') break;
+    node = next;
+    depth += 1;
+  }
+  const name = segments.slice(depth).join('/');
+  segments.splice(depth, segments.length - depth, name.replace(/~/g, '~0').replace(/\//g, '~1'));
+}
+
+/**
  * The validator's errors as field errors: at most {@link MAX_FIELD_ERRORS} of them mapped, all of
  * them counted, so however many rules a body breaks the answer stays small. A repeat of the error
  * just before it (a tag's type is checked twice, see Tags.yaml) is dropped.
  */
-function validationFailed(errors: { path?: string; message?: string }[]): ValidationFailed {
+function validationFailed(errors: { path?: string; message?: string }[], body: unknown): ValidationFailed {
   const first: FieldError[] = [];
   let total = 0;
   errors.forEach((error, i) => {
     const previous = errors[i - 1];
     if (previous !== undefined && previous.path === error.path && previous.message === error.message) return;
     total += 1;
-    if (first.length < MAX_FIELD_ERRORS) first.push(fieldError(error.path, error.message));
+    if (first.length < MAX_FIELD_ERRORS) first.push(fieldError(error.path, error.message, body));
   });
   return first.length > 0 ? new ValidationFailed(first, undefined, total) : new ValidationFailed([fieldError(undefined, undefined)]);
 }
@@ -78,7 +99,7 @@ function toProblem(error: HttpErrorLike, req: Request, logger: Logger): HttpProb
   if (req.authFailure) return req.authFailure;
   switch (error.status) {
     case 400:
-      return validationFailed(error.errors ?? []);
+      return validationFailed(error.errors ?? [], req.body);
     case 401:
     case 403:
       // The validator checks the header's presence and scheme itself, before the handler runs.

@@ -185,3 +185,26 @@ describe('unknown query parameters, however they are spelled', () => {
     expect(problem.errors[0]).toMatchObject({ in: 'query', pointer: expect.stringMatching(/^\/./) });
   });
 });
+
+describe('error pointers are RFC 6901 JSON Pointers', () => {
+  let server: TestServer;
+  beforeAll(async () => {
+    server = await startServer();
+  });
+  afterAll(() => server.close());
+
+  it.each([
+    ['a/b', '/a~1b'],
+    ['~x', '/~0x'],
+    ['a~1b', '/a~01b'],
+    ['/', '/~1'],
+  ])('names an unknown property %s as %s', async (name, pointer) => {
+    const res = await fetch(`${server.url}/api/v1/tasks`, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${await server.tokenFor()}`, 'Content-Type': 'application/json' },
+      body: JSON.stringify({ title: 'x', [name]: 1 }),
+    });
+    expect(res.status).toBe(422);
+    expect(((await res.json()) as { errors: unknown[] }).errors).toEqual([{ in: 'body', pointer, detail: 'must NOT have additional properties' }]);
+  });
+});
