@@ -1261,6 +1261,13 @@ export interface components {
     requestBodies: never;
     headers: {
         /**
+         * @description Sent only when the server is configured with `CORS_ORIGINS` and the request's `Origin` is one of
+         *     them (or `*` is configured): then that origin, or `*`. Absent otherwise, so browsers on other
+         *     origins cannot read the response. Credentials are never allowed.
+         * @example https://app.example.com
+         */
+        AccessControlAllowOrigin: string;
+        /**
          * @description The caller's remaining budget (IETF RateLimit header draft 8): `"<policy>"; r=<remaining>; t=<seconds to reset>`.
          *     Not sent by the unlimited probes (`/health/*`, `/metrics`).
          * @example "per-user"; r=597; t=42
@@ -1374,6 +1381,7 @@ export interface operations {
             /** @description A page of tasks. */
             200: {
                 headers: {
+                    "Access-Control-Allow-Origin": components["headers"]["AccessControlAllowOrigin"];
                     RateLimit: components["headers"]["RateLimit"];
                     "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
                     /**
@@ -1424,6 +1432,7 @@ export interface operations {
             /** @description The task was created. */
             201: {
                 headers: {
+                    "Access-Control-Allow-Origin": components["headers"]["AccessControlAllowOrigin"];
                     RateLimit: components["headers"]["RateLimit"];
                     "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
                     /**
@@ -1475,6 +1484,7 @@ export interface operations {
             /** @description The task. */
             200: {
                 headers: {
+                    "Access-Control-Allow-Origin": components["headers"]["AccessControlAllowOrigin"];
                     RateLimit: components["headers"]["RateLimit"];
                     "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
                     ETag: components["headers"]["ETag"];
@@ -1524,6 +1534,7 @@ export interface operations {
             /** @description The replaced task. */
             200: {
                 headers: {
+                    "Access-Control-Allow-Origin": components["headers"]["AccessControlAllowOrigin"];
                     RateLimit: components["headers"]["RateLimit"];
                     "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
                     ETag: components["headers"]["ETag"];
@@ -1572,6 +1583,7 @@ export interface operations {
             /** @description The task was deleted. */
             204: {
                 headers: {
+                    "Access-Control-Allow-Origin": components["headers"]["AccessControlAllowOrigin"];
                     RateLimit: components["headers"]["RateLimit"];
                     "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
                     [name: string]: unknown;
@@ -1619,6 +1631,7 @@ export interface operations {
             /** @description The updated task. */
             200: {
                 headers: {
+                    "Access-Control-Allow-Origin": components["headers"]["AccessControlAllowOrigin"];
                     RateLimit: components["headers"]["RateLimit"];
                     "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
                     ETag: components["headers"]["ETag"];
@@ -1653,6 +1666,7 @@ export interface operations {
             /** @description Your tags with counts. */
             200: {
                 headers: {
+                    "Access-Control-Allow-Origin": components["headers"]["AccessControlAllowOrigin"];
                     RateLimit: components["headers"]["RateLimit"];
                     "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
                     [name: string]: unknown;
@@ -1681,6 +1695,7 @@ export interface operations {
             /** @description The caller. */
             200: {
                 headers: {
+                    "Access-Control-Allow-Origin": components["headers"]["AccessControlAllowOrigin"];
                     RateLimit: components["headers"]["RateLimit"];
                     "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
                     [name: string]: unknown;
