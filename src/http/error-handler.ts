@@ -2,7 +2,7 @@ import type { ErrorRequestHandler, Request } from 'express';
 import { authFailureOf } from '../auth/bearer-security.js';
 import { isDatabaseUnavailable, isDataException } from '../db/errors.js';
 import type { Logger } from '../logger.js';
-import { HttpProblem, MAX_FIELD_ERRORS, NoRoute, ServiceUnavailable, ValidationFailed, type FieldError } from './problem.js';
+import { HttpProblem, MAX_FIELD_ERRORS, MAX_POINTER, NoRoute, pointerSegment, ServiceUnavailable, ValidationFailed, type FieldError } from './problem.js';
 
 /** An error as express-openapi-validator and body-parser raise them. */
 interface HttpErrorLike extends Error {
@@ -14,8 +14,7 @@ interface HttpErrorLike extends Error {
 
 const LOCATIONS: Record<string, FieldError['in']> = { body: 'body', query: 'query', params: 'path', path: 'path', headers: 'header' };
 
-/** The contract's `maxLength` of a field error's `pointer` and `detail`. */
-const MAX_POINTER = 512;
+/** The contract's `maxLength` of a field error's `detail`. */
 const MAX_DETAIL = 500;
 
 /**
@@ -54,7 +53,7 @@ function unknownPropertyAsOne(segments: string[], body: unknown): void {
     depth += 1;
   }
   const name = segments.slice(depth).join('/');
-  segments.splice(depth, segments.length - depth, name.replace(/~/g, '~0').replace(/\//g, '~1'));
+  segments.splice(depth, segments.length - depth, pointerSegment(name));
 }
 
 /**

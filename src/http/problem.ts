@@ -8,6 +8,12 @@ export function problemType(code: string): string {
   return `urn:tasks-api:problem:${code.toLowerCase().replace(/_/g, '-')}`;
 }
 
+/** The contract's `maxLength` of a field error's `pointer` (Problem.yaml). */
+export const MAX_POINTER = 512;
+
+/** A name as one RFC 6901 JSON Pointer reference token: `~` → `~0`, `/` → `~1`. */
+export const pointerSegment = (name: string): string => name.replace(/~/g, '~0').replace(/\//g, '~1');
+
 /** The contract's `maxLength` of a problem's `detail` and `instance` (Problem.yaml). */
 const MAX_DETAIL = 2000;
 const MAX_INSTANCE = 2048;
