@@ -2,7 +2,7 @@ import type { ErrorRequestHandler, Request } from 'express';
 import { authFailureOf } from '../auth/bearer-security.js';
 import { isDatabaseUnavailable, isDataException } from '../db/errors.js';
 import type { Logger } from '../logger.js';
-import { HttpProblem, MAX_FIELD_ERRORS, MAX_POINTER, NoRoute, pointerSegment, ServiceUnavailable, ValidationFailed, type FieldError } from './problem.js';
+import { boundedPointer, HttpProblem, MAX_FIELD_ERRORS, MAX_POINTER, NoRoute, pointerSegment, ServiceUnavailable, ValidationFailed, type FieldError } from './problem.js';
 
 /** An error as express-openapi-validator and body-parser raise them. */
 interface HttpErrorLike extends Error {
@@ -31,7 +31,7 @@ function fieldError(path: string | undefined, message: string | undefined, body?
   const pointer = segments.length > 0 && segments[0] !== '' ? `/${segments.join('/')}` : '';
   return {
     in: where ?? 'body',
-    pointer: pointer.replace(/~(?![01])/g, '~0').slice(0, MAX_POINTER).replace(/~$/, ''),
+    pointer: boundedPointer(pointer.replace(/~(?![01])/g, '~0')),
     detail: (message ?? 'is invalid').slice(0, MAX_DETAIL),
   };
 }

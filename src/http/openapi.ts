@@ -6,7 +6,7 @@ import { bearerSecurityHandler } from '../auth/bearer-security.js';
 import { operationIdsOf, type OpenApiDocument } from './contract.js';
 import { contractFormats } from './formats.js';
 import { toExpress, type HandlerMap, type OperationId } from './handler.js';
-import { MAX_POINTER, NoRoute, pointerSegment, ValidationFailed } from './problem.js';
+import { boundedPointer, NoRoute, pointerSegment, ValidationFailed } from './problem.js';
 
 /** Fails at boot when the contract's operations and the handler map are not the same set. */
 export function assertHandlersMatchSpec(spec: OpenApiDocument, handlers: HandlerMap): void {
@@ -74,8 +74,7 @@ function onlyKnownQueryParameters(known: Set<string>): RequestHandler {
     if (at < 0) return next();
     const unknown = [...new Set(new URLSearchParams(req.originalUrl.slice(at + 1)).keys())].filter((key) => !known.has(key));
     if (unknown.length === 0) return next();
-    const pointer = (key: string) => `/${pointerSegment(key)}`.slice(0, MAX_POINTER).replace(/~$/, '');
-    next(new ValidationFailed(unknown.map((key) => ({ in: 'query' as const, pointer: pointer(key), detail: 'is not a parameter of this operation' }))));
+    next(new ValidationFailed(unknown.map((key) => ({ in: 'query' as const, pointer: boundedPointer(`/${pointerSegment(key)}`), detail: 'is not a parameter of this operation' }))));
   };
 }
 

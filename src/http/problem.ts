@@ -11,6 +11,9 @@ export function problemType(code: string): string {
 /** The contract's `maxLength` of a field error's `pointer` (Problem.yaml). */
 export const MAX_POINTER = 512;
 
+/** `pointer` cut to {@link MAX_POINTER} characters, never ending inside a `~0`/`~1` escape. */
+export const boundedPointer = (pointer: string): string => pointer.slice(0, MAX_POINTER).replace(/~$/, '');
+
 /** A name as one RFC 6901 JSON Pointer reference token: `~` → `~0`, `/` → `~1`. */
 export const pointerSegment = (name: string): string => name.replace(/~/g, '~0').replace(/\//g, '~1');
 
