@@ -79,6 +79,132 @@ export interface paths {
         patch: operations["updateTask"];
         trace?: never;
     };
+    "/api/v1/tasks/{taskId}/attachments": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /**
+                 * @description The task's id.
+                 * @example 0b6f3c4e-6a43-4f6e-9a57-2d1f0c3e8b11
+                 */
+                taskId: components["parameters"]["TaskId"];
+            };
+            cookie?: never;
+        };
+        /**
+         * List a task's attachments
+         * @description The files attached to one of your tasks, oldest first, one page at a time. Follow
+         *     `next_cursor` (or the `Link` header) for the next page.
+         */
+        get: operations["listAttachments"];
+        put?: never;
+        /**
+         * Attach a file to a task
+         * @description Uploads one file to one of your tasks, streamed to storage as it arrives (never held whole
+         *     in memory). Two ways to send it:
+         *
+         *     - `multipart/form-data` with one part named `file` (what an HTML form or `FormData` sends);
+         *     - the raw bytes as the body, with the file's own `Content-Type` (or
+         *       `application/octet-stream`) and its name in `Content-Disposition`, for clients that
+         *       stream a file without multipart framing.
+         *
+         *     The server decides the file's type from its bytes, not from what the client declares: a
+         *     type it does not accept, or a declared type the bytes disagree with, is refused with 415.
+         *     Accepted by default: PNG, JPEG, GIF, WebP, AVIF, PDF, plain text, CSV, Markdown, and Office
+         *     and OpenDocument documents; never SVG, HTML or executables unless the server is configured
+         *     to. Limits: 10 MiB per file, a storage quota per user (uploading the same file twice takes
+         *     its space once) and a number of files per task. Whatever is refused, and an upload the
+         *     client abandons half-way, leaves nothing stored.
+         *
+         *     ```sh
+         *     # multipart, as a browser form would
+         *     curl -s -X POST "localhost:3000/api/v1/tasks/$TASK/attachments" \
+         *       -H "Authorization: Bearer $TOKEN" -F 'file=@passport photo.png'
+         *
+         *     # raw bytes, streamed
+         *     curl -s -X POST "localhost:3000/api/v1/tasks/$TASK/attachments" \
+         *       -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/pdf' \
+         *       -H "Content-Disposition: attachment; filename*=UTF-8''r%C3%A9sum%C3%A9.pdf" \
+         *       --data-binary @résumé.pdf
+         *     ```
+         *
+         *     From TypeScript, the generated client's `uploadAttachment` and `downloadAttachment` do
+         *     the same (see the client's README section in the project README).
+         */
+        post: operations["uploadAttachment"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/attachments/{attachmentId}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /**
+                 * @description The attachment's id.
+                 * @example 7d9c2a51-3f7e-4b8a-9a0c-1e2f3a4b5c6d
+                 */
+                attachmentId: components["parameters"]["AttachmentId"];
+            };
+            cookie?: never;
+        };
+        /**
+         * Get an attachment's metadata
+         * @description Name, type, size and digest of one of your attachments. The bytes are at `/content`.
+         */
+        get: operations["getAttachment"];
+        put?: never;
+        post?: never;
+        /**
+         * Delete an attachment
+         * @description Removes the attachment. Its bytes are freed (and your quota with them) once no other
+         *     attachment of yours holds the same file. Deleting a task deletes its attachments.
+         */
+        delete: operations["deleteAttachment"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/attachments/{attachmentId}/content": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /**
+                 * @description The attachment's id.
+                 * @example 7d9c2a51-3f7e-4b8a-9a0c-1e2f3a4b5c6d
+                 */
+                attachmentId: components["parameters"]["AttachmentId"];
+            };
+            cookie?: never;
+        };
+        /**
+         * Download an attachment
+         * @description The file's bytes, streamed, with the type the server found in them. Always
+         *     `Content-Disposition: attachment` with the file's name, `X-Content-Type-Options: nosniff`
+         *     and `Content-Security-Policy: sandbox`, so a browser saves the file and never runs it in the
+         *     API's origin. `If-None-Match` with the ETag answers 304; `Range` answers 206 with that
+         *     part (resumable downloads, with `If-Range`), or 416 when it lies beyond the end.
+         *
+         *     ```sh
+         *     curl -s -OJ "localhost:3000/api/v1/attachments/$ATTACHMENT/content" -H "Authorization: Bearer $TOKEN"
+         *     curl -s -r 0-1023 "localhost:3000/api/v1/attachments/$ATTACHMENT/content" -H "Authorization: Bearer $TOKEN"
+         *     ```
+         */
+        get: operations["downloadAttachment"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/tags": {
         parameters: {
             query?: never;
@@ -590,6 +716,97 @@ export interface components {
             tags?: components["schemas"]["Tags"];
         };
         /**
+         * @description The file's name as the client gave it, made safe: Unicode NFC, only the last path component
+         *     (`../../etc/passwd` becomes `passwd`), control characters, NUL and bidirectional overrides
+         *     removed, at most 255 characters. `attachment` when nothing is left. It is only ever shown and
+         *     sent back in `Content-Disposition`; files are stored under server-made ids, never under it.
+         * @example passport photo.png
+         */
+        AttachmentFilename: string;
+        /**
+         * @description A file attached to one of the caller's tasks.
+         * @example {
+         *       "id": "7d9c2a51-3f7e-4b8a-9a0c-1e2f3a4b5c6d",
+         *       "task_id": "0b6f3c4e-6a43-4f6e-9a57-2d1f0c3e8b11",
+         *       "filename": "passport photo.png",
+         *       "content_type": "image/png",
+         *       "size": 48213,
+         *       "sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+         *       "created_at": "2026-11-20T18:04:11.482Z"
+         *     }
+         */
+        Attachment: {
+            /**
+             * Format: uuid
+             * @description Server-assigned identifier.
+             */
+            id: string;
+            /**
+             * Format: uuid
+             * @description The task the file is attached to.
+             */
+            task_id: string;
+            filename: components["schemas"]["AttachmentFilename"];
+            /**
+             * @description The media type, as the server found it in the bytes (not as the client declared it); the
+             *     download is served with it.
+             */
+            content_type: string;
+            /**
+             * Format: int64
+             * @description Bytes.
+             */
+            size: number;
+            /** @description SHA-256 of the bytes, lower-case hex. The download's ETag is this digest in double quotes. */
+            sha256: string;
+            created_at: components["schemas"]["Timestamp"];
+        };
+        /**
+         * @description One page of a task's attachments, oldest first.
+         * @example {
+         *       "items": [
+         *         {
+         *           "id": "7d9c2a51-3f7e-4b8a-9a0c-1e2f3a4b5c6d",
+         *           "task_id": "0b6f3c4e-6a43-4f6e-9a57-2d1f0c3e8b11",
+         *           "filename": "passport photo.png",
+         *           "content_type": "image/png",
+         *           "size": 48213,
+         *           "sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+         *           "created_at": "2026-11-20T18:04:11.482Z"
+         *         }
+         *       ],
+         *       "next_cursor": null
+         *     }
+         */
+        AttachmentPage: {
+            items: components["schemas"]["Attachment"][];
+            /** @description Pass as `cursor` to get the next page; `null` on the last page. */
+            next_cursor: string | null;
+        };
+        /**
+         * @description A `multipart/form-data` upload: exactly one part named `file` holding the bytes (its own
+         *     `filename` and `Content-Type` in the part's headers), and optionally a `filename` field that
+         *     overrides the part's file name.
+         * @example {
+         *       "file": "(the file's bytes)",
+         *       "filename": "passport photo.png"
+         *     }
+         */
+        AttachmentUpload: {
+            /**
+             * Format: binary
+             * @description The file. Its bytes decide its type; a declared type that disagrees is refused (415).
+             */
+            file: string;
+            filename?: components["schemas"]["AttachmentFilename"];
+        };
+        /**
+         * Format: binary
+         * @description The file's bytes, nothing else (no multipart framing).
+         * @example %PDF-1.7 (the file's bytes)
+         */
+        RawFile: string;
+        /**
          * @description The caller's tags with how many of their tasks carry each, most used first (ties alphabetical); at most 1000.
          * @example {
          *       "items": [
@@ -1080,6 +1297,117 @@ export interface components {
                 "application/problem+json": components["schemas"]["Problem"];
             };
         };
+        /** @description The body is not a well-formed upload: broken multipart framing, no `file` part (type `urn:tasks-api:problem:file-missing`), a second file, or a field the upload does not take. Nothing is stored. */
+        MalformedUpload: {
+            headers: {
+                "X-Request-Id": components["headers"]["XRequestId"];
+                RateLimit: components["headers"]["RateLimit"];
+                "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                [name: string]: unknown;
+            };
+            content: {
+                /**
+                 * @example {
+                 *       "type": "urn:tasks-api:problem:malformed-upload",
+                 *       "title": "Malformed upload",
+                 *       "status": 400,
+                 *       "detail": "The multipart body ended before its closing boundary.",
+                 *       "instance": "/api/v1/tasks/0b6f3c4e-6a43-4f6e-9a57-2d1f0c3e8b11/attachments",
+                 *       "request_id": "2b1f8c1e-6f0b-4c1a-9e0e-6a1e7f9f3b52"
+                 *     }
+                 */
+                "application/problem+json": components["schemas"]["Problem"];
+            };
+        };
+        /** @description The file is larger than the server takes: over the per-file limit (`ATTACHMENT_MAX_BYTES`, 10 MiB unless configured), or over what is left of your storage quota (`ATTACHMENT_QUOTA_BYTES`; `detail` says how many bytes are left, type `urn:tasks-api:problem:quota-exceeded`). The upload is cut off when it crosses the limit, not read to the end, and nothing of it is kept. */
+        UploadTooLarge: {
+            headers: {
+                "X-Request-Id": components["headers"]["XRequestId"];
+                RateLimit: components["headers"]["RateLimit"];
+                "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                [name: string]: unknown;
+            };
+            content: {
+                /**
+                 * @example {
+                 *       "type": "urn:tasks-api:problem:file-too-large",
+                 *       "title": "Payload too large",
+                 *       "status": 413,
+                 *       "detail": "The file exceeds the limit of 10485760 bytes per file; nothing was stored.",
+                 *       "instance": "/api/v1/tasks/0b6f3c4e-6a43-4f6e-9a57-2d1f0c3e8b11/attachments",
+                 *       "request_id": "2b1f8c1e-6f0b-4c1a-9e0e-6a1e7f9f3b52"
+                 *     }
+                 */
+                "application/problem+json": components["schemas"]["Problem"];
+            };
+        };
+        /** @description The file's type, as found in its bytes, is not one the server accepts (`ATTACHMENT_ALLOWED_TYPES`; SVG, HTML and executables never by default), or the declared `Content-Type` disagrees with the bytes (type `urn:tasks-api:problem:file-type-mismatch`), or the request's own media type is not an upload. Nothing is stored. */
+        FileTypeRefused: {
+            headers: {
+                "X-Request-Id": components["headers"]["XRequestId"];
+                RateLimit: components["headers"]["RateLimit"];
+                "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                [name: string]: unknown;
+            };
+            content: {
+                /**
+                 * @example {
+                 *       "type": "urn:tasks-api:problem:file-type-refused",
+                 *       "title": "Unsupported media type",
+                 *       "status": 415,
+                 *       "detail": "The file's bytes are image/svg+xml, which is not accepted (accepted here: image/png, image/jpeg, application/pdf, text/plain).",
+                 *       "instance": "/api/v1/tasks/0b6f3c4e-6a43-4f6e-9a57-2d1f0c3e8b11/attachments",
+                 *       "request_id": "2b1f8c1e-6f0b-4c1a-9e0e-6a1e7f9f3b52"
+                 *     }
+                 */
+                "application/problem+json": components["schemas"]["Problem"];
+            };
+        };
+        /** @description No attachment with this id belongs to the caller (another user's answers the same). */
+        AttachmentNotFound: {
+            headers: {
+                "X-Request-Id": components["headers"]["XRequestId"];
+                RateLimit: components["headers"]["RateLimit"];
+                "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                [name: string]: unknown;
+            };
+            content: {
+                /**
+                 * @example {
+                 *       "type": "urn:tasks-api:problem:attachment-not-found",
+                 *       "title": "Attachment not found",
+                 *       "status": 404,
+                 *       "detail": "No attachment 7d9c2a51-3f7e-4b8a-9a0c-1e2f3a4b5c6d exists for this user.",
+                 *       "instance": "/api/v1/tasks/0b6f3c4e-6a43-4f6e-9a57-2d1f0c3e8b11/attachments",
+                 *       "request_id": "2b1f8c1e-6f0b-4c1a-9e0e-6a1e7f9f3b52"
+                 *     }
+                 */
+                "application/problem+json": components["schemas"]["Problem"];
+            };
+        };
+        /** @description `Range` asks only for bytes beyond the end of the file. `Content-Range: bytes *\/<size>` gives the size. */
+        RangeNotSatisfiable: {
+            headers: {
+                "Content-Range": components["headers"]["ContentRange"];
+                "X-Request-Id": components["headers"]["XRequestId"];
+                RateLimit: components["headers"]["RateLimit"];
+                "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                [name: string]: unknown;
+            };
+            content: {
+                /**
+                 * @example {
+                 *       "type": "urn:tasks-api:problem:range-not-satisfiable",
+                 *       "title": "Range not satisfiable",
+                 *       "status": 416,
+                 *       "detail": "The file has 48213 bytes; bytes=50000- starts after its end.",
+                 *       "instance": "/api/v1/tasks/0b6f3c4e-6a43-4f6e-9a57-2d1f0c3e8b11/attachments",
+                 *       "request_id": "2b1f8c1e-6f0b-4c1a-9e0e-6a1e7f9f3b52"
+                 *     }
+                 */
+                "application/problem+json": components["schemas"]["Problem"];
+            };
+        };
         /** @description The built-in issuer is not enabled on this server (`AUTH_BUILTIN`); it accepts tokens from its configured identity provider instead. */
         BuiltinAuthDisabled: {
             headers: {
@@ -1257,6 +1585,40 @@ export interface components {
          * @example "3"
          */
         IfMatch: string;
+        /**
+         * @description Page size.
+         * @example 20
+         */
+        Limit: number;
+        /**
+         * @description The `next_cursor` of the previous page.
+         * @example eyJrIjoiMjAyNi0xMS0yMFQxODowNDoxMS40ODJaIiwiaSI6IjBiNmYzYzRlLTZhNDMtNGY2ZS05YTU3LTJkMWYwYzNlOGIxMSIsImYiOiJ3cF9PTVJncFBLR0VZUXUwIn0
+         */
+        Cursor: string;
+        /**
+         * @description For a raw upload, the file's name (RFC 6266): `attachment; filename="report.pdf"`, or with
+         *     `filename*=UTF-8''…` for names beyond ASCII (preferred when both are there). Without it the
+         *     file is named `attachment`. Ignored for `multipart/form-data`, whose part carries the name.
+         * @example attachment; filename*=UTF-8''r%C3%A9sum%C3%A9.pdf
+         */
+        ContentDisposition: string;
+        /**
+         * @description The attachment's id.
+         * @example 7d9c2a51-3f7e-4b8a-9a0c-1e2f3a4b5c6d
+         */
+        AttachmentId: string;
+        /**
+         * @description One byte range of the file (RFC 9110 §14.2): `bytes=0-1023`, `bytes=1024-` or the last
+         *     bytes, `bytes=-500`. Answered 206 with that part; several ranges in one request are answered
+         *     with the whole file (200), as RFC 9110 allows.
+         * @example bytes=0-1023
+         */
+        Range: string;
+        /**
+         * @description The ETag you hold. With `Range`, the part is sent only if the file is still that one; otherwise the whole file (200).
+         * @example "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+         */
+        IfRange: string;
     };
     requestBodies: never;
     headers: {
@@ -1301,6 +1663,48 @@ export interface components {
          * @example true
          */
         IdempotentReplayed: "true";
+        /**
+         * @description Bytes in this response's body.
+         * @example 48213
+         */
+        ContentLength: number;
+        /**
+         * @description `attachment`, with the file name both as a quoted ASCII fallback and as an RFC 5987
+         *     `filename*` in UTF-8 (RFC 6266), so browsers save the file instead of showing it.
+         * @example attachment; filename="passport photo.png"; filename*=UTF-8''passport%20photo.png
+         */
+        ContentDisposition: string;
+        /**
+         * @description Byte ranges of the file can be asked for with `Range`.
+         * @example bytes
+         */
+        AcceptRanges: "bytes";
+        /**
+         * @description The file's strong entity tag, its SHA-256 in hex in double quotes. `If-None-Match` with it gives 304; `If-Range` with it keeps a range request valid.
+         * @example "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+         */
+        AttachmentETag: string;
+        /**
+         * @description `nosniff`: browsers use the served `Content-Type` and never guess another.
+         * @example nosniff
+         */
+        XContentTypeOptions: "nosniff";
+        /**
+         * @description `sandbox; default-src 'none'`: even if a browser were made to render the file (an HTML or
+         *     SVG file, say), it runs in an opaque origin with no scripts, never in the API's.
+         * @example sandbox; default-src 'none'
+         */
+        DownloadContentSecurityPolicy: "sandbox; default-src 'none'";
+        /**
+         * @description `private, no-cache`: only the caller's own browser may keep the file, and it checks back (with the ETag) before reusing it.
+         * @example private, no-cache
+         */
+        CacheControlPrivate: "private, no-cache";
+        /**
+         * @description Which bytes of the file this is, and the file's size (RFC 9110 §14.4).
+         * @example bytes 0-1023/48213
+         */
+        ContentRange: string;
         /**
          * @description `no-store`: responses carrying tokens are never cached (RFC 6749 §5.1).
          * @example no-store
@@ -1648,6 +2052,289 @@ export interface operations {
             412: components["responses"]["PreconditionFailed"];
             413: components["responses"]["PayloadTooLarge"];
             415: components["responses"]["UnsupportedMediaType"];
+            422: components["responses"]["ValidationFailed"];
+            429: components["responses"]["TooManyRequests"];
+            500: components["responses"]["InternalError"];
+            503: components["responses"]["ServiceUnavailable"];
+        };
+    };
+    listAttachments: {
+        parameters: {
+            query?: {
+                /**
+                 * @description Page size.
+                 * @example 20
+                 */
+                limit?: components["parameters"]["Limit"];
+                /**
+                 * @description The `next_cursor` of the previous page.
+                 * @example eyJrIjoiMjAyNi0xMS0yMFQxODowNDoxMS40ODJaIiwiaSI6IjBiNmYzYzRlLTZhNDMtNGY2ZS05YTU3LTJkMWYwYzNlOGIxMSIsImYiOiJ3cF9PTVJncFBLR0VZUXUwIn0
+                 */
+                cursor?: components["parameters"]["Cursor"];
+            };
+            header?: never;
+            path: {
+                /**
+                 * @description The task's id.
+                 * @example 0b6f3c4e-6a43-4f6e-9a57-2d1f0c3e8b11
+                 */
+                taskId: components["parameters"]["TaskId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description One page of attachments. */
+            200: {
+                headers: {
+                    "Access-Control-Allow-Origin": components["headers"]["AccessControlAllowOrigin"];
+                    RateLimit: components["headers"]["RateLimit"];
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    /**
+                     * @description The next page's URL with `rel="next"`; absent on the last page.
+                     * @example </api/v1/tasks/0b6f3c4e-6a43-4f6e-9a57-2d1f0c3e8b11/attachments?cursor=eyJrIjoi>; rel="next"
+                     */
+                    Link?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AttachmentPage"];
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["TaskNotFound"];
+            422: components["responses"]["ValidationFailed"];
+            429: components["responses"]["TooManyRequests"];
+            500: components["responses"]["InternalError"];
+            503: components["responses"]["ServiceUnavailable"];
+        };
+    };
+    uploadAttachment: {
+        parameters: {
+            query?: never;
+            header?: {
+                /**
+                 * @description For a raw upload, the file's name (RFC 6266): `attachment; filename="report.pdf"`, or with
+                 *     `filename*=UTF-8''…` for names beyond ASCII (preferred when both are there). Without it the
+                 *     file is named `attachment`. Ignored for `multipart/form-data`, whose part carries the name.
+                 * @example attachment; filename*=UTF-8''r%C3%A9sum%C3%A9.pdf
+                 */
+                "Content-Disposition"?: components["parameters"]["ContentDisposition"];
+            };
+            path: {
+                /**
+                 * @description The task's id.
+                 * @example 0b6f3c4e-6a43-4f6e-9a57-2d1f0c3e8b11
+                 */
+                taskId: components["parameters"]["TaskId"];
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "multipart/form-data": components["schemas"]["AttachmentUpload"];
+                "application/octet-stream": components["schemas"]["RawFile"];
+                "image/*": components["schemas"]["RawFile"];
+                "text/*": components["schemas"]["RawFile"];
+                "application/pdf": components["schemas"]["RawFile"];
+                "application/vnd.openxmlformats-officedocument.wordprocessingml.document": components["schemas"]["RawFile"];
+                "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": components["schemas"]["RawFile"];
+                "application/vnd.openxmlformats-officedocument.presentationml.presentation": components["schemas"]["RawFile"];
+                "application/vnd.oasis.opendocument.text": components["schemas"]["RawFile"];
+                "application/vnd.oasis.opendocument.spreadsheet": components["schemas"]["RawFile"];
+                "application/vnd.oasis.opendocument.presentation": components["schemas"]["RawFile"];
+            };
+        };
+        responses: {
+            /** @description The file is stored; its metadata, and its URL in `Location`. */
+            201: {
+                headers: {
+                    "Access-Control-Allow-Origin": components["headers"]["AccessControlAllowOrigin"];
+                    RateLimit: components["headers"]["RateLimit"];
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    /**
+                     * @description The new attachment's URL.
+                     * @example /api/v1/attachments/7d9c2a51-3f7e-4b8a-9a0c-1e2f3a4b5c6d
+                     */
+                    Location: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Attachment"];
+                };
+            };
+            400: components["responses"]["MalformedUpload"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["TaskNotFound"];
+            413: components["responses"]["UploadTooLarge"];
+            415: components["responses"]["FileTypeRefused"];
+            422: components["responses"]["ValidationFailed"];
+            429: components["responses"]["TooManyRequests"];
+            500: components["responses"]["InternalError"];
+            503: components["responses"]["ServiceUnavailable"];
+        };
+    };
+    getAttachment: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /**
+                 * @description The attachment's id.
+                 * @example 7d9c2a51-3f7e-4b8a-9a0c-1e2f3a4b5c6d
+                 */
+                attachmentId: components["parameters"]["AttachmentId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The attachment. */
+            200: {
+                headers: {
+                    "Access-Control-Allow-Origin": components["headers"]["AccessControlAllowOrigin"];
+                    RateLimit: components["headers"]["RateLimit"];
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Attachment"];
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["AttachmentNotFound"];
+            422: components["responses"]["ValidationFailed"];
+            429: components["responses"]["TooManyRequests"];
+            500: components["responses"]["InternalError"];
+            503: components["responses"]["ServiceUnavailable"];
+        };
+    };
+    deleteAttachment: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /**
+                 * @description The attachment's id.
+                 * @example 7d9c2a51-3f7e-4b8a-9a0c-1e2f3a4b5c6d
+                 */
+                attachmentId: components["parameters"]["AttachmentId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Deleted. */
+            204: {
+                headers: {
+                    "Access-Control-Allow-Origin": components["headers"]["AccessControlAllowOrigin"];
+                    RateLimit: components["headers"]["RateLimit"];
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["AttachmentNotFound"];
+            422: components["responses"]["ValidationFailed"];
+            429: components["responses"]["TooManyRequests"];
+            500: components["responses"]["InternalError"];
+            503: components["responses"]["ServiceUnavailable"];
+        };
+    };
+    downloadAttachment: {
+        parameters: {
+            query?: never;
+            header?: {
+                /**
+                 * @description One byte range of the file (RFC 9110 §14.2): `bytes=0-1023`, `bytes=1024-` or the last
+                 *     bytes, `bytes=-500`. Answered 206 with that part; several ranges in one request are answered
+                 *     with the whole file (200), as RFC 9110 allows.
+                 * @example bytes=0-1023
+                 */
+                Range?: components["parameters"]["Range"];
+                /**
+                 * @description The ETag you hold. With `Range`, the part is sent only if the file is still that one; otherwise the whole file (200).
+                 * @example "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+                 */
+                "If-Range"?: components["parameters"]["IfRange"];
+                /**
+                 * @description The ETag you hold; 304 while the file is that one.
+                 * @example "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+                 */
+                "If-None-Match"?: string;
+            };
+            path: {
+                /**
+                 * @description The attachment's id.
+                 * @example 7d9c2a51-3f7e-4b8a-9a0c-1e2f3a4b5c6d
+                 */
+                attachmentId: components["parameters"]["AttachmentId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The whole file, with the `Content-Type` stored for it. */
+            200: {
+                headers: {
+                    "Access-Control-Allow-Origin": components["headers"]["AccessControlAllowOrigin"];
+                    RateLimit: components["headers"]["RateLimit"];
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    "Content-Length": components["headers"]["ContentLength"];
+                    "Content-Disposition": components["headers"]["ContentDisposition"];
+                    "Accept-Ranges": components["headers"]["AcceptRanges"];
+                    ETag: components["headers"]["AttachmentETag"];
+                    "X-Content-Type-Options": components["headers"]["XContentTypeOptions"];
+                    "Content-Security-Policy": components["headers"]["DownloadContentSecurityPolicy"];
+                    "Cache-Control": components["headers"]["CacheControlPrivate"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /** @example (the file's bytes) */
+                    "*/*": string;
+                };
+            };
+            /** @description The part of the file `Range` asked for. */
+            206: {
+                headers: {
+                    "Access-Control-Allow-Origin": components["headers"]["AccessControlAllowOrigin"];
+                    RateLimit: components["headers"]["RateLimit"];
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    "Content-Length": components["headers"]["ContentLength"];
+                    "Content-Disposition": components["headers"]["ContentDisposition"];
+                    "Accept-Ranges": components["headers"]["AcceptRanges"];
+                    ETag: components["headers"]["AttachmentETag"];
+                    "X-Content-Type-Options": components["headers"]["XContentTypeOptions"];
+                    "Content-Security-Policy": components["headers"]["DownloadContentSecurityPolicy"];
+                    "Cache-Control": components["headers"]["CacheControlPrivate"];
+                    "Content-Range": components["headers"]["ContentRange"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /** @example (the file's bytes) */
+                    "*/*": string;
+                };
+            };
+            /** @description The file is the one `If-None-Match` names; no body. */
+            304: {
+                headers: {
+                    ETag: components["headers"]["AttachmentETag"];
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    RateLimit: components["headers"]["RateLimit"];
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["AttachmentNotFound"];
+            416: components["responses"]["RangeNotSatisfiable"];
             422: components["responses"]["ValidationFailed"];
             429: components["responses"]["TooManyRequests"];
             500: components["responses"]["InternalError"];

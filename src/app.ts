@@ -3,7 +3,8 @@ import express, { type Express, type RequestHandler } from 'express';
 import helmet from 'helmet';
 import type { BuiltinIssuer } from './auth/builtin/issuer.js';
 import type { TokenVerifier } from './auth/token-verifier.js';
-import type { Config } from './config.js';
+import type { BlobStore } from './attachments/blob-store.js';
+import { loadConfig, type Config } from './config.js';
 import type { Database } from './db/database.js';
 import { accessLog } from './http/access-log.js';
 import type { Contract } from './http/contract.js';
@@ -17,7 +18,9 @@ import type { Logger } from './logger.js';
 import { buildOperations } from './operations.js';
 
 export interface AppDeps {
-  config: Pick<Config, 'bodyLimitBytes' | 'corsOrigins' | 'rateLimit'> & Partial<Pick<Config, 'metricsToken' | 'metricsOff' | 'trustProxy' | 'requestTimeoutMs'>>;
+  config: Pick<Config, 'bodyLimitBytes' | 'corsOrigins' | 'rateLimit'> & Partial<Pick<Config, 'metricsToken' | 'metricsOff' | 'trustProxy' | 'requestTimeoutMs' | 'attachments'>>;
+  /** Where attachments' bytes live (ATTACHMENT_STORAGE=s3); PostgreSQL itself when not given. */
+  blobStore?: BlobStore;
   /** Shared rate-limit counters (a connected node-redis client), when REDIS_URL is set. */
   redis?: RedisCommands;
   /** Rate-limit key prefix in Redis (tests isolate themselves with it). */
@@ -68,14 +71,21 @@ function corsPolicy(origins: string[]): RequestHandler {
 
 /**
  * Answers 503 problem+json (with Retry-After) to a request that is not answered in time, so a
- * client never waits on a hung dependency longer than that.
+ * client never waits on a hung dependency longer than that. The clock of a request whose body its
+ * handler streams (an upload: any body but JSON) starts once the body is in: sending it takes as
+ * long as the client takes, which CLIENT_REQUEST_TIMEOUT_MS bounds.
  */
 function requestTimeout(ms: number): RequestHandler {
-  return (_req, res, next) => {
-    const timer = setTimeout(() => {
-      if (!res.headersSent) next(new ServiceUnavailable(`The request was not answered within ${ms} ms.`));
-    }, ms);
-    timer.unref();
+  return (req, res, next) => {
+    let timer: NodeJS.Timeout | undefined;
+    const start = () => {
+      timer = setTimeout(() => {
+        if (!res.headersSent) next(new ServiceUnavailable(`The request was not answered within ${ms} ms.`));
+      }, ms);
+      timer.unref();
+    };
+    if (req.is(['application/json', 'application/*+json']) === false) req.once('end', start);
+    else start();
     res.once('close', () => clearTimeout(timer));
     next();
   };
@@ -114,7 +124,17 @@ export function buildApp(deps: AppDeps): Express {
   app.use(
     openApiRoutes({
       spec: contract.spec,
-      handlers: buildOperations({ database, contract, metrics, metricsToken: config.metricsToken, metricsOff: config.metricsOff, issuer: deps.issuer, stopping: deps.stopping }),
+      handlers: buildOperations({
+        database,
+        contract,
+        metrics,
+        metricsToken: config.metricsToken,
+        metricsOff: config.metricsOff,
+        issuer: deps.issuer,
+        stopping: deps.stopping,
+        attachments: config.attachments ?? loadConfig({ NODE_ENV: 'test' }).attachments,
+        blobStore: deps.blobStore,
+      }),
       verifier,
       logger,
       validateResponses: deps.validateResponses ?? false,

@@ -1,3 +1,4 @@
+import { DEFAULT_ALLOWED_TYPES } from './attachments/content.js';
 /**
  * The only reader of the environment. Everything else receives a typed {@link Config}.
  * Every problem is collected and reported at once, so a bad deployment fails with one message.
@@ -72,6 +73,20 @@ export interface Config {
   metricsOff: boolean;
   /** Origins a browser may call the API from (`*`: any); empty: none, CORS stays off. */
   corsOrigins: string[];
+  attachments: AttachmentsConfig;
+}
+
+/** Files on tasks: limits, accepted types, and where the bytes live. */
+export interface AttachmentsConfig {
+  maxBytes: number;
+  quotaBytes: number;
+  maxPerTask: number;
+  allowedTypes: string[];
+  /** `postgres` (the default: chunks in the database itself) or `s3` (any S3-compatible store). */
+  storage: 'postgres' | 's3';
+  s3?: { bucket: string; prefix: string; region: string; endpoint?: string };
+  /** How often this process looks for what crashed uploads left behind. */
+  sweepIntervalMs: number;
 }
 
 /**
@@ -216,6 +231,7 @@ export function loadConfig(env: Env = process.env): Config {
     redisUrl: url('REDIS_URL', ['redis:', 'rediss:']) ? read('REDIS_URL') : undefined,
     trustProxy: trustProxyOf(read('TRUST_PROXY'), problems),
     corsOrigins,
+    attachments: attachmentsConfig(read, int, oneOf, problems),
   };
   if (config.metricsToken !== undefined && config.metricsToken.length < 16) problems.push('METRICS_TOKEN must be at least 16 characters long');
   if (config.auth.enabled && config.auth.accessTokenTtlSeconds > config.jwt.maxTokenAgeSeconds) {
@@ -232,6 +248,34 @@ export function loadConfig(env: Env = process.env): Config {
   }
   if (problems.length > 0) throw new ConfigError(problems);
   return config;
+}
+
+/** ATTACHMENT_*: limits, types and storage of files on tasks. */
+function attachmentsConfig(
+  read: (name: string) => string | undefined,
+  int: (name: string, fallback: number, min: number, max: number) => number,
+  oneOf: <T extends string>(name: string, allowed: readonly T[], fallback: T) => T,
+  problems: string[],
+): AttachmentsConfig {
+  const types = read('ATTACHMENT_ALLOWED_TYPES')?.split(',').map((t) => t.trim().toLowerCase()).filter(Boolean) ?? [...DEFAULT_ALLOWED_TYPES];
+  const badTypes = types.filter((t) => !/^[a-z0-9][a-z0-9!#$&^_.+-]*\/[a-z0-9][a-z0-9!#$&^_.+-]*$/.test(t));
+  if (badTypes.length > 0) problems.push(`ATTACHMENT_ALLOWED_TYPES must list media types like image/png, comma-separated (not ${badTypes.join(', ')})`);
+  const storage = oneOf('ATTACHMENT_STORAGE', ['postgres', 's3'] as const, 'postgres');
+  const bucket = read('ATTACHMENT_S3_BUCKET');
+  if (storage === 's3' && bucket === undefined) problems.push('ATTACHMENT_S3_BUCKET must be set when ATTACHMENT_STORAGE=s3');
+  const endpoint = read('ATTACHMENT_S3_ENDPOINT');
+  if (endpoint !== undefined && !/^https?:\/\/[^/]+/.test(endpoint)) problems.push('ATTACHMENT_S3_ENDPOINT must be an http(s) URL');
+  return {
+    maxBytes: int('ATTACHMENT_MAX_BYTES', 10 * 1024 * 1024, 1, 5 * 1024 ** 3),
+    quotaBytes: int('ATTACHMENT_QUOTA_BYTES', 1024 ** 3, 0, 1024 ** 5),
+    maxPerTask: int('ATTACHMENT_MAX_PER_TASK', 20, 0, 10_000),
+    allowedTypes: types,
+    storage,
+    s3: storage === 's3' && bucket !== undefined
+      ? { bucket, prefix: read('ATTACHMENT_S3_PREFIX') ?? 'attachments/', region: read('ATTACHMENT_S3_REGION') ?? read('AWS_REGION') ?? 'us-east-1', endpoint }
+      : undefined,
+    sweepIntervalMs: int('ATTACHMENT_SWEEP_INTERVAL_MS', 600_000, 1000, 86_400_000),
+  };
 }
 
 /** TRUST_PROXY: unset or false → false; a hop count; or comma-separated addresses, subnets or loopback/linklocal/uniquelocal. */

@@ -1,3 +1,9 @@
+import { attachmentHandlers } from './attachments/attachments.handlers.js';
+import { attachmentService } from './attachments/attachments.service.js';
+import type { BlobStore } from './attachments/blob-store.js';
+import { attachmentMetrics } from './attachments/metrics.js';
+import { postgresBlobStore } from './attachments/postgres-store.js';
+import type { AttachmentsConfig } from './config.js';
 import { authHandlers } from './auth/builtin/auth.handlers.js';
 import type { BuiltinIssuer } from './auth/builtin/issuer.js';
 import type { Database } from './db/database.js';
@@ -23,11 +29,21 @@ export function buildOperations(deps: {
   metricsOff?: boolean;
   issuer?: BuiltinIssuer;
   stopping?: () => boolean;
+  attachments: AttachmentsConfig;
+  /** Where attachments' bytes live; PostgreSQL itself when not given. */
+  blobStore?: BlobStore;
 }): HandlerMap {
   const { database, contract, metrics, metricsToken, metricsOff, issuer, stopping } = deps;
   const asOwner = ownerScope(database);
+  const attachments = attachmentService({
+    asOwner,
+    store: deps.blobStore ?? postgresBlobStore(asOwner),
+    limits: deps.attachments,
+    metrics: attachmentMetrics(metrics.registry),
+  });
   return {
     ...taskHandlers(database.db, asOwner),
+    ...attachmentHandlers(attachments),
     ...meHandlers({ countTasks: (owner) => asOwner(owner, (scoped) => taskService(scoped, owner).counts()) }),
     ...authHandlers(issuer),
     ...operationsEndpoints({ contract, ping: database.ping, metrics, metricsToken, metricsOff, stopping }),

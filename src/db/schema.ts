@@ -71,6 +71,45 @@ export interface LoginFailuresTable {
   window_started_at: ColumnType<Date, Date | string, Date | string>;
 }
 
+/** One distinct file of an owner (see migration 0005). */
+export interface AttachmentBlobsTable {
+  id: string;
+  owner_id: string;
+  backend: 'postgres' | 's3';
+  state: 'uploading' | 'stored' | 'released';
+  sha256: string | null;
+  /** bigint: a string on pg, a number on PGlite. */
+  size: ColumnType<string | number, number | undefined, number>;
+  ref_count: Generated<number>;
+  created_at: ColumnType<Date, Date | string | undefined, Date | string>;
+}
+
+/** Bytes of blobs kept in PostgreSQL, keyed by the offset of their first byte. */
+export interface AttachmentChunksTable {
+  blob_id: string;
+  start_offset: ColumnType<string | number, number, number>;
+  owner_id: string;
+  data: Uint8Array;
+}
+
+export interface AttachmentsTable {
+  id: Generated<string>;
+  owner_id: string;
+  task_id: string;
+  blob_id: string;
+  filename: string;
+  content_type: string;
+  size: ColumnType<string | number, number, number>;
+  sha256: string;
+  created_at: Timestamp;
+}
+
+/** Bytes an owner's stored blobs take. */
+export interface AttachmentUsageTable {
+  owner_id: string;
+  bytes: ColumnType<string | number, number, number>;
+}
+
 export interface DB {
   tasks: TasksTable;
   idempotency_keys: IdempotencyKeysTable;
@@ -78,4 +117,8 @@ export interface DB {
   refresh_tokens: RefreshTokensTable;
   signing_keys: SigningKeysTable;
   login_failures: LoginFailuresTable;
+  attachment_blobs: AttachmentBlobsTable;
+  attachment_chunks: AttachmentChunksTable;
+  attachments: AttachmentsTable;
+  attachment_usage: AttachmentUsageTable;
 }

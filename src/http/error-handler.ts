@@ -2,7 +2,7 @@ import type { ErrorRequestHandler, Request } from 'express';
 import { authFailureOf } from '../auth/bearer-security.js';
 import { isDatabaseUnavailable, isDataException } from '../db/errors.js';
 import type { Logger } from '../logger.js';
-import { boundedPointer, HttpProblem, MAX_FIELD_ERRORS, MAX_POINTER, NoRoute, pointerSegment, ServiceUnavailable, ValidationFailed, type FieldError } from './problem.js';
+import { boundedPointer, ClientGone, HttpProblem, MAX_FIELD_ERRORS, MAX_POINTER, NoRoute, pointerSegment, ServiceUnavailable, ValidationFailed, type FieldError } from './problem.js';
 
 /** An error as express-openapi-validator and body-parser raise them. */
 interface HttpErrorLike extends Error {
@@ -124,6 +124,11 @@ function toProblem(error: HttpErrorLike, req: Request, logger: Logger): HttpProb
  */
 export function errorHandler(logger: Logger): ErrorRequestHandler {
   return (error: HttpErrorLike, req, res, next) => {
+    if (error instanceof ClientGone) {
+      logger.info('client went away mid-request', { request_id: req.id, path: req.path });
+      res.destroy();
+      return;
+    }
     if (res.headersSent) {
       logger.error('error after response started', { request_id: req.id, error });
       next(error);

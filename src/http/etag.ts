@@ -31,7 +31,12 @@ export function versionsMatching(ifMatch: string | undefined): 'any' | number[] 
 
 /** Whether `If-None-Match` matches the current version (weak comparison: `W/"3"` matches `"3"`). */
 export function noneMatchHits(ifNoneMatch: string | undefined, version: number): boolean {
+  return noneMatchHitsTag(ifNoneMatch, String(version));
+}
+
+/** Whether `If-None-Match` names the entity tag `"<tag>"` or is `*` (weak comparison). */
+export function noneMatchHitsTag(ifNoneMatch: string | undefined, tag: string): boolean {
   if (ifNoneMatch === undefined) return false;
   const tags = parseEntityTags(ifNoneMatch);
-  return tags === '*' || tags.some(({ tag }) => tag === String(version));
+  return tags === '*' || tags.some((entity) => entity.tag === tag);
 }

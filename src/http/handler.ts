@@ -1,3 +1,5 @@
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import type { Request, RequestHandler } from 'express';
 import type { operations } from '../../generated/api.js';
 import type { AuthContext } from '../auth/auth-context.js';
@@ -8,7 +10,7 @@ export type OperationId = keyof operations;
 type Op<K extends OperationId> = operations[K];
 type Params<K extends OperationId> = Op<K>['parameters'];
 type ContentOf<T> = T extends { content: infer C } ? C[keyof C] : undefined;
-type SuccessStatus = 200 | 201 | 202 | 204 | 304;
+type SuccessStatus = 200 | 201 | 202 | 204 | 206 | 304;
 type Responses<K extends OperationId> = Op<K>['responses'];
 type Statuses<K extends OperationId> = Extract<keyof Responses<K>, SuccessStatus>;
 type ResponseHeaders = Record<string, string>;
@@ -24,9 +26,17 @@ export interface OperationRequest<K extends OperationId> {
   readonly raw: Request;
 }
 
+/**
+ * A body sent as it is produced (a file read from storage), never held whole. Handlers of
+ * operations whose content is not JSON may answer with one; `Content-Length` is theirs to set.
+ */
+export class StreamedBody {
+  constructor(readonly source: AsyncIterable<Buffer>) {}
+}
+
 type Reply<S, B> = [B] extends [undefined]
   ? { status: S; body?: undefined; headers?: ResponseHeaders }
-  : { status: S; body: B; headers?: ResponseHeaders };
+  : { status: S; body: [B] extends [string] ? B | StreamedBody : B; headers?: ResponseHeaders };
 
 /** One of the operation's documented success responses, with the body the contract gives it. */
 export type OperationResult<K extends OperationId> = {
@@ -59,7 +69,15 @@ export function toExpress<K extends OperationId>(operationId: K, handler: Operat
     if (res.headersSent) return;
     if (result.headers) res.set(result.headers);
     res.status(result.status);
-    if (result.body === undefined) {
+    if (result.body instanceof StreamedBody) {
+      // A client that stops reading half-way ends the pipeline (and the storage reads behind it)
+      // with a premature close: nothing to answer, nobody to answer it to. A failure of the source
+      // goes on to the error handler, which cuts the connection: the client sees fewer bytes than
+      // Content-Length promised, never a complete-looking wrong file.
+      await pipeline(Readable.from(result.body.source), res).catch((error: unknown) => {
+        if ((error as { code?: string }).code !== 'ERR_STREAM_PREMATURE_CLOSE') throw error;
+      });
+    } else if (result.body === undefined) {
       res.end();
     } else if (typeof result.body === 'string') {
       res.send(result.body);

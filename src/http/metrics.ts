@@ -7,6 +7,8 @@ export interface Metrics {
   middleware: RequestHandler;
   /** The Prometheus text exposition and its content type. */
   render(): Promise<{ contentType: string; body: string }>;
+  /** The app's registry, where features register their own metrics. */
+  registry: Registry;
 }
 
 /**
@@ -65,5 +67,6 @@ export function createMetrics(database: Pick<Database, 'pool'>): Metrics {
     async render() {
       return { contentType: registry.contentType, body: await registry.metrics() };
     },
+    registry,
   };
 }

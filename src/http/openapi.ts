@@ -79,6 +79,23 @@ function onlyKnownQueryParameters(known: Set<string>): RequestHandler {
 }
 
 /**
+ * The contract as the validator is given it: a copy (the validator annotates what it is given;
+ * the served document stays pristine), in which a `multipart/form-data` body is any object. The
+ * validator never reads such a body (no multer: it would buffer whole uploads), so it cannot see
+ * its parts; their handler checks them as they stream in, against the same contract.
+ */
+function validatorView(spec: OpenApiDocument): OpenApiDocument {
+  const view = structuredClone(spec);
+  for (const item of Object.values(view.paths)) {
+    for (const method of METHODS) {
+      const media = (item[method] as { requestBody?: { content?: Record<string, { schema?: unknown }> } } | undefined)?.requestBody?.content?.['multipart/form-data'];
+      if (media !== undefined) media.schema = { type: 'object' };
+    }
+  }
+  return view;
+}
+
+/**
  * The gate, then the router: express-openapi-validator checks path, query, headers, body and the
  * bearer token (with the operation's scopes) against the contract and answers 404/405 for what
  * the contract lacks; only then does the request reach the operation's handler.
@@ -94,7 +111,7 @@ export function openApiRoutes(options: {
   assertHandlersMatchSpec(spec, handlers);
   const validator = OpenApiValidator.middleware({
     // The validator annotates the document it is given; keep the served copy pristine.
-    apiSpec: structuredClone(spec) as never,
+    apiSpec: validatorView(spec) as never,
     validateApiSpec: true,
     // allErrors: one `errors[]` entry per offending field, not just the first, so a form learns
     // every mistake at once. Affordable because the work is linear in the body and the body is
@@ -110,6 +127,9 @@ export function openApiRoutes(options: {
     // ... and date-time as PostgreSQL can store it and the API can write it back (see formats.ts).
     formats: contractFormats,
     validateSecurity: { handlers: { bearerAuth: bearerSecurityHandler(verifier, logger) } },
+    // Never multer: it would read a whole upload into memory (or onto disk) before any handler. Uploads
+    // are streamed by their handler (attachments), which checks their parts itself.
+    fileUploader: false,
   }) as unknown as RequestHandler[];
   return [...validator, operationsRouter(spec, handlers)];
 }

@@ -89,3 +89,15 @@ export class ServiceUnavailable extends HttpProblem {
     super(503, 'SERVICE_UNAVAILABLE', 'Service unavailable', detail, { headers: { 'Retry-After': '5' }, cause });
   }
 }
+
+/**
+ * The client went away (or Node gave up on it) before its request was read to the end: there is
+ * nobody to answer. The error handler logs it and sends nothing.
+ */
+export class ClientGone extends Error {
+  override name = 'ClientGone';
+  readonly code = 'CLIENT_GONE';
+  constructor(cause?: unknown) {
+    super('the client closed the connection before the request was complete', { cause });
+  }
+}

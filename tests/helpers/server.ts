@@ -6,7 +6,9 @@ import { sql } from 'kysely';
 import { SignJWT, type JWTPayload } from 'jose';
 import { createTasksClient, type TasksClient } from '../../generated/client.js';
 import { buildApp } from '../../src/app.js';
-import { DEFAULT_BODY_LIMIT_BYTES } from '../../src/config.js';
+import type { BlobStore } from '../../src/attachments/blob-store.js';
+import { DEFAULT_BODY_LIMIT_BYTES, loadConfig, type AttachmentsConfig } from '../../src/config.js';
+import { createHttpServer } from '../../src/http/http-server.js';
 import type { RedisCommands } from '../../src/http/rate-limit.js';
 import { builtinAuth } from '../../src/auth/builtin/issuer.js';
 import type { SigningKeys } from '../../src/auth/builtin/signing-keys.js';
@@ -92,6 +94,12 @@ export async function startServer(
     requestTimeoutMs?: number;
     /** Turn on the built-in issuer (AUTH_BUILTIN), optionally with KEY_ENCRYPTION_SECRET. */
     builtinAuth?: boolean | { keyEncryptionSecret?: string };
+    /** Attachment limits other than the defaults (the tests of limits make them small). */
+    attachments?: Partial<AttachmentsConfig>;
+    /** Where attachments' bytes go (an S3 store in its tests); PostgreSQL when not given. */
+    blobStore?: BlobStore;
+    /** Node's limit on receiving a whole request (CLIENT_REQUEST_TIMEOUT_MS), checked every second as in production. */
+    clientRequestTimeoutMs?: number;
   } = {},
 ): Promise<TestServer> {
   const secret = randomBytes(32).toString('base64url');
@@ -115,7 +123,9 @@ export async function startServer(
       rateLimit: options.rateLimit ?? { perMinute: 100_000, authPerMinute: 100_000 },
       trustProxy: options.trustProxy,
       requestTimeoutMs: options.requestTimeoutMs,
+      attachments: { ...loadConfig({ NODE_ENV: 'test' }).attachments, ...options.attachments },
     },
+    blobStore: options.blobStore,
     redis: options.redis,
     rateLimitPrefix: options.rateLimitPrefix,
     database,
@@ -125,7 +135,10 @@ export async function startServer(
     contract: loadContract(),
     validateResponses: true,
   });
-  const server: Server = createServer(app);
+  const server: Server =
+    options.clientRequestTimeoutMs === undefined
+      ? createServer(app)
+      : createHttpServer({ headersTimeoutMs: options.clientRequestTimeoutMs, requestTimeoutMs: options.clientRequestTimeoutMs, keepAliveTimeoutMs: 5000, maxConnections: 1000 }).on('request', app);
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
 
