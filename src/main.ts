@@ -1,5 +1,9 @@
 import cluster from 'node:cluster';
 import { buildApp } from './app.js';
+import type { BlobStore } from './attachments/blob-store.js';
+import { blobStoreFor, staleUploadAfterMs } from './attachments/storage.js';
+import { sweepAttachments } from './attachments/sweep.js';
+import { ownerScope } from './db/owner-scope.js';
 import { builtinAuth } from './auth/builtin/issuer.js';
 import { withDevSecret } from './auth/dev-secret.js';
 import { createTokenVerifier } from './auth/token-verifier.js';
@@ -88,6 +92,20 @@ async function startBuiltinAuth(config: Config, db: Database['db'], logger: Logg
   return builtin;
 }
 
+/**
+ * The attachment sweep (what crashed uploads left, bytes of released blobs elsewhere than in
+ * PostgreSQL) a little after start and then every ATTACHMENT_SWEEP_INTERVAL_MS. Every process
+ * runs it; running it twice at once removes nothing twice.
+ */
+function sweepEvery(config: Config, database: Database, store: BlobStore, logger: Logger): NodeJS.Timeout {
+  const run = () =>
+    sweepAttachments(database.db, store, new Date(Date.now() - staleUploadAfterMs(config.http.requestTimeoutMs)))
+      .then((removed) => removed > 0 && logger.info('attachment sweep removed leftovers', { removed }))
+      .catch((error: unknown) => logger.warn('attachment sweep failed; it runs again later', { error: String(error) }));
+  setTimeout(run, 5_000).unref();
+  return setInterval(run, config.attachments.sweepIntervalMs).unref();
+}
+
 /** Process entry: config → database → migrations → listen → graceful shutdown on SIGTERM/SIGINT. */
 async function main(): Promise<void> {
   const config = configOrExit();
@@ -114,7 +132,9 @@ async function main(): Promise<void> {
   const verifier = createTokenVerifier({ ...jwt, builtin: builtin?.verification });
   const server = createHttpServer(config.http);
   const shutdown = gracefulShutdown(server, { drainMs: config.shutdownDrainMs, timeoutMs: config.shutdownTimeoutMs, logger });
-  const app = buildApp({ config, database, logger, redis, verifier, issuer: builtin?.issuer, contract: loadContract(), stopping: shutdown.stopping });
+  const blobStore = blobStoreFor(config.attachments, ownerScope(database));
+  const sweep = sweepEvery(config, database, blobStore, logger);
+  const app = buildApp({ config, database, logger, redis, verifier, issuer: builtin?.issuer, contract: loadContract(), stopping: shutdown.stopping, blobStore });
   server.on('request', app);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
@@ -129,6 +149,8 @@ async function main(): Promise<void> {
     const drained = shutdown.shutdown();
     logger.info('shutting down', { signal, drain_ms: config.shutdownDrainMs, timeout_ms: config.shutdownTimeoutMs });
     await drained;
+    clearInterval(sweep);
+    blobStore.close();
     await database.close();
     await redis?.close().catch(() => undefined);
     logger.info('stopped');

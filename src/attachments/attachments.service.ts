@@ -4,7 +4,7 @@ import type { components } from '../../generated/api.js';
 import type { OwnerId } from '../auth/owner-id.js';
 import type { OwnerScope } from '../db/owner-scope.js';
 import type { DB } from '../db/schema.js';
-import { ClientGone, HttpProblem } from '../http/problem.js';
+import { ClientGone, HttpProblem, ServiceUnavailable } from '../http/problem.js';
 import { TaskNotFound } from '../tasks/errors.js';
 import { decodeCursor, encodeCursor, queryFingerprint } from '../tasks/cursor.js';
 import { attachmentsOf, type AttachmentRow } from './attachments.repository.js';
@@ -70,6 +70,15 @@ export function attachmentService(deps: { asOwner: OwnerScope; store: BlobStore;
   const { asOwner, store, limits, metrics } = deps;
   const of = <T>(owner: OwnerId, work: (attachments: ReturnType<typeof attachmentsOf>) => Promise<T>) => asOwner(owner, (db) => work(attachmentsOf(db, owner)));
 
+  /**
+   * What a store's failure means to the caller: the source's own errors (a limit, a refused type,
+   * the client gone) as they are; anything else from a store outside the database (S3 down,
+   * refusing, timing out) a dependency down, 503; the database's own failures are mapped by the
+   * error handler like any other.
+   */
+  const storeFailure = (error: unknown): unknown =>
+    store.backend === 'postgres' || error instanceof HttpProblem || error instanceof ClientGone ? error : new ServiceUnavailable('The file store is unavailable; retry later.', error);
+
   /** Removes a blob an upload wrote and did not keep: its bytes, then its row. Best effort: the sweep finds what this misses. */
   async function discard(owner: OwnerId, blobId: string): Promise<void> {
     await store.remove(owner, blobId).catch(() => undefined);
@@ -120,7 +129,9 @@ export function attachmentService(deps: { asOwner: OwnerScope; store: BlobStore;
       await of(owner, (attachments) => attachments.createBlob(blobId, store.backend));
       try {
         const inspected = inspect(file.bytes, { limit: allowance.limit, tooLarge: allowance.tooLarge, declared: file.declaredType, allowed: limits.allowedTypes });
-        await store.put(owner, blobId, inspected.bytes);
+        await store.put(owner, blobId, inspected.bytes).catch((error: unknown) => {
+          throw storeFailure(error);
+        });
         await file.finished;
         const found = inspected.result();
         const fields = { filename: file.filename(), contentType: found.contentType, size: found.size, sha256: found.sha256 };
@@ -165,9 +176,13 @@ export function attachmentService(deps: { asOwner: OwnerScope; store: BlobStore;
 
     /** The bytes of `range` of an attachment read with `get`, counted as they go out. */
     async *content(owner: OwnerId, row: AttachmentRow, range: ByteRange): AsyncIterable<Buffer> {
-      for await (const piece of store.get(owner, row.blob_id, range)) {
-        metrics.downloaded(piece.length);
-        yield piece;
+      try {
+        for await (const piece of store.get(owner, row.blob_id, range)) {
+          metrics.downloaded(piece.length);
+          yield piece;
+        }
+      } catch (error) {
+        throw storeFailure(error);
       }
     },
 

@@ -1,6 +1,6 @@
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import type { Request, RequestHandler } from 'express';
+import type { Request, RequestHandler, Response } from 'express';
 import type { operations } from '../../generated/api.js';
 import type { AuthContext } from '../auth/auth-context.js';
 
@@ -51,6 +51,32 @@ export type Handlers<K extends OperationId> = { [P in K]: OperationHandler<P> };
 /** Exactly one handler per operation: a missing or extra key does not compile. */
 export type HandlerMap = Handlers<OperationId>;
 
+/**
+ * Sends a streamed body. Its first piece is read before anything is set on the response, so a
+ * source that fails at once (storage down, bytes missing) is still an ordinary problem+json
+ * answer. After that, a client that stops reading ends the pipeline (and the reads behind it)
+ * with a premature close: nobody to answer. A later failure of the source goes on to the error
+ * handler, which cuts the connection: the client sees fewer bytes than Content-Length promised,
+ * never a complete-looking wrong file.
+ */
+async function sendStreamed(res: Response, status: number, headers: ResponseHeaders, source: AsyncIterable<Buffer>): Promise<void> {
+  const pieces = source[Symbol.asyncIterator]();
+  const first = await pieces.next();
+  if (res.headersSent) return void (await pieces.return?.());
+  async function* all() {
+    try {
+      if (!first.done) yield first.value;
+      for (let next = await pieces.next(); !next.done; next = await pieces.next()) yield next.value;
+    } finally {
+      await pieces.return?.();
+    }
+  }
+  res.set(headers).status(status);
+  await pipeline(Readable.from(all()), res).catch((error: unknown) => {
+    if ((error as { code?: string }).code !== 'ERR_STREAM_PREMATURE_CLOSE') throw error;
+  });
+}
+
 /** Adapts a typed handler to Express. Errors reach the error handler (Express 5 forwards rejections). */
 export function toExpress<K extends OperationId>(operationId: K, handler: OperationHandler<K>): RequestHandler {
   return async (req, res) => {
@@ -67,17 +93,13 @@ export function toExpress<K extends OperationId>(operationId: K, handler: Operat
     const result = await handler(request);
     // The request timeout may have answered 503 already; the work is done, the client has gone.
     if (res.headersSent) return;
+    if (result.body instanceof StreamedBody) {
+      await sendStreamed(res, result.status, result.headers ?? {}, result.body.source);
+      return;
+    }
     if (result.headers) res.set(result.headers);
     res.status(result.status);
-    if (result.body instanceof StreamedBody) {
-      // A client that stops reading half-way ends the pipeline (and the storage reads behind it)
-      // with a premature close: nothing to answer, nobody to answer it to. A failure of the source
-      // goes on to the error handler, which cuts the connection: the client sees fewer bytes than
-      // Content-Length promised, never a complete-looking wrong file.
-      await pipeline(Readable.from(result.body.source), res).catch((error: unknown) => {
-        if ((error as { code?: string }).code !== 'ERR_STREAM_PREMATURE_CLOSE') throw error;
-      });
-    } else if (result.body === undefined) {
+    if (result.body === undefined) {
       res.end();
     } else if (typeof result.body === 'string') {
       res.send(result.body);

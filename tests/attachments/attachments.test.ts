@@ -1,15 +1,59 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { request as httpRequest } from 'node:http';
+import { ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
+import type { BlobStore } from '../../src/attachments/blob-store.js';
+import { postgresBlobStore } from '../../src/attachments/postgres-store.js';
+import { s3BlobStore } from '../../src/attachments/s3-store.js';
+import { sweepAttachments } from '../../src/attachments/sweep.js';
+import { ownerScope } from '../../src/db/owner-scope.js';
 import { buildTask } from '../helpers/factories.js';
 import { elf, html, nothingStored, pdf, png, sha256, storedFor, svg } from '../helpers/files.js';
+import { startS3Server, type S3Server } from '../helpers/s3-server.js';
 import { newUser, startServer, type TestServer } from '../helpers/server.js';
 
 const KiB = 1024;
 const LIMITS = { maxBytes: 512 * KiB, quotaBytes: 1280 * KiB, maxPerTask: 3 };
 
 let server: TestServer;
+/** The server's blob store, for the sweep. */
+let store: BlobStore;
+/** The bytes of the owner's blobs outside PostgreSQL (S3 objects), and objects no blob row accounts for. */
+let objects: (() => Promise<string[]>) | undefined;
+
+/** What the owner has stored, everywhere: rows, and bytes whichever store holds them. */
+async function stored(owner: string) {
+  const rows = await storedFor(server.database, owner);
+  if (objects === undefined) return rows;
+  const keys = await objects();
+  const blobs = (await server.database.db.selectFrom('attachment_blobs').select(['id', 'owner_id']).execute());
+  const known = new Map(blobs.map((b) => [b.id, b.owner_id]));
+  const orphans = keys.filter((id) => !known.has(id));
+  expect(orphans).toEqual([]);
+  return { ...rows, chunks: keys.filter((id) => known.get(id) === owner).length };
+}
+
+describe.each(['postgres', 's3'] as const)('attachments stored in %s', (storage) => {
 beforeAll(async () => {
-  server = await startServer({ attachments: LIMITS });
+  if (storage === 'postgres') {
+    server = await startServer({ attachments: LIMITS });
+    store = postgresBlobStore(ownerScope(server.database));
+    objects = undefined;
+    return;
+  }
+  const s3: S3Server = await startS3Server();
+  const options = { bucket: s3.bucket, endpoint: s3.endpoint, credentials: s3.credentials, region: 'us-east-1' };
+  const s3Store = s3BlobStore(options);
+  store = s3Store;
+  const client = new S3Client({ ...options, forcePathStyle: true });
+  objects = async () => ((await client.send(new ListObjectsV2Command({ Bucket: s3.bucket, Prefix: 'attachments/' }))).Contents ?? []).map((o) => o.Key!.slice('attachments/'.length));
+  server = await startServer({ attachments: LIMITS, blobStore: s3Store });
+  const close = server.close;
+  server.close = async () => {
+    await close();
+    s3Store.close();
+    client.destroy();
+    await s3.close();
+  };
 });
 afterAll(() => server.close());
 
@@ -102,7 +146,7 @@ describe('POST /api/v1/tasks/{taskId}/attachments', () => {
       'cache-control': 'private, no-cache',
       'content-disposition': 'attachment; filename="passport photo.png"',
     });
-    expect(await storedFor(server.database, user.sub)).toEqual({ attachments: 1, blobs: 1, chunks: 2, usedBytes: bytes.length });
+    expect(await stored(user.sub)).toEqual({ attachments: 1, blobs: 1, chunks: storage === 'postgres' ? 2 : 1, usedBytes: bytes.length });
   });
 
   it('takes the raw bytes as the body, named by Content-Disposition (filename* in UTF-8 preferred)', async () => {
@@ -142,7 +186,7 @@ describe('POST /api/v1/tasks/{taskId}/attachments', () => {
     const task = await newTask(user);
     await problemOf(await uploadForm(user, task, bytes(), 'f', type), status, problem);
     await problemOf(await uploadRaw(user, task, bytes(), type), status, problem);
-    expect(await storedFor(server.database, user.sub)).toEqual(nothingStored);
+    expect(await stored(user.sub)).toEqual(nothingStored);
   });
 
   it('refuses a request media type that is no upload with 415 before reading it', async () => {
@@ -175,7 +219,7 @@ describe('POST /api/v1/tasks/{taskId}/attachments', () => {
     });
     expect(answer.status).toBe(413);
     expect(JSON.parse(answer.body).type).toBe('urn:tasks-api:problem:file-too-large');
-    expect(await storedFor(server.database, user.sub)).toEqual(nothingStored);
+    expect(await stored(user.sub)).toEqual(nothingStored);
   });
 
   it('keeps each owner within the quota, stores the same file once, and frees it with its last attachment', async () => {
@@ -184,8 +228,10 @@ describe('POST /api/v1/tasks/{taskId}/attachments', () => {
     const other = await newTask(user);
     const first = png(500 * KiB);
     const a = (await (await uploadForm(user, task, first, 'a.png', 'image/png')).json()) as { id: string };
-    const b = (await (await uploadRaw(user, other, first, 'image/png')).json()) as { id: string };
-    expect(await storedFor(server.database, user.sub)).toMatchObject({ attachments: 2, blobs: 1, usedBytes: first.length });
+    const second = await uploadRaw(user, other, first, 'image/png');
+    const b = (await second.json()) as { id: string };
+    expect([second.status, b]).toEqual([201, expect.objectContaining({ sha256: sha256(first) })]);
+    expect(await stored(user.sub)).toMatchObject({ attachments: 2, blobs: 1, usedBytes: first.length });
     await uploadForm(user, task, png(500 * KiB), 'b.png', 'image/png');
     const over = await problemOf(await uploadForm(user, task, png(400 * KiB), 'c.png', 'image/png'), 413, 'quota-exceeded');
     expect(over.detail).toContain(`${LIMITS.quotaBytes - 2 * first.length} of ${LIMITS.quotaBytes} bytes are left`);
@@ -195,7 +241,7 @@ describe('POST /api/v1/tasks/{taskId}/attachments', () => {
     const kept = await fetch(`${server.url}/api/v1/attachments/${b.id}/content`, { headers: user.auth });
     expect(Buffer.from(await kept.arrayBuffer()).equals(first)).toBe(true);
     expect((await fetch(`${server.url}/api/v1/attachments/${b.id}`, { method: 'DELETE', headers: user.auth })).status).toBe(204);
-    expect(await storedFor(server.database, user.sub)).toMatchObject({ attachments: 1, blobs: 1, usedBytes: 500 * KiB });
+    expect(await stored(user.sub)).toMatchObject({ attachments: 1, blobs: 1, usedBytes: 500 * KiB });
     expect((await fetch(`${server.url}/api/v1/attachments/${b.id}`, { headers: user.auth })).status).toBe(404);
   });
 
@@ -217,7 +263,7 @@ describe('POST /api/v1/tasks/{taskId}/attachments', () => {
     const user = await newOwner();
     const task = await newTask(user);
     await problemOf(await handmade(user, task, body()), 400, type);
-    expect(await storedFor(server.database, user.sub)).toEqual(nothingStored);
+    expect(await stored(user.sub)).toEqual(nothingStored);
   });
 
   it('answers 400 to multipart without a boundary', async () => {
@@ -239,7 +285,7 @@ describe('POST /api/v1/tasks/{taskId}/attachments', () => {
     const task = await newTask(user);
     const response = await uploadRaw(user, task, Buffer.from('hi'), 'text/plain', 'attachment; filename="unterminated');
     await problemOf(response, 422, 'validation-failed');
-    expect(await storedFor(server.database, user.sub)).toEqual(nothingStored);
+    expect(await stored(user.sub)).toEqual(nothingStored);
   });
 });
 
@@ -303,8 +349,8 @@ describe('owner isolation', () => {
     }
     expect((await fetch(`${server.url}/api/v1/attachments/${id}`, { method: 'DELETE', headers: intruder.auth })).status).toBe(404);
     expect((await uploadRaw(intruder, task, Buffer.from('x'), 'text/plain')).status).toBe(404);
-    expect(await storedFor(server.database, intruder.sub)).toEqual(nothingStored);
-    expect(await storedFor(server.database, owner.sub)).toMatchObject({ attachments: 1 });
+    expect(await stored(intruder.sub)).toEqual(nothingStored);
+    expect(await stored(owner.sub)).toMatchObject({ attachments: 1 });
   });
 });
 
@@ -323,13 +369,15 @@ describe('GET /api/v1/tasks/{taskId}/attachments', () => {
     expect(second.items.map((a) => a.id)).toEqual(ids.slice(2));
   });
 
-  it('loses a deleted task\'s attachments and their bytes with it', async () => {
+  it("loses a deleted task's attachments with it, and their bytes (outside PostgreSQL, at the next sweep)", async () => {
     const user = await newOwner();
     const task = await newTask(user);
     const { id } = (await (await uploadRaw(user, task, png(300 * KiB), 'image/png')).json()) as { id: string };
     expect((await fetch(`${server.url}/api/v1/tasks/${task}`, { method: 'DELETE', headers: user.auth })).status).toBe(204);
     expect((await fetch(`${server.url}/api/v1/attachments/${id}`, { headers: user.auth })).status).toBe(404);
-    expect(await storedFor(server.database, user.sub)).toEqual(nothingStored);
+    expect(await stored(user.sub)).toMatchObject({ attachments: 0, usedBytes: 0 });
+    await sweepAttachments(server.database.db, store, new Date(Date.now() - 60_000));
+    expect(await stored(user.sub)).toEqual(nothingStored);
   });
 });
 
@@ -353,6 +401,8 @@ describe('the typed client', () => {
     const download = await api.GET('/api/v1/attachments/{attachmentId}/content', { params: { path: { attachmentId: data!.id } }, parseAs: 'arrayBuffer' });
     expect(Buffer.from(download.data as unknown as ArrayBuffer).equals(bytes)).toBe(true);
   });
+});
+
 });
 
 /** More bytes than any limit, so a body that is never ended is over it however it is cut. */

@@ -31,7 +31,7 @@ export const attachments: Migration = {
         size bigint not null default 0 check (size >= 0),
         ref_count integer not null default 0 check (ref_count >= 0),
         created_at timestamptz not null default now(),
-        check (state = 'uploading' or sha256 is not null)
+        check (state <> 'stored' or sha256 is not null)
       )`.execute(db);
     await sql`create unique index attachment_blobs_content_idx on attachment_blobs (owner_id, sha256) where state = 'stored'`.execute(db);
     await sql`create index attachment_blobs_unfinished_idx on attachment_blobs (created_at) where state <> 'stored'`.execute(db);
