@@ -1,61 +1,18 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { request as httpRequest } from 'node:http';
-import { ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
 import type { BlobStore } from '../../src/attachments/blob-store.js';
-import { postgresBlobStore } from '../../src/attachments/postgres-store.js';
-import { s3BlobStore } from '../../src/attachments/s3-store.js';
 import { sweepAttachments } from '../../src/attachments/sweep.js';
-import { ownerScope } from '../../src/db/owner-scope.js';
+import { startAttachmentServer, STORAGES, type AttachmentServer } from '../helpers/attachment-stores.js';
 import { buildTask } from '../helpers/factories.js';
-import { elf, html, nothingStored, pdf, png, sha256, storedFor, svg } from '../helpers/files.js';
-import { startS3Server, type S3Server } from '../helpers/s3-server.js';
-import { newUser, startServer, type TestServer } from '../helpers/server.js';
+import { elf, html, nothingStored, pdf, png, sha256, svg } from '../helpers/files.js';
+import { newUser, type TestServer } from '../helpers/server.js';
 
 const KiB = 1024;
 const LIMITS = { maxBytes: 512 * KiB, quotaBytes: 1280 * KiB, maxPerTask: 3 };
 
 let server: TestServer;
-/** The server's blob store, for the sweep. */
 let store: BlobStore;
-/** The bytes of the owner's blobs outside PostgreSQL (S3 objects), and objects no blob row accounts for. */
-let objects: (() => Promise<string[]>) | undefined;
-
-/** What the owner has stored, everywhere: rows, and bytes whichever store holds them. */
-async function stored(owner: string) {
-  const rows = await storedFor(server.database, owner);
-  if (objects === undefined) return rows;
-  const keys = await objects();
-  const blobs = (await server.database.db.selectFrom('attachment_blobs').select(['id', 'owner_id']).execute());
-  const known = new Map(blobs.map((b) => [b.id, b.owner_id]));
-  const orphans = keys.filter((id) => !known.has(id));
-  expect(orphans).toEqual([]);
-  return { ...rows, chunks: keys.filter((id) => known.get(id) === owner).length };
-}
-
-describe.each(['postgres', 's3'] as const)('attachments stored in %s', (storage) => {
-beforeAll(async () => {
-  if (storage === 'postgres') {
-    server = await startServer({ attachments: LIMITS });
-    store = postgresBlobStore(ownerScope(server.database));
-    objects = undefined;
-    return;
-  }
-  const s3: S3Server = await startS3Server();
-  const options = { bucket: s3.bucket, endpoint: s3.endpoint, credentials: s3.credentials, region: 'us-east-1' };
-  const s3Store = s3BlobStore(options);
-  store = s3Store;
-  const client = new S3Client({ ...options, forcePathStyle: true });
-  objects = async () => ((await client.send(new ListObjectsV2Command({ Bucket: s3.bucket, Prefix: 'attachments/' }))).Contents ?? []).map((o) => o.Key!.slice('attachments/'.length));
-  server = await startServer({ attachments: LIMITS, blobStore: s3Store });
-  const close = server.close;
-  server.close = async () => {
-    await close();
-    s3Store.close();
-    client.destroy();
-    await s3.close();
-  };
-});
-afterAll(() => server.close());
+let stored: AttachmentServer['stored'];
 
 interface User {
   sub: string;
@@ -120,289 +77,315 @@ async function problemOf(response: Response, status: number, type: string) {
   return problem;
 }
 
-describe('POST /api/v1/tasks/{taskId}/attachments', () => {
-  it('stores a multipart upload and gives it back byte for byte, with its metadata and Location', async () => {
-    const user = await newOwner();
-    const task = await newTask(user);
-    const bytes = png(300 * KiB);
-    const response = await uploadForm(user, task, bytes, 'passport photo.png', 'image/png');
-    expect(response.status).toBe(201);
-    const attachment = (await response.json()) as Record<string, unknown>;
-    expect(attachment).toMatchObject({ task_id: task, filename: 'passport photo.png', content_type: 'image/png', size: bytes.length, sha256: sha256(bytes) });
-    expect(response.headers.get('location')).toBe(`/api/v1/attachments/${attachment.id}`);
-
-    const meta = await fetch(`${server.url}${response.headers.get('location')}`, { headers: user.auth });
-    expect(await meta.json()).toEqual(attachment);
-    const download = await fetch(`${server.url}/api/v1/attachments/${attachment.id}/content`, { headers: user.auth });
-    expect(download.status).toBe(200);
-    expect(Buffer.from(await download.arrayBuffer()).equals(bytes)).toBe(true);
-    expect(Object.fromEntries(['content-type', 'content-length', 'etag', 'accept-ranges', 'x-content-type-options', 'content-security-policy', 'cache-control', 'content-disposition'].map((h) => [h, download.headers.get(h)]))).toEqual({
-      'content-type': 'image/png',
-      'content-length': String(bytes.length),
-      etag: `"${sha256(bytes)}"`,
-      'accept-ranges': 'bytes',
-      'x-content-type-options': 'nosniff',
-      'content-security-policy': "sandbox; default-src 'none'",
-      'cache-control': 'private, no-cache',
-      'content-disposition': 'attachment; filename="passport photo.png"',
-    });
-    expect(await stored(user.sub)).toEqual({ attachments: 1, blobs: 1, chunks: storage === 'postgres' ? 2 : 1, usedBytes: bytes.length });
-  });
-
-  it('takes the raw bytes as the body, named by Content-Disposition (filename* in UTF-8 preferred)', async () => {
-    const user = await newOwner();
-    const task = await newTask(user);
-    const bytes = pdf(20 * KiB);
-    const response = await uploadRaw(user, task, bytes, 'application/pdf', `attachment; filename="resume.pdf"; filename*=UTF-8''r%C3%A9sum%C3%A9%20%E2%9C%93.pdf`);
-    expect(response.status).toBe(201);
-    const attachment = (await response.json()) as { id: string; filename: string; content_type: string };
-    expect(attachment).toMatchObject({ filename: 'résumé ✓.pdf', content_type: 'application/pdf' });
-    const download = await fetch(`${server.url}/api/v1/attachments/${attachment.id}/content`, { headers: user.auth });
-    expect(download.headers.get('content-disposition')).toBe(`attachment; filename="r?sum? ?.pdf"; filename*=UTF-8''r%C3%A9sum%C3%A9%20%E2%9C%93.pdf`);
-    expect(Buffer.from(await download.arrayBuffer()).equals(bytes)).toBe(true);
-  });
-
-  it('decides the type from the bytes: application/octet-stream means "find out", text keeps its declared kind', async () => {
-    const user = await newOwner();
-    const task = await newTask(user);
-    const unnamed = await uploadRaw(user, task, png(2 * KiB), 'application/octet-stream');
-    expect(await unnamed.json()).toMatchObject({ content_type: 'image/png', filename: 'attachment' });
-    const csv = await uploadForm(user, task, Buffer.from('name,due\nmilk,today\n'), 'list.csv', 'text/csv');
-    const stored = (await csv.json()) as { id: string; content_type: string };
-    expect(stored.content_type).toBe('text/csv');
-    const download = await fetch(`${server.url}/api/v1/attachments/${stored.id}/content`, { headers: user.auth });
-    expect(download.headers.get('content-type')).toBe('text/csv; charset=utf-8');
-  });
-
-  it.each([
-    ['a PNG declared as a PDF', () => png(), 'application/pdf', 415, 'file-type-mismatch'],
-    ['HTML declared as plain text', html, 'text/plain', 415, 'file-type-mismatch'],
-    ['SVG, declared as such', svg, 'image/svg+xml', 415, 'file-type-refused'],
-    ['SVG declared as octet-stream', svg, 'application/octet-stream', 415, 'file-type-refused'],
-    ['an executable declared as octet-stream', elf, 'application/octet-stream', 415, 'file-type-refused'],
-    ['an executable declared as a PNG', elf, 'image/png', 415, 'file-type-mismatch'],
-  ])('refuses %s, storing nothing', async (_name, bytes, type, status, problem) => {
-    const user = await newOwner();
-    const task = await newTask(user);
-    await problemOf(await uploadForm(user, task, bytes(), 'f', type), status, problem);
-    await problemOf(await uploadRaw(user, task, bytes(), type), status, problem);
-    expect(await stored(user.sub)).toEqual(nothingStored);
-  });
-
-  it('refuses a request media type that is no upload with 415 before reading it', async () => {
-    const user = await newOwner();
-    const task = await newTask(user);
-    const response = await fetch(attachmentsUrl(task), { method: 'POST', headers: { ...user.auth, 'Content-Type': 'application/json' }, body: '{"file":"x"}' });
-    await problemOf(response, 415, 'unsupported-media-type');
-  });
-
-  it('cuts off a file over the per-file limit with 413, with or without a Content-Length, storing nothing', async () => {
-    const user = await newOwner();
-    const task = await newTask(user);
-    const big = png(LIMITS.maxBytes + 1);
-    const declared = await uploadRaw(user, task, big, 'image/png');
-    expect((await problemOf(declared, 413, 'file-too-large')).detail).toContain(`${LIMITS.maxBytes} bytes`);
-    expect(declared.headers.get('connection')).toBe('close');
-    await problemOf(await uploadForm(user, task, big, 'big.png', 'image/png'), 413, 'file-too-large');
-
-    // Chunked, no length: the answer comes while the client is still sending (the body never ends).
-    const answer = await new Promise<{ status: number; body: string }>((resolve, reject) => {
-      const req = httpRequest(attachmentsUrl(task), { method: 'POST', headers: { ...user.auth, 'Content-Type': 'image/png', 'Transfer-Encoding': 'chunked' } }, (res) => {
-        let body = '';
-        res.on('data', (piece) => (body += piece));
-        res.on('end', () => resolve({ status: res.statusCode!, body }));
-        res.on('error', reject);
-      });
-      req.on('error', () => undefined);
-      req.write(big);
-      req.write(randomTail());
-    });
-    expect(answer.status).toBe(413);
-    expect(JSON.parse(answer.body).type).toBe('urn:tasks-api:problem:file-too-large');
-    expect(await stored(user.sub)).toEqual(nothingStored);
-  });
-
-  it('keeps each owner within the quota, stores the same file once, and frees it with its last attachment', async () => {
-    const user = await newOwner();
-    const task = await newTask(user);
-    const other = await newTask(user);
-    const first = png(500 * KiB);
-    const a = (await (await uploadForm(user, task, first, 'a.png', 'image/png')).json()) as { id: string };
-    const second = await uploadRaw(user, other, first, 'image/png');
-    const b = (await second.json()) as { id: string };
-    expect([second.status, b]).toEqual([201, expect.objectContaining({ sha256: sha256(first) })]);
-    expect(await stored(user.sub)).toMatchObject({ attachments: 2, blobs: 1, usedBytes: first.length });
-    await uploadForm(user, task, png(500 * KiB), 'b.png', 'image/png');
-    const over = await problemOf(await uploadForm(user, task, png(400 * KiB), 'c.png', 'image/png'), 413, 'quota-exceeded');
-    expect(over.detail).toContain(`${LIMITS.quotaBytes - 2 * first.length} of ${LIMITS.quotaBytes} bytes are left`);
-
-    // Deleting one copy keeps the bytes for the other; deleting both frees them.
-    expect((await fetch(`${server.url}/api/v1/attachments/${a.id}`, { method: 'DELETE', headers: user.auth })).status).toBe(204);
-    const kept = await fetch(`${server.url}/api/v1/attachments/${b.id}/content`, { headers: user.auth });
-    expect(Buffer.from(await kept.arrayBuffer()).equals(first)).toBe(true);
-    expect((await fetch(`${server.url}/api/v1/attachments/${b.id}`, { method: 'DELETE', headers: user.auth })).status).toBe(204);
-    expect(await stored(user.sub)).toMatchObject({ attachments: 1, blobs: 1, usedBytes: 500 * KiB });
-    expect((await fetch(`${server.url}/api/v1/attachments/${b.id}`, { headers: user.auth })).status).toBe(404);
-  });
-
-  it('refuses a file beyond the per-task count with 422', async () => {
-    const user = await newOwner();
-    const task = await newTask(user);
-    for (let i = 0; i < LIMITS.maxPerTask; i += 1) expect((await uploadRaw(user, task, Buffer.from(`note ${i}`), 'text/plain')).status).toBe(201);
-    await problemOf(await uploadRaw(user, task, Buffer.from('one more'), 'text/plain'), 422, 'attachment-limit-reached');
-  });
-
-  it.each([
-    ['no file part', () => Buffer.concat([part('filename', 'x.txt'), Buffer.from('--XyZ--\r\n')]), 'file-missing'],
-    ['an empty body', () => Buffer.from('--XyZ--\r\n'), 'file-missing'],
-    ['two files', () => Buffer.concat([part('file', 'one', { filename: 'a.txt', type: 'text/plain' }), part('file', 'two', { filename: 'b.txt', type: 'text/plain' }), Buffer.from('--XyZ--\r\n')]), 'malformed-upload'],
-    ['a field it does not take', () => Buffer.concat([part('owner_id', 'someone-else'), part('file', 'hi', { filename: 'a.txt', type: 'text/plain' }), Buffer.from('--XyZ--\r\n')]), 'malformed-upload'],
-    ['a file part under another name', () => Buffer.concat([part('upload', 'hi', { filename: 'a.txt', type: 'text/plain' }), Buffer.from('--XyZ--\r\n')]), 'malformed-upload'],
-    ['no closing boundary', () => part('file', 'hi there', { filename: 'a.txt', type: 'text/plain' }), 'malformed-upload'],
-  ])('answers 400 to a multipart body with %s, storing nothing', async (_name, body, type) => {
-    const user = await newOwner();
-    const task = await newTask(user);
-    await problemOf(await handmade(user, task, body()), 400, type);
-    expect(await stored(user.sub)).toEqual(nothingStored);
-  });
-
-  it('answers 400 to multipart without a boundary', async () => {
-    const user = await newOwner();
-    const task = await newTask(user);
-    const response = await fetch(attachmentsUrl(task), { method: 'POST', headers: { ...user.auth, 'Content-Type': 'multipart/form-data' }, body: 'x' });
-    await problemOf(response, 400, 'malformed-upload');
-  });
-
-  it('takes the file name from a filename field, made safe: last path component, no controls or bidi overrides', async () => {
-    const user = await newOwner();
-    const task = await newTask(user);
-    const response = await uploadForm(user, task, Buffer.from('hello'), 'ignored.txt', 'text/plain', { filename: '../../etc/pass\u0007wd\u202Etxt.exe' });
-    expect(await response.json()).toMatchObject({ filename: 'passwdtxt.exe' });
-  });
-
-  it('answers 422 to a Content-Disposition that is not one', async () => {
-    const user = await newOwner();
-    const task = await newTask(user);
-    const response = await uploadRaw(user, task, Buffer.from('hi'), 'text/plain', 'attachment; filename="unterminated');
-    await problemOf(response, 422, 'validation-failed');
-    expect(await stored(user.sub)).toEqual(nothingStored);
-  });
-});
-
-describe('GET /api/v1/attachments/{attachmentId}/content', () => {
-  let user: User;
-  let id: string;
-  const bytes = png(500 * KiB);
-  const etag = `"${sha256(bytes)}"`;
+describe.each(STORAGES)('attachments stored in %s', (storage) => {
+  let running: AttachmentServer;
   beforeAll(async () => {
-    user = await newOwner();
-    const response = await uploadRaw(user, await newTask(user), bytes, 'image/png');
-    id = ((await response.json()) as { id: string }).id;
+    running = await startAttachmentServer(storage, { attachments: LIMITS });
+    ({ server, store, stored } = running);
   });
-  const get = (headers: Record<string, string> = {}) => fetch(`${server.url}/api/v1/attachments/${id}/content`, { headers: { ...user.auth, ...headers } });
+  afterAll(() => running.close());
 
-  it.each([
-    ['bytes=0-99', 0, 99],
-    ['bytes=262140-262150', 262140, 262150],
-    ['bytes=500000-', 500000, bytes.length - 1],
-    ['bytes=-1000', bytes.length - 1000, bytes.length - 1],
-    [`bytes=${bytes.length - 1}-99999999`, bytes.length - 1, bytes.length - 1],
-  ])('answers Range: %s with 206 and exactly those bytes', async (range, start, end) => {
-    const response = await get({ Range: range });
-    expect(response.status).toBe(206);
-    expect(response.headers.get('content-range')).toBe(`bytes ${start}-${end}/${bytes.length}`);
-    expect(response.headers.get('content-length')).toBe(String(end - start + 1));
-    expect(Buffer.from(await response.arrayBuffer()).equals(bytes.subarray(start, end + 1))).toBe(true);
-  });
+  describe('POST /api/v1/tasks/{taskId}/attachments', () => {
+    it('stores a multipart upload and gives it back byte for byte, with its metadata and Location', async () => {
+      const user = await newOwner();
+      const task = await newTask(user);
+      const bytes = png(300 * KiB);
+      const response = await uploadForm(user, task, bytes, 'passport photo.png', 'image/png');
+      expect(response.status).toBe(201);
+      const attachment = (await response.json()) as Record<string, unknown>;
+      expect(attachment).toMatchObject({ task_id: task, filename: 'passport photo.png', content_type: 'image/png', size: bytes.length, sha256: sha256(bytes) });
+      expect(response.headers.get('location')).toBe(`/api/v1/attachments/${attachment.id}`);
 
-  it('answers 416 with the size to a range beyond the end', async () => {
-    const response = await get({ Range: `bytes=${bytes.length}-` });
-    await problemOf(response, 416, 'range-not-satisfiable');
-    expect(response.headers.get('content-range')).toBe(`bytes */${bytes.length}`);
-  });
-
-  it('sends the whole file for several ranges, a malformed Range, or an If-Range naming another file', async () => {
-    for (const headers of [{ Range: 'bytes=0-1,5-9' }, { Range: 'lines=1-2' }, { Range: 'bytes=0-99', 'If-Range': '"0000"' }] as Record<string, string>[]) {
-      const response = await get(headers);
-      expect(response.status).toBe(200);
-      expect(Number(response.headers.get('content-length'))).toBe(bytes.length);
-      await response.arrayBuffer();
-    }
-    expect((await get({ Range: 'bytes=0-99', 'If-Range': etag })).status).toBe(206);
-  });
-
-  it('answers If-None-Match with the ETag with 304', async () => {
-    const response = await get({ 'If-None-Match': etag });
-    expect(response.status).toBe(304);
-    expect(response.headers.get('etag')).toBe(etag);
-  });
-});
-
-describe('owner isolation', () => {
-  it("answers 404 for another user's attachments and tasks, whatever the operation", async () => {
-    const owner = await newOwner();
-    const intruder = await newOwner();
-    const task = await newTask(owner);
-    const { id } = (await (await uploadRaw(owner, task, Buffer.from('secret'), 'text/plain')).json()) as { id: string };
-    for (const path of [`/api/v1/attachments/${id}`, `/api/v1/attachments/${id}/content`, `/api/v1/tasks/${task}/attachments`]) {
-      expect((await fetch(`${server.url}${path}`, { headers: intruder.auth })).status).toBe(404);
-    }
-    expect((await fetch(`${server.url}/api/v1/attachments/${id}`, { method: 'DELETE', headers: intruder.auth })).status).toBe(404);
-    expect((await uploadRaw(intruder, task, Buffer.from('x'), 'text/plain')).status).toBe(404);
-    expect(await stored(intruder.sub)).toEqual(nothingStored);
-    expect(await stored(owner.sub)).toMatchObject({ attachments: 1 });
-  });
-});
-
-describe('GET /api/v1/tasks/{taskId}/attachments', () => {
-  it('pages through a task oldest first and follows Link', async () => {
-    const user = await newOwner();
-    const task = await newTask(user);
-    const ids: string[] = [];
-    for (const text of ['one', 'two', 'three']) ids.push(((await (await uploadRaw(user, task, Buffer.from(text), 'text/plain')).json()) as { id: string }).id);
-    const first = await fetch(`${attachmentsUrl(task)}?limit=2`, { headers: user.auth });
-    const page = (await first.json()) as { items: { id: string }[]; next_cursor: string };
-    expect(page.items.map((a) => a.id)).toEqual(ids.slice(0, 2));
-    const link = first.headers.get('link')!.match(/^<([^>]+)>; rel="next"$/)![1]!;
-    const second = (await (await fetch(`${server.url}${link}`, { headers: user.auth })).json()) as { items: { id: string }[]; next_cursor: null };
-    expect(second).toMatchObject({ next_cursor: null });
-    expect(second.items.map((a) => a.id)).toEqual(ids.slice(2));
-  });
-
-  it("loses a deleted task's attachments with it, and their bytes (outside PostgreSQL, at the next sweep)", async () => {
-    const user = await newOwner();
-    const task = await newTask(user);
-    const { id } = (await (await uploadRaw(user, task, png(300 * KiB), 'image/png')).json()) as { id: string };
-    expect((await fetch(`${server.url}/api/v1/tasks/${task}`, { method: 'DELETE', headers: user.auth })).status).toBe(204);
-    expect((await fetch(`${server.url}/api/v1/attachments/${id}`, { headers: user.auth })).status).toBe(404);
-    expect(await stored(user.sub)).toMatchObject({ attachments: 0, usedBytes: 0 });
-    await sweepAttachments(server.database.db, store, new Date(Date.now() - 60_000));
-    expect(await stored(user.sub)).toEqual(nothingStored);
-  });
-});
-
-describe('the typed client', () => {
-  it('uploads with FormData and downloads the bytes', async () => {
-    const user = await newOwner();
-    const task = await newTask(user);
-    const api = server.client(user.token);
-    const bytes = pdf(10 * KiB);
-    const { data, response } = await api.POST('/api/v1/tasks/{taskId}/attachments', {
-      params: { path: { taskId: task } },
-      body: { file: 'report.pdf' },
-      bodySerializer: () => {
-        const form = new FormData();
-        form.append('file', new Blob([bytes], { type: 'application/pdf' }), 'report.pdf');
-        return form;
-      },
+      const meta = await fetch(`${server.url}${response.headers.get('location')}`, { headers: user.auth });
+      expect(await meta.json()).toEqual(attachment);
+      const download = await fetch(`${server.url}/api/v1/attachments/${attachment.id}/content`, { headers: user.auth });
+      expect(download.status).toBe(200);
+      expect(Buffer.from(await download.arrayBuffer()).equals(bytes)).toBe(true);
+      expect(Object.fromEntries(['content-type', 'content-length', 'etag', 'accept-ranges', 'x-content-type-options', 'content-security-policy', 'cache-control', 'content-disposition'].map((h) => [h, download.headers.get(h)]))).toEqual({
+        'content-type': 'image/png',
+        'content-length': String(bytes.length),
+        etag: `"${sha256(bytes)}"`,
+        'accept-ranges': 'bytes',
+        'x-content-type-options': 'nosniff',
+        'content-security-policy': "sandbox; default-src 'none'",
+        'cache-control': 'private, no-cache',
+        'content-disposition': 'attachment; filename="passport photo.png"',
+      });
+      expect(await stored(user.sub)).toEqual({ attachments: 1, blobs: 1, chunks: storage === 'postgres' ? 2 : 1, usedBytes: bytes.length });
     });
-    expect(response.status).toBe(201);
-    expect(data).toMatchObject({ filename: 'report.pdf', content_type: 'application/pdf', size: bytes.length });
-    const download = await api.GET('/api/v1/attachments/{attachmentId}/content', { params: { path: { attachmentId: data!.id } }, parseAs: 'arrayBuffer' });
-    expect(Buffer.from(download.data as unknown as ArrayBuffer).equals(bytes)).toBe(true);
-  });
-});
 
+    it('takes the raw bytes as the body, named by Content-Disposition (filename* in UTF-8 preferred)', async () => {
+      const user = await newOwner();
+      const task = await newTask(user);
+      const bytes = pdf(20 * KiB);
+      const response = await uploadRaw(user, task, bytes, 'application/pdf', `attachment; filename="resume.pdf"; filename*=UTF-8''r%C3%A9sum%C3%A9%20%E2%9C%93.pdf`);
+      expect(response.status).toBe(201);
+      const attachment = (await response.json()) as { id: string; filename: string; content_type: string };
+      expect(attachment).toMatchObject({ filename: 'résumé ✓.pdf', content_type: 'application/pdf' });
+      const download = await fetch(`${server.url}/api/v1/attachments/${attachment.id}/content`, { headers: user.auth });
+      expect(download.headers.get('content-disposition')).toBe(`attachment; filename="r?sum? ?.pdf"; filename*=UTF-8''r%C3%A9sum%C3%A9%20%E2%9C%93.pdf`);
+      expect(Buffer.from(await download.arrayBuffer()).equals(bytes)).toBe(true);
+    });
+
+    it('decides the type from the bytes: application/octet-stream means "find out", text keeps its declared kind', async () => {
+      const user = await newOwner();
+      const task = await newTask(user);
+      const unnamed = await uploadRaw(user, task, png(2 * KiB), 'application/octet-stream');
+      expect(await unnamed.json()).toMatchObject({ content_type: 'image/png', filename: 'attachment' });
+      const csv = await uploadForm(user, task, Buffer.from('name,due\nmilk,today\n'), 'list.csv', 'text/csv');
+      const stored = (await csv.json()) as { id: string; content_type: string };
+      expect(stored.content_type).toBe('text/csv');
+      const download = await fetch(`${server.url}/api/v1/attachments/${stored.id}/content`, { headers: user.auth });
+      expect(download.headers.get('content-type')).toBe('text/csv; charset=utf-8');
+    });
+
+    it.each([
+      ['a PNG declared as a PDF', () => png(), 'application/pdf', 415, 'file-type-mismatch'],
+      ['HTML declared as plain text', html, 'text/plain', 415, 'file-type-mismatch'],
+      ['SVG, declared as such', svg, 'image/svg+xml', 415, 'file-type-refused'],
+      ['SVG declared as octet-stream', svg, 'application/octet-stream', 415, 'file-type-refused'],
+      ['an executable declared as octet-stream', elf, 'application/octet-stream', 415, 'file-type-refused'],
+      ['an executable declared as a PNG', elf, 'image/png', 415, 'file-type-mismatch'],
+    ])('refuses %s, storing nothing', async (_name, bytes, type, status, problem) => {
+      const user = await newOwner();
+      const task = await newTask(user);
+      await problemOf(await uploadForm(user, task, bytes(), 'f', type), status, problem);
+      await problemOf(await uploadRaw(user, task, bytes(), type), status, problem);
+      expect(await stored(user.sub)).toEqual(nothingStored);
+    });
+
+    it('refuses a request media type that is no upload with 415 before reading it', async () => {
+      const user = await newOwner();
+      const task = await newTask(user);
+      const response = await fetch(attachmentsUrl(task), { method: 'POST', headers: { ...user.auth, 'Content-Type': 'application/json' }, body: '{"file":"x"}' });
+      await problemOf(response, 415, 'unsupported-media-type');
+    });
+
+    it('cuts off a file over the per-file limit with 413, with or without a Content-Length, storing nothing', async () => {
+      const user = await newOwner();
+      const task = await newTask(user);
+      const big = png(LIMITS.maxBytes + 1);
+      const declared = await uploadRaw(user, task, big, 'image/png');
+      expect((await problemOf(declared, 413, 'file-too-large')).detail).toContain(`${LIMITS.maxBytes} bytes`);
+      expect(declared.headers.get('connection')).toBe('close');
+      await problemOf(await uploadForm(user, task, big, 'big.png', 'image/png'), 413, 'file-too-large');
+
+      // Chunked, no length: the answer comes while the client is still sending (the body never ends).
+      const answer = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+        const req = httpRequest(attachmentsUrl(task), { method: 'POST', headers: { ...user.auth, 'Content-Type': 'image/png', 'Transfer-Encoding': 'chunked' } }, (res) => {
+          let body = '';
+          res.on('data', (piece) => (body += piece));
+          res.on('end', () => resolve({ status: res.statusCode!, body }));
+          res.on('error', reject);
+        });
+        req.on('error', () => undefined);
+        req.write(big);
+        req.write(randomTail());
+      });
+      expect(answer.status).toBe(413);
+      expect(JSON.parse(answer.body).type).toBe('urn:tasks-api:problem:file-too-large');
+      expect(await stored(user.sub)).toEqual(nothingStored);
+    });
+
+    it('keeps each owner within the quota, stores the same file once, and frees it with its last attachment', async () => {
+      const user = await newOwner();
+      const task = await newTask(user);
+      const other = await newTask(user);
+      const first = png(500 * KiB);
+      const a = (await (await uploadForm(user, task, first, 'a.png', 'image/png')).json()) as { id: string };
+      const second = await uploadRaw(user, other, first, 'image/png');
+      const b = (await second.json()) as { id: string };
+      expect([second.status, b]).toEqual([201, expect.objectContaining({ sha256: sha256(first) })]);
+      expect(await stored(user.sub)).toMatchObject({ attachments: 2, blobs: 1, usedBytes: first.length });
+      await uploadForm(user, task, png(500 * KiB), 'b.png', 'image/png');
+      const over = await problemOf(await uploadForm(user, task, png(400 * KiB), 'c.png', 'image/png'), 413, 'quota-exceeded');
+      expect(over.detail).toContain(`${LIMITS.quotaBytes - 2 * first.length} of ${LIMITS.quotaBytes} bytes are left`);
+
+      // Deleting one copy keeps the bytes for the other; deleting both frees them.
+      expect((await fetch(`${server.url}/api/v1/attachments/${a.id}`, { method: 'DELETE', headers: user.auth })).status).toBe(204);
+      const kept = await fetch(`${server.url}/api/v1/attachments/${b.id}/content`, { headers: user.auth });
+      expect(Buffer.from(await kept.arrayBuffer()).equals(first)).toBe(true);
+      expect((await fetch(`${server.url}/api/v1/attachments/${b.id}`, { method: 'DELETE', headers: user.auth })).status).toBe(204);
+      expect(await stored(user.sub)).toMatchObject({ attachments: 1, blobs: 1, usedBytes: 500 * KiB });
+      expect((await fetch(`${server.url}/api/v1/attachments/${b.id}`, { headers: user.auth })).status).toBe(404);
+    });
+
+    it('refuses a file beyond the per-task count with 422', async () => {
+      const user = await newOwner();
+      const task = await newTask(user);
+      for (let i = 0; i < LIMITS.maxPerTask; i += 1) expect((await uploadRaw(user, task, Buffer.from(`note ${i}`), 'text/plain')).status).toBe(201);
+      await problemOf(await uploadRaw(user, task, Buffer.from('one more'), 'text/plain'), 422, 'attachment-limit-reached');
+    });
+
+    it.each([
+      ['no file part', () => Buffer.concat([part('filename', 'x.txt'), Buffer.from('--XyZ--\r\n')]), 'file-missing'],
+      ['an empty body', () => Buffer.from('--XyZ--\r\n'), 'file-missing'],
+      ['two files', () => Buffer.concat([part('file', 'one', { filename: 'a.txt', type: 'text/plain' }), part('file', 'two', { filename: 'b.txt', type: 'text/plain' }), Buffer.from('--XyZ--\r\n')]), 'malformed-upload'],
+      ['a field it does not take', () => Buffer.concat([part('owner_id', 'someone-else'), part('file', 'hi', { filename: 'a.txt', type: 'text/plain' }), Buffer.from('--XyZ--\r\n')]), 'malformed-upload'],
+      ['a file part under another name', () => Buffer.concat([part('upload', 'hi', { filename: 'a.txt', type: 'text/plain' }), Buffer.from('--XyZ--\r\n')]), 'malformed-upload'],
+      ['no closing boundary', () => part('file', 'hi there', { filename: 'a.txt', type: 'text/plain' }), 'malformed-upload'],
+    ])('answers 400 to a multipart body with %s, storing nothing', async (_name, body, type) => {
+      const user = await newOwner();
+      const task = await newTask(user);
+      await problemOf(await handmade(user, task, body()), 400, type);
+      expect(await stored(user.sub)).toEqual(nothingStored);
+    });
+
+    it('answers 400 to multipart without a boundary', async () => {
+      const user = await newOwner();
+      const task = await newTask(user);
+      const response = await fetch(attachmentsUrl(task), { method: 'POST', headers: { ...user.auth, 'Content-Type': 'multipart/form-data' }, body: 'x' });
+      await problemOf(response, 400, 'malformed-upload');
+    });
+
+    it('takes the file name from a filename field, made safe: last path component, no controls or bidi overrides', async () => {
+      const user = await newOwner();
+      const task = await newTask(user);
+      const response = await uploadForm(user, task, Buffer.from('hello'), 'ignored.txt', 'text/plain', { filename: '../../etc/pass\u0007wd\u202Etxt.exe' });
+      expect(await response.json()).toMatchObject({ filename: 'passwdtxt.exe' });
+    });
+
+    it('answers 422 to a Content-Disposition that is not one', async () => {
+      const user = await newOwner();
+      const task = await newTask(user);
+      const response = await uploadRaw(user, task, Buffer.from('hi'), 'text/plain', 'attachment; filename="unterminated');
+      await problemOf(response, 422, 'validation-failed');
+      expect(await stored(user.sub)).toEqual(nothingStored);
+    });
+  });
+
+  describe('GET /api/v1/attachments/{attachmentId}/content', () => {
+    let user: User;
+    let id: string;
+    const bytes = png(500 * KiB);
+    const etag = `"${sha256(bytes)}"`;
+    beforeAll(async () => {
+      user = await newOwner();
+      const response = await uploadRaw(user, await newTask(user), bytes, 'image/png');
+      id = ((await response.json()) as { id: string }).id;
+    });
+    const get = (headers: Record<string, string> = {}) => fetch(`${server.url}/api/v1/attachments/${id}/content`, { headers: { ...user.auth, ...headers } });
+
+    it.each([
+      ['bytes=0-99', 0, 99],
+      ['bytes=262140-262150', 262140, 262150],
+      ['bytes=500000-', 500000, bytes.length - 1],
+      ['bytes=-1000', bytes.length - 1000, bytes.length - 1],
+      [`bytes=${bytes.length - 1}-99999999`, bytes.length - 1, bytes.length - 1],
+    ])('answers Range: %s with 206 and exactly those bytes', async (range, start, end) => {
+      const response = await get({ Range: range });
+      expect(response.status).toBe(206);
+      expect(response.headers.get('content-range')).toBe(`bytes ${start}-${end}/${bytes.length}`);
+      expect(response.headers.get('content-length')).toBe(String(end - start + 1));
+      expect(Buffer.from(await response.arrayBuffer()).equals(bytes.subarray(start, end + 1))).toBe(true);
+    });
+
+    it('answers 416 with the size to a range beyond the end', async () => {
+      const response = await get({ Range: `bytes=${bytes.length}-` });
+      await problemOf(response, 416, 'range-not-satisfiable');
+      expect(response.headers.get('content-range')).toBe(`bytes */${bytes.length}`);
+    });
+
+    it('sends the whole file for several ranges, a malformed Range, or an If-Range naming another file', async () => {
+      for (const headers of [{ Range: 'bytes=0-1,5-9' }, { Range: 'lines=1-2' }, { Range: 'bytes=0-99', 'If-Range': '"0000"' }] as Record<string, string>[]) {
+        const response = await get(headers);
+        expect(response.status).toBe(200);
+        expect(Number(response.headers.get('content-length'))).toBe(bytes.length);
+        await response.arrayBuffer();
+      }
+      expect((await get({ Range: 'bytes=0-99', 'If-Range': etag })).status).toBe(206);
+    });
+
+    it('answers If-None-Match with the ETag with 304', async () => {
+      const response = await get({ 'If-None-Match': etag });
+      expect(response.status).toBe(304);
+      expect(response.headers.get('etag')).toBe(etag);
+    });
+  });
+
+  describe('owner isolation', () => {
+    it("answers 404 for another user's attachments and tasks, whatever the operation", async () => {
+      const owner = await newOwner();
+      const intruder = await newOwner();
+      const task = await newTask(owner);
+      const { id } = (await (await uploadRaw(owner, task, Buffer.from('secret'), 'text/plain')).json()) as { id: string };
+      for (const path of [`/api/v1/attachments/${id}`, `/api/v1/attachments/${id}/content`, `/api/v1/tasks/${task}/attachments`]) {
+        expect((await fetch(`${server.url}${path}`, { headers: intruder.auth })).status).toBe(404);
+      }
+      expect((await fetch(`${server.url}/api/v1/attachments/${id}`, { method: 'DELETE', headers: intruder.auth })).status).toBe(404);
+      expect((await uploadRaw(intruder, task, Buffer.from('x'), 'text/plain')).status).toBe(404);
+      expect(await stored(intruder.sub)).toEqual(nothingStored);
+      expect(await stored(owner.sub)).toMatchObject({ attachments: 1 });
+    });
+  });
+
+  describe('GET /api/v1/tasks/{taskId}/attachments', () => {
+    it('pages through a task oldest first and follows Link', async () => {
+      const user = await newOwner();
+      const task = await newTask(user);
+      const ids: string[] = [];
+      for (const text of ['one', 'two', 'three']) ids.push(((await (await uploadRaw(user, task, Buffer.from(text), 'text/plain')).json()) as { id: string }).id);
+      const first = await fetch(`${attachmentsUrl(task)}?limit=2`, { headers: user.auth });
+      const page = (await first.json()) as { items: { id: string }[]; next_cursor: string };
+      expect(page.items.map((a) => a.id)).toEqual(ids.slice(0, 2));
+      const link = first.headers.get('link')!.match(/^<([^>]+)>; rel="next"$/)![1]!;
+      const second = (await (await fetch(`${server.url}${link}`, { headers: user.auth })).json()) as { items: { id: string }[]; next_cursor: null };
+      expect(second).toMatchObject({ next_cursor: null });
+      expect(second.items.map((a) => a.id)).toEqual(ids.slice(2));
+    });
+
+    it("loses a deleted task's attachments with it, and their bytes (outside PostgreSQL, at the next sweep)", async () => {
+      const user = await newOwner();
+      const task = await newTask(user);
+      const { id } = (await (await uploadRaw(user, task, png(300 * KiB), 'image/png')).json()) as { id: string };
+      expect((await fetch(`${server.url}/api/v1/tasks/${task}`, { method: 'DELETE', headers: user.auth })).status).toBe(204);
+      expect((await fetch(`${server.url}/api/v1/attachments/${id}`, { headers: user.auth })).status).toBe(404);
+      expect(await stored(user.sub)).toMatchObject({ attachments: 0, usedBytes: 0 });
+      await sweepAttachments(server.database.db, store, new Date(Date.now() - 60_000));
+      expect(await stored(user.sub)).toEqual(nothingStored);
+    });
+  });
+
+  describe('observability', () => {
+    it('counts bytes in and out and refusals by reason, and never logs a file', async () => {
+      const user = await newOwner();
+      const task = await newTask(user);
+      const marker = `secret-contents-${Math.random().toString(36).slice(2)}`;
+      const metric = async (line: RegExp) => Number((await (await fetch(`${server.url}/metrics`)).text()).match(line)?.[1] ?? 0);
+      const uploadedBefore = await metric(/^attachment_bytes_uploaded_total (\d+)/m);
+      const refusedBefore = await metric(/^attachment_uploads_rejected_total\{reason="FILE_TYPE_REFUSED"\} (\d+)/m);
+      const { id } = (await (await uploadRaw(user, task, Buffer.from(marker), 'text/plain', `attachment; filename="${marker}.txt"`)).json()) as { id: string };
+      await (await fetch(`${server.url}/api/v1/attachments/${id}/content`, { headers: user.auth })).arrayBuffer();
+      await uploadRaw(user, task, Buffer.from(`<html><body>${marker}</body></html>`), 'application/octet-stream');
+      expect(await metric(/^attachment_bytes_uploaded_total (\d+)/m)).toBe(uploadedBefore + marker.length);
+      expect(await metric(/^attachment_bytes_downloaded_total (\d+)/m)).toBeGreaterThanOrEqual(marker.length);
+      expect(await metric(/^attachment_uploads_rejected_total\{reason="FILE_TYPE_REFUSED"\} (\d+)/m)).toBe(refusedBefore + 1);
+      expect(JSON.stringify(server.logs)).not.toContain(`${marker}</body>`);
+      expect(JSON.stringify(server.logs)).not.toContain(`"${marker}"`);
+    });
+  });
+
+  describe('the typed client', () => {
+    it('uploads with FormData and downloads the bytes', async () => {
+      const user = await newOwner();
+      const task = await newTask(user);
+      const api = server.client(user.token);
+      const bytes = pdf(10 * KiB);
+      const { data, response } = await api.POST('/api/v1/tasks/{taskId}/attachments', {
+        params: { path: { taskId: task } },
+        body: { file: 'report.pdf' },
+        bodySerializer: () => {
+          const form = new FormData();
+          form.append('file', new Blob([bytes], { type: 'application/pdf' }), 'report.pdf');
+          return form;
+        },
+      });
+      expect(response.status).toBe(201);
+      expect(data).toMatchObject({ filename: 'report.pdf', content_type: 'application/pdf', size: bytes.length });
+      const download = await api.GET('/api/v1/attachments/{attachmentId}/content', { params: { path: { attachmentId: data!.id } }, parseAs: 'arrayBuffer' });
+      expect(Buffer.from(download.data as unknown as ArrayBuffer).equals(bytes)).toBe(true);
+    });
+  });
 });
 
 /** More bytes than any limit, so a body that is never ended is over it however it is cut. */
