@@ -126,6 +126,24 @@ function multipartFile(req: Request): Promise<IncomingFile> {
   });
 }
 
+/** The most of a refused upload's body read and thrown away so that its client can read the answer. */
+const MAX_DISCARD_BYTES = 32 * 1024 * 1024;
+
+/**
+ * After an upload is refused before its body was read to the end: nothing more of it is stored or
+ * parsed, but a client still sending would miss the answer if the connection closed under it
+ * (its sends reset the connection, and with it the answer waiting to be read). So a body of a
+ * declared length up to {@link MAX_DISCARD_BYTES} is read to its end and thrown away, as
+ * nginx's lingering close does, and the connection lives on; a larger or unmeasured one is
+ * read only until the answer is written, then the connection closes.
+ */
+function discardRest(req: Request): void {
+  req.unpipe();
+  req.resume();
+  const length = Number(req.get('Content-Length'));
+  if (!(Number.isFinite(length) && length <= MAX_DISCARD_BYTES)) req.res?.setHeader('Connection', 'close');
+}
+
 /** Whether a Range may be honoured: no If-Range, or one naming the current file. */
 const ifRangeHolds = (ifRange: string | undefined, etag: string) => ifRange === undefined || ifRange.trim() === etag;
 
@@ -152,8 +170,7 @@ export function attachmentHandlers(service: AttachmentService): Handlers<Attachm
         const attachment = await service.upload(owner, path.taskId, file, allowance);
         return { status: 201, body: attachment, headers: { Location: `${raw.baseUrl}/api/v1/attachments/${attachment.id}` } };
       } catch (error) {
-        // The rest of an unread body is not read (nor made to be sent) just to keep the connection.
-        if (!raw.complete) raw.res?.setHeader('Connection', 'close');
+        if (!raw.complete) discardRest(raw);
         throw error;
       }
     },

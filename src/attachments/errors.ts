@@ -7,13 +7,10 @@ export class AttachmentNotFound extends HttpProblem {
   }
 }
 
-/**
- * 413 for a file over the per-file limit. `Connection: close`: the rest of the body is not read
- * (a client sending gigabytes is not made to finish first), so the connection cannot be reused.
- */
+/** 413 for a file over the per-file limit, found before a byte is stored or the moment it passes the limit. */
 export class FileTooLarge extends HttpProblem {
   constructor(limit: number) {
-    super(413, 'FILE_TOO_LARGE', 'Payload too large', `The file exceeds the limit of ${limit} bytes per file; nothing was stored.`, { headers: { Connection: 'close' } });
+    super(413, 'FILE_TOO_LARGE', 'Payload too large', `The file exceeds the limit of ${limit} bytes per file; nothing was stored.`);
   }
 }
 
@@ -25,7 +22,6 @@ export class QuotaExceeded extends HttpProblem {
       'QUOTA_EXCEEDED',
       'Payload too large',
       `The file does not fit in your storage quota: ${left} of ${quota} bytes are left; nothing was stored.`,
-      { headers: { Connection: 'close' } },
     );
   }
 }
@@ -33,25 +29,21 @@ export class QuotaExceeded extends HttpProblem {
 /** 415 for a file whose bytes are of a type the server does not take. */
 export class FileTypeRefused extends HttpProblem {
   constructor(found: string, allowed: readonly string[]) {
-    super(415, 'FILE_TYPE_REFUSED', 'Unsupported media type', `The file's bytes are ${found}, which is not accepted (accepted here: ${allowed.join(', ')}); nothing was stored.`, {
-      headers: { Connection: 'close' },
-    });
+    super(415, 'FILE_TYPE_REFUSED', 'Unsupported media type', `The file's bytes are ${found}, which is not accepted (accepted here: ${allowed.join(', ')}); nothing was stored.`);
   }
 }
 
 /** 415 for a declared type the bytes disagree with. */
 export class FileTypeMismatch extends HttpProblem {
   constructor(declared: string, found: string) {
-    super(415, 'FILE_TYPE_MISMATCH', 'Unsupported media type', `The file was declared ${declared}, but its bytes are ${found}; nothing was stored.`, {
-      headers: { Connection: 'close' },
-    });
+    super(415, 'FILE_TYPE_MISMATCH', 'Unsupported media type', `The file was declared ${declared}, but its bytes are ${found}; nothing was stored.`);
   }
 }
 
 /** 400 for a body that is not a well-formed upload. */
 export class MalformedUpload extends HttpProblem {
   constructor(detail: string, code = 'MALFORMED_UPLOAD') {
-    super(400, code, 'Malformed upload', `${detail} Nothing was stored.`, { headers: { Connection: 'close' } });
+    super(400, code, 'Malformed upload', `${detail} Nothing was stored.`);
   }
 }
 
