@@ -26,10 +26,13 @@ const DOWNLOAD_HEADERS = {
   'Cache-Control': 'private, no-cache',
 };
 
-/** The request's own bytes as the file; a request that ends early is the client gone. */
+/**
+ * The request's own bytes as the file; a request that ends early is the client gone. Left half-way
+ * (the upload was refused), the request is not destroyed: the rest is discarded and the answer sent.
+ */
 async function* requestBytes(req: Request): AsyncIterable<Buffer> {
   try {
-    for await (const piece of req) yield piece as Buffer;
+    for await (const piece of req.iterator({ destroyOnReturn: false })) yield piece as Buffer;
   } catch (error) {
     throw req.complete ? error : new ClientGone(error);
   }
@@ -126,22 +129,16 @@ function multipartFile(req: Request): Promise<IncomingFile> {
   });
 }
 
-/** The most of a refused upload's body read and thrown away so that its client can read the answer. */
-const MAX_DISCARD_BYTES = 32 * 1024 * 1024;
-
 /**
  * After an upload is refused before its body was read to the end: nothing more of it is stored or
- * parsed, but a client still sending would miss the answer if the connection closed under it
- * (its sends reset the connection, and with it the answer waiting to be read). So a body of a
- * declared length up to {@link MAX_DISCARD_BYTES} is read to its end and thrown away, as
- * nginx's lingering close does, and the connection lives on; a larger or unmeasured one is
- * read only until the answer is written, then the connection closes.
+ * parsed, but what the client still sends is read and thrown away, as nginx's lingering close
+ * does. Closing the connection instead would make a client that is still sending miss the answer
+ * (its sends reset the connection, and the unread answer with it). How long that can go on is
+ * bounded as for any request, by CLIENT_REQUEST_TIMEOUT_MS.
  */
 function discardRest(req: Request): void {
   req.unpipe();
   req.resume();
-  const length = Number(req.get('Content-Length'));
-  if (!(Number.isFinite(length) && length <= MAX_DISCARD_BYTES)) req.res?.setHeader('Connection', 'close');
 }
 
 /** Whether a Range may be honoured: no If-Range, or one naming the current file. */

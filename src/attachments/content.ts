@@ -117,25 +117,30 @@ export function inspect(
   };
   async function* bytes(): AsyncIterable<Buffer> {
     const iterator = source[Symbol.asyncIterator]();
-    const head: Buffer[] = [];
-    let headBytes = 0;
-    let ended = false;
-    while (headBytes < SNIFF_BYTES) {
-      const next = await iterator.next();
-      if (next.done) {
-        ended = true;
-        break;
+    try {
+      const head: Buffer[] = [];
+      let headBytes = 0;
+      let ended = false;
+      while (headBytes < SNIFF_BYTES) {
+        const next = await iterator.next();
+        if (next.done) {
+          ended = true;
+          break;
+        }
+        head.push(count(next.value));
+        headBytes += next.value.length;
       }
-      head.push(count(next.value));
-      headBytes += next.value.length;
+      const sample = Buffer.concat(head, headBytes);
+      contentType = decideType(await sniff(sample.subarray(0, SNIFF_BYTES), ended && headBytes <= SNIFF_BYTES), options.declared, options.allowed);
+      if (sample.length > 0) yield sample;
+      if (!ended) {
+        for (let next = await iterator.next(); !next.done; next = await iterator.next()) yield count(next.value);
+      }
+      done = true;
+    } finally {
+      // Refused or abandoned half-way: let go of the source, so what is left of it can be discarded.
+      if (!done) await iterator.return?.();
     }
-    const sample = Buffer.concat(head, headBytes);
-    contentType = decideType(await sniff(sample.subarray(0, SNIFF_BYTES), ended && headBytes <= SNIFF_BYTES), options.declared, options.allowed);
-    if (sample.length > 0) yield sample;
-    if (!ended) {
-      for (let next = await iterator.next(); !next.done; next = await iterator.next()) yield count(next.value);
-    }
-    done = true;
   }
   return {
     bytes: bytes(),
