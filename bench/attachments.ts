@@ -305,6 +305,10 @@ async function upload(server: Server, prepared: ReturnType<typeof uploadRequest>
 
 /** Downloads a stored file and checks status, size and sha256. */
 async function download(server: Server, user: User, stored: Stored, what: string): Promise<{ ms: number; ok: boolean }> {
+  if (stored.id === '') {
+    failures.push(`${server.name} ${what}: nothing to download (its upload failed)`);
+    return { ms: Number.NaN, ok: false };
+  }
   const answer = await send(server, 'GET', `/api/v1/attachments/${stored.id}/content`, auth(user));
   const before = failures.length;
   if (answer.status !== 200) failures.push(`${server.name} ${what}: ${answer.status} ${answer.text?.slice(0, 300) ?? ''}`);
@@ -486,7 +490,7 @@ async function downloadBurst(server: Server, up: Awaited<ReturnType<typeof uploa
   const idle = await idleRss(server.pid);
   const started = performance.now();
   const down = await sampled(server.pid, () =>
-    Promise.all(up.result.map(async ({ stored }, i) => stored.id !== '' && (await download(server, up.users[i]!, stored, `${up.label} download ${i + 1}`)).ok)),
+    Promise.all(up.result.map(async ({ stored }, i) => (await download(server, up.users[i]!, stored, `${up.label} download ${i + 1}`)).ok)),
   );
   const wall = (performance.now() - started) / 1000;
   return {
