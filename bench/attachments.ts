@@ -19,6 +19,10 @@
 //    of samples, after everything above), peak during, growth = peak − idle; target < 64 MiB.
 //    A raw-body burst, then a multipart one; then each burst's files are downloaded, all at once
 //    (RSS sampled the same way, against its own idle figure), and every sha256 compared.
+// 3. PostgreSQL alone, for where the time goes: the bench process itself, over one pg connection,
+//    writing a file the way the default store does (a table shaped like attachment_chunks, one
+//    autocommitted INSERT per 256 KiB chunk) and reading it back the same way (4 chunks per
+//    SELECT, bytea as pg returns it), no HTTP, no API; a scratch table, dropped afterwards.
 //
 // The client streams: a request's body is a Buffer built before the clock starts and written once;
 // a response is read piece by piece into a hash, never collected. Any non-2xx answer or sha256
@@ -44,6 +48,7 @@ const loadHarness = async () => ({
   pg: (await import('pg')).default,
   ...(await import('../src/db/database.js')),
   ...(await import('../src/db/migrate.js')),
+  ...(await import('../src/attachments/postgres-store.js')),
   ...(await import('../src/http/contract.js')),
   ...(await import('../scripts/server-process.js')),
 });
@@ -518,6 +523,67 @@ async function bursts(server: Server, users: User[]): Promise<{ raw: Burst; mult
   return { raw: await downloadBurst(server, raw), multipart: await downloadBurst(server, multipart) };
 }
 
+interface Alone {
+  mb_s: number;
+  runs_mb_s: number[];
+  ms_mean: number;
+}
+
+/** PostgreSQL without the API: the default store's statements, sequential, over one connection (see 3. above). */
+async function postgresAlone(): Promise<{ upload: Alone; download: Alone }> {
+  const client = new h.pg.Client({ connectionString: databaseUrl });
+  await client.connect();
+  const table = 'bench_attachment_chunks';
+  const chunk = h.CHUNK_BYTES;
+  const summary = (ms: number[]): Alone => {
+    const total = ms.reduce((a, b) => a + b, 0);
+    return { mb_s: round1((fileBytes * ms.length) / MB / (total / 1000)), runs_mb_s: ms.map((t) => round1(fileBytes / MB / (t / 1000))), ms_mean: round1(total / ms.length) };
+  };
+  try {
+    await client.query(`drop table if exists ${table}`);
+    await client.query(`create table ${table} (blob_id uuid not null, start_offset bigint not null, data bytea not null, primary key (blob_id, start_offset))`);
+    await client.query(`alter table ${table} alter column data set storage external`);
+    const up: number[] = [];
+    const down: number[] = [];
+    let last = { id: '', sha256: '' };
+    const measured = settings.runs * settings.rounds;
+    for (let i = 0; i < settings.warmups + measured; i += 1) {
+      const file = pdf(fileBytes);
+      const id = randomUUID();
+      const started = performance.now();
+      for (let offset = 0; offset < file.length; offset += chunk) {
+        await client.query(`insert into ${table} (blob_id, start_offset, data) values ($1, $2, $3)`, [id, offset, file.subarray(offset, offset + chunk)]);
+      }
+      if (i >= settings.warmups) up.push(performance.now() - started);
+      last = { id, sha256: sha256(file) };
+    }
+    for (let i = 0; i < settings.warmups + measured; i += 1) {
+      const hash = createHash('sha256');
+      let bytes = 0;
+      const started = performance.now();
+      for (let from = 0; from < fileBytes; ) {
+        const { rows } = await client.query<{ start_offset: string; data: Buffer }>(
+          `select start_offset, data from ${table} where blob_id = $1 and start_offset >= $2 order by start_offset limit 4`,
+          [last.id, from],
+        );
+        if (rows.length === 0) break;
+        for (const row of rows) {
+          hash.update(row.data);
+          bytes += row.data.length;
+          from = Number(row.start_offset) + row.data.length;
+        }
+      }
+      if (i >= settings.warmups) down.push(performance.now() - started);
+      const got = hash.digest('hex');
+      if (bytes !== fileBytes || got !== last.sha256) failures.push(`postgres alone download: got ${bytes} bytes with sha256 ${got}, expected ${fileBytes} with ${last.sha256}`);
+    }
+    return { upload: summary(up), download: summary(down) };
+  } finally {
+    await client.query(`drop table if exists ${table}`).catch(() => undefined);
+    await client.end();
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 
 interface Report {
@@ -527,6 +593,7 @@ interface Report {
   settings: typeof settings;
   throughput: Record<Kind, { ours: Throughput; reference: Throughput; ratio: number }>;
   memory: { target_growth_mib: number; ours: { raw: Burst; multipart: Burst }; reference: { raw: Burst; multipart: Burst } };
+  postgres_alone: { upload: Alone; download: Alone };
   failures: string[];
   seconds: number;
 }
@@ -562,6 +629,7 @@ async function main(): Promise<number> {
   let reference: Server | undefined;
   const results = {} as Report['throughput'];
   let memory: Report['memory'];
+  let alone: Report['postgres_alone'];
   try {
     reference = await startServer('reference', [...process.execArgv, fileURLToPath(import.meta.url), '--serve-reference'], {}, '/health');
     const servers = { ours, reference };
@@ -587,6 +655,11 @@ async function main(): Promise<number> {
           `reference ${r.mb_s.toFixed(1).padStart(7)} MB/s [${r.runs_mb_s.join(' ')}] | ratio ${results[kind].ratio.toFixed(2)}\n`,
       );
     }
+
+    alone = await postgresAlone();
+    process.stdout.write(
+      `postgres alone   upload ${alone.upload.mb_s} MB/s [${alone.upload.runs_mb_s.join(' ')}] | download ${alone.download.mb_s} MB/s [${alone.download.runs_mb_s.join(' ')}]\n`,
+    );
 
     memory = { target_growth_mib: GROWTH_TARGET_MIB, ours: await bursts(ours, burstUsers), reference: await bursts(reference, burstUsers) };
     for (const name of ['ours', 'reference'] as const) {
@@ -615,6 +688,7 @@ async function main(): Promise<number> {
     settings,
     throughput: results,
     memory,
+    postgres_alone: alone,
     failures,
     seconds: Math.round((Date.now() - started) / 1000),
   };
@@ -655,6 +729,11 @@ function markdown(report: Report): string {
     '| Transfer | Ours MB/s | Ours ms/file | Ours range MB/s | Reference MB/s | Reference ms/file | Reference range MB/s | Ratio ours/reference | Ours CPU s/file (API / PostgreSQL) | Reference CPU s/file |',
     '|---|---|---|---|---|---|---|---|---|---|',
     ...rows,
+    '',
+    `PostgreSQL alone (no HTTP, no API: one pg connection from the bench process, the default store's statements — an autocommitted INSERT per ${h.CHUNK_BYTES / 1024} KiB chunk, SELECTs of 4 chunks, bytea as pg returns it — ${s.runs * s.rounds} files after ${s.warmups} warm-up): ` +
+      `upload **${report.postgres_alone.upload.mb_s} MB/s** (${Math.min(...report.postgres_alone.upload.runs_mb_s)}–${Math.max(...report.postgres_alone.upload.runs_mb_s)}), ` +
+      `download **${report.postgres_alone.download.mb_s} MB/s** (${Math.min(...report.postgres_alone.download.runs_mb_s)}–${Math.max(...report.postgres_alone.download.runs_mb_s)}); ` +
+      `ours / PostgreSQL alone: upload raw ${(t.upload_raw.ours.mb_s / report.postgres_alone.upload.mb_s).toFixed(2)}, multipart ${(t.upload_multipart.ours.mb_s / report.postgres_alone.upload.mb_s).toFixed(2)}, download ${(t.download.ours.mb_s / report.postgres_alone.download.mb_s).toFixed(2)}.`,
     '',
     `Memory: concurrent uploads of distinct files, each by its own user to its own task; server RSS sampled every ${s.sample_every_ms} ms; idle = median of 1 s right before the burst. Target: growth < ${m.target_growth_mib} MiB (ours). Order: raw upload burst, multipart upload burst, then each burst's files downloaded concurrently (RSS sampled the same way) and their sha256 checked.`,
     '',
