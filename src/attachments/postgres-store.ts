@@ -4,6 +4,8 @@ import type { BlobStore, ByteRange } from './blob-store.js';
 
 /** Bytes per row: large enough that a 10 MiB file is 40 statements, small enough to hold a few in memory. */
 export const CHUNK_BYTES = 256 * 1024;
+/** Chunk writes of one upload in flight at once. */
+const WRITES_IN_FLIGHT = 2;
 /** Rows read per statement when downloading (1 MiB). */
 const CHUNKS_PER_READ = 4;
 
@@ -23,10 +25,22 @@ export function postgresBlobStore(asOwner: OwnerScope): BlobStore {
       let pending: Buffer[] = [];
       let pendingBytes = 0;
       let offset = 0;
+      // Up to WRITES_IN_FLIGHT chunks are being written while the next is read, so reading the
+      // client and committing chunks overlap (and commits can share a WAL flush); memory stays
+      // at a few chunks per upload.
+      const inFlight = new Set<Promise<unknown>>();
+      let failure: unknown;
       const flush = async (bytes: Buffer) => {
         const start = offset;
         offset += bytes.length;
-        await asOwner(owner, (db) => db.insertInto('attachment_chunks').values({ blob_id: blobId, start_offset: start, owner_id: owner, data: bytes }).execute());
+        const write = asOwner(owner, (db) => db.insertInto('attachment_chunks').values({ blob_id: blobId, start_offset: start, owner_id: owner, data: bytes }).execute())
+          .catch((error: unknown) => {
+            failure ??= error;
+          })
+          .finally(() => inFlight.delete(write));
+        inFlight.add(write);
+        if (inFlight.size >= WRITES_IN_FLIGHT) await Promise.race(inFlight);
+        if (failure !== undefined) throw failure;
       };
       try {
         for await (const piece of source) {
@@ -41,7 +55,10 @@ export function postgresBlobStore(asOwner: OwnerScope): BlobStore {
           }
         }
         if (pendingBytes > 0) await flush(Buffer.concat(pending, pendingBytes));
+        await Promise.all(inFlight);
+        if (failure !== undefined) throw failure;
       } catch (error) {
+        await Promise.all(inFlight);
         await this.remove(owner, blobId).catch(() => undefined);
         throw error;
       }
@@ -61,9 +78,9 @@ export function postgresBlobStore(asOwner: OwnerScope): BlobStore {
           .executeTakeFirst(),
       );
       if (first === undefined) throw new Error(`blob ${blobId} has no bytes at offset ${range.start}`);
-      let from = Number(first.start_offset);
-      while (from <= range.end) {
-        const rows = await asOwner(owner, (db) =>
+      // The next rows are asked for while these are sent: the database and the client work at once.
+      const read = (from: number) => {
+        const rows = asOwner(owner, (db) =>
           db
             .selectFrom('attachment_chunks')
             .select(['start_offset', 'data'])
@@ -74,13 +91,22 @@ export function postgresBlobStore(asOwner: OwnerScope): BlobStore {
             .limit(CHUNKS_PER_READ)
             .execute(),
         );
+        rows.catch(() => undefined); // a reader that stops early never awaits the last read
+        return rows;
+      };
+      let from = Number(first.start_offset);
+      let next = read(from);
+      while (from <= range.end) {
+        const rows = await next;
         if (rows.length === 0) throw new Error(`blob ${blobId} has no bytes at offset ${from}`);
+        const last = rows.at(-1)!;
+        from = Number(last.start_offset) + last.data.byteLength;
+        if (from <= range.end) next = read(from);
         for (const row of rows) {
           const start = Number(row.start_offset);
           const data = Buffer.from(row.data.buffer, row.data.byteOffset, row.data.byteLength);
           const slice = data.subarray(Math.max(0, range.start - start), Math.min(data.length, range.end - start + 1));
           if (slice.length > 0) yield slice;
-          from = start + data.length;
         }
       }
     },
