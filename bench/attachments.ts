@@ -190,18 +190,6 @@ const pdf = (size: number): Buffer => {
 };
 const sha256 = (bytes: Buffer) => createHash('sha256').update(bytes).digest('hex');
 
-async function ensureDatabase(url: string): Promise<void> {
-  const name = new URL(url).pathname.slice(1);
-  const admin = new h.pg.Client({ connectionString: Object.assign(new URL(url), { pathname: '/postgres' }).toString() });
-  await admin.connect();
-  try {
-    const { rowCount } = await admin.query('select 1 from pg_database where datname = $1', [name]);
-    if (!rowCount) await admin.query(`create database "${name.replace(/"/g, '""')}"`);
-  } finally {
-    await admin.end();
-  }
-}
-
 /** Empties the attachment tables of the bench database (a full run leaves ~0.5 GB of chunks otherwise). */
 async function emptyAttachments(): Promise<void> {
   const database = await h.openDatabase({ url: databaseUrl, poolMax: 1 });
@@ -602,7 +590,7 @@ async function main(): Promise<number> {
   const started = Date.now();
   h = await loadHarness();
   const loadavg = readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).map(Number);
-  await ensureDatabase(databaseUrl);
+  await h.ensureDatabase(databaseUrl);
   await emptyAttachments();
   const secret = randomBytes(32).toString('base64url');
   const token = (sub: string) => h.hs256Token(secret, sub, '2h');

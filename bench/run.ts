@@ -15,12 +15,11 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import autocannon from 'autocannon';
 import { sql } from 'kysely';
-import pg from 'pg';
 import { openDatabase } from '../src/db/database.js';
 import { migrateToLatest } from '../src/db/migrate.js';
 import { projectRoot } from '../src/http/contract.js';
 import { seedTasks } from '../scripts/seed-data.js';
-import { freePort, hs256Token, waitUntilServing } from '../scripts/server-process.js';
+import { ensureDatabase, freePort, hs256Token, waitUntilServing } from '../scripts/server-process.js';
 
 const { values } = parseArgs({
   options: {
@@ -56,19 +55,6 @@ interface Measurement {
   p99_ms: number;
   errors: number;
   rss_mb: number;
-}
-
-async function ensureDatabase(url: string): Promise<void> {
-  const target = new URL(url);
-  const name = target.pathname.slice(1);
-  const admin = new pg.Client({ connectionString: Object.assign(new URL(url), { pathname: '/postgres' }).toString() });
-  await admin.connect();
-  try {
-    const { rowCount } = await admin.query('select 1 from pg_database where datname = $1', [name]);
-    if (!rowCount) await admin.query(`create database "${name.replace(/"/g, '""')}"`);
-  } finally {
-    await admin.end();
-  }
 }
 
 async function startServer(name: string, script: string, env: Record<string, string>): Promise<{ url: string; process: ChildProcess }> {

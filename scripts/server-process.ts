@@ -2,6 +2,7 @@
 import type { ChildProcess } from 'node:child_process';
 import { createServer } from 'node:net';
 import { SignJWT } from 'jose';
+import pg from 'pg';
 
 /** An HS256 token for `sub`, as a server started with JWT_SECRET=`secret` accepts it. */
 export const hs256Token = (secret: string, sub: string, expiresIn: number | string): Promise<string> =>
@@ -30,5 +31,18 @@ export async function waitUntilServing(
     if (await fetch(probeUrl).then((res) => options.anyStatus === true || res.ok, () => false)) return;
     if (Date.now() > deadline || child.exitCode !== null) throw new Error(options.failure());
     await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+/** Creates the PostgreSQL database `url` names unless it exists (the benches' own databases). */
+export async function ensureDatabase(url: string): Promise<void> {
+  const name = new URL(url).pathname.slice(1);
+  const admin = new pg.Client({ connectionString: Object.assign(new URL(url), { pathname: '/postgres' }).toString() });
+  await admin.connect();
+  try {
+    const { rowCount } = await admin.query('select 1 from pg_database where datname = $1', [name]);
+    if (!rowCount) await admin.query(`create database "${name.replace(/"/g, '""')}"`);
+  } finally {
+    await admin.end();
   }
 }

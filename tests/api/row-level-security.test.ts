@@ -46,6 +46,26 @@ describe('row-level security on the request path', () => {
     expect((await server.database.db.selectFrom('idempotency_keys').select('key').where('owner_id', '=', alice).execute()).length).toBe(2);
   });
 
+  it('shows an unfiltered select of the attachment tables only the caller’s files and bytes', async () => {
+    const [carol, dave] = [ownerIdFromVerifiedSubject(newUser()), ownerIdFromVerifiedSubject(newUser())];
+    for (const [owner, text] of [[carol, 'carol file'], [dave, 'dave file']] as const) {
+      const client = server.client(await server.tokenFor(owner));
+      const { data: task } = await client.POST('/api/v1/tasks', { body: { title: `with ${text}` } });
+      const upload = await fetch(`${server.url}/api/v1/tasks/${task!.id}/attachments`, {
+        method: 'POST',
+        headers: { Authorization: `Bearer ${await server.tokenFor(owner)}`, 'Content-Type': 'text/plain' },
+        body: text,
+      });
+      expect(upload.status).toBe(201);
+    }
+    for (const table of ['attachments', 'attachment_blobs', 'attachment_chunks', 'attachment_usage'] as const) {
+      const owners = await asOwner(carol, (trx) => trx.selectFrom(table).select('owner_id').execute());
+      expect([table, new Set(owners.map((row) => row.owner_id))]).toEqual([table, new Set([carol])]);
+    }
+    const bytes = await asOwner(dave, (trx) => trx.selectFrom('attachment_chunks').select('data').execute());
+    expect(bytes.map((row) => Buffer.from(row.data).toString())).toEqual(['dave file']);
+  });
+
   it('refuses to write a row for another owner', async () => {
     await expect(asOwner(alice, (trx) => trx.insertInto('tasks').values({ owner_id: bob, title: 'planted' }).execute())).rejects.toThrow(
       /row-level security/,
@@ -60,11 +80,11 @@ describe('row-level security on the request path', () => {
     });
     expect(rows).toEqual([]);
     const { rows: tables } = await sql<{ relname: string; relrowsecurity: boolean; relforcerowsecurity: boolean }>`
-      select relname, relrowsecurity, relforcerowsecurity from pg_class where relname in ('tasks', 'idempotency_keys') order by relname`.execute(server.database.db);
-    expect(tables).toEqual([
-      { relname: 'idempotency_keys', relrowsecurity: true, relforcerowsecurity: true },
-      { relname: 'tasks', relrowsecurity: true, relforcerowsecurity: true },
-    ]);
+      select relname, relrowsecurity, relforcerowsecurity from pg_class
+      where relname in ('tasks', 'idempotency_keys', 'attachments', 'attachment_blobs', 'attachment_chunks', 'attachment_usage') order by relname`.execute(server.database.db);
+    expect(tables).toEqual(
+      ['attachment_blobs', 'attachment_chunks', 'attachment_usage', 'attachments', 'idempotency_keys', 'tasks'].map((relname) => ({ relname, relrowsecurity: true, relforcerowsecurity: true })),
+    );
   });
 
   it('runs each statement as tasks_api_app with the owner named, and leaves nothing behind on the pooled connection', async () => {

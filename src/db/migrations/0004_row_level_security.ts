@@ -8,6 +8,26 @@ export const OWNER_SETTING = 'tasks_api.owner_id';
 const OWNER_TABLES = ['tasks', 'idempotency_keys'];
 
 /**
+ * Puts `table` (which has an `owner_id` column) under row-level security: `tasks_api_app` may
+ * read and write only the rows of the transaction's owner, and the connecting role (migrations,
+ * maintenance) all of them, through a policy of its own since the table is FORCEd.
+ */
+export async function isolateByOwner(db: Kysely<unknown>, table: string): Promise<void> {
+  const t = sql.id(table);
+  await sql`grant select, insert, update, delete on ${t} to ${sql.id(APP_ROLE)}`.execute(db);
+  await sql`alter table ${t} enable row level security`.execute(db);
+  await sql`alter table ${t} force row level security`.execute(db);
+  await sql`
+    create policy owner_isolation on ${t} to ${sql.id(APP_ROLE)}
+      using (owner_id = current_setting(${sql.lit(OWNER_SETTING)}, true))
+      with check (owner_id = current_setting(${sql.lit(OWNER_SETTING)}, true))`.execute(db);
+  await sql`
+    do $$ begin
+      execute format('create policy maintenance on %I to %I using (true) with check (true)', ${sql.lit(table)}, current_user);
+    end $$`.execute(db);
+}
+
+/**
  * Row-level security on the owner-scoped tables, so isolation holds even if a query forgets
  * its `owner_id` filter:
  * - `tasks_api_app` (NOLOGIN, no BYPASSRLS) may read and write them, and its policy shows and
@@ -34,20 +54,7 @@ export const rowLevelSecurity: Migration = {
           execute format('grant %I to %I', ${sql.lit(APP_ROLE)}, current_user);
         end if;
       end $$`.execute(db);
-    for (const table of OWNER_TABLES) {
-      const t = sql.id(table);
-      await sql`grant select, insert, update, delete on ${t} to ${sql.id(APP_ROLE)}`.execute(db);
-      await sql`alter table ${t} enable row level security`.execute(db);
-      await sql`alter table ${t} force row level security`.execute(db);
-      await sql`
-        create policy owner_isolation on ${t} to ${sql.id(APP_ROLE)}
-          using (owner_id = current_setting(${sql.lit(OWNER_SETTING)}, true))
-          with check (owner_id = current_setting(${sql.lit(OWNER_SETTING)}, true))`.execute(db);
-      await sql`
-        do $$ begin
-          execute format('create policy maintenance on %I to %I using (true) with check (true)', ${sql.lit(table)}, current_user);
-        end $$`.execute(db);
-    }
+    for (const table of OWNER_TABLES) await isolateByOwner(db, table);
   },
   async down(db: Kysely<unknown>) {
     for (const table of OWNER_TABLES) {

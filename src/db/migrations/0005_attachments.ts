@@ -1,6 +1,6 @@
 import { sql, type Kysely } from 'kysely';
 import type { Migration } from 'kysely/migration';
-import { APP_ROLE, OWNER_SETTING } from './0004_row_level_security.js';
+import { isolateByOwner } from './0004_row_level_security.js';
 
 const OWNER_TABLES = ['attachment_blobs', 'attachment_chunks', 'attachments', 'attachment_usage'];
 
@@ -82,20 +82,7 @@ export const attachments: Migration = {
         return null;
       end $$`.execute(db);
     await sql`create trigger attachments_release_blob after delete on attachments for each row execute function attachments_release_blob()`.execute(db);
-    for (const table of OWNER_TABLES) {
-      const t = sql.id(table);
-      await sql`grant select, insert, update, delete on ${t} to ${sql.id(APP_ROLE)}`.execute(db);
-      await sql`alter table ${t} enable row level security`.execute(db);
-      await sql`alter table ${t} force row level security`.execute(db);
-      await sql`
-        create policy owner_isolation on ${t} to ${sql.id(APP_ROLE)}
-          using (owner_id = current_setting(${sql.lit(OWNER_SETTING)}, true))
-          with check (owner_id = current_setting(${sql.lit(OWNER_SETTING)}, true))`.execute(db);
-      await sql`
-        do $$ begin
-          execute format('create policy maintenance on %I to %I using (true) with check (true)', ${sql.lit(table)}, current_user);
-        end $$`.execute(db);
-    }
+    for (const table of OWNER_TABLES) await isolateByOwner(db, table);
   },
   async down(db: Kysely<unknown>) {
     await sql`drop table attachments`.execute(db);
