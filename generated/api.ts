@@ -129,8 +129,22 @@ export interface paths {
          *       --data-binary @résumé.pdf
          *     ```
          *
-         *     From TypeScript, the generated client's `uploadAttachment` and `downloadAttachment` do
-         *     the same (see the client's README section in the project README).
+         *     From TypeScript, with the generated client (`tasks-api/client`), the body goes out as
+         *     `FormData`:
+         *
+         *     ```ts
+         *     const form = new FormData();
+         *     form.append('file', file); // a File or Blob
+         *     const { data: attachment, error } = await api.POST('/api/v1/tasks/{taskId}/attachments', {
+         *       params: { path: { taskId } },
+         *       body: { file: file.name },
+         *       bodySerializer: () => form,
+         *     });
+         *     const { data: blob } = await api.GET('/api/v1/attachments/{attachmentId}/content', {
+         *       params: { path: { attachmentId: attachment!.id } },
+         *       parseAs: 'blob',
+         *     });
+         *     ```
          */
         post: operations["uploadAttachment"];
         delete?: never;
