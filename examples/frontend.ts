@@ -20,6 +20,23 @@ export async function addAndList(title: string): Promise<Task[]> {
   return data.items; // Task[]: data.next_cursor is the next page's cursor, or null
 }
 
+/** Attaches a file (from an `<input type="file">`) to a task, then fetches its bytes back: the README's attachment example. */
+export async function attach(taskId: string, file: File): Promise<Blob> {
+  const form = new FormData();
+  form.append('file', file);
+  const { data: attachment, error } = await api.POST('/api/v1/tasks/{taskId}/attachments', {
+    params: { path: { taskId } },
+    body: { file: file.name },
+    bodySerializer: () => form,
+  });
+  if (error) throw new Error(error.detail); // 413 too large, 415 a type the server refuses, …
+  const { data: blob } = await api.GET('/api/v1/attachments/{attachmentId}/content', {
+    params: { path: { attachmentId: attachment.id } },
+    parseAs: 'blob',
+  });
+  return blob!;
+}
+
 // The contract, enforced by the compiler:
 // @ts-expect-error `title` is a string
 void api.POST('/api/v1/tasks', { body: { title: 42 } });
