@@ -13,7 +13,7 @@ const textArray = (list: string[]) => sql`${list}::text[]`;
 export interface SeedOptions {
   users: number;
   perUser: number;
-  /** Empty tasks and idempotency_keys first. */
+  /** Empty tasks, idempotency_keys and the tasks' attachments first. */
   truncate?: boolean;
   onProgress?: (tasks: number, users: number) => void;
 }
@@ -21,7 +21,8 @@ export interface SeedOptions {
 /** Inserts `users × perUser` tasks for `seed-user-1` … `seed-user-N`, then ANALYZEs the table. */
 export async function seedTasks(db: Kysely<DB>, { users, perUser, truncate = false, onProgress }: SeedOptions): Promise<void> {
   await sql`select setseed(0.42)`.execute(db);
-  if (truncate) await sql`truncate tasks, idempotency_keys`.execute(db);
+  // Attachments go with their tasks; TRUNCATE fires no delete trigger, so their blobs, bytes and usage go too.
+  if (truncate) await sql`truncate tasks, idempotency_keys, attachments, attachment_blobs, attachment_chunks, attachment_usage`.execute(db);
   const batch = Math.max(1, Math.floor(50_000 / perUser));
   for (let first = 1; first <= users; first += batch) {
     const last = Math.min(users, first + batch - 1);
