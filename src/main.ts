@@ -132,7 +132,7 @@ async function main(): Promise<void> {
   const verifier = createTokenVerifier({ ...jwt, builtin: builtin?.verification });
   const server = createHttpServer(config.http);
   const shutdown = gracefulShutdown(server, { drainMs: config.shutdownDrainMs, timeoutMs: config.shutdownTimeoutMs, logger });
-  const blobStore = blobStoreFor(config.attachments, ownerScope(database));
+  const blobStore = await blobStoreFor(config.attachments, ownerScope(database));
   const sweep = sweepEvery(config, database, blobStore, logger);
   const app = buildApp({ config, database, logger, redis, verifier, issuer: builtin?.issuer, contract: loadContract(), stopping: shutdown.stopping, blobStore });
   server.on('request', app);
