@@ -5,6 +5,7 @@ import rangeParser from 'range-parser';
 import type { OwnerId } from '../auth/owner-id.js';
 import { noneMatchHitsTag } from '../http/etag.js';
 import { StreamedBody, type Handlers } from '../http/handler.js';
+import { pageWithLink } from '../http/pagination.js';
 import { ClientGone, HttpProblem, ValidationFailed } from '../http/problem.js';
 import { toAttachment, type AttachmentService, type IncomingFile } from './attachments.service.js';
 import { MalformedUpload, RangeNotSatisfiable } from './errors.js';
@@ -147,13 +148,7 @@ const ifRangeHolds = (ifRange: string | undefined, etag: string) => ifRange === 
 /** HTTP for attachments: streaming in (multipart or raw) and out (ranges, conditional), and the headers that keep a stored file inert. */
 export function attachmentHandlers(service: AttachmentService): Handlers<AttachmentOperation> {
   return {
-    async listAttachments({ auth, path, query, raw }) {
-      const page = await service.list(auth.ownerId, path.taskId, query);
-      if (page.next_cursor === null) return { status: 200, body: page };
-      const next = new URL(raw.originalUrl, 'http://placeholder');
-      next.searchParams.set('cursor', page.next_cursor);
-      return { status: 200, body: page, headers: { Link: `<${next.pathname}${next.search}>; rel="next"` } };
-    },
+    listAttachments: async ({ auth, path, query, raw }) => pageWithLink(raw, await service.list(auth.ownerId, path.taskId, query)),
 
     async uploadAttachment({ auth, path, raw }) {
       const owner: OwnerId = auth.ownerId;

@@ -78,10 +78,10 @@ export function attachmentsOf(db: Kysely<DB>, owner: OwnerId) {
     },
 
     /** Removes an upload's blob row (its chunks go with it); a blob with bytes elsewhere is left `released` for them to be removed. */
-    dropBlob: (blobId: string, backend: 'postgres' | 's3') =>
-      backend === 'postgres'
-        ? db.deleteFrom('attachment_blobs').where('owner_id', '=', owner).where('id', '=', blobId).execute()
-        : db.updateTable('attachment_blobs').set({ state: 'released' }).where('owner_id', '=', owner).where('id', '=', blobId).execute(),
+    dropBlob(blobId: string, backend: 'postgres' | 's3') {
+      if (backend === 'postgres') return this.deleteBlobRow(blobId);
+      return db.updateTable('attachment_blobs').set({ state: 'released' }).where('owner_id', '=', owner).where('id', '=', blobId).execute();
+    },
 
     deleteBlobRow: (blobId: string) => db.deleteFrom('attachment_blobs').where('owner_id', '=', owner).where('id', '=', blobId).execute(),
 

@@ -85,13 +85,18 @@ export function attachmentService(deps: { asOwner: OwnerScope; store: BlobStore;
     await of(owner, (attachments) => attachments.deleteBlobRow(blobId)).catch(() => undefined);
   }
 
+  /** The task's usage, if it is the owner's (404) and has room for another file (422): checked before the upload and again in its transaction. */
+  function roomOn<T extends { attachments: number }>(taskId: string, task: T | undefined): T {
+    if (task === undefined) throw new TaskNotFound(taskId);
+    if (task.attachments >= limits.maxPerTask) throw new AttachmentLimitReached(taskId, limits.maxPerTask);
+    return task;
+  }
+
   /** The transaction that turns stored bytes into an attachment. */
   async function finish(owner: OwnerId, taskId: string, blobId: string, file: { filename: string; contentType: string; size: number; sha256: string }) {
     return asOwner.transaction(owner, async (db: Kysely<DB>) => {
       const attachments = attachmentsOf(db, owner);
-      const task = await attachments.taskUsage(taskId, true);
-      if (task === undefined) throw new TaskNotFound(taskId);
-      if (task.attachments >= limits.maxPerTask) throw new AttachmentLimitReached(taskId, limits.maxPerTask);
+      roomOn(taskId, await attachments.taskUsage(taskId, true));
       const existing = await attachments.storedBlob(file.sha256);
       let keptBlob = blobId;
       if (existing !== undefined) {
@@ -116,9 +121,7 @@ export function attachmentService(deps: { asOwner: OwnerScope; store: BlobStore;
      * of the per-file limit and what is left of the quota.
      */
     async allowance(owner: OwnerId, taskId: string): Promise<UploadAllowance> {
-      const task = await of(owner, (attachments) => attachments.taskUsage(taskId));
-      if (task === undefined) throw new TaskNotFound(taskId);
-      if (task.attachments >= limits.maxPerTask) throw new AttachmentLimitReached(taskId, limits.maxPerTask);
+      const task = roomOn(taskId, await of(owner, (attachments) => attachments.taskUsage(taskId)));
       const left = Math.max(0, limits.quotaBytes - task.used);
       if (left < limits.maxBytes) return { limit: left, tooLarge: () => new QuotaExceeded(left, limits.quotaBytes) };
       return { limit: limits.maxBytes, tooLarge: () => new FileTooLarge(limits.maxBytes) };

@@ -4,6 +4,7 @@ import type { OwnerScope } from '../db/owner-scope.js';
 import type { DB } from '../db/schema.js';
 import { etagOf, noneMatchHits, versionsMatching } from '../http/etag.js';
 import type { Handlers } from '../http/handler.js';
+import { pageWithLink } from '../http/pagination.js';
 import { idempotency } from '../idempotency/idempotency.js';
 import type { Task } from './task.mapper.js';
 import { taskService } from './tasks.service.js';
@@ -24,14 +25,7 @@ export function taskHandlers(db: Kysely<DB>, asOwner: OwnerScope): Handlers<Task
   }
 
   return {
-    async listTasks({ auth, query, raw }) {
-      const page = await tasksOf(auth.ownerId, (tasks) => tasks.list(query));
-      if (page.next_cursor === null) return { status: 200, body: page };
-      // The same request, filters and all, at the next position.
-      const next = new URL(raw.originalUrl, 'http://placeholder');
-      next.searchParams.set('cursor', page.next_cursor);
-      return { status: 200, body: page, headers: { Link: `<${next.pathname}${next.search}>; rel="next"` } };
-    },
+    listTasks: async ({ auth, query, raw }) => pageWithLink(raw, await tasksOf(auth.ownerId, (tasks) => tasks.list(query))),
 
     listTags: async ({ auth }) => ({ status: 200, body: await tasksOf(auth.ownerId, (tasks) => tasks.tags()) }),
 
