@@ -1,4 +1,4 @@
-// npm run bench [-- --quick] [-- --pglite]
+// npm run bench [-- --quick] [-- --profile] [-- --pglite]
 //
 // Throughput and latency of the built API (dist/) against a baseline doing the same work on bare
 // node:http + pg (bench/baseline-server.mjs), both on PostgreSQL (BENCH_DATABASE_URL, default
@@ -7,9 +7,19 @@
 // goes first, and reports requests/s, p50/p95/p99 latency, errors and the server's peak RSS; the
 // ratio ours/baseline is the figure we track. Any error or non-2xx response fails the run.
 // Writes bench/results/latest.json (+ a dated copy) and bench/results/latest.md.
+//
+// --profile: instead, profiles the API (V8's sampling profiler, in-process, started and stopped by
+// signal so only the load is sampled) under the get and the list load, writes the profiles to
+// bench/results/profiles/ (open them in Chrome DevTools) and prints where the CPU time went by
+// layer and by function.
+//
+// --ablation: instead, the cost of each layer in microseconds of the server's CPU per request:
+// the API (bench/lib/ablation-server.mjs, the same compiled code) with every layer, then with one
+// layer left out at a time, under the get and the create load; a layer's cost is the difference.
+// Writes bench/results/ablation-latest.json and .md.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -20,11 +30,14 @@ import { migrateToLatest } from '../src/db/migrate.js';
 import { projectRoot } from '../src/http/contract.js';
 import { seedTasks } from '../scripts/seed-data.js';
 import { ensureDatabase, freePort, hs256Token, waitUntilServing } from '../scripts/server-process.js';
+import { formatSummary, summarize } from './lib/profile-report.js';
 
 const { values } = parseArgs({
   options: {
     quick: { type: 'boolean', default: false },
     pglite: { type: 'boolean', default: false },
+    profile: { type: 'boolean', default: false },
+    ablation: { type: 'boolean', default: false },
     connections: { type: 'string' },
   },
 });
@@ -55,11 +68,13 @@ interface Measurement {
   p99_ms: number;
   errors: number;
   rss_mb: number;
+  /** The server's CPU time (user + system) per request served, in microseconds. */
+  cpu_us: number;
 }
 
-async function startServer(name: string, script: string, env: Record<string, string>): Promise<{ url: string; process: ChildProcess }> {
+async function startServer(name: string, script: string, env: Record<string, string>, nodeArgs: string[] = []): Promise<{ url: string; process: ChildProcess }> {
   const port = await freePort();
-  const child = spawn(process.execPath, [script], {
+  const child = spawn(process.execPath, [...nodeArgs, script], {
     cwd: root,
     env: { ...process.env, ...env, PORT: String(port), HOST: '127.0.0.1' },
     stdio: ['ignore', 'ignore', 'inherit'],
@@ -89,6 +104,12 @@ async function peakRss<T>(pid: number, work: Promise<T>): Promise<[T, number]> {
     clearInterval(timer);
     sample();
   }
+}
+
+/** CPU time the process has used so far (user + system), in microseconds; clock ticks are 10 ms. */
+function cpuMicros(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /, '').split(' ');
+  return (Number(fields[11]) + Number(fields[12])) * 10_000; // utime, stime (fields 14 and 15 of stat)
 }
 
 const percentile = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? 0;
@@ -144,9 +165,12 @@ async function measure(url: string, pid: number, scenario: Scenario, fixture: Fi
     latencies.push(responseTime);
     if (statusCode < 200 || statusCode >= 300) bad += 1;
   });
+  const cpuBefore = cpuMicros(pid);
   const [result, rss] = await peakRss(pid, done);
+  const cpu = cpuMicros(pid) - cpuBefore;
   latencies.sort((a, b) => a - b);
   return {
+    cpu_us: Math.round(cpu / Math.max(1, result.requests.total)),
     rps: Math.round(result.requests.total / (result.duration || settings.seconds)),
     p50_ms: percentile(latencies, 50),
     p95_ms: percentile(latencies, 95),
@@ -167,11 +191,12 @@ function mean(list: Measurement[]): Measurement {
     p99_ms: round2(avg('p99_ms')),
     errors: list.reduce((sum, m) => sum + m.errors, 0),
     rss_mb: Math.max(...list.map((m) => m.rss_mb)),
+    cpu_us: Math.round(avg('cpu_us')),
   };
 }
 
-async function main(): Promise<number> {
-  const started = Date.now();
+/** Seeds the bench database and mints a token for every seeded user. */
+async function prepare(): Promise<{ fixture: Fixture; env: Record<string, string> }> {
   await ensureDatabase(databaseUrl);
   const database = await openDatabase({ url: databaseUrl, poolMax: 1 });
   const secret = randomBytes(32).toString('base64url');
@@ -190,12 +215,19 @@ async function main(): Promise<number> {
   } finally {
     await database.close();
   }
+  return { fixture, env: { DATABASE_URL: databaseUrl, JWT_SECRET: secret, NODE_ENV: 'production', DATABASE_POOL_MAX: '10' } };
+}
+
+async function main(): Promise<number> {
+  const started = Date.now();
+  const { fixture, env } = await prepare();
+  if (values.profile) return profile(fixture, env);
+  if (values.ablation) return ablation(fixture, env);
   process.stdout.write(
     `bench: ${settings.users.toLocaleString('en')} users × ${settings.perUser} tasks, ${settings.connections} connections, ` +
       `${settings.seconds} s per scenario and server × ${settings.rounds} round(s), ${cpus().length} CPUs\n`,
   );
 
-  const env = { DATABASE_URL: databaseUrl, JWT_SECRET: secret, NODE_ENV: 'production', DATABASE_POOL_MAX: '10' };
   const ours = await startServer('the API', 'dist/src/main.js', env);
   const baseline = await startServer('the baseline', 'bench/baseline-server.mjs', env);
   const servers = { ours, baseline };
@@ -238,6 +270,92 @@ async function main(): Promise<number> {
   const failed = Object.entries(results).filter(([, r]) => r.ours.errors + r.baseline.errors > 0);
   if (failed.length > 0) process.stderr.write(`bench: errors or non-2xx responses in ${failed.map(([name]) => name).join(', ')}\n`);
   return failed.length > 0 ? 1 : 0;
+}
+
+/** Waits until `path` exists (a file the server writes when it has finished something). */
+async function fileAppears(path: string, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!existsSync(path)) {
+    if (Date.now() > deadline) throw new Error(`${path} did not appear within ${timeoutMs} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+/**
+ * --profile: the API under the get and the list load, each sampled by V8's profiler for one
+ * measurement (bench/lib/profiler.mjs starts and stops it on SIGUSR2), after a warm-up.
+ */
+async function profile(fixture: Fixture, env: Record<string, string>): Promise<number> {
+  const dir = join(root, 'bench', 'results', 'profiles');
+  mkdirSync(dir, { recursive: true });
+  const out = join(dir, 'api');
+  const ours = await startServer('the API', 'dist/src/main.js', { ...env, BENCH_PROFILE_OUT: out }, ['--import', './bench/lib/profiler.mjs']);
+  const pid = ours.process.pid!;
+  const reports: string[] = [];
+  try {
+    await measure(ours.url, pid, 'mixed', fixture).catch(() => undefined);
+    for (const [index, scenario] of (['get', 'list'] as const).entries()) {
+      const file = `${out}.${index}.cpuprofile`;
+      rmSync(`${file}.done`, { force: true });
+      process.kill(pid, 'SIGUSR2');
+      const m = await measure(ours.url, pid, scenario, fixture);
+      process.kill(pid, 'SIGUSR2');
+      await fileAppears(`${file}.done`, 30_000);
+      rmSync(`${file}.done`);
+      const target = join(dir, `${scenario}.cpuprofile`);
+      writeFileSync(target, readFileSync(file));
+      rmSync(file);
+      reports.push(formatSummary(`${scenario} (${m.rps} req/s while profiled, ${target.slice(root.length + 1)})`, summarize(target)));
+    }
+  } finally {
+    ours.process.kill('SIGTERM');
+  }
+  process.stdout.write(`\n${reports.join('\n')}`);
+  return 0;
+}
+
+const ABLATED = ['validator', 'jwt', 'rate-limit', 'access-log', 'metrics', 'security-headers', 'owner-scope'] as const;
+
+/** --ablation: CPU per request with every layer, and without each one in turn. */
+async function ablation(fixture: Fixture, env: Record<string, string>): Promise<number> {
+  const measured: Scenario[] = ['get', 'create'];
+  const variants = ['all', ...ABLATED, 'all'] as const;
+  const rows: { without: string; scenario: Scenario; cpu_us: number; rps: number }[] = [];
+  for (const without of variants) {
+    const server = await startServer(`the API without ${without}`, 'bench/lib/ablation-server.mjs', { ...env, BENCH_WITHOUT: without === 'all' ? '' : without });
+    try {
+      await measure(server.url, server.process.pid!, 'mixed', fixture);
+      for (const scenario of measured) {
+        const m = await measure(server.url, server.process.pid!, scenario, fixture);
+        if (m.errors > 0) throw new Error(`without ${without}: ${m.errors} errors in ${scenario}`);
+        rows.push({ without, scenario, cpu_us: m.cpu_us, rps: m.rps });
+        process.stdout.write(`without ${without.padEnd(16)} ${scenario.padEnd(6)} ${String(m.cpu_us).padStart(5)} µs CPU/request, ${m.rps} req/s\n`);
+      }
+    } finally {
+      server.process.kill('SIGTERM');
+      await new Promise((resolve) => server.process.once('exit', resolve));
+    }
+  }
+  const full = (scenario: Scenario) => {
+    const all = rows.filter((r) => r.without === 'all' && r.scenario === scenario);
+    return all.reduce((sum, r) => sum + r.cpu_us, 0) / all.length;
+  };
+  const saved = (layer: string, scenario: Scenario) => Math.round(full(scenario) - rows.find((r) => r.without === layer && r.scenario === scenario)!.cpu_us);
+  const table = ABLATED.map((layer) => ({ layer, get: saved(layer, 'get'), create: saved(layer, 'create') }));
+  const report = { date: new Date().toISOString(), quick, machine: { cpus: cpus().length, model: cpus()[0]?.model ?? 'unknown', node: process.version }, settings, full: Object.fromEntries(measured.map((s) => [s, Math.round(full(s))])), rows, table };
+  const md = [
+    `${quick ? 'Quick' : 'Full'} ablation run of ${report.date.slice(0, 16).replace('T', ' ')} UTC: the API's CPU per request with every layer (get ${report.full.get} µs, create ${report.full.create} µs), and what leaving out one layer saves.`,
+    '',
+    '| Layer left out | get: µs CPU/request saved | create: µs CPU/request saved |',
+    '|---|---|---|',
+    ...table.map((row) => `| ${row.layer} | ${row.get} | ${row.create} |`),
+    '',
+  ].join('\n');
+  const dir = join(root, 'bench', 'results');
+  writeFileSync(join(dir, `ablation${quick ? '-quick' : ''}-latest.json`), `${JSON.stringify(report, null, 2)}\n`);
+  writeFileSync(join(dir, `ablation${quick ? '-quick' : ''}-latest.md`), md);
+  process.stdout.write(`\n${md}`);
+  return 0;
 }
 
 function markdown(report: { date: string; quick: boolean; settings: typeof settings; scenarios: Record<string, { ours: Measurement; baseline: Measurement; ratio: number }> }): string {

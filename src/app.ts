@@ -35,7 +35,16 @@ export interface AppDeps {
   validateResponses?: boolean;
   /** True once the process is shutting down: readiness then answers 503 so load balancers stop sending. */
   stopping?: () => boolean;
+  /**
+   * Bench only (`npm run bench -- --ablation`, bench/lib/ablation-server.mjs): layers left out to
+   * measure what each costs. Nothing in src/ or the configuration sets it; the API always runs
+   * with every layer.
+   */
+  without?: ReadonlySet<AblatableLayer>;
 }
+
+/** The layers the ablation bench can leave out, one at a time (JWT verification: a bench verifier). */
+export type AblatableLayer = 'validator' | 'rate-limit' | 'access-log' | 'metrics' | 'security-headers' | 'owner-scope';
 
 /** Headers a browser client may read from our responses. */
 const EXPOSED_HEADERS = ['Location', 'ETag', 'Link', 'X-Request-Id', 'Retry-After', 'Idempotent-Replayed', 'RateLimit', 'RateLimit-Policy'];
@@ -101,25 +110,28 @@ export function buildApp(deps: AppDeps): Express {
   const { config, database, logger, verifier, contract } = deps;
   const app = express();
   const metrics = createMetrics(database);
+  const without = deps.without ?? new Set<AblatableLayer>();
   app.disable('x-powered-by');
   app.set('trust proxy', config.trustProxy ?? false);
   app.set('etag', false);
   app.use(requestContext());
-  app.use(accessLog(logger));
-  app.use(metrics.middleware);
+  if (!without.has('access-log')) app.use(accessLog(logger));
+  if (!without.has('metrics')) app.use(metrics.middleware);
   app.use(requestTimeout(config.requestTimeoutMs ?? 15_000));
-  app.use(securityHeaders());
-  if (config.corsOrigins.length > 0) app.use(corsPolicy(config.corsOrigins));
-  app.use(
-    rateLimits({
-      perMinute: config.rateLimit.perMinute,
-      authPerMinute: config.rateLimit.authPerMinute,
-      redis: deps.redis,
-      prefix: deps.rateLimitPrefix,
-      verifier,
-      logger,
-    }),
-  );
+  if (!without.has('security-headers')) app.use(securityHeaders());
+  if (config.corsOrigins.length > 0 && !without.has('security-headers')) app.use(corsPolicy(config.corsOrigins));
+  if (!without.has('rate-limit')) {
+    app.use(
+      rateLimits({
+        perMinute: config.rateLimit.perMinute,
+        authPerMinute: config.rateLimit.authPerMinute,
+        redis: deps.redis,
+        prefix: deps.rateLimitPrefix,
+        verifier,
+        logger,
+      }),
+    );
+  }
   app.use(express.json({ limit: config.bodyLimitBytes, type: ['application/json', 'application/*+json'] }));
   app.use(
     openApiRoutes({
@@ -134,10 +146,12 @@ export function buildApp(deps: AppDeps): Express {
         stopping: deps.stopping,
         attachments: config.attachments ?? loadConfig({ NODE_ENV: 'test' }).attachments,
         blobStore: deps.blobStore,
+        unscoped: without.has('owner-scope'),
       }),
       verifier,
       logger,
       validateResponses: deps.validateResponses ?? false,
+      validateRequests: !without.has('validator'),
     }),
   );
   app.use(errorHandler(logger));

@@ -7,7 +7,7 @@ import type { AttachmentsConfig } from './config.js';
 import { authHandlers } from './auth/builtin/auth.handlers.js';
 import type { BuiltinIssuer } from './auth/builtin/issuer.js';
 import type { Database } from './db/database.js';
-import { ownerScope } from './db/owner-scope.js';
+import { ownerScope, type OwnerScope } from './db/owner-scope.js';
 import type { Contract } from './http/contract.js';
 import type { HandlerMap } from './http/handler.js';
 import type { Metrics } from './http/metrics.js';
@@ -32,9 +32,11 @@ export function buildOperations(deps: {
   attachments: AttachmentsConfig;
   /** Where attachments' bytes live; PostgreSQL itself when not given. */
   blobStore?: BlobStore;
+  /** Bench only (AppDeps.without 'owner-scope'): queries run as the pool's role, unscoped. */
+  unscoped?: boolean;
 }): HandlerMap {
   const { database, contract, metrics, metricsToken, metricsOff, issuer, stopping } = deps;
-  const asOwner = ownerScope(database);
+  const asOwner = deps.unscoped ? unscopedForBench(database) : ownerScope(database);
   const attachments = attachmentService({
     asOwner,
     store: deps.blobStore ?? postgresBlobStore(asOwner),
@@ -48,4 +50,11 @@ export function buildOperations(deps: {
     ...authHandlers(issuer),
     ...operationsEndpoints({ contract, ping: database.ping, metrics, metricsToken, metricsOff, stopping }),
   };
+}
+
+/** The ablation bench's stand-in for the owner scope: the same work on the plain pool, no role, no RLS settings. */
+function unscopedForBench({ db }: Database): OwnerScope {
+  return Object.assign(<T>(_owner: unknown, work: (scoped: typeof db) => Promise<T>) => work(db), {
+    transaction: <T>(_owner: unknown, work: (scoped: typeof db) => Promise<T>) => db.transaction().execute(work),
+  });
 }
