@@ -1,3 +1,4 @@
+import { isatty } from 'node:tty';
 // CommonJS: the default import is its constructor, typed as the module.
 import sonicBoom, { type SonicBoom } from 'sonic-boom';
 import winston from 'winston';
@@ -100,7 +101,7 @@ export function logUncaught(logger: Logger): void {
 }
 
 /**
- * winston: JSON lines in production, readable lines elsewhere;
+ * winston: JSON lines in production, readable lines elsewhere (coloured only on a terminal);
  * credentials are redacted wherever they appear. Lines written for a request carry its
  * `request_id` (callers pass `req.id`). Without `stream` they go to the buffered stdout: call
  * flushLogs() before exiting.
@@ -109,6 +110,8 @@ export function createLogger(
   options: Config['log'] & { silent?: boolean; stream?: NodeJS.WritableStream },
 ): Logger {
   const transport = options.stream ? new winston.transports.Stream({ stream: options.stream }) : new BufferedStdout();
+  // isatty(1) rather than process.stdout.isTTY: opening process.stdout makes a piped fd 1 non-blocking.
+  const colours = options.stream === undefined && isatty(1);
   return winston.createLogger({
     level: options.level,
     silent: options.silent ?? false,
@@ -116,7 +119,7 @@ export function createLogger(
       context(),
       winston.format.errors({ stack: true }),
       winston.format.timestamp(),
-      options.format === 'json' ? winston.format.json() : winston.format.combine(winston.format.colorize(), pretty),
+      options.format === 'json' ? winston.format.json() : colours ? winston.format.combine(winston.format.colorize(), pretty) : pretty,
     ),
     transports: [transport],
   });
