@@ -14,7 +14,7 @@ import { migrateToLatest } from './db/migrate.js';
 import { loadContract } from './http/contract.js';
 import { gracefulShutdown } from './http/graceful-shutdown.js';
 import { createHttpServer } from './http/http-server.js';
-import { createLogger, type Logger } from './logger.js';
+import { createLogger, flushLogs, logUncaught, type Logger } from './logger.js';
 import { createClient } from 'redis';
 
 function configOrExit(): Config {
@@ -59,13 +59,14 @@ function connectRedis(url: string, logger: Logger) {
  */
 function supervise(config: Config): void {
   const logger = createLogger(config.log);
+  logUncaught(logger);
   let stopping = false;
   const fork = () => cluster.fork();
   cluster.on('exit', (worker, code, signal) => {
     if (stopping) {
       if (Object.keys(cluster.workers ?? {}).length === 0) {
         logger.info('all workers stopped');
-        process.exit(0);
+        void flushLogs().then(() => process.exit(0));
       }
       return;
     }
@@ -114,6 +115,7 @@ async function main(): Promise<void> {
     return;
   }
   const logger = createLogger(config.log);
+  logUncaught(logger);
   const { jwt, devSecret } = await withDevSecret(config.jwt);
   if (devSecret) {
     logger.warn('development mode: no JWT_SECRET or JWT_JWKS_URL, accepting HS256 tokens signed with a generated secret', {
@@ -154,15 +156,17 @@ async function main(): Promise<void> {
     await database.close();
     await redis?.close().catch(() => undefined);
     logger.info('stopped');
+    await flushLogs(); // process.exit drops what is still buffered
     process.exit(0);
   };
   process.on('SIGTERM', () => void stop('SIGTERM'));
   process.on('SIGINT', () => void stop('SIGINT'));
 }
 
-main().catch((error: unknown) => {
+main().catch(async (error: unknown) => {
   // A known refusal says what to do in one line; anything else gets its stack.
   if (error instanceof DataDirectoryInUse) process.stderr.write(`${error.message}\n`);
   else process.stderr.write(`fatal: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+  await flushLogs(); // the lines logged before it, e.g. 'database ready'
   process.exit(1);
 });

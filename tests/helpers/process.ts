@@ -1,19 +1,26 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { freePort, waitUntilServing } from '../../scripts/server-process.js';
 
-/** The real entry point (src/main.ts) as its own process, as a process manager would run it. */
-export async function startMain(env: Record<string, string>): Promise<{ child: ChildProcess; url: string; exited: Promise<number | null>; output: () => string }> {
+/**
+ * The real entry point (src/main.ts) as its own process, as a process manager would run it.
+ * `output`: stdout and stderr as they came; `stdout`: stdout alone (the log lines).
+ */
+export async function startMain(env: Record<string, string>): Promise<{ child: ChildProcess; url: string; exited: Promise<number | null>; output: () => string; stdout: () => string }> {
   const port = await freePort();
   let output = '';
+  let stdout = '';
   const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
     env: { ...process.env, NODE_OPTIONS: '', NODE_ENV: 'production', LOG_FORMAT: 'json', PORT: String(port), HOST: '127.0.0.1', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
-  child.stdout!.on('data', (chunk) => (output += chunk));
+  child.stdout!.on('data', (chunk) => {
+    output += chunk;
+    stdout += chunk;
+  });
   child.stderr!.on('data', (chunk) => (output += chunk));
   const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
   const url = `http://127.0.0.1:${port}`;
   await waitUntilServing(`${url}/health/ready`, child, { timeoutMs: 15_000, failure: () => `the server did not start:\n${output}` });
-  return { child, url, exited, output: () => output };
+  return { child, url, exited, output: () => output, stdout: () => stdout };
 }
 
