@@ -12,6 +12,8 @@ export interface Database {
   kind: 'postgres' | 'pglite';
   /** The pg pool behind `db` (PostgreSQL only): the owner scope's queries and the pool metrics use it. */
   pool?: CleanPool;
+  /** Whether the owner scope may prepare named statements (PostgreSQL only; see DatabaseOptions). */
+  preparedStatements: boolean;
   /** Resolves when the database answers a trivial query. */
   ping(): Promise<void>;
   close(): Promise<void>;
@@ -30,6 +32,12 @@ export interface DatabaseOptions {
   idleInTransactionTimeoutMs?: number;
   /** Client side, above the server's: the longest a query may wait for its reply (12 s). */
   queryTimeoutMs?: number;
+  /**
+   * Named statements, parsed and planned once per connection (true): PostgreSQL directly, or a
+   * pooler that keeps them per client (PgBouncer >= 1.21 with max_prepared_statements). False for
+   * a transaction pooler that cannot (older PgBouncer): every statement then goes unnamed.
+   */
+  preparedStatements?: boolean;
   /** Where PGlite keeps its files; `memory://` for a throwaway database. */
   pgliteDir?: string;
   logger?: Logger;
@@ -44,6 +52,7 @@ export async function openDatabase(options: DatabaseOptions): Promise<Database> 
     db,
     kind: pool ? 'postgres' : 'pglite',
     pool,
+    preparedStatements: pool !== undefined && options.preparedStatements !== false,
     async ping() {
       await sql`select 1`.execute(db);
     },

@@ -1,4 +1,17 @@
-import { CompiledQuery, Kysely, PostgresDialect } from 'kysely';
+import {
+  CompiledQuery,
+  Kysely,
+  PostgresDialect,
+  type DatabaseConnection,
+  type Driver,
+  type KyselyPlugin,
+  type PluginTransformQueryArgs,
+  type PluginTransformResultArgs,
+  type QueryId,
+  type QueryResult,
+  type RootOperationNode,
+  type UnknownRow,
+} from 'kysely';
 import pg from 'pg';
 import type { OwnerId } from '../auth/owner-id.js';
 import type { CleanPool } from './clean-pool.js';
@@ -24,31 +37,66 @@ export interface OwnerScope {
 const SCOPE_SQL = `select set_config('role', $1, true), set_config('${OWNER_SETTING}', $2, true)`;
 
 /**
+ * Names for the statements the owner scope prepares (PostgreSQL parses and plans a named statement
+ * once per connection, not on every execution): one per distinct SQL text, never reused for
+ * another. Kysely builds a finite set of texts, but a list filter's `in (…)` varies with its
+ * length; past MAX_NAMED distinct texts, new ones go unnamed rather than grow the connections'
+ * prepared statements without bound.
+ */
+const MAX_NAMED = 1000;
+function statementNames() {
+  const names = new Map<string, string>();
+  return (text: string): string | undefined => {
+    let name = names.get(text);
+    if (name === undefined && names.size < MAX_NAMED) names.set(text, (name = `tasks_api_${names.size + 1}`));
+    return name;
+  };
+}
+
+type Connection = { parse(m: object): void; bind(m: object): void; execute(m: object): void; submittedNamedStatements: Record<string, string> };
+const query = pg.Query.prototype as unknown as {
+  prepare(c: Connection): void;
+  hasBeenParsed(c: Connection): boolean;
+  handleDataRow(m: unknown): void;
+  handleCommandComplete(m: unknown, c: unknown): void;
+};
+
+/**
  * A pg query preceded, in the same message batch and so in the same implicit transaction, by
- * SCOPE_SQL: Parse/Bind/Execute of the scope, then the query's own Parse/Bind/Describe/Execute,
- * then one Sync. PostgreSQL runs everything up to a Sync as one transaction, so the settings hold
- * for the query and end with it — one round trip, bound parameters, and nothing left on the
+ * SCOPE_SQL: Parse/Bind/Execute of the scope, then the query's own Bind/Describe/Execute, then
+ * one Sync. PostgreSQL runs everything up to a Sync as one transaction, so the settings hold for
+ * the query and end with it — one round trip, bound parameters, and nothing left on the
  * connection. The scope statement's row and completion are not part of the result.
+ *
+ * A named query is parsed (once per connection) before the scope, so that the ParseComplete pg
+ * sees first is its own: pg records a name as parsed on the first ParseComplete of the batch. The
+ * scope statement stays unnamed (it touches no table; parsing it costs next to nothing), and an
+ * unnamed query is parsed after it, since each unnamed Parse replaces the previous one.
  */
 class OwnerScopedQuery extends pg.Query {
   #scopeDone = false;
   readonly #owner: string;
 
-  constructor(text: string, values: unknown[], owner: string, callback: (error: Error | undefined, result: pg.QueryResult) => void) {
-    super({ text, values, queryMode: 'extended' } as pg.QueryConfig, undefined, callback);
+  constructor(text: string, values: unknown[], name: string | undefined, owner: string, callback: (error: Error | undefined, result: pg.QueryResult) => void) {
+    super({ text, values, name, queryMode: 'extended' } as pg.QueryConfig, undefined, callback);
     this.#owner = owner;
   }
 
   // pg's Query protocol hooks; untyped in @types/pg.
-  prepare(connection: { parse(m: object): void; bind(m: object): void; execute(m: object): void }): void {
+  prepare(connection: Connection): void {
+    const self = this as unknown as { name?: string; text: string; types?: unknown };
+    if (self.name !== undefined && !query.hasBeenParsed.call(this, connection)) {
+      connection.parse({ text: self.text, name: self.name, types: self.types });
+      connection.submittedNamedStatements[self.name] = self.text; // so pg's prepare skips its Parse
+    }
     connection.parse({ text: SCOPE_SQL });
     connection.bind({ values: [APP_ROLE, this.#owner] });
     connection.execute({ portal: '' });
-    (pg.Query.prototype as unknown as { prepare(c: unknown): void }).prepare.call(this, connection);
+    query.prepare.call(this, connection);
   }
 
   handleDataRow(message: unknown): void {
-    if (this.#scopeDone) (pg.Query.prototype as unknown as { handleDataRow(m: unknown): void }).handleDataRow.call(this, message);
+    if (this.#scopeDone) query.handleDataRow.call(this, message);
   }
 
   handleCommandComplete(message: unknown, connection: unknown): void {
@@ -56,41 +104,93 @@ class OwnerScopedQuery extends pg.Query {
       this.#scopeDone = true;
       return;
     }
-    (pg.Query.prototype as unknown as { handleCommandComplete(m: unknown, c: unknown): void }).handleCommandComplete.call(this, message, connection);
+    query.handleCommandComplete.call(this, message, connection);
+  }
+}
+
+/** Which owner each query built through an owner's view of the scoped Kysely is for (see OwnerTag). */
+const ownerOf = new WeakMap<QueryId, string>();
+
+/** Tags every query of one owner's view; the scoped connection runs it for that owner. */
+class OwnerTag implements KyselyPlugin {
+  constructor(readonly owner: string) {}
+  transformQuery({ node, queryId }: PluginTransformQueryArgs): RootOperationNode {
+    ownerOf.set(queryId, this.owner);
+    return node;
+  }
+  async transformResult({ result }: PluginTransformResultArgs): Promise<QueryResult<UnknownRow>> {
+    return result;
   }
 }
 
 /**
- * A pool whose clients send every query as an OwnerScopedQuery for `owner`. Each statement is its
- * own implicit transaction, so PostgreSQL must report the connection idle outside a transaction
- * when it is done; if not (the connection was inside a transaction it did not know of), the
- * statement's work is not committed: the caller gets an error instead of a result, and the
- * connection is destroyed on release.
+ * A Kysely connection over a pooled pg client that sends every query as an OwnerScopedQuery for
+ * the owner it was tagged with; a query without an owner is refused, never run unscoped. Each
+ * statement is its own implicit transaction, so PostgreSQL must report the connection idle
+ * outside a transaction when it is done; if not (the connection was inside a transaction it did
+ * not know of), the statement's work is not committed: the caller gets an error instead of a
+ * result, and the connection is destroyed on release.
  */
-function scopedPool(pool: CleanPool, owner: string) {
-  return {
-    options: pool.options,
-    Client: pg.Client,
-    async connect() {
-      const client = await pool.connect();
-      return {
-        processID: (client as unknown as { processID?: number }).processID,
-        query: (text: string, values: unknown[]) =>
-          new Promise<pg.QueryResult>((resolve, reject) => {
-            client.query(new OwnerScopedQuery(text, values ?? [], owner, (error, result) => {
-              if (error) return reject(error);
-              const unclean = pool.discardReasonOf(client);
-              if (unclean === undefined) return resolve(result);
-              pool.taint(client);
-              reject(new ConnectionNotClean(unclean));
-            }));
-          }),
-        release: (destroy?: boolean) => client.release(destroy),
-      };
-    },
-    end: async () => undefined,
-  };
+class ScopedConnection implements DatabaseConnection {
+  constructor(readonly client: pg.PoolClient, readonly pool: CleanPool, readonly nameOf: (text: string) => string | undefined) {}
+
+  executeQuery<R>(compiled: CompiledQuery): Promise<QueryResult<R>> {
+    const owner = ownerOf.get(compiled.queryId);
+    if (owner === undefined) return Promise.reject(new Error('a query reached the owner scope without an owner'));
+    const { client, pool } = this;
+    return new Promise((resolve, reject) => {
+      client.query(new OwnerScopedQuery(compiled.sql, compiled.parameters as unknown[], this.nameOf(compiled.sql), owner, (error, result) => {
+        if (error) return reject(error);
+        const unclean = pool.discardReasonOf(client);
+        if (unclean !== undefined) {
+          pool.taint(client);
+          return reject(new ConnectionNotClean(unclean));
+        }
+        const { command, rowCount, rows } = result;
+        const affected = command === 'INSERT' || command === 'UPDATE' || command === 'DELETE' || command === 'MERGE';
+        resolve({ rows: (rows ?? []) as R[], ...(affected ? { numAffectedRows: BigInt(rowCount ?? 0) } : {}) });
+      }) as never);
+    });
+  }
+
+  // eslint-disable-next-line require-yield
+  async *streamQuery(): AsyncIterableIterator<QueryResult<never>> {
+    throw new Error('the owner scope does not stream');
+  }
 }
+
+/** Kysely's driver for the owner scope: pooled connections, statements only (`.transaction` is the base database's). */
+class ScopedDriver implements Driver {
+  readonly #connections = new WeakMap<pg.PoolClient, ScopedConnection>();
+  constructor(readonly pool: CleanPool, readonly nameOf: (text: string) => string | undefined) {}
+  async init(): Promise<void> {}
+  async acquireConnection(): Promise<DatabaseConnection> {
+    const client = await this.pool.connect();
+    let connection = this.#connections.get(client);
+    if (connection === undefined) this.#connections.set(client, (connection = new ScopedConnection(client, this.pool, this.nameOf)));
+    return connection;
+  }
+  async releaseConnection(connection: DatabaseConnection): Promise<void> {
+    (connection as ScopedConnection).client.release();
+  }
+  async beginTransaction(): Promise<void> {
+    throw new Error('the owner scope runs statements; use asOwner.transaction for a transaction');
+  }
+  commitTransaction = this.beginTransaction;
+  rollbackTransaction = this.beginTransaction;
+  async destroy(): Promise<void> {} // the pool is the database's, closed with it
+}
+
+class ScopedDialect extends PostgresDialect {
+  constructor(readonly driver: ScopedDriver) {
+    super({ pool: driver.pool });
+  }
+  override createDriver(): Driver {
+    return this.driver;
+  }
+}
+
+const scopes = new WeakMap<object, OwnerScope>();
 
 /**
  * The request path's only way to the owner-scoped tables. Every statement runs as the
@@ -99,20 +199,31 @@ function scopedPool(pool: CleanPool, owner: string) {
  * caller's rows, and a pooled connection never carries the settings to the next request.
  *
  * On PostgreSQL a statement and its scope travel together in one round trip (OwnerScopedQuery):
- * a request costs one small statement more per statement, not a transaction. `.transaction` is a
+ * a request costs one small statement more per statement, not a transaction. One Kysely instance
+ * serves every owner (a request gets a view of it tagged with its owner: `withPlugin`, two small
+ * objects), and its statements are prepared once per connection unless the database says not to
+ * (DATABASE_PREPARED_STATEMENTS=off, for poolers that cannot keep them). `.transaction` is a
  * transaction that starts with the scope statement; the only writes that need one (an idempotent
- * create and its stored response) are rare enough that its extra round trips do not matter.
- * PGlite is in-process, where round trips cost nothing: transactions for both.
+ * create and its stored response, attachment bookkeeping) are rare enough that its extra round
+ * trips do not matter. PGlite is in-process, where round trips cost nothing: transactions for both.
  */
-export function ownerScope(database: Pick<Database, 'db' | 'pool'>): OwnerScope {
+export function ownerScope(database: Pick<Database, 'db' | 'pool' | 'preparedStatements'>): OwnerScope {
+  const known = scopes.get(database);
+  if (known !== undefined) return known;
   const { db, pool } = database;
   const transaction = <T>(owner: OwnerId, work: Work<T>) =>
     db.transaction().execute(async (trx) => {
       await trx.executeQuery(CompiledQuery.raw(SCOPE_SQL, [APP_ROLE, owner]));
       return work(trx);
     });
-  if (pool === undefined) return Object.assign(transaction, { transaction });
-  const scoped = <T>(owner: OwnerId, work: Work<T>) =>
-    work(new Kysely<DB>({ dialect: new PostgresDialect({ pool: scopedPool(pool, owner) as unknown as pg.Pool }) }));
-  return Object.assign(scoped, { transaction });
+  let scope: OwnerScope;
+  if (pool === undefined) {
+    scope = Object.assign(transaction, { transaction });
+  } else {
+    const nameOf = database.preparedStatements === false ? () => undefined : statementNames();
+    const scoped = new Kysely<DB>({ dialect: new ScopedDialect(new ScopedDriver(pool, nameOf)) });
+    scope = Object.assign(<T>(owner: OwnerId, work: Work<T>) => work(scoped.withPlugin(new OwnerTag(owner))), { transaction });
+  }
+  scopes.set(database, scope);
+  return scope;
 }

@@ -12,6 +12,7 @@ onPostgres('WEB_CONCURRENCY', () => {
     const { child, url, exited, output } = await startMain({
       JWT_SECRET: secret,
       DATABASE_URL: process.env.TEST_DATABASE_URL!,
+      DATABASE_PREPARED_STATEMENTS: process.env.TEST_DATABASE_PREPARED_STATEMENTS ?? 'on',
       WEB_CONCURRENCY: '2',
     });
     // Both workers listen (the primary only supervises).
