@@ -1,7 +1,7 @@
 import type { Request } from 'express';
 import type { Logger } from '../logger.js';
 import { HttpProblem } from '../http/problem.js';
-import type { Scope } from './auth-context.js';
+import type { AuthContext, Scope } from './auth-context.js';
 import { InsufficientScope, InvalidToken, KeySourceUnavailable, MissingToken } from './errors.js';
 import type { TokenVerifier } from './token-verifier.js';
 
@@ -10,6 +10,21 @@ const BEARER = /^Bearer +([A-Za-z0-9\-._~+/]+=*)$/i;
 
 /** The token of an `Authorization: Bearer <token>` header, or undefined for anything else. */
 export const bearerTokenOf = (header: string | undefined): string | undefined => (header ? BEARER.exec(header)?.[1] : undefined);
+
+const verified = new WeakMap<Request, { token: string; context: Promise<AuthContext> }>();
+
+/**
+ * The verification of `token` for this request, done once however many layers ask (the rate
+ * limiter keys on the caller before the validator's security handler runs): the verifier's cache
+ * lookup hashes the token, and one hash per request is enough.
+ */
+export function verifyOnce(req: Request, verifier: TokenVerifier, token: string): Promise<AuthContext> {
+  const known = verified.get(req);
+  if (known !== undefined && known.token === token) return known.context;
+  const context = verifier.verify(token);
+  verified.set(req, { token, context });
+  return context;
+}
 
 /**
  * The validator's security handler for `bearerAuth`: verifies the token, checks the operation's
@@ -20,7 +35,7 @@ export function bearerSecurityHandler(verifier: TokenVerifier, logger: Logger) {
   return async (req: Request, requiredScopes: string[]): Promise<boolean> => {
     try {
       const token = bearerToken(req);
-      const auth = await verifier.verify(token);
+      const auth = await verifyOnce(req, verifier, token);
       const missing = requiredScopes.filter((scope) => !auth.scopes.has(scope as Scope));
       if (missing.length > 0) throw new InsufficientScope(missing);
       req.auth = auth;

@@ -1,7 +1,7 @@
 import type { RequestHandler } from 'express';
 import { ipKeyGenerator, rateLimit, type Store } from 'express-rate-limit';
 import { RedisStore, type RedisReply } from 'rate-limit-redis';
-import { bearerTokenOf } from '../auth/bearer-security.js';
+import { bearerTokenOf, verifyOnce } from '../auth/bearer-security.js';
 import type { TokenVerifier } from '../auth/token-verifier.js';
 import type { Logger } from '../logger.js';
 import { HttpProblem } from './problem.js';
@@ -85,7 +85,7 @@ export function rateLimits(options: RateLimitOptions): RequestHandler[] {
       const token = bearerTokenOf(req.headers.authorization);
       if (token) {
         try {
-          return `user:${(await verifier.verify(token)).sub}`;
+          return `user:${(await verifyOnce(req, verifier, token)).sub}`;
         } catch {
           // the validator answers 401; the attempt still counts, against the IP
         }
