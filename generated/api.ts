@@ -400,7 +400,7 @@ export interface paths {
         };
         /**
          * Readiness probe
-         * @description Answers 200 when the database answers a query, 503 when it does not, and 503 from the moment the process begins to shut down (SIGTERM), so that a load balancer stops sending to it while it still answers what it has received.
+         * @description Answers 200 when the database answers a query, 503 when it does not, 503 from the moment the process begins to shut down (SIGTERM), so that a load balancer stops sending to it while it still answers what it has received, and 503 while the process is saturated (its event loop too far behind, or its request queue full; see load shedding).
          */
         get: operations["getReadiness"];
         put?: never;
@@ -1141,7 +1141,11 @@ export interface components {
                 "application/problem+json": components["schemas"]["Problem"];
             };
         };
-        /** @description The database is unavailable. */
+        /**
+         * @description The database is unavailable (`urn:tasks-api:problem:service-unavailable`), or the server is at
+         *     capacity and shed the request without doing any of it (`urn:tasks-api:problem:overloaded`).
+         *     Either way nothing was changed; retry after `Retry-After` seconds.
+         */
         ServiceUnavailable: {
             headers: {
                 "X-Request-Id": components["headers"]["XRequestId"];

@@ -10,6 +10,7 @@ import { accessLog } from './http/access-log.js';
 import type { Contract } from './http/contract.js';
 import { errorHandler } from './http/error-handler.js';
 import { createMetrics } from './http/metrics.js';
+import { overloadGuard } from './http/overload.js';
 import { ServiceUnavailable } from './http/problem.js';
 import { openApiRoutes } from './http/openapi.js';
 import { rateLimits, type RedisCommands } from './http/rate-limit.js';
@@ -18,7 +19,7 @@ import type { Logger } from './logger.js';
 import { buildOperations } from './operations.js';
 
 export interface AppDeps {
-  config: Pick<Config, 'bodyLimitBytes' | 'corsOrigins' | 'rateLimit'> & Partial<Pick<Config, 'metricsToken' | 'metricsOff' | 'trustProxy' | 'requestTimeoutMs' | 'attachments'>>;
+  config: Pick<Config, 'bodyLimitBytes' | 'corsOrigins' | 'rateLimit'> & Partial<Pick<Config, 'metricsToken' | 'metricsOff' | 'trustProxy' | 'requestTimeoutMs' | 'attachments' | 'overload'>>;
   /** Where attachments' bytes live (ATTACHMENT_STORAGE=s3); PostgreSQL itself when not given. */
   blobStore?: BlobStore;
   /** Shared rate-limit counters (a connected node-redis client), when REDIS_URL is set. */
@@ -101,7 +102,8 @@ function requestTimeout(ms: number): RequestHandler {
 }
 
 /**
- * The whole HTTP application: request id → access log → security headers / CORS → rate limits →
+ * The whole HTTP application: request id → access log → metrics → load shedding → request timeout →
+ * security headers / CORS → rate limits →
  * JSON body (size-limited) → OpenAPI validator (with the bearer security handler) → operation handlers →
  * problem+json errors.
  * Does no I/O; everything it needs arrives in `deps`.
@@ -117,6 +119,11 @@ export function buildApp(deps: AppDeps): Express {
   app.use(requestContext());
   if (!without.has('access-log')) app.use(accessLog(logger));
   if (!without.has('metrics')) app.use(metrics.middleware);
+  const overload = overloadGuard(config.overload ?? loadConfig({ NODE_ENV: 'test' }).overload, {
+    poolWaiting: () => database.pool?.waitingCount ?? 0,
+    registry: metrics.registry,
+  });
+  app.use(overload.middleware);
   app.use(requestTimeout(config.requestTimeoutMs ?? 15_000));
   if (!without.has('security-headers')) app.use(securityHeaders());
   if (config.corsOrigins.length > 0 && !without.has('security-headers')) app.use(corsPolicy(config.corsOrigins));
@@ -144,6 +151,7 @@ export function buildApp(deps: AppDeps): Express {
         metricsOff: config.metricsOff,
         issuer: deps.issuer,
         stopping: deps.stopping,
+        saturated: overload.saturated,
         attachments: config.attachments ?? loadConfig({ NODE_ENV: 'test' }).attachments,
         blobStore: deps.blobStore,
         unscoped: without.has('owner-scope'),

@@ -1,4 +1,5 @@
 import { DEFAULT_ALLOWED_TYPES } from './attachments/content.js';
+import type { OverloadLimits } from './http/overload.js';
 /**
  * The only reader of the environment. Everything else receives a typed {@link Config}.
  * Every problem is collected and reported at once, so a bad deployment fails with one message.
@@ -48,6 +49,8 @@ export interface Config {
     statementTimeoutMs: number;
     /** The client-side wait for any reply; above statementTimeoutMs, so the server normally answers first. */
     queryTimeoutMs: number;
+    /** Named (server-side prepared) statements on the request path; off behind a pooler that cannot keep them. */
+    preparedStatements: boolean;
   };
   jwt: JwtConfig;
   auth: BuiltinAuthConfig;
@@ -56,6 +59,8 @@ export interface Config {
   shutdownTimeoutMs: number;
   /** A request not answered within this many ms gets 503 problem+json. */
   requestTimeoutMs: number;
+  /** Load shedding in front of the API's operations (see overloadGuard). */
+  overload: OverloadLimits;
   /** What one client connection may hold (see createHttpServer). */
   http: { headersTimeoutMs: number; requestTimeoutMs: number; keepAliveTimeoutMs: number; maxConnections: number };
   /** How long the server keeps accepting after SIGTERM/SIGINT before it stops (ms). */
@@ -179,16 +184,18 @@ export function loadConfig(env: Env = process.env): Config {
   });
   if (corsEntries.includes('*') && corsEntries.length > 1) problems.push('CORS_ORIGINS is either * or a list of origins, not both');
 
+  const poolMax = int('DATABASE_POOL_MAX', 10, 1, 1000);
   const config: Config = {
     nodeEnv,
     port: int('PORT', 3000, 0, 65535),
     host: read('HOST'),
     database: {
       url: databaseUrl ? read('DATABASE_URL') : undefined,
-      poolMax: int('DATABASE_POOL_MAX', 10, 1, 1000),
+      poolMax,
       pgliteDir: read('PGLITE_DIR') ?? '.data/pglite',
       statementTimeoutMs: int('DATABASE_STATEMENT_TIMEOUT_MS', 10_000, 100, 600_000),
       queryTimeoutMs: int('DATABASE_QUERY_TIMEOUT_MS', 12_000, 200, 600_000),
+      preparedStatements: oneOf('DATABASE_PREPARED_STATEMENTS', ['on', 'off'] as const, 'on') === 'on',
     },
     jwt: {
       secret,
@@ -221,6 +228,13 @@ export function loadConfig(env: Env = process.env): Config {
       maxConnections: int('MAX_CONNECTIONS', 1000, 1, 1_000_000),
     },
     requestTimeoutMs: int('REQUEST_TIMEOUT_MS', 15_000, 100, 600_000),
+    overload: {
+      maxInFlight: int('OVERLOAD_MAX_IN_FLIGHT', 64, 1, 100_000),
+      maxQueue: int('OVERLOAD_MAX_QUEUE', 1024, 0, 1_000_000),
+      maxQueueWaitMs: int('OVERLOAD_MAX_QUEUE_WAIT_MS', 2000, 1, 600_000),
+      maxEventLoopDelayMs: int('OVERLOAD_MAX_EVENT_LOOP_DELAY_MS', 500, 10, 600_000),
+      maxPoolWaiting: int('OVERLOAD_MAX_POOL_WAITING', 2 * poolMax, 1, 100_000),
+    },
     webConcurrency: int('WEB_CONCURRENCY', 1, 1, 64),
     metricsToken: read('METRICS_TOKEN'),
     metricsOff: nodeEnv === 'production' && read('METRICS_TOKEN') === undefined,

@@ -29,6 +29,8 @@ export function buildOperations(deps: {
   metricsOff?: boolean;
   issuer?: BuiltinIssuer;
   stopping?: () => boolean;
+  /** Why the process has no room for more traffic (load shedding), for readiness. */
+  saturated?: () => string | undefined;
   attachments: AttachmentsConfig;
   /** Where attachments' bytes live; PostgreSQL itself when not given. */
   blobStore?: BlobStore;
@@ -48,7 +50,7 @@ export function buildOperations(deps: {
     ...attachmentHandlers(attachments),
     ...meHandlers({ countTasks: (owner) => asOwner(owner, (scoped) => taskService(scoped, owner).counts()) }),
     ...authHandlers(issuer),
-    ...operationsEndpoints({ contract, ping: database.ping, metrics, metricsToken, metricsOff, stopping }),
+    ...operationsEndpoints({ contract, ping: database.ping, metrics, metricsToken, metricsOff, stopping, saturated: deps.saturated }),
   };
 }
 

@@ -7,7 +7,8 @@ import { NoRoute, ServiceUnavailable } from './problem.js';
 
 /**
  * The operational endpoints: liveness, readiness (a database round trip, and 503 from the moment
- * the process begins to shut down, so a load balancer stops sending before it stops listening),
+ * the process begins to shut down, so a load balancer stops sending before it stops listening, and
+ * while load shedding has no room),
  * the contract itself and its rendered reference.
  */
 export function operationsEndpoints(deps: {
@@ -20,6 +21,8 @@ export function operationsEndpoints(deps: {
   metricsOff?: boolean;
   /** True once the process is shutting down. */
   stopping?: () => boolean;
+  /** Why the process has no room for more traffic right now (load shedding), if it has none. */
+  saturated?: () => string | undefined;
 }): Handlers<'getLiveness' | 'getReadiness' | 'getOpenApiDocument' | 'getOpenApiYaml' | 'getDocs' | 'getMetrics'> {
   const { contract, ping, metrics, metricsToken, metricsOff = false, stopping = () => false } = deps;
   const digest = (value: string) => createHash('sha256').update(value).digest();
@@ -33,6 +36,8 @@ export function operationsEndpoints(deps: {
     getLiveness: async () => ({ status: 200, body: { status: 'ok' } }),
     getReadiness: async () => {
       if (stopping()) throw new ServiceUnavailable('The server is shutting down; send requests to another instance.');
+      const saturated = deps.saturated?.();
+      if (saturated !== undefined) throw new ServiceUnavailable(`The server is at capacity (${saturated}); send requests to another instance.`);
       try {
         await ping();
       } catch (error) {

@@ -9,6 +9,7 @@ import { buildApp } from '../../src/app.js';
 import type { BlobStore } from '../../src/attachments/blob-store.js';
 import { DEFAULT_BODY_LIMIT_BYTES, loadConfig, type AttachmentsConfig } from '../../src/config.js';
 import { createHttpServer } from '../../src/http/http-server.js';
+import type { OverloadLimits } from '../../src/http/overload.js';
 import type { RedisCommands } from '../../src/http/rate-limit.js';
 import { builtinAuth } from '../../src/auth/builtin/issuer.js';
 import type { SigningKeys } from '../../src/auth/builtin/signing-keys.js';
@@ -22,9 +23,14 @@ export const TEST_ISSUER = 'https://issuer.tasks-api.test';
 /** `iss` of the built-in issuer's tokens in tests. */
 export const BUILTIN_ISSUER = 'https://api.tasks-api.test';
 
-/** A real database: the PostgreSQL server at TEST_DATABASE_URL when set, else a fresh in-memory PGlite. */
+/**
+ * A real database: the PostgreSQL server at TEST_DATABASE_URL when set (with named statements
+ * unless TEST_DATABASE_PREPARED_STATEMENTS=off, as behind an older PgBouncer), else a fresh
+ * in-memory PGlite.
+ */
 export async function testDatabase(url = process.env.TEST_DATABASE_URL, options: Partial<DatabaseOptions> = {}): Promise<Database> {
-  const database = await openDatabase(url ? { url, poolMax: 5, ...options } : { pgliteDir: 'memory://' });
+  const preparedStatements = process.env.TEST_DATABASE_PREPARED_STATEMENTS !== 'off';
+  const database = await openDatabase(url ? { url, poolMax: 5, preparedStatements, ...options } : { pgliteDir: 'memory://' });
   await migrateToLatest(database.db);
   return database;
 }
@@ -98,6 +104,8 @@ export async function startServer(
     attachments?: Partial<AttachmentsConfig>;
     /** Where attachments' bytes go (an S3 store in its tests); PostgreSQL when not given. */
     blobStore?: BlobStore;
+    /** Load-shedding limits other than the defaults (its tests make them tiny). */
+    overload?: Partial<OverloadLimits>;
     /** Node's limit on receiving a whole request (CLIENT_REQUEST_TIMEOUT_MS), checked every second as in production. */
     clientRequestTimeoutMs?: number;
   } = {},
@@ -124,6 +132,7 @@ export async function startServer(
       trustProxy: options.trustProxy,
       requestTimeoutMs: options.requestTimeoutMs,
       attachments: { ...loadConfig({ NODE_ENV: 'test' }).attachments, ...options.attachments },
+      overload: { ...loadConfig({ NODE_ENV: 'test' }).overload, ...options.overload },
     },
     blobStore: options.blobStore,
     redis: options.redis,

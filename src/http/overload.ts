@@ -1,0 +1,133 @@
+import { monitorEventLoopDelay } from 'node:perf_hooks';
+import type { RequestHandler } from 'express';
+import { Counter, Gauge, type Registry } from 'prom-client';
+import { HttpProblem } from './problem.js';
+
+export interface OverloadLimits {
+  /** Requests of the API (/api/…) being worked on at once; more wait in the queue. */
+  maxInFlight: number;
+  /** Requests that may wait for a place; beyond them, 503 at once. */
+  maxQueue: number;
+  /** The longest a request waits in the queue before it gets 503. */
+  maxQueueWaitMs: number;
+  /** Mean event-loop delay (over the last sample) above which new requests get 503 at once. */
+  maxEventLoopDelayMs: number;
+  /** Clients waiting for a database connection at or above which no queued request is let in. */
+  maxPoolWaiting: number;
+}
+
+/** 503 problem+json with Retry-After for a request the server had no room for. */
+export class Overloaded extends HttpProblem {
+  constructor(readonly reason: 'queue_full' | 'queue_timeout' | 'event_loop_delay', retryAfterSeconds: number) {
+    const detail = {
+      queue_full: 'The server is at capacity and its queue is full',
+      queue_timeout: 'The server is at capacity and the request waited too long for its turn',
+      event_loop_delay: 'The server is too busy to take new requests',
+    }[reason];
+    super(503, 'OVERLOADED', 'Overloaded', `${detail}; retry after ${retryAfterSeconds} s.`, { headers: { 'Retry-After': String(retryAfterSeconds) } });
+  }
+}
+
+/** Only the API's own operations wait or are shed: probes, metrics, the contract and the docs always answer. */
+const isApi = (path: string) => path.startsWith('/api/');
+const SAMPLE_MS = 500;
+
+/**
+ * Load shedding, the way Fastify's under-pressure and Envoy's overload manager do it, for the API's
+ * operations. At most `maxInFlight` requests are past this point at once (so at most that many
+ * validate, verify and hold or wait for a database connection, and memory stays bounded); the next
+ * wait in a FIFO queue of at most `maxQueue`, each for at most `maxQueueWaitMs`, and are let in as
+ * places free up while fewer than `maxPoolWaiting` clients wait for a database connection. Beyond
+ * that — the queue full, a wait too long, or the event loop more than `maxEventLoopDelayMs` behind
+ * (the process itself is saturated) — a request gets a 503 problem with Retry-After at once, which
+ * costs next to nothing, instead of joining a queue it would time out in.
+ *
+ * No maintained Express package does this (overload-protection and toobusy-js are unmaintained
+ * since 2019 and 2016; under-pressure is Fastify's), so it is built here on Node's own
+ * `monitorEventLoopDelay`. `saturated()` tells readiness; the metrics count what was shed.
+ */
+export function overloadGuard(limits: OverloadLimits, deps: { poolWaiting: () => number; registry: Registry; retryAfterSeconds?: number }) {
+  const retryAfter = deps.retryAfterSeconds ?? 1;
+  const delay = monitorEventLoopDelay({ resolution: 10 });
+  delay.enable();
+  let delayMs = 0;
+  const sampler = setInterval(() => {
+    delayMs = Math.max(0, delay.mean / 1e6 - 10); // the resolution is not delay
+    delay.reset();
+    admitNext(); // in case the pool was busy with work of no admitted request when places freed up
+  }, SAMPLE_MS).unref();
+
+  let inFlight = 0;
+  /** Waiting requests, oldest first; an entry is cancelled (undefined admit) when it times out or its client leaves. */
+  const queue: { admit?: () => void }[] = [];
+  let queued = 0;
+
+  const shed = new Counter({ name: 'http_requests_shed_total', help: 'Requests answered 503 by load shedding, by reason.', labelNames: ['reason'] as const, registers: [deps.registry] });
+  new Gauge({ name: 'http_requests_queued', help: 'API requests waiting for a place (load shedding queue).', registers: [deps.registry], collect() { this.set(queued); } });
+  new Gauge({ name: 'http_requests_admitted', help: 'API requests past the load-shedding gate right now.', registers: [deps.registry], collect() { this.set(inFlight); } });
+  new Gauge({ name: 'nodejs_eventloop_delay_sampled_seconds', help: 'Mean event-loop delay over the last 500 ms, as load shedding sees it.', registers: [deps.registry], collect() { this.set(delayMs / 1000); } });
+
+  const release = () => {
+    inFlight -= 1;
+    admitNext();
+  };
+  function admitNext(): void {
+    while (queue.length > 0 && inFlight < limits.maxInFlight && deps.poolWaiting() < limits.maxPoolWaiting) {
+      const next = queue.shift()!;
+      if (next.admit === undefined) continue;
+      queued -= 1;
+      next.admit();
+    }
+    if (queued === 0) queue.length = 0; // only cancelled entries left
+  }
+
+  const middleware: RequestHandler = (req, res, next) => {
+    if (!isApi(req.path)) return next();
+    const refuse = (reason: Overloaded['reason']) => {
+      shed.inc({ reason });
+      next(new Overloaded(reason, retryAfter));
+    };
+    if (delayMs > limits.maxEventLoopDelayMs) return refuse('event_loop_delay');
+    const admit = () => {
+      inFlight += 1;
+      res.once('close', release);
+      next();
+    };
+    if (queued === 0 && inFlight < limits.maxInFlight && deps.poolWaiting() < limits.maxPoolWaiting) return admit();
+    if (queued >= limits.maxQueue) return refuse('queue_full');
+    const entry: { admit?: () => void } = {};
+    const leave = () => {
+      entry.admit = undefined;
+      queued -= 1;
+      clearTimeout(timer);
+      res.off('close', gone);
+    };
+    const timer = setTimeout(() => {
+      leave();
+      refuse('queue_timeout');
+    }, limits.maxQueueWaitMs);
+    const gone = () => leave(); // the client left while waiting: its place goes to the next
+    entry.admit = () => {
+      clearTimeout(timer);
+      res.off('close', gone);
+      admit();
+    };
+    res.once('close', gone);
+    queue.push(entry);
+    queued += 1;
+  };
+
+  return {
+    middleware,
+    /** Why the process should get no more traffic right now, or undefined when it has room. */
+    saturated(): string | undefined {
+      if (delayMs > limits.maxEventLoopDelayMs) return `the event loop is ${Math.round(delayMs)} ms behind`;
+      if (queued >= limits.maxQueue) return 'the request queue is full';
+      return undefined;
+    },
+    close(): void {
+      clearInterval(sampler);
+      delay.disable();
+    },
+  };
+}
