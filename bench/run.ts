@@ -58,8 +58,10 @@ const settings = {
 const databaseUrl = process.env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/tasks_bench';
 const root = projectRoot();
 
-type Scenario = 'list' | 'get' | 'create' | 'update' | 'mixed';
-const scenarios: Scenario[] = ['list', 'get', 'create', 'update', 'mixed'];
+type Scenario = 'list' | 'get' | 'create' | 'update' | 'mixed' | 'overload';
+const scenarios: Scenario[] = ['list', 'get', 'create', 'update', 'mixed', 'overload'];
+/** `overload` is `mixed` from this many connections: more than the API is sized for, so it must shed. */
+const OVERLOAD_CONNECTIONS = 256;
 
 interface Measurement {
   rps: number;
@@ -68,8 +70,10 @@ interface Measurement {
   p99_ms: number;
   errors: number;
   rss_mb: number;
-  /** The server's CPU time (user + system) per request served, in microseconds. */
+  /** The server's CPU time (user + system) per request answered, in microseconds. */
   cpu_us: number;
+  /** Requests answered 503 by load shedding (`overload` only; anywhere else a 503 is an error). */
+  shed: number;
 }
 
 async function startServer(name: string, script: string, env: Record<string, string>, nodeArgs: string[] = []): Promise<{ url: string; process: ChildProcess }> {
@@ -122,7 +126,7 @@ interface Fixture {
 
 /** One request of the scenario, for a random user (and one of their tasks). */
 function requestFor(scenario: Scenario, fixture: Fixture): autocannon.Request {
-  const pick = (scenario === 'mixed' ? pickMixed() : scenario) as Exclude<Scenario, 'mixed'>;
+  const pick = (scenario === 'mixed' || scenario === 'overload' ? pickMixed() : scenario) as Exclude<Scenario, 'mixed' | 'overload'>;
   const user = Math.floor(Math.random() * fixture.tokens.length);
   const headers = { authorization: `Bearer ${fixture.tokens[user]}`, 'content-type': 'application/json' };
   const ids = fixture.taskIds[user]!;
@@ -140,7 +144,7 @@ function requestFor(scenario: Scenario, fixture: Fixture): autocannon.Request {
 }
 
 /** 70 % reads (list and get alike), 30 % writes (create and update alike). */
-function pickMixed(): Exclude<Scenario, 'mixed'> {
+function pickMixed(): Exclude<Scenario, 'mixed' | 'overload'> {
   const r = Math.random();
   return r < 0.35 ? 'list' : r < 0.7 ? 'get' : r < 0.85 ? 'create' : 'update';
 }
@@ -148,13 +152,14 @@ function pickMixed(): Exclude<Scenario, 'mixed'> {
 async function measure(url: string, pid: number, scenario: Scenario, fixture: Fixture): Promise<Measurement> {
   const latencies: number[] = [];
   let bad = 0;
+  let shed = 0;
   let finish!: (result: autocannon.Result) => void;
   let fail!: (error: unknown) => void;
   const done = new Promise<autocannon.Result>((resolve, reject) => [finish, fail] = [resolve, reject]);
   const instance = autocannon(
     {
       url,
-      connections: settings.connections,
+      connections: scenario === 'overload' ? OVERLOAD_CONNECTIONS : settings.connections,
       duration: settings.seconds,
       timeout: 10,
       requests: [{ setupRequest: (request) => ({ ...request, ...requestFor(scenario, fixture) }) }],
@@ -162,8 +167,9 @@ async function measure(url: string, pid: number, scenario: Scenario, fixture: Fi
     (error, result) => (error ? fail(error) : finish(result)),
   );
   instance.on('response', (_client, statusCode, _bytes, responseTime) => {
-    latencies.push(responseTime);
-    if (statusCode < 200 || statusCode >= 300) bad += 1;
+    if (statusCode >= 200 && statusCode < 300) latencies.push(responseTime); // latency of what was served
+    else if (statusCode === 503 && scenario === 'overload') shed += 1;
+    else bad += 1;
   });
   const cpuBefore = cpuMicros(pid);
   const [result, rss] = await peakRss(pid, done);
@@ -171,7 +177,8 @@ async function measure(url: string, pid: number, scenario: Scenario, fixture: Fi
   latencies.sort((a, b) => a - b);
   return {
     cpu_us: Math.round(cpu / Math.max(1, result.requests.total)),
-    rps: Math.round(result.requests.total / (result.duration || settings.seconds)),
+    rps: Math.round(latencies.length / (result.duration || settings.seconds)), // served (2xx) per second
+    shed,
     p50_ms: percentile(latencies, 50),
     p95_ms: percentile(latencies, 95),
     p99_ms: percentile(latencies, 99),
@@ -192,6 +199,7 @@ function mean(list: Measurement[]): Measurement {
     errors: list.reduce((sum, m) => sum + m.errors, 0),
     rss_mb: Math.max(...list.map((m) => m.rss_mb)),
     cpu_us: Math.round(avg('cpu_us')),
+    shed: list.reduce((sum, m) => sum + m.shed, 0),
   };
 }
 
@@ -246,6 +254,7 @@ async function main(): Promise<number> {
       process.stdout.write(
         `${scenario.padEnd(7)} ours ${String(o.rps).padStart(6)} req/s p99 ${o.p99_ms.toFixed(1).padStart(6)} ms | ` +
           `baseline ${String(b.rps).padStart(6)} req/s p99 ${b.p99_ms.toFixed(1).padStart(6)} ms | ratio ${results[scenario]!.ratio.toFixed(2)}` +
+          `${scenario === 'overload' ? ` | ours shed ${o.shed}` : ''}` +
           `${o.errors + b.errors ? `  ERRORS ours ${o.errors} baseline ${b.errors}` : ''}\n`,
       );
     }
@@ -362,13 +371,13 @@ function markdown(report: { date: string; quick: boolean; settings: typeof setti
   const { settings: s } = report;
   const rows = Object.entries(report.scenarios).map(
     ([name, { ours: o, baseline: b, ratio }]) =>
-      `| ${name} | ${o.rps} | ${o.p50_ms} / ${o.p95_ms} / ${o.p99_ms} | ${o.rss_mb} | ${b.rps} | ${b.p50_ms} / ${b.p95_ms} / ${b.p99_ms} | ${b.rss_mb} | **${ratio.toFixed(2)}** | ${o.errors + b.errors} |`,
+      `| ${name} | ${o.rps} | ${o.p50_ms} / ${o.p95_ms} / ${o.p99_ms} | ${o.cpu_us} | ${o.rss_mb} | ${b.rps} | ${b.p50_ms} / ${b.p95_ms} / ${b.p99_ms} | ${b.cpu_us} | ${b.rss_mb} | **${ratio.toFixed(2)}** | ${name === 'overload' ? `${Math.round((o.shed / Math.max(1, o.shed + o.rps * s.seconds * s.rounds)) * 1000) / 10} %` : '–'} | ${o.errors + b.errors} |`,
   );
   return [
-    `${report.quick ? 'Quick run' : 'Full run'} of ${report.date.slice(0, 16).replace('T', ' ')} UTC: ${s.users} users × ${s.perUser} tasks, ${s.connections} connections, ${s.seconds} s × ${s.rounds} round(s) per scenario and server.`,
+    `${report.quick ? 'Quick run' : 'Full run'} of ${report.date.slice(0, 16).replace('T', ' ')} UTC: ${s.users} users × ${s.perUser} tasks, ${s.connections} connections, ${s.seconds} s × ${s.rounds} round(s) per scenario and server (overload: mixed from ${OVERLOAD_CONNECTIONS} connections; req/s and latencies of requests served 2xx).`,
     '',
-    '| Scenario | Ours req/s | Ours p50 / p95 / p99 ms | Ours peak RSS MB | Baseline req/s | Baseline p50 / p95 / p99 ms | Baseline peak RSS MB | Ratio ours/baseline | Errors |',
-    '|---|---|---|---|---|---|---|---|---|',
+    '| Scenario | Ours req/s | Ours p50 / p95 / p99 ms | Ours CPU µs/req | Ours peak RSS MB | Baseline req/s | Baseline p50 / p95 / p99 ms | Baseline CPU µs/req | Baseline peak RSS MB | Ratio ours/baseline | Ours shed (503) | Errors |',
+    '|---|---|---|---|---|---|---|---|---|---|---|---|',
     ...rows,
     '',
   ].join('\n');
