@@ -24,6 +24,15 @@ describe('loadConfig', () => {
     });
   });
 
+  it('prepares named statements unless DATABASE_PREPARED_STATEMENTS=off, and sizes load shedding by the pool', () => {
+    expect(loadConfig({}).database.preparedStatements).toBe(true);
+    expect(loadConfig({ DATABASE_PREPARED_STATEMENTS: 'off' }).database.preparedStatements).toBe(false);
+    expect(problemsOf({ DATABASE_PREPARED_STATEMENTS: 'no' })).toEqual(['DATABASE_PREPARED_STATEMENTS must be one of on, off (got "no")']);
+    expect(loadConfig({}).overload).toEqual({ maxInFlight: 64, maxQueue: 1024, maxQueueWaitMs: 2000, maxEventLoopDelayMs: 500, maxPoolWaiting: 20 });
+    expect(loadConfig({ DATABASE_POOL_MAX: '30', OVERLOAD_MAX_IN_FLIGHT: '8' }).overload).toMatchObject({ maxInFlight: 8, maxPoolWaiting: 60 });
+    expect(problemsOf({ OVERLOAD_MAX_IN_FLIGHT: '0' })).toEqual(['OVERLOAD_MAX_IN_FLIGHT must be an integer from 1 to 100000 (got "0")']);
+  });
+
   it('uses the given secret and no development secret once JWT_SECRET is set', () => {
     const config = loadConfig({ JWT_SECRET: 's'.repeat(32), JWT_ISSUER: 'https://id.example', PGLITE_DIR: '/tmp/x' });
     expect(config.jwt).toMatchObject({ secret: 's'.repeat(32), issuer: 'https://id.example', devSecretFile: undefined });
