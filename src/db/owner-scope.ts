@@ -53,7 +53,16 @@ function statementNames() {
   };
 }
 
-type Connection = { parse(m: object): void; bind(m: object): void; execute(m: object): void; submittedNamedStatements: Record<string, string> };
+/** The scope statement's name where it is prepared (on a connection's first use by the scope). */
+const SCOPE_STATEMENT = 'tasks_api_scope';
+
+type Connection = {
+  parse(m: object): void;
+  bind(m: object): void;
+  execute(m: object): void;
+  parsedStatements: Record<string, string>;
+  submittedNamedStatements: Record<string, string>;
+};
 const query = pg.Query.prototype as unknown as {
   prepare(c: Connection): void;
   hasBeenParsed(c: Connection): boolean;
@@ -70,8 +79,9 @@ const query = pg.Query.prototype as unknown as {
  *
  * A named query is parsed (once per connection) before the scope, so that the ParseComplete pg
  * sees first is its own: pg records a name as parsed on the first ParseComplete of the batch. The
- * scope statement stays unnamed (it touches no table; parsing it costs next to nothing), and an
- * unnamed query is parsed after it, since each unnamed Parse replaces the previous one.
+ * scope statement is prepared on its own when the scope first uses a connection (ScopedDriver),
+ * else parsed unnamed in the batch; an unnamed query is parsed after the scope, since each unnamed
+ * Parse replaces the previous one.
  */
 class OwnerScopedQuery extends pg.Query {
   #scopeDone = false;
@@ -89,8 +99,12 @@ class OwnerScopedQuery extends pg.Query {
       connection.parse({ text: self.text, name: self.name, types: self.types });
       connection.submittedNamedStatements[self.name] = self.text; // so pg's prepare skips its Parse
     }
-    connection.parse({ text: SCOPE_SQL });
-    connection.bind({ values: [APP_ROLE, this.#owner] });
+    if (connection.parsedStatements[SCOPE_STATEMENT] === SCOPE_SQL) {
+      connection.bind({ statement: SCOPE_STATEMENT, values: [APP_ROLE, this.#owner] });
+    } else {
+      connection.parse({ text: SCOPE_SQL });
+      connection.bind({ values: [APP_ROLE, this.#owner] });
+    }
     connection.execute({ portal: '' });
     query.prepare.call(this, connection);
   }
@@ -162,12 +176,23 @@ class ScopedConnection implements DatabaseConnection {
 /** Kysely's driver for the owner scope: pooled connections, statements only (`.transaction` is the base database's). */
 class ScopedDriver implements Driver {
   readonly #connections = new WeakMap<pg.PoolClient, ScopedConnection>();
-  constructor(readonly pool: CleanPool, readonly nameOf: (text: string) => string | undefined) {}
+  constructor(readonly pool: CleanPool, readonly nameOf: (text: string) => string | undefined, readonly prepared: boolean) {}
   async init(): Promise<void> {}
   async acquireConnection(): Promise<DatabaseConnection> {
     const client = await this.pool.connect();
     let connection = this.#connections.get(client);
-    if (connection === undefined) this.#connections.set(client, (connection = new ScopedConnection(client, this.pool, this.nameOf)));
+    if (connection === undefined) {
+      if (this.prepared) {
+        try {
+          // Prepared by a statement of its own (its settings are transaction-local: they end with it).
+          await client.query({ name: SCOPE_STATEMENT, text: SCOPE_SQL, values: [APP_ROLE, ''] });
+        } catch (error) {
+          client.release(true);
+          throw error;
+        }
+      }
+      this.#connections.set(client, (connection = new ScopedConnection(client, this.pool, this.nameOf)));
+    }
     return connection;
   }
   async releaseConnection(connection: DatabaseConnection): Promise<void> {
@@ -220,8 +245,8 @@ export function ownerScope(database: Pick<Database, 'db' | 'pool' | 'preparedSta
   if (pool === undefined) {
     scope = Object.assign(transaction, { transaction });
   } else {
-    const nameOf = database.preparedStatements === false ? () => undefined : statementNames();
-    const scoped = new Kysely<DB>({ dialect: new ScopedDialect(new ScopedDriver(pool, nameOf)) });
+    const prepared = database.preparedStatements !== false;
+    const scoped = new Kysely<DB>({ dialect: new ScopedDialect(new ScopedDriver(pool, prepared ? statementNames() : () => undefined, prepared)) });
     scope = Object.assign(<T>(owner: OwnerId, work: Work<T>) => work(scoped.withPlugin(new OwnerTag(owner))), { transaction });
   }
   scopes.set(database, scope);
