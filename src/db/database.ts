@@ -1,10 +1,11 @@
 import { mkdir } from 'node:fs/promises';
 import { PGlite, types } from '@electric-sql/pglite';
-import { Kysely, PGliteDialect, PostgresDialect, sql } from 'kysely';
+import { Kysely, PGliteDialect, sql } from 'kysely';
 import pg from 'pg';
 import type { Logger } from '../logger.js';
 import { CleanPool } from './clean-pool.js';
 import { lockDataDirectory } from './data-dir-lock.js';
+import { MigrationSafePostgresDialect } from './migration-lock.js';
 import type { DB } from './schema.js';
 
 export interface Database {
@@ -47,7 +48,7 @@ export interface DatabaseOptions {
 export async function openDatabase(options: DatabaseOptions): Promise<Database> {
   const pool = options.url ? postgresPool(options) : undefined;
   const embedded = pool ? undefined : await embeddedPglite(options.pgliteDir ?? 'memory://');
-  const db = new Kysely<DB>({ dialect: pool ? new PostgresDialect({ pool }) : embedded!.dialect });
+  const db = new Kysely<DB>({ dialect: pool ? new MigrationSafePostgresDialect({ pool }) : embedded!.dialect });
   return {
     db,
     kind: pool ? 'postgres' : 'pglite',

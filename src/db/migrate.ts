@@ -1,5 +1,6 @@
-import type { Kysely } from 'kysely';
+import { sql, type Kysely } from 'kysely';
 import { Migrator, type Migration } from 'kysely/migration';
+import { MIGRATION_LOCK_KEY } from './migration-lock.js';
 import { createTasks } from './migrations/0001_create_tasks.js';
 import { listShapesVersionsIdempotency } from './migrations/0002_list_shapes_versions_idempotency.js';
 import { builtinIssuer } from './migrations/0003_builtin_issuer.js';
@@ -15,10 +16,22 @@ const migrations: Record<string, Migration> = {
   '0005_attachments': attachments,
 };
 
-/** Brings the schema up to date; safe to run from several processes at once (Kysely takes a lock). */
-export async function migrateToLatest(db: Kysely<any>): Promise<string[]> {
-  const migrator = new Migrator({ db, provider: { getMigrations: async () => migrations } });
-  const { error, results } = await migrator.migrateToLatest();
-  if (error) throw new Error('database migration failed', { cause: error });
-  return (results ?? []).filter((r) => r.status === 'Success').map((r) => r.migrationName);
+/**
+ * Brings the schema up to date; safe to run from several processes at once, on a direct
+ * connection or through a pooler in transaction mode. Everything happens in one transaction that
+ * first takes a transaction-level advisory lock: the migration tables are checked and created,
+ * the state read and every pending migration applied under it, and its COMMIT or ROLLBACK
+ * releases it. Kysely's own lock is session-level, taken and released by statements of their own
+ * outside the migration transaction; through a transaction-mode pooler each of those can run on a
+ * different server connection, and the lock stayed behind on one of them, held by no one, so that
+ * every later start waited on it until its statement timeout and failed. `all` is for the tests.
+ */
+export async function migrateToLatest(db: Kysely<any>, all: Record<string, Migration> = migrations): Promise<string[]> {
+  return db.transaction().execute(async (trx) => {
+    await sql`select pg_advisory_xact_lock(${sql.lit(MIGRATION_LOCK_KEY)})`.execute(trx);
+    const migrator = new Migrator({ db: trx, provider: { getMigrations: async () => all } });
+    const { error, results } = await migrator.migrateToLatest();
+    if (error) throw new Error('database migration failed', { cause: error });
+    return (results ?? []).filter((r) => r.status === 'Success').map((r) => r.migrationName);
+  });
 }
