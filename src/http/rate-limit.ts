@@ -33,6 +33,23 @@ export class RateLimited extends HttpProblem {
   }
 }
 
+/**
+ * rate-limit-redis loads its scripts once, when the limiter starts; if Redis is not reachable at
+ * that moment (it started after the API, or was down), the rejected load is kept and every later
+ * count fails with it — the limiter failed open for good, even once Redis was back. This store
+ * loads a script again on use whenever the last load failed.
+ */
+class ReloadingRedisStore extends RedisStore {
+  override async increment(key: string) {
+    this.incrementScriptSha = this.incrementScriptSha.catch(() => this.loadIncrementScript());
+    return super.increment(key);
+  }
+  override async get(key: string) {
+    this.getScriptSha = this.getScriptSha.catch(() => this.loadGetScript());
+    return super.get(key);
+  }
+}
+
 /** Orchestrator probes and scrapes are never limited. */
 const UNLIMITED = /^\/(health\/(live|ready)|metrics)$/;
 /**
@@ -53,7 +70,7 @@ export function rateLimits(options: RateLimitOptions): RequestHandler[] {
   const { verifier, logger } = options;
   const store = (prefix: string): Store | undefined =>
     options.redis &&
-    new RedisStore({
+    new ReloadingRedisStore({
       prefix: `${options.prefix ?? 'tasks-api:rl:'}${prefix}`,
       sendCommand: (...args: string[]) => options.redis!.sendCommand(args) as Promise<RedisReply>,
     });

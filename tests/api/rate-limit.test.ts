@@ -97,4 +97,20 @@ describe('with Redis (127.0.0.1:6379)', () => {
     expect(statuses).toEqual([200, 200, 200]);
     expect(server.logs.some((line) => line.level === 'error' && line.message === 'rate limit store failed; letting requests through')).toBe(true);
   });
+
+  it('enforces the limits once Redis is reachable, when it was not as the server started', async () => {
+    // Not connected yet: the store's scripts cannot be loaded as the limiter starts.
+    const late = createClient({ url: 'redis://127.0.0.1:6379', disableOfflineQueue: true });
+    const server = await serverWith({ rateLimit: { perMinute: 2, authPerMinute: 100 }, redis: late, rateLimitPrefix: `test:${randomUUID()}:` });
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    await late.connect();
+    try {
+      const token = await server.tokenFor();
+      const statuses = [];
+      for (let i = 0; i < 3; i += 1) statuses.push((await get(server, '/api/v1/tasks', { Authorization: `Bearer ${token}` })).status);
+      expect(statuses).toEqual([200, 200, 429]);
+    } finally {
+      await late.close();
+    }
+  });
 });
