@@ -83,14 +83,16 @@ try {
   const { rows: own } = await sql<{ n: number }>`select count(*)::int as n from tasks where owner_id = ${owner}`.execute(database.db);
   process.stdout.write(`explain: ${rows[0]!.n.toLocaleString('en')} tasks in the table, ${own[0]!.n} of them ${owner}'s\n\n`);
   const explain = async (query: Compilable) => {
+    // The query's own SQL and parameters, behind EXPLAIN, built through the scope like any request
+    // statement (the scope refuses a precompiled query: it carries no owner). Kysely numbers its
+    // parameters in order of appearance, each once, so the text splits around them.
     const compiled = query.compile();
-    const result = await sql<{ 'QUERY PLAN': [{ Plan: PlanNode; 'Execution Time': number }] }>`explain (analyze, format json) ${sql.raw(compiled.sql.replace(/\$(\d+)/g, (_, i) => `{${i}}`))}`
-      .compile(database.db);
-    // Put the parameters back as bind parameters of the EXPLAIN statement itself.
-    const text = result.sql.replace(/\{(\d+)\}/g, (_, i) => `$${i}`);
-    const { rows: plan } = await asOwner(owner, (trx) =>
-      trx.executeQuery<{ 'QUERY PLAN': [{ Plan: PlanNode; 'Execution Time': number }] }>({ ...compiled, sql: text }),
+    const pieces = compiled.sql.split(/\$\d+/);
+    const explained = sql<{ 'QUERY PLAN': [{ Plan: PlanNode; 'Execution Time': number }] }>(
+      Object.assign([`explain (analyze, format json) ${pieces[0]}`, ...pieces.slice(1)], { raw: [] }) as unknown as TemplateStringsArray,
+      ...compiled.parameters,
     );
+    const { rows: plan } = await asOwner(owner, (trx) => explained.execute(trx));
     return plan[0]!['QUERY PLAN'][0];
   };
 
