@@ -10,7 +10,7 @@ export interface OverloadLimits {
   maxQueue: number;
   /** The longest a request waits in the queue before it gets 503. */
   maxQueueWaitMs: number;
-  /** Mean event-loop delay (over the last sample) above which new requests get 503 at once. */
+  /** Mean event-loop delay, in each of the last two samples (500 ms each), above which new requests get 503 at once. */
   maxEventLoopDelayMs: number;
   /** Clients waiting for a database connection at or above which no queued request is let in. */
   maxPoolWaiting: number;
@@ -51,8 +51,12 @@ export function overloadGuard(limits: OverloadLimits, deps: { poolWaiting: () =>
   const delay = monitorEventLoopDelay({ resolution: 10 });
   delay.enable();
   let delayMs = 0;
+  /** The smaller of the last two samples: one stall (a long GC, a burst of synchronous work) is not saturation. */
+  let sustainedMs = 0;
   const sampler = setInterval(() => {
+    const previous = delayMs;
     delayMs = Math.max(0, delay.mean / 1e6 - 10); // the resolution is not delay
+    sustainedMs = Math.min(previous, delayMs);
     delay.reset();
     admitNext(); // in case the pool was busy with work of no admitted request when places freed up
   }, SAMPLE_MS).unref();
@@ -87,7 +91,7 @@ export function overloadGuard(limits: OverloadLimits, deps: { poolWaiting: () =>
       shed.inc({ reason });
       next(new Overloaded(reason, retryAfter));
     };
-    if (delayMs > limits.maxEventLoopDelayMs) return refuse('event_loop_delay');
+    if (sustainedMs > limits.maxEventLoopDelayMs) return refuse('event_loop_delay');
     const admit = () => {
       inFlight += 1;
       res.once('close', release);
@@ -121,7 +125,7 @@ export function overloadGuard(limits: OverloadLimits, deps: { poolWaiting: () =>
     middleware,
     /** Why the process should get no more traffic right now, or undefined when it has room. */
     saturated(): string | undefined {
-      if (delayMs > limits.maxEventLoopDelayMs) return `the event loop is ${Math.round(delayMs)} ms behind`;
+      if (sustainedMs > limits.maxEventLoopDelayMs) return `the event loop is ${Math.round(sustainedMs)} ms behind`;
       if (queued >= limits.maxQueue) return 'the request queue is full';
       return undefined;
     },

@@ -101,4 +101,30 @@ describe('load shedding', () => {
     expect((await waiting).status).toBe(200);
     expect((await another).status).toBe(200);
   });
+
+  it('sheds new requests while the event loop stays behind, and not for a single stall', async () => {
+    const busy = await startServer({ overload: { maxEventLoopDelayMs: 50 } });
+    try {
+      const block = (ms: number) => {
+        const end = Date.now() + ms;
+        while (Date.now() < end); // the server runs in this process: its loop stalls too
+      };
+      const own = await busy.tokenFor();
+      const fetchTask = () => fetch(`${busy.url}/api/v1/tasks`, { headers: { Authorization: `Bearer ${own}` } });
+      block(800);
+      await sleep(600); // one stall, then a calm sample: not saturation
+      expect((await fetchTask()).status).toBe(200);
+      block(800);
+      await sleep(20);
+      block(800);
+      await sleep(20);
+      const shed = await fetchTask();
+      expect(shed.status).toBe(503);
+      expect(await shed.json()).toMatchObject({ type: 'urn:tasks-api:problem:overloaded', detail: expect.stringContaining('too busy') });
+      await sleep(1200); // two calm samples
+      expect((await fetchTask()).status).toBe(200);
+    } finally {
+      await busy.close();
+    }
+  });
 });

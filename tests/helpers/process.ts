@@ -10,7 +10,8 @@ export async function startMain(env: Record<string, string>): Promise<{ child: C
   let output = '';
   let stdout = '';
   const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
-    env: { ...process.env, NODE_OPTIONS: '', NODE_ENV: 'production', LOG_FORMAT: 'json', PORT: String(port), HOST: '127.0.0.1', ...env },
+    // No shedding for event-loop delay (see startServer): these tests are about other things.
+    env: { ...process.env, NODE_OPTIONS: '', NODE_ENV: 'production', LOG_FORMAT: 'json', OVERLOAD_MAX_EVENT_LOOP_DELAY_MS: '600000', PORT: String(port), HOST: '127.0.0.1', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   child.stdout!.on('data', (chunk) => {

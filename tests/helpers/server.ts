@@ -132,7 +132,10 @@ export async function startServer(
       trustProxy: options.trustProxy,
       requestTimeoutMs: options.requestTimeoutMs,
       attachments: { ...loadConfig({ NODE_ENV: 'test' }).attachments, ...options.attachments },
-      overload: { ...loadConfig({ NODE_ENV: 'test' }).overload, ...options.overload },
+      // Load shedding as configured, but never for event-loop delay unless a test asks: jest runs
+      // test files side by side, and embedded PGlite's synchronous work stalls the loop of the
+      // very process whose requests it would then shed.
+      overload: { ...loadConfig({ NODE_ENV: 'test' }).overload, maxEventLoopDelayMs: 600_000, ...options.overload },
     },
     blobStore: options.blobStore,
     redis: options.redis,
