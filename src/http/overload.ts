@@ -28,6 +28,13 @@ export class Overloaded extends HttpProblem {
   }
 }
 
+export interface OverloadGuard {
+  middleware: RequestHandler;
+  /** Why the process should get no more traffic right now, or undefined when it has room. */
+  saturated(): string | undefined;
+  close(): void;
+}
+
 /** Only the API's own operations wait or are shed: probes, metrics, the contract and the docs always answer. */
 const isApi = (path: string) => path.startsWith('/api/');
 const SAMPLE_MS = 500;
@@ -46,7 +53,7 @@ const SAMPLE_MS = 500;
  * since 2019 and 2016; under-pressure is Fastify's), so it is built here on Node's own
  * `monitorEventLoopDelay`. `saturated()` tells readiness; the metrics count what was shed.
  */
-export function overloadGuard(limits: OverloadLimits, deps: { poolWaiting: () => number; registry: Registry; retryAfterSeconds?: number }) {
+export function overloadGuard(limits: OverloadLimits, deps: { poolWaiting: () => number; registry: Registry; retryAfterSeconds?: number }): OverloadGuard {
   const retryAfter = deps.retryAfterSeconds ?? 1;
   const delay = monitorEventLoopDelay({ resolution: 10 });
   delay.enable();
@@ -123,7 +130,6 @@ export function overloadGuard(limits: OverloadLimits, deps: { poolWaiting: () =>
 
   return {
     middleware,
-    /** Why the process should get no more traffic right now, or undefined when it has room. */
     saturated(): string | undefined {
       if (sustainedMs > limits.maxEventLoopDelayMs) return `the event loop is ${Math.round(sustainedMs)} ms behind`;
       if (queued >= limits.maxQueue) return 'the request queue is full';
