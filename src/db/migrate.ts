@@ -1,6 +1,6 @@
-import { sql, type Kysely } from 'kysely';
+import type { Kysely } from 'kysely';
 import { Migrator, type Migration } from 'kysely/migration';
-import { MIGRATION_LOCK_KEY } from './migration-lock.js';
+import { takeMigrationLock } from './migration-lock.js';
 import { createTasks } from './migrations/0001_create_tasks.js';
 import { listShapesVersionsIdempotency } from './migrations/0002_list_shapes_versions_idempotency.js';
 import { builtinIssuer } from './migrations/0003_builtin_issuer.js';
@@ -28,7 +28,7 @@ const migrations: Record<string, Migration> = {
  */
 export async function migrateToLatest(db: Kysely<any>, all: Record<string, Migration> = migrations): Promise<string[]> {
   return db.transaction().execute(async (trx) => {
-    await sql`select pg_advisory_xact_lock(${sql.lit(MIGRATION_LOCK_KEY)})`.execute(trx);
+    await takeMigrationLock(trx);
     const migrator = new Migrator({ db: trx, provider: { getMigrations: async () => all } });
     const { error, results } = await migrator.migrateToLatest();
     if (error) throw new Error('database migration failed', { cause: error });

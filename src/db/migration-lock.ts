@@ -1,7 +1,12 @@
 import { PostgresAdapter, PostgresDialect, sql, type DialectAdapter, type Kysely } from 'kysely';
 
 /** Kysely's own migration lock key, so that a process of an older release still excludes a newer one. */
-export const MIGRATION_LOCK_KEY = 3853314791062309107n;
+const MIGRATION_LOCK_KEY = 3853314791062309107n;
+
+/** Takes the migration lock until the end of `db`'s transaction (a session holding it gets it again at once). */
+export async function takeMigrationLock(db: Kysely<any>): Promise<void> {
+  await sql`select pg_advisory_xact_lock(${sql.lit(MIGRATION_LOCK_KEY)})`.execute(db);
+}
 
 /**
  * Kysely's PostgreSQL adapter whose migration lock is the transaction-level one migrateToLatest
@@ -12,7 +17,7 @@ export const MIGRATION_LOCK_KEY = 3853314791062309107n;
  */
 class TransactionLockAdapter extends PostgresAdapter {
   override async acquireMigrationLock(db: Kysely<any>): Promise<void> {
-    await sql`select pg_advisory_xact_lock(${sql.lit(MIGRATION_LOCK_KEY)})`.execute(db);
+    await takeMigrationLock(db);
   }
 
   override async releaseMigrationLock(): Promise<void> {

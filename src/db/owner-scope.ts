@@ -176,7 +176,10 @@ class ScopedConnection implements DatabaseConnection {
 /** Kysely's driver for the owner scope: pooled connections, statements only (`.transaction` is the base database's). */
 class ScopedDriver implements Driver {
   readonly #connections = new WeakMap<pg.PoolClient, ScopedConnection>();
-  constructor(readonly pool: CleanPool, readonly nameOf: (text: string) => string | undefined, readonly prepared: boolean) {}
+  readonly nameOf: (text: string) => string | undefined;
+  constructor(readonly pool: CleanPool, readonly prepared: boolean) {
+    this.nameOf = prepared ? statementNames() : () => undefined;
+  }
   async init(): Promise<void> {}
   async acquireConnection(): Promise<DatabaseConnection> {
     const client = await this.pool.connect();
@@ -245,8 +248,7 @@ export function ownerScope(database: Pick<Database, 'db' | 'pool' | 'preparedSta
   if (pool === undefined) {
     scope = Object.assign(transaction, { transaction });
   } else {
-    const prepared = database.preparedStatements !== false;
-    const scoped = new Kysely<DB>({ dialect: new ScopedDialect(new ScopedDriver(pool, prepared ? statementNames() : () => undefined, prepared)) });
+    const scoped = new Kysely<DB>({ dialect: new ScopedDialect(new ScopedDriver(pool, database.preparedStatements !== false)) });
     scope = Object.assign(<T>(owner: OwnerId, work: Work<T>) => work(scoped.withPlugin(new OwnerTag(owner))), { transaction });
   }
   scopes.set(database, scope);
