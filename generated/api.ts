@@ -219,6 +219,229 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/webhooks": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List your webhook endpoints
+         * @description Your webhook endpoints, oldest first, one page at a time. Follow `next_cursor` (or the
+         *     `Link` header) for the next page. Secrets are not shown.
+         */
+        get: operations["listWebhooks"];
+        put?: never;
+        /**
+         * Register a webhook endpoint
+         * @description Registers a URL to POST events to, and which events (see *Webhooks* above for what is sent,
+         *     how to verify it and how it is retried). The answer is the only time the signing secret is
+         *     shown, besides rotating it: store it with your receiver. A user has at most 20 endpoints
+         *     (409 beyond that).
+         *
+         *     The URL is refused with 422 (pointer `/url`) when it is not `https` in production (`http`
+         *     is accepted for localhost only, and only in development), when it carries a user name or
+         *     password, or when its host is `localhost` or an IP address in a private, loopback,
+         *     link-local or reserved range (loopback is allowed in development only, and further ranges
+         *     only if the server's `WEBHOOK_ALLOWED_ADDRESSES` lists them). A host name is not resolved
+         *     here: the address it resolves to is checked each time an event is sent, and a private one
+         *     is never called.
+         *
+         *     ```sh
+         *     RESPONSE=$(curl -s -X POST localhost:3000/api/v1/webhooks \
+         *       -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
+         *       -d '{"url":"https://hooks.example.com/tasks","events":["task.created","task.completed"]}')
+         *     WEBHOOK=$(echo "$RESPONSE" | jq -r .id)
+         *     SECRET=$(echo "$RESPONSE" | jq -r .secret)    # whsec_…, shown only now
+         *     ```
+         */
+        post: operations["createWebhook"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/webhooks/{webhookId}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /**
+                 * @description The webhook endpoint's id.
+                 * @example 3f2a9c1d-8b4e-4f6a-9c2d-5e7f1a3b8c90
+                 */
+                webhookId: components["parameters"]["WebhookId"];
+            };
+            cookie?: never;
+        };
+        /**
+         * Get a webhook endpoint
+         * @description One of your webhook endpoints: its URL, events, and whether it is enabled (and if the server
+         *     disabled it, why). The secret is not shown; rotate it to get a new one.
+         */
+        get: operations["getWebhook"];
+        put?: never;
+        post?: never;
+        /**
+         * Delete a webhook endpoint
+         * @description Removes the endpoint and its delivery log. Its pending deliveries are dropped: nothing more
+         *     is sent to it, not even an attempt already scheduled.
+         */
+        delete: operations["deleteWebhook"];
+        options?: never;
+        head?: never;
+        /**
+         * Update a webhook endpoint
+         * @description Changes the fields present in the body (JSON merge patch, RFC 7396); `null` clears
+         *     `description`, and `events` is replaced as a whole. A new `url` is checked as on creation
+         *     (422). Setting `enabled: true` on an endpoint the server disabled automatically re-enables
+         *     it and clears `disabled_reason`; events from then on are sent to it, those in between are
+         *     not (redeliver any you need from its deliveries). `enabled: false` stops sending to it.
+         */
+        patch: operations["updateWebhook"];
+        trace?: never;
+    };
+    "/api/v1/webhooks/{webhookId}/rotate-secret": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /**
+                 * @description The webhook endpoint's id.
+                 * @example 3f2a9c1d-8b4e-4f6a-9c2d-5e7f1a3b8c90
+                 */
+                webhookId: components["parameters"]["WebhookId"];
+            };
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Rotate a webhook endpoint's signing secret
+         * @description Gives the endpoint a new signing secret, shown in the answer and never again. The old secret
+         *     keeps signing alongside the new one, two signatures in `webhook-signature`, for 24 hours by
+         *     default (the server's `WEBHOOK_SECRET_GRACE_SECONDS`), so receivers can switch to the new
+         *     secret without dropping events. Rotating again within that time ends the oldest secret at
+         *     once: only the one just replaced keeps signing. Rotate when a secret may have leaked, or was
+         *     lost.
+         */
+        post: operations["rotateWebhookSecret"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/webhooks/{webhookId}/test": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /**
+                 * @description The webhook endpoint's id.
+                 * @example 3f2a9c1d-8b4e-4f6a-9c2d-5e7f1a3b8c90
+                 */
+                webhookId: components["parameters"]["WebhookId"];
+            };
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Send a test event to a webhook endpoint
+         * @description Queues a `webhook.test` event for this endpoint only, whatever events it subscribes to:
+         *     signed, sent and retried like any other, so you can check your receiver end to end. The
+         *     answer is the queued delivery; follow it in the endpoint's deliveries. A disabled endpoint
+         *     answers 409: enable it first.
+         *
+         *     ```sh
+         *     curl -s -X POST "localhost:3000/api/v1/webhooks/$WEBHOOK/test" -H "Authorization: Bearer $TOKEN"
+         *     ```
+         */
+        post: operations["testWebhook"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/webhooks/{webhookId}/deliveries": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /**
+                 * @description The webhook endpoint's id.
+                 * @example 3f2a9c1d-8b4e-4f6a-9c2d-5e7f1a3b8c90
+                 */
+                webhookId: components["parameters"]["WebhookId"];
+            };
+            cookie?: never;
+        };
+        /**
+         * List a webhook endpoint's deliveries
+         * @description The events sent, being sent or to be sent to this endpoint, newest first, one page at a
+         *     time, each with its attempts: what the endpoint answered and how long it took. `status`
+         *     narrows the list, e.g. to the `failed` ones to redeliver. Follow `next_cursor` (or the
+         *     `Link` header, which keeps `status`) for the next page; a cursor is valid only with the
+         *     `status` it was issued for (else 422).
+         *
+         *     ```sh
+         *     curl -s "localhost:3000/api/v1/webhooks/$WEBHOOK/deliveries?status=failed" \
+         *       -H "Authorization: Bearer $TOKEN"
+         *     ```
+         */
+        get: operations["listWebhookDeliveries"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/webhooks/{webhookId}/deliveries/{deliveryId}/redeliver": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /**
+                 * @description The webhook endpoint's id.
+                 * @example 3f2a9c1d-8b4e-4f6a-9c2d-5e7f1a3b8c90
+                 */
+                webhookId: components["parameters"]["WebhookId"];
+                /**
+                 * @description The delivery's id, as listed under the endpoint's deliveries.
+                 * @example 9a1b2c3d-4e5f-4a6b-8c7d-0e1f2a3b4c5d
+                 */
+                deliveryId: components["parameters"]["DeliveryId"];
+            };
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Redeliver an event
+         * @description Sends the delivery's event again, now: the same body under the same `webhook-id` (so a
+         *     receiver that already processed it can tell), on a fresh retry schedule. The delivery goes
+         *     back to `pending` and its new attempts are added to its list. Meant for `failed` deliveries,
+         *     e.g. after fixing a receiver, but any delivery may be sent again. A disabled endpoint
+         *     answers 409: enable it first.
+         *
+         *     ```sh
+         *     curl -s -X POST "localhost:3000/api/v1/webhooks/$WEBHOOK/deliveries/$DELIVERY/redeliver" \
+         *       -H "Authorization: Bearer $TOKEN"
+         *     ```
+         */
+        post: operations["redeliverWebhookDelivery"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/tags": {
         parameters: {
             query?: never;
@@ -496,7 +719,154 @@ export interface paths {
         trace?: never;
     };
 }
-export type webhooks = Record<string, never>;
+export interface webhooks {
+    "task.created": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * A task was created
+         * @description Sent to your endpoints subscribed to `task.created` when one of your tasks is created.
+         *     `data` is the new task.
+         *
+         *     The request is signed (`webhook-signature`): verify it, then de-duplicate on `webhook-id`.
+         */
+        post: operations["taskCreatedEvent"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "task.updated": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * A task changed
+         * @description Sent to your endpoints subscribed to `task.updated` for every change to one of your tasks
+         *     (`PATCH` or `PUT`), completing it included. `data` is the task after the change; its
+         *     `version` is one more than before, so a receiver that sees events out of order can keep the
+         *     highest.
+         *
+         *     The request is signed (`webhook-signature`): verify it, then de-duplicate on `webhook-id`.
+         */
+        post: operations["taskUpdatedEvent"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "task.completed": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * A task was completed
+         * @description Sent to your endpoints subscribed to `task.completed` when one of your tasks becomes
+         *     completed (from pending), in addition to that change's `task.updated`: two events, each with
+         *     its own id. `data` is the completed task.
+         *
+         *     The request is signed (`webhook-signature`): verify it, then de-duplicate on `webhook-id`.
+         */
+        post: operations["taskCompletedEvent"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "task.deleted": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * A task was deleted
+         * @description Sent to your endpoints subscribed to `task.deleted` when one of your tasks is deleted.
+         *     `data` is the task as it was just before; it can no longer be read from the API. No event
+         *     for that task follows.
+         *
+         *     The request is signed (`webhook-signature`): verify it, then de-duplicate on `webhook-id`.
+         */
+        post: operations["taskDeletedEvent"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "task.due": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * A task fell due
+         * @description Sent to your endpoints subscribed to `task.due` at a pending task's `due_at` (at once if
+         *     that time is already past when it is set). It is rescheduled when `due_at` changes and
+         *     cancelled when the task is completed, deleted or loses its due date; it goes to the
+         *     endpoints that were subscribed when the due date was set or the task last changed.
+         *     `timestamp` is the due time; `data` is the task as it was at that last change.
+         *
+         *     The request is signed (`webhook-signature`): verify it, then de-duplicate on `webhook-id`.
+         */
+        post: operations["taskDueEvent"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "webhook.test": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * A test event
+         * @description Sent to one endpoint only, whatever events it subscribes to, by
+         *     `POST /api/v1/webhooks/{webhookId}/test`, to check a receiver end to end. `data` names the
+         *     endpoint.
+         *
+         *     The request is signed (`webhook-signature`): verify it, then de-duplicate on `webhook-id`.
+         */
+        post: operations["webhookTestEvent"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+}
 export interface components {
     schemas: {
         /**
@@ -821,6 +1191,326 @@ export interface components {
          */
         RawFile: string;
         /**
+         * Format: uri
+         * @description Where events are POSTed: an absolute `https` URL (`http` only for localhost, and only when the
+         *     server is not in production), without a user name or password, written in ASCII (a host name
+         *     beyond ASCII in its punycode form, anything else percent-encoded). A host that is an IP address
+         *     or `localhost` must be a public address: private, loopback, link-local and reserved ranges are
+         *     refused with 422, except the ranges the server allows (`WEBHOOK_ALLOWED_ADDRESSES`; loopback in
+         *     development). A host name is checked again on every attempt, on the address it resolves to.
+         * @example https://hooks.example.com/tasks
+         */
+        WebhookUrl: string;
+        /**
+         * @description A note for people about what the endpoint is for, up to 500 characters (no U+0000 or unpaired
+         *     surrogate); `null` for none. Never sent to the endpoint.
+         * @example Mirror completed tasks into the team dashboard.
+         */
+        WebhookDescription: string | null;
+        /**
+         * @description What happened to one of your tasks; an endpoint receives only the types it subscribed to.
+         *
+         *     - `task.created`: a task was created.
+         *     - `task.updated`: a task changed, by `PATCH` or `PUT`; sent for every change, completing it
+         *       included.
+         *     - `task.completed`: a task became completed. Sent in addition to that change's `task.updated`,
+         *       as a separate event with its own id.
+         *     - `task.deleted`: a task was deleted; `data` is the task as it was.
+         *     - `task.due`: a task's `due_at` arrived while it is pending (at once if that time is already
+         *       past). Rescheduled when `due_at` changes, cancelled when the task is completed, deleted or
+         *       loses its due date; sent to the endpoints that were subscribed when the due date was set or
+         *       the task last changed.
+         * @example task.completed
+         * @enum {string}
+         */
+        WebhookEventType: "task.created" | "task.updated" | "task.completed" | "task.deleted" | "task.due";
+        /**
+         * @description One of your webhook endpoints: where events are sent and which ones. Its signing secret is
+         *     never shown here, only when it is created or rotated (`WebhookWithSecret`).
+         * @example {
+         *       "id": "3f2a9c1d-8b4e-4f6a-9c2d-5e7f1a3b8c90",
+         *       "url": "https://hooks.example.com/tasks",
+         *       "description": "Mirror completed tasks into the team dashboard.",
+         *       "events": [
+         *         "task.created",
+         *         "task.completed"
+         *       ],
+         *       "enabled": true,
+         *       "disabled_reason": null,
+         *       "created_at": "2026-11-20T18:04:11.482Z",
+         *       "updated_at": "2026-11-20T18:04:11.482Z"
+         *     }
+         */
+        Webhook: {
+            /**
+             * Format: uuid
+             * @description Server-assigned identifier; the `webhook_id` of its deliveries.
+             */
+            id: string;
+            url: components["schemas"]["WebhookUrl"];
+            description: components["schemas"]["WebhookDescription"];
+            /** @description The event types sent to this endpoint; the others are not. */
+            events: components["schemas"]["WebhookEventType"][];
+            /**
+             * @description Whether events are sent to it. While it is disabled nothing is: events that happen meanwhile
+             *     are not recorded for it, and deliveries still pending fail.
+             */
+            enabled: boolean;
+            /**
+             * @description Why the server disabled the endpoint, e.g. every delivery to it failed for 5 days; `null`
+             *     while it is enabled, or when you disabled it yourself. Enabling it clears the reason.
+             */
+            disabled_reason: string | null;
+            created_at: components["schemas"]["Timestamp"];
+            updated_at: components["schemas"]["Timestamp"];
+        };
+        /**
+         * @description One page of your webhook endpoints, oldest first.
+         * @example {
+         *       "items": [
+         *         {
+         *           "id": "3f2a9c1d-8b4e-4f6a-9c2d-5e7f1a3b8c90",
+         *           "url": "https://hooks.example.com/tasks",
+         *           "description": "Mirror completed tasks into the team dashboard.",
+         *           "events": [
+         *             "task.created",
+         *             "task.completed"
+         *           ],
+         *           "enabled": true,
+         *           "disabled_reason": null,
+         *           "created_at": "2026-11-20T18:04:11.482Z",
+         *           "updated_at": "2026-11-20T18:04:11.482Z"
+         *         }
+         *       ],
+         *       "next_cursor": null
+         *     }
+         */
+        WebhookPage: {
+            items: components["schemas"]["Webhook"][];
+            /** @description Pass as `cursor` to get the next page; `null` on the last page. */
+            next_cursor: string | null;
+        };
+        /**
+         * @description A new webhook endpoint: where to send events (`url`) and which ones (`events`). The id, the
+         *     signing secret and the timestamps are set by the server and are rejected here.
+         * @example {
+         *       "url": "https://hooks.example.com/tasks",
+         *       "events": [
+         *         "task.created",
+         *         "task.completed"
+         *       ],
+         *       "description": "Mirror completed tasks into the team dashboard."
+         *     }
+         */
+        WebhookCreate: {
+            url: components["schemas"]["WebhookUrl"];
+            /** @description The event types to send to this endpoint, each at most once. */
+            events: components["schemas"]["WebhookEventType"][];
+            description?: components["schemas"]["WebhookDescription"];
+            /**
+             * @description Whether to send events to it from now on; true when left out. Create it disabled to
+             *     register it before your receiver is ready.
+             */
+            enabled?: boolean;
+        };
+        /**
+         * @description A webhook endpoint with its signing secret: the answer to creating the endpoint and to rotating
+         *     its secret, the only two places the secret is ever shown. Store it where your receiver can read
+         *     it; if it is lost, rotate.
+         * @example {
+         *       "id": "3f2a9c1d-8b4e-4f6a-9c2d-5e7f1a3b8c90",
+         *       "url": "https://hooks.example.com/tasks",
+         *       "description": "Mirror completed tasks into the team dashboard.",
+         *       "events": [
+         *         "task.created",
+         *         "task.completed"
+         *       ],
+         *       "enabled": true,
+         *       "disabled_reason": null,
+         *       "created_at": "2026-11-20T18:04:11.482Z",
+         *       "updated_at": "2026-11-20T18:04:11.482Z",
+         *       "secret": "whsec_BwxBYerWO4Fvw4ijJYwV2z5XDL75ZX6DiI3xVeeCGaw="
+         *     }
+         */
+        WebhookWithSecret: {
+            /**
+             * Format: uuid
+             * @description Server-assigned identifier; the `webhook_id` of its deliveries.
+             */
+            id: string;
+            url: components["schemas"]["WebhookUrl"];
+            description: components["schemas"]["WebhookDescription"];
+            /** @description The event types sent to this endpoint; the others are not. */
+            events: components["schemas"]["WebhookEventType"][];
+            /**
+             * @description Whether events are sent to it. While it is disabled nothing is: events that happen meanwhile
+             *     are not recorded for it, and deliveries still pending fail.
+             */
+            enabled: boolean;
+            /**
+             * @description Why the server disabled the endpoint, e.g. every delivery to it failed for 5 days; `null`
+             *     while it is enabled, or when you disabled it yourself. Enabling it clears the reason.
+             */
+            disabled_reason: string | null;
+            created_at: components["schemas"]["Timestamp"];
+            updated_at: components["schemas"]["Timestamp"];
+            /**
+             * @description The signing secret (Standard Webhooks format: `whsec_` and 32 random bytes in base64), shown
+             *     only here, on creation and rotation. Pass it as it is to a Standard Webhooks library, which
+             *     verifies the `webhook-signature` of each request with it.
+             */
+            secret: string;
+        };
+        /**
+         * @description A JSON merge patch (RFC 7396) of an endpoint: fields present are changed, `null` clears
+         *     `description`, fields left out are kept. `events` is replaced as a whole. `enabled: true`
+         *     re-enables an endpoint the server disabled and clears its `disabled_reason`; `enabled: false`
+         *     stops sending to it. The secret is changed only by rotating it.
+         * @example {
+         *       "enabled": true
+         *     }
+         */
+        WebhookPatch: {
+            url?: components["schemas"]["WebhookUrl"];
+            /** @description The event types to send from now on, replacing the current list. */
+            events?: components["schemas"]["WebhookEventType"][];
+            description?: components["schemas"]["WebhookDescription"];
+            /** @description Whether to send events to it from now on. */
+            enabled?: boolean;
+        };
+        /**
+         * @description One attempt to deliver an event: when, what the endpoint answered, how long it took.
+         * @example {
+         *       "attempt": 1,
+         *       "at": "2026-11-20T18:04:11.530Z",
+         *       "status_code": 503,
+         *       "duration_ms": 184,
+         *       "error": "the endpoint answered 503"
+         *     }
+         */
+        WebhookAttempt: {
+            /**
+             * Format: int32
+             * @description 1 for the first attempt, one more for each after it, redeliveries included.
+             */
+            attempt: number;
+            at: components["schemas"]["Timestamp"];
+            /**
+             * Format: int32
+             * @description The HTTP status the endpoint answered; `null` when there was no answer (a timeout, a
+             *     connection error, or a destination the server refused to call).
+             */
+            status_code: number | null;
+            /**
+             * Format: int32
+             * @description From the start of the attempt to the end of the answer (or of waiting for one), in milliseconds.
+             */
+            duration_ms: number;
+            /** @description Why the attempt failed, for people; `null` when it succeeded. */
+            error: string | null;
+        };
+        /**
+         * @description One event sent, or to be sent, to one endpoint, with every attempt so far. A retry and a
+         *     redelivery send the very same body under the same `webhook-id`.
+         * @example {
+         *       "id": "9a1b2c3d-4e5f-4a6b-8c7d-0e1f2a3b4c5d",
+         *       "webhook_id": "3f2a9c1d-8b4e-4f6a-9c2d-5e7f1a3b8c90",
+         *       "event_id": "5c8e1f2a-7b3d-4e9f-a1c6-2d4b8e0f7a93",
+         *       "event_type": "task.completed",
+         *       "status": "pending",
+         *       "attempts_made": 1,
+         *       "next_attempt_at": "2026-11-20T18:04:16.702Z",
+         *       "attempts": [
+         *         {
+         *           "attempt": 1,
+         *           "at": "2026-11-20T18:04:11.530Z",
+         *           "status_code": 503,
+         *           "duration_ms": 184,
+         *           "error": "the endpoint answered 503"
+         *         }
+         *       ],
+         *       "created_at": "2026-11-20T18:04:11.482Z",
+         *       "updated_at": "2026-11-20T18:04:11.714Z"
+         *     }
+         */
+        WebhookDelivery: {
+            /**
+             * Format: uuid
+             * @description Server-assigned identifier; the delivery to redeliver.
+             */
+            id: string;
+            /**
+             * Format: uuid
+             * @description The endpoint it is sent to.
+             */
+            webhook_id: string;
+            /**
+             * Format: uuid
+             * @description The event's id, sent as the `webhook-id` header and as the payload's `id`.
+             */
+            event_id: string;
+            /**
+             * @description The event's type (`WebhookEventType`), or `webhook.test` for a test event.
+             * @enum {string}
+             */
+            event_type: "task.created" | "task.updated" | "task.completed" | "task.deleted" | "task.due" | "webhook.test";
+            /**
+             * @description `pending` while an attempt is due (`next_attempt_at`); `succeeded` once the endpoint
+             *     answered 2xx; `failed` when every attempt failed, or the endpoint gave an answer that is not
+             *     retried (3xx, or 4xx other than 408 and 429). A failed delivery stays listed and can be
+             *     redelivered.
+             * @enum {string}
+             */
+            status: "pending" | "succeeded" | "failed";
+            /**
+             * Format: int32
+             * @description How many attempts have been made, redeliveries included.
+             */
+            attempts_made: number;
+            /**
+             * Format: date-time
+             * @description When the next attempt is due (for `task.due`, the due time); `null` unless `pending`.
+             */
+            next_attempt_at: string | null;
+            /** @description The attempts made, oldest first (the last 100). */
+            attempts: components["schemas"]["WebhookAttempt"][];
+            created_at: components["schemas"]["Timestamp"];
+            updated_at: components["schemas"]["Timestamp"];
+        };
+        /**
+         * @description One page of an endpoint's deliveries, newest first.
+         * @example {
+         *       "items": [
+         *         {
+         *           "id": "9a1b2c3d-4e5f-4a6b-8c7d-0e1f2a3b4c5d",
+         *           "webhook_id": "3f2a9c1d-8b4e-4f6a-9c2d-5e7f1a3b8c90",
+         *           "event_id": "5c8e1f2a-7b3d-4e9f-a1c6-2d4b8e0f7a93",
+         *           "event_type": "task.completed",
+         *           "status": "failed",
+         *           "attempts_made": 1,
+         *           "next_attempt_at": null,
+         *           "attempts": [
+         *             {
+         *               "attempt": 1,
+         *               "at": "2026-11-20T18:04:11.530Z",
+         *               "status_code": 410,
+         *               "duration_ms": 97,
+         *               "error": "the endpoint answered 410, which is not retried"
+         *             }
+         *           ],
+         *           "created_at": "2026-11-20T18:04:11.482Z",
+         *           "updated_at": "2026-11-20T18:04:11.627Z"
+         *         }
+         *       ],
+         *       "next_cursor": null
+         *     }
+         */
+        WebhookDeliveryPage: {
+            items: components["schemas"]["WebhookDelivery"][];
+            /** @description Pass as `cursor` to get the next page; `null` on the last page. */
+            next_cursor: string | null;
+        };
+        /**
          * @description The caller's tags with how many of their tasks carry each, most used first (ties alphabetical); at most 1000.
          * @example {
          *       "items": [
@@ -1007,6 +1697,77 @@ export interface components {
             checks?: {
                 /** @enum {string} */
                 database?: "ok";
+            };
+        };
+        /**
+         * @description The body POSTed to an endpoint for a task event. Verify the request's signature before trusting
+         *     it, and de-duplicate on `id`: an event can arrive more than once.
+         * @example {
+         *       "id": "5c8e1f2a-7b3d-4e9f-a1c6-2d4b8e0f7a93",
+         *       "type": "task.completed",
+         *       "timestamp": "2026-11-21T08:15:42.107Z",
+         *       "data": {
+         *         "id": "0b6f3c4e-6a43-4f6e-9a57-2d1f0c3e8b11",
+         *         "title": "Renew passport",
+         *         "description": "Photos are in the top drawer.",
+         *         "completed": true,
+         *         "priority": "high",
+         *         "due_at": "2026-12-01T09:00:00.000Z",
+         *         "tags": [
+         *           "admin",
+         *           "travel"
+         *         ],
+         *         "created_at": "2026-11-20T18:04:11.482Z",
+         *         "updated_at": "2026-11-21T08:15:42.107Z",
+         *         "completed_at": "2026-11-21T08:15:42.107Z",
+         *         "version": 2
+         *       }
+         *     }
+         */
+        WebhookTaskEvent: {
+            /**
+             * Format: uuid
+             * @description The event's id, the same as the `webhook-id` header, and the same on every retry and redelivery.
+             */
+            id: string;
+            type: components["schemas"]["WebhookEventType"];
+            /** @description When the change happened; for `task.due`, the time the task fell due (its `due_at`). */
+            timestamp: components["schemas"]["Timestamp"];
+            /**
+             * @description The task after the change, as `GET /api/v1/tasks/{taskId}` showed it then; for
+             *     `task.deleted`, the task as it was. Its `version` orders events of one task.
+             */
+            data: components["schemas"]["Task"];
+        };
+        /**
+         * @description The body POSTed to an endpoint by `POST /api/v1/webhooks/{webhookId}/test`: signed and retried
+         *     like any event, to check a receiver end to end.
+         * @example {
+         *       "id": "1e7d4a0b-2c9f-4b8e-9d3a-6f5c0b2e8a41",
+         *       "type": "webhook.test",
+         *       "timestamp": "2026-11-20T18:05:02.311Z",
+         *       "data": {
+         *         "webhook_id": "3f2a9c1d-8b4e-4f6a-9c2d-5e7f1a3b8c90"
+         *       }
+         *     }
+         */
+        WebhookTestEvent: {
+            /**
+             * Format: uuid
+             * @description The event's id, the same as the `webhook-id` header.
+             */
+            id: string;
+            /** @constant */
+            type: "webhook.test";
+            /** @description When the test was asked for. */
+            timestamp: components["schemas"]["Timestamp"];
+            /** @description The endpoint the test was sent to. */
+            data: {
+                /**
+                 * Format: uuid
+                 * @description The id of the endpoint that was tested.
+                 */
+                webhook_id: string;
             };
         };
     };
@@ -1426,6 +2187,94 @@ export interface components {
                 "application/problem+json": components["schemas"]["Problem"];
             };
         };
+        /**
+         * @description The caller already has 20 webhook endpoints, the most one user may have (so that one change
+         *     cannot fan out without bound). Nothing was created; delete an endpoint first.
+         */
+        WebhookLimitReached: {
+            headers: {
+                "X-Request-Id": components["headers"]["XRequestId"];
+                RateLimit: components["headers"]["RateLimit"];
+                "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                [name: string]: unknown;
+            };
+            content: {
+                /**
+                 * @example {
+                 *       "type": "urn:tasks-api:problem:webhook-limit-reached",
+                 *       "title": "Webhook limit reached",
+                 *       "status": 409,
+                 *       "detail": "You have 20 webhooks, the most one user may have. Delete one first.",
+                 *       "instance": "/api/v1/webhooks",
+                 *       "request_id": "2b1f8c1e-6f0b-4c1a-9e0e-6a1e7f9f3b52"
+                 *     }
+                 */
+                "application/problem+json": components["schemas"]["Problem"];
+            };
+        };
+        /** @description No webhook endpoint with this id belongs to the caller (another user's answers the same). */
+        WebhookNotFound: {
+            headers: {
+                "X-Request-Id": components["headers"]["XRequestId"];
+                RateLimit: components["headers"]["RateLimit"];
+                "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                [name: string]: unknown;
+            };
+            content: {
+                /**
+                 * @example {
+                 *       "type": "urn:tasks-api:problem:webhook-not-found",
+                 *       "title": "Webhook not found",
+                 *       "status": 404,
+                 *       "detail": "No webhook 3f2a9c1d-8b4e-4f6a-9c2d-5e7f1a3b8c90 exists for this user.",
+                 *       "instance": "/api/v1/webhooks/3f2a9c1d-8b4e-4f6a-9c2d-5e7f1a3b8c90",
+                 *       "request_id": "2b1f8c1e-6f0b-4c1a-9e0e-6a1e7f9f3b52"
+                 *     }
+                 */
+                "application/problem+json": components["schemas"]["Problem"];
+            };
+        };
+        /**
+         * @description The endpoint is disabled, and nothing is sent to a disabled endpoint, on request or otherwise.
+         *     Nothing was queued; enable it (`PATCH` with `"enabled": true`) first.
+         */
+        WebhookDisabled: {
+            headers: {
+                "X-Request-Id": components["headers"]["XRequestId"];
+                RateLimit: components["headers"]["RateLimit"];
+                "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                [name: string]: unknown;
+            };
+            content: {
+                /**
+                 * @example {
+                 *       "type": "urn:tasks-api:problem:webhook-disabled",
+                 *       "title": "Webhook disabled",
+                 *       "status": 409,
+                 *       "detail": "Webhook 3f2a9c1d-8b4e-4f6a-9c2d-5e7f1a3b8c90 is disabled; enable it (PATCH \"enabled\": true) first.",
+                 *       "instance": "/api/v1/webhooks/3f2a9c1d-8b4e-4f6a-9c2d-5e7f1a3b8c90/test",
+                 *       "request_id": "2b1f8c1e-6f0b-4c1a-9e0e-6a1e7f9f3b52"
+                 *     }
+                 */
+                "application/problem+json": components["schemas"]["Problem"];
+            };
+        };
+        /**
+         * @description The endpoint has no delivery with this id (a delivery of another endpoint, or of another user,
+         *     answers the same); or there is no such endpoint, answered as by `getWebhook`
+         *     (`urn:tasks-api:problem:webhook-not-found`).
+         */
+        DeliveryNotFound: {
+            headers: {
+                "X-Request-Id": components["headers"]["XRequestId"];
+                RateLimit: components["headers"]["RateLimit"];
+                "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                [name: string]: unknown;
+            };
+            content: {
+                "application/problem+json": components["schemas"]["Problem"];
+            };
+        };
         /** @description The built-in issuer is not enabled on this server (`AUTH_BUILTIN`); it accepts tokens from its configured identity provider instead. */
         BuiltinAuthDisabled: {
             headers: {
@@ -1575,6 +2424,30 @@ export interface components {
                 "application/problem+json": components["schemas"]["Problem"];
             };
         };
+        /**
+         * @description Anything else. No answer within 10 seconds, a network error, 408, 429 and 5xx are retried on
+         *     the delivery's schedule (5 s, 30 s, 2 min, 10 min, 30 min, 1 h, 2 h, 4 h, 8 h, 8 h, each
+         *     ±20 %; later if `Retry-After` asks, up to 6 hours); a 3xx (redirects are not followed) or any
+         *     other 4xx ends the delivery at once. A delivery that gets no 2xx is `failed`, listed among the
+         *     endpoint's deliveries and can be redelivered.
+         */
+        WebhookNotAcknowledged: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content?: never;
+        };
+        /**
+         * @description Any 2xx status acknowledges the event: the delivery is `succeeded` and is not sent again (unless
+         *     you redeliver it). The body is read up to 64 KB and discarded; answer within 10 seconds, so do
+         *     slow work after answering.
+         */
+        WebhookAcknowledged: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content?: never;
+        };
     };
     parameters: {
         /**
@@ -1637,6 +2510,43 @@ export interface components {
          * @example "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
          */
         IfRange: string;
+        /**
+         * @description The webhook endpoint's id.
+         * @example 3f2a9c1d-8b4e-4f6a-9c2d-5e7f1a3b8c90
+         */
+        WebhookId: string;
+        /**
+         * @description Only deliveries in this state; every delivery when left out. `failed` lists what may need
+         *     redelivering.
+         * @example failed
+         */
+        DeliveryStatus: "pending" | "succeeded" | "failed";
+        /**
+         * @description The delivery's id, as listed under the endpoint's deliveries.
+         * @example 9a1b2c3d-4e5f-4a6b-8c7d-0e1f2a3b4c5d
+         */
+        DeliveryId: string;
+        /**
+         * @description The event's id, the same as the payload's `id`. It stays the same on every retry and redelivery
+         *     of the event, so a receiver de-duplicates on it.
+         * @example 5c8e1f2a-7b3d-4e9f-a1c6-2d4b8e0f7a93
+         */
+        WebhookIdHeader: string;
+        /**
+         * @description When this attempt was signed, in whole seconds since the Unix epoch, written as decimal digits.
+         *     It is signed with the body, and every attempt is signed afresh, so a receiver refuses a
+         *     timestamp more than 5 minutes from its own clock: a captured request cannot be replayed later.
+         * @example 1795197851
+         */
+        WebhookTimestampHeader: string;
+        /**
+         * @description Space-separated signatures `v1,<base64>`: each the HMAC-SHA256 of
+         *     `<webhook-id>.<webhook-timestamp>.<raw body>`, keyed with the base64-decoded part of the secret
+         *     after `whsec_`. There is one per secret in use: two during the grace period after a rotation
+         *     (24 hours by default). The request is genuine when any one of them matches.
+         * @example v1,x7SxzuPhTe+KOs72oBlh01O90/pfK7BTAc8qE3AEWOw= v1,ocTiq0cwVLfInX1B+PXzetNGHyOLo9OH3bXLgiXKEws=
+         */
+        WebhookSignatureHeader: string;
     };
     requestBodies: never;
     headers: {
@@ -2359,6 +3269,416 @@ export interface operations {
             503: components["responses"]["ServiceUnavailable"];
         };
     };
+    listWebhooks: {
+        parameters: {
+            query?: {
+                /**
+                 * @description Page size.
+                 * @example 20
+                 */
+                limit?: components["parameters"]["Limit"];
+                /**
+                 * @description The `next_cursor` of the previous page.
+                 * @example eyJrIjoiMjAyNi0xMS0yMFQxODowNDoxMS40ODJaIiwiaSI6IjBiNmYzYzRlLTZhNDMtNGY2ZS05YTU3LTJkMWYwYzNlOGIxMSIsImYiOiJ3cF9PTVJncFBLR0VZUXUwIn0
+                 */
+                cursor?: components["parameters"]["Cursor"];
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description One page of webhook endpoints. */
+            200: {
+                headers: {
+                    "Access-Control-Allow-Origin": components["headers"]["AccessControlAllowOrigin"];
+                    RateLimit: components["headers"]["RateLimit"];
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    /**
+                     * @description The next page's URL with `rel="next"`; absent on the last page.
+                     * @example </api/v1/webhooks?limit=20&cursor=eyJrIjoi>; rel="next"
+                     */
+                    Link?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WebhookPage"];
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            422: components["responses"]["ValidationFailed"];
+            429: components["responses"]["TooManyRequests"];
+            500: components["responses"]["InternalError"];
+            503: components["responses"]["ServiceUnavailable"];
+        };
+    };
+    createWebhook: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["WebhookCreate"];
+            };
+        };
+        responses: {
+            /** @description The endpoint is registered; it, its signing secret, and its URL in `Location`. */
+            201: {
+                headers: {
+                    "Access-Control-Allow-Origin": components["headers"]["AccessControlAllowOrigin"];
+                    RateLimit: components["headers"]["RateLimit"];
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    /**
+                     * @description The new endpoint's URL.
+                     * @example /api/v1/webhooks/3f2a9c1d-8b4e-4f6a-9c2d-5e7f1a3b8c90
+                     */
+                    Location: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WebhookWithSecret"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            409: components["responses"]["WebhookLimitReached"];
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            422: components["responses"]["ValidationFailed"];
+            429: components["responses"]["TooManyRequests"];
+            500: components["responses"]["InternalError"];
+            503: components["responses"]["ServiceUnavailable"];
+        };
+    };
+    getWebhook: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /**
+                 * @description The webhook endpoint's id.
+                 * @example 3f2a9c1d-8b4e-4f6a-9c2d-5e7f1a3b8c90
+                 */
+                webhookId: components["parameters"]["WebhookId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The endpoint. */
+            200: {
+                headers: {
+                    "Access-Control-Allow-Origin": components["headers"]["AccessControlAllowOrigin"];
+                    RateLimit: components["headers"]["RateLimit"];
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Webhook"];
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["WebhookNotFound"];
+            422: components["responses"]["ValidationFailed"];
+            429: components["responses"]["TooManyRequests"];
+            500: components["responses"]["InternalError"];
+            503: components["responses"]["ServiceUnavailable"];
+        };
+    };
+    deleteWebhook: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /**
+                 * @description The webhook endpoint's id.
+                 * @example 3f2a9c1d-8b4e-4f6a-9c2d-5e7f1a3b8c90
+                 */
+                webhookId: components["parameters"]["WebhookId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Deleted. */
+            204: {
+                headers: {
+                    "Access-Control-Allow-Origin": components["headers"]["AccessControlAllowOrigin"];
+                    RateLimit: components["headers"]["RateLimit"];
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["WebhookNotFound"];
+            422: components["responses"]["ValidationFailed"];
+            429: components["responses"]["TooManyRequests"];
+            500: components["responses"]["InternalError"];
+            503: components["responses"]["ServiceUnavailable"];
+        };
+    };
+    updateWebhook: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /**
+                 * @description The webhook endpoint's id.
+                 * @example 3f2a9c1d-8b4e-4f6a-9c2d-5e7f1a3b8c90
+                 */
+                webhookId: components["parameters"]["WebhookId"];
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/merge-patch+json": components["schemas"]["WebhookPatch"];
+                "application/json": components["schemas"]["WebhookPatch"];
+            };
+        };
+        responses: {
+            /** @description The updated endpoint. */
+            200: {
+                headers: {
+                    "Access-Control-Allow-Origin": components["headers"]["AccessControlAllowOrigin"];
+                    RateLimit: components["headers"]["RateLimit"];
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Webhook"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["WebhookNotFound"];
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            422: components["responses"]["ValidationFailed"];
+            429: components["responses"]["TooManyRequests"];
+            500: components["responses"]["InternalError"];
+            503: components["responses"]["ServiceUnavailable"];
+        };
+    };
+    rotateWebhookSecret: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /**
+                 * @description The webhook endpoint's id.
+                 * @example 3f2a9c1d-8b4e-4f6a-9c2d-5e7f1a3b8c90
+                 */
+                webhookId: components["parameters"]["WebhookId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The endpoint with its new secret. */
+            200: {
+                headers: {
+                    "Access-Control-Allow-Origin": components["headers"]["AccessControlAllowOrigin"];
+                    RateLimit: components["headers"]["RateLimit"];
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WebhookWithSecret"];
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["WebhookNotFound"];
+            422: components["responses"]["ValidationFailed"];
+            429: components["responses"]["TooManyRequests"];
+            500: components["responses"]["InternalError"];
+            503: components["responses"]["ServiceUnavailable"];
+        };
+    };
+    testWebhook: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /**
+                 * @description The webhook endpoint's id.
+                 * @example 3f2a9c1d-8b4e-4f6a-9c2d-5e7f1a3b8c90
+                 */
+                webhookId: components["parameters"]["WebhookId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The test event is queued; its delivery, `pending`. */
+            202: {
+                headers: {
+                    "Access-Control-Allow-Origin": components["headers"]["AccessControlAllowOrigin"];
+                    RateLimit: components["headers"]["RateLimit"];
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "id": "2d6f8a1c-5b3e-4c7d-9e0f-1a2b3c4d5e6f",
+                     *       "webhook_id": "3f2a9c1d-8b4e-4f6a-9c2d-5e7f1a3b8c90",
+                     *       "event_id": "1e7d4a0b-2c9f-4b8e-9d3a-6f5c0b2e8a41",
+                     *       "event_type": "webhook.test",
+                     *       "status": "pending",
+                     *       "attempts_made": 0,
+                     *       "next_attempt_at": "2026-11-20T18:05:02.311Z",
+                     *       "attempts": [],
+                     *       "created_at": "2026-11-20T18:05:02.311Z",
+                     *       "updated_at": "2026-11-20T18:05:02.311Z"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["WebhookDelivery"];
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["WebhookNotFound"];
+            409: components["responses"]["WebhookDisabled"];
+            422: components["responses"]["ValidationFailed"];
+            429: components["responses"]["TooManyRequests"];
+            500: components["responses"]["InternalError"];
+            503: components["responses"]["ServiceUnavailable"];
+        };
+    };
+    listWebhookDeliveries: {
+        parameters: {
+            query?: {
+                /**
+                 * @description Page size.
+                 * @example 20
+                 */
+                limit?: components["parameters"]["Limit"];
+                /**
+                 * @description The `next_cursor` of the previous page.
+                 * @example eyJrIjoiMjAyNi0xMS0yMFQxODowNDoxMS40ODJaIiwiaSI6IjBiNmYzYzRlLTZhNDMtNGY2ZS05YTU3LTJkMWYwYzNlOGIxMSIsImYiOiJ3cF9PTVJncFBLR0VZUXUwIn0
+                 */
+                cursor?: components["parameters"]["Cursor"];
+                /**
+                 * @description Only deliveries in this state; every delivery when left out. `failed` lists what may need
+                 *     redelivering.
+                 * @example failed
+                 */
+                status?: components["parameters"]["DeliveryStatus"];
+            };
+            header?: never;
+            path: {
+                /**
+                 * @description The webhook endpoint's id.
+                 * @example 3f2a9c1d-8b4e-4f6a-9c2d-5e7f1a3b8c90
+                 */
+                webhookId: components["parameters"]["WebhookId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description One page of deliveries. */
+            200: {
+                headers: {
+                    "Access-Control-Allow-Origin": components["headers"]["AccessControlAllowOrigin"];
+                    RateLimit: components["headers"]["RateLimit"];
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    /**
+                     * @description The next page's URL with `rel="next"`; absent on the last page.
+                     * @example </api/v1/webhooks/3f2a9c1d-8b4e-4f6a-9c2d-5e7f1a3b8c90/deliveries?status=failed&cursor=eyJrIjoi>; rel="next"
+                     */
+                    Link?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WebhookDeliveryPage"];
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["WebhookNotFound"];
+            422: components["responses"]["ValidationFailed"];
+            429: components["responses"]["TooManyRequests"];
+            500: components["responses"]["InternalError"];
+            503: components["responses"]["ServiceUnavailable"];
+        };
+    };
+    redeliverWebhookDelivery: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /**
+                 * @description The webhook endpoint's id.
+                 * @example 3f2a9c1d-8b4e-4f6a-9c2d-5e7f1a3b8c90
+                 */
+                webhookId: components["parameters"]["WebhookId"];
+                /**
+                 * @description The delivery's id, as listed under the endpoint's deliveries.
+                 * @example 9a1b2c3d-4e5f-4a6b-8c7d-0e1f2a3b4c5d
+                 */
+                deliveryId: components["parameters"]["DeliveryId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The event is queued again; the delivery, `pending`. */
+            202: {
+                headers: {
+                    "Access-Control-Allow-Origin": components["headers"]["AccessControlAllowOrigin"];
+                    RateLimit: components["headers"]["RateLimit"];
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "id": "9a1b2c3d-4e5f-4a6b-8c7d-0e1f2a3b4c5d",
+                     *       "webhook_id": "3f2a9c1d-8b4e-4f6a-9c2d-5e7f1a3b8c90",
+                     *       "event_id": "5c8e1f2a-7b3d-4e9f-a1c6-2d4b8e0f7a93",
+                     *       "event_type": "task.completed",
+                     *       "status": "pending",
+                     *       "attempts_made": 1,
+                     *       "next_attempt_at": "2026-11-21T10:30:00.118Z",
+                     *       "attempts": [
+                     *         {
+                     *           "attempt": 1,
+                     *           "at": "2026-11-20T18:04:11.530Z",
+                     *           "status_code": 410,
+                     *           "duration_ms": 97,
+                     *           "error": "the endpoint answered 410, which is not retried"
+                     *         }
+                     *       ],
+                     *       "created_at": "2026-11-20T18:04:11.482Z",
+                     *       "updated_at": "2026-11-21T10:30:00.118Z"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["WebhookDelivery"];
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["DeliveryNotFound"];
+            409: components["responses"]["WebhookDisabled"];
+            422: components["responses"]["ValidationFailed"];
+            429: components["responses"]["TooManyRequests"];
+            500: components["responses"]["InternalError"];
+            503: components["responses"]["ServiceUnavailable"];
+        };
+    };
     listTags: {
         parameters: {
             query?: never;
@@ -2759,6 +4079,240 @@ export interface operations {
             404: components["responses"]["MetricsOff"];
             422: components["responses"]["ValidationFailed"];
             500: components["responses"]["InternalError"];
+        };
+    };
+    taskCreatedEvent: {
+        parameters: {
+            query?: never;
+            header: {
+                /**
+                 * @description The event's id, the same as the payload's `id`. It stays the same on every retry and redelivery
+                 *     of the event, so a receiver de-duplicates on it.
+                 * @example 5c8e1f2a-7b3d-4e9f-a1c6-2d4b8e0f7a93
+                 */
+                "webhook-id": components["parameters"]["WebhookIdHeader"];
+                /**
+                 * @description When this attempt was signed, in whole seconds since the Unix epoch, written as decimal digits.
+                 *     It is signed with the body, and every attempt is signed afresh, so a receiver refuses a
+                 *     timestamp more than 5 minutes from its own clock: a captured request cannot be replayed later.
+                 * @example 1795197851
+                 */
+                "webhook-timestamp": components["parameters"]["WebhookTimestampHeader"];
+                /**
+                 * @description Space-separated signatures `v1,<base64>`: each the HMAC-SHA256 of
+                 *     `<webhook-id>.<webhook-timestamp>.<raw body>`, keyed with the base64-decoded part of the secret
+                 *     after `whsec_`. There is one per secret in use: two during the grace period after a rotation
+                 *     (24 hours by default). The request is genuine when any one of them matches.
+                 * @example v1,x7SxzuPhTe+KOs72oBlh01O90/pfK7BTAc8qE3AEWOw= v1,ocTiq0cwVLfInX1B+PXzetNGHyOLo9OH3bXLgiXKEws=
+                 */
+                "webhook-signature": components["parameters"]["WebhookSignatureHeader"];
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["WebhookTaskEvent"];
+            };
+        };
+        responses: {
+            "2XX": components["responses"]["WebhookAcknowledged"];
+            default: components["responses"]["WebhookNotAcknowledged"];
+        };
+    };
+    taskUpdatedEvent: {
+        parameters: {
+            query?: never;
+            header: {
+                /**
+                 * @description The event's id, the same as the payload's `id`. It stays the same on every retry and redelivery
+                 *     of the event, so a receiver de-duplicates on it.
+                 * @example 5c8e1f2a-7b3d-4e9f-a1c6-2d4b8e0f7a93
+                 */
+                "webhook-id": components["parameters"]["WebhookIdHeader"];
+                /**
+                 * @description When this attempt was signed, in whole seconds since the Unix epoch, written as decimal digits.
+                 *     It is signed with the body, and every attempt is signed afresh, so a receiver refuses a
+                 *     timestamp more than 5 minutes from its own clock: a captured request cannot be replayed later.
+                 * @example 1795197851
+                 */
+                "webhook-timestamp": components["parameters"]["WebhookTimestampHeader"];
+                /**
+                 * @description Space-separated signatures `v1,<base64>`: each the HMAC-SHA256 of
+                 *     `<webhook-id>.<webhook-timestamp>.<raw body>`, keyed with the base64-decoded part of the secret
+                 *     after `whsec_`. There is one per secret in use: two during the grace period after a rotation
+                 *     (24 hours by default). The request is genuine when any one of them matches.
+                 * @example v1,x7SxzuPhTe+KOs72oBlh01O90/pfK7BTAc8qE3AEWOw= v1,ocTiq0cwVLfInX1B+PXzetNGHyOLo9OH3bXLgiXKEws=
+                 */
+                "webhook-signature": components["parameters"]["WebhookSignatureHeader"];
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["WebhookTaskEvent"];
+            };
+        };
+        responses: {
+            "2XX": components["responses"]["WebhookAcknowledged"];
+            default: components["responses"]["WebhookNotAcknowledged"];
+        };
+    };
+    taskCompletedEvent: {
+        parameters: {
+            query?: never;
+            header: {
+                /**
+                 * @description The event's id, the same as the payload's `id`. It stays the same on every retry and redelivery
+                 *     of the event, so a receiver de-duplicates on it.
+                 * @example 5c8e1f2a-7b3d-4e9f-a1c6-2d4b8e0f7a93
+                 */
+                "webhook-id": components["parameters"]["WebhookIdHeader"];
+                /**
+                 * @description When this attempt was signed, in whole seconds since the Unix epoch, written as decimal digits.
+                 *     It is signed with the body, and every attempt is signed afresh, so a receiver refuses a
+                 *     timestamp more than 5 minutes from its own clock: a captured request cannot be replayed later.
+                 * @example 1795197851
+                 */
+                "webhook-timestamp": components["parameters"]["WebhookTimestampHeader"];
+                /**
+                 * @description Space-separated signatures `v1,<base64>`: each the HMAC-SHA256 of
+                 *     `<webhook-id>.<webhook-timestamp>.<raw body>`, keyed with the base64-decoded part of the secret
+                 *     after `whsec_`. There is one per secret in use: two during the grace period after a rotation
+                 *     (24 hours by default). The request is genuine when any one of them matches.
+                 * @example v1,x7SxzuPhTe+KOs72oBlh01O90/pfK7BTAc8qE3AEWOw= v1,ocTiq0cwVLfInX1B+PXzetNGHyOLo9OH3bXLgiXKEws=
+                 */
+                "webhook-signature": components["parameters"]["WebhookSignatureHeader"];
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["WebhookTaskEvent"];
+            };
+        };
+        responses: {
+            "2XX": components["responses"]["WebhookAcknowledged"];
+            default: components["responses"]["WebhookNotAcknowledged"];
+        };
+    };
+    taskDeletedEvent: {
+        parameters: {
+            query?: never;
+            header: {
+                /**
+                 * @description The event's id, the same as the payload's `id`. It stays the same on every retry and redelivery
+                 *     of the event, so a receiver de-duplicates on it.
+                 * @example 5c8e1f2a-7b3d-4e9f-a1c6-2d4b8e0f7a93
+                 */
+                "webhook-id": components["parameters"]["WebhookIdHeader"];
+                /**
+                 * @description When this attempt was signed, in whole seconds since the Unix epoch, written as decimal digits.
+                 *     It is signed with the body, and every attempt is signed afresh, so a receiver refuses a
+                 *     timestamp more than 5 minutes from its own clock: a captured request cannot be replayed later.
+                 * @example 1795197851
+                 */
+                "webhook-timestamp": components["parameters"]["WebhookTimestampHeader"];
+                /**
+                 * @description Space-separated signatures `v1,<base64>`: each the HMAC-SHA256 of
+                 *     `<webhook-id>.<webhook-timestamp>.<raw body>`, keyed with the base64-decoded part of the secret
+                 *     after `whsec_`. There is one per secret in use: two during the grace period after a rotation
+                 *     (24 hours by default). The request is genuine when any one of them matches.
+                 * @example v1,x7SxzuPhTe+KOs72oBlh01O90/pfK7BTAc8qE3AEWOw= v1,ocTiq0cwVLfInX1B+PXzetNGHyOLo9OH3bXLgiXKEws=
+                 */
+                "webhook-signature": components["parameters"]["WebhookSignatureHeader"];
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["WebhookTaskEvent"];
+            };
+        };
+        responses: {
+            "2XX": components["responses"]["WebhookAcknowledged"];
+            default: components["responses"]["WebhookNotAcknowledged"];
+        };
+    };
+    taskDueEvent: {
+        parameters: {
+            query?: never;
+            header: {
+                /**
+                 * @description The event's id, the same as the payload's `id`. It stays the same on every retry and redelivery
+                 *     of the event, so a receiver de-duplicates on it.
+                 * @example 5c8e1f2a-7b3d-4e9f-a1c6-2d4b8e0f7a93
+                 */
+                "webhook-id": components["parameters"]["WebhookIdHeader"];
+                /**
+                 * @description When this attempt was signed, in whole seconds since the Unix epoch, written as decimal digits.
+                 *     It is signed with the body, and every attempt is signed afresh, so a receiver refuses a
+                 *     timestamp more than 5 minutes from its own clock: a captured request cannot be replayed later.
+                 * @example 1795197851
+                 */
+                "webhook-timestamp": components["parameters"]["WebhookTimestampHeader"];
+                /**
+                 * @description Space-separated signatures `v1,<base64>`: each the HMAC-SHA256 of
+                 *     `<webhook-id>.<webhook-timestamp>.<raw body>`, keyed with the base64-decoded part of the secret
+                 *     after `whsec_`. There is one per secret in use: two during the grace period after a rotation
+                 *     (24 hours by default). The request is genuine when any one of them matches.
+                 * @example v1,x7SxzuPhTe+KOs72oBlh01O90/pfK7BTAc8qE3AEWOw= v1,ocTiq0cwVLfInX1B+PXzetNGHyOLo9OH3bXLgiXKEws=
+                 */
+                "webhook-signature": components["parameters"]["WebhookSignatureHeader"];
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["WebhookTaskEvent"];
+            };
+        };
+        responses: {
+            "2XX": components["responses"]["WebhookAcknowledged"];
+            default: components["responses"]["WebhookNotAcknowledged"];
+        };
+    };
+    webhookTestEvent: {
+        parameters: {
+            query?: never;
+            header: {
+                /**
+                 * @description The event's id, the same as the payload's `id`. It stays the same on every retry and redelivery
+                 *     of the event, so a receiver de-duplicates on it.
+                 * @example 5c8e1f2a-7b3d-4e9f-a1c6-2d4b8e0f7a93
+                 */
+                "webhook-id": components["parameters"]["WebhookIdHeader"];
+                /**
+                 * @description When this attempt was signed, in whole seconds since the Unix epoch, written as decimal digits.
+                 *     It is signed with the body, and every attempt is signed afresh, so a receiver refuses a
+                 *     timestamp more than 5 minutes from its own clock: a captured request cannot be replayed later.
+                 * @example 1795197851
+                 */
+                "webhook-timestamp": components["parameters"]["WebhookTimestampHeader"];
+                /**
+                 * @description Space-separated signatures `v1,<base64>`: each the HMAC-SHA256 of
+                 *     `<webhook-id>.<webhook-timestamp>.<raw body>`, keyed with the base64-decoded part of the secret
+                 *     after `whsec_`. There is one per secret in use: two during the grace period after a rotation
+                 *     (24 hours by default). The request is genuine when any one of them matches.
+                 * @example v1,x7SxzuPhTe+KOs72oBlh01O90/pfK7BTAc8qE3AEWOw= v1,ocTiq0cwVLfInX1B+PXzetNGHyOLo9OH3bXLgiXKEws=
+                 */
+                "webhook-signature": components["parameters"]["WebhookSignatureHeader"];
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["WebhookTestEvent"];
+            };
+        };
+        responses: {
+            "2XX": components["responses"]["WebhookAcknowledged"];
+            default: components["responses"]["WebhookNotAcknowledged"];
         };
     };
 }

@@ -4,8 +4,13 @@ import type { Request, RequestHandler, Response } from 'express';
 import type { operations } from '../../generated/api.js';
 import type { AuthContext } from '../auth/auth-context.js';
 
-/** Every operationId in the contract. */
-export type OperationId = keyof operations;
+/**
+ * Every operationId the API serves: the contract's operations but for the webhook events it
+ * sends (under `webhooks:`, which carry the `webhook-id` header), which receivers implement.
+ */
+export type OperationId = {
+  [K in keyof operations]: operations[K]['parameters'] extends { header: { 'webhook-id': string } } ? never : K;
+}[keyof operations];
 
 type Op<K extends OperationId> = operations[K];
 type Params<K extends OperationId> = Op<K>['parameters'];
