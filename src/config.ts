@@ -79,9 +79,32 @@ export interface Config {
   /** Origins a browser may call the API from (`*`: any); empty: none, CORS stays off. */
   corsOrigins: string[];
   attachments: AttachmentsConfig;
+  webhooks: WebhooksConfig;
 }
 
 /** Files on tasks: limits, accepted types, and where the bytes live. */
+/** WEBHOOK_*: how events reach users' endpoints (see src/webhooks). */
+export interface WebhooksConfig {
+  /** Where deliveries run: in this process (`in-process`), or only in `npm run worker` processes (`off`). */
+  worker: 'in-process' | 'off';
+  /** Deliveries in flight at once, per worker process. */
+  concurrency: number;
+  /** The whole of one attempt: connect, send, the answer's headers and its (capped) body. */
+  timeoutMs: number;
+  /** Seconds before each retry (±20 % jitter); its length is how many retries a delivery gets. */
+  retrySchedule: number[];
+  /** An endpoint whose deliveries have all failed for this long is disabled. */
+  disableAfterHours: number;
+  /** How long the previous secret still signs, beside the new one, after a rotation. */
+  secretGraceSeconds: number;
+  /** Endpoints must be https (production); else http is allowed for localhost only. */
+  requireHttps: boolean;
+  /** CIDR ranges an endpoint may resolve to although they are private or reserved (development: loopback). */
+  allowedAddresses: string[];
+  /** How often a worker looks for deliveries to queue (its relay from the outbox to the job queue). */
+  pollMs: number;
+}
+
 export interface AttachmentsConfig {
   maxBytes: number;
   quotaBytes: number;
@@ -246,6 +269,7 @@ export function loadConfig(env: Env = process.env): Config {
     trustProxy: trustProxyOf(read('TRUST_PROXY'), problems),
     corsOrigins,
     attachments: attachmentsConfig(read, int, oneOf, problems),
+    webhooks: webhooksConfig(read, int, oneOf, problems, nodeEnv),
   };
   if (config.metricsToken !== undefined && config.metricsToken.length < 16) problems.push('METRICS_TOKEN must be at least 16 characters long');
   if (config.auth.enabled && config.auth.accessTokenTtlSeconds > config.jwt.maxTokenAgeSeconds) {
@@ -289,6 +313,37 @@ function attachmentsConfig(
       ? { bucket, prefix: read('ATTACHMENT_S3_PREFIX') ?? 'attachments/', region: read('ATTACHMENT_S3_REGION') ?? read('AWS_REGION') ?? 'us-east-1', endpoint }
       : undefined,
     sweepIntervalMs: int('ATTACHMENT_SWEEP_INTERVAL_MS', 600_000, 1000, 86_400_000),
+  };
+}
+
+/** Retries of a webhook delivery: about a day in all. */
+const DEFAULT_RETRY_SCHEDULE = [5, 30, 120, 600, 1800, 3600, 7200, 14_400, 28_800, 28_800];
+
+function webhooksConfig(
+  read: (name: string) => string | undefined,
+  int: (name: string, fallback: number, min: number, max: number) => number,
+  oneOf: <T extends string>(name: string, allowed: readonly T[], fallback: T) => T,
+  problems: string[],
+  nodeEnv: NodeEnv,
+): WebhooksConfig {
+  const list = (name: string) => read(name)?.split(',').map((entry) => entry.trim()).filter(Boolean);
+  const schedule = list('WEBHOOK_RETRY_SCHEDULE')?.map(Number) ?? DEFAULT_RETRY_SCHEDULE;
+  if (schedule.length > 50 || schedule.some((s) => !Number.isInteger(s) || s < 1 || s > 7 * 86_400)) {
+    problems.push('WEBHOOK_RETRY_SCHEDULE must list at most 50 delays in whole seconds from 1 to 604800, comma-separated (e.g. 5,30,120)');
+  }
+  const allowed = list('WEBHOOK_ALLOWED_ADDRESSES') ?? (nodeEnv === 'production' ? [] : ['127.0.0.0/8', '::1/128']);
+  const badRanges = allowed.filter((range) => !/^[0-9a-fA-F.:]+\/\d{1,3}$/.test(range));
+  if (badRanges.length > 0) problems.push(`WEBHOOK_ALLOWED_ADDRESSES must list CIDR ranges like 10.1.0.0/16, comma-separated (not ${badRanges.join(', ')})`);
+  return {
+    worker: oneOf('WEBHOOK_WORKER', ['in-process', 'off'] as const, 'in-process'),
+    concurrency: int('WEBHOOK_CONCURRENCY', 8, 1, 256),
+    timeoutMs: int('WEBHOOK_TIMEOUT_MS', 10_000, 100, 120_000),
+    retrySchedule: schedule,
+    disableAfterHours: int('WEBHOOK_DISABLE_AFTER_HOURS', 120, 1, 8760),
+    secretGraceSeconds: int('WEBHOOK_SECRET_GRACE_SECONDS', 86_400, 0, 30 * 86_400),
+    requireHttps: nodeEnv === 'production',
+    allowedAddresses: allowed,
+    pollMs: int('WEBHOOK_POLL_MS', 500, 50, 60_000),
   };
 }
 

@@ -13,6 +13,8 @@ export interface Database {
   kind: 'postgres' | 'pglite';
   /** The pg pool behind `db` (PostgreSQL only): the owner scope's queries and the pool metrics use it. */
   pool?: CleanPool;
+  /** The embedded database behind `db` (PGlite only): the job queue shares it (see webhooks/jobs). */
+  pglite?: PGlite;
   /** Whether the owner scope may prepare named statements (PostgreSQL only; see DatabaseOptions). */
   preparedStatements: boolean;
   /** Resolves when the database answers a trivial query. */
@@ -53,6 +55,7 @@ export async function openDatabase(options: DatabaseOptions): Promise<Database> 
     db,
     kind: pool ? 'postgres' : 'pglite',
     pool,
+    pglite: embedded?.pglite,
     preparedStatements: pool !== undefined && options.preparedStatements !== false,
     async ping() {
       await sql`select 1`.execute(db);
@@ -99,7 +102,7 @@ function postgresPool({ url, poolMax = 10, statementTimeoutMs = 10_000, idleInTr
  * PGlite in `dir`, which this process holds until `unlock`: PGlite does not lock its files, and two
  * servers on one directory would both start and overwrite each other's writes.
  */
-async function embeddedPglite(dir: string): Promise<{ dialect: PGliteDialect; unlock(): Promise<void> }> {
+async function embeddedPglite(dir: string): Promise<{ dialect: PGliteDialect; pglite: PGlite; unlock(): Promise<void> }> {
   const inMemory = dir.startsWith('memory://');
   if (!inMemory) await mkdir(dir, { recursive: true });
   const unlock = inMemory ? async () => undefined : await lockDataDirectory(dir);
@@ -108,7 +111,7 @@ async function embeddedPglite(dir: string): Promise<{ dialect: PGliteDialect; un
     const timestamp = pg.types.getTypeParser(pg.types.builtins.TIMESTAMPTZ);
     const pglite = new PGlite(dir, { parsers: { [types.TIMESTAMPTZ]: (value: string) => timestamp(value) } });
     await pglite.waitReady;
-    return { dialect: new PGliteDialect({ pglite }), unlock };
+    return { dialect: new PGliteDialect({ pglite }), pglite, unlock };
   } catch (error) {
     await unlock();
     throw error;

@@ -6,6 +6,7 @@ import { listShapesVersionsIdempotency } from './migrations/0002_list_shapes_ver
 import { builtinIssuer } from './migrations/0003_builtin_issuer.js';
 import { rowLevelSecurity } from './migrations/0004_row_level_security.js';
 import { attachments } from './migrations/0005_attachments.js';
+import { webhooks } from './migrations/0006_webhooks.js';
 
 /** Every migration, in order. Listed here rather than read from disk so bundlers and ESM agree. */
 const migrations: Record<string, Migration> = {
@@ -14,6 +15,7 @@ const migrations: Record<string, Migration> = {
   '0003_builtin_issuer': builtinIssuer,
   '0004_row_level_security': rowLevelSecurity,
   '0005_attachments': attachments,
+  '0006_webhooks': webhooks,
 };
 
 /**

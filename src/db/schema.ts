@@ -110,6 +110,51 @@ export interface AttachmentUsageTable {
   bytes: ColumnType<string | number, number, number>;
 }
 
+/** A user's webhook endpoint (see migration 0006). */
+export interface WebhookEndpointsTable {
+  id: Generated<string>;
+  owner_id: string;
+  url: string;
+  description: string | null;
+  events: string[];
+  enabled: Generated<boolean>;
+  disabled_reason: string | null;
+  secret: string;
+  previous_secret: string | null;
+  previous_secret_expires_at: OptionalTimestamp;
+  failing_since: OptionalTimestamp;
+  created_at: Timestamp;
+  updated_at: Timestamp;
+}
+
+/** One attempt of a delivery, as kept in `webhook_deliveries.attempts` (WebhookAttempt in the contract). */
+export interface StoredAttempt {
+  attempt: number;
+  at: string;
+  status_code: number | null;
+  duration_ms: number;
+  error: string | null;
+}
+
+/** One event for one endpoint: its payload, state and attempts (see migration 0006). */
+export interface WebhookDeliveriesTable {
+  id: Generated<string>;
+  owner_id: string;
+  endpoint_id: string;
+  event_id: string;
+  event_type: string;
+  task_id: string | null;
+  payload: ColumnType<Record<string, unknown>, string, string>;
+  status: Generated<'pending' | 'succeeded' | 'failed'>;
+  attempts: ColumnType<StoredAttempt[], string | undefined, string>;
+  attempts_made: Generated<number>;
+  retry_base: Generated<number>;
+  next_attempt_at: OptionalTimestamp;
+  queued: Generated<boolean>;
+  created_at: Timestamp;
+  updated_at: Timestamp;
+}
+
 export interface DB {
   tasks: TasksTable;
   idempotency_keys: IdempotencyKeysTable;
@@ -121,4 +166,6 @@ export interface DB {
   attachment_chunks: AttachmentChunksTable;
   attachments: AttachmentsTable;
   attachment_usage: AttachmentUsageTable;
+  webhook_endpoints: WebhookEndpointsTable;
+  webhook_deliveries: WebhookDeliveriesTable;
 }
