@@ -1,0 +1,287 @@
+import dns from 'node:dns';
+import http from 'node:http';
+import https from 'node:https';
+import net, { type LookupFunction } from 'node:net';
+import { performance } from 'node:perf_hooks';
+import ipaddr from 'ipaddr.js';
+import { RequestFilteringHttpAgent, RequestFilteringHttpsAgent, type RequestFilteringAgentOptions } from 'request-filtering-agent';
+
+export interface SenderOptions {
+  /** The whole attempt: connect, response headers and the (capped) body read. */
+  timeoutMs: number;
+  /** At most this much of a response body is read; then the connection is destroyed. */
+  maxResponseBytes: number;
+  /** Development: loopback and private ranges may be called. Link-local, metadata and the other always-refused ranges still are not. */
+  allowPrivate: boolean;
+  /** Addresses or CIDR ranges always allowed, before any other rule (e.g. `['127.0.0.1/32']` in tests). */
+  allowedAddresses?: string[];
+  /** The resolver (node:net `lookup`); tests resolve made-up names with it. Its answer is what is checked and connected to. */
+  lookup?: LookupFunction;
+  /** Default `tasks-api-webhooks/1`. */
+  userAgent?: string;
+}
+
+export interface SendResult {
+  /** A 2xx answer. */
+  ok: boolean;
+  statusCode?: number;
+  durationMs: number;
+  error?: string;
+  /** From `Retry-After` (seconds or HTTP-date) of a 429 or 503. */
+  retryAfterSeconds?: number;
+  /** Not sent: the destination (or the URL) is one this server does not call. */
+  refused?: boolean;
+}
+
+export interface WebhookSender {
+  /** One POST; never throws (every failure is a `SendResult`). */
+  send(url: string, body: string, headers: Record<string, string>): Promise<SendResult>;
+  /** Destroys the keep-alive connections. */
+  close(): void;
+}
+
+/**
+ * A destination address the sender will not connect to. Raised inside the connection's DNS lookup,
+ * so the decision is made on the very address the socket would connect to (DNS rebinding cannot
+ * swap it afterwards), and reported as a refused `SendResult`.
+ */
+export class DestinationRefused extends Error {
+  override name = 'DestinationRefused';
+  readonly code = 'WEBHOOK_DESTINATION_REFUSED';
+  constructor(readonly address: string, readonly reason: string) {
+    super(`destination refused: ${address} is a private/reserved address (${reason})`);
+  }
+}
+
+type Address = ipaddr.IPv4 | ipaddr.IPv6;
+type Range = [Address, number];
+
+const cidr = (range: string): Range => (range.includes('/') ? ipaddr.parseCIDR(range) : [ipaddr.parse(range), ipaddr.parse(range).kind() === 'ipv4' ? 32 : 128]);
+const inRange = (address: Address, [network, bits]: Range) => address.kind() === network.kind() && address.match([network, bits] as [typeof address, number]);
+
+/**
+ * Refused even when `allowPrivate` is on (only `allowedAddresses` lets one through): cloud metadata
+ * lives here, and some of these ipaddr.js calls `unicast`, or `allowPrivate` would skip them.
+ * IPv4-mapped IPv6 (`::ffff:a.b.c.d`) is refused as a whole rather than judged by the IPv4 inside:
+ * no public receiver needs it, and it is the classic way round a check that only knows IPv4.
+ */
+const ALWAYS_REFUSED: ReadonlyArray<[Range, string]> = (
+  [
+    ['0.0.0.0/8', 'unspecified'],
+    ['::/128', 'unspecified'],
+    ['169.254.0.0/16', 'link-local, cloud metadata'],
+    ['fe80::/10', 'link-local'],
+    ['fd00:ec2::254/128', 'cloud metadata'],
+    ['100.64.0.0/10', 'carrier-grade NAT'],
+    ['224.0.0.0/4', 'multicast'],
+    ['ff00::/8', 'multicast'],
+    ['240.0.0.0/4', 'reserved, broadcast'],
+    ['::ffff:0:0/96', 'IPv4-mapped'],
+    ['::ffff:0:0:0/96', 'IPv4-translated'],
+    ['64:ff9b::/96', 'NAT64'],
+    ['64:ff9b:1::/48', 'NAT64'],
+  ] as const
+).map(([range, why]) => [cidr(range), why]);
+
+/** `::a.b.c.d` (deprecated IPv4-compatible IPv6), which ipaddr.js calls unicast; `::1` and `::` are judged as themselves. */
+const IPV4_COMPATIBLE = cidr('::/96');
+
+/**
+ * Exact addresses for request-filtering-agent's own deny list. Its list matching is by exact string
+ * for an address and throws-then-warns for a CIDR of the other IP family (a console.warn with a
+ * stack on every connection), so it gets only exact addresses: the metadata services, in the forms
+ * a resolver returns them. The ranges are refused by our check, which runs first.
+ */
+const METADATA_ADDRESSES = ['169.254.169.254', '169.254.170.2', '100.100.100.200', 'fd00:ec2::254', '::ffff:169.254.169.254', '::ffff:a9fe:a9fe'];
+
+/**
+ * Why the sender would refuse to connect to `address` (an IP address, IPv6 without brackets), or
+ * undefined when it may: registration applies the same rule to IP-literal hosts.
+ */
+export function addressRefusal(address: string, options: Pick<SenderOptions, 'allowPrivate' | 'allowedAddresses'>): string | undefined {
+  return refusalOf(address, options.allowPrivate, (options.allowedAddresses ?? []).map(cidr));
+}
+
+/** Why `address` is refused under these options, or undefined when it may be called. */
+function refusalOf(address: string, allowPrivate: boolean, allowed: readonly Range[]): string | undefined {
+  if (!ipaddr.isValid(address)) return 'not an IP address';
+  const ip = ipaddr.parse(address);
+  if (allowed.some((range) => inRange(ip, range))) return undefined;
+  const denied = ALWAYS_REFUSED.find(([range]) => inRange(ip, range));
+  if (denied) return denied[1];
+  const range = ip.range();
+  if (ip.kind() === 'ipv6' && inRange(ip, IPV4_COMPATIBLE) && range !== 'loopback') return 'IPv4-compatible';
+  if (!allowPrivate && range !== 'unicast') return range;
+  return undefined;
+}
+
+/** Wraps a resolver so that an answer with any refused address fails the lookup, before any socket connects. */
+function guardedLookup(resolve: LookupFunction, refusal: (address: string) => string | undefined): LookupFunction {
+  return (hostname, options, callback) => {
+    resolve(hostname, options, (error, address, family) => {
+      if (error) return callback(error, address, family);
+      for (const candidate of typeof address === 'string' ? [address] : address.map((a) => a.address)) {
+        const why = refusal(candidate);
+        if (why !== undefined) return callback(new DestinationRefused(candidate, why), '', family);
+      }
+      callback(null, address, family);
+    });
+  };
+}
+
+/** request-filtering-agent's refusal: a plain Error whose message is all there is to go by. */
+const LIBRARY_REFUSAL = /^DNS lookup (\S+?)\(.*is not allowed/;
+
+/** A short, stable description of a network error; refusals are told apart so they are not retried. */
+function failure(error: NodeJS.ErrnoException & { errors?: NodeJS.ErrnoException[] }): Omit<SendResult, 'durationMs'> {
+  if (error instanceof DestinationRefused || error.code === 'WEBHOOK_DESTINATION_REFUSED') return { ok: false, refused: true, error: error.message };
+  const library = LIBRARY_REFUSAL.exec(error.message);
+  if (library) return { ok: false, refused: true, error: `destination refused: ${library[1]} is a private/reserved address` };
+  const code = error.code ?? error.errors?.[0]?.code;
+  const known: Record<string, string> = {
+    ECONNREFUSED: 'connection refused',
+    ECONNRESET: 'connection reset',
+    EPIPE: 'connection reset',
+    ETIMEDOUT: 'connect timed out',
+    ENOTFOUND: 'host not found',
+    EAI_AGAIN: 'DNS lookup failed',
+    EHOSTUNREACH: 'host unreachable',
+    ENETUNREACH: 'network unreachable',
+  };
+  if (code !== undefined && known[code] !== undefined) return { ok: false, error: `${known[code]} (${code})` };
+  if (code !== undefined && /CERT|TLS|SSL/.test(code)) return { ok: false, error: `TLS error (${code})` };
+  return { ok: false, error: code ?? error.message.slice(0, 200) };
+}
+
+/** Seconds from a `Retry-After` value: delay-seconds or an HTTP-date (in the past: 0). */
+function parseRetryAfter(value: string | undefined, now: number): number | undefined {
+  if (value === undefined) return undefined;
+  const text = value.trim();
+  if (/^\d+$/.test(text)) return Number(text);
+  const at = Date.parse(text);
+  return Number.isNaN(at) ? undefined : Math.max(0, Math.ceil((at - now) / 1000));
+}
+
+/** What a response's status means for the attempt. */
+function outcomeOf(response: http.IncomingMessage): Omit<SendResult, 'durationMs'> {
+  const statusCode = response.statusCode ?? 0;
+  if (statusCode >= 200 && statusCode < 300) return { ok: true, statusCode };
+  if (statusCode >= 300 && statusCode < 400) return { ok: false, statusCode, error: 'redirect not followed' };
+  const header = response.headers['retry-after'];
+  const retryAfterSeconds = statusCode === 429 || statusCode === 503 ? parseRetryAfter(header, Date.now()) : undefined;
+  return retryAfterSeconds === undefined ? { ok: false, statusCode } : { ok: false, statusCode, retryAfterSeconds };
+}
+
+/**
+ * Sends webhook POSTs to URLs that users chose, so every connection goes through an SSRF guard:
+ * each address a name resolves to (through `lookup`, at connect time, on every new connection — so
+ * a DNS answer that changes after the URL was checked is caught) and every IP-literal host is
+ * checked, and a private, loopback, link-local, metadata, CGNAT, multicast or other reserved
+ * address is refused before a socket connects. `allowedAddresses` wins over every rule;
+ * `allowPrivate` (development) lets loopback and private ranges through but never the
+ * always-refused ones (link-local and metadata among them).
+ *
+ * The connections are made by request-filtering-agent's agents, which call our guarded resolver
+ * and then check its answer again against their own rules (non-unicast refused unless private
+ * addresses are allowed; the metadata addresses denied exactly). Our check is the one that decides
+ * and names the address; theirs is a second layer.
+ *
+ * Redirects are not followed (a 3xx is a failed attempt), only `maxResponseBytes` of an answer is
+ * read, the whole attempt is bounded by `timeoutMs`, and connections are kept alive per sender.
+ */
+export function webhookSender(options: SenderOptions): WebhookSender {
+  const allowed = (options.allowedAddresses ?? []).map(cidr);
+  const refusal = (address: string) => refusalOf(address, options.allowPrivate, allowed);
+  const lookup = guardedLookup(options.lookup ?? (dns.lookup as unknown as LookupFunction), refusal);
+  const userAgent = options.userAgent ?? 'tasks-api-webhooks/1';
+
+  const filter: RequestFilteringAgentOptions = {
+    // With an allow list their range check would refuse what it allows (and their CIDR matching
+    // warns across IP families), so then only our check judges ranges.
+    allowPrivateIPAddress: options.allowPrivate || allowed.length > 0,
+    allowMetaIPAddress: false,
+    allowIPAddressList: [],
+    denyIPAddressList: METADATA_ADDRESSES.filter((address) => refusal(address) !== undefined),
+  };
+  const agentOptions = { keepAlive: true, lookup, ...filter };
+  const agents = { 'http:': new RequestFilteringHttpAgent(agentOptions), 'https:': new RequestFilteringHttpsAgent(agentOptions) };
+
+  async function send(url: string, body: string, headers: Record<string, string>): Promise<SendResult> {
+    const started = performance.now();
+    const result = (r: Omit<SendResult, 'durationMs'>): SendResult => ({ ...r, durationMs: performance.now() - started });
+
+    let target: URL;
+    try {
+      target = new URL(url);
+    } catch {
+      return result({ ok: false, refused: true, error: 'not an absolute URL' });
+    }
+    const protocol = target.protocol;
+    if (protocol !== 'http:' && protocol !== 'https:') return result({ ok: false, refused: true, error: `unsupported URL scheme ${protocol}` });
+    const hostname = target.hostname.replace(/^\[(.*)\]$/, '$1');
+    if (net.isIP(hostname) !== 0) {
+      // No lookup happens for an IP literal: it is judged here (the agent checks it again).
+      const why = refusal(hostname);
+      if (why !== undefined) return result(failure(new DestinationRefused(hostname, why)));
+    }
+
+    return new Promise<SendResult>((resolve) => {
+      let settled = false;
+      let response: http.IncomingMessage | undefined;
+      const finish = (r: Omit<SendResult, 'durationMs'>) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        resolve(result(r));
+      };
+      const request = (protocol === 'https:' ? https : http).request({
+        protocol,
+        hostname,
+        port: target.port === '' ? undefined : Number(target.port),
+        path: `${target.pathname}${target.search}`,
+        method: 'POST',
+        agent: agents[protocol],
+        headers: { ...headers, 'content-type': 'application/json', 'user-agent': userAgent, 'content-length': String(Buffer.byteLength(body)) },
+      });
+      const timer = setTimeout(() => {
+        finish({ ok: false, error: 'timeout', ...(response?.statusCode === undefined ? {} : { statusCode: response.statusCode }) });
+        request.destroy();
+      }, options.timeoutMs);
+      request.on('error', (error) => finish(failure(error)));
+      request.on('response', (res) => {
+        response = res;
+        const outcome = outcomeOf(res);
+        let received = 0;
+        res.on('data', (chunk: Buffer) => {
+          received += chunk.length;
+          if (received >= options.maxResponseBytes) {
+            finish(outcome);
+            res.destroy(); // the rest is not read: the connection goes, not back to the pool
+          }
+        });
+        res.on('end', () => finish(outcome));
+        res.on('error', () => finish(outcome)); // cut off after the status arrived: the status still stands
+      });
+      request.end(body);
+    });
+  }
+
+  return {
+    send,
+    close(): void {
+      agents['http:'].destroy();
+      agents['https:'].destroy();
+    },
+  };
+}
+
+/**
+ * Whether a failed attempt is worth repeating: network errors, timeouts, 408, 429 and 5xx are
+ * (the receiver may be back later); a refused destination, a redirect and any other 4xx are not
+ * (the same request would get the same answer).
+ */
+export function isRetryable(result: SendResult): boolean {
+  if (result.ok || result.refused) return false;
+  if (result.error === 'timeout' || result.statusCode === undefined) return true;
+  return result.statusCode === 408 || result.statusCode === 429 || result.statusCode >= 500;
+}
