@@ -19,7 +19,7 @@ import type { Logger } from './logger.js';
 import { buildOperations } from './operations.js';
 
 export interface AppDeps {
-  config: Pick<Config, 'bodyLimitBytes' | 'corsOrigins' | 'rateLimit'> & Partial<Pick<Config, 'metricsToken' | 'metricsOff' | 'trustProxy' | 'requestTimeoutMs' | 'attachments' | 'overload'>>;
+  config: Pick<Config, 'bodyLimitBytes' | 'corsOrigins' | 'rateLimit'> & Partial<Pick<Config, 'metricsToken' | 'metricsOff' | 'trustProxy' | 'requestTimeoutMs' | 'attachments' | 'overload' | 'webhooks'>>;
   /** Where attachments' bytes live (ATTACHMENT_STORAGE=s3); PostgreSQL itself when not given. */
   blobStore?: BlobStore;
   /** Shared rate-limit counters (a connected node-redis client), when REDIS_URL is set. */
@@ -153,6 +153,7 @@ export function buildApp(deps: AppDeps): Express {
         stopping: deps.stopping,
         saturated: overload.saturated,
         attachments: config.attachments ?? loadConfig({ NODE_ENV: 'test' }).attachments,
+        webhooks: config.webhooks ?? loadConfig({ NODE_ENV: 'test' }).webhooks,
         blobStore: deps.blobStore,
         unscoped: without.has('owner-scope'),
       }),

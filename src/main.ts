@@ -146,12 +146,18 @@ async function main(): Promise<void> {
   const address = server.address();
   if (config.metricsOff) logger.warn('GET /metrics is not served: production without METRICS_TOKEN (set one to scrape it)');
   logger.info('listening', { port: typeof address === 'object' && address ? address.port : config.port, docs: '/docs', pid: process.pid });
+  // Webhook deliveries, in this process unless WEBHOOK_WORKER=off (then `npm run worker` runs them).
+  const worker = config.webhooks.worker === 'in-process'
+    ? await (await import('./webhooks/jobs/worker.js')).startWebhookWorker({ database, databaseUrl: config.database.url, config: config.webhooks, logger })
+    : undefined;
+  if (worker) logger.info('webhook worker running in this process', { concurrency: config.webhooks.concurrency });
 
   const stop = async (signal: string) => {
     if (shutdown.stopping()) return;
     const drained = shutdown.shutdown();
     logger.info('shutting down', { signal, drain_ms: config.shutdownDrainMs, timeout_ms: config.shutdownTimeoutMs });
     await drained;
+    await worker?.stop(config.shutdownTimeoutMs).catch((error: unknown) => logger.warn('webhook worker did not stop cleanly', { error: String(error) }));
     clearInterval(sweep);
     blobStore.close();
     await database.close();

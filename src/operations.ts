@@ -3,7 +3,7 @@ import { attachmentService } from './attachments/attachments.service.js';
 import type { BlobStore } from './attachments/blob-store.js';
 import { attachmentMetrics } from './attachments/metrics.js';
 import { postgresBlobStore } from './attachments/postgres-store.js';
-import type { AttachmentsConfig } from './config.js';
+import type { AttachmentsConfig, WebhooksConfig } from './config.js';
 import { authHandlers } from './auth/builtin/auth.handlers.js';
 import type { BuiltinIssuer } from './auth/builtin/issuer.js';
 import type { Database } from './db/database.js';
@@ -15,6 +15,8 @@ import { operationsEndpoints } from './http/operations-endpoints.js';
 import { taskHandlers } from './tasks/tasks.handlers.js';
 import { taskService } from './tasks/tasks.service.js';
 import { meHandlers } from './users/me.handlers.js';
+import { webhookHandlers } from './webhooks/webhooks.handlers.js';
+import { webhookService } from './webhooks/webhooks.service.js';
 
 /**
  * operationId → handler, for every operation of the contract. The type makes a missing handler,
@@ -32,6 +34,8 @@ export function buildOperations(deps: {
   /** Why the process has no room for more traffic (load shedding), for readiness. */
   saturated?: () => string | undefined;
   attachments: AttachmentsConfig;
+  /** What webhook endpoints may be registered, and how secrets rotate. */
+  webhooks: Pick<WebhooksConfig, 'requireHttps' | 'allowedAddresses' | 'secretGraceSeconds'>;
   /** Where attachments' bytes live; PostgreSQL itself when not given. */
   blobStore?: BlobStore;
   /** Bench only (AppDeps.without 'owner-scope'): queries run as the pool's role, unscoped. */
@@ -48,6 +52,7 @@ export function buildOperations(deps: {
   return {
     ...taskHandlers(database.db, asOwner),
     ...attachmentHandlers(attachments),
+    ...webhookHandlers(webhookService({ asOwner, config: deps.webhooks })),
     ...meHandlers({ countTasks: (owner) => asOwner(owner, (scoped) => taskService(scoped, owner).counts()) }),
     ...authHandlers(issuer),
     ...operationsEndpoints({ contract, ping: database.ping, metrics, metricsToken, metricsOff, stopping, saturated: deps.saturated }),

@@ -7,7 +7,9 @@ import { SignJWT, type JWTPayload } from 'jose';
 import { createTasksClient, type TasksClient } from '../../generated/client.js';
 import { buildApp } from '../../src/app.js';
 import type { BlobStore } from '../../src/attachments/blob-store.js';
-import { DEFAULT_BODY_LIMIT_BYTES, loadConfig, type AttachmentsConfig } from '../../src/config.js';
+import { DEFAULT_BODY_LIMIT_BYTES, loadConfig, type AttachmentsConfig, type WebhooksConfig } from '../../src/config.js';
+import { startWebhookWorker, type WebhookWorker } from '../../src/webhooks/jobs/worker.js';
+import type { LookupFunction } from 'node:net';
 import { createHttpServer } from '../../src/http/http-server.js';
 import type { OverloadLimits } from '../../src/http/overload.js';
 import type { RedisCommands } from '../../src/http/rate-limit.js';
@@ -65,6 +67,8 @@ export interface TestServer {
   keys?: SigningKeys;
   secret: string;
   database: Database;
+  /** The webhook delivery worker, when the test asked for one. */
+  worker?: WebhookWorker;
   /** Every log line the server wrote, parsed. */
   logs: Record<string, unknown>[];
   /** The generated typed client, authenticated with `token` when given. */
@@ -108,6 +112,11 @@ export async function startServer(
     overload?: Partial<OverloadLimits>;
     /** Node's limit on receiving a whole request (CLIENT_REQUEST_TIMEOUT_MS), checked every second as in production. */
     clientRequestTimeoutMs?: number;
+    /**
+     * Webhook settings other than the test defaults; `runWorker: true` runs the delivery worker in
+     * this process (as WEBHOOK_WORKER=in-process does), `lookup` resolves its outbound names.
+     */
+    webhooks?: Partial<Omit<WebhooksConfig, 'worker'>> & { runWorker?: boolean; lookup?: LookupFunction };
   } = {},
 ): Promise<TestServer> {
   const secret = randomBytes(32).toString('base64url');
@@ -122,6 +131,7 @@ export async function startServer(
       )
     : undefined;
   const verifier = createTokenVerifier({ secret, issuer: TEST_ISSUER, clockToleranceSeconds: 5, builtin: builtin?.verification, ...options.jwt });
+  const webhooks: WebhooksConfig = { ...loadConfig({ NODE_ENV: 'test' }).webhooks, ...options.webhooks };
   const app = buildApp({
     config: {
       bodyLimitBytes: DEFAULT_BODY_LIMIT_BYTES,
@@ -136,6 +146,7 @@ export async function startServer(
       // test files side by side, and embedded PGlite's synchronous work stalls the loop of the
       // very process whose requests it would then shed.
       overload: { ...loadConfig({ NODE_ENV: 'test' }).overload, maxEventLoopDelayMs: 600_000, ...options.overload },
+      webhooks,
     },
     blobStore: options.blobStore,
     redis: options.redis,
@@ -153,10 +164,14 @@ export async function startServer(
       : createHttpServer({ headersTimeoutMs: options.clientRequestTimeoutMs, requestTimeoutMs: options.clientRequestTimeoutMs, keepAliveTimeoutMs: 5000, maxConnections: 1000 }).on('request', app);
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  const worker = options.webhooks?.runWorker
+    ? await startWebhookWorker({ database, databaseUrl: options.databaseUrl ?? process.env.TEST_DATABASE_URL, config: webhooks, logger, lookup: options.webhooks.lookup })
+    : undefined;
 
   return {
     url,
     app,
+    worker,
     keys: builtin?.keys,
     secret,
     database,
@@ -174,6 +189,7 @@ export async function startServer(
     async close() {
       server.closeAllConnections();
       await new Promise((resolve) => server.close(resolve));
+      await worker?.stop(2000);
       await database.close();
     },
   };

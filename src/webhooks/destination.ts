@@ -1,0 +1,32 @@
+import type { WebhooksConfig } from '../config.js';
+import { WebhookUrlRefused } from './errors.js';
+import { addressRefusal } from './sender.js';
+
+/** Host names that always mean this machine. */
+const isLocalName = (host: string) => host === 'localhost' || host.endsWith('.localhost');
+
+/**
+ * Refuses, with 422 on `/url`, an endpoint URL the worker would never call: credentials in it;
+ * http where https is required (production), or for anything but this machine (development);
+ * an IP-literal or localhost host the sender refuses (private, loopback, link-local, metadata and
+ * other reserved ranges, unless WEBHOOK_ALLOWED_ADDRESSES allows them). Names are not resolved
+ * here: what a name resolves to is checked when the sender connects, on every attempt.
+ */
+export function checkEndpointUrl(raw: string, config: Pick<WebhooksConfig, 'requireHttps' | 'allowedAddresses'>): void {
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    throw new WebhookUrlRefused('is not an absolute URL');
+  }
+  if (url.protocol !== 'https:' && url.protocol !== 'http:') throw new WebhookUrlRefused('must be an https URL');
+  if (url.username !== '' || url.password !== '') throw new WebhookUrlRefused('must not carry a user name or password');
+  const host = url.hostname.toLowerCase().replace(/^\[(.*)\]$/, '$1');
+  const address = isLocalName(host) ? '127.0.0.1' : host;
+  const local = isLocalName(host) || address === '::1' || address.startsWith('127.');
+  if (url.protocol === 'http:' && (config.requireHttps || !local)) {
+    throw new WebhookUrlRefused(config.requireHttps ? 'must be an https URL' : 'must be an https URL (http is allowed for localhost only, in development)');
+  }
+  const refused = /^[0-9.]+$|:/.test(address) || isLocalName(host) ? addressRefusal(address, { allowPrivate: false, allowedAddresses: config.allowedAddresses }) : undefined;
+  if (refused !== undefined) throw new WebhookUrlRefused(`points at ${address}, a ${refused} address the server does not call`);
+}

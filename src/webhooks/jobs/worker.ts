@@ -1,0 +1,160 @@
+import { createHash } from 'node:crypto';
+import type { LookupFunction } from 'node:net';
+import { fromKysely, fromPglite, PgBoss } from 'pg-boss';
+import { Counter, type Registry } from 'prom-client';
+import type { WebhooksConfig } from '../../config.js';
+import type { Database } from '../../db/database.js';
+import type { Logger } from '../../logger.js';
+import { webhookSender } from '../sender.js';
+import { deliveryRunner, type DeliveryJob, type DeliveryOutcome } from './deliver.js';
+
+/** The pg-boss queue of delivery attempts, one job per attempt. */
+export const DELIVERY_QUEUE = 'webhook-delivery';
+/** Deliveries the relay hands to the queue per transaction. */
+const RELAY_BATCH = 200;
+/** Response bytes read (then discarded) of a receiver's answer. */
+const MAX_RESPONSE_BYTES = 64 * 1024;
+
+export interface WebhookWorker {
+  /** Moves what is due from the outbox to the queue now (the timer does it every `pollMs`); how many it moved. */
+  relay(): Promise<number>;
+  /** Stops taking work, lets attempts in flight finish (up to `timeoutMs`), and closes the queue. */
+  stop(timeoutMs?: number): Promise<void>;
+}
+
+/**
+ * A pg-boss job id for one attempt of one delivery: the same attempt always gets the same id, so
+ * queueing it twice queues it once (pg-boss inserts ignore a conflicting id).
+ */
+export function attemptJobId(delivery: string, attempt: number): string {
+  const h = createHash('sha256').update(`${delivery}:${attempt}`).digest('hex');
+  const variant = ((parseInt(h[16]!, 16) & 0x3) | 0x8).toString(16);
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-8${h.slice(13, 16)}-${variant}${h.slice(17, 20)}-${h.slice(20, 32)}`;
+}
+
+/**
+ * The webhook worker: a relay from the outbox (pending deliveries not yet queued, written by the
+ * tasks trigger and the API) to pg-boss, and pg-boss workers that run each attempt
+ * (deliveryRunner). On PostgreSQL pg-boss has a small pool of its own on `databaseUrl`; on PGlite
+ * it shares the embedded database through pg-boss's PGlite adapter, whose statements wait their
+ * turn behind the API's transactions.
+ *
+ * Several workers (processes) can run against one database: the relay claims rows with
+ * `FOR UPDATE SKIP LOCKED` and queues them in the same transaction that marks them queued, and
+ * pg-boss hands each job to one worker. A worker killed mid-attempt leaves its job active; pg-boss
+ * expires it after `timeoutMs` plus a margin and runs it again elsewhere (at-least-once, same
+ * `webhook-id`).
+ */
+export async function startWebhookWorker(deps: {
+  database: Database;
+  /** PostgreSQL's URL (pg-boss's own pool); unused on PGlite. */
+  databaseUrl?: string;
+  config: WebhooksConfig;
+  logger: Logger;
+  registry?: Registry;
+  /** DNS resolution for outbound requests (tests resolve names to chosen addresses with it). */
+  lookup?: LookupFunction;
+}): Promise<WebhookWorker> {
+  const { database, config, logger } = deps;
+  const { db } = database;
+  // An attempt running this long was abandoned (its worker died): pg-boss runs it again.
+  const expireInSeconds = 2 * Math.ceil(config.timeoutMs / 1000) + 2;
+  const checkEvery = Math.min(60, expireInSeconds);
+  const common = { schema: 'pgboss', superviseIntervalSeconds: checkEvery, monitorIntervalSeconds: checkEvery, application_name: 'tasks-api-worker' };
+  const boss = database.pglite
+    ? new PgBoss({ db: fromPglite(database.pglite), backend: 'pglite', ...common })
+    : new PgBoss({ connectionString: deps.databaseUrl, max: 3, ...common });
+  boss.on('error', (error: Error) => logger.error('job queue error', { error: error.message }));
+  await boss.start();
+  const queueOptions = { retryLimit: 5, retryDelay: 2, retryBackoff: true, expireInSeconds };
+  if ((await boss.getQueue(DELIVERY_QUEUE)) === null) {
+    // Another worker may create it at the same moment.
+    await boss.createQueue(DELIVERY_QUEUE, queueOptions).catch(async (error: unknown) => {
+      if ((await boss.getQueue(DELIVERY_QUEUE)) === null) throw error;
+    });
+  } else {
+    await boss.updateQueue(DELIVERY_QUEUE, queueOptions);
+  }
+
+  const sender = webhookSender({ timeoutMs: config.timeoutMs, maxResponseBytes: MAX_RESPONSE_BYTES, allowPrivate: false, allowedAddresses: config.allowedAddresses, lookup: deps.lookup });
+  const outcomes = deps.registry && new Counter({
+    name: 'webhook_delivery_attempts_total',
+    help: 'Webhook delivery attempts by outcome (succeeded, retrying, failed).',
+    labelNames: ['outcome'] as const,
+    registers: [deps.registry],
+  });
+  const run = deliveryRunner({ db, send: (url, body, headers) => sender.send(url, body, headers), config, logger });
+
+  // Each pg-boss worker loop fetches a small batch and runs its attempts side by side; a full batch
+  // fetches again at once (a loop fetching one job at a time would wait a polling interval after
+  // every job). Jobs are settled one by one: a job whose attempt could not be recorded (the
+  // database failed) is failed alone, and pg-boss runs it again.
+  const batchSize = Math.min(4, config.concurrency);
+  const workOptions = { localConcurrency: Math.ceil(config.concurrency / batchSize), batchSize, burstWhenBatchFull: true, pollingIntervalSeconds: 0.5, perJobResults: true } as const;
+  await boss.work<DeliveryJob>(DELIVERY_QUEUE, workOptions, (jobs) =>
+    Promise.all(jobs.map(async (job) => {
+      try {
+        const outcome: DeliveryOutcome = await run(job.data);
+        if (outcome !== 'skipped') outcomes?.inc({ outcome });
+        return { id: job.id, status: 'completed' as const };
+      } catch (error) {
+        logger.warn('webhook delivery attempt not recorded; the queue runs it again', { delivery_id: job.data.delivery, error: String(error) });
+        return { id: job.id, status: 'failed' as const, output: { error: String(error) } };
+      }
+    })),
+  );
+
+  async function relay(): Promise<number> {
+    return db.transaction().execute(async (trx) => {
+      const due = await trx
+        .selectFrom('webhook_deliveries')
+        .select(['id', 'attempts_made', 'next_attempt_at'])
+        .where('status', '=', 'pending')
+        .where('queued', '=', false)
+        .orderBy('next_attempt_at')
+        .limit(RELAY_BATCH)
+        .forUpdate()
+        .skipLocked()
+        .execute();
+      if (due.length === 0) return 0;
+      await boss.insert(
+        DELIVERY_QUEUE,
+        due.map((row) => ({
+          id: attemptJobId(row.id, row.attempts_made + 1),
+          data: { delivery: row.id, attempt: row.attempts_made + 1 } satisfies DeliveryJob,
+          startAfter: row.next_attempt_at ?? undefined,
+        })),
+        { db: fromKysely(trx) },
+      );
+      await trx.updateTable('webhook_deliveries').set({ queued: true }).where('id', 'in', due.map((row) => row.id)).execute();
+      return due.length;
+    });
+  }
+
+  let stopped = false;
+  let relaying: Promise<unknown> = Promise.resolve();
+  let timer: NodeJS.Timeout | undefined;
+  const tick = () => {
+    relaying = (async () => {
+      try {
+        while (!stopped && (await relay()) === RELAY_BATCH);
+      } catch (error) {
+        if (!stopped) logger.warn('webhook relay failed; it runs again shortly', { error: String(error) });
+      }
+      if (!stopped) timer = setTimeout(tick, config.pollMs);
+    })();
+  };
+  tick();
+
+  return {
+    relay,
+    async stop(timeoutMs = 10_000) {
+      if (stopped) return;
+      stopped = true;
+      clearTimeout(timer);
+      await relaying;
+      await boss.stop({ graceful: true, timeout: timeoutMs, close: true });
+      sender.close();
+    },
+  };
+}

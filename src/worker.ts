@@ -1,0 +1,52 @@
+import { ConfigError, loadConfig } from './config.js';
+import { DataDirectoryInUse } from './db/data-dir-lock.js';
+import { openDatabase } from './db/database.js';
+import { migrateToLatest } from './db/migrate.js';
+import { createLogger, flushLogs, logUncaught } from './logger.js';
+import { startWebhookWorker } from './webhooks/jobs/worker.js';
+
+/**
+ * `npm run worker`: webhook deliveries without the HTTP API, for scaling them apart from it
+ * (run the API with WEBHOOK_WORKER=off, and as many of these as deliveries need). Needs
+ * DATABASE_URL: embedded PGlite belongs to the one process that opened it.
+ */
+async function worker(): Promise<void> {
+  let config;
+  try {
+    config = loadConfig();
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    process.stderr.write(`${error.message}\n`);
+    process.exit(1);
+  }
+  if (config.database.url === undefined) {
+    process.stderr.write('npm run worker needs DATABASE_URL: embedded PGlite lives inside the API process, which runs deliveries itself (WEBHOOK_WORKER=in-process)\n');
+    process.exit(1);
+  }
+  const logger = createLogger(config.log);
+  logUncaught(logger);
+  const database = await openDatabase({ ...config.database, logger });
+  await migrateToLatest(database.db);
+  const running = await startWebhookWorker({ database, databaseUrl: config.database.url, config: config.webhooks, logger });
+  logger.info('webhook worker running', { concurrency: config.webhooks.concurrency, pid: process.pid });
+  let stopping = false;
+  const stop = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    logger.info('webhook worker stopping', { signal });
+    await running.stop(config.shutdownTimeoutMs).catch((error: unknown) => logger.warn('webhook worker did not stop cleanly', { error: String(error) }));
+    await database.close();
+    logger.info('stopped');
+    await flushLogs();
+    process.exit(0);
+  };
+  process.on('SIGTERM', () => void stop('SIGTERM'));
+  process.on('SIGINT', () => void stop('SIGINT'));
+}
+
+worker().catch(async (error: unknown) => {
+  if (error instanceof DataDirectoryInUse) process.stderr.write(`${error.message}\n`);
+  else process.stderr.write(`fatal: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+  await flushLogs();
+  process.exit(1);
+});
