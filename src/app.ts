@@ -9,7 +9,7 @@ import type { Database } from './db/database.js';
 import { accessLog } from './http/access-log.js';
 import type { Contract } from './http/contract.js';
 import { errorHandler } from './http/error-handler.js';
-import { createMetrics } from './http/metrics.js';
+import { createMetrics, type Metrics } from './http/metrics.js';
 import { overloadGuard } from './http/overload.js';
 import { ServiceUnavailable } from './http/problem.js';
 import { openApiRoutes } from './http/openapi.js';
@@ -34,6 +34,8 @@ export interface AppDeps {
   contract: Contract;
   /** Check every response against the contract too (tests turn this on; it costs throughput). */
   validateResponses?: boolean;
+  /** The process's metrics, when something besides the app adds to them (the webhook worker); the app's own otherwise. */
+  metrics?: Metrics;
   /** True once the process is shutting down: readiness then answers 503 so load balancers stop sending. */
   stopping?: () => boolean;
   /**
@@ -111,7 +113,7 @@ function requestTimeout(ms: number): RequestHandler {
 export function buildApp(deps: AppDeps): Express {
   const { config, database, logger, verifier, contract } = deps;
   const app = express();
-  const metrics = createMetrics(database);
+  const metrics = deps.metrics ?? createMetrics(database);
   const without = deps.without ?? new Set<AblatableLayer>();
   app.disable('x-powered-by');
   app.set('trust proxy', config.trustProxy ?? false);

@@ -12,6 +12,7 @@ import { DataDirectoryInUse } from './db/data-dir-lock.js';
 import { openDatabase, type Database } from './db/database.js';
 import { migrateToLatest } from './db/migrate.js';
 import { loadContract } from './http/contract.js';
+import { createMetrics } from './http/metrics.js';
 import { gracefulShutdown } from './http/graceful-shutdown.js';
 import { createHttpServer } from './http/http-server.js';
 import { createLogger, flushLogs, logUncaught, type Logger } from './logger.js';
@@ -137,7 +138,8 @@ async function main(): Promise<void> {
   const shutdown = gracefulShutdown(server, { drainMs: config.shutdownDrainMs, timeoutMs: config.shutdownTimeoutMs, logger });
   const blobStore = await blobStoreFor(config.attachments, ownerScope(database));
   const sweep = sweepEvery(config, database, blobStore, logger);
-  const app = buildApp({ config, database, logger, redis, verifier, issuer: builtin?.issuer, contract: loadContract(), stopping: shutdown.stopping, blobStore });
+  const metrics = createMetrics(database);
+  const app = buildApp({ config, database, logger, redis, verifier, issuer: builtin?.issuer, contract: loadContract(), stopping: shutdown.stopping, blobStore, metrics });
   server.on('request', app);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
@@ -147,17 +149,27 @@ async function main(): Promise<void> {
   if (config.metricsOff) logger.warn('GET /metrics is not served: production without METRICS_TOKEN (set one to scrape it)');
   logger.info('listening', { port: typeof address === 'object' && address ? address.port : config.port, docs: '/docs', pid: process.pid });
   // Webhook deliveries, in this process unless WEBHOOK_WORKER=off (then `npm run worker` runs them).
+  // Started while the API already serves (the queue's first start on PGlite takes seconds), and
+  // awaited by `stop`; a worker that cannot start ends the process, as a failed start would.
   const worker = config.webhooks.worker === 'in-process'
-    ? await (await import('./webhooks/jobs/worker.js')).startWebhookWorker({ database, databaseUrl: config.database.url, config: config.webhooks, logger })
+    ? import('./webhooks/jobs/worker.js').then(({ startWebhookWorker }) =>
+        startWebhookWorker({ database, databaseUrl: config.database.url, config: config.webhooks, logger, registry: metrics.registry }))
     : undefined;
-  if (worker) logger.info('webhook worker running in this process', { concurrency: config.webhooks.concurrency });
+  worker?.then(
+    () => logger.info('webhook worker running in this process', { concurrency: config.webhooks.concurrency }),
+    async (error: unknown) => {
+      logger.error('webhook worker did not start', { error: error instanceof Error ? (error.stack ?? error.message) : String(error) });
+      await flushLogs();
+      process.exit(1);
+    },
+  );
 
   const stop = async (signal: string) => {
     if (shutdown.stopping()) return;
     const drained = shutdown.shutdown();
     logger.info('shutting down', { signal, drain_ms: config.shutdownDrainMs, timeout_ms: config.shutdownTimeoutMs });
     await drained;
-    await worker?.stop(config.shutdownTimeoutMs).catch((error: unknown) => logger.warn('webhook worker did not stop cleanly', { error: String(error) }));
+    await (await worker?.catch(() => undefined))?.stop(config.shutdownTimeoutMs).catch((error: unknown) => logger.warn('webhook worker did not stop cleanly', { error: String(error) }));
     clearInterval(sweep);
     blobStore.close();
     await database.close();

@@ -9,6 +9,7 @@ import { buildApp } from '../../src/app.js';
 import type { BlobStore } from '../../src/attachments/blob-store.js';
 import { DEFAULT_BODY_LIMIT_BYTES, loadConfig, type AttachmentsConfig, type WebhooksConfig } from '../../src/config.js';
 import { startWebhookWorker, type WebhookWorker } from '../../src/webhooks/jobs/worker.js';
+import { createMetrics } from '../../src/http/metrics.js';
 import type { LookupFunction } from 'node:net';
 import { createHttpServer } from '../../src/http/http-server.js';
 import type { OverloadLimits } from '../../src/http/overload.js';
@@ -132,7 +133,9 @@ export async function startServer(
     : undefined;
   const verifier = createTokenVerifier({ secret, issuer: TEST_ISSUER, clockToleranceSeconds: 5, builtin: builtin?.verification, ...options.jwt });
   const webhooks: WebhooksConfig = { ...loadConfig({ NODE_ENV: 'test' }).webhooks, ...options.webhooks };
+  const metrics = createMetrics(database);
   const app = buildApp({
+    metrics,
     config: {
       bodyLimitBytes: DEFAULT_BODY_LIMIT_BYTES,
       corsOrigins: options.corsOrigins ?? [],
@@ -165,7 +168,7 @@ export async function startServer(
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   const worker = options.webhooks?.runWorker
-    ? await startWebhookWorker({ database, databaseUrl: options.databaseUrl ?? process.env.TEST_DATABASE_URL, config: webhooks, logger, lookup: options.webhooks.lookup })
+    ? await startWebhookWorker({ database, databaseUrl: options.databaseUrl ?? process.env.TEST_DATABASE_URL, config: webhooks, logger, lookup: options.webhooks.lookup, registry: metrics.registry })
     : undefined;
 
   return {

@@ -88,6 +88,8 @@ describe('delivery', () => {
     }
     const log = await until(() => deliveriesOf(api, hook.id), (items) => items.every((d) => d.status === 'succeeded'));
     expect(log.map((d) => [d.status, d.attempts_made, d.attempts[0]!.status_code])).toEqual(Array(4).fill(['succeeded', 1, 200]));
+    const metrics = await (await fetch(`${server.url}/metrics`)).text();
+    expect(Number(/^webhook_delivery_attempts_total\{outcome="succeeded"\} (\d+)/m.exec(metrics)?.[1])).toBeGreaterThanOrEqual(4);
   });
 
   it('sends webhook.test to the one endpoint asked', async () => {
