@@ -119,7 +119,7 @@ async function main(): Promise<number> {
   await ensureDatabase(databaseUrl);
   const database = await openDatabase({ url: databaseUrl, poolMax: 2 });
   await migrateToLatest(database.db);
-  await sql`truncate tasks, webhook_endpoints, webhook_deliveries`.execute(database.db);
+  await sql`truncate tasks, webhook_endpoints, webhook_deliveries cascade`.execute(database.db);
   await sql`drop schema if exists pgboss cascade`.execute(database.db);
 
   let received = 0;

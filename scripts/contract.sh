@@ -16,7 +16,9 @@ trap cleanup EXIT
 npm run --silent build
 export JWT_SECRET
 JWT_SECRET=$(node -e 'console.log(require("crypto").randomBytes(32).toString("base64url"))')
-PORT="$port" HOST=127.0.0.1 PGLITE_DIR="$work/pglite" LOG_LEVEL=warn node dist/src/main.js >"$log" 2>&1 &
+# No webhook deliveries: with DATABASE_URL this may be the database the tests just used, whose
+# endpoints (the contract fuzz registers some) point at hosts no test may call.
+PORT="$port" HOST=127.0.0.1 PGLITE_DIR="$work/pglite" LOG_LEVEL=warn WEBHOOK_WORKER=off node dist/src/main.js >"$log" 2>&1 &
 pid=$!
 wait_ready "http://127.0.0.1:$port/health/ready" "$pid" "$log" 60 0.5
 

@@ -1,3 +1,4 @@
+import ipaddr from 'ipaddr.js';
 import { DEFAULT_ALLOWED_TYPES } from './attachments/content.js';
 import type { OverloadLimits } from './http/overload.js';
 /**
@@ -82,7 +83,6 @@ export interface Config {
   webhooks: WebhooksConfig;
 }
 
-/** Files on tasks: limits, accepted types, and where the bytes live. */
 /** WEBHOOK_*: how events reach users' endpoints (see src/webhooks). */
 export interface WebhooksConfig {
   /** Where deliveries run: in this process (`in-process`), or only in `npm run worker` processes (`off`). */
@@ -105,6 +105,7 @@ export interface WebhooksConfig {
   pollMs: number;
 }
 
+/** Files on tasks: limits, accepted types, and where the bytes live. */
 export interface AttachmentsConfig {
   maxBytes: number;
   quotaBytes: number;
@@ -332,7 +333,7 @@ function webhooksConfig(
     problems.push('WEBHOOK_RETRY_SCHEDULE must list at most 50 delays in whole seconds from 1 to 604800, comma-separated (e.g. 5,30,120)');
   }
   const allowed = list('WEBHOOK_ALLOWED_ADDRESSES') ?? (nodeEnv === 'production' ? [] : ['127.0.0.0/8', '::1/128']);
-  const badRanges = allowed.filter((range) => !/^[0-9a-fA-F.:]+\/\d{1,3}$/.test(range));
+  const badRanges = allowed.filter((range) => !ipaddr.isValidCIDR(range));
   if (badRanges.length > 0) problems.push(`WEBHOOK_ALLOWED_ADDRESSES must list CIDR ranges like 10.1.0.0/16, comma-separated (not ${badRanges.join(', ')})`);
   return {
     worker: oneOf('WEBHOOK_WORKER', ['in-process', 'off'] as const, 'in-process'),

@@ -2,18 +2,23 @@ import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import type { TasksClient } from '../../generated/client.js';
 import { MAX_WEBHOOKS } from '../../src/webhooks/webhooks.service.js';
 import { buildTask } from '../helpers/factories.js';
-import { startServer, type TestServer } from '../helpers/server.js';
+import { scratchDatabase, startServer, type TestServer } from '../helpers/server.js';
 
 let server: TestServer;
 let production: TestServer;
+let scratch: Awaited<ReturnType<typeof scratchDatabase>>;
 
+// A database of its own on PostgreSQL: the endpoints here point at hosts that must never be
+// called, and a worker of another test file on a shared database would try.
 beforeAll(async () => {
-  server = await startServer();
-  production = await startServer({ webhooks: { requireHttps: true, allowedAddresses: [] } });
+  scratch = await scratchDatabase();
+  server = await startServer({ databaseUrl: scratch.url });
+  production = await startServer({ databaseUrl: scratch.url, webhooks: { requireHttps: true, allowedAddresses: [] } });
 });
 afterAll(async () => {
   await server.close();
   await production.close();
+  await scratch.drop();
 });
 
 const RECEIVER = 'https://hooks.example.com/tasks';

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from '@jest/globals';
 import { hs256Token } from '../../scripts/server-process.js';
 import { startMain } from '../helpers/process.js';
+import { scratchDatabase } from '../helpers/server.js';
 
 // Workers share a PostgreSQL server; with PGlite the configuration is refused (tested in config.test.ts).
 const onPostgres = process.env.TEST_DATABASE_URL ? describe : describe.skip;
@@ -9,9 +10,12 @@ const onPostgres = process.env.TEST_DATABASE_URL ? describe : describe.skip;
 onPostgres('WEB_CONCURRENCY', () => {
   it('runs that many workers on one port, and SIGTERM stops them all with exit code 0', async () => {
     const secret = randomBytes(32).toString('base64url');
+    // A database of its own: each worker also runs webhook deliveries (in production mode, which
+    // refuses loopback), and must not take up another test file's.
+    const scratch = await scratchDatabase();
     const { child, url, exited, output } = await startMain({
       JWT_SECRET: secret,
-      DATABASE_URL: process.env.TEST_DATABASE_URL!,
+      DATABASE_URL: scratch.url!,
       DATABASE_PREPARED_STATEMENTS: process.env.TEST_DATABASE_PREPARED_STATEMENTS ?? 'on',
       WEB_CONCURRENCY: '2',
     });
@@ -35,5 +39,6 @@ onPostgres('WEB_CONCURRENCY', () => {
     expect(await exited).toBe(0);
     expect(output().split('"message":"stopped"').length - 1).toBe(2);
     expect(output()).toContain('"message":"all workers stopped"');
+    await scratch.drop();
   }, 60_000);
 });

@@ -153,6 +153,22 @@ describe('loadConfig', () => {
     ]);
   });
 
+  it('reads the webhook settings: loopback allowed outside production only, schedules and ranges checked', () => {
+    expect(loadConfig({}).webhooks).toEqual({
+      worker: 'in-process', concurrency: 8, timeoutMs: 10_000, retrySchedule: [5, 30, 120, 600, 1800, 3600, 7200, 14_400, 28_800, 28_800],
+      disableAfterHours: 120, secretGraceSeconds: 86_400, requireHttps: false, allowedAddresses: ['127.0.0.0/8', '::1/128'], pollMs: 500,
+    });
+    expect(loadConfig({ NODE_ENV: 'production', JWT_SECRET: 'x'.repeat(32) }).webhooks).toMatchObject({ requireHttps: true, allowedAddresses: [] });
+    expect(loadConfig({ WEBHOOK_RETRY_SCHEDULE: '1, 2,3', WEBHOOK_ALLOWED_ADDRESSES: '10.1.0.0/16', WEBHOOK_WORKER: 'off' }).webhooks).toMatchObject({
+      retrySchedule: [1, 2, 3], allowedAddresses: ['10.1.0.0/16'], worker: 'off',
+    });
+    expect(problemsOf({ WEBHOOK_RETRY_SCHEDULE: '5,soon', WEBHOOK_ALLOWED_ADDRESSES: '999.1.1.1/8,10.0.0.1', WEBHOOK_WORKER: 'elsewhere' })).toEqual([
+      'WEBHOOK_RETRY_SCHEDULE must list at most 50 delays in whole seconds from 1 to 604800, comma-separated (e.g. 5,30,120)',
+      'WEBHOOK_ALLOWED_ADDRESSES must list CIDR ranges like 10.1.0.0/16, comma-separated (not 999.1.1.1/8, 10.0.0.1)',
+      'WEBHOOK_WORKER must be one of in-process, off (got "elsewhere")',
+    ]);
+  });
+
   it('refuses a DATABASE_URL that is not a URL', () => {
     expect(problemsOf({ DATABASE_URL: 'not a url' })).toEqual(['DATABASE_URL is not a valid URL']);
   });

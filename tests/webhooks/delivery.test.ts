@@ -5,7 +5,7 @@ import { sql } from 'kysely';
 import { Webhook } from 'standardwebhooks';
 import type { TasksClient } from '../../generated/client.js';
 import { buildTask } from '../helpers/factories.js';
-import { startServer, type TestServer } from '../helpers/server.js';
+import { scratchDatabase, startServer, type TestServer } from '../helpers/server.js';
 import { startReceiver, type Receiver } from '../helpers/webhook-receiver.js';
 
 /**
@@ -15,6 +15,8 @@ import { startReceiver, type Receiver } from '../helpers/webhook-receiver.js';
  */
 let server: TestServer;
 let receiver: Receiver;
+/** On PostgreSQL a database of its own: another file's worker must not run this file's deliveries (with its own settings). */
+let scratch: Awaited<ReturnType<typeof scratchDatabase>>;
 
 /** `evil.test` resolves to the cloud metadata address; everything else as the system resolves it. */
 const lookup: LookupFunction = (hostname, options, callback) => {
@@ -33,11 +35,13 @@ const lookup: LookupFunction = (hostname, options, callback) => {
 
 beforeAll(async () => {
   receiver = await startReceiver();
-  server = await startServer({ webhooks: { runWorker: true, lookup, retrySchedule: [1, 1], timeoutMs: 1500, pollMs: 100 } });
+  scratch = await scratchDatabase();
+  server = await startServer({ databaseUrl: scratch.url, webhooks: { runWorker: true, lookup, retrySchedule: [1, 1], timeoutMs: 1500, pollMs: 100 } });
 });
 afterAll(async () => {
   await server.close();
   await receiver.close();
+  await scratch.drop();
 });
 
 type EventType = 'task.created' | 'task.updated' | 'task.completed' | 'task.deleted' | 'task.due';
@@ -109,6 +113,15 @@ describe('delivery', () => {
     expect(hook.events).toEqual(['task.due']);
     expect(got!.body).toMatchObject({ type: 'task.due', timestamp: dueAt, data: { id: task!.id, due_at: dueAt } });
     expect(got!.at).toBeGreaterThanOrEqual(Date.parse(dueAt));
+  });
+
+  it('queues a task.due only when it is less than an hour away (pg-boss drops jobs that wait for weeks)', async () => {
+    const { api, hook } = await subscriber(['task.due']);
+    await api.POST('/api/v1/tasks', { body: buildTask({ due_at: new Date(Date.now() + 2 * 3_600_000).toISOString() }) });
+    await api.POST('/api/v1/tasks', { body: buildTask({ due_at: new Date(Date.now() + 30 * 60_000).toISOString() }) });
+    await server.worker!.relay();
+    const rows = await server.database.db.selectFrom('webhook_deliveries').select(['queued', 'next_attempt_at']).where('endpoint_id', '=', hook.id).orderBy('next_attempt_at').execute();
+    expect(rows.map((row) => row.queued)).toEqual([true, false]);
   });
 
   it('retries a 500 with the same webhook-id until it succeeds, and records every attempt', async () => {

@@ -4,25 +4,29 @@ import { loadConfig } from '../../src/config.js';
 import { startWebhookWorker, type WebhookWorker } from '../../src/webhooks/jobs/worker.js';
 import { buildTask } from '../helpers/factories.js';
 import { captureLogs } from '../helpers/logs.js';
-import { startServer, type TestServer } from '../helpers/server.js';
+import { scratchDatabase, startServer, type TestServer } from '../helpers/server.js';
 import { startReceiver, type Receiver } from '../helpers/webhook-receiver.js';
 
 /** Several workers on one database (here two in one process; on PostgreSQL they could be anywhere). */
 let server: TestServer;
 let second: WebhookWorker;
 let receiver: Receiver;
+/** On PostgreSQL a database of its own: another file's worker must not run this file's deliveries (with its own settings). */
+let scratch: Awaited<ReturnType<typeof scratchDatabase>>;
 
 beforeAll(async () => {
   receiver = await startReceiver();
+  scratch = await scratchDatabase();
   const webhooks = { ...loadConfig({ NODE_ENV: 'test' }).webhooks, pollMs: 50, concurrency: 4 };
-  server = await startServer({ webhooks: { ...webhooks, runWorker: true } });
+  server = await startServer({ databaseUrl: scratch.url, webhooks: { ...webhooks, runWorker: true } });
   const { logger } = captureLogs();
-  second = await startWebhookWorker({ database: server.database, databaseUrl: process.env.TEST_DATABASE_URL, config: webhooks, logger });
+  second = await startWebhookWorker({ database: server.database, databaseUrl: scratch.url, config: webhooks, logger });
 });
 afterAll(async () => {
   await second.stop(2000);
   await server.close();
   await receiver.close();
+  await scratch.drop();
 });
 
 describe('two workers', () => {

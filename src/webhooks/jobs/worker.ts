@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { LookupFunction } from 'node:net';
+import { sql } from 'kysely';
 import { fromKysely, fromPglite, PgBoss } from 'pg-boss';
 import { Counter, type Registry } from 'prom-client';
 import type { WebhooksConfig } from '../../config.js';
@@ -12,6 +13,8 @@ import { deliveryRunner, type DeliveryJob, type DeliveryOutcome } from './delive
 export const DELIVERY_QUEUE = 'webhook-delivery';
 /** Deliveries the relay hands to the queue per transaction. */
 const RELAY_BATCH = 200;
+/** How far ahead the relay queues deliveries (a `task.due` or a retry that is due later waits in the outbox). */
+const QUEUE_HORIZON_MINUTES = 60;
 /** Response bytes read (then discarded) of a receiver's answer. */
 const MAX_RESPONSE_BYTES = 64 * 1024;
 
@@ -66,7 +69,9 @@ export async function startWebhookWorker(deps: {
     : new PgBoss({ connectionString: deps.databaseUrl, max: 3, ...common });
   boss.on('error', (error: Error) => logger.error('job queue error', { error: error.message }));
   await boss.start();
-  const queueOptions = { retryLimit: 5, retryDelay: 2, retryBackoff: true, expireInSeconds };
+  // A job fails only when its attempt could not be recorded (the database failing) or its worker
+  // died: retried with backoff for about an hour and a half before pg-boss gives up on it.
+  const queueOptions = { retryLimit: 20, retryDelay: 2, retryBackoff: true, retryDelayMax: 300, expireInSeconds };
   if ((await boss.getQueue(DELIVERY_QUEUE)) === null) {
     // Another worker may create it at the same moment.
     await boss.createQueue(DELIVERY_QUEUE, queueOptions).catch(async (error: unknown) => {
@@ -111,6 +116,9 @@ export async function startWebhookWorker(deps: {
         .select(['id', 'attempts_made', 'next_attempt_at'])
         .where('status', '=', 'pending')
         .where('queued', '=', false)
+        // Only what is due soon: pg-boss deletes a job still waiting after its retention (14 days),
+        // and a task can be due in a year. Later ones are queued as their time comes.
+        .where('next_attempt_at', '<=', sql<Date>`now() + ${sql.lit(`${QUEUE_HORIZON_MINUTES} minutes`)}::interval`)
         .orderBy('next_attempt_at')
         .limit(RELAY_BATCH)
         .forUpdate()
