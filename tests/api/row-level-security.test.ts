@@ -81,9 +81,9 @@ describe('row-level security on the request path', () => {
     expect(rows).toEqual([]);
     const { rows: tables } = await sql<{ relname: string; relrowsecurity: boolean; relforcerowsecurity: boolean }>`
       select relname, relrowsecurity, relforcerowsecurity from pg_class
-      where relname in ('tasks', 'idempotency_keys', 'attachments', 'attachment_blobs', 'attachment_chunks', 'attachment_usage') order by relname`.execute(server.database.db);
+      where relname in ('tasks', 'idempotency_keys', 'attachments', 'attachment_blobs', 'attachment_chunks', 'attachment_usage', 'webhook_endpoints', 'webhook_deliveries') order by relname`.execute(server.database.db);
     expect(tables).toEqual(
-      ['attachment_blobs', 'attachment_chunks', 'attachment_usage', 'attachments', 'idempotency_keys', 'tasks'].map((relname) => ({ relname, relrowsecurity: true, relforcerowsecurity: true })),
+      ['attachment_blobs', 'attachment_chunks', 'attachment_usage', 'attachments', 'idempotency_keys', 'tasks', 'webhook_deliveries', 'webhook_endpoints'].map((relname) => ({ relname, relrowsecurity: true, relforcerowsecurity: true })),
     );
   });
 
@@ -108,5 +108,30 @@ describe('row-level security on the request path', () => {
   it('keeps the API’s answers unchanged: each user lists only their own tasks', async () => {
     const page = await server.client(await server.tokenFor(bob)).GET('/api/v1/tasks');
     expect(titlesOf(page.data!.items)).toEqual(['b1', 'b2', 'b3']);
+  });
+
+  it('shows an unfiltered select of the webhook tables only the caller’s endpoints and deliveries, and keeps events of a rolled-back change out', async () => {
+    const [erin, frank] = [ownerIdFromVerifiedSubject(newUser()), ownerIdFromVerifiedSubject(newUser())];
+    for (const owner of [erin, frank]) {
+      const client = server.client(await server.tokenFor(owner));
+      // A loopback port nothing listens on: no worker runs here, and none may call out.
+      expect((await client.POST('/api/v1/webhooks', { body: { url: 'http://127.0.0.1:9/hook', events: ['task.created'] } })).response.status).toBe(201);
+      expect((await client.POST('/api/v1/tasks', { body: { title: 'hooked' } })).response.status).toBe(201);
+    }
+    const endpoints = await asOwner(erin, (db) => db.selectFrom('webhook_endpoints').select('owner_id').execute());
+    const deliveries = await asOwner(erin, (db) => db.selectFrom('webhook_deliveries').select(['owner_id', 'payload']).execute());
+    expect(endpoints.map((row) => row.owner_id)).toEqual([erin]);
+    expect(deliveries.map((row) => row.owner_id)).toEqual([erin]);
+    // The outbox is written by the change's own transaction: rolled back, no event.
+    await expect(asOwner.transaction(erin, async (trx) => {
+      await trx.insertInto('tasks').values({ owner_id: erin, title: 'never committed' }).execute();
+      expect((await trx.selectFrom('webhook_deliveries').select('id').execute()).length).toBe(2);
+      throw new Error('roll back');
+    })).rejects.toThrow('roll back');
+    expect((await asOwner(erin, (db) => db.selectFrom('webhook_deliveries').select('id').execute())).length).toBe(1);
+    // And another owner's endpoint cannot be written to through the scope.
+    const frankOwns = await asOwner(frank, (db) => db.selectFrom('webhook_endpoints').select('id').executeTakeFirstOrThrow());
+    const hijack = await asOwner(erin, (db) => db.updateTable('webhook_endpoints').set({ url: 'https://evil.example/' }).where('id', '=', frankOwns.id).executeTakeFirst());
+    expect(Number(hijack.numUpdatedRows)).toBe(0);
   });
 });

@@ -56,7 +56,7 @@ afterAll(async () => {
 describe('GET /docs in headless Chromium, network off', () => {
   it('renders the title and the guide sections of info.description', async () => {
     await heading(1, 'Tasks API (1.0.0)').waitFor();
-    for (const section of ['Quick start', 'Authentication', 'Errors']) await heading(2, section).waitFor();
+    for (const section of ['Quick start', 'Authentication', 'Errors', 'Webhooks']) await heading(2, section).waitFor();
   });
 
   it("renders every operation's summary as the heading of its section", async () => {
@@ -70,6 +70,19 @@ describe('GET /docs in headless Chromium, network off', () => {
         await menu.getByText(summary, { exact: true }).click();
         await heading(2, summary).waitFor({ state: 'visible' });
       }
+    }
+  });
+
+  it('renders every webhook event the API sends (the contract’s webhooks:), with its payload', async () => {
+    const { spec } = loadContract();
+    const events = Object.values((spec as { webhooks?: Record<string, { post: { summary: string } }> }).webhooks ?? {}).map((item) => item.post.summary);
+    expect(events).toHaveLength(6);
+    const menu = page.locator('[data-component-name="Menu/MenuItem"]');
+    await menu.getByText('Webhook events', { exact: true }).click();
+    for (const summary of events) {
+      await menu.getByText(summary, { exact: true }).click();
+      // Redoc marks an event's heading with a "Webhook" badge after its summary.
+      await page.locator('h2').filter({ hasText: new RegExp(`^\\s*${summary}\\s*Webhook\\s*$`) }).waitFor({ state: 'visible' });
     }
   });
 

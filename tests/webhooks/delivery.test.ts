@@ -137,6 +137,23 @@ describe('delivery', () => {
     expect(delivery!.attempts.map((a) => a.attempt)).toEqual([1, 2, 3]);
   });
 
+  it('waits as long as a 429’s Retry-After asks when that is longer than the schedule’s delay', async () => {
+    const { api, hook, mine } = await subscriber(['task.created']);
+    receiver.mode('429', { retryAfter: '3' });
+    try {
+      await api.POST('/api/v1/tasks', { body: buildTask() });
+      const [waiting] = await until(() => deliveriesOf(api, hook.id), ([d]) => d?.attempts_made === 1);
+      expect(waiting).toMatchObject({ status: 'pending', attempts: [expect.objectContaining({ status_code: 429 })] });
+      // The schedule says 1 s (±20 %); the receiver asked for 3.
+      expect(Date.parse(waiting!.next_attempt_at!) - Date.parse(waiting!.attempts[0]!.at)).toBeGreaterThanOrEqual(3000);
+    } finally {
+      receiver.mode('ok');
+    }
+    const [done] = await until(() => deliveriesOf(api, hook.id), ([d]) => d?.status === 'succeeded');
+    expect(done!.attempts.map((a) => a.status_code)).toEqual([429, 200]);
+    expect(mine()[1]!.at - mine()[0]!.at).toBeGreaterThanOrEqual(2900);
+  });
+
   it('stops at a 4xx (no retry), shows the delivery failed, and redelivers it on request', async () => {
     const { api, hook, key, mine } = await subscriber(['task.created']);
     receiver.failNext(key, 1, 410);
