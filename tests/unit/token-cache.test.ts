@@ -18,9 +18,12 @@ describe('verified-token cache', () => {
 
   it('stops using a remembered token at its exp', async () => {
     const verifier = createTokenVerifier({ secret, clockToleranceSeconds: 0 });
-    const token = await sign('alice', Math.floor(Date.now() / 1000) + 1);
+    // exp is whole seconds: 3 s ahead leaves the first check at least 2 s even on a loaded machine
+    // (1 s ahead failed it under CI's load), then wait until just past it.
+    const exp = Math.floor(Date.now() / 1000) + 3;
+    const token = await sign('alice', exp);
     expect((await verifier.verify(token)).sub).toBe('alice');
-    await new Promise((resolve) => setTimeout(resolve, 2100));
+    await new Promise((resolve) => setTimeout(resolve, exp * 1000 - Date.now() + 1100));
     await expect(verifier.verify(token)).rejects.toMatchObject({ status: 401, reason: 'ERR_JWT_EXPIRED' });
   });
 

@@ -154,6 +154,26 @@ describe('delivery', () => {
     expect(mine()[1]!.at - mine()[0]!.at).toBeGreaterThanOrEqual(2900);
   });
 
+  it('redelivers at once a delivery that is waiting for a retry far ahead', async () => {
+    const { api, hook, mine } = await subscriber(['task.created']);
+    receiver.mode('429', { retryAfter: '3000' });
+    let waiting;
+    try {
+      await api.POST('/api/v1/tasks', { body: buildTask() });
+      [waiting] = await until(() => deliveriesOf(api, hook.id), ([d]) => d?.attempts_made === 1);
+      expect(Date.parse(waiting!.next_attempt_at!)).toBeGreaterThan(Date.now() + 2_900_000);
+    } finally {
+      receiver.mode('ok');
+    }
+    // The retry, 50 minutes ahead, is queued in pg-boss already; the redelivery must not wait for it.
+    await server.worker!.relay();
+    const { response } = await api.POST('/api/v1/webhooks/{webhookId}/deliveries/{deliveryId}/redeliver', { params: { path: { webhookId: hook.id, deliveryId: waiting!.id } } });
+    expect(response.status).toBe(202);
+    const [done] = await until(() => deliveriesOf(api, hook.id), ([d]) => d?.status === 'succeeded');
+    expect(done!.attempts.map((a) => a.status_code)).toEqual([429, 200]);
+    expect(new Set(mine().map((d) => d.headers['webhook-id'])).size).toBe(1);
+  });
+
   it('stops at a 4xx (no retry), shows the delivery failed, and redelivers it on request', async () => {
     const { api, hook, key, mine } = await subscriber(['task.created']);
     receiver.failNext(key, 1, 410);

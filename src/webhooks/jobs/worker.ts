@@ -26,11 +26,13 @@ export interface WebhookWorker {
 }
 
 /**
- * A pg-boss job id for one attempt of one delivery: the same attempt always gets the same id, so
- * queueing it twice queues it once (pg-boss inserts ignore a conflicting id).
+ * A pg-boss job id for one attempt of one delivery in one round (a redelivery starts a round):
+ * the same attempt always gets the same id, so queueing it twice queues it once (pg-boss inserts
+ * ignore a conflicting id), while a redelivery of a delivery still waiting for a retry gets a job
+ * of its own that runs now (the waiting one then finds its attempt recorded and does nothing).
  */
-export function attemptJobId(delivery: string, attempt: number): string {
-  const h = createHash('sha256').update(`${delivery}:${attempt}`).digest('hex');
+export function attemptJobId(delivery: string, attempt: number, round: number): string {
+  const h = createHash('sha256').update(`${delivery}:${attempt}:${round}`).digest('hex');
   const variant = ((parseInt(h[16]!, 16) & 0x3) | 0x8).toString(16);
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-8${h.slice(13, 16)}-${variant}${h.slice(17, 20)}-${h.slice(20, 32)}`;
 }
@@ -113,7 +115,7 @@ export async function startWebhookWorker(deps: {
     return db.transaction().execute(async (trx) => {
       const due = await trx
         .selectFrom('webhook_deliveries')
-        .select(['id', 'attempts_made', 'next_attempt_at'])
+        .select(['id', 'attempts_made', 'retry_base', 'next_attempt_at'])
         .where('status', '=', 'pending')
         .where('queued', '=', false)
         // Only what is due soon: pg-boss deletes a job still waiting after its retention (14 days),
@@ -128,7 +130,7 @@ export async function startWebhookWorker(deps: {
       await boss.insert(
         DELIVERY_QUEUE,
         due.map((row) => ({
-          id: attemptJobId(row.id, row.attempts_made + 1),
+          id: attemptJobId(row.id, row.attempts_made + 1, row.retry_base),
           data: { delivery: row.id, attempt: row.attempts_made + 1 } satisfies DeliveryJob,
           startAfter: row.next_attempt_at ?? undefined,
         })),
