@@ -23,6 +23,11 @@ onPostgres('WEB_CONCURRENCY', () => {
     for (let i = 0; i < 100 && output().split('"message":"listening"').length - 1 < 2; i += 1) {
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
+    // Both processes' webhook workers start, though they race to create the job queue's schema.
+    for (let i = 0; i < 100 && output().split('"message":"webhook worker running in this process"').length - 1 < 2; i += 1) {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    expect(output()).not.toContain('"message":"webhook worker did not start"');
     const pids = [...output().matchAll(/"message":"listening"[^\n]*"pid":(\d+)/g)].map((m) => Number(m[1]));
     expect(new Set(pids).size).toBe(2);
     expect(pids).not.toContain(child.pid);

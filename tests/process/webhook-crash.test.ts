@@ -73,7 +73,7 @@ describe('webhook deliveries survive kill -9', () => {
     const scratch = await scratchDatabase();
     const env = {
       NODE_ENV: 'development', AUTH_BUILTIN: 'false', JWT_SECRET: secret, WEBHOOK_TIMEOUT_MS: '1000', WEBHOOK_RETRY_SCHEDULE: '1,1,1',
-      ...(scratch.url ? { DATABASE_URL: scratch.url } : { PGLITE_DIR: dataDir }),
+      ...(scratch.url ? { DATABASE_URL: scratch.url, DATABASE_PREPARED_STATEMENTS: process.env.TEST_DATABASE_PREPARED_STATEMENTS ?? 'on' } : { PGLITE_DIR: dataDir }),
     };
     try {
       const first = await startMain(env);
@@ -98,7 +98,10 @@ describe('webhook deliveries survive kill -9', () => {
   onPostgres('of a separate worker (npm run worker): another worker delivers what it held', async () => {
     const secret = randomBytes(32).toString('base64url');
     const scratch = await scratchDatabase();
-    const env = { NODE_ENV: 'development', AUTH_BUILTIN: 'false', JWT_SECRET: secret, DATABASE_URL: scratch.url!, WEBHOOK_TIMEOUT_MS: '1000', WEBHOOK_RETRY_SCHEDULE: '1,1,1' };
+    const env = {
+      NODE_ENV: 'development', AUTH_BUILTIN: 'false', JWT_SECRET: secret, DATABASE_URL: scratch.url!, WEBHOOK_TIMEOUT_MS: '1000', WEBHOOK_RETRY_SCHEDULE: '1,1,1',
+      DATABASE_PREPARED_STATEMENTS: process.env.TEST_DATABASE_PREPARED_STATEMENTS ?? 'on',
+    };
     const startWorker = () => {
       const child = spawn(process.execPath, ['--import', 'tsx', 'src/worker.ts'], { env: { ...process.env, NODE_OPTIONS: '', LOG_FORMAT: 'json', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
       let output = '';

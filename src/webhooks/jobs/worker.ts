@@ -66,11 +66,29 @@ export async function startWebhookWorker(deps: {
   const expireInSeconds = 2 * Math.ceil(config.timeoutMs / 1000) + 2;
   const checkEvery = Math.min(60, expireInSeconds);
   const common = { schema: 'pgboss', superviseIntervalSeconds: checkEvery, monitorIntervalSeconds: checkEvery, application_name: 'tasks-api-worker' };
-  const boss = database.pglite
-    ? new PgBoss({ db: fromPglite(database.pglite), backend: 'pglite', ...common })
-    : new PgBoss({ connectionString: deps.databaseUrl, max: 3, ...common });
-  boss.on('error', (error: Error) => logger.error('job queue error', { error: error.message }));
-  await boss.start();
+  const open = () => {
+    const boss = database.pglite
+      ? new PgBoss({ db: fromPglite(database.pglite), backend: 'pglite', ...common })
+      : new PgBoss({ connectionString: deps.databaseUrl, max: 3, ...common });
+    boss.on('error', (error: Error) => logger.error('job queue error', { error: error.message }));
+    return boss;
+  };
+  // Processes starting together on a new database race to create pg-boss's schema, and the loser
+  // fails (a duplicate schema name; its own lock does not hold through a transaction pooler): it
+  // starts again, and then finds the schema there.
+  let boss = open();
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await boss.start();
+      break;
+    } catch (error) {
+      if (attempt >= 5) throw error;
+      logger.warn('job queue did not start; trying again', { attempt, error: String(error) });
+      await boss.stop({ graceful: false, close: true }).catch(() => undefined);
+      await new Promise((resolve) => setTimeout(resolve, 500 * attempt));
+      boss = open();
+    }
+  }
   // A job fails only when its attempt could not be recorded (the database failing) or its worker
   // died: retried with backoff for about an hour and a half before pg-boss gives up on it.
   const queueOptions = { retryLimit: 20, retryDelay: 2, retryBackoff: true, retryDelayMax: 300, expireInSeconds };
