@@ -1,4 +1,4 @@
-import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { monitorEventLoopDelay, performance, type IntervalHistogram } from 'node:perf_hooks';
 import type { RequestHandler } from 'express';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import { HttpProblem } from './problem.js';
@@ -38,6 +38,27 @@ export interface OverloadGuard {
 /** Only the API's own operations wait or are shed: probes, metrics, the contract and the docs always answer. */
 const isApi = (path: string) => path.startsWith('/api/');
 const SAMPLE_MS = 500;
+const RESOLUTION_MS = 10;
+
+/**
+ * The mean event-loop delay since the last sample. The histogram holds the intervals between its
+ * timer's ticks (the resolution plus the delay). A stall that began just as this sample fell due
+ * can be missing from it: the sampler's timer can run before the histogram's, and `reset()` then
+ * forgets the tick in progress, so that stall is never recorded (observed on Node 20: an 800 ms
+ * block, then a window with no samples at all). The sampler's own lateness is then counted as the
+ * sample the histogram lost.
+ */
+function meanDelayMs(delay: IntervalHistogram, samplerLateMs: number): number {
+  const count = delay.count;
+  let sumMs = count > 0 ? (delay.mean * count) / 1e6 : 0;
+  let n = count;
+  const lostMs = samplerLateMs + RESOLUTION_MS;
+  if (samplerLateMs > RESOLUTION_MS && lostMs > (count > 0 ? delay.max / 1e6 : 0) + RESOLUTION_MS) {
+    sumMs += lostMs;
+    n += 1;
+  }
+  return n > 0 ? Math.max(0, sumMs / n - RESOLUTION_MS) : 0;
+}
 
 /**
  * Load shedding, the way Fastify's under-pressure and Envoy's overload manager do it, for the API's
@@ -55,14 +76,17 @@ const SAMPLE_MS = 500;
  */
 export function overloadGuard(limits: OverloadLimits, deps: { poolWaiting: () => number; registry: Registry; retryAfterSeconds?: number }): OverloadGuard {
   const retryAfter = deps.retryAfterSeconds ?? 1;
-  const delay = monitorEventLoopDelay({ resolution: 10 });
+  const delay = monitorEventLoopDelay({ resolution: RESOLUTION_MS });
   delay.enable();
   let delayMs = 0;
   /** The smaller of the last two samples: one stall (a long GC, a burst of synchronous work) is not saturation. */
   let sustainedMs = 0;
+  let sampledAt = performance.now();
   const sampler = setInterval(() => {
+    const now = performance.now();
     const previous = delayMs;
-    delayMs = Math.max(0, delay.mean / 1e6 - 10); // the resolution is not delay
+    delayMs = meanDelayMs(delay, now - sampledAt - SAMPLE_MS);
+    sampledAt = now;
     sustainedMs = Math.min(previous, delayMs);
     delay.reset();
     admitNext(); // in case the pool was busy with work of no admitted request when places freed up
