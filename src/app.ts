@@ -49,10 +49,18 @@ export interface AppDeps {
 /** The layers the ablation bench can leave out, one at a time (JWT verification: a bench verifier). */
 export type AblatableLayer = 'validator' | 'rate-limit' | 'access-log' | 'metrics' | 'security-headers' | 'owner-scope';
 
-/** Headers a browser client may read from our responses. */
-const EXPOSED_HEADERS = ['Location', 'ETag', 'Link', 'X-Request-Id', 'Retry-After', 'Idempotent-Replayed', 'RateLimit', 'RateLimit-Policy'];
-/** Request headers the contract uses, for CORS preflights. */
-const ALLOWED_HEADERS = ['Authorization', 'Content-Type', 'If-Match', 'If-None-Match', 'Idempotency-Key', 'X-Request-Id'];
+/**
+ * Headers a browser client may read from our responses: every one the API sends that is not
+ * CORS-safelisted (Cache-Control, Content-Language, Content-Length, Content-Type, Expires,
+ * Last-Modified, Pragma are), so a page can follow Location and Link, send back an ETag, honour
+ * Retry-After, read a 401's challenge, a 405's Allow and a download's name and range.
+ */
+const EXPOSED_HEADERS = [
+  'Location', 'ETag', 'Link', 'X-Request-Id', 'Retry-After', 'Idempotent-Replayed', 'RateLimit', 'RateLimit-Policy',
+  'WWW-Authenticate', 'Allow', 'Content-Disposition', 'Content-Range', 'Accept-Ranges',
+];
+/** Request headers the contract uses, for CORS preflights (Content-Disposition names a raw upload; Range and If-Range resume a download). */
+const ALLOWED_HEADERS = ['Authorization', 'Content-Type', 'If-Match', 'If-None-Match', 'Idempotency-Key', 'X-Request-Id', 'Content-Disposition', 'Range', 'If-Range'];
 
 /**
  * Security headers for a JSON API (helmet): nothing on a response may load or frame anything.
@@ -104,8 +112,8 @@ function requestTimeout(ms: number): RequestHandler {
 }
 
 /**
- * The whole HTTP application: request id → access log → metrics → load shedding → request timeout →
- * security headers / CORS → rate limits →
+ * The whole HTTP application: request id → access log → metrics → security headers / CORS →
+ * load shedding → request timeout → rate limits →
  * JSON body (size-limited) → OpenAPI validator (with the bearer security handler) → operation handlers →
  * problem+json errors.
  * Does no I/O; everything it needs arrives in `deps`.
@@ -121,14 +129,17 @@ export function buildApp(deps: AppDeps): Express {
   app.use(requestContext());
   if (!without.has('access-log')) app.use(accessLog(logger));
   if (!without.has('metrics')) app.use(metrics.middleware);
+  // Security headers and CORS before load shedding: a preflight is answered without queueing,
+  // and a shed request's 503 carries Access-Control-Allow-Origin, so a browser can read it and
+  // its Retry-After instead of seeing a network error.
+  if (!without.has('security-headers')) app.use(securityHeaders());
+  if (config.corsOrigins.length > 0 && !without.has('security-headers')) app.use(corsPolicy(config.corsOrigins));
   const overload = overloadGuard(config.overload ?? loadConfig({ NODE_ENV: 'test' }).overload, {
     poolWaiting: () => database.pool?.waitingCount ?? 0,
     registry: metrics.registry,
   });
   app.use(overload.middleware);
   app.use(requestTimeout(config.requestTimeoutMs ?? 15_000));
-  if (!without.has('security-headers')) app.use(securityHeaders());
-  if (config.corsOrigins.length > 0 && !without.has('security-headers')) app.use(corsPolicy(config.corsOrigins));
   if (!without.has('rate-limit')) {
     app.use(
       rateLimits({

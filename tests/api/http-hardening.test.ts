@@ -1,3 +1,4 @@
+import { request } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { startServer, type TestServer } from '../helpers/server.js';
 
@@ -60,6 +61,38 @@ describe('CORS with an allow-list', () => {
     expect(exposed).toEqual(expect.arrayContaining(['Location', 'ETag', 'Link', 'X-Request-Id', 'RateLimit', 'RateLimit-Policy']));
   });
 
+  it('exposes every non-safelisted header the API sends, so a page can read them', async () => {
+    const res = await fetch(`${server.url}/api/v1/tasks`, { headers: { Origin: 'https://app.example.com' } });
+    expect(res.status).toBe(401);
+    expect(res.headers.get('access-control-allow-origin')).toBe('https://app.example.com');
+    expect(res.headers.get('www-authenticate')).toMatch(/^Bearer/);
+    const exposed = res.headers.get('access-control-expose-headers')!.split(',');
+    expect(exposed.sort()).toEqual(
+      ['Accept-Ranges', 'Allow', 'Content-Disposition', 'Content-Range', 'ETag', 'Idempotent-Replayed', 'Link', 'Location', 'RateLimit', 'RateLimit-Policy', 'Retry-After', 'WWW-Authenticate', 'X-Request-Id'].sort(),
+    );
+  });
+
+  it.each([
+    ['POST', '/api/v1/tasks', 'authorization,content-type,idempotency-key'],
+    ['PATCH', '/api/v1/tasks/0b6f3c4e-6a43-4f6e-9a57-2d1f0c3e8b11', 'authorization,content-type,if-match'],
+    ['DELETE', '/api/v1/tasks/0b6f3c4e-6a43-4f6e-9a57-2d1f0c3e8b11', 'authorization,if-match'],
+    ['POST', '/api/v1/auth/login', 'content-type'],
+    ['POST', '/api/v1/tasks/0b6f3c4e-6a43-4f6e-9a57-2d1f0c3e8b11/attachments', 'authorization,content-type,content-disposition'],
+    ['GET', '/api/v1/attachments/0b6f3c4e-6a43-4f6e-9a57-2d1f0c3e8b11/content', 'authorization,range,if-range,if-none-match'],
+  ])('answers the preflight of %s %s with %s', async (method, path, requested) => {
+    const res = await fetch(`${server.url}${path}`, {
+      method: 'OPTIONS',
+      headers: { Origin: 'https://app.example.com', 'Access-Control-Request-Method': method, 'Access-Control-Request-Headers': requested },
+    });
+    expect(res.status).toBe(204);
+    expect(res.headers.get('access-control-allow-origin')).toBe('https://app.example.com');
+    expect(res.headers.get('access-control-allow-methods')!.split(',')).toContain(method);
+    const allowed = res.headers.get('access-control-allow-headers')!.toLowerCase().split(',');
+    expect(allowed).toEqual(expect.arrayContaining(requested.split(',')));
+    expect(res.headers.get('access-control-allow-credentials')).toBeNull();
+    expect(res.headers.get('access-control-max-age')).toBe('600');
+  });
+
   it('answers the preflight of a conditional PATCH from a listed origin', async () => {
     const res = await fetch(`${server.url}/api/v1/tasks/0b6f3c4e-6a43-4f6e-9a57-2d1f0c3e8b11`, {
       method: 'OPTIONS',
@@ -75,5 +108,49 @@ describe('CORS with an allow-list', () => {
     const res = await fetch(`${server.url}/health/live`, { headers: { Origin: 'https://evil.example.net' } });
     expect(res.status).toBe(200);
     expect(res.headers.get('access-control-allow-origin')).toBeNull();
+  });
+});
+
+describe('CORS while the server sheds load', () => {
+  let server: TestServer;
+  beforeAll(async () => {
+    server = await startServer({
+      corsOrigins: ['https://app.example.com'],
+      overload: { maxInFlight: 1, maxQueue: 0, maxQueueWaitMs: 1000, maxEventLoopDelayMs: 10_000, maxPoolWaiting: 100 },
+    });
+  });
+  afterAll(() => server.close());
+
+  it("answers preflights without queueing them, and a shed request's 503 is readable by the page", async () => {
+    const token = await server.tokenFor();
+    const { data: task } = await server.client(token).POST('/api/v1/tasks', { body: { title: 'holds an upload' } });
+    // An upload that has sent half its body holds the one place at work.
+    const body = Buffer.from('a note of twenty-two!\n');
+    const held = request(`${server.url}/api/v1/tasks/${task!.id}/attachments`, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'text/plain', 'Content-Length': body.length },
+    });
+    const heldStatus = new Promise<number>((resolve, reject) => {
+      held.on('response', (res) => (res.resume(), res.on('end', () => resolve(res.statusCode!))));
+      held.on('error', reject);
+    });
+    held.write(body.subarray(0, 10));
+    await new Promise((resolve) => setTimeout(resolve, 200));
+
+    const preflight = await fetch(`${server.url}/api/v1/tasks`, {
+      method: 'OPTIONS',
+      headers: { Origin: 'https://app.example.com', 'Access-Control-Request-Method': 'POST', 'Access-Control-Request-Headers': 'authorization,content-type' },
+    });
+    expect(preflight.status).toBe(204);
+    expect(preflight.headers.get('access-control-allow-origin')).toBe('https://app.example.com');
+
+    const shed = await fetch(`${server.url}/api/v1/tasks`, { headers: { Origin: 'https://app.example.com', Authorization: `Bearer ${token}` } });
+    expect(shed.status).toBe(503);
+    expect(shed.headers.get('access-control-allow-origin')).toBe('https://app.example.com');
+    expect(shed.headers.get('retry-after')).toBe('1');
+    expect(shed.headers.get('access-control-expose-headers')!.split(',')).toEqual(expect.arrayContaining(['Retry-After', 'X-Request-Id']));
+
+    held.end(body.subarray(10));
+    expect(await heldStatus).toBe(201);
   });
 });
