@@ -1056,7 +1056,7 @@ export interface components {
         TaskCreate: {
             title: components["schemas"]["TaskTitle"];
             description?: components["schemas"]["TaskDescription"];
-            /** @default false */
+            /** @description Whether the task is already done. Left out, the task is created pending (`false`). */
             completed?: boolean;
             priority?: components["schemas"]["Priority"];
             due_at?: components["schemas"]["DueAt"];

@@ -29,15 +29,21 @@ const steps = {
     writeFileSync(join(out, 'openapi.json'), `${JSON.stringify(spec, null, 2)}\n`);
     run('redocly', ['bundle', 'openapi/openapi.yaml', '--output', 'generated/openapi.yaml', '--ext', 'yaml']);
   },
-  // Types for every path, operation and schema. Defaults apply to what a client may leave out, so
-  // they must not make request fields required.
+  // Types for every path, operation and schema, with openapi-typescript's default flags: what a
+  // frontend team gets running it themselves. No request-side schema has a `default` (the
+  // server-side default is in the description), so no request field becomes required by one.
   types() {
-    run('openapi-typescript', ['generated/openapi.json', '--output', 'generated/api.ts', '--default-non-nullable=false']);
+    run('openapi-typescript', ['generated/openapi.json', '--output', 'generated/api.ts']);
     writeFileSync(join(out, 'api.ts'), banner + readFileSync(join(out, 'api.ts'), 'utf8'));
   },
   // The typed client (openapi-fetch over those types), from its template.
   client() {
     writeFileSync(join(out, 'client.ts'), banner + readFileSync(join(root, 'scripts', 'templates', 'client.ts'), 'utf8'));
+  },
+  // The published client package (packages/client, @tasks-api/client) carries its own copy of the
+  // types, so its build and its tarball need nothing outside the package.
+  package() {
+    writeFileSync(join(root, 'packages', 'client', 'src', 'api.ts'), readFileSync(join(out, 'api.ts'), 'utf8'));
   },
   // The reference page: one self-contained HTML file (scripts, styles and fonts inlined; no CDN).
   docs() {

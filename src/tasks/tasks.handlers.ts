@@ -29,7 +29,11 @@ export function taskHandlers(db: Kysely<DB>, asOwner: OwnerScope): Handlers<Task
 
     listTags: async ({ auth }) => ({ status: 200, body: await tasksOf(auth.ownerId, (tasks) => tasks.tags()) }),
 
-    async createTask({ auth, body, raw }) {
+    async createTask({ auth, body: sent, raw }) {
+      // `completed` left out is false: the contract says so in words (a schema `default` would make
+      // generated clients require the field), so the default is applied here, before the body is
+      // hashed for idempotency, exactly as the validator applied it when the contract carried it.
+      const body = { completed: false, ...sent };
       const tasksUrl = `${raw.baseUrl}${raw.path}`;
       const key = raw.get('Idempotency-Key');
       if (key === undefined) return asOwner(auth.ownerId, (scoped) => create(scoped, auth.ownerId, body, tasksUrl));
