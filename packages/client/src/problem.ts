@@ -1,0 +1,72 @@
+import type { components } from './api.js';
+
+/** An RFC 9457 problem document: the body of every error response the API sends. */
+export type Problem = components['schemas']['Problem'];
+
+/** What every problem has, whatever the operation's own error type narrows it to. */
+type ProblemShape = { type: string; title: string; status: number; detail: string };
+
+/**
+ * An error response as an exception: `status`, `type` (branch on it, e.g.
+ * `urn:tasks-api:problem:validation-failed`), the whole typed `problem` (for 422, `errors[]`
+ * names each field) and the `response` (headers such as `Retry-After`).
+ *
+ * A response that is not problem+json (a proxy's HTML 502, a 304 reaching `unwrap`) still becomes
+ * a ProblemError, with `type: 'about:blank'` and the status text as its title, as RFC 9457 says.
+ */
+export class ProblemError<P extends ProblemShape = Problem> extends Error {
+  override readonly name = 'ProblemError';
+  readonly status: P['status'];
+  readonly type: P['type'];
+  readonly problem: P;
+  readonly response: Response;
+
+  constructor(problem: P, response: Response) {
+    super(`${problem.status} ${problem.title}: ${problem.detail}`);
+    this.problem = problem;
+    this.status = problem.status;
+    this.type = problem.type;
+    this.response = response;
+  }
+
+  /** The error for a response and its parsed body, problem+json or not. */
+  static from<P extends ProblemShape = Problem>(response: Response, body: unknown): ProblemError<P> {
+    return new ProblemError(isProblem(body) ? (body as P) : (synthetic(response, body) as unknown as P), response);
+  }
+}
+
+function isProblem(body: unknown): body is ProblemShape {
+  if (typeof body !== 'object' || body === null) return false;
+  const { type, title, status, detail } = body as Record<string, unknown>;
+  return typeof type === 'string' && typeof title === 'string' && typeof status === 'number' && typeof detail === 'string';
+}
+
+function synthetic(response: Response, body: unknown): Problem {
+  const text = typeof body === 'string' ? body.slice(0, 500) : '';
+  return {
+    type: 'about:blank',
+    title: response.statusText || `HTTP ${response.status}`,
+    status: response.status,
+    detail: text || `The API answered ${response.status} without a problem document.`,
+    request_id: response.headers.get('X-Request-Id') ?? '',
+  } as Problem;
+}
+
+/** The result of every client call: openapi-fetch's `{ data, error, response }`. */
+type Result = { data?: unknown; error?: unknown; response: Response };
+
+/** The error type of a result, as a problem (every documented error of the contract is one). */
+type ErrorOf<R extends Result> = Extract<R['error'], ProblemShape> extends never ? Problem : Extract<R['error'], ProblemShape>;
+
+/**
+ * The data of a successful call, or a thrown {@link ProblemError} for any other status:
+ * `const task = await unwrap(api.GET('/api/v1/tasks/{taskId}', …))`.
+ *
+ * Calls whose success has no body (204) resolve to `undefined`. A 304 is not a success here:
+ * conditional GETs should read the plain result instead.
+ */
+export async function unwrap<R extends Result>(call: Promise<R> | R): Promise<Exclude<R['data'], undefined>> {
+  const result = await call;
+  if (!result.response.ok) throw ProblemError.from<ErrorOf<R>>(result.response, result.error);
+  return result.data as Exclude<R['data'], undefined>;
+}
