@@ -17,12 +17,20 @@ source scripts/lib.sh
 root=$PWD
 work=$(mktemp -d)
 log="$work/server.log"
-cleanup() { [ -n "${pid:-}" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true; rm -rf "$work"; }
+cleanup() {
+  [ -n "${build_pid:-}" ] && kill "$build_pid" 2>/dev/null && wait "$build_pid" 2>/dev/null || true
+  [ -n "${pid:-}" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true
+  rm -rf "$work"
+}
 trap cleanup EXIT
 
 failures=()
 stage() { printf '\n--- [%ss] %s\n' "$SECONDS" "$*"; }
 failed() { failures+=("$1"); echo "FAILED: $1" >&2; }
+
+# The server's build runs meanwhile; the server itself starts before the type-check.
+npm run --silent build >"$work/build.log" 2>&1 &
+build_pid=$!
 
 stage "install sdk-check (npm ci --prefix sdk-check)"
 npm ci --prefix sdk-check --no-audit --no-fund --loglevel=error
@@ -37,18 +45,21 @@ rm -rf sdk-check/out
 (cd sdk-check && "$node24" node_modules/.bin/openapi-ts) \
   || failed "@hey-api/openapi-ts could not generate from generated/openapi.json"
 
-stage "type-check both clients and the scenarios: tsc --strict --noEmit -p sdk-check"
-node sdk-check/node_modules/.bin/tsc --strict --noEmit --pretty true -p sdk-check \
-  || failed "the generated clients or the scenarios do not compile under tsc --strict (errors above)"
-
 stage "start the built server (fresh PGlite directory, loopback, webhooks off)"
-npm run --silent build
+wait "$build_pid" || { cat "$work/build.log"; echo "npm run build failed" >&2; exit 1; }
+build_pid=
 port=$(free_port)
 origin="http://127.0.0.1:$port"
 JWT_SECRET=$(node -e 'console.log(require("crypto").randomBytes(32).toString("base64url"))') \
   NODE_ENV=development AUTH_BUILTIN=true PORT="$port" HOST=127.0.0.1 PGLITE_DIR="$work/pglite" \
   LOG_LEVEL=warn WEBHOOK_WORKER=off node dist/src/main.js >"$log" 2>&1 &
 pid=$!
+
+stage "type-check both clients and the scenarios: tsc --strict --noEmit -p sdk-check"
+node sdk-check/node_modules/.bin/tsc --strict --noEmit --pretty true -p sdk-check \
+  || failed "the generated clients or the scenarios do not compile under tsc --strict (errors above)"
+
+stage "wait for the server"
 wait_ready "$origin/health/ready" "$pid" "$log" 60 0.5
 
 for scenario in openapi-fetch hey-api; do
