@@ -73,7 +73,7 @@ const storage = {
   set: (value: string) => localStorage.setItem('tasks-api', value),
   remove: () => localStorage.removeItem('tasks-api'),
 };
-export const session: Session = createSession({ baseUrl: 'https://api.example.com', storage });
+export const session: Session = createSession({ baseUrl: 'https://api.example.com', storage, locks: navigator.locks });
 export const api: TasksClient = createTasksClient({ baseUrl: 'https://api.example.com', session });
 
 export async function journey(): Promise<Task[]> {
@@ -98,7 +98,7 @@ export async function create(title: string): Promise<string> {
   try {
     return (await unwrap(api.POST('/api/v1/tasks', { body: { title } }))).id;
   } catch (error) {
-    if (error instanceof ProblemError && error.status === 422) {
+    if (error instanceof ProblemError && error.is(422)) {
       const problem: Problem = error.problem;
       return (problem.errors ?? []).map((e) => `${e.in} ${e.pointer}: ${e.detail}`).join('\n');
     }

@@ -48,6 +48,9 @@ describe('ProblemError and unwrap', () => {
     expect(failure.response.status).toBe(422);
     expect(failure.response.headers.get('X-Request-Id')).toBe(failure.problem.request_id);
     expect(failure.message).toContain('422');
+    expect(failure.is(422)).toBe(true);
+    expect(failure.is(404)).toBe(false);
+    if (failure.is(422)) expect(failure.problem.errors_total).toBe(1);
   });
 
   it('the plain result keeps its typed error', async () => {

@@ -2,7 +2,7 @@
 // (proactive, and after a 401, single-flight), rotation, logout, and a refused refresh token.
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import { createSession, createTasksClient, ProblemError, type SessionStorage } from '../../packages/client/src/index.js';
+import { createSession, createTasksClient, ProblemError, type SessionLocks, type SessionStorage } from '../../packages/client/src/index.js';
 import { startServer, type TestServer } from '../helpers/server.js';
 
 let server: TestServer;
@@ -196,6 +196,39 @@ describe('createTasksClient with a session', () => {
     const before = net.sent.length;
     expect((await api.GET('/api/v1/me')).response.status).toBe(401);
     expect(net.sent.length).toBe(before + 1);
+  });
+
+  it('two tabs on one storage, with Web Locks: one refresh, the other tab adopts its tokens, nobody is logged out', async () => {
+    const { store, net } = await registered();
+    // navigator.locks' exclusive mode, as a browser grants it: one holder per name at a time.
+    const queues = new Map<string, Promise<unknown>>();
+    const locks: SessionLocks = {
+      request(name, callback) {
+        const granted = (queues.get(name) ?? Promise.resolve()).then(() => callback({ name }));
+        queues.set(name, granted.catch(() => undefined));
+        return granted;
+      },
+    };
+    const tab1 = createSession({ baseUrl: server.url, storage: store.storage, fetch: net.fetch, locks });
+    const tab2 = createSession({ baseUrl: server.url, storage: store.storage, fetch: net.fetch, locks });
+    const api1 = createTasksClient({ baseUrl: server.url, session: tab1, fetch: net.fetch });
+    const api2 = createTasksClient({ baseUrl: server.url, session: tab2, fetch: net.fetch });
+    store.patch({ access_token: broken(store.tokens()!.access_token) });
+
+    const results = await Promise.all([api1.GET('/api/v1/me'), api2.GET('/api/v1/me'), api1.GET('/api/v1/tasks'), api2.GET('/api/v1/tasks')]);
+    expect(results.map((r) => r.response.status)).toEqual([200, 200, 200, 200]);
+    expect(net.refreshes()).toBe(1);
+    // the login is intact: its newest refresh token still works
+    await expect(tab2.refresh()).resolves.toMatchObject({ token_type: 'Bearer' });
+  });
+
+  it('does not take a sign-in operation\'s 401 for an expired token', async () => {
+    const { session, net, email } = await registered();
+    const api = createTasksClient({ baseUrl: server.url, session, fetch: net.fetch });
+    const { response } = await api.POST('/api/v1/auth/login', { body: { email, password: 'not the password' } });
+    expect(response.status).toBe(401);
+    expect(net.refreshes()).toBe(0);
+    expect(await session.isLoggedIn()).toBe(true);
   });
 
   it('refuses token and session together', () => {

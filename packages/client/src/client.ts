@@ -46,6 +46,7 @@ const everyIdempotentPostListed: [Unlisted] extends [never] ? true : { unlisted:
 void everyIdempotentPostListed;
 
 const idempotentPosts = new Set<string>(IDEMPOTENT_POSTS);
+const SIGN_IN = /\/api\/v1\/auth\/[^/]+$/;
 
 const bearer = (request: Request): string | undefined => request.headers.get('Authorization')?.replace(/^Bearer /, '') || undefined;
 
@@ -64,7 +65,9 @@ export function createTasksClient({ token, session, fetch, idempotency = true, .
     // refreshed token: the request is cloned before it goes, so its body can go again, with the
     // same Idempotency-Key.
     fetch: async (request: Request) => {
-      if (session === undefined) return send(request);
+      // The sign-in operations' 401s (a wrong password, a refused refresh token) are answers, not
+      // an expired token.
+      if (session === undefined || SIGN_IN.test(new URL(request.url).pathname)) return send(request);
       const again = request.clone();
       const response = await send(request);
       if (response.status !== 401) return response;

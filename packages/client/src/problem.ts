@@ -3,6 +3,12 @@ import type { components } from './api.js';
 /** An RFC 9457 problem document: the body of every error response the API sends. */
 export type Problem = components['schemas']['Problem'];
 
+/**
+ * Every problem the contract defines (its `*Problem` schemas): narrow with
+ * `ProblemError.is(status)`, or on the plain result's `error.status`.
+ */
+export type AnyProblem = { [K in keyof components['schemas']]: K extends `${string}Problem` ? components['schemas'][K] : never }[keyof components['schemas']];
+
 /** What every problem has, whatever the operation's own error type narrows it to. */
 type ProblemShape = { type: string; title: string; status: number; detail: string };
 
@@ -14,7 +20,7 @@ type ProblemShape = { type: string; title: string; status: number; detail: strin
  * A response that is not problem+json (a proxy's HTML 502, a 304 reaching `unwrap`) still becomes
  * a ProblemError, with `type: 'about:blank'` and the status text as its title, as RFC 9457 says.
  */
-export class ProblemError<P extends ProblemShape = Problem> extends Error {
+export class ProblemError<P extends ProblemShape = AnyProblem> extends Error {
   override readonly name = 'ProblemError';
   readonly status: P['status'];
   readonly type: P['type'];
@@ -29,11 +35,21 @@ export class ProblemError<P extends ProblemShape = Problem> extends Error {
     this.response = response;
   }
 
+  /**
+   * Whether this is the problem of `status`, narrowing `problem` to the contract's problems of
+   * that status: `if (error instanceof ProblemError && error.is(422)) error.problem.errors`.
+   */
+  is<S extends P['status']>(status: S): this is ProblemError<Narrowed<P, S>> {
+    return this.status === status;
+  }
+
   /** The error for a response and its parsed body, problem+json or not. */
-  static from<P extends ProblemShape = Problem>(response: Response, body: unknown): ProblemError<P> {
+  static from<P extends ProblemShape = AnyProblem>(response: Response, body: unknown): ProblemError<P> {
     return new ProblemError(isProblem(body) ? (body as P) : (synthetic(response, body) as unknown as P), response);
   }
 }
+
+type Narrowed<P extends ProblemShape, S> = [Extract<P, { status: S }>] extends [never] ? P : Extract<P, { status: S }>;
 
 function isProblem(body: unknown): body is ProblemShape {
   if (typeof body !== 'object' || body === null) return false;
@@ -56,7 +72,7 @@ function synthetic(response: Response, body: unknown): Problem {
 type Result = { data?: unknown; error?: unknown; response: Response };
 
 /** The error type of a result, as a problem (every documented error of the contract is one). */
-type ErrorOf<R extends Result> = Extract<R['error'], ProblemShape> extends never ? Problem : Extract<R['error'], ProblemShape>;
+type ErrorOf<R extends Result> = [Extract<R['error'], ProblemShape>] extends [never] ? AnyProblem : Extract<R['error'], ProblemShape>;
 
 /**
  * The data of a successful call, or a thrown {@link ProblemError} for any other status:

@@ -32,6 +32,18 @@ export interface SessionOptions {
    * the token's lifetime).
    */
   refreshLeewaySeconds?: number;
+  /**
+   * Serializes refreshes between sessions sharing `storage` (browser tabs): default the Web Locks
+   * API (`navigator.locks`) where there is one; `null` for none. Under the lock a session first
+   * rereads storage, and adopts tokens another tab has just refreshed instead of spending the
+   * refresh token again (the API would take a second use for theft and revoke the login).
+   */
+  locks?: SessionLocks | null;
+}
+
+/** The part of the Web Locks API (`navigator.locks`) a session uses. */
+export interface SessionLocks {
+  request(name: string, callback: (lock: unknown) => Promise<unknown>): Promise<unknown>;
 }
 
 /** A login on the API's built-in issuer, kept in `storage`, refreshed as it nears expiry. */
@@ -64,13 +76,10 @@ export interface Session {
   renew(rejected: string | undefined): Promise<string | undefined>;
 }
 
-interface Stored {
-  access_token: string;
-  refresh_token: string;
+/** What storage holds: the last token response, and when its access token expires. */
+interface Stored extends TokenResponse {
   /** Epoch milliseconds. */
   expires_at: number;
-  /** The access token's lifetime in seconds, as issued. */
-  expires_in: number;
 }
 
 function memoryStorage(): SessionStorage {
@@ -91,7 +100,7 @@ function memoryStorage(): SessionStorage {
  * `createTasksClient({ baseUrl, session })`: requests carry its access token, and a 401 is
  * answered by one refresh and one retry.
  */
-export function createSession({ baseUrl, storage = memoryStorage(), fetch, refreshLeewaySeconds = 30 }: SessionOptions): Session {
+export function createSession({ baseUrl, storage = memoryStorage(), fetch, refreshLeewaySeconds = 30, locks }: SessionOptions): Session {
   const api = createClient<paths>({ baseUrl, fetch: (request: Request) => (fetch ?? globalThis.fetch)(request) });
   let inflight: Promise<TokenResponse> | undefined;
   /** Bumped by logout, so that a refresh answering afterwards does not store tokens again. */
@@ -102,8 +111,8 @@ export function createSession({ baseUrl, storage = memoryStorage(), fetch, refre
     if (!raw) return undefined;
     try {
       const value = JSON.parse(raw) as Partial<Stored>;
-      if (typeof value.access_token === 'string' && typeof value.refresh_token === 'string' && typeof value.expires_at === 'number') {
-        return { expires_in: 0, ...value } as Stored;
+      if (typeof value.access_token === 'string' && typeof value.refresh_token === 'string' && typeof value.expires_at === 'number' && typeof value.expires_in === 'number') {
+        return value as Stored;
       }
     } catch {
       // not ours, or damaged: treated as logged out
@@ -113,19 +122,29 @@ export function createSession({ baseUrl, storage = memoryStorage(), fetch, refre
   }
 
   async function store(tokens: TokenResponse): Promise<TokenResponse> {
-    const stored: Stored = {
-      access_token: tokens.access_token,
-      refresh_token: tokens.refresh_token,
-      expires_at: Date.now() + tokens.expires_in * 1000,
-      expires_in: tokens.expires_in,
-    };
+    const stored: Stored = { ...tokens, expires_at: Date.now() + tokens.expires_in * 1000 };
     await storage.set(JSON.stringify(stored));
     return tokens;
   }
 
+  const tokensOf = ({ expires_at: _, ...tokens }: Stored): TokenResponse => tokens;
+
   async function doRefresh(): Promise<TokenResponse> {
-    const current = await read();
-    if (!current) throw new Error('tasks-api session: not logged in');
+    const seen = await read();
+    if (!seen) throw new Error('tasks-api session: not logged in');
+    const lockManager = locks === undefined ? (globalThis as { navigator?: { locks?: SessionLocks } }).navigator?.locks : locks;
+    if (!lockManager) return exchange(seen);
+    return (await lockManager.request(`@tasks-api/client refresh ${baseUrl}`, async () => {
+      const current = await read();
+      if (!current) throw new Error('tasks-api session: not logged in');
+      // Another session on this storage refreshed while this one waited: its tokens are ours.
+      if (current.refresh_token !== seen.refresh_token) return tokensOf(current);
+      return exchange(current);
+    })) as TokenResponse;
+  }
+
+  /** Spends `current`'s refresh token on a new pair. */
+  async function exchange(current: Stored): Promise<TokenResponse> {
     const started = generation;
     const { data, error, response } = await api.POST('/api/v1/auth/refresh', { body: { refresh_token: current.refresh_token } });
     if (data) {
