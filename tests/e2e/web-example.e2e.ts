@@ -191,6 +191,23 @@ describe('examples/web against the real API, cross-origin, in headless Chromium'
     expect(await titlesShown()).toEqual([titles.call, titles.passport]);
   });
 
+  it('lets the page read the headers the API exposes (Link, ETag, RateLimit, X-Request-Id)', async () => {
+    const { access_token } = JSON.parse((await stored())!) as { access_token: string };
+    const taskId = await item(titles.passport).getAttribute('data-id');
+    const read = await page.evaluate(
+      async ({ api, token, id }) => {
+        const headers = { Authorization: `Bearer ${token}` };
+        const list = await fetch(`${api}/api/v1/tasks?limit=2`, { headers });
+        const task = await fetch(`${api}/api/v1/tasks/${id}`, { headers });
+        const pick = (res: Response, names: string[]) => Object.fromEntries(names.map((name) => [name, res.headers.get(name)]));
+        return { list: pick(list, ['link', 'ratelimit', 'ratelimit-policy', 'x-request-id']), task: pick(task, ['etag', 'x-request-id']) };
+      },
+      { api: server.url, token: access_token, id: taskId! },
+    );
+    expect(read.list).toEqual({ link: expect.stringContaining('rel="next"'), ratelimit: expect.any(String), 'ratelimit-policy': expect.any(String), 'x-request-id': expect.any(String) });
+    expect(read.task).toEqual({ etag: '"1"', 'x-request-id': expect.any(String) });
+  });
+
   it('completes a task with If-Match, and shows it done', async () => {
     await item(titles.passport).getByRole('button', { name: `Complete “${titles.passport}”` }).click();
     await item(titles.passport).getByRole('button', { name: `Reopen “${titles.passport}”` }).waitFor();
