@@ -283,4 +283,18 @@ describe('examples/web against the real API, cross-origin, in headless Chromium'
     expect(blocked.join('\n')).toMatch(/blocked by CORS policy/);
     await other.context().close();
   });
+
+  it('a link pointing ?api= off this machine cannot make the page send a password there (its CSP)', async () => {
+    const other = await openPage(await browser.newContext(), false);
+    const messages: string[] = [];
+    other.on('console', (message) => messages.push(message.text()));
+    await other.goto(`${origin}/?api=${encodeURIComponent('https://api.example.com')}`, { waitUntil: 'load' });
+    await other.getByLabel('Email').fill(email);
+    await other.getByLabel('Password').fill(password);
+    await other.getByRole('button', { name: 'Log in' }).click();
+    await other.locator('#auth-form-error').filter({ hasText: 'Cannot reach the API at https://api.example.com.' }).waitFor();
+    expect(messages.join('\n')).toMatch(/violates the following Content Security Policy directive: "connect-src/);
+    expect(offMachine).toEqual([]); // refused before any request was made
+    await other.context().close();
+  });
 });
