@@ -372,5 +372,13 @@ async function changeFailed(error: unknown): Promise<void> {
 
 // ---------------------------------------------------------------------------------------------
 
+// Another tab of this page logging in or out changes the same localStorage entry: follow it.
+window.addEventListener('storage', (event) => {
+  if (event.key !== STORAGE_KEY && event.key !== null) return;
+  const loggedIn = localStorage.getItem(STORAGE_KEY) !== null;
+  if (!loggedIn && !ui.tasks.hidden) showLoggedOut('Logged out in another tab.');
+  else if (loggedIn && ui.tasks.hidden) void showLoggedIn();
+});
+
 if (await session.isLoggedIn()) await showLoggedIn();
 else showLoggedOut();

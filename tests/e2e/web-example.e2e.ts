@@ -247,6 +247,10 @@ describe('examples/web against the real API, cross-origin, in headless Chromium'
 
   it('logs out: the session leaves localStorage, the list is hidden, the refresh token is revoked', async () => {
     const { refresh_token } = JSON.parse((await stored())!) as { refresh_token: string };
+    // A second tab, sharing localStorage: logged in too, and logged out with the first.
+    const tab = await openPage(context, false);
+    await tab.goto(page.url(), { waitUntil: 'load' });
+    await tab.locator('#whoami').filter({ hasText: email }).waitFor();
     await page.getByRole('button', { name: 'Log out' }).click();
     await page.locator('#auth').waitFor({ state: 'visible' });
     expect(await stored()).toBeNull();
@@ -254,6 +258,9 @@ describe('examples/web against the real API, cross-origin, in headless Chromium'
     expect(await items().count()).toBe(0);
     expect(await page.locator('#status').textContent()).toBe('Logged out.');
     expect(apiRequests.at(-1)).toMatchObject({ method: 'POST', path: '/api/v1/auth/logout', status: 204 });
+    await tab.locator('#status').filter({ hasText: 'Logged out in another tab.' }).waitFor();
+    expect(await tab.locator('#tasks').isHidden()).toBe(true);
+    await tab.close();
     const refreshed = await server.client().POST('/api/v1/auth/refresh', { body: { refresh_token } });
     expect(refreshed.response.status).toBe(401);
 
