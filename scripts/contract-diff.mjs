@@ -30,6 +30,11 @@
 //   as allOf [the old one, something narrower] is compared by what it allows, not by its shape.
 // - changes under components/ are dropped (it reports each one again where it is used, which is
 //   what a client sees), except security schemes.
+//
+// A flag a person has judged harmless to clients of the release (a `default` dropped from a
+// request field whose server still applies it, say) goes in openapi/released/v<major>.accepted.json
+// as { operation, change (the line as printed), reason }: it is then listed apart and does not fail
+// the gate. release-contract empties that file when it writes a new release.
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -384,6 +389,7 @@ function operationName(p) {
 
 const GROUPS = [
   ['breaking', 'Breaking'],
+  ['accepted', 'Flagged breaking, accepted after review (see the accepted file)'],
   ['non-breaking', 'Non-breaking'],
   ['deprecated', 'Deprecated'],
   ['unclassified', 'Unclassified (not gated: check by hand)'],
@@ -400,7 +406,7 @@ export function formatChangelog(changes) {
     const byOp = new Map();
     for (const c of of) {
       if (!byOp.has(c.operation)) byOp.set(c.operation, new Set());
-      byOp.get(c.operation).add(type === 'annotation' ? docsLabel(c) : c.text);
+      byOp.get(c.operation).add(type === 'annotation' ? docsLabel(c) : type === 'accepted' ? `${c.text} — ${c.reason}` : c.text);
     }
     for (const [op, texts] of byOp) {
       if (type === 'annotation') lines.push(`- \`${op}\`: ${[...texts].sort().join(', ')}`);
@@ -422,14 +428,44 @@ function docsLabel(c) {
   return keyword ?? p[p.length - 1] ?? 'docs';
 }
 
+/** openapi/released/v<major>.accepted.json next to a release file: breaking flags a person judged harmless. */
+export const acceptedFileFor = (releaseFile) => releaseFile.replace(/\.json$/, '.accepted.json');
+
+export function readAccepted(file) {
+  if (!file || !existsSync(file)) return [];
+  const list = JSON.parse(readFileSync(file, 'utf8')).accepted ?? [];
+  for (const a of list) {
+    if (typeof a.operation !== 'string' || typeof a.change !== 'string' || typeof a.reason !== 'string' || !a.reason.trim()) {
+      throw new Error(`${file}: every entry needs operation, change (as the diff prints it) and a reason`);
+    }
+  }
+  return list;
+}
+
+/** Marks each breaking change that an entry of `accepted` names (operation and text, exactly) as 'accepted'; returns the entries that named nothing. */
+export function applyAccepted(changes, accepted) {
+  const used = new Set();
+  for (const c of changes) {
+    if (c.type !== 'breaking') continue;
+    const i = accepted.findIndex((a) => a.operation === c.operation && a.change === c.text);
+    if (i >= 0) {
+      c.type = 'accepted';
+      c.reason = accepted[i].reason;
+      used.add(i);
+    }
+  }
+  return accepted.filter((_, i) => !used.has(i));
+}
+
 function parseArgs(argv) {
   const args = { json: false };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === '--base' || a === '--head') args[a.slice(2)] = argv[++i];
     else if (a === '--json') args.json = true;
+    else if (a === '--accepted') args.accepted = argv[++i];
     else if (a === '--help' || a === '-h') args.help = true;
-    else throw new Error(`unknown argument ${a}; usage: contract-diff [--base released.json] [--head contract.json] [--json]`);
+    else throw new Error(`unknown argument ${a}; usage: contract-diff [--base released.json] [--head contract.json] [--accepted file] [--json]`);
   }
   return args;
 }
@@ -437,7 +473,7 @@ function parseArgs(argv) {
 async function main() {
   const args = parseArgs(process.argv.slice(2));
   if (args.help) {
-    console.log('usage: contract-diff [--base released.json] [--head contract.json] [--json]');
+    console.log('usage: contract-diff [--base released.json] [--head contract.json] [--accepted file] [--json]');
     return 0;
   }
   const read = (file) => JSON.parse(readFileSync(file, 'utf8'));
@@ -455,6 +491,10 @@ async function main() {
   const base = read(baseFile);
   const baseMajor = majorOf(base);
   const changes = compareContracts(base, head);
+  // reviewed exceptions: only with the released file they were judged against (or named with --accepted)
+  const acceptedFile = args.accepted ?? (args.base ? undefined : acceptedFileFor(baseFile));
+  const stale = applyAccepted(changes, readAccepted(acceptedFile));
+  for (const a of stale) console.error(`note: ${relative(process.cwd(), acceptedFile)} accepts a change the diff no longer shows: ${a.operation}: ${a.change}`);
   const breaking = changes.filter((c) => c.type === 'breaking');
   const majorBumped = headMajor > baseMajor;
   const headName = args.head ? relative(process.cwd(), args.head) || args.head : 'openapi/';

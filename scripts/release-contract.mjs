@@ -7,9 +7,12 @@
 // - it exists: the new contract replaces it only if nothing in between breaks a client of it and
 //   info.version was raised (minor for additions, patch for docs); a breaking change is refused:
 //   make it additive, or bump info.version's major, which releases a new v<major+1>.json instead.
+//
+// `--head <file>` releases that document instead of bundling openapi/, `--dir <dir>` writes
+// elsewhere than openapi/released/ (both for trying it out).
 import { writeFileSync, mkdirSync, existsSync, readFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
-import { bundleContract, compareContracts, formatChangelog, majorOf, releasedDir, releasedMajors, releaseFor } from './contract-diff.mjs';
+import { acceptedFileFor, applyAccepted, bundleContract, compareContracts, formatChangelog, majorOf, readAccepted, releasedDir, releasedMajors, releaseFor } from './contract-diff.mjs';
 
 const cmp = (a, b) => {
   const pa = String(a).split(/[.+-]/).map(Number);
@@ -18,26 +21,33 @@ const cmp = (a, b) => {
   return 0;
 };
 
-function main() {
-  const head = bundleContract();
+function main(argv) {
+  let dir = releasedDir;
+  let headFile;
+  for (let i = 0; i < argv.length; i++) {
+    if (argv[i] === '--dir') dir = argv[++i];
+    else if (argv[i] === '--head') headFile = argv[++i];
+    else throw new Error(`unknown argument ${argv[i]}; usage: release-contract [--head contract.json] [--dir released-dir]`);
+  }
+  const head = headFile ? JSON.parse(readFileSync(headFile, 'utf8')) : bundleContract();
   const version = head.info.version;
   const major = majorOf(head);
-  const target = join(releasedDir, `v${major}.json`);
+  const target = join(dir, `v${major}.json`);
   const name = relative(process.cwd(), target);
   const write = () => {
-    mkdirSync(releasedDir, { recursive: true });
+    mkdirSync(dir, { recursive: true });
     writeFileSync(target, `${JSON.stringify(head, null, 2)}\n`);
     console.log(`released ${version} as ${name}`);
   };
 
   if (!existsSync(target)) {
-    const previous = releaseFor(major - 1);
+    const previous = releaseFor(major - 1, dir);
     if (previous) {
       const before = JSON.parse(readFileSync(previous.file, 'utf8'));
       console.log(`New major ${major} over v${previous.major} (${before.info.version}); what changed:\n`);
       console.log(formatChangelog(compareContracts(before, head)) || 'No changes.\n');
-    } else if (releasedMajors().some((m) => m > major)) {
-      console.error(`info.version ${version} is below a released major (${releasedMajors().join(', ')}); nothing written`);
+    } else if (releasedMajors(dir).some((m) => m > major)) {
+      console.error(`info.version ${version} is below a released major (${releasedMajors(dir).join(', ')}); nothing written`);
       return 1;
     }
     write();
@@ -46,6 +56,8 @@ function main() {
 
   const released = JSON.parse(readFileSync(target, 'utf8'));
   const changes = compareContracts(released, head);
+  const acceptedFile = acceptedFileFor(target);
+  applyAccepted(changes, readAccepted(acceptedFile));
   const breaking = changes.filter((c) => c.type === 'breaking');
   if (breaking.length > 0) {
     console.error(formatChangelog(breaking));
@@ -68,11 +80,17 @@ function main() {
     return 1;
   }
   write();
+  if (existsSync(acceptedFile)) {
+    // the release now holds what was accepted: nothing left to accept against it
+    const file = JSON.parse(readFileSync(acceptedFile, 'utf8'));
+    writeFileSync(acceptedFile, `${JSON.stringify({ ...file, accepted: [] }, null, 2)}\n`);
+    console.log(`emptied ${relative(process.cwd(), acceptedFile)}`);
+  }
   return 0;
 }
 
 try {
-  process.exitCode = main();
+  process.exitCode = main(process.argv.slice(2));
 } catch (error) {
   console.error(error instanceof Error ? error.message : error);
   process.exitCode = 2;

@@ -27,7 +27,7 @@ beforeAll(() => {
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 /** Runs the gate on the released contract changed by `change`; its exit code and its sections. */
-async function gate(change: (doc: Doc) => void) {
+async function gate(change: (doc: Doc) => void, extra: string[] = []) {
   const head = structuredClone(released);
   change(head);
   const file = join(dir, `head-${++n}.json`);
@@ -36,7 +36,7 @@ async function gate(change: (doc: Doc) => void) {
   let stdout = '';
   let stderr = '';
   try {
-    ({ stdout, stderr } = await run(process.execPath, [script, '--base', releasedFile, '--head', file], { cwd: root }));
+    ({ stdout, stderr } = await run(process.execPath, [script, '--base', releasedFile, '--head', file, ...extra], { cwd: root }));
   } catch (error) {
     const e = error as { code: number; stdout: string; stderr: string };
     ({ code, stdout, stderr } = e);
@@ -46,7 +46,7 @@ async function gate(change: (doc: Doc) => void) {
     const title = part.slice(0, part.indexOf(' ('));
     sections[title] = part;
   }
-  return { code, stdout, stderr, breaking: sections.Breaking ?? '', nonBreaking: sections['Non-breaking'] ?? '' };
+  return { code, stdout, stderr, breaking: sections.Breaking ?? '', nonBreaking: sections['Non-breaking'] ?? '', accepted: sections['Flagged breaking, accepted after review'] ?? '' };
 }
 
 const schemas = (doc: Doc) => doc.components.schemas;
@@ -168,6 +168,28 @@ describe('breaking-change gate: what does not break a client passes', () => {
     expect(result.code).toBe(0);
     expect(result.breaking).toContain('`GET /api/v1/tags`: operation removed');
     expect(result.stderr).toContain('allowed: info.version 2.0.0 is a new major over 1.0.0');
+  });
+
+  it('a breaking flag a person accepted (named, with a reason, in the accepted file) passes, listed apart', async () => {
+    const accepted = join(dir, 'accepted.json');
+    const change = 'request body (application/json): default of `completed` removed (was false)';
+    writeFileSync(
+      accepted,
+      JSON.stringify({
+        accepted: [
+          { operation: 'POST /api/v1/tasks', change, reason: 'the server still applies false' },
+          { operation: 'GET /api/v1/tags', change: 'operation removed', reason: 'stale entry' },
+        ],
+      }),
+    );
+    const result = await gate((d) => delete schemas(d).TaskCreate.properties.completed.default, ['--accepted', accepted]);
+    expect({ code: result.code, breaking: result.breaking }).toEqual({ code: 0, breaking: '' });
+    expect(result.accepted).toContain(`\`POST /api/v1/tasks\`: ${change} — the server still applies false`);
+    expect(result.stderr).toContain('accepts a change the diff no longer shows: GET /api/v1/tags: operation removed');
+    // without it, the same change fails the gate
+    const unaccepted = await gate((d) => delete schemas(d).TaskCreate.properties.completed.default);
+    expect(unaccepted.code).toBe(1);
+    expect(unaccepted.breaking).toContain(change);
   });
 
   it('the released contract against itself: no changes', async () => {
