@@ -14,7 +14,7 @@ import { migrateToLatest } from './db/migrate.js';
 import { loadContract } from './http/contract.js';
 import { createMetrics } from './http/metrics.js';
 import { gracefulShutdown } from './http/graceful-shutdown.js';
-import { createHttpServer } from './http/http-server.js';
+import { createHttpServer, listen, ListenFailed } from './http/http-server.js';
 import { createLogger, flushLogs, logUncaught, type Logger } from './logger.js';
 
 function configOrExit(): Config {
@@ -141,10 +141,7 @@ async function main(): Promise<void> {
   const metrics = createMetrics(database);
   const app = buildApp({ config, database, logger, redis, verifier, issuer: builtin?.issuer, contract: loadContract(), stopping: shutdown.stopping, blobStore, metrics });
   server.on('request', app);
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(config.port, config.host, resolve);
-  });
+  await listen(server, config.port, config.host);
   const address = server.address();
   if (config.metricsOff) logger.warn('GET /metrics is not served: production without METRICS_TOKEN (set one to scrape it)');
   logger.info('listening', { port: typeof address === 'object' && address ? address.port : config.port, docs: '/docs', pid: process.pid });
@@ -184,7 +181,7 @@ async function main(): Promise<void> {
 
 main().catch(async (error: unknown) => {
   // A known refusal says what to do in one line; anything else gets its stack.
-  if (error instanceof DataDirectoryInUse) process.stderr.write(`${error.message}\n`);
+  if (error instanceof DataDirectoryInUse || error instanceof ListenFailed) process.stderr.write(`${error.message}\n`);
   else process.stderr.write(`fatal: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
   await flushLogs(); // the lines logged before it, e.g. 'database ready'
   process.exit(1);

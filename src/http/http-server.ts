@@ -19,3 +19,38 @@ export function createHttpServer(limits: Config['http']): Server {
   server.maxConnections = limits.maxConnections;
   return server;
 }
+
+/**
+ * Why the server could not take its port, in one line with what to do: a port in use (another
+ * server, or an earlier run still going) or one this user may not bind (below 1024). `main`
+ * prints it alone, without a stack, and exits 1.
+ */
+export class ListenFailed extends Error {
+  override name = 'ListenFailed';
+  constructor(readonly code: 'EADDRINUSE' | 'EACCES', port: number, host: string | undefined, cause: unknown) {
+    const where = host === undefined ? `port ${port}` : `${host}:${port}`;
+    super(
+      code === 'EADDRINUSE'
+        ? `Cannot listen on ${where}: it is already in use (another tasks-api, or an earlier run still going?). Stop that process, or set PORT to a free port (PORT=0 picks one).`
+        : `Cannot listen on ${where}: permission denied (ports below 1024 need privileges). Set PORT to a port above 1023.`,
+      { cause },
+    );
+  }
+}
+
+/** `server.listen`, as a promise; a port in use or refused is a {@link ListenFailed}. */
+export function listen(server: Server, port: number, host?: string): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    const failed = (error: NodeJS.ErrnoException) => {
+      server.off('listening', listening);
+      reject(error.code === 'EADDRINUSE' || error.code === 'EACCES' ? new ListenFailed(error.code, port, host, error) : error);
+    };
+    const listening = () => {
+      server.off('error', failed);
+      resolve();
+    };
+    server.once('error', failed);
+    server.once('listening', listening);
+    server.listen(port, host);
+  });
+}
