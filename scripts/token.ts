@@ -1,5 +1,6 @@
 // Mints a development bearer token the server from this checkout accepts:
 //   npm run --silent token -- --sub alice [--scope "tasks:read"] [--ttl 1h] [--email a@b.c] [--name Alice]
+// (`npm run token -- --help` for the options; a token lives 1 hour unless --ttl says otherwise).
 // It signs HS256 with JWT_SECRET, or with the generated development secret under .data/. With
 // NODE_ENV=production it refuses unless --force is given: a token minted from the production
 // secret on a shell is a credential nobody issued.
@@ -21,17 +22,48 @@ function ttlSeconds(raw: string): number {
   return Number(match[1]) * unit;
 }
 
-const { values } = parseArgs({
-  options: {
-    sub: { type: 'string' },
-    scope: { type: 'string' },
-    ttl: { type: 'string', default: '1h' },
-    email: { type: 'string' },
-    name: { type: 'string' },
-    force: { type: 'boolean', default: false },
-  },
-});
-if (!values.sub) fail('--sub is required, e.g. npm run --silent token -- --sub alice');
+const USAGE = `Usage: npm run --silent token -- --sub <user> [options]
+
+Mints a development bearer token (HS256) that the server from this checkout accepts, signed with
+JWT_SECRET, or else with the generated development secret in .data/dev-jwt-secret. Prints the
+token alone on stdout: TOKEN=$(npm run --silent token -- --sub alice)
+
+Options:
+  --sub <user>       the token's subject: the owner of the tasks it creates (required)
+  --scope <scopes>   space-separated scopes, e.g. "tasks:read" (default: none, which grants
+                     tasks:read and tasks:write)
+  --ttl <lifetime>   how long it lives: 3600, 90s, 15m, 12h or 7d (default: 1h; at most
+                     JWT_MAX_TOKEN_AGE_SECONDS, 24h unless set)
+  --email <email>    an email claim (shown by GET /api/v1/me)
+  --name <name>      a name claim
+  --force            mint even with NODE_ENV=production
+  -h, --help         this help
+`;
+
+let parsed;
+try {
+  parsed = parseArgs({
+    options: {
+      sub: { type: 'string' },
+      scope: { type: 'string' },
+      ttl: { type: 'string', default: '1h' },
+      email: { type: 'string' },
+      name: { type: 'string' },
+      force: { type: 'boolean', default: false },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+  });
+} catch (error) {
+  // An unknown option or a missing value: say which, and how to call it.
+  process.stderr.write(`token: ${error instanceof Error ? error.message : String(error)}\n\n${USAGE}`);
+  process.exit(1);
+}
+const { values } = parsed;
+if (values.help) {
+  process.stdout.write(USAGE);
+  process.exit(0);
+}
+if (!values.sub) fail('--sub is required, e.g. npm run --silent token -- --sub alice (--help for every option)');
 
 let config;
 try {

@@ -31,4 +31,31 @@ describe('npm run token', () => {
     expect(tooLong.status).toBe(1);
     expect(tooLong.stderr).toContain('JWT_MAX_TOKEN_AGE_SECONDS=86400');
   });
+
+  it('--help prints the usage, with the default lifetime, and exits 0 without minting', () => {
+    for (const flag of ['--help', '-h']) {
+      const { status, stdout, stderr } = token([flag], { NODE_ENV: 'development' });
+      expect(status).toBe(0);
+      expect(stderr).toBe('');
+      expect(stdout).toMatch(/^Usage: npm run --silent token -- --sub <user> \[options\]/);
+      expect(stdout).toContain('--ttl <lifetime>');
+      expect(stdout).toContain('default: 1h');
+    }
+  });
+
+  it('an unknown option is one line naming it, then the usage, exit 1: no stack', () => {
+    const { status, stdout, stderr } = token(['--sub', 'alice', '--bogus'], { NODE_ENV: 'development' });
+    expect(status).toBe(1);
+    expect(stdout).toBe('');
+    expect(stderr.split('\n')[0]).toBe("token: Unknown option '--bogus'");
+    expect(stderr).toContain('Usage:');
+    expect(stderr).not.toMatch(/^\s+at /m);
+  });
+
+  it('a token lives 1 hour by default', () => {
+    const { status, stdout } = token(['--sub', 'alice'], { NODE_ENV: 'development' });
+    expect(status).toBe(0);
+    const claims = decodeJwt(stdout);
+    expect(claims.exp! - claims.iat!).toBe(3600);
+  });
 });
