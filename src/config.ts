@@ -55,7 +55,8 @@ export interface Config {
   };
   jwt: JwtConfig;
   auth: BuiltinAuthConfig;
-  log: { level: LogLevel; format: 'json' | 'pretty' };
+  /** `noColor`: NO_COLOR is set (https://no-color.org): pretty lines stay plain even on a terminal. */
+  log: { level: LogLevel; format: 'json' | 'pretty'; noColor?: boolean };
   bodyLimitBytes: number;
   shutdownTimeoutMs: number;
   /** A request not answered within this many ms gets 503 problem+json. */
@@ -241,6 +242,7 @@ export function loadConfig(env: Env = process.env): Config {
     log: {
       level: oneOf('LOG_LEVEL', ['error', 'warn', 'info', 'debug'] as const, 'info'),
       format: oneOf('LOG_FORMAT', ['json', 'pretty'] as const, nodeEnv === 'production' ? 'json' : 'pretty'),
+      noColor: read('NO_COLOR') !== undefined,
     },
     bodyLimitBytes: int('BODY_LIMIT_BYTES', DEFAULT_BODY_LIMIT_BYTES, 1024, 10 * 1024 * 1024),
     shutdownTimeoutMs: int('SHUTDOWN_TIMEOUT_MS', 10_000, 0, 600_000),

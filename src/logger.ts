@@ -101,7 +101,17 @@ export function logUncaught(logger: Logger): void {
 }
 
 /**
- * winston: JSON lines in production, readable lines elsewhere (coloured only on a terminal);
+ * Whether log lines carry ANSI colours: only pretty lines, only written to stdout, only when stdout
+ * is a terminal (a pipe, a file or a log collector gets plain text) and never with NO_COLOR set.
+ * `tty` is isatty(1) rather than process.stdout.isTTY: opening process.stdout makes a piped fd 1
+ * non-blocking.
+ */
+export function colouredLines(options: { format: 'json' | 'pretty'; noColor: boolean; stream: boolean; tty?: boolean }): boolean {
+  return options.format === 'pretty' && !options.noColor && !options.stream && (options.tty ?? isatty(1));
+}
+
+/**
+ * winston: JSON lines in production, readable lines elsewhere (coloured only on a terminal, and not with NO_COLOR);
  * credentials are redacted wherever they appear. Lines written for a request carry its
  * `request_id` (callers pass `req.id`). Without `stream` they go to the buffered stdout: call
  * flushLogs() before exiting.
@@ -110,8 +120,7 @@ export function createLogger(
   options: Config['log'] & { silent?: boolean; stream?: NodeJS.WritableStream },
 ): Logger {
   const transport = options.stream ? new winston.transports.Stream({ stream: options.stream }) : new BufferedStdout();
-  // isatty(1) rather than process.stdout.isTTY: opening process.stdout makes a piped fd 1 non-blocking.
-  const colours = options.stream === undefined && isatty(1);
+  const colours = colouredLines({ format: options.format, noColor: options.noColor ?? false, stream: options.stream !== undefined });
   return winston.createLogger({
     level: options.level,
     silent: options.silent ?? false,

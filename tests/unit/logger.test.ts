@@ -1,5 +1,25 @@
+import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { describe, expect, it } from '@jest/globals';
+import { colouredLines } from '../../src/logger.js';
 import { captureLogs } from '../helpers/logs.js';
+
+// eslint-disable-next-line no-control-regex
+const ANSI = /\u001b\[[0-9;]*m/;
+/** A process that logs one pretty line through the real logger to fd 1, with `env`. */
+const LOG_ONE = "import { createLogger, flushLogs } from './src/logger.ts'; import { loadConfig } from './src/config.ts'; createLogger(loadConfig().log).info('hello', { n: 1 }); await flushLogs();";
+function logOne(env: Record<string, string>, { tty }: { tty: boolean }): string {
+  const node = [process.execPath, '--import', 'tsx', '--input-type=module', '-e', LOG_ONE];
+  // util-linux `script` runs the command on a pseudo-terminal: stdout is a TTY as in a shell.
+  const [command, args] = tty ? ['script', ['-qec', node.map((a) => `'${a.replace(/'/g, "'\\''")}'`).join(' '), '/dev/null']] : [node[0]!, node.slice(1)];
+  const run = spawnSync(command as string, args as string[], {
+    env: { ...process.env, NODE_OPTIONS: '', NODE_ENV: 'development', LOG_FORMAT: 'pretty', NO_COLOR: '', FORCE_COLOR: '', ...env },
+    encoding: 'utf8',
+  });
+  expect(run.status).toBe(0);
+  expect(run.stdout).toContain('hello');
+  return run.stdout;
+}
 
 describe('createLogger', () => {
   it('redacts credentials at any depth of a logged object', () => {
@@ -12,4 +32,19 @@ describe('createLogger', () => {
     });
     expect(raw.join('\n')).not.toMatch(/abc\.def\.ghi|hunter22|sid=1|r1"/);
   });
+
+  it('colours pretty lines only on a terminal, never with NO_COLOR, never JSON or a given stream', () => {
+    expect(colouredLines({ format: 'pretty', noColor: false, stream: false, tty: true })).toBe(true);
+    expect(colouredLines({ format: 'pretty', noColor: false, stream: false, tty: false })).toBe(false);
+    expect(colouredLines({ format: 'pretty', noColor: true, stream: false, tty: true })).toBe(false);
+    expect(colouredLines({ format: 'json', noColor: false, stream: false, tty: true })).toBe(false);
+    expect(colouredLines({ format: 'pretty', noColor: false, stream: true, tty: true })).toBe(false);
+  });
+
+  it('writes plain lines to a pipe, coloured ones to a terminal unless NO_COLOR is set (real processes)', () => {
+    expect(logOne({}, { tty: false })).not.toMatch(ANSI);
+    if (!existsSync('/usr/bin/script')) return; // util-linux's script gives the pseudo-terminal
+    expect(logOne({}, { tty: true })).toMatch(ANSI);
+    expect(logOne({ NO_COLOR: '1' }, { tty: true })).not.toMatch(ANSI);
+  }, 20_000);
 });
