@@ -213,6 +213,8 @@ function effect(diff, docs) {
 
 function reclassify(diff, docs) {
   const { path } = diff;
+  // examples are docs wherever they are (the tool leaves those of parameters and headers unclassified)
+  if (path.some((k, i) => (k === 'example' || k === 'examples') && path[i - 1] !== 'properties')) return 'annotation';
   const dir = direction(path);
   const last = path[path.length - 1];
   const prev = path[path.length - 2];
@@ -396,24 +398,35 @@ const GROUPS = [
   ['annotation', 'Docs'],
 ];
 
-/** The changes as changelog sections, grouped by kind then operation; docs changes summarised. */
+/**
+ * The changes as changelog sections by kind: one line per change, naming the operations (or
+ * webhook events) it is seen in (a shared schema changed shows once, with every place); docs
+ * changes summarised per operation as the keywords that changed.
+ */
 export function formatChangelog(changes) {
   const lines = [];
+  const code = (op) => `\`${op}\``;
   for (const [type, title] of GROUPS) {
     const of = changes.filter((c) => c.type === type);
     if (of.length === 0) continue;
     lines.push(`### ${title} (${of.length})`, '');
-    const byOp = new Map();
-    for (const c of of) {
-      if (!byOp.has(c.operation)) byOp.set(c.operation, new Set());
-      byOp.get(c.operation).add(type === 'annotation' ? docsLabel(c) : type === 'accepted' ? `${c.text} — ${c.reason}` : c.text);
-    }
-    for (const [op, texts] of byOp) {
-      if (type === 'annotation') lines.push(`- \`${op}\`: ${[...texts].sort().join(', ')}`);
-      else if (texts.size === 1) lines.push(`- \`${op}\`: ${[...texts][0]}`);
-      else {
-        lines.push(`- \`${op}\`:`);
-        for (const t of texts) lines.push(`  - ${t}`);
+    if (type === 'annotation') {
+      const byOp = new Map();
+      for (const c of of) {
+        if (!byOp.has(c.operation)) byOp.set(c.operation, new Set());
+        byOp.get(c.operation).add(docsLabel(c));
+      }
+      for (const [op, keywords] of byOp) lines.push(`- ${code(op)}: ${[...keywords].sort().join(', ')}`);
+    } else {
+      const byText = new Map();
+      for (const c of of) {
+        const text = type === 'accepted' ? `${c.text} — ${c.reason}` : c.text;
+        if (!byText.has(text)) byText.set(text, new Set());
+        byText.get(text).add(c.operation);
+      }
+      for (const [text, ops] of byText) {
+        if (ops.size === 1) lines.push(`- ${code([...ops][0])}: ${text}`);
+        else lines.push(`- ${text} — in ${ops.size}: ${[...ops].map(code).join(', ')}`);
       }
     }
     lines.push('');

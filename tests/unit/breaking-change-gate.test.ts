@@ -49,81 +49,86 @@ async function gate(change: (doc: Doc) => void, extra: string[] = []) {
   return { code, stdout, stderr, breaking: sections.Breaking ?? '', nonBreaking: sections['Non-breaking'] ?? '', accepted: sections['Flagged breaking, accepted after review'] ?? '' };
 }
 
+/** The line of `section` that names change `text`, which must list operation `op` (one line per change, with every operation it is in). */
+function line(section: string, op: string, text: string) {
+  return section.split('\n').find((l) => l.includes(text) && l.includes(`\`${op}\``)) ?? `no line names ${op}: ${text} in:\n${section}`;
+}
+
 const schemas = (doc: Doc) => doc.components.schemas;
 const listTasks = (doc: Doc) => doc.paths['/api/v1/tasks'].get;
 const createTask = (doc: Doc) => doc.paths['/api/v1/tasks'].post;
 
 describe('breaking-change gate: each kind of breaking change fails it, named', () => {
-  it.each<[string, (doc: Doc) => void, string]>([
-    ['a removed operation', (d) => delete d.paths['/api/v1/tags'], '`GET /api/v1/tags`: operation removed'],
+  it.each<[string, (doc: Doc) => void, [string, string]]>([
+    ['a removed operation', (d) => delete d.paths['/api/v1/tags'], ['GET /api/v1/tags', 'operation removed']],
     [
       'a removed response field',
       (d) => {
         delete schemas(d).Task.properties.version;
         schemas(d).Task.required = schemas(d).Task.required.filter((f: string) => f !== 'version');
       },
-      'response 200 (application/json): property `version` removed',
+      ['GET /api/v1/tasks/{taskId}', 'response 200 (application/json): property `version` removed'],
     ],
     [
       'a narrowed enum (query parameter)',
       (d) => {
         listTasks(d).parameters.find((p: Doc) => p.name === 'status').schema.enum = ['pending', 'completed'];
       },
-      '`GET /api/v1/tasks`: query parameter `status`: enum value "all" removed',
+      ['GET /api/v1/tasks', 'query parameter `status`: enum value "all" removed'],
     ],
     [
       'a narrowed enum (request body)',
       (d) => {
         schemas(d).Priority.enum = ['medium', 'high'];
       },
-      '`POST /api/v1/tasks`: request body (application/json): enum value "low" of `priority` removed',
+      ['POST /api/v1/tasks', 'request body (application/json): enum value "low" of `priority` removed'],
     ],
-    ['a new required request field', (d) => schemas(d).TaskCreate.required.push('priority'), '`POST /api/v1/tasks`: request body (application/json): `priority` now required'],
+    ['a new required request field', (d) => schemas(d).TaskCreate.required.push('priority'), ['POST /api/v1/tasks', 'request body (application/json): `priority` now required']],
     [
       'a new required query parameter',
       (d) => listTasks(d).parameters.push({ name: 'owner', in: 'query', required: true, schema: { type: 'string', maxLength: 10 } }),
-      '`GET /api/v1/tasks`: required query parameter `owner` added',
+      ['GET /api/v1/tasks', 'required query parameter `owner` added'],
     ],
-    ['a removed status code', (d) => delete createTask(d).responses['409'], '`POST /api/v1/tasks`: response 409 removed'],
+    ['a removed status code', (d) => delete createTask(d).responses['409'], ['POST /api/v1/tasks', 'response 409 removed']],
     [
       'a field removed from a closed request body (clients still sending it get 422)',
       (d) => delete schemas(d).TaskCreate.properties.tags,
-      '`POST /api/v1/tasks`: request body (application/json): property `tags` removed',
+      ['POST /api/v1/tasks', 'request body (application/json): property `tags` removed'],
     ],
     [
       'a response field whose type changed',
       (d) => {
         schemas(d).Task.properties.completed = { type: 'string', maxLength: 5 };
       },
-      '`GET /api/v1/tasks/{taskId}`: response 200 (application/json): type of `completed`: "boolean" → "string"',
+      ['GET /api/v1/tasks/{taskId}', 'response 200 (application/json): type of `completed`: "boolean" → "string"'],
     ],
     [
       'a request field whose type narrowed',
       (d) => {
         schemas(d).TaskCreate.properties.description = { type: 'string', maxLength: 1000 };
       },
-      '`POST /api/v1/tasks`: request body (application/json): type of `description`: ["string","null"] → "string"',
+      ['POST /api/v1/tasks', 'request body (application/json): type of `description`: ["string","null"] → "string"'],
     ],
     [
       'a scope added to an operation',
       (d) => {
         listTasks(d).security = [{ bearerAuth: ['tasks:read', 'tasks:write'] }];
       },
-      '`GET /api/v1/tasks`: security scope "tasks:write" added',
+      ['GET /api/v1/tasks', 'security scope "tasks:write" added'],
     ],
-    ['a removed webhook event', (d) => delete d.webhooks['task.due'], '`webhook task.due`: event removed'],
+    ['a removed webhook event', (d) => delete d.webhooks['task.due'], ['webhook task.due', 'event removed']],
     [
       'a field removed from a webhook payload',
       (d) => {
         delete schemas(d).WebhookTaskEvent.properties.timestamp;
         schemas(d).WebhookTaskEvent.required = schemas(d).WebhookTaskEvent.required.filter((f: string) => f !== 'timestamp');
       },
-      '`webhook task.created`:\n  - payload (application/json): `timestamp` no longer required\n  - payload (application/json): property `timestamp` removed',
+      ['webhook task.created', 'payload (application/json): property `timestamp` removed'],
     ],
-  ])('%s', async (_kind, change, named) => {
+  ])('%s', async (_kind, change, [op, text]) => {
     const result = await gate(change);
     expect(result.code).toBe(1);
-    expect(result.breaking).toContain(named);
+    expect(line(result.breaking, op, text)).toMatch(/^- /);
     expect(result.stderr).toMatch(/breaking change\(s\) against the released v1 contract \(1\.0\.0\)/);
   });
 });
@@ -140,10 +145,11 @@ describe('breaking-change gate: what does not break a client passes', () => {
       d.webhooks['task.archived'].post.operationId = 'taskArchivedEvent';
     });
     expect({ code: result.code, breaking: result.breaking }).toEqual({ code: 0, breaking: '' });
-    expect(result.nonBreaking).toContain('`POST /api/v1/tasks`:\n  - request body (application/json): property `color` added');
-    expect(result.nonBreaking).toContain('`GET /api/v1/tags/{tag}`: operation added');
-    expect(result.nonBreaking).toContain('`webhook task.archived`: event added');
-    expect(result.nonBreaking).toContain('`webhook task.created`: payload (application/json): property `data.color` added');
+    expect(result.nonBreaking).toContain('- `POST /api/v1/tasks`: request body (application/json): property `color` added');
+    expect(result.nonBreaking).toContain('- `GET /api/v1/tags/{tag}`: operation added');
+    expect(result.nonBreaking).toContain('- `webhook task.archived`: event added');
+    expect(line(result.nonBreaking, 'webhook task.created', 'payload (application/json): property `data.color` added')).toMatch(/^- /);
+    expect(line(result.nonBreaking, 'GET /api/v1/tasks/{taskId}', 'response 200 (application/json): property `color` added')).toMatch(/^- /);
   });
 
   it('a request type widened, a response narrowed (a const, a field made required) and docs: exit 0', async () => {
@@ -152,12 +158,14 @@ describe('breaking-change gate: what does not break a client passes', () => {
       schemas(d).Problem.properties.status.const = 404;
       schemas(d).Problem.required = [...new Set([...schemas(d).Problem.required, 'instance'])];
       listTasks(d).summary += ' (reworded)';
+      listTasks(d).parameters.find((p: Doc) => p.name === 'status').example = 'completed';
     });
     expect({ code: result.code, breaking: result.breaking }).toEqual({ code: 0, breaking: '' });
     expect(result.nonBreaking).toContain('request body (application/json): type of `completed`: "boolean" → ["boolean","null"]');
     expect(result.nonBreaking).toContain('const of `status` added (404)');
     expect(result.nonBreaking).toContain('`instance` now required');
-    expect(result.stdout).toMatch(/### Docs \(\d+\)[\s\S]*`GET \/api\/v1\/tasks`: summary/);
+    expect(result.stdout).toMatch(/### Docs \(\d+\)[\s\S]*`GET \/api\/v1\/tasks`: example, summary/);
+    expect(result.stdout).not.toContain('Unclassified');
   });
 
   it('a breaking change with info.version’s major bumped is allowed (exit 0), still listed as breaking', async () => {
@@ -166,7 +174,7 @@ describe('breaking-change gate: what does not break a client passes', () => {
       delete d.paths['/api/v1/tags'];
     });
     expect(result.code).toBe(0);
-    expect(result.breaking).toContain('`GET /api/v1/tags`: operation removed');
+    expect(result.breaking).toContain('- `GET /api/v1/tags`: operation removed');
     expect(result.stderr).toContain('allowed: info.version 2.0.0 is a new major over 1.0.0');
   });
 
@@ -189,7 +197,7 @@ describe('breaking-change gate: what does not break a client passes', () => {
     // without it, the same change fails the gate
     const unaccepted = await gate((d) => delete schemas(d).TaskCreate.properties.completed.default);
     expect(unaccepted.code).toBe(1);
-    expect(unaccepted.breaking).toContain(change);
+    expect(unaccepted.breaking).toContain(`- \`POST /api/v1/tasks\`: ${change}`);
   });
 
   it('the released contract against itself: no changes', async () => {
