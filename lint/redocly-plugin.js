@@ -5,6 +5,8 @@ const typesOf = (schema) => (Array.isArray(schema.type) ? schema.type : schema.t
 // A string whose values are enumerated is bounded already (OWASP's string-limit agrees).
 const isEnumerated = (schema) => schema.enum !== undefined || schema.const !== undefined;
 const isProblemRef = (ref) => /(^|\/)Problem(\.yaml)?$/.test(ref ?? '');
+/** `Problem` itself, or a schema of one operation's problems, named `…Problem` (TaskNotFoundProblem, ValidationProblem). */
+const isProblemKindRef = (ref) => /(^|\/)[A-Za-z]*Problem(\.yaml)?$/.test(ref ?? '');
 
 /** Every string has `maxLength`, every integer a `minimum` and a `maximum`, every array `maxItems`. */
 function boundedSchemas() {
@@ -59,15 +61,27 @@ function operationSecurityDeclared() {
 
 /** Every 4xx (and 5xx) response is exactly `application/problem+json` with the shared Problem schema. */
 function errorsAreProblems() {
+  /**
+   * A problem schema is `Problem`, or `allOf` it and a narrowing of its `type` and `status`
+   * (`const`/`enum`), so that generated clients can tell one operation's errors apart.
+   */
+  const extendsProblem = (ref, resolve) => {
+    if (isProblemRef(ref)) return true;
+    if (!isProblemKindRef(ref)) return false;
+    const schema = resolve({ $ref: ref }).node;
+    const [base, narrowing] = schema?.allOf ?? [];
+    return schema?.allOf?.length === 2 && isProblemRef(base?.$ref) && narrowing?.properties?.status?.const !== undefined && narrowing?.properties?.type !== undefined;
+  };
   return {
     Response: {
       skip: (_response, key) => !/^[45]/.test(String(key)),
-      enter(response, { report, location, key }) {
+      enter(response, { report, location, key, resolve }) {
         const types = Object.keys(response.content ?? {});
-        const schemaRef = response.content?.['application/problem+json']?.schema?.$ref;
-        if (types.length !== 1 || types[0] !== 'application/problem+json' || !isProblemRef(schemaRef)) {
+        const schema = response.content?.['application/problem+json']?.schema;
+        const refs = schema?.oneOf ? schema.oneOf.map((s) => s.$ref) : [schema?.$ref];
+        if (types.length !== 1 || types[0] !== 'application/problem+json' || !refs.every((ref) => extendsProblem(ref, resolve))) {
           report({
-            message: `Response ${key} must have exactly one media type, \`application/problem+json\`, whose schema is a $ref to the Problem schema.`,
+            message: `Response ${key} must have exactly one media type, \`application/problem+json\`, whose schema is a $ref to the Problem schema or to a …Problem schema that is allOf Problem and a const status and type (or a oneOf of those).`,
             location: location.key(),
           });
         }

@@ -14,9 +14,11 @@ import addFormatsModule from 'ajv-formats';
 import fc from 'fast-check';
 import { loadContract } from '../../src/http/contract.js';
 import { parseDateTime } from '../../src/http/formats.js';
+import { contractHeaders } from '../helpers/contract-headers.js';
 import { startServer, type TestServer } from '../helpers/server.js';
 
 const spec = loadContract().spec as unknown as OpenApi;
+const undeclaredHeaders = contractHeaders(loadContract().spec);
 const SEED = Number(process.env.FUZZ_SEED ?? Date.now() % 2 ** 31);
 const RUNS = Number(process.env.FUZZ_RUNS ?? 300);
 const METHODS = ['get', 'put', 'post', 'delete', 'patch'] as const;
@@ -244,6 +246,9 @@ function expectConforming(c: OperationCase, sent: Sent, res: { status: number; h
     const error = checker(`header ${c.operation.operationId} ${res.status} ${name}`, schema)(typed);
     if (error !== undefined) fail(`header ${name}: ${JSON.stringify(value).slice(0, 200)} breaks the contract: ${error}`);
   }
+  // ... and every header a client may act on is declared on this response (see contract-headers.ts).
+  const undeclared = undeclaredHeaders(c.method, sent.path, res.status, res.headers.keys()) ?? [];
+  if (undeclared.length > 0) fail(`headers not declared on this response: ${undeclared.join(', ')}`);
 }
 
 /** A request for `c`: valid parameters and body, or one of them broken. */

@@ -21,6 +21,7 @@ import { openDatabase, type Database, type DatabaseOptions } from '../../src/db/
 import { migrateToLatest } from '../../src/db/migrate.js';
 import { loadContract } from '../../src/http/contract.js';
 import { captureLogs } from './logs.js';
+import { watchResponseHeaders, type UndeclaredHeader } from './contract-headers.js';
 
 export const TEST_ISSUER = 'https://issuer.tasks-api.test';
 /** `iss` of the built-in issuer's tokens in tests. */
@@ -72,6 +73,11 @@ export interface TestServer {
   worker?: WebhookWorker;
   /** Every log line the server wrote, parsed. */
   logs: Record<string, unknown>[];
+  /**
+   * Responses that carried a header the contract does not declare for their operation and status
+   * (see contract-headers.ts). `close()` fails the test file when there are any.
+   */
+  undeclaredHeaders: UndeclaredHeader[];
   /** The generated typed client, authenticated with `token` when given. */
   client(token?: string): TasksClient;
   /** A real HS256 token for `sub` (a fresh random user when omitted), signed with the server's secret. */
@@ -134,6 +140,7 @@ export async function startServer(
   const verifier = createTokenVerifier({ secret, issuer: TEST_ISSUER, clockToleranceSeconds: 5, builtin: builtin?.verification, ...options.jwt });
   const webhooks: WebhooksConfig = { ...loadConfig({ NODE_ENV: 'test' }).webhooks, ...options.webhooks };
   const metrics = createMetrics(database);
+  const contract = loadContract();
   const app = buildApp({
     metrics,
     config: {
@@ -158,13 +165,14 @@ export async function startServer(
     logger,
     verifier,
     issuer: builtin?.issuer,
-    contract: loadContract(),
+    contract,
     validateResponses: true,
   });
   const server: Server =
     options.clientRequestTimeoutMs === undefined
       ? createServer(app)
       : createHttpServer({ headersTimeoutMs: options.clientRequestTimeoutMs, requestTimeoutMs: options.clientRequestTimeoutMs, keepAliveTimeoutMs: 5000, maxConnections: 1000 }).on('request', app);
+  const undeclaredHeaders = watchResponseHeaders(server, contract.spec);
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   const worker = options.webhooks?.runWorker
@@ -179,6 +187,7 @@ export async function startServer(
     secret,
     database,
     logs,
+    undeclaredHeaders,
     client: (token) => createTasksClient({ baseUrl: url, token }),
     async tokenFor(sub = newUser(), claims = {}, { expiresIn = '10m' } = {}) {
       return new SignJWT(claims)
@@ -194,6 +203,9 @@ export async function startServer(
       await new Promise((resolve) => server.close(resolve));
       await worker?.stop(2000);
       await database.close();
+      if (undeclaredHeaders.length > 0) {
+        throw new Error(`responses carried headers the contract does not declare for them:\n${undeclaredHeaders.map((u) => `  ${u.request} ${u.status}: ${u.headers.join(', ')}`).join('\n')}`);
+      }
     },
   };
 }

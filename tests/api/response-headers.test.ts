@@ -1,0 +1,111 @@
+// Every header a client may act on is declared on the response that carries it. Every test server
+// watches its responses for headers the contract does not declare for their operation and status
+// (tests/helpers/contract-headers.ts; a server's close() fails its test file on any), and the
+// contract fuzz checks each response it gets the same way. This file drives the responses neither
+// the fuzz nor most tests reach (a 429, a replayed creation, a 304, a 412, the built-in issuer's
+// tokens) and checks the mechanism itself finds a header left undeclared.
+import { randomUUID } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { loadContract, type OpenApiDocument } from '../../src/http/contract.js';
+import { contractHeaders } from '../helpers/contract-headers.js';
+import { startServer, type TestServer } from '../helpers/server.js';
+
+let server: TestServer;
+let limited: TestServer;
+beforeAll(async () => {
+  [server, limited] = await Promise.all([startServer({ builtinAuth: true }), startServer({ rateLimit: { perMinute: 2, authPerMinute: 1 } })]);
+});
+afterAll(async () => {
+  await Promise.all([server?.close(), limited?.close()]);
+});
+
+const json = (token: string | undefined, body?: unknown, headers: Record<string, string> = {}) => ({
+  headers: { ...(token ? { Authorization: `Bearer ${token}` } : {}), ...(body === undefined ? {} : { 'Content-Type': 'application/json' }), ...headers },
+  body: body === undefined ? undefined : JSON.stringify(body),
+});
+
+describe('the contract declares the headers the server sends', () => {
+  it('on creation (Location, ETag), its replay (Idempotent-Replayed), a list (Link), 304 and 412', async () => {
+    const token = await server.tokenFor();
+    const key = randomUUID();
+    const created = await fetch(`${server.url}/api/v1/tasks`, { method: 'POST', ...json(token, { title: 'a' }, { 'Idempotency-Key': key }) });
+    expect([created.status, created.headers.get('location') !== null, created.headers.get('etag'), created.headers.get('x-request-id') !== null]).toEqual([201, true, '"1"', true]);
+    const replayed = await fetch(`${server.url}/api/v1/tasks`, { method: 'POST', ...json(token, { title: 'a' }, { 'Idempotency-Key': key }) });
+    expect([replayed.status, replayed.headers.get('idempotent-replayed')]).toEqual([201, 'true']);
+    await fetch(`${server.url}/api/v1/tasks`, { method: 'POST', ...json(token, { title: 'b' }) });
+    const page = await fetch(`${server.url}/api/v1/tasks?limit=1`, json(token));
+    expect(page.headers.get('link')).toMatch(/rel="next"$/);
+    const url = `${server.url}${created.headers.get('location')}`;
+    expect((await fetch(url, json(token, undefined, { 'If-None-Match': '"1"' }))).status).toBe(304);
+    expect((await fetch(url, { method: 'PATCH', ...json(token, { title: 'c' }, { 'If-Match': '"7"' }) })).status).toBe(412);
+    expect(server.undeclaredHeaders).toEqual([]);
+  });
+
+  it('on 401 and 403 (WWW-Authenticate) and on the built-in issuer (Cache-Control)', async () => {
+    const noToken = await fetch(`${server.url}/api/v1/tasks`);
+    expect([noToken.status, noToken.headers.get('www-authenticate')]).toEqual([401, 'Bearer']);
+    const readOnly = await server.tokenFor(undefined, { scope: 'tasks:read' });
+    const forbidden = await fetch(`${server.url}/api/v1/tasks`, { method: 'POST', ...json(readOnly, { title: 'x' }) });
+    expect([forbidden.status, forbidden.headers.get('www-authenticate')]).toEqual([403, 'Bearer error="insufficient_scope", scope="tasks:write"']);
+    const account = { email: `${randomUUID()}@example.com`, password: 'correct horse battery staple' };
+    const registered = await fetch(`${server.url}/api/v1/auth/register`, { method: 'POST', ...json(undefined, account) });
+    expect([registered.status, registered.headers.get('cache-control')]).toEqual([201, 'no-store']);
+    const wrong = await fetch(`${server.url}/api/v1/auth/login`, { method: 'POST', ...json(undefined, { ...account, password: 'not the password' }) });
+    expect([wrong.status, wrong.headers.get('www-authenticate')]).toEqual([401, 'Bearer']);
+    const keys = await fetch(`${server.url}/.well-known/jwks.json`);
+    expect([keys.status, keys.headers.get('cache-control')]).toEqual([200, 'public, max-age=300']);
+    expect(server.undeclaredHeaders).toEqual([]);
+  });
+
+  it('on 429 (Retry-After, RateLimit) from the per-user and the auth limits', async () => {
+    const token = await limited.tokenFor();
+    const statuses = [];
+    for (let i = 0; i < 3; i += 1) statuses.push((await fetch(`${limited.url}/api/v1/tasks`, json(token))).status);
+    const over = await fetch(`${limited.url}/api/v1/tasks`, json(token));
+    expect([...statuses, over.status]).toEqual([200, 200, 429, 429]);
+    expect(Number(over.headers.get('retry-after'))).toBeGreaterThan(0);
+    const auth = [];
+    for (let i = 0; i < 2; i += 1) auth.push(await fetch(`${limited.url}/api/v1/auth/login`, { method: 'POST', ...json(undefined, { email: 'a@example.com', password: 'whatever it is' }) }));
+    expect(auth.map((res) => res.status)).toContain(429);
+    expect(limited.undeclaredHeaders).toEqual([]);
+  });
+});
+
+describe('the check itself', () => {
+  const spec = {
+    openapi: '3.1.0',
+    info: { title: 't', version: '1' },
+    paths: {
+      '/things/{id}': {
+        get: {
+          responses: {
+            '200': { description: 'ok', headers: { ETag: { schema: { type: 'string' } } } },
+            '404': { $ref: '#/components/responses/Gone' },
+          },
+        },
+      },
+    },
+    components: { responses: { Gone: { description: 'gone', headers: { 'X-Request-Id': { schema: { type: 'string' } } } } } },
+  } as unknown as OpenApiDocument;
+  const undeclared = contractHeaders(spec);
+
+  it('names a header the response does not declare, whatever its case, and ignores transport, helmet and CORS headers', () => {
+    const sent = ['ETag', 'x-request-id', 'Date', 'Content-Type', 'Content-Length', 'Vary', 'Strict-Transport-Security', 'Access-Control-Allow-Origin'];
+    expect(undeclared('GET', '/things/1', 200, sent)).toEqual(['x-request-id']);
+    expect(undeclared('GET', '/things/1', 404, ['X-Request-Id', 'Retry-After'])).toEqual(['retry-after']);
+  });
+
+  it('leaves alone what the contract has no operation or status for (other checks refuse those)', () => {
+    expect(undeclared('GET', '/nothing', 200, ['X-Anything'])).toBeUndefined();
+    expect(undeclared('POST', '/things/1', 200, ['X-Anything'])).toBeUndefined();
+    expect(undeclared('GET', '/things/1', 500, ['X-Anything'])).toBeUndefined();
+  });
+
+  it('finds nothing undeclared in the served contract for the headers every response carries', () => {
+    const served = loadContract().spec;
+    expect(undeclared('GET', '/things/1', 200, ['ETag'])).toEqual([]);
+    const check = contractHeaders(served);
+    expect(check('GET', '/api/v1/tasks', 200, ['X-Request-Id', 'RateLimit', 'RateLimit-Policy', 'Link'])).toEqual([]);
+    expect(check('GET', '/health/live', 200, ['X-Request-Id'])).toEqual([]);
+  });
+});

@@ -1,0 +1,94 @@
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import type { OpenApiDocument } from '../../src/http/contract.js';
+
+/**
+ * Headers the contract does not declare per response, on purpose: transport and framing
+ * (Date, Connection, Keep-Alive, Transfer-Encoding, Content-Length, Content-Type: the media type
+ * is declared as the response's content), caching negotiation (Vary), helmet's security headers
+ * (the same on every response, described once in the guide) and CORS headers (present only for a
+ * configured origin, by the CORS protocol's rules). Every other header a response carries is one
+ * a client may act on, so the contract must declare it on that response.
+ */
+export const UNDECLARED_BY_DESIGN = new Set([
+  'date',
+  'connection',
+  'keep-alive',
+  'transfer-encoding',
+  'content-length',
+  'content-type',
+  'vary',
+  // helmet
+  'content-security-policy',
+  'cross-origin-opener-policy',
+  'cross-origin-resource-policy',
+  'cross-origin-embedder-policy',
+  'origin-agent-cluster',
+  'referrer-policy',
+  'strict-transport-security',
+  'x-content-type-options',
+  'x-dns-prefetch-control',
+  'x-download-options',
+  'x-frame-options',
+  'x-permitted-cross-domain-policies',
+  'x-xss-protection',
+]);
+const isCors = (name: string) => name.startsWith('access-control-');
+
+type Node = Record<string, unknown>;
+
+/** Matches a request path against the contract's path templates (case-sensitive, as routed). */
+export function contractHeaders(spec: OpenApiDocument) {
+  const resolve = (node: unknown): Node => {
+    let current = node as Node;
+    while (current && typeof current.$ref === 'string') {
+      current = (current.$ref as string)
+        .slice(2)
+        .split('/')
+        .reduce((at: Node, key) => at[key.replace(/~1/g, '/').replace(/~0/g, '~')] as Node, spec as unknown as Node);
+    }
+    return current;
+  };
+  const templates = Object.keys(spec.paths).map((template) => ({
+    template,
+    regex: new RegExp(`^${template.replace(/[.*+?^$()|[\]\\]/g, '\\$&').replace(/\\?\{[^}]+\\?\}/g, '[^/]+')}$`),
+  }));
+
+  /**
+   * The headers of a response to `method path` with `status` that the contract does not declare on
+   * that response; `undefined` when the contract has no such operation or status (other checks
+   * cover those).
+   */
+  return function undeclared(method: string, path: string, status: number, names: Iterable<string>): string[] | undefined {
+    const match = templates.find((t) => t.regex.test(path));
+    if (match === undefined) return undefined;
+    const operation = spec.paths[match.template]![method.toLowerCase()] as { responses?: Record<string, unknown> } | undefined;
+    const response = operation?.responses?.[String(status)] ?? operation?.responses?.default;
+    if (response === undefined) return undefined;
+    const declared = new Set(Object.keys((resolve(response).headers ?? {}) as Node).map((name) => name.toLowerCase()));
+    return [...names].map((name) => name.toLowerCase()).filter((name) => !UNDECLARED_BY_DESIGN.has(name) && !isCors(name) && !declared.has(name));
+  };
+}
+
+/** One response that carried a header its documented response does not declare. */
+export interface UndeclaredHeader {
+  request: string;
+  status: number;
+  headers: string[];
+}
+
+/**
+ * Watches every response `server` sends and records those carrying a header the contract does not
+ * declare for that operation and status. Returns the list it fills.
+ */
+export function watchResponseHeaders(server: Server, spec: OpenApiDocument): UndeclaredHeader[] {
+  const undeclared = contractHeaders(spec);
+  const found: UndeclaredHeader[] = [];
+  server.on('request', (req: IncomingMessage, res: ServerResponse) => {
+    res.once('finish', () => {
+      const path = (req.url ?? '/').split('?')[0]!;
+      const headers = undeclared(req.method ?? 'GET', path, res.statusCode, Object.keys(res.getHeaders()));
+      if (headers !== undefined && headers.length > 0) found.push({ request: `${req.method} ${path}`, status: res.statusCode, headers });
+    });
+  });
+  return found;
+}
