@@ -986,6 +986,14 @@ export interface components {
             /** @description Pass as `cursor` to get the next page; `null` on the last page. */
             next_cursor: string | null;
         };
+        /** @description One offending field of a request - where it is, a JSON pointer to it, and what is wrong. */
+        FieldError: {
+            /** @enum {string} */
+            in: "body" | "query" | "path" | "header";
+            /** @description JSON pointer to the field within `in` (`""` for the whole body). */
+            pointer: string;
+            detail: string;
+        };
         /**
          * @description An RFC 9457 problem details document.
          * @example {
@@ -1025,19 +1033,58 @@ export interface components {
              * @description For 422, one entry per offending field, at most 20 (the first ones found); `errors_total`
              *     says how many there were in all.
              */
-            errors?: {
-                /** @enum {string} */
-                in: "body" | "query" | "path" | "header";
-                /** @description JSON pointer to the field within `in` (`""` for the whole body). */
-                pointer: string;
-                detail: string;
-            }[];
+            errors?: components["schemas"]["FieldError"][];
             /**
              * Format: int32
              * @description With `errors`: how many distinct errors the request has, of which `errors` lists the first
              *     20. More than the length of `errors` means the list was cut.
              */
             errors_total?: number;
+        };
+        /** @description The bearer token is missing or invalid. Status 401; `type` says which problem it is. */
+        UnauthorizedProblem: components["schemas"]["Problem"] & {
+            /** @enum {string} */
+            type: "urn:tasks-api:problem:missing-token" | "urn:tasks-api:problem:invalid-token";
+            /** @constant */
+            status: 401;
+        };
+        /** @description The token lacks a scope the operation needs. Status 403; `type` says which problem it is. */
+        ForbiddenProblem: components["schemas"]["Problem"] & {
+            /** @constant */
+            type: "urn:tasks-api:problem:insufficient-scope";
+            /** @constant */
+            status: 403;
+        };
+        /** @description The request breaks the contract: status 422, with `errors[]` naming each offending field and `errors_total` counting them. */
+        ValidationProblem: components["schemas"]["Problem"] & {
+            /** @constant */
+            type: "urn:tasks-api:problem:validation-failed";
+            /** @constant */
+            status: 422;
+            errors: components["schemas"]["FieldError"][];
+            /** Format: int32 */
+            errors_total: number;
+        };
+        /** @description Over the rate limit. Status 429; `type` says which problem it is. */
+        TooManyRequestsProblem: components["schemas"]["Problem"] & {
+            /** @constant */
+            type: "urn:tasks-api:problem:rate-limited";
+            /** @constant */
+            status: 429;
+        };
+        /** @description An unexpected error. Status 500; `type` says which problem it is. */
+        InternalErrorProblem: components["schemas"]["Problem"] & {
+            /** @constant */
+            type: "urn:tasks-api:problem:internal-error";
+            /** @constant */
+            status: 500;
+        };
+        /** @description A dependency is unavailable, or the server shed the request. Status 503; `type` says which problem it is. */
+        ServiceUnavailableProblem: components["schemas"]["Problem"] & {
+            /** @enum {string} */
+            type: "urn:tasks-api:problem:service-unavailable" | "urn:tasks-api:problem:overloaded";
+            /** @constant */
+            status: 503;
         };
         /**
          * @description A new task. Only `title` is required; `id`, timestamps and the owner are set by the server and
@@ -1062,6 +1109,41 @@ export interface components {
             due_at?: components["schemas"]["DueAt"];
             tags?: components["schemas"]["Tags"];
         };
+        /** @description The body is not well-formed JSON. Status 400; `type` says which problem it is. */
+        BadRequestProblem: components["schemas"]["Problem"] & {
+            /** @constant */
+            type: "urn:tasks-api:problem:malformed-body";
+            /** @constant */
+            status: 400;
+        };
+        /** @description A request with this Idempotency-Key is still in flight. Status 409; `type` says which problem it is. */
+        IdempotencyConflictProblem: components["schemas"]["Problem"] & {
+            /** @constant */
+            type: "urn:tasks-api:problem:idempotency-key-in-use";
+            /** @constant */
+            status: 409;
+        };
+        /** @description The body is larger than the server accepts. Status 413; `type` says which problem it is. */
+        PayloadTooLargeProblem: components["schemas"]["Problem"] & {
+            /** @constant */
+            type: "urn:tasks-api:problem:payload-too-large";
+            /** @constant */
+            status: 413;
+        };
+        /** @description The body's Content-Type is not accepted. Status 415; `type` says which problem it is. */
+        UnsupportedMediaTypeProblem: components["schemas"]["Problem"] & {
+            /** @constant */
+            type: "urn:tasks-api:problem:unsupported-media-type";
+            /** @constant */
+            status: 415;
+        };
+        /** @description No task with this id belongs to the caller. A path whose id makes it no route at all (say, `..`) is `not-found`. Status 404; `type` says which problem it is. */
+        TaskNotFoundProblem: components["schemas"]["Problem"] & {
+            /** @enum {string} */
+            type: "urn:tasks-api:problem:task-not-found" | "urn:tasks-api:problem:not-found";
+            /** @constant */
+            status: 404;
+        };
         /**
          * @description The whole new state of a task. Fields left out take their defaults (`description` and `due_at`
          *     null, `completed` false, `priority` medium, `tags` empty).
@@ -1083,6 +1165,13 @@ export interface components {
             priority?: components["schemas"]["Priority"];
             due_at?: components["schemas"]["DueAt"];
             tags?: components["schemas"]["Tags"];
+        };
+        /** @description If-Match names none of the current ETags. Status 412; `type` says which problem it is. */
+        PreconditionFailedProblem: components["schemas"]["Problem"] & {
+            /** @constant */
+            type: "urn:tasks-api:problem:precondition-failed";
+            /** @constant */
+            status: 412;
         };
         /**
          * @description A JSON merge patch (RFC 7396): fields present are changed, `null` clears `description` or
@@ -1190,6 +1279,48 @@ export interface components {
          * @example %PDF-1.7 (the file's bytes)
          */
         RawFile: string;
+        /** @description The body is not a well-formed upload. A body declared as JSON that is not is `malformed-body`. Status 400; `type` says which problem it is. */
+        MalformedUploadProblem: components["schemas"]["Problem"] & {
+            /** @enum {string} */
+            type: "urn:tasks-api:problem:malformed-upload" | "urn:tasks-api:problem:file-missing" | "urn:tasks-api:problem:malformed-body";
+            /** @constant */
+            status: 400;
+        };
+        /** @description The file is over the per-file limit or the storage quota. A body declared as JSON over the body limit is `payload-too-large`. Status 413; `type` says which problem it is. */
+        UploadTooLargeProblem: components["schemas"]["Problem"] & {
+            /** @enum {string} */
+            type: "urn:tasks-api:problem:file-too-large" | "urn:tasks-api:problem:quota-exceeded" | "urn:tasks-api:problem:payload-too-large";
+            /** @constant */
+            status: 413;
+        };
+        /** @description The file's type is refused, disagrees with its declared type, or the request is not an upload. Status 415; `type` says which problem it is. */
+        FileTypeRefusedProblem: components["schemas"]["Problem"] & {
+            /** @enum {string} */
+            type: "urn:tasks-api:problem:file-type-refused" | "urn:tasks-api:problem:file-type-mismatch" | "urn:tasks-api:problem:unsupported-media-type";
+            /** @constant */
+            status: 415;
+        };
+        /** @description The task already has as many attachments as it may. Status 422; `type` says which problem it is. */
+        AttachmentLimitReachedProblem: components["schemas"]["Problem"] & {
+            /** @constant */
+            type: "urn:tasks-api:problem:attachment-limit-reached";
+            /** @constant */
+            status: 422;
+        };
+        /** @description No attachment with this id belongs to the caller. A path whose id makes it no route at all (say, `..`) is `not-found`. Status 404; `type` says which problem it is. */
+        AttachmentNotFoundProblem: components["schemas"]["Problem"] & {
+            /** @enum {string} */
+            type: "urn:tasks-api:problem:attachment-not-found" | "urn:tasks-api:problem:not-found";
+            /** @constant */
+            status: 404;
+        };
+        /** @description Range asks only for bytes beyond the end of the file. Status 416; `type` says which problem it is. */
+        RangeNotSatisfiableProblem: components["schemas"]["Problem"] & {
+            /** @constant */
+            type: "urn:tasks-api:problem:range-not-satisfiable";
+            /** @constant */
+            status: 416;
+        };
         /**
          * Format: uri
          * @description Where events are POSTed: an absolute `https` URL (`http` only for localhost, and only when the
@@ -1361,6 +1492,20 @@ export interface components {
              */
             secret: string;
         };
+        /** @description The caller already has the most webhook endpoints allowed. Status 409; `type` says which problem it is. */
+        WebhookLimitReachedProblem: components["schemas"]["Problem"] & {
+            /** @constant */
+            type: "urn:tasks-api:problem:webhook-limit-reached";
+            /** @constant */
+            status: 409;
+        };
+        /** @description No webhook endpoint with this id belongs to the caller. A path whose id makes it no route at all (say, `..`) is `not-found`. Status 404; `type` says which problem it is. */
+        WebhookNotFoundProblem: components["schemas"]["Problem"] & {
+            /** @enum {string} */
+            type: "urn:tasks-api:problem:webhook-not-found" | "urn:tasks-api:problem:not-found";
+            /** @constant */
+            status: 404;
+        };
         /**
          * @description A JSON merge patch (RFC 7396) of an endpoint: fields present are changed, `null` clears
          *     `description`, fields left out are kept. `events` is replaced as a whole. `enabled: true`
@@ -1477,6 +1622,13 @@ export interface components {
             created_at: components["schemas"]["Timestamp"];
             updated_at: components["schemas"]["Timestamp"];
         };
+        /** @description The webhook endpoint is disabled. Status 409; `type` says which problem it is. */
+        WebhookDisabledProblem: components["schemas"]["Problem"] & {
+            /** @constant */
+            type: "urn:tasks-api:problem:webhook-disabled";
+            /** @constant */
+            status: 409;
+        };
         /**
          * @description One page of an endpoint's deliveries, newest first.
          * @example {
@@ -1509,6 +1661,13 @@ export interface components {
             items: components["schemas"]["WebhookDelivery"][];
             /** @description Pass as `cursor` to get the next page; `null` on the last page. */
             next_cursor: string | null;
+        };
+        /** @description No such delivery of this endpoint, or no such endpoint. A path whose id makes it no route at all (say, `..`) is `not-found`. Status 404; `type` says which problem it is. */
+        DeliveryNotFoundProblem: components["schemas"]["Problem"] & {
+            /** @enum {string} */
+            type: "urn:tasks-api:problem:webhook-delivery-not-found" | "urn:tasks-api:problem:webhook-not-found" | "urn:tasks-api:problem:not-found";
+            /** @constant */
+            status: 404;
         };
         /**
          * @description The caller's tags with how many of their tasks carry each, most used first (ties alphabetical); at most 1000.
@@ -1632,6 +1791,20 @@ export interface components {
             /** @description The scopes the access token carries, space-separated. */
             scope: string;
         };
+        /** @description The built-in issuer is not enabled on this server. Status 404; `type` says which problem it is. */
+        BuiltinAuthDisabledProblem: components["schemas"]["Problem"] & {
+            /** @constant */
+            type: "urn:tasks-api:problem:builtin-auth-disabled";
+            /** @constant */
+            status: 404;
+        };
+        /** @description An account with this email already exists. Status 409; `type` says which problem it is. */
+        EmailTakenProblem: components["schemas"]["Problem"] & {
+            /** @constant */
+            type: "urn:tasks-api:problem:email-taken";
+            /** @constant */
+            status: 409;
+        };
         /**
          * @description The email and password of an existing account.
          * @example {
@@ -1644,6 +1817,20 @@ export interface components {
             /** Format: password */
             password: string;
         };
+        /** @description The email and password do not match an active account. Status 401; `type` says which problem it is. */
+        InvalidCredentialsProblem: components["schemas"]["Problem"] & {
+            /** @constant */
+            type: "urn:tasks-api:problem:invalid-credentials";
+            /** @constant */
+            status: 401;
+        };
+        /** @description Too many failed logins, or over the rate limit of the auth endpoints. Status 429; `type` says which problem it is. */
+        LoginThrottledProblem: components["schemas"]["Problem"] & {
+            /** @enum {string} */
+            type: "urn:tasks-api:problem:login-throttled" | "urn:tasks-api:problem:rate-limited";
+            /** @constant */
+            status: 429;
+        };
         /**
          * @description A refresh token from an earlier login or refresh.
          * @example {
@@ -1652,6 +1839,13 @@ export interface components {
          */
         RefreshRequest: {
             refresh_token: components["schemas"]["RefreshToken"];
+        };
+        /** @description The refresh token is not valid. Status 401; `type` says which problem it is. */
+        InvalidRefreshTokenProblem: components["schemas"]["Problem"] & {
+            /** @constant */
+            type: "urn:tasks-api:problem:invalid-refresh-token";
+            /** @constant */
+            status: 401;
         };
         /**
          * @description The public keys that sign the built-in issuer's access tokens (RFC 7517).
@@ -1698,6 +1892,13 @@ export interface components {
                 /** @enum {string} */
                 database?: "ok";
             };
+        };
+        /** @description Metrics are not served here. Status 404; `type` says which problem it is. */
+        MetricsOffProblem: components["schemas"]["Problem"] & {
+            /** @constant */
+            type: "urn:tasks-api:problem:not-found";
+            /** @constant */
+            status: 404;
         };
         /**
          * @description The body POSTed to an endpoint for a task event. Verify the request's signature before trusting
@@ -1792,7 +1993,7 @@ export interface components {
                  *       "request_id": "2b1f8c1e-6f0b-4c1a-9e0e-6a1e7f9f3b52"
                  *     }
                  */
-                "application/problem+json": components["schemas"]["Problem"];
+                "application/problem+json": components["schemas"]["UnauthorizedProblem"];
             };
         };
         /** @description The token lacks a scope this operation needs. */
@@ -1815,7 +2016,7 @@ export interface components {
                  *       "request_id": "2b1f8c1e-6f0b-4c1a-9e0e-6a1e7f9f3b52"
                  *     }
                  */
-                "application/problem+json": components["schemas"]["Problem"];
+                "application/problem+json": components["schemas"]["ForbiddenProblem"];
             };
         };
         /**
@@ -1853,7 +2054,7 @@ export interface components {
                  *       "errors_total": 2
                  *     }
                  */
-                "application/problem+json": components["schemas"]["Problem"];
+                "application/problem+json": components["schemas"]["ValidationProblem"];
             };
         };
         /**
@@ -1879,13 +2080,15 @@ export interface components {
                  *       "request_id": "2b1f8c1e-6f0b-4c1a-9e0e-6a1e7f9f3b52"
                  *     }
                  */
-                "application/problem+json": components["schemas"]["Problem"];
+                "application/problem+json": components["schemas"]["TooManyRequestsProblem"];
             };
         };
         /** @description An unexpected error; nothing about it is disclosed but the request id. */
         InternalError: {
             headers: {
                 "X-Request-Id": components["headers"]["XRequestId"];
+                RateLimit: components["headers"]["RateLimit"];
+                "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
                 [name: string]: unknown;
             };
             content: {
@@ -1899,7 +2102,7 @@ export interface components {
                  *       "request_id": "2b1f8c1e-6f0b-4c1a-9e0e-6a1e7f9f3b52"
                  *     }
                  */
-                "application/problem+json": components["schemas"]["Problem"];
+                "application/problem+json": components["schemas"]["InternalErrorProblem"];
             };
         };
         /**
@@ -1911,6 +2114,8 @@ export interface components {
             headers: {
                 "X-Request-Id": components["headers"]["XRequestId"];
                 "Retry-After": components["headers"]["RetryAfter"];
+                RateLimit: components["headers"]["RateLimit"];
+                "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
                 [name: string]: unknown;
             };
             content: {
@@ -1924,7 +2129,7 @@ export interface components {
                  *       "request_id": "2b1f8c1e-6f0b-4c1a-9e0e-6a1e7f9f3b52"
                  *     }
                  */
-                "application/problem+json": components["schemas"]["Problem"];
+                "application/problem+json": components["schemas"]["ServiceUnavailableProblem"];
             };
         };
         /** @description The body is not well-formed JSON. */
@@ -1946,7 +2151,7 @@ export interface components {
                  *       "request_id": "2b1f8c1e-6f0b-4c1a-9e0e-6a1e7f9f3b52"
                  *     }
                  */
-                "application/problem+json": components["schemas"]["Problem"];
+                "application/problem+json": components["schemas"]["BadRequestProblem"];
             };
         };
         /** @description A request with this `Idempotency-Key` is still being processed; retry after `Retry-After` seconds to get its response. */
@@ -1969,7 +2174,7 @@ export interface components {
                  *       "request_id": "2b1f8c1e-6f0b-4c1a-9e0e-6a1e7f9f3b52"
                  *     }
                  */
-                "application/problem+json": components["schemas"]["Problem"];
+                "application/problem+json": components["schemas"]["IdempotencyConflictProblem"];
             };
         };
         /**
@@ -1996,7 +2201,7 @@ export interface components {
                  *       "request_id": "2b1f8c1e-6f0b-4c1a-9e0e-6a1e7f9f3b52"
                  *     }
                  */
-                "application/problem+json": components["schemas"]["Problem"];
+                "application/problem+json": components["schemas"]["PayloadTooLargeProblem"];
             };
         };
         /** @description The body's Content-Type is not accepted by this operation. */
@@ -2013,12 +2218,12 @@ export interface components {
                  *       "type": "urn:tasks-api:problem:unsupported-media-type",
                  *       "title": "Unsupported media type",
                  *       "status": 415,
-                 *       "detail": "Content-Type text/plain is not accepted; use application/json.",
+                 *       "detail": "Content-Type text/plain is not accepted here.",
                  *       "instance": "/api/v1/tasks",
                  *       "request_id": "2b1f8c1e-6f0b-4c1a-9e0e-6a1e7f9f3b52"
                  *     }
                  */
-                "application/problem+json": components["schemas"]["Problem"];
+                "application/problem+json": components["schemas"]["UnsupportedMediaTypeProblem"];
             };
         };
         /** @description The task has not changed since the ETag in `If-None-Match`; no body. */
@@ -2047,11 +2252,11 @@ export interface components {
                  *       "title": "Task not found",
                  *       "status": 404,
                  *       "detail": "No task 0b6f3c4e-6a43-4f6e-9a57-2d1f0c3e8b11 exists for this user.",
-                 *       "instance": "/api/v1/tasks",
+                 *       "instance": "/api/v1/tasks/0b6f3c4e-6a43-4f6e-9a57-2d1f0c3e8b11",
                  *       "request_id": "2b1f8c1e-6f0b-4c1a-9e0e-6a1e7f9f3b52"
                  *     }
                  */
-                "application/problem+json": components["schemas"]["Problem"];
+                "application/problem+json": components["schemas"]["TaskNotFoundProblem"];
             };
         };
         /** @description The task changed since the ETag in `If-Match` (or `If-Match` named none of its ETags); nothing was changed. Read it again, then retry. */
@@ -2068,12 +2273,12 @@ export interface components {
                  *       "type": "urn:tasks-api:problem:precondition-failed",
                  *       "title": "Precondition failed",
                  *       "status": 412,
-                 *       "detail": "Task 0b6f3c4e-6a43-4f6e-9a57-2d1f0c3e8b11 is at \"4\", not \"3\": it changed since you read it.",
+                 *       "detail": "Task 0b6f3c4e-6a43-4f6e-9a57-2d1f0c3e8b11 is at \"2\", which If-Match does not name: it changed since you read it. Nothing was changed.",
                  *       "instance": "/api/v1/tasks/0b6f3c4e-6a43-4f6e-9a57-2d1f0c3e8b11",
                  *       "request_id": "2b1f8c1e-6f0b-4c1a-9e0e-6a1e7f9f3b52"
                  *     }
                  */
-                "application/problem+json": components["schemas"]["Problem"];
+                "application/problem+json": components["schemas"]["PreconditionFailedProblem"];
             };
         };
         /** @description The body is not a well-formed upload: broken multipart framing, no `file` part (type `urn:tasks-api:problem:file-missing`), a second file, or a field the upload does not take. Nothing is stored. */
@@ -2090,12 +2295,12 @@ export interface components {
                  *       "type": "urn:tasks-api:problem:malformed-upload",
                  *       "title": "Malformed upload",
                  *       "status": 400,
-                 *       "detail": "The multipart body ended before its closing boundary.",
+                 *       "detail": "The multipart body is malformed: Unexpected end of form. Nothing was stored.",
                  *       "instance": "/api/v1/tasks/0b6f3c4e-6a43-4f6e-9a57-2d1f0c3e8b11/attachments",
                  *       "request_id": "2b1f8c1e-6f0b-4c1a-9e0e-6a1e7f9f3b52"
                  *     }
                  */
-                "application/problem+json": components["schemas"]["Problem"];
+                "application/problem+json": components["schemas"]["MalformedUploadProblem"];
             };
         };
         /** @description The file is larger than the server takes: over the per-file limit (`ATTACHMENT_MAX_BYTES`, 10 MiB unless configured), or over what is left of your storage quota (`ATTACHMENT_QUOTA_BYTES`; `detail` says how many bytes are left, type `urn:tasks-api:problem:quota-exceeded`). The upload is cut off when it crosses the limit, not read to the end, and nothing of it is kept. */
@@ -2117,7 +2322,7 @@ export interface components {
                  *       "request_id": "2b1f8c1e-6f0b-4c1a-9e0e-6a1e7f9f3b52"
                  *     }
                  */
-                "application/problem+json": components["schemas"]["Problem"];
+                "application/problem+json": components["schemas"]["UploadTooLargeProblem"];
             };
         };
         /** @description The file's type, as found in its bytes, is not one the server accepts (`ATTACHMENT_ALLOWED_TYPES`; SVG, HTML and executables never by default), or the declared `Content-Type` disagrees with the bytes (type `urn:tasks-api:problem:file-type-mismatch`), or the request's own media type is not an upload. Nothing is stored. */
@@ -2134,12 +2339,28 @@ export interface components {
                  *       "type": "urn:tasks-api:problem:file-type-refused",
                  *       "title": "Unsupported media type",
                  *       "status": 415,
-                 *       "detail": "The file's bytes are image/svg+xml, which is not accepted (accepted here: image/png, image/jpeg, application/pdf, text/plain).",
+                 *       "detail": "The file's bytes are image/svg+xml, which is not accepted (accepted here: image/png, image/jpeg, application/pdf, text/plain); nothing was stored.",
                  *       "instance": "/api/v1/tasks/0b6f3c4e-6a43-4f6e-9a57-2d1f0c3e8b11/attachments",
                  *       "request_id": "2b1f8c1e-6f0b-4c1a-9e0e-6a1e7f9f3b52"
                  *     }
                  */
-                "application/problem+json": components["schemas"]["Problem"];
+                "application/problem+json": components["schemas"]["FileTypeRefusedProblem"];
+            };
+        };
+        /**
+         * @description The request breaks the contract (`urn:tasks-api:problem:validation-failed`, with `errors[]`
+         *     naming each offending field), or the task already has as many attachments as it may (20;
+         *     `urn:tasks-api:problem:attachment-limit-reached`): delete one first. Nothing is stored.
+         */
+        UploadUnprocessable: {
+            headers: {
+                "X-Request-Id": components["headers"]["XRequestId"];
+                RateLimit: components["headers"]["RateLimit"];
+                "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                [name: string]: unknown;
+            };
+            content: {
+                "application/problem+json": components["schemas"]["ValidationProblem"] | components["schemas"]["AttachmentLimitReachedProblem"];
             };
         };
         /** @description No attachment with this id belongs to the caller (another user's answers the same). */
@@ -2157,11 +2378,11 @@ export interface components {
                  *       "title": "Attachment not found",
                  *       "status": 404,
                  *       "detail": "No attachment 7d9c2a51-3f7e-4b8a-9a0c-1e2f3a4b5c6d exists for this user.",
-                 *       "instance": "/api/v1/tasks/0b6f3c4e-6a43-4f6e-9a57-2d1f0c3e8b11/attachments",
+                 *       "instance": "/api/v1/attachments/7d9c2a51-3f7e-4b8a-9a0c-1e2f3a4b5c6d",
                  *       "request_id": "2b1f8c1e-6f0b-4c1a-9e0e-6a1e7f9f3b52"
                  *     }
                  */
-                "application/problem+json": components["schemas"]["Problem"];
+                "application/problem+json": components["schemas"]["AttachmentNotFoundProblem"];
             };
         };
         /** @description `Range` asks only for bytes beyond the end of the file. `Content-Range: bytes *\/<size>` gives the size. */
@@ -2179,12 +2400,12 @@ export interface components {
                  *       "type": "urn:tasks-api:problem:range-not-satisfiable",
                  *       "title": "Range not satisfiable",
                  *       "status": 416,
-                 *       "detail": "The file has 48213 bytes; bytes=50000- starts after its end.",
-                 *       "instance": "/api/v1/tasks/0b6f3c4e-6a43-4f6e-9a57-2d1f0c3e8b11/attachments",
+                 *       "detail": "The file has 48213 bytes; bytes=50000- asks for none of them.",
+                 *       "instance": "/api/v1/attachments/7d9c2a51-3f7e-4b8a-9a0c-1e2f3a4b5c6d/content",
                  *       "request_id": "2b1f8c1e-6f0b-4c1a-9e0e-6a1e7f9f3b52"
                  *     }
                  */
-                "application/problem+json": components["schemas"]["Problem"];
+                "application/problem+json": components["schemas"]["RangeNotSatisfiableProblem"];
             };
         };
         /**
@@ -2209,7 +2430,7 @@ export interface components {
                  *       "request_id": "2b1f8c1e-6f0b-4c1a-9e0e-6a1e7f9f3b52"
                  *     }
                  */
-                "application/problem+json": components["schemas"]["Problem"];
+                "application/problem+json": components["schemas"]["WebhookLimitReachedProblem"];
             };
         };
         /** @description No webhook endpoint with this id belongs to the caller (another user's answers the same). */
@@ -2231,7 +2452,7 @@ export interface components {
                  *       "request_id": "2b1f8c1e-6f0b-4c1a-9e0e-6a1e7f9f3b52"
                  *     }
                  */
-                "application/problem+json": components["schemas"]["Problem"];
+                "application/problem+json": components["schemas"]["WebhookNotFoundProblem"];
             };
         };
         /**
@@ -2256,7 +2477,7 @@ export interface components {
                  *       "request_id": "2b1f8c1e-6f0b-4c1a-9e0e-6a1e7f9f3b52"
                  *     }
                  */
-                "application/problem+json": components["schemas"]["Problem"];
+                "application/problem+json": components["schemas"]["WebhookDisabledProblem"];
             };
         };
         /**
@@ -2272,7 +2493,7 @@ export interface components {
                 [name: string]: unknown;
             };
             content: {
-                "application/problem+json": components["schemas"]["Problem"];
+                "application/problem+json": components["schemas"]["DeliveryNotFoundProblem"];
             };
         };
         /** @description The built-in issuer is not enabled on this server (`AUTH_BUILTIN`); it accepts tokens from its configured identity provider instead. */
@@ -2294,7 +2515,7 @@ export interface components {
                  *       "request_id": "2b1f8c1e-6f0b-4c1a-9e0e-6a1e7f9f3b52"
                  *     }
                  */
-                "application/problem+json": components["schemas"]["Problem"];
+                "application/problem+json": components["schemas"]["BuiltinAuthDisabledProblem"];
             };
         };
         /** @description An account with this email already exists. */
@@ -2316,7 +2537,7 @@ export interface components {
                  *       "request_id": "2b1f8c1e-6f0b-4c1a-9e0e-6a1e7f9f3b52"
                  *     }
                  */
-                "application/problem+json": components["schemas"]["Problem"];
+                "application/problem+json": components["schemas"]["EmailTakenProblem"];
             };
         };
         /** @description The email and password do not match an active account. The answer is the same whether the account exists or not. */
@@ -2343,7 +2564,7 @@ export interface components {
                  *       "request_id": "2b1f8c1e-6f0b-4c1a-9e0e-6a1e7f9f3b52"
                  *     }
                  */
-                "application/problem+json": components["schemas"]["Problem"];
+                "application/problem+json": components["schemas"]["InvalidCredentialsProblem"];
             };
         };
         /**
@@ -2371,7 +2592,7 @@ export interface components {
                  *       "request_id": "2b1f8c1e-6f0b-4c1a-9e0e-6a1e7f9f3b52"
                  *     }
                  */
-                "application/problem+json": components["schemas"]["Problem"];
+                "application/problem+json": components["schemas"]["LoginThrottledProblem"];
             };
         };
         /** @description The refresh token is unknown, expired, revoked or was already used (which revokes every token of its login), or its account is disabled or gone. Log in again. */
@@ -2398,7 +2619,7 @@ export interface components {
                  *       "request_id": "2b1f8c1e-6f0b-4c1a-9e0e-6a1e7f9f3b52"
                  *     }
                  */
-                "application/problem+json": components["schemas"]["Problem"];
+                "application/problem+json": components["schemas"]["InvalidRefreshTokenProblem"];
             };
         };
         /**
@@ -2421,7 +2642,7 @@ export interface components {
                  *       "request_id": "2b1f8c1e-6f0b-4c1a-9e0e-6a1e7f9f3b52"
                  *     }
                  */
-                "application/problem+json": components["schemas"]["Problem"];
+                "application/problem+json": components["schemas"]["MetricsOffProblem"];
             };
         };
         /**
@@ -2466,14 +2687,14 @@ export interface components {
         TaskId: string;
         /**
          * @description Answer 304 Not Modified, without a body, when the task's current ETag is one of these (or `*`).
-         * @example "3"
+         * @example "1"
          */
         IfNoneMatch: string;
         /**
          * @description Change the task only if its current ETag is one of these (or `*`: only if it exists); otherwise
          *     412 and nothing changes. Without it the change is unconditional: clients that edit what they
          *     read should always send it, so that two editors cannot overwrite each other unknowingly.
-         * @example "3"
+         * @example "1"
          */
         IfMatch: string;
         /**
@@ -2481,10 +2702,7 @@ export interface components {
          * @example 20
          */
         Limit: number;
-        /**
-         * @description The `next_cursor` of the previous page.
-         * @example eyJrIjoiMjAyNi0xMS0yMFQxODowNDoxMS40ODJaIiwiaSI6IjBiNmYzYzRlLTZhNDMtNGY2ZS05YTU3LTJkMWYwYzNlOGIxMSIsImYiOiJ3cF9PTVJncFBLR0VZUXUwIn0
-         */
+        /** @description The `next_cursor` of the previous page, valid only for the list (and the filters) that issued it. */
         Cursor: string;
         /**
          * @description For a raw upload, the file's name (RFC 6266): `attachment; filename="report.pdf"`, or with
@@ -2551,6 +2769,11 @@ export interface components {
     requestBodies: never;
     headers: {
         /**
+         * @description The request's id (the client's `X-Request-Id` if it sent a valid one, else a new UUID); also in every log line of the request.
+         * @example 2b1f8c1e-6f0b-4c1a-9e0e-6a1e7f9f3b52
+         */
+        XRequestId: string;
+        /**
          * @description Sent only when the server is configured with `CORS_ORIGINS` and the request's `Origin` is one of
          *     them (or `*` is configured): then that origin, or `*`. Absent otherwise, so browsers on other
          *     origins cannot read the response. Credentials are never allowed.
@@ -2569,11 +2792,6 @@ export interface components {
          */
         RateLimitPolicy: string;
         /**
-         * @description The request's id (the client's `X-Request-Id` if it sent a valid one, else a new UUID); also in every log line of the request.
-         * @example 2b1f8c1e-6f0b-4c1a-9e0e-6a1e7f9f3b52
-         */
-        XRequestId: string;
-        /**
          * @description `Bearer`, with `error="invalid_token"` when a token was sent but rejected, or `error="insufficient_scope"` and the needed `scope`.
          * @example Bearer error="invalid_token", error_description="The bearer token has expired."
          */
@@ -2583,7 +2801,7 @@ export interface components {
         /**
          * @description The task's entity tag: its `version` in double quotes. Send it back in `If-Match` to change the
          *     task only if nobody changed it meanwhile, or in `If-None-Match` to get 304 while yours is current.
-         * @example "3"
+         * @example "1"
          */
         ETag: string;
         /**
@@ -2713,6 +2931,7 @@ export interface operations {
             /** @description A page of tasks. */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     "Access-Control-Allow-Origin": components["headers"]["AccessControlAllowOrigin"];
                     RateLimit: components["headers"]["RateLimit"];
                     "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
@@ -2764,6 +2983,7 @@ export interface operations {
             /** @description The task was created. */
             201: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     "Access-Control-Allow-Origin": components["headers"]["AccessControlAllowOrigin"];
                     RateLimit: components["headers"]["RateLimit"];
                     "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
@@ -2798,7 +3018,7 @@ export interface operations {
             header?: {
                 /**
                  * @description Answer 304 Not Modified, without a body, when the task's current ETag is one of these (or `*`).
-                 * @example "3"
+                 * @example "1"
                  */
                 "If-None-Match"?: components["parameters"]["IfNoneMatch"];
             };
@@ -2816,6 +3036,7 @@ export interface operations {
             /** @description The task. */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     "Access-Control-Allow-Origin": components["headers"]["AccessControlAllowOrigin"];
                     RateLimit: components["headers"]["RateLimit"];
                     "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
@@ -2844,7 +3065,7 @@ export interface operations {
                  * @description Change the task only if its current ETag is one of these (or `*`: only if it exists); otherwise
                  *     412 and nothing changes. Without it the change is unconditional: clients that edit what they
                  *     read should always send it, so that two editors cannot overwrite each other unknowingly.
-                 * @example "3"
+                 * @example "1"
                  */
                 "If-Match"?: components["parameters"]["IfMatch"];
             };
@@ -2866,6 +3087,7 @@ export interface operations {
             /** @description The replaced task. */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     "Access-Control-Allow-Origin": components["headers"]["AccessControlAllowOrigin"];
                     RateLimit: components["headers"]["RateLimit"];
                     "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
@@ -2897,7 +3119,7 @@ export interface operations {
                  * @description Change the task only if its current ETag is one of these (or `*`: only if it exists); otherwise
                  *     412 and nothing changes. Without it the change is unconditional: clients that edit what they
                  *     read should always send it, so that two editors cannot overwrite each other unknowingly.
-                 * @example "3"
+                 * @example "1"
                  */
                 "If-Match"?: components["parameters"]["IfMatch"];
             };
@@ -2915,6 +3137,7 @@ export interface operations {
             /** @description The task was deleted. */
             204: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     "Access-Control-Allow-Origin": components["headers"]["AccessControlAllowOrigin"];
                     RateLimit: components["headers"]["RateLimit"];
                     "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
@@ -2940,7 +3163,7 @@ export interface operations {
                  * @description Change the task only if its current ETag is one of these (or `*`: only if it exists); otherwise
                  *     412 and nothing changes. Without it the change is unconditional: clients that edit what they
                  *     read should always send it, so that two editors cannot overwrite each other unknowingly.
-                 * @example "3"
+                 * @example "1"
                  */
                 "If-Match"?: components["parameters"]["IfMatch"];
             };
@@ -2963,6 +3186,7 @@ export interface operations {
             /** @description The updated task. */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     "Access-Control-Allow-Origin": components["headers"]["AccessControlAllowOrigin"];
                     RateLimit: components["headers"]["RateLimit"];
                     "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
@@ -2994,10 +3218,7 @@ export interface operations {
                  * @example 20
                  */
                 limit?: components["parameters"]["Limit"];
-                /**
-                 * @description The `next_cursor` of the previous page.
-                 * @example eyJrIjoiMjAyNi0xMS0yMFQxODowNDoxMS40ODJaIiwiaSI6IjBiNmYzYzRlLTZhNDMtNGY2ZS05YTU3LTJkMWYwYzNlOGIxMSIsImYiOiJ3cF9PTVJncFBLR0VZUXUwIn0
-                 */
+                /** @description The `next_cursor` of the previous page, valid only for the list (and the filters) that issued it. */
                 cursor?: components["parameters"]["Cursor"];
             };
             header?: never;
@@ -3015,12 +3236,13 @@ export interface operations {
             /** @description One page of attachments. */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     "Access-Control-Allow-Origin": components["headers"]["AccessControlAllowOrigin"];
                     RateLimit: components["headers"]["RateLimit"];
                     "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
                     /**
                      * @description The next page's URL with `rel="next"`; absent on the last page.
-                     * @example </api/v1/tasks/0b6f3c4e-6a43-4f6e-9a57-2d1f0c3e8b11/attachments?cursor=eyJrIjoi>; rel="next"
+                     * @example </api/v1/tasks/0b6f3c4e-6a43-4f6e-9a57-2d1f0c3e8b11/attachments?cursor=eyJrIjoiMjAyNi0xMS0yMFQxODowNDoxMS40ODJaIiwiaSI6IjdkOWMyYTUxLTNmN2UtNGI4YS05YTBjLTFlMmYzYTRiNWM2ZCIsImYiOiJMYzVWRE1hSXYwckhFOWFBIn0>; rel="next"
                      */
                     Link?: string;
                     [name: string]: unknown;
@@ -3078,6 +3300,7 @@ export interface operations {
             /** @description The file is stored; its metadata, and its URL in `Location`. */
             201: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     "Access-Control-Allow-Origin": components["headers"]["AccessControlAllowOrigin"];
                     RateLimit: components["headers"]["RateLimit"];
                     "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
@@ -3098,7 +3321,7 @@ export interface operations {
             404: components["responses"]["TaskNotFound"];
             413: components["responses"]["UploadTooLarge"];
             415: components["responses"]["FileTypeRefused"];
-            422: components["responses"]["ValidationFailed"];
+            422: components["responses"]["UploadUnprocessable"];
             429: components["responses"]["TooManyRequests"];
             500: components["responses"]["InternalError"];
             503: components["responses"]["ServiceUnavailable"];
@@ -3122,6 +3345,7 @@ export interface operations {
             /** @description The attachment. */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     "Access-Control-Allow-Origin": components["headers"]["AccessControlAllowOrigin"];
                     RateLimit: components["headers"]["RateLimit"];
                     "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
@@ -3158,6 +3382,7 @@ export interface operations {
             /** @description Deleted. */
             204: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     "Access-Control-Allow-Origin": components["headers"]["AccessControlAllowOrigin"];
                     RateLimit: components["headers"]["RateLimit"];
                     "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
@@ -3210,6 +3435,7 @@ export interface operations {
             /** @description The whole file, with the `Content-Type` stored for it. */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     "Access-Control-Allow-Origin": components["headers"]["AccessControlAllowOrigin"];
                     RateLimit: components["headers"]["RateLimit"];
                     "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
@@ -3230,6 +3456,7 @@ export interface operations {
             /** @description The part of the file `Range` asked for. */
             206: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     "Access-Control-Allow-Origin": components["headers"]["AccessControlAllowOrigin"];
                     RateLimit: components["headers"]["RateLimit"];
                     "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
@@ -3277,10 +3504,7 @@ export interface operations {
                  * @example 20
                  */
                 limit?: components["parameters"]["Limit"];
-                /**
-                 * @description The `next_cursor` of the previous page.
-                 * @example eyJrIjoiMjAyNi0xMS0yMFQxODowNDoxMS40ODJaIiwiaSI6IjBiNmYzYzRlLTZhNDMtNGY2ZS05YTU3LTJkMWYwYzNlOGIxMSIsImYiOiJ3cF9PTVJncFBLR0VZUXUwIn0
-                 */
+                /** @description The `next_cursor` of the previous page, valid only for the list (and the filters) that issued it. */
                 cursor?: components["parameters"]["Cursor"];
             };
             header?: never;
@@ -3292,12 +3516,13 @@ export interface operations {
             /** @description One page of webhook endpoints. */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     "Access-Control-Allow-Origin": components["headers"]["AccessControlAllowOrigin"];
                     RateLimit: components["headers"]["RateLimit"];
                     "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
                     /**
                      * @description The next page's URL with `rel="next"`; absent on the last page.
-                     * @example </api/v1/webhooks?limit=20&cursor=eyJrIjoi>; rel="next"
+                     * @example </api/v1/webhooks?limit=20&cursor=eyJrIjoiMjAyNi0xMS0yMFQxODowNDoxMS40ODJaIiwiaSI6IjNmMmE5YzFkLThiNGUtNGY2YS05YzJkLTVlN2YxYTNiOGM5MCIsImYiOiIxWV91eGpCZGxZaEV6MXFSIn0>; rel="next"
                      */
                     Link?: string;
                     [name: string]: unknown;
@@ -3330,6 +3555,7 @@ export interface operations {
             /** @description The endpoint is registered; it, its signing secret, and its URL in `Location`. */
             201: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     "Access-Control-Allow-Origin": components["headers"]["AccessControlAllowOrigin"];
                     RateLimit: components["headers"]["RateLimit"];
                     "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
@@ -3374,6 +3600,7 @@ export interface operations {
             /** @description The endpoint. */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     "Access-Control-Allow-Origin": components["headers"]["AccessControlAllowOrigin"];
                     RateLimit: components["headers"]["RateLimit"];
                     "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
@@ -3410,6 +3637,7 @@ export interface operations {
             /** @description Deleted. */
             204: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     "Access-Control-Allow-Origin": components["headers"]["AccessControlAllowOrigin"];
                     RateLimit: components["headers"]["RateLimit"];
                     "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
@@ -3449,6 +3677,7 @@ export interface operations {
             /** @description The updated endpoint. */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     "Access-Control-Allow-Origin": components["headers"]["AccessControlAllowOrigin"];
                     RateLimit: components["headers"]["RateLimit"];
                     "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
@@ -3488,6 +3717,7 @@ export interface operations {
             /** @description The endpoint with its new secret. */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     "Access-Control-Allow-Origin": components["headers"]["AccessControlAllowOrigin"];
                     RateLimit: components["headers"]["RateLimit"];
                     "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
@@ -3524,6 +3754,7 @@ export interface operations {
             /** @description The test event is queued; its delivery, `pending`. */
             202: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     "Access-Control-Allow-Origin": components["headers"]["AccessControlAllowOrigin"];
                     RateLimit: components["headers"]["RateLimit"];
                     "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
@@ -3565,10 +3796,7 @@ export interface operations {
                  * @example 20
                  */
                 limit?: components["parameters"]["Limit"];
-                /**
-                 * @description The `next_cursor` of the previous page.
-                 * @example eyJrIjoiMjAyNi0xMS0yMFQxODowNDoxMS40ODJaIiwiaSI6IjBiNmYzYzRlLTZhNDMtNGY2ZS05YTU3LTJkMWYwYzNlOGIxMSIsImYiOiJ3cF9PTVJncFBLR0VZUXUwIn0
-                 */
+                /** @description The `next_cursor` of the previous page, valid only for the list (and the filters) that issued it. */
                 cursor?: components["parameters"]["Cursor"];
                 /**
                  * @description Only deliveries in this state; every delivery when left out. `failed` lists what may need
@@ -3592,12 +3820,13 @@ export interface operations {
             /** @description One page of deliveries. */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     "Access-Control-Allow-Origin": components["headers"]["AccessControlAllowOrigin"];
                     RateLimit: components["headers"]["RateLimit"];
                     "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
                     /**
                      * @description The next page's URL with `rel="next"`; absent on the last page.
-                     * @example </api/v1/webhooks/3f2a9c1d-8b4e-4f6a-9c2d-5e7f1a3b8c90/deliveries?status=failed&cursor=eyJrIjoi>; rel="next"
+                     * @example </api/v1/webhooks/3f2a9c1d-8b4e-4f6a-9c2d-5e7f1a3b8c90/deliveries?status=failed&cursor=eyJrIjoiMjAyNi0xMS0yMFQxODowNDoxMS40ODJaIiwiaSI6IjlhMWIyYzNkLTRlNWYtNGE2Yi04YzdkLTBlMWYyYTNiNGM1ZCIsImYiOiJjSkNNOWI4Vk94OTQzaXFoIn0>; rel="next"
                      */
                     Link?: string;
                     [name: string]: unknown;
@@ -3638,6 +3867,7 @@ export interface operations {
             /** @description The event is queued again; the delivery, `pending`. */
             202: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     "Access-Control-Allow-Origin": components["headers"]["AccessControlAllowOrigin"];
                     RateLimit: components["headers"]["RateLimit"];
                     "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
@@ -3691,6 +3921,7 @@ export interface operations {
             /** @description Your tags with counts. */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     "Access-Control-Allow-Origin": components["headers"]["AccessControlAllowOrigin"];
                     RateLimit: components["headers"]["RateLimit"];
                     "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
@@ -3720,6 +3951,7 @@ export interface operations {
             /** @description The caller. */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     "Access-Control-Allow-Origin": components["headers"]["AccessControlAllowOrigin"];
                     RateLimit: components["headers"]["RateLimit"];
                     "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
@@ -3753,6 +3985,7 @@ export interface operations {
             /** @description The account was created; the caller is logged in. */
             201: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     "Cache-Control": components["headers"]["CacheControlNoStore"];
                     RateLimit: components["headers"]["RateLimit"];
                     "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
@@ -3789,6 +4022,7 @@ export interface operations {
             /** @description Logged in. */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     "Cache-Control": components["headers"]["CacheControlNoStore"];
                     RateLimit: components["headers"]["RateLimit"];
                     "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
@@ -3825,6 +4059,7 @@ export interface operations {
             /** @description New tokens; the refresh token sent is now used up. */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     "Cache-Control": components["headers"]["CacheControlNoStore"];
                     RateLimit: components["headers"]["RateLimit"];
                     "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
@@ -3861,6 +4096,7 @@ export interface operations {
             /** @description Logged out (or the token was not a live one). */
             204: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     RateLimit: components["headers"]["RateLimit"];
                     "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
                     [name: string]: unknown;
@@ -3889,6 +4125,7 @@ export interface operations {
             /** @description The published keys, newest first. */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     /**
                      * @description Caches may keep the keys for 5 minutes.
                      * @example public, max-age=300
@@ -3921,6 +4158,7 @@ export interface operations {
             /** @description The process is alive. */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3948,6 +4186,7 @@ export interface operations {
             /** @description Ready to serve. */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3971,6 +4210,7 @@ export interface operations {
             /** @description The OpenAPI document. */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     RateLimit: components["headers"]["RateLimit"];
                     "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
                     [name: string]: unknown;
@@ -4006,6 +4246,7 @@ export interface operations {
             /** @description The OpenAPI document in YAML. */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     RateLimit: components["headers"]["RateLimit"];
                     "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
                     [name: string]: unknown;
@@ -4038,6 +4279,12 @@ export interface operations {
             /** @description The HTML reference page. */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    /**
+                     * @description `no-cache`: a browser may keep the page but checks back before reusing it, so a new release of the API shows its own reference.
+                     * @example no-cache
+                     */
+                    "Cache-Control": "no-cache";
                     RateLimit: components["headers"]["RateLimit"];
                     "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
                     [name: string]: unknown;
@@ -4064,6 +4311,12 @@ export interface operations {
             /** @description The current metrics. */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    /**
+                     * @description `no-store`: a scrape is never served from a cache.
+                     * @example no-store
+                     */
+                    "Cache-Control": "no-store";
                     [name: string]: unknown;
                 };
                 content: {
