@@ -6,7 +6,8 @@
 #   - an SDK with @hey-api/openapi-ts, Fetch API client (Node 24 from sdk-check's own `node`
 #     package: it needs Node >= 22.18);
 # type-checks both with their scenario programs (tsc --strict --noEmit), then starts the built
-# server on a free loopback port with a fresh PGlite directory and runs the scenario with each:
+# server on a free loopback port with a fresh PGlite directory and runs the scenario with each, on
+# Node 20 and on Node 24:
 # register and log in, create tasks, search with a q full of reserved characters, follow
 # next_cursor, PATCH with If-Match (200), again with the stale ETag (412, a typed error narrowed on
 # status), an empty title (422 with its errors). Every stage runs even when an earlier one failed,
@@ -44,6 +45,10 @@ rm -rf sdk-check/out
   || failed "openapi-typescript could not generate from generated/openapi.json"
 (cd sdk-check && "$node24" node_modules/.bin/openapi-ts) \
   || failed "@hey-api/openapi-ts could not generate from generated/openapi.json"
+# openapi-typescript on Node 24 too: the same types, byte for byte.
+(cd sdk-check && "$node24" node_modules/.bin/openapi-typescript ../generated/openapi.json --output out/node24/api.ts \
+  && cmp out/openapi-typescript/api.ts out/node24/api.ts) \
+  || failed "openapi-typescript on Node 24 did not write what it writes on Node 20"
 
 stage "start the built server (fresh PGlite directory, loopback, webhooks off)"
 wait "$build_pid" || { cat "$work/build.log"; echo "npm run build failed" >&2; exit 1; }
@@ -62,10 +67,13 @@ node sdk-check/node_modules/.bin/tsc --strict --noEmit --pretty true -p sdk-chec
 stage "wait for the server"
 wait_ready "$origin/health/ready" "$pid" "$log" 60 0.5
 
+# Each client runs on Node 20 and on Node 24, whichever Node generated it.
 for scenario in openapi-fetch hey-api; do
-  stage "scenario: $scenario"
-  SDK_CHECK_ORIGIN="$origin" node_modules/.bin/tsx "sdk-check/scenario/$scenario.ts" \
-    || failed "the $scenario scenario failed against the server (message above)"
+  for runtime in node "$node24"; do
+    stage "scenario: $scenario on Node $("$runtime" --version)"
+    SDK_CHECK_ORIGIN="$origin" "$runtime" node_modules/tsx/dist/cli.mjs "sdk-check/scenario/$scenario.ts" \
+      || failed "the $scenario scenario failed on Node $("$runtime" --version) against the server (message above)"
+  done
 done
 
 if [ "${#failures[@]}" -gt 0 ]; then
