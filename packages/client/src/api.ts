@@ -1045,21 +1045,30 @@ export interface components {
         UnauthorizedProblem: components["schemas"]["Problem"] & {
             /** @enum {string} */
             type: "urn:tasks-api:problem:missing-token" | "urn:tasks-api:problem:invalid-token";
-            /** @constant */
+            /**
+             * Format: int32
+             * @constant
+             */
             status: 401;
         };
         /** @description The token lacks a scope the operation needs. Status 403; `type` says which problem it is. */
         ForbiddenProblem: components["schemas"]["Problem"] & {
             /** @constant */
             type: "urn:tasks-api:problem:insufficient-scope";
-            /** @constant */
+            /**
+             * Format: int32
+             * @constant
+             */
             status: 403;
         };
         /** @description The request breaks the contract: status 422, with `errors[]` naming each offending field and `errors_total` counting them. */
         ValidationProblem: components["schemas"]["Problem"] & {
             /** @constant */
             type: "urn:tasks-api:problem:validation-failed";
-            /** @constant */
+            /**
+             * Format: int32
+             * @constant
+             */
             status: 422;
             errors: components["schemas"]["FieldError"][];
             /** Format: int32 */
@@ -1069,21 +1078,30 @@ export interface components {
         TooManyRequestsProblem: components["schemas"]["Problem"] & {
             /** @constant */
             type: "urn:tasks-api:problem:rate-limited";
-            /** @constant */
+            /**
+             * Format: int32
+             * @constant
+             */
             status: 429;
         };
         /** @description An unexpected error. Status 500; `type` says which problem it is. */
         InternalErrorProblem: components["schemas"]["Problem"] & {
             /** @constant */
             type: "urn:tasks-api:problem:internal-error";
-            /** @constant */
+            /**
+             * Format: int32
+             * @constant
+             */
             status: 500;
         };
         /** @description A dependency is unavailable, or the server shed the request. Status 503; `type` says which problem it is. */
         ServiceUnavailableProblem: components["schemas"]["Problem"] & {
             /** @enum {string} */
             type: "urn:tasks-api:problem:service-unavailable" | "urn:tasks-api:problem:overloaded";
-            /** @constant */
+            /**
+             * Format: int32
+             * @constant
+             */
             status: 503;
         };
         /**
@@ -1113,35 +1131,50 @@ export interface components {
         BadRequestProblem: components["schemas"]["Problem"] & {
             /** @constant */
             type: "urn:tasks-api:problem:malformed-body";
-            /** @constant */
+            /**
+             * Format: int32
+             * @constant
+             */
             status: 400;
         };
         /** @description A request with this Idempotency-Key is still in flight. Status 409; `type` says which problem it is. */
         IdempotencyConflictProblem: components["schemas"]["Problem"] & {
             /** @constant */
             type: "urn:tasks-api:problem:idempotency-key-in-use";
-            /** @constant */
+            /**
+             * Format: int32
+             * @constant
+             */
             status: 409;
         };
         /** @description The body is larger than the server accepts. Status 413; `type` says which problem it is. */
         PayloadTooLargeProblem: components["schemas"]["Problem"] & {
             /** @constant */
             type: "urn:tasks-api:problem:payload-too-large";
-            /** @constant */
+            /**
+             * Format: int32
+             * @constant
+             */
             status: 413;
         };
         /** @description The body's Content-Type is not accepted. Status 415; `type` says which problem it is. */
         UnsupportedMediaTypeProblem: components["schemas"]["Problem"] & {
             /** @constant */
             type: "urn:tasks-api:problem:unsupported-media-type";
-            /** @constant */
+            /**
+             * Format: int32
+             * @constant
+             */
             status: 415;
         };
         /** @description No task with this id belongs to the caller. A path whose id makes it no route at all (say, `..`) is `not-found`. Status 404; `type` says which problem it is. */
         TaskNotFoundProblem: components["schemas"]["Problem"] & {
             /** @enum {string} */
             type: "urn:tasks-api:problem:task-not-found" | "urn:tasks-api:problem:not-found";
-            /** @constant */
+            /**
+             * Format: int32
+             * @constant
+             */
             status: 404;
         };
         /**
@@ -1170,7 +1203,10 @@ export interface components {
         PreconditionFailedProblem: components["schemas"]["Problem"] & {
             /** @constant */
             type: "urn:tasks-api:problem:precondition-failed";
-            /** @constant */
+            /**
+             * Format: int32
+             * @constant
+             */
             status: 412;
         };
         /**
@@ -1283,42 +1319,60 @@ export interface components {
         MalformedUploadProblem: components["schemas"]["Problem"] & {
             /** @enum {string} */
             type: "urn:tasks-api:problem:malformed-upload" | "urn:tasks-api:problem:file-missing" | "urn:tasks-api:problem:malformed-body";
-            /** @constant */
+            /**
+             * Format: int32
+             * @constant
+             */
             status: 400;
         };
         /** @description The file is over the per-file limit or the storage quota. A body declared as JSON over the body limit is `payload-too-large`. Status 413; `type` says which problem it is. */
         UploadTooLargeProblem: components["schemas"]["Problem"] & {
             /** @enum {string} */
             type: "urn:tasks-api:problem:file-too-large" | "urn:tasks-api:problem:quota-exceeded" | "urn:tasks-api:problem:payload-too-large";
-            /** @constant */
+            /**
+             * Format: int32
+             * @constant
+             */
             status: 413;
         };
         /** @description The file's type is refused, disagrees with its declared type, or the request is not an upload. Status 415; `type` says which problem it is. */
         FileTypeRefusedProblem: components["schemas"]["Problem"] & {
             /** @enum {string} */
             type: "urn:tasks-api:problem:file-type-refused" | "urn:tasks-api:problem:file-type-mismatch" | "urn:tasks-api:problem:unsupported-media-type";
-            /** @constant */
+            /**
+             * Format: int32
+             * @constant
+             */
             status: 415;
         };
         /** @description The task already has as many attachments as it may. Status 422; `type` says which problem it is. */
         AttachmentLimitReachedProblem: components["schemas"]["Problem"] & {
             /** @constant */
             type: "urn:tasks-api:problem:attachment-limit-reached";
-            /** @constant */
+            /**
+             * Format: int32
+             * @constant
+             */
             status: 422;
         };
         /** @description No attachment with this id belongs to the caller. A path whose id makes it no route at all (say, `..`) is `not-found`. Status 404; `type` says which problem it is. */
         AttachmentNotFoundProblem: components["schemas"]["Problem"] & {
             /** @enum {string} */
             type: "urn:tasks-api:problem:attachment-not-found" | "urn:tasks-api:problem:not-found";
-            /** @constant */
+            /**
+             * Format: int32
+             * @constant
+             */
             status: 404;
         };
         /** @description Range asks only for bytes beyond the end of the file. Status 416; `type` says which problem it is. */
         RangeNotSatisfiableProblem: components["schemas"]["Problem"] & {
             /** @constant */
             type: "urn:tasks-api:problem:range-not-satisfiable";
-            /** @constant */
+            /**
+             * Format: int32
+             * @constant
+             */
             status: 416;
         };
         /**
@@ -1496,14 +1550,20 @@ export interface components {
         WebhookLimitReachedProblem: components["schemas"]["Problem"] & {
             /** @constant */
             type: "urn:tasks-api:problem:webhook-limit-reached";
-            /** @constant */
+            /**
+             * Format: int32
+             * @constant
+             */
             status: 409;
         };
         /** @description No webhook endpoint with this id belongs to the caller. A path whose id makes it no route at all (say, `..`) is `not-found`. Status 404; `type` says which problem it is. */
         WebhookNotFoundProblem: components["schemas"]["Problem"] & {
             /** @enum {string} */
             type: "urn:tasks-api:problem:webhook-not-found" | "urn:tasks-api:problem:not-found";
-            /** @constant */
+            /**
+             * Format: int32
+             * @constant
+             */
             status: 404;
         };
         /**
@@ -1626,7 +1686,10 @@ export interface components {
         WebhookDisabledProblem: components["schemas"]["Problem"] & {
             /** @constant */
             type: "urn:tasks-api:problem:webhook-disabled";
-            /** @constant */
+            /**
+             * Format: int32
+             * @constant
+             */
             status: 409;
         };
         /**
@@ -1666,7 +1729,10 @@ export interface components {
         DeliveryNotFoundProblem: components["schemas"]["Problem"] & {
             /** @enum {string} */
             type: "urn:tasks-api:problem:webhook-delivery-not-found" | "urn:tasks-api:problem:webhook-not-found" | "urn:tasks-api:problem:not-found";
-            /** @constant */
+            /**
+             * Format: int32
+             * @constant
+             */
             status: 404;
         };
         /**
@@ -1795,14 +1861,20 @@ export interface components {
         BuiltinAuthDisabledProblem: components["schemas"]["Problem"] & {
             /** @constant */
             type: "urn:tasks-api:problem:builtin-auth-disabled";
-            /** @constant */
+            /**
+             * Format: int32
+             * @constant
+             */
             status: 404;
         };
         /** @description An account with this email already exists. Status 409; `type` says which problem it is. */
         EmailTakenProblem: components["schemas"]["Problem"] & {
             /** @constant */
             type: "urn:tasks-api:problem:email-taken";
-            /** @constant */
+            /**
+             * Format: int32
+             * @constant
+             */
             status: 409;
         };
         /**
@@ -1821,14 +1893,20 @@ export interface components {
         InvalidCredentialsProblem: components["schemas"]["Problem"] & {
             /** @constant */
             type: "urn:tasks-api:problem:invalid-credentials";
-            /** @constant */
+            /**
+             * Format: int32
+             * @constant
+             */
             status: 401;
         };
         /** @description Too many failed logins, or over the rate limit of the auth endpoints. Status 429; `type` says which problem it is. */
         LoginThrottledProblem: components["schemas"]["Problem"] & {
             /** @enum {string} */
             type: "urn:tasks-api:problem:login-throttled" | "urn:tasks-api:problem:rate-limited";
-            /** @constant */
+            /**
+             * Format: int32
+             * @constant
+             */
             status: 429;
         };
         /**
@@ -1844,7 +1922,10 @@ export interface components {
         InvalidRefreshTokenProblem: components["schemas"]["Problem"] & {
             /** @constant */
             type: "urn:tasks-api:problem:invalid-refresh-token";
-            /** @constant */
+            /**
+             * Format: int32
+             * @constant
+             */
             status: 401;
         };
         /**
@@ -1897,7 +1978,10 @@ export interface components {
         MetricsOffProblem: components["schemas"]["Problem"] & {
             /** @constant */
             type: "urn:tasks-api:problem:not-found";
-            /** @constant */
+            /**
+             * Format: int32
+             * @constant
+             */
             status: 404;
         };
         /**
