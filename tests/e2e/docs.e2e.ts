@@ -28,6 +28,11 @@ let browser: Browser;
 let page: Page;
 const offMachine: string[] = [];
 const pageErrors: string[] = [];
+/** Every URL the page asked for, data: URLs aside (inline, no request leaves the page). */
+const requested: string[] = [];
+/** What Chromium refused under the page's Content-Security-Policy (a request the page tried). */
+const cspViolations: string[] = [];
+let docsEncoding: string | undefined;
 
 beforeAll(async () => {
   if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: apt-get install -y chromium`);
@@ -45,7 +50,16 @@ beforeAll(async () => {
     return route.abort('internetdisconnected');
   });
   page.on('pageerror', (error) => pageErrors.push(String(error)));
-  await page.goto(`${server.url}/docs`, { waitUntil: 'load' });
+  page.on('request', (request) => {
+    if (!request.url().startsWith('data:')) requested.push(request.url());
+  });
+  page.on('console', (message) => {
+    if (/Content Security Policy/i.test(message.text())) cspViolations.push(message.text());
+  });
+  const response = await page.goto(`${server.url}/docs`, { waitUntil: 'load' });
+  docsEncoding = (await response?.allHeaders())?.['content-encoding'];
+  // Redoc renders (and would report, or fetch images) after load: give it a moment.
+  await page.waitForLoadState('networkidle');
 });
 
 afterAll(async () => {
@@ -89,5 +103,14 @@ describe('GET /docs in headless Chromium, network off', () => {
   it('loads nothing from outside this machine and throws no script error', () => {
     expect(offMachine).toEqual([]);
     expect(pageErrors).toEqual([]);
+  });
+
+  it("asks for nothing but the page itself: no other origin, no favicon, no telemetry, nothing the CSP had to refuse", () => {
+    expect(requested).toEqual([`${server.url}/docs`]);
+    expect(cspViolations).toEqual([]);
+  });
+
+  it('is fetched compressed (the browser accepts brotli)', () => {
+    expect(docsEncoding).toBe('br');
   });
 });

@@ -14,6 +14,8 @@ export const UNDECLARED_BY_DESIGN = new Set([
   'connection',
   'keep-alive',
   'transfer-encoding',
+  // content negotiation: /docs is sent compressed when the client accepts it (Vary says so)
+  'content-encoding',
   'content-length',
   'content-type',
   'vary',
