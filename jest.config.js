@@ -11,4 +11,6 @@ export default {
   moduleNameMapper: { '^(\\.{1,2}/.*)\\.js$': '$1' },
   testMatch: ['<rootDir>/tests/**/*.test.ts'],
   testTimeout: 20000,
+  // The default output, then one line on the PostgreSQL-only tests a run without TEST_DATABASE_URL skipped.
+  reporters: ['default', '<rootDir>/tests/helpers/postgres-skips-reporter.js'],
 };
