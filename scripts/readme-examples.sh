@@ -1,16 +1,23 @@
 #!/usr/bin/env bash
 # Runs the README's curl examples as pasted, against a fresh server, in bash and (when installed)
 # zsh: every response must be 2xx and the shell must report no error (zsh refuses an unquoted
-# URL holding ? or & with "no matches found"). Needs curl and jq. Not run by CI (zsh is optional);
-# run it after editing an example:  bash scripts/readme-examples.sh [README.md]
+# URL holding ? or & with "no matches found"). Needs curl and jq. CI runs it in bash (zsh when installed)
+# on the README and on the docs' guide; run it after editing an example:
+#   bash scripts/readme-examples.sh [README.md | openapi/openapi.yaml]
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 source "$root/scripts/lib.sh"
 work=$(mktemp -d /tmp/readme-examples-XXXX)
 trap 'kill "${server:-0}" 2>/dev/null || true; [ -n "${KEEP:-}" ] || rm -rf "$work"' EXIT
 
-# The sh blocks of the README that call the API, in order.
-python3 - "${1:-$root/README.md}" > "$work/examples.sh" <<'PY'
+# The sh blocks that call the API, in order, of the README (or the Markdown file named) or, for a
+# .yaml file, of its info.description (the docs' guide: bash scripts/readme-examples.sh openapi/openapi.yaml).
+doc="${1:-$root/README.md}"
+if [[ "$doc" == *.yaml ]]; then
+  (cd "$root" && node --input-type=module -e "import { load } from 'js-yaml'; import { readFileSync } from 'node:fs'; process.stdout.write(load(readFileSync(process.argv[1], 'utf8')).info.description)" "$doc") > "$work/doc.md"
+  doc="$work/doc.md"
+fi
+python3 - "$doc" > "$work/examples.sh" <<'PY'
 import re, sys
 text = open(sys.argv[1], encoding='utf8').read()
 for block in re.findall(r'```sh\n(.*?)```', text, re.S):
@@ -26,7 +33,7 @@ for shell in bash zsh; do
   if ! command -v "$shell" > /dev/null; then echo "readme-examples: $shell not installed, skipped"; continue; fi
   port=$(free_port)
   secret=$(head -c 32 /dev/urandom | base64 | tr -d '/+=')
-  (cd "$root" && PORT=$port HOST=127.0.0.1 NODE_ENV=development JWT_SECRET=$secret PGLITE_DIR="$work/pglite-$shell" LOG_LEVEL=warn \
+  (cd "$root" && PORT=$port HOST=127.0.0.1 NODE_ENV=development WEBHOOK_WORKER=off JWT_SECRET=$secret PGLITE_DIR="$work/pglite-$shell" LOG_LEVEL=warn \
     exec node --import tsx src/main.ts > "$work/server-$shell.log" 2>&1) &
   server=$!
   wait_ready "http://127.0.0.1:$port/health/ready" "$server" "$work/server-$shell.log" 120 0.5
