@@ -6,7 +6,7 @@ import type { OwnerScope } from '../db/owner-scope.js';
 import type { DB } from '../db/schema.js';
 import { ClientGone, HttpProblem, ServiceUnavailable } from '../http/problem.js';
 import { TaskNotFound } from '../tasks/errors.js';
-import { decodeCursor, encodeCursor, queryFingerprint } from '../tasks/cursor.js';
+import { creationPosition, decodeCursor, pageOf, queryFingerprint } from '../tasks/cursor.js';
 import { attachmentsOf, type AttachmentRow } from './attachments.repository.js';
 import type { BlobStore, ByteRange } from './blob-store.js';
 import { inspect } from './content.js';
@@ -163,12 +163,7 @@ export function attachmentService(deps: { asOwner: OwnerScope; store: BlobStore;
         if (page.length === 0 && after === undefined && (await attachments.taskUsage(taskId)) === undefined) throw new TaskNotFound(taskId);
         return page;
       });
-      const page = rows.slice(0, limit);
-      const last = page.at(-1);
-      return {
-        items: page.map(toAttachment),
-        next_cursor: rows.length > limit && last ? encodeCursor({ key: last.created_at.toISOString(), id: last.id }, fingerprint) : null,
-      };
+      return pageOf(rows, limit, fingerprint, toAttachment, creationPosition);
     },
 
     async get(owner: OwnerId, id: string): Promise<AttachmentRow> {

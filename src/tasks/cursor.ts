@@ -43,6 +43,19 @@ export function encodeCursor(position: Position, fingerprint: string): string {
   return Buffer.from(JSON.stringify({ k: position.key, i: position.id, f: fingerprint })).toString('base64url');
 }
 
+/** The place of a row in a list ordered by creation time, then id (attachments, webhooks, deliveries). */
+export const creationPosition = (row: { id: string; created_at: Date }): Position => ({ key: row.created_at.toISOString(), id: row.id });
+
+/**
+ * One keyset page: the first `limit` of the `limit + 1` rows read, and a cursor after the last of
+ * them (`positionOf` gives its place in the order) when there were more.
+ */
+export function pageOf<R, T>(rows: R[], limit: number, fingerprint: string, map: (row: R) => T, positionOf: (row: R) => Position): { items: T[]; next_cursor: string | null } {
+  const page = rows.slice(0, limit);
+  const last = page.at(-1);
+  return { items: page.map(map), next_cursor: rows.length > limit && last ? encodeCursor(positionOf(last), fingerprint) : null };
+}
+
 /** Decodes a cursor made by {@link encodeCursor} for the same sort and filters, or throws `InvalidCursor`. */
 export function decodeCursor(raw: string, fingerprint: string, sort: Sort): Position {
   let parsed: unknown;

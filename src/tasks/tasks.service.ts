@@ -2,7 +2,7 @@ import type { Kysely } from 'kysely';
 import type { components, operations } from '../../generated/api.js';
 import type { OwnerId } from '../auth/owner-id.js';
 import type { DB } from '../db/schema.js';
-import { decodeCursor, encodeCursor, parseSort, queryFingerprint, type Sort } from './cursor.js';
+import { decodeCursor, pageOf, parseSort, queryFingerprint, type Sort } from './cursor.js';
 import { PreconditionFailed, TaskNotFound } from './errors.js';
 import { toTask, type Task } from './task.mapper.js';
 import { tasksOf, type TaskFields, type VersionCondition } from './tasks.repository.js';
@@ -63,12 +63,7 @@ export function taskService(db: Kysely<DB>, owner: OwnerId) {
       const fingerprint = queryFingerprint({ sort, ...filters });
       const after = query.cursor === undefined ? undefined : decodeCursor(query.cursor, fingerprint, sort);
       const rows = await tasks.page({ limit: limit + 1, sort, ...filters, after });
-      const page = rows.slice(0, limit);
-      const last = page.at(-1);
-      return {
-        items: page.map(toTask),
-        next_cursor: rows.length > limit && last ? encodeCursor({ key: sortKeyOf(last, sort), id: last.id }, fingerprint) : null,
-      };
+      return pageOf(rows, limit, fingerprint, toTask, (last) => ({ key: sortKeyOf(last, sort), id: last.id }));
     },
 
     tags: async (): Promise<Schemas['TagList']> => ({ items: await tasks.tagCounts(TAG_LIST_LIMIT) }),

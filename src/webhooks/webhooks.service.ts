@@ -4,7 +4,7 @@ import type { OwnerId } from '../auth/owner-id.js';
 import type { WebhooksConfig } from '../config.js';
 import type { OwnerScope } from '../db/owner-scope.js';
 import type { WebhookDeliveriesTable, WebhookEndpointsTable } from '../db/schema.js';
-import { decodeCursor, encodeCursor, queryFingerprint, type Position } from '../tasks/cursor.js';
+import { creationPosition, decodeCursor, pageOf, queryFingerprint, type Position } from '../tasks/cursor.js';
 import { checkEndpointUrl } from './destination.js';
 import { DeliveryNotFound, WebhookDisabled, WebhookLimitReached, WebhookNotFound } from './errors.js';
 import { generateSecret } from './signing.js';
@@ -48,16 +48,6 @@ export function toDelivery(row: DeliveryRow): Schemas['WebhookDelivery'] {
   };
 }
 
-/** One keyset page: `limit` of the `limit + 1` rows read, and a cursor after the last when there are more. */
-function pageOf<R extends { id: string; created_at: Date }, T>(rows: R[], limit: number, fingerprint: string, map: (row: R) => T): { items: T[]; next_cursor: string | null } {
-  const page = rows.slice(0, limit);
-  const last = page.at(-1);
-  return {
-    items: page.map(map),
-    next_cursor: rows.length > limit && last ? encodeCursor({ key: last.created_at.toISOString(), id: last.id }, fingerprint) : null,
-  };
-}
-
 /**
  * The webhooks API for one owner at a time: endpoints (the secret shown only on creation and
  * rotation), test events, the delivery log and redelivery. Everything runs in the owner scope.
@@ -81,7 +71,7 @@ export function webhookService(deps: { asOwner: OwnerScope; config: Pick<Webhook
       const limit = query.limit ?? 20;
       const fingerprint = queryFingerprint({ webhooks: true });
       const rows = await of(owner, (webhooks) => webhooks.page(limit + 1, after(query.cursor, fingerprint)));
-      return pageOf(rows, limit, fingerprint, toWebhook);
+      return pageOf(rows, limit, fingerprint, toWebhook, creationPosition);
     },
 
     async create(owner: OwnerId, body: Schemas['WebhookCreate']): Promise<Schemas['WebhookWithSecret']> {
@@ -131,7 +121,7 @@ export function webhookService(deps: { asOwner: OwnerScope; config: Pick<Webhook
         await endpoint(webhooks, id);
         return webhooks.deliveries(id, limit + 1, query.status, position);
       });
-      return pageOf(rows, limit, fingerprint, toDelivery);
+      return pageOf(rows, limit, fingerprint, toDelivery, creationPosition);
     },
 
     redeliver: async (owner: OwnerId, id: string, deliveryId: string): Promise<Schemas['WebhookDelivery']> =>
