@@ -48,7 +48,7 @@ export function deliveryRunner(deps: { db: Kysely<DB>; send: Send; config: Pick<
     const row = await db
       .selectFrom('webhook_deliveries as d')
       .innerJoin('webhook_endpoints as e', 'e.id', 'd.endpoint_id')
-      .select(['d.event_id', 'd.payload', 'd.status', 'd.attempts_made', 'd.retry_base', 'd.endpoint_id', 'd.owner_id', 'e.url', 'e.enabled', 'e.secret', 'e.previous_secret', 'e.previous_secret_expires_at'])
+      .select(['d.event_id', 'd.payload', 'd.status', 'd.attempts_made', 'd.retry_base', 'd.endpoint_id', 'e.url', 'e.enabled', 'e.secret', 'e.previous_secret', 'e.previous_secret_expires_at'])
       .where('d.id', '=', delivery)
       .executeTakeFirst();
     if (row === undefined || row.status !== 'pending' || row.attempts_made >= attempt) return 'skipped';
@@ -105,6 +105,7 @@ export function deliveryRunner(deps: { db: Kysely<DB>; send: Send; config: Pick<
           updated_at: sql`now()`,
         })
         .where('id', '=', row.endpoint_id)
+        .where('enabled', '=', true) // so that `enabled: false` below means this attempt disabled it, not its owner meanwhile
         .returning(['enabled'])
         .executeTakeFirst();
       if (disabled?.enabled === false) logger.warn('webhook endpoint disabled: its deliveries failed for too long', { webhook_id: row.endpoint_id });
