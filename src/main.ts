@@ -7,25 +7,15 @@ import { ownerScope } from './db/owner-scope.js';
 import { builtinAuth } from './auth/builtin/issuer.js';
 import { withDevSecret } from './auth/dev-secret.js';
 import { createTokenVerifier } from './auth/token-verifier.js';
-import { ConfigError, loadConfig, type Config } from './config.js';
-import { DataDirectoryInUse } from './db/data-dir-lock.js';
+import type { Config } from './config.js';
 import { openDatabase, type Database } from './db/database.js';
 import { migrateToLatest } from './db/migrate.js';
 import { loadContract } from './http/contract.js';
 import { createMetrics } from './http/metrics.js';
 import { gracefulShutdown } from './http/graceful-shutdown.js';
-import { createHttpServer, listen, ListenFailed } from './http/http-server.js';
+import { createHttpServer, listen } from './http/http-server.js';
+import { configOrExit, exitOnFailure } from './entrypoint.js';
 import { createLogger, flushLogs, logUncaught, type Logger } from './logger.js';
-
-function configOrExit(): Config {
-  try {
-    return loadConfig();
-  } catch (error) {
-    if (!(error instanceof ConfigError)) throw error;
-    process.stderr.write(`${error.message}\n`);
-    process.exit(1);
-  }
-}
 
 /**
  * The Redis client for shared rate-limit counters. Commands fail at once while it is disconnected
@@ -179,10 +169,4 @@ async function main(): Promise<void> {
   process.on('SIGINT', () => void stop('SIGINT'));
 }
 
-main().catch(async (error: unknown) => {
-  // A known refusal says what to do in one line; anything else gets its stack.
-  if (error instanceof DataDirectoryInUse || error instanceof ListenFailed) process.stderr.write(`${error.message}\n`);
-  else process.stderr.write(`fatal: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
-  await flushLogs(); // the lines logged before it, e.g. 'database ready'
-  process.exit(1);
-});
+main().catch(exitOnFailure);

@@ -1,7 +1,6 @@
-import { ConfigError, loadConfig } from './config.js';
-import { DataDirectoryInUse } from './db/data-dir-lock.js';
 import { openDatabase } from './db/database.js';
 import { migrateToLatest } from './db/migrate.js';
+import { configOrExit, exitOnFailure } from './entrypoint.js';
 import { createLogger, flushLogs, logUncaught } from './logger.js';
 import { startWebhookWorker } from './webhooks/jobs/worker.js';
 
@@ -11,14 +10,7 @@ import { startWebhookWorker } from './webhooks/jobs/worker.js';
  * DATABASE_URL: embedded PGlite belongs to the one process that opened it.
  */
 async function worker(): Promise<void> {
-  let config;
-  try {
-    config = loadConfig();
-  } catch (error) {
-    if (!(error instanceof ConfigError)) throw error;
-    process.stderr.write(`${error.message}\n`);
-    process.exit(1);
-  }
+  const config = configOrExit();
   if (config.database.url === undefined) {
     process.stderr.write('npm run worker needs DATABASE_URL: embedded PGlite lives inside the API process, which runs deliveries itself (WEBHOOK_WORKER=in-process)\n');
     process.exit(1);
@@ -44,9 +36,4 @@ async function worker(): Promise<void> {
   process.on('SIGINT', () => void stop('SIGINT'));
 }
 
-worker().catch(async (error: unknown) => {
-  if (error instanceof DataDirectoryInUse) process.stderr.write(`${error.message}\n`);
-  else process.stderr.write(`fatal: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
-  await flushLogs();
-  process.exit(1);
-});
+worker().catch(exitOnFailure);
