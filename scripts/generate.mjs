@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // Regenerates everything in generated/ from openapi/: the bundled spec, the TypeScript types,
-// the typed client and the Redoc page (`npm run docs` rebuilds just the bundle and the page). generated/ is never edited by hand; CI checks that a
+// the client package's copy of the types and the Redoc page (`npm run docs` rebuilds just the bundle and the page). generated/ is never edited by hand; CI checks that a
 // fresh run of this script changes nothing there.
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -37,10 +37,6 @@ const steps = {
   types() {
     run('openapi-typescript', ['generated/openapi.json', '--output', 'generated/api.ts']);
     writeFileSync(join(out, 'api.ts'), banner + readFileSync(join(out, 'api.ts'), 'utf8'));
-  },
-  // The typed client (openapi-fetch over those types), from its template.
-  client() {
-    writeFileSync(join(out, 'client.ts'), banner + readFileSync(join(root, 'scripts', 'templates', 'client.ts'), 'utf8'));
   },
   // The published client package (packages/client, @tasks-api/client) carries its own copy of the
   // types, so its build and its tarball need nothing outside the package.

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { sql } from 'kysely';
 import pg from 'pg';
-import type { TasksClient } from '../../generated/client.js';
+import type { TasksClient } from '../../packages/client/src/index.js';
 import { newUser, startServer, type TestServer } from '../helpers/server.js';
 
 let server: TestServer;

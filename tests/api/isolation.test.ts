@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import type { Task, TasksClient } from '../../generated/client.js';
+import type { Task, TasksClient } from '../../packages/client/src/index.js';
 import { buildTask } from '../helpers/factories.js';
 import { startServer, type TestServer } from '../helpers/server.js';
 

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import type { TasksClient } from '../../generated/client.js';
+import type { TasksClient } from '../../packages/client/src/index.js';
 import { MAX_WEBHOOKS } from '../../src/webhooks/webhooks.service.js';
 import { buildTask } from '../helpers/factories.js';
 import { scratchDatabase, startServer, type TestServer } from '../helpers/server.js';

@@ -1,7 +1,7 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import type { TasksClient } from '../../generated/client.js';
+import type { TasksClient } from '../../packages/client/src/index.js';
 import { pgProxy, type PgProxy } from '../helpers/pg-proxy.js';
 import { startupParametersReachServer } from '../helpers/pooler.js';
 import { newUser, startServer, type TestServer } from '../helpers/server.js';

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import type { TasksClient } from '../../generated/client.js';
+import type { TasksClient } from '../../packages/client/src/index.js';
 import { pgProxy, type PgProxy } from '../helpers/pg-proxy.js';
 import { startServer, type TestServer } from '../helpers/server.js';
 

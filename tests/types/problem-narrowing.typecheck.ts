@@ -1,7 +1,7 @@
 // Compile-time tests, run by `npm run typecheck`: a client's error narrows by `status` and by
 // `type`, because each error response of the contract says its status and its problem types
 // (TaskNotFoundProblem, ValidationProblem, ...) rather than the one generic Problem.
-import type { TasksClient } from '../../generated/client.js';
+import type { TasksClient } from '../../packages/client/src/index.js';
 
 declare const api: TasksClient;
 
