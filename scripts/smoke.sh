@@ -23,7 +23,7 @@ echo "$created"
 curl -fs "http://127.0.0.1:$port/api/v1/tasks" -H "Authorization: Bearer $token" | grep -q '"title":"smoke test"'
 test "$(stat -c %a "$work/.data/dev-jwt-secret")" = 600
 # SIGTERM to the node process itself, as a process manager would send it; npm exits with its code.
-node_pid=$(pgrep -f '^node dist/src/main.js' | while read -r p; do
+node_pid=$(pgrep -f '^node (--[^ ]+ )*dist/src/main.js' | while read -r p; do
   tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qx "PORT=$port" && echo "$p"; done)
 kill -TERM "$node_pid"
 status=0
