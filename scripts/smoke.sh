@@ -8,7 +8,16 @@ source scripts/lib.sh
 work=$(mktemp -d)
 port=$(free_port)
 log="$work/server.log"
-cleanup() { [ -n "${pid:-}" ] && kill "$pid" 2>/dev/null || true; rm -rf "$work"; }
+# npm start's node outlives a killed npm: on failure both go (the node found by its PORT).
+cleanup() {
+  if [ -n "${pid:-}" ]; then
+    for p in $(pgrep -f 'dist/src/main.js' || true); do
+      if tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qx "PORT=$port"; then kill "$p" 2>/dev/null || true; fi
+    done
+    kill "$pid" 2>/dev/null || true
+  fi
+  rm -rf "$work"
+}
 trap cleanup EXIT
 
 (cd "$work" && ln -s "$OLDPWD/node_modules" node_modules && cp -r "$OLDPWD"/{package.json,generated,src,tsconfig.json,tsconfig.build.json,scripts} . \
@@ -23,8 +32,9 @@ echo "$created"
 curl -fs "http://127.0.0.1:$port/api/v1/tasks" -H "Authorization: Bearer $token" | grep -q '"title":"smoke test"'
 test "$(stat -c %a "$work/.data/dev-jwt-secret")" = 600
 # SIGTERM to the node process itself, as a process manager would send it; npm exits with its code.
-node_pid=$(pgrep -f '^node (--[^ ]+ )*dist/src/main.js' | while read -r p; do
-  tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qx "PORT=$port" && echo "$p"; done)
+# (Other servers may be running on this machine: the one with our PORT.)
+node_pid=$(for p in $(pgrep -f '^node (--[^ ]+ )*dist/src/main.js' || true); do
+  if tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qx "PORT=$port"; then echo "$p"; fi; done)
 kill -TERM "$node_pid"
 status=0
 wait "$pid" || status=$?
