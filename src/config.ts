@@ -90,6 +90,8 @@ export interface WebhooksConfig {
   worker: 'in-process' | 'off';
   /** Deliveries in flight at once, per worker process. */
   concurrency: number;
+  /** Deliveries in flight at once to one endpoint, across every worker: a slow or hanging endpoint holds no more slots than this. */
+  endpointConcurrency: number;
   /** The whole of one attempt: connect, send, the answer's headers and its (capped) body. */
   timeoutMs: number;
   /** Seconds before each retry (±20 % jitter); its length is how many retries a delivery gets. */
@@ -104,6 +106,8 @@ export interface WebhooksConfig {
   allowedAddresses: string[];
   /** How often a worker looks for deliveries to queue (its relay from the outbox to the job queue). */
   pollMs: number;
+  /** Days an ended (succeeded or failed) delivery stays in the log before the worker deletes it. */
+  retentionDays: number;
 }
 
 /** Files on tasks: limits, accepted types, and where the bytes live. */
@@ -340,6 +344,7 @@ function webhooksConfig(
   return {
     worker: oneOf('WEBHOOK_WORKER', ['in-process', 'off'] as const, 'in-process'),
     concurrency: int('WEBHOOK_CONCURRENCY', 8, 1, 256),
+    endpointConcurrency: int('WEBHOOK_ENDPOINT_CONCURRENCY', 2, 1, 256),
     timeoutMs: int('WEBHOOK_TIMEOUT_MS', 10_000, 100, 120_000),
     retrySchedule: schedule,
     disableAfterHours: int('WEBHOOK_DISABLE_AFTER_HOURS', 120, 1, 8760),
@@ -347,6 +352,7 @@ function webhooksConfig(
     requireHttps: nodeEnv === 'production',
     allowedAddresses: allowed,
     pollMs: int('WEBHOOK_POLL_MS', 500, 50, 60_000),
+    retentionDays: int('WEBHOOK_DELIVERY_RETENTION_DAYS', 30, 1, 3650),
   };
 }
 

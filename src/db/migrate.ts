@@ -7,6 +7,7 @@ import { builtinIssuer } from './migrations/0003_builtin_issuer.js';
 import { rowLevelSecurity } from './migrations/0004_row_level_security.js';
 import { attachments } from './migrations/0005_attachments.js';
 import { webhooks } from './migrations/0006_webhooks.js';
+import { webhookDeliveryRetention } from './migrations/0007_webhook_delivery_retention.js';
 
 /** Every migration, in order. Listed here rather than read from disk so bundlers and ESM agree. */
 const migrations: Record<string, Migration> = {
@@ -16,6 +17,7 @@ const migrations: Record<string, Migration> = {
   '0004_row_level_security': rowLevelSecurity,
   '0005_attachments': attachments,
   '0006_webhooks': webhooks,
+  '0007_webhook_delivery_retention': webhookDeliveryRetention,
 };
 
 /**

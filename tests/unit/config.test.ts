@@ -155,9 +155,10 @@ describe('loadConfig', () => {
 
   it('reads the webhook settings: loopback allowed outside production only, schedules and ranges checked', () => {
     expect(loadConfig({}).webhooks).toEqual({
-      worker: 'in-process', concurrency: 8, timeoutMs: 10_000, retrySchedule: [5, 30, 120, 600, 1800, 3600, 7200, 14_400, 28_800, 28_800],
-      disableAfterHours: 120, secretGraceSeconds: 86_400, requireHttps: false, allowedAddresses: ['127.0.0.0/8', '::1/128'], pollMs: 500,
+      worker: 'in-process', concurrency: 8, endpointConcurrency: 2, timeoutMs: 10_000, retrySchedule: [5, 30, 120, 600, 1800, 3600, 7200, 14_400, 28_800, 28_800],
+      disableAfterHours: 120, secretGraceSeconds: 86_400, requireHttps: false, allowedAddresses: ['127.0.0.0/8', '::1/128'], pollMs: 500, retentionDays: 30,
     });
+    expect(loadConfig({ WEBHOOK_ENDPOINT_CONCURRENCY: '1', WEBHOOK_DELIVERY_RETENTION_DAYS: '7' }).webhooks).toMatchObject({ endpointConcurrency: 1, retentionDays: 7 });
     expect(loadConfig({ NODE_ENV: 'production', JWT_SECRET: 'x'.repeat(32) }).webhooks).toMatchObject({ requireHttps: true, allowedAddresses: [] });
     expect(loadConfig({ WEBHOOK_RETRY_SCHEDULE: '1, 2,3', WEBHOOK_ALLOWED_ADDRESSES: '10.1.0.0/16', WEBHOOK_WORKER: 'off' }).webhooks).toMatchObject({
       retrySchedule: [1, 2, 3], allowedAddresses: ['10.1.0.0/16'], worker: 'off',

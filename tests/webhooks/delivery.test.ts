@@ -119,8 +119,9 @@ describe('delivery', () => {
     const { api, hook } = await subscriber(['task.due']);
     await api.POST('/api/v1/tasks', { body: buildTask({ due_at: new Date(Date.now() + 2 * 3_600_000).toISOString() }) });
     await api.POST('/api/v1/tasks', { body: buildTask({ due_at: new Date(Date.now() + 30 * 60_000).toISOString() }) });
-    await server.worker!.relay();
-    const rows = await server.database.db.selectFrom('webhook_deliveries').select(['queued', 'next_attempt_at']).where('endpoint_id', '=', hook.id).orderBy('next_attempt_at').execute();
+    // The worker's own relay may hold the row (SKIP LOCKED) when this one runs: relay until it is queued.
+    const queued = () => server.database.db.selectFrom('webhook_deliveries').select('queued').where('endpoint_id', '=', hook.id).orderBy('next_attempt_at').execute();
+    const rows = await until(async () => (await server.worker!.relay(), queued()), ([soon]) => soon?.queued === true);
     expect(rows.map((row) => row.queued)).toEqual([true, false]);
   });
 
@@ -202,6 +203,29 @@ describe('delivery', () => {
     // The schedule has two retries: three attempts in all.
     expect(dead!.attempts.map((a) => a.status_code)).toEqual([503, 503, 503]);
     expect(dead!.next_attempt_at).toBeNull();
+  });
+
+  it('keeps an ended delivery in the log for the retention period, and a pending one until it ends', async () => {
+    const { api, hook, key } = await subscriber(['task.created']);
+    receiver.failNext(key, 1, 410);
+    for (let i = 0; i < 3; i++) await api.POST('/api/v1/tasks', { body: buildTask() });
+    const ended = await until(() => deliveriesOf(api, hook.id), (ds) => ds.length === 3 && ds.every((d) => d.status !== 'pending'));
+    const [failed, oldSucceeded, recent] = [ended.find((d) => d.status === 'failed')!, ...ended.filter((d) => d.status === 'succeeded')];
+    // A pending delivery (a task.due a month ahead), written long ago like the two ended ones aged here.
+    const db = server.database.db;
+    await db.insertInto('webhook_deliveries')
+      .columns(['owner_id', 'endpoint_id', 'event_id', 'event_type', 'payload', 'next_attempt_at'])
+      .expression(db.selectFrom('webhook_deliveries')
+        .select(['owner_id', 'endpoint_id', sql<string>`gen_random_uuid()`.as('event_id'), sql<string>`'task.due'`.as('event_type'), 'payload', sql<Date>`now() + interval '30 days'`.as('next_attempt_at')])
+        .where('id', '=', recent!.id))
+      .execute();
+    await db.updateTable('webhook_deliveries').set({ updated_at: sql`now() - interval '31 days'` }).where('id', 'in', [failed.id, oldSucceeded!.id]).execute();
+    await db.updateTable('webhook_deliveries').set({ updated_at: sql`now() - interval '31 days'` }).where('endpoint_id', '=', hook.id).where('status', '=', 'pending').execute();
+
+    expect(await server.worker!.purge()).toBe(2);
+    const left = await deliveriesOf(api, hook.id);
+    expect(left.map((d) => d.id)).toContain(recent!.id);
+    expect(left.map((d) => d.status).sort()).toEqual(['pending', 'succeeded']);
   });
 
   it('signs with both secrets during a rotation’s grace period', async () => {

@@ -386,7 +386,8 @@ export interface paths {
          *     time, each with its attempts: what the endpoint answered and how long it took. `status`
          *     narrows the list, e.g. to the `failed` ones to redeliver. Follow `next_cursor` (or the
          *     `Link` header, which keeps `status`) for the next page; a cursor is valid only with the
-         *     `status` it was issued for (else 422).
+         *     `status` it was issued for (else 422). A delivery is listed until 30 days after it ended
+         *     (the server's `WEBHOOK_DELIVERY_RETENTION_DAYS`).
          *
          *     ```sh
          *     curl -s "localhost:3000/api/v1/webhooks/$WEBHOOK/deliveries?status=failed" \

@@ -1,13 +1,14 @@
 import { createHash } from 'node:crypto';
 import type { LookupFunction } from 'node:net';
 import { sql } from 'kysely';
-import { fromKysely, fromPglite, PgBoss } from 'pg-boss';
+import { fromKysely, fromPglite, PgBoss, type Job } from 'pg-boss';
 import { Counter, type Registry } from 'prom-client';
 import type { WebhooksConfig } from '../../config.js';
 import type { Database } from '../../db/database.js';
 import type { Logger } from '../../logger.js';
 import { webhookSender } from '../sender.js';
 import { deliveryRunner, type DeliveryJob, type DeliveryOutcome } from './deliver.js';
+import { deliveryPump } from './pump.js';
 
 /** The pg-boss queue of delivery attempts, one job per attempt. */
 export const DELIVERY_QUEUE = 'webhook-delivery';
@@ -17,10 +18,17 @@ const RELAY_BATCH = 200;
 const QUEUE_HORIZON_MINUTES = 60;
 /** Response bytes read (then discarded) of a receiver's answer. */
 const MAX_RESPONSE_BYTES = 64 * 1024;
+/** How often a worker with a free slot looks for a job when the last look found fewer than it asked for. */
+const FETCH_POLL_MS = 500;
+/** How often a worker deletes the ended deliveries past their retention, and how many per statement. */
+const PURGE_EVERY_MS = 3600_000;
+const PURGE_BATCH = 5000;
 
 export interface WebhookWorker {
   /** Moves what is due from the outbox to the queue now (the timer does it every `pollMs`); how many it moved. */
   relay(): Promise<number>;
+  /** Deletes the deliveries that ended more than `retentionDays` ago now (the timer does it hourly); how many it deleted. */
+  purge(): Promise<number>;
   /** Stops taking work, lets attempts in flight finish (up to `timeoutMs`), and closes the queue. */
   stop(timeoutMs?: number): Promise<void>;
 }
@@ -91,7 +99,9 @@ export async function startWebhookWorker(deps: {
   }
   // A job fails only when its attempt could not be recorded (the database failing) or its worker
   // died: retried with backoff for about an hour and a half before pg-boss gives up on it.
-  const queueOptions = { retryLimit: 20, retryDelay: 2, retryBackoff: true, retryDelayMax: 300, expireInSeconds };
+  // A completed job is kept an hour, not pg-boss's 7 days: the delivery log is the record, and at
+  // a thousand events a second a week of finished jobs would be most of the database.
+  const queueOptions = { retryLimit: 20, retryDelay: 2, retryBackoff: true, retryDelayMax: 300, expireInSeconds, deleteAfterSeconds: 3600 };
   if ((await boss.getQueue(DELIVERY_QUEUE)) === null) {
     // Another worker may create it at the same moment.
     await boss.createQueue(DELIVERY_QUEUE, queueOptions).catch(async (error: unknown) => {
@@ -110,30 +120,33 @@ export async function startWebhookWorker(deps: {
   });
   const run = deliveryRunner({ db, send: (url, body, headers) => sender.send(url, body, headers), config, logger });
 
-  // Each pg-boss worker loop fetches a small batch and runs its attempts side by side; a full batch
-  // fetches again at once (a loop fetching one job at a time would wait a polling interval after
-  // every job). Jobs are settled one by one: a job whose attempt could not be recorded (the
-  // database failed) is failed alone, and pg-boss runs it again.
-  const batchSize = Math.min(4, config.concurrency);
-  const workOptions = { localConcurrency: Math.ceil(config.concurrency / batchSize), batchSize, burstWhenBatchFull: true, pollingIntervalSeconds: 0.5, perJobResults: true } as const;
-  await boss.work<DeliveryJob>(DELIVERY_QUEUE, workOptions, (jobs) =>
-    Promise.all(jobs.map(async (job) => {
-      try {
-        const outcome: DeliveryOutcome = await run(job.data);
-        if (outcome !== 'skipped') outcomes?.inc({ outcome });
-        return { id: job.id, status: 'completed' as const };
-      } catch (error) {
-        logger.warn('webhook delivery attempt not recorded; the queue runs it again', { delivery_id: job.data.delivery, error: String(error) });
-        return { id: job.id, status: 'failed' as const, output: { error: String(error) } };
-      }
-    })),
-  );
+  const runJob = async (job: Job<DeliveryJob>) => {
+    const attempt = { id: job.id, retryCount: job.retryCount }; // settles this claim, not a later one of the same job
+    try {
+      const outcome: DeliveryOutcome = await run(job.data);
+      if (outcome !== 'skipped') outcomes?.inc({ outcome });
+      await boss.complete(DELIVERY_QUEUE, attempt);
+    } catch (error) {
+      logger.warn('webhook delivery attempt not recorded; the queue runs it again', { delivery_id: job.data.delivery, error: String(error) });
+      // Left active if this fails too: pg-boss expires it and runs it again.
+      await boss.fail(DELIVERY_QUEUE, attempt, { error: String(error) }).catch(() => undefined);
+    }
+  };
+  const pump = deliveryPump({
+    slots: config.concurrency,
+    pollMs: FETCH_POLL_MS,
+    // pg-boss hands out no job of an endpoint with `endpointConcurrency` attempts active in any
+    // worker (each job's group is its endpoint): a hanging endpoint holds that many slots at most.
+    fetch: (count) => boss.fetch<DeliveryJob>(DELIVERY_QUEUE, { batchSize: count, groupConcurrency: config.endpointConcurrency }),
+    run: runJob,
+    onError: (error) => logger.warn('webhook job fetch failed; trying again shortly', { error: String(error) }),
+  });
 
   async function relay(): Promise<number> {
     return db.transaction().execute(async (trx) => {
       const due = await trx
         .selectFrom('webhook_deliveries')
-        .select(['id', 'attempts_made', 'retry_base', 'next_attempt_at'])
+        .select(['id', 'endpoint_id', 'attempts_made', 'retry_base', 'next_attempt_at'])
         .where('status', '=', 'pending')
         .where('queued', '=', false)
         // Only what is due soon: pg-boss deletes a job still waiting after its retention (14 days),
@@ -151,6 +164,7 @@ export async function startWebhookWorker(deps: {
           id: attemptJobId(row.id, row.attempts_made + 1, row.retry_base),
           data: { delivery: row.id, attempt: row.attempts_made + 1 } satisfies DeliveryJob,
           startAfter: row.next_attempt_at ?? undefined,
+          group: { id: row.endpoint_id },
         })),
         { db: fromKysely(trx) },
       );
@@ -159,15 +173,54 @@ export async function startWebhookWorker(deps: {
     });
   }
 
+  /** One batch of the ended deliveries past `retentionDays` deleted; how many. A pending one (a retry, a task.due months ahead) stays until it ends. */
+  async function purgeBatch(): Promise<number> {
+    const { numDeletedRows } = await db
+      .deleteFrom('webhook_deliveries')
+      .where('id', 'in', (eb) =>
+        eb.selectFrom('webhook_deliveries')
+          .select('id')
+          .where('status', '<>', 'pending')
+          .where('updated_at', '<', sql<Date>`now() - make_interval(days => ${config.retentionDays})`)
+          .limit(PURGE_BATCH)
+          .forUpdate()
+          .skipLocked()) // another worker's purge has those
+      .executeTakeFirst();
+    return Number(numDeletedRows);
+  }
+  async function purge(): Promise<number> {
+    let deleted = 0;
+    for (let batch = PURGE_BATCH; batch === PURGE_BATCH; deleted += batch) batch = await purgeBatch();
+    return deleted;
+  }
+
+  // Each tick relays what is due, then, once an hour and until none is left, deletes one batch of
+  // expired deliveries: a large first purge never holds the relay up for long.
   let stopped = false;
   let relaying: Promise<unknown> = Promise.resolve();
   let timer: NodeJS.Timeout | undefined;
+  let lastPurge = 0;
+  let purged: number | undefined; // deleted so far in the purge under way
   const tick = () => {
     relaying = (async () => {
       try {
         while (!stopped && (await relay()) === RELAY_BATCH);
       } catch (error) {
         if (!stopped) logger.warn('webhook relay failed; it runs again shortly', { error: String(error) });
+      }
+      if (!stopped && (purged !== undefined || Date.now() - lastPurge >= PURGE_EVERY_MS)) {
+        lastPurge = Date.now();
+        try {
+          const batch = await purgeBatch();
+          purged = (purged ?? 0) + batch;
+          if (batch < PURGE_BATCH) {
+            if (purged > 0) logger.info('webhook deliveries past their retention deleted', { deleted: purged, retention_days: config.retentionDays });
+            purged = undefined;
+          }
+        } catch (error) {
+          purged = undefined;
+          if (!stopped) logger.warn('webhook delivery log purge failed; it runs again in an hour', { error: String(error) });
+        }
       }
       if (!stopped) timer = setTimeout(tick, config.pollMs);
     })();
@@ -176,11 +229,13 @@ export async function startWebhookWorker(deps: {
 
   return {
     relay,
+    purge,
     async stop(timeoutMs = 10_000) {
       if (stopped) return;
       stopped = true;
       clearTimeout(timer);
       await relaying;
+      await pump.stop(timeoutMs);
       await boss.stop({ graceful: true, timeout: timeoutMs, close: true });
       sender.close();
     },
