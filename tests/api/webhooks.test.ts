@@ -231,4 +231,51 @@ describe('the outbox: events are written with the change that causes them', () =
     await api.DELETE('/api/v1/tasks/{taskId}', taskPath);
     expect(await pending()).toHaveLength(0);
   });
+
+  it('cancels a task.due that is already retrying when its task is completed, moved or deleted', async () => {
+    const api = await user();
+    const { data: hook } = await create(api, { events: ['task.due'] });
+    const dueRows = () => server.database.db.selectFrom('webhook_deliveries').select(['id', 'status', 'next_attempt_at']).where('endpoint_id', '=', hook!.id).execute();
+    // As the worker leaves one after a failed attempt: pending, one attempt made, a retry due.
+    const retrying = () => server.database.db.updateTable('webhook_deliveries').set({ attempts_made: 1, next_attempt_at: new Date(Date.now() + 60_000) }).where('endpoint_id', '=', hook!.id).execute();
+    const change = async (body: { completed?: boolean; due_at?: string }, taskId: string) => api.PATCH('/api/v1/tasks/{taskId}', { params: { path: { taskId } }, body });
+    const soon = new Date(Date.now() - 1000).toISOString();
+
+    const { data: completed } = await api.POST('/api/v1/tasks', { body: buildTask({ due_at: soon }) });
+    await retrying();
+    await change({ completed: true }, completed!.id);
+    expect(await dueRows()).toEqual([]);
+
+    const { data: moved } = await api.POST('/api/v1/tasks', { body: buildTask({ due_at: soon }) });
+    await retrying();
+    const [before] = await dueRows();
+    const later = new Date(Date.now() + 3_600_000).toISOString();
+    await change({ due_at: later }, moved!.id);
+    const after = await dueRows();
+    expect(after).toHaveLength(1);
+    expect(after[0]!.id).not.toBe(before!.id);
+    expect(after[0]!.next_attempt_at!.toISOString()).toBe(later);
+
+    await retrying();
+    await api.DELETE('/api/v1/tasks/{taskId}', { params: { path: { taskId: moved!.id } } });
+    expect(await dueRows()).toEqual([]);
+  });
+
+  it('sends no second task.due to an endpoint that had it when the task is edited, and refreshes one not yet sent', async () => {
+    const api = await user();
+    const { data: sent } = await create(api, { events: ['task.due'] });
+    const { data: waiting } = await create(api, { events: ['task.due'] });
+    const { data: task } = await api.POST('/api/v1/tasks', { body: buildTask({ title: 'before', due_at: new Date(Date.now() - 1000).toISOString() }) });
+    const rows = async (endpointId: string) =>
+      server.database.db.selectFrom('webhook_deliveries').select(['event_id', 'status', 'payload']).where('endpoint_id', '=', endpointId).execute();
+    // One endpoint has had its task.due; the other's is still waiting (a backlog, say).
+    await server.database.db.updateTable('webhook_deliveries').set({ status: 'succeeded', attempts_made: 1, next_attempt_at: null }).where('endpoint_id', '=', sent!.id).execute();
+    const [queued] = await rows(waiting!.id);
+
+    await api.PATCH('/api/v1/tasks/{taskId}', { params: { path: { taskId: task!.id } }, body: { title: 'after' } });
+    expect((await rows(sent!.id)).map((r) => r.status)).toEqual(['succeeded']);
+    const [refreshed] = await rows(waiting!.id);
+    expect(refreshed!.event_id).toBe(queued!.event_id);
+    expect(refreshed!.payload).toMatchObject({ id: queued!.event_id, type: 'task.due', data: { id: task!.id, title: 'after', version: 2 } });
+  });
 });

@@ -22,55 +22,8 @@ export const TASK_EVENT_TYPES = ['task.created', 'task.updated', 'task.completed
  *   not completed.
  * Row-level security on both tables, as on tasks.
  */
-export const webhooks: Migration = {
-  async up(db: Kysely<unknown>) {
-    const types = sql.join(TASK_EVENT_TYPES.map((t) => sql.lit(t)));
-    await sql`
-      create table webhook_endpoints (
-        id uuid primary key default gen_random_uuid(),
-        owner_id text not null,
-        url text not null check (length(url) between 8 and 2048),
-        description text check (length(description) <= 500),
-        events text[] not null check (cardinality(events) between 1 and 5 and events <@ array[${types}]),
-        enabled boolean not null default true,
-        disabled_reason text,
-        secret text not null,
-        previous_secret text,
-        previous_secret_expires_at timestamptz,
-        failing_since timestamptz,
-        created_at timestamptz(3) not null default now(),
-        updated_at timestamptz(3) not null default now()
-      )`.execute(db);
-    await sql`create index webhook_endpoints_owner_idx on webhook_endpoints (owner_id, created_at, id)`.execute(db);
-    await sql`
-      create table webhook_deliveries (
-        id uuid primary key default gen_random_uuid(),
-        owner_id text not null,
-        endpoint_id uuid not null references webhook_endpoints (id) on delete cascade,
-        event_id uuid not null,
-        event_type text not null,
-        task_id uuid,
-        payload jsonb not null,
-        status text not null default 'pending' check (status in ('pending', 'succeeded', 'failed')),
-        attempts jsonb not null default '[]',
-        attempts_made integer not null default 0,
-        retry_base integer not null default 0,
-        next_attempt_at timestamptz(3),
-        queued boolean not null default false,
-        created_at timestamptz(3) not null default now(),
-        updated_at timestamptz(3) not null default now()
-      )`.execute(db);
-    await sql`create index webhook_deliveries_endpoint_idx on webhook_deliveries (endpoint_id, created_at desc, id desc)`.execute(db);
-    await sql`create index webhook_deliveries_outbox_idx on webhook_deliveries (next_attempt_at) where status = 'pending' and not queued`.execute(db);
-    await sql`create index webhook_deliveries_due_idx on webhook_deliveries (task_id) where event_type = 'task.due' and status = 'pending'`.execute(db);
-    for (const table of ['webhook_endpoints', 'webhook_deliveries']) await isolateByOwner(db, table);
-
-    await sql`
-      create function tasks_api_iso(at timestamptz) returns text language sql stable as $$
-        select to_char(at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')
-      $$`.execute(db);
-    await sql`
-      create function tasks_webhook_events() returns trigger language plpgsql as $$
+/** The outbox trigger's function as 0006 created it (0007 replaces it; its `down` brings this back). */
+export const tasksWebhookEventsV1 = `function tasks_webhook_events() returns trigger language plpgsql as $$
       declare
         task tasks%rowtype;
         events text[];
@@ -124,7 +77,56 @@ export const webhooks: Migration = {
         end loop;
         return null;
       end
+      $$`;
+
+export const webhooks: Migration = {
+  async up(db: Kysely<unknown>) {
+    const types = sql.join(TASK_EVENT_TYPES.map((t) => sql.lit(t)));
+    await sql`
+      create table webhook_endpoints (
+        id uuid primary key default gen_random_uuid(),
+        owner_id text not null,
+        url text not null check (length(url) between 8 and 2048),
+        description text check (length(description) <= 500),
+        events text[] not null check (cardinality(events) between 1 and 5 and events <@ array[${types}]),
+        enabled boolean not null default true,
+        disabled_reason text,
+        secret text not null,
+        previous_secret text,
+        previous_secret_expires_at timestamptz,
+        failing_since timestamptz,
+        created_at timestamptz(3) not null default now(),
+        updated_at timestamptz(3) not null default now()
+      )`.execute(db);
+    await sql`create index webhook_endpoints_owner_idx on webhook_endpoints (owner_id, created_at, id)`.execute(db);
+    await sql`
+      create table webhook_deliveries (
+        id uuid primary key default gen_random_uuid(),
+        owner_id text not null,
+        endpoint_id uuid not null references webhook_endpoints (id) on delete cascade,
+        event_id uuid not null,
+        event_type text not null,
+        task_id uuid,
+        payload jsonb not null,
+        status text not null default 'pending' check (status in ('pending', 'succeeded', 'failed')),
+        attempts jsonb not null default '[]',
+        attempts_made integer not null default 0,
+        retry_base integer not null default 0,
+        next_attempt_at timestamptz(3),
+        queued boolean not null default false,
+        created_at timestamptz(3) not null default now(),
+        updated_at timestamptz(3) not null default now()
+      )`.execute(db);
+    await sql`create index webhook_deliveries_endpoint_idx on webhook_deliveries (endpoint_id, created_at desc, id desc)`.execute(db);
+    await sql`create index webhook_deliveries_outbox_idx on webhook_deliveries (next_attempt_at) where status = 'pending' and not queued`.execute(db);
+    await sql`create index webhook_deliveries_due_idx on webhook_deliveries (task_id) where event_type = 'task.due' and status = 'pending'`.execute(db);
+    for (const table of ['webhook_endpoints', 'webhook_deliveries']) await isolateByOwner(db, table);
+
+    await sql`
+      create function tasks_api_iso(at timestamptz) returns text language sql stable as $$
+        select to_char(at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')
       $$`.execute(db);
+    await sql.raw(`create ${tasksWebhookEventsV1}`).execute(db);
     await sql`
       create trigger tasks_webhook_events after insert or update or delete on tasks
         for each row execute function tasks_webhook_events()`.execute(db);
