@@ -51,6 +51,9 @@ export type OperationResult<K extends OperationId> = {
 export type OperationHandler<K extends OperationId> = (request: OperationRequest<K>) => Promise<OperationResult<K>>;
 
 /** Handlers for some operations; a key that is not an operationId is a compile error. */
+/** For a response carrying a token or a secret: no cache (shared or the client's) may keep it. */
+export const NO_STORE = { 'Cache-Control': 'no-store' } as const;
+
 export type Handlers<K extends OperationId> = { [P in K]: OperationHandler<P> };
 
 /** Exactly one handler per operation: a missing or extra key does not compile. */

@@ -21,7 +21,8 @@ export function checkEndpointUrl(raw: string, config: Pick<WebhooksConfig, 'requ
   }
   if (url.protocol !== 'https:' && url.protocol !== 'http:') throw new WebhookUrlRefused('must be an https URL');
   if (url.username !== '' || url.password !== '') throw new WebhookUrlRefused('must not carry a user name or password');
-  const host = url.hostname.toLowerCase().replace(/^\[(.*)\]$/, '$1');
+  // `localhost.` is `localhost`: a DNS name's trailing dot only makes it fully qualified.
+  const host = url.hostname.toLowerCase().replace(/^\[(.*)\]$/, '$1').replace(/\.$/, '');
   const address = isLocalName(host) ? '127.0.0.1' : host;
   const local = isLocalName(host) || address === '::1' || address.startsWith('127.');
   if (url.protocol === 'http:' && (config.requireHttps || !local)) {

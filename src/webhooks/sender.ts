@@ -31,6 +31,8 @@ export interface SendResult {
   retryAfterSeconds?: number;
   /** Not sent: the destination (or the URL) is one this server does not call. */
   refused?: boolean;
+  /** For the server's log only, never shown to the user: the address a refused name resolved to. */
+  detail?: string;
 }
 
 export interface WebhookSender {
@@ -48,8 +50,15 @@ export interface WebhookSender {
 export class DestinationRefused extends Error {
   override name = 'DestinationRefused';
   readonly code = 'WEBHOOK_DESTINATION_REFUSED';
-  constructor(readonly address: string, readonly reason: string) {
-    super(`destination refused: ${address} is a private/reserved address (${reason})`);
+  /**
+   * The message goes into the user's delivery log, so for a host name it does not say what the
+   * name resolved to: that would let a user map the server's internal DNS (registering
+   * `db.internal`, reading back its address). The address is in `detail`, for the server's log.
+   */
+  constructor(readonly address: string, readonly reason: string, hostname?: string) {
+    super(hostname === undefined || hostname === address
+      ? `destination refused: ${address} is a private/reserved address (${reason})`
+      : `destination refused: ${hostname} resolves to a private or reserved address`);
   }
 }
 
@@ -122,21 +131,22 @@ function guardedLookup(resolve: LookupFunction, refusal: (address: string) => st
       if (error) return callback(error, address, family);
       for (const candidate of typeof address === 'string' ? [address] : address.map((a) => a.address)) {
         const why = refusal(candidate);
-        if (why !== undefined) return callback(new DestinationRefused(candidate, why), '', family);
+        if (why !== undefined) return callback(new DestinationRefused(candidate, why, hostname), '', family);
       }
       callback(null, address, family);
     });
   };
 }
 
-/** request-filtering-agent's refusal: a plain Error whose message is all there is to go by. */
-const LIBRARY_REFUSAL = /^DNS lookup (\S+?)\(.*is not allowed/;
+/** request-filtering-agent's refusal: a plain Error whose message is all there is to go by (`DNS lookup <address>(family:…, host:<name>) is not allowed…`). */
+const LIBRARY_REFUSAL = /^DNS lookup (\S+?)\(.*?host:([^)]*)\).*is not allowed/;
 
 /** A short, stable description of a network error; refusals are told apart so they are not retried. */
 function failure(error: NodeJS.ErrnoException & { errors?: NodeJS.ErrnoException[] }): Omit<SendResult, 'durationMs'> {
-  if (error instanceof DestinationRefused || error.code === 'WEBHOOK_DESTINATION_REFUSED') return { ok: false, refused: true, error: error.message };
+  if (error instanceof DestinationRefused) return { ok: false, refused: true, error: error.message, detail: `refused address ${error.address} (${error.reason})` };
+  if (error.code === 'WEBHOOK_DESTINATION_REFUSED') return { ok: false, refused: true, error: error.message };
   const library = LIBRARY_REFUSAL.exec(error.message);
-  if (library) return { ok: false, refused: true, error: `destination refused: ${library[1]} is a private/reserved address` };
+  if (library) return { ok: false, refused: true, error: new DestinationRefused(library[1]!, 'refused by request-filtering-agent', library[2]).message, detail: `refused address ${library[1]}` };
   const code = error.code ?? error.errors?.[0]?.code;
   const known: Record<string, string> = {
     ECONNREFUSED: 'connection refused',

@@ -1,4 +1,4 @@
-import type { Handlers } from '../http/handler.js';
+import { NO_STORE, type Handlers } from '../http/handler.js';
 import { pageWithLink } from '../http/pagination.js';
 import type { WebhookService } from './webhooks.service.js';
 
@@ -13,7 +13,7 @@ export function webhookHandlers(webhooks: WebhookService): Handlers<WebhookOpera
 
     async createWebhook({ auth, body, raw }) {
       const created = await webhooks.create(auth.ownerId, body);
-      return { status: 201, body: created, headers: { Location: `${raw.baseUrl}${raw.path}/${created.id}` } };
+      return { status: 201, body: created, headers: { Location: `${raw.baseUrl}${raw.path}/${created.id}`, ...NO_STORE } };
     },
 
     getWebhook: async ({ auth, path }) => ({ status: 200, body: await webhooks.get(auth.ownerId, path.webhookId) }),
@@ -25,7 +25,7 @@ export function webhookHandlers(webhooks: WebhookService): Handlers<WebhookOpera
       return { status: 204 };
     },
 
-    rotateWebhookSecret: async ({ auth, path }) => ({ status: 200, body: await webhooks.rotateSecret(auth.ownerId, path.webhookId) }),
+    rotateWebhookSecret: async ({ auth, path }) => ({ status: 200, body: await webhooks.rotateSecret(auth.ownerId, path.webhookId), headers: NO_STORE }),
 
     testWebhook: async ({ auth, path }) => ({ status: 202, body: await webhooks.test(auth.ownerId, path.webhookId) }),
 

@@ -38,7 +38,7 @@ describe('the contract declares the headers the server sends', () => {
     const url = `${server.url}${created.headers.get('location')}`;
     expect((await fetch(url, json(token, undefined, { 'If-None-Match': '"1"' }))).status).toBe(304);
     expect((await fetch(url, { method: 'PATCH', ...json(token, { title: 'c' }, { 'If-Match': '"7"' }) })).status).toBe(412);
-    expect(server.undeclaredHeaders).toEqual([]);
+    expect(server.headerMismatches).toEqual([]);
   });
 
   it('on 401 and 403 (WWW-Authenticate) and on the built-in issuer (Cache-Control)', async () => {
@@ -54,7 +54,7 @@ describe('the contract declares the headers the server sends', () => {
     expect([wrong.status, wrong.headers.get('www-authenticate')]).toEqual([401, 'Bearer']);
     const keys = await fetch(`${server.url}/.well-known/jwks.json`);
     expect([keys.status, keys.headers.get('cache-control')]).toEqual([200, 'public, max-age=300']);
-    expect(server.undeclaredHeaders).toEqual([]);
+    expect(server.headerMismatches).toEqual([]);
   });
 
   it('on 429 (Retry-After, RateLimit) from the per-user and the auth limits', async () => {
@@ -67,7 +67,7 @@ describe('the contract declares the headers the server sends', () => {
     const auth = [];
     for (let i = 0; i < 2; i += 1) auth.push(await fetch(`${limited.url}/api/v1/auth/login`, { method: 'POST', ...json(undefined, { email: 'a@example.com', password: 'whatever it is' }) }));
     expect(auth.map((res) => res.status)).toContain(429);
-    expect(limited.undeclaredHeaders).toEqual([]);
+    expect(limited.headerMismatches).toEqual([]);
   });
 });
 
@@ -85,14 +85,21 @@ describe('the check itself', () => {
         },
       },
     },
-    components: { responses: { Gone: { description: 'gone', headers: { 'X-Request-Id': { schema: { type: 'string' } } } } } },
+    components: { responses: { Gone: { description: 'gone', headers: { 'X-Request-Id': { required: true, schema: { type: 'string' } } } } } },
   } as unknown as OpenApiDocument;
-  const undeclared = contractHeaders(spec);
+  const check = contractHeaders(spec);
+  const undeclared = (method: string, path: string, status: number, names: string[]) => check(method, path, status, names)?.undeclared;
 
   it('names a header the response does not declare, whatever its case, and ignores transport, helmet and CORS headers', () => {
     const sent = ['ETag', 'x-request-id', 'Date', 'Content-Type', 'Content-Length', 'Vary', 'Strict-Transport-Security', 'Access-Control-Allow-Origin'];
     expect(undeclared('GET', '/things/1', 200, sent)).toEqual(['x-request-id']);
     expect(undeclared('GET', '/things/1', 404, ['X-Request-Id', 'Retry-After'])).toEqual(['retry-after']);
+  });
+
+  it('names a header the response declares required but lacks, whatever its case', () => {
+    expect(check('GET', '/things/1', 404, ['Date'])).toEqual({ undeclared: [], missing: ['x-request-id'] });
+    expect(check('GET', '/things/1', 404, ['x-request-id'])).toEqual({ undeclared: [], missing: [] });
+    expect(check('GET', '/things/1', 200, [])).toEqual({ undeclared: [], missing: [] }); // ETag is optional there
   });
 
   it('leaves alone what the contract has no operation or status for (other checks refuse those)', () => {
@@ -104,8 +111,9 @@ describe('the check itself', () => {
   it('finds nothing undeclared in the served contract for the headers every response carries', () => {
     const served = loadContract().spec;
     expect(undeclared('GET', '/things/1', 200, ['ETag'])).toEqual([]);
-    const check = contractHeaders(served);
-    expect(check('GET', '/api/v1/tasks', 200, ['X-Request-Id', 'RateLimit', 'RateLimit-Policy', 'Link'])).toEqual([]);
-    expect(check('GET', '/health/live', 200, ['X-Request-Id'])).toEqual([]);
+    const checkServed = contractHeaders(served);
+    expect(checkServed('GET', '/api/v1/tasks', 200, ['X-Request-Id', 'RateLimit', 'RateLimit-Policy', 'Link'])).toEqual({ undeclared: [], missing: [] });
+    expect(checkServed('GET', '/health/live', 200, ['X-Request-Id'])).toEqual({ undeclared: [], missing: [] });
+    expect(checkServed('POST', '/api/v1/webhooks', 201, ['X-Request-Id', 'Location', 'RateLimit', 'RateLimit-Policy'])).toEqual({ undeclared: [], missing: ['cache-control'] });
   });
 });

@@ -82,7 +82,10 @@ describe('POST /api/v1/webhooks', () => {
     it('allows http to localhost in development, and nothing but https in production', async () => {
       expect((await create(await user(), { url: 'http://localhost:4000/hook' })).response.status).toBe(201);
       expect((await create(await user(), { url: 'http://127.0.0.1:4000/hook' })).response.status).toBe(201);
-      for (const url of ['http://localhost:4000/hook', 'https://127.0.0.1/hook', 'https://[::1]/hook', 'https://localhost/hook', 'http://hooks.example.com/x']) {
+      for (const url of [
+        'http://localhost:4000/hook', 'https://127.0.0.1/hook', 'https://[::1]/hook', 'https://localhost/hook', 'https://localhost./hook', 'https://api.localhost./hook',
+        'https://127.0.0.1./hook', 'https://2130706433/hook', 'https://0x7f.1/hook', 'https://[::ffff:7f00:1]/hook', 'http://hooks.example.com/x',
+      ]) {
         const { response } = await create(await user(production), { url });
         expect([url, response.status]).toEqual([url, 422]);
       }

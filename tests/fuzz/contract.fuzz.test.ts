@@ -18,7 +18,7 @@ import { contractHeaders } from '../helpers/contract-headers.js';
 import { startServer, type TestServer } from '../helpers/server.js';
 
 const spec = loadContract().spec as unknown as OpenApi;
-const undeclaredHeaders = contractHeaders(loadContract().spec);
+const headerMismatch = contractHeaders(loadContract().spec);
 const SEED = Number(process.env.FUZZ_SEED ?? Date.now() % 2 ** 31);
 const RUNS = Number(process.env.FUZZ_RUNS ?? 300);
 const METHODS = ['get', 'put', 'post', 'delete', 'patch'] as const;
@@ -246,9 +246,11 @@ function expectConforming(c: OperationCase, sent: Sent, res: { status: number; h
     const error = checker(`header ${c.operation.operationId} ${res.status} ${name}`, schema)(typed);
     if (error !== undefined) fail(`header ${name}: ${JSON.stringify(value).slice(0, 200)} breaks the contract: ${error}`);
   }
-  // ... and every header a client may act on is declared on this response (see contract-headers.ts).
-  const undeclared = undeclaredHeaders(c.method, sent.path, res.status, res.headers.keys()) ?? [];
-  if (undeclared.length > 0) fail(`headers not declared on this response: ${undeclared.join(', ')}`);
+  // ... and every header a client may act on is declared on this response, and every one it
+  // declares required is there (see contract-headers.ts).
+  const mismatch = headerMismatch(c.method, sent.path, res.status, res.headers.keys());
+  if (mismatch !== undefined && mismatch.undeclared.length > 0) fail(`headers not declared on this response: ${mismatch.undeclared.join(', ')}`);
+  if (mismatch !== undefined && mismatch.missing.length > 0) fail(`headers declared required on this response but missing: ${mismatch.missing.join(', ')}`);
 }
 
 /** A request for `c`: valid parameters and body, or one of them broken. */

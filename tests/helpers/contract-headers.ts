@@ -56,40 +56,50 @@ export function contractHeaders(spec: OpenApiDocument) {
   }));
 
   /**
-   * The headers of a response to `method path` with `status` that the contract does not declare on
-   * that response; `undefined` when the contract has no such operation or status (other checks
-   * cover those).
+   * How the headers of a response to `method path` with `status` disagree with the contract: the
+   * ones it does not declare on that response, and the ones it declares `required` that are
+   * missing; `undefined` when the contract has no such operation or status (other checks cover
+   * those).
    */
-  return function undeclared(method: string, path: string, status: number, names: Iterable<string>): string[] | undefined {
+  return function mismatch(method: string, path: string, status: number, names: Iterable<string>): { undeclared: string[]; missing: string[] } | undefined {
     const match = templates.find((t) => t.regex.test(path));
     if (match === undefined) return undefined;
     const operation = spec.paths[match.template]![method.toLowerCase()] as { responses?: Record<string, unknown> } | undefined;
     const response = operation?.responses?.[String(status)] ?? operation?.responses?.default;
     if (response === undefined) return undefined;
-    const declared = new Set(Object.keys((resolve(response).headers ?? {}) as Node).map((name) => name.toLowerCase()));
-    return [...names].map((name) => name.toLowerCase()).filter((name) => !UNDECLARED_BY_DESIGN.has(name) && !isCors(name) && !declared.has(name));
+    const headers = Object.entries((resolve(response).headers ?? {}) as Node).map(([name, header]) => ({ name: name.toLowerCase(), required: resolve(header).required === true }));
+    const declared = new Set(headers.map((h) => h.name));
+    const sent = new Set([...names].map((name) => name.toLowerCase()));
+    return {
+      undeclared: [...sent].filter((name) => !UNDECLARED_BY_DESIGN.has(name) && !isCors(name) && !declared.has(name)),
+      missing: headers.filter((h) => h.required && !isCors(h.name) && !sent.has(h.name)).map((h) => h.name),
+    };
   };
 }
 
-/** One response that carried a header its documented response does not declare. */
-export interface UndeclaredHeader {
+/** One response whose headers disagree with its documented response. */
+export interface HeaderMismatch {
   request: string;
   status: number;
-  headers: string[];
+  /** Sent, not declared. */
+  undeclared: string[];
+  /** Declared required, not sent. */
+  missing: string[];
 }
 
 /**
  * Watches every response `server` sends and records those carrying a header the contract does not
- * declare for that operation and status. Returns the list it fills.
+ * declare for that operation and status, or lacking one it declares required. Returns the list it
+ * fills.
  */
-export function watchResponseHeaders(server: Server, spec: OpenApiDocument): UndeclaredHeader[] {
-  const undeclared = contractHeaders(spec);
-  const found: UndeclaredHeader[] = [];
+export function watchResponseHeaders(server: Server, spec: OpenApiDocument): HeaderMismatch[] {
+  const mismatch = contractHeaders(spec);
+  const found: HeaderMismatch[] = [];
   server.on('request', (req: IncomingMessage, res: ServerResponse) => {
     res.once('finish', () => {
       const path = (req.url ?? '/').split('?')[0]!;
-      const headers = undeclared(req.method ?? 'GET', path, res.statusCode, Object.keys(res.getHeaders()));
-      if (headers !== undefined && headers.length > 0) found.push({ request: `${req.method} ${path}`, status: res.statusCode, headers });
+      const wrong = mismatch(req.method ?? 'GET', path, res.statusCode, Object.keys(res.getHeaders()));
+      if (wrong !== undefined && wrong.undeclared.length + wrong.missing.length > 0) found.push({ request: `${req.method} ${path}`, status: res.statusCode, ...wrong });
     });
   });
   return found;

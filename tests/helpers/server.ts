@@ -21,7 +21,7 @@ import { openDatabase, type Database, type DatabaseOptions } from '../../src/db/
 import { migrateToLatest } from '../../src/db/migrate.js';
 import { loadContract } from '../../src/http/contract.js';
 import { captureLogs } from './logs.js';
-import { watchResponseHeaders, type UndeclaredHeader } from './contract-headers.js';
+import { watchResponseHeaders, type HeaderMismatch } from './contract-headers.js';
 
 export const TEST_ISSUER = 'https://issuer.tasks-api.test';
 /** `iss` of the built-in issuer's tokens in tests. */
@@ -74,10 +74,11 @@ export interface TestServer {
   /** Every log line the server wrote, parsed. */
   logs: Record<string, unknown>[];
   /**
-   * Responses that carried a header the contract does not declare for their operation and status
-   * (see contract-headers.ts). `close()` fails the test file when there are any.
+   * Responses that carried a header the contract does not declare for their operation and status,
+   * or lacked one it declares required (see contract-headers.ts). `close()` fails the test file
+   * when there are any.
    */
-  undeclaredHeaders: UndeclaredHeader[];
+  headerMismatches: HeaderMismatch[];
   /** The generated typed client, authenticated with `token` when given. */
   client(token?: string): TasksClient;
   /** A real HS256 token for `sub` (a fresh random user when omitted), signed with the server's secret. */
@@ -172,7 +173,7 @@ export async function startServer(
     options.clientRequestTimeoutMs === undefined
       ? createServer(app)
       : createHttpServer({ headersTimeoutMs: options.clientRequestTimeoutMs, requestTimeoutMs: options.clientRequestTimeoutMs, keepAliveTimeoutMs: 5000, maxConnections: 1000 }).on('request', app);
-  const undeclaredHeaders = watchResponseHeaders(server, contract.spec);
+  const headerMismatches = watchResponseHeaders(server, contract.spec);
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   const worker = options.webhooks?.runWorker
@@ -187,7 +188,7 @@ export async function startServer(
     secret,
     database,
     logs,
-    undeclaredHeaders,
+    headerMismatches,
     // The package's client without its automatic Idempotency-Key: the tests say when a request carries one.
     client: (token) => createTasksClient({ baseUrl: url, token, idempotency: false }),
     async tokenFor(sub = newUser(), claims = {}, { expiresIn = '10m' } = {}) {
@@ -204,8 +205,9 @@ export async function startServer(
       await new Promise((resolve) => server.close(resolve));
       await worker?.stop(2000);
       await database.close();
-      if (undeclaredHeaders.length > 0) {
-        throw new Error(`responses carried headers the contract does not declare for them:\n${undeclaredHeaders.map((u) => `  ${u.request} ${u.status}: ${u.headers.join(', ')}`).join('\n')}`);
+      if (headerMismatches.length > 0) {
+        const lines = headerMismatches.map((m) => `  ${m.request} ${m.status}:${m.undeclared.length > 0 ? ` not declared ${m.undeclared.join(', ')}` : ''}${m.missing.length > 0 ? ` missing ${m.missing.join(', ')}` : ''}`);
+        throw new Error(`responses whose headers disagree with the contract:\n${lines.join('\n')}`);
       }
     },
   };

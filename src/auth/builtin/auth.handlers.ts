@@ -1,10 +1,8 @@
-import type { Handlers } from '../../http/handler.js';
+import { NO_STORE, type Handlers } from '../../http/handler.js';
 import { BuiltinAuthDisabled } from './errors.js';
 import type { BuiltinIssuer } from './issuer.js';
 
 type AuthOperation = 'register' | 'login' | 'refreshToken' | 'logout' | 'getJwks';
-
-const NO_STORE = { 'Cache-Control': 'no-store' };
 
 /**
  * The built-in issuer's operations. They are in the contract whether or not it is enabled, so
