@@ -7,7 +7,7 @@ import { builtinIssuer } from './migrations/0003_builtin_issuer.js';
 import { rowLevelSecurity } from './migrations/0004_row_level_security.js';
 import { attachments } from './migrations/0005_attachments.js';
 import { webhooks } from './migrations/0006_webhooks.js';
-import { webhookDueAndRetention } from './migrations/0007_webhook_due_and_retention.js';
+import { webhookDueRetentionClaims } from './migrations/0007_webhook_due_retention_claims.js';
 
 /** Every migration, in order. Listed here rather than read from disk so bundlers and ESM agree. */
 const migrations: Record<string, Migration> = {
@@ -17,7 +17,7 @@ const migrations: Record<string, Migration> = {
   '0004_row_level_security': rowLevelSecurity,
   '0005_attachments': attachments,
   '0006_webhooks': webhooks,
-  '0007_webhook_due_and_retention': webhookDueAndRetention,
+  '0007_webhook_due_retention_claims': webhookDueRetentionClaims,
 };
 
 /**

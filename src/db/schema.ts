@@ -151,6 +151,8 @@ export interface WebhookDeliveriesTable {
   retry_base: Generated<number>;
   next_attempt_at: OptionalTimestamp;
   queued: Generated<boolean>;
+  /** Set while an attempt is being made (until the attempt's timeout, plus a margin): no second attempt starts meanwhile (migration 0007). */
+  claimed_until: OptionalTimestamp;
   created_at: Timestamp;
   updated_at: Timestamp;
 }

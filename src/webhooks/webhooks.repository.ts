@@ -102,14 +102,27 @@ export function webhooksOf(db: Kysely<DB>, owner: OwnerId) {
     },
 
     /** The same event sent again, on a fresh retry schedule: back into the outbox. */
-    redeliver: (endpointId: string, deliveryId: string) =>
-      db
+    /**
+     * Starts a new round of attempts now for a delivery that ended, or that waits for a retry
+     * (its schedule starts again). One that is due (not yet attempted, or an attempt under way or
+     * about to be) is left as it is: it is being sent anyway. The delivery as it then is.
+     */
+    redeliver: async (endpointId: string, deliveryId: string) =>
+      (await db
         .updateTable('webhook_deliveries')
         .set({ status: 'pending', queued: false, next_attempt_at: sql`now()`, retry_base: sql`attempts_made`, updated_at: sql`now()` })
         .where('owner_id', '=', owner)
         .where('endpoint_id', '=', endpointId)
         .where('id', '=', deliveryId)
+        .where((eb) => eb.or([eb('status', '<>', 'pending'), eb.and([eb('attempts_made', '>', 0), eb('next_attempt_at', '>', sql<Date>`now()`)])]))
         .returning(deliveryColumns)
-        .executeTakeFirst(),
+        .executeTakeFirst()) ??
+      (await db
+        .selectFrom('webhook_deliveries')
+        .select(deliveryColumns)
+        .where('owner_id', '=', owner)
+        .where('endpoint_id', '=', endpointId)
+        .where('id', '=', deliveryId)
+        .executeTakeFirst()),
   };
 }

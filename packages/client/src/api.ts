@@ -428,8 +428,10 @@ export interface paths {
          * @description Sends the delivery's event again, now: the same body under the same `webhook-id` (so a
          *     receiver that already processed it can tell), on a fresh retry schedule. The delivery goes
          *     back to `pending` and its new attempts are added to its list. Meant for `failed` deliveries,
-         *     e.g. after fixing a receiver, but any delivery may be sent again. A disabled endpoint
-         *     answers 409: enable it first.
+         *     e.g. after fixing a receiver; a `succeeded` one may be sent again too, and one waiting for a
+         *     retry is tried now. A delivery that is due already (not attempted yet, such as a `task.due`
+         *     before its time, or with an attempt under way) is left as it is and returned unchanged: it is
+         *     being sent anyway, and never twice at once. A disabled endpoint answers 409: enable it first.
          *
          *     ```sh
          *     curl -s -X POST "localhost:3000/api/v1/webhooks/$WEBHOOK/deliveries/$DELIVERY/redeliver" \
@@ -2937,7 +2939,7 @@ export interface components {
          */
         ContentRange: string;
         /**
-         * @description `no-store`: responses carrying tokens are never cached (RFC 6749 §5.1).
+         * @description `no-store`: responses carrying tokens or secrets are never cached (RFC 6749 §5.1, RFC 9111 §5.2.2.5).
          * @example no-store
          */
         CacheControlNoStore: "no-store";
@@ -3641,6 +3643,7 @@ export interface operations {
             201: {
                 headers: {
                     "X-Request-Id": components["headers"]["XRequestId"];
+                    "Cache-Control": components["headers"]["CacheControlNoStore"];
                     "Access-Control-Allow-Origin": components["headers"]["AccessControlAllowOrigin"];
                     RateLimit: components["headers"]["RateLimit"];
                     "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
@@ -3803,6 +3806,7 @@ export interface operations {
             200: {
                 headers: {
                     "X-Request-Id": components["headers"]["XRequestId"];
+                    "Cache-Control": components["headers"]["CacheControlNoStore"];
                     "Access-Control-Allow-Origin": components["headers"]["AccessControlAllowOrigin"];
                     RateLimit: components["headers"]["RateLimit"];
                     "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
@@ -3949,7 +3953,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description The event is queued again; the delivery, `pending`. */
+            /** @description The event is queued again (or already due); the delivery, `pending`. */
             202: {
                 headers: {
                     "X-Request-Id": components["headers"]["XRequestId"];

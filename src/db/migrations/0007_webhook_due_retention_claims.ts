@@ -12,8 +12,11 @@ import { tasksWebhookEventsV1 } from './0006_webhooks.js';
  *   second one with a new `webhook-id` (0006 rewrote the event for every endpoint).
  * - The webhook worker deletes deliveries that ended (succeeded or failed) more than
  *   WEBHOOK_DELIVERY_RETENTION_DAYS ago; an index finds them without reading the whole log.
+ * - `claimed_until`: a worker claims a delivery for the length of one attempt before sending, so
+ *   no second attempt of it starts meanwhile (two jobs for it: a redelivery beside a scheduled
+ *   retry, or a job pg-boss expired and ran again while its worker was only slow).
  */
-export const webhookDueAndRetention: Migration = {
+export const webhookDueRetentionClaims: Migration = {
   async up(db: Kysely<unknown>) {
     await sql`
       create or replace function tasks_webhook_events() returns trigger language plpgsql as $$
@@ -79,8 +82,10 @@ export const webhookDueAndRetention: Migration = {
       end
       $$`.execute(db);
     await sql`create index webhook_deliveries_ended_idx on webhook_deliveries (updated_at) where status <> 'pending'`.execute(db);
+    await sql`alter table webhook_deliveries add column claimed_until timestamptz(3)`.execute(db);
   },
   async down(db: Kysely<unknown>) {
+    await sql`alter table webhook_deliveries drop column claimed_until`.execute(db);
     await sql`drop index webhook_deliveries_ended_idx`.execute(db);
     await sql.raw(`create or replace ${tasksWebhookEventsV1}`).execute(db);
   },

@@ -10,6 +10,13 @@ const MAX_RETRY_AFTER_SECONDS = 6 * 3600;
 /** Attempts kept per delivery (the oldest go first); the contract's maxItems. */
 const KEPT_ATTEMPTS = 100;
 
+/**
+ * How long a delivery stays claimed by an attempt: its timeout and room to record it. The queue
+ * must run an abandoned job again only after that (see `startWebhookWorker`), or the rerun would
+ * find the dead worker's claim and do nothing.
+ */
+export const claimSecondsFor = (timeoutMs: number) => Math.ceil(timeoutMs / 1000) + 2;
+
 export interface DeliveryJob {
   delivery: string;
   /** Which attempt of the delivery this job is (1 for the first); a job for an attempt already recorded does nothing. */
@@ -33,9 +40,10 @@ export type DeliveryOutcome = 'succeeded' | 'retrying' | 'failed' | 'skipped';
  * was queued twice) does nothing; one whose worker crashed before recording runs the attempt again,
  * with the same `webhook-id`: deliveries are at least once.
  */
-export function deliveryRunner(deps: { db: Kysely<DB>; send: Send; config: Pick<WebhooksConfig, 'retrySchedule' | 'disableAfterHours'>; logger: Logger; random?: () => number }) {
+export function deliveryRunner(deps: { db: Kysely<DB>; send: Send; config: Pick<WebhooksConfig, 'retrySchedule' | 'disableAfterHours' | 'timeoutMs'>; logger: Logger; random?: () => number }) {
   const { db, send, config, logger } = deps;
   const random = deps.random ?? Math.random;
+  const claimSeconds = claimSecondsFor(config.timeoutMs);
 
   function retryDelayMs(attemptInRound: number, result: SendResult): number {
     const base = config.retrySchedule[attemptInRound - 1]! * 1000;
@@ -45,13 +53,22 @@ export function deliveryRunner(deps: { db: Kysely<DB>; send: Send; config: Pick<
   }
 
   return async function run({ delivery, attempt }: DeliveryJob): Promise<DeliveryOutcome> {
+    // Claimed for the attempt's length before anything is sent: another job for this delivery
+    // (a redelivery beside a scheduled retry, or one pg-boss ran again because this worker was
+    // slow) finds it claimed and does nothing. A worker that dies mid-attempt leaves a claim
+    // that lapses before pg-boss runs its job again.
     const row = await db
-      .selectFrom('webhook_deliveries as d')
-      .innerJoin('webhook_endpoints as e', 'e.id', 'd.endpoint_id')
-      .select(['d.event_id', 'd.payload', 'd.status', 'd.attempts_made', 'd.retry_base', 'd.endpoint_id', 'e.url', 'e.enabled', 'e.secret', 'e.previous_secret', 'e.previous_secret_expires_at'])
+      .updateTable('webhook_deliveries as d')
+      .from('webhook_endpoints as e')
+      .set({ claimed_until: sql`now() + make_interval(secs => ${claimSeconds})` })
+      .whereRef('e.id', '=', 'd.endpoint_id')
       .where('d.id', '=', delivery)
+      .where('d.status', '=', 'pending')
+      .where('d.attempts_made', '<', attempt)
+      .where((eb) => eb.or([eb('d.claimed_until', 'is', null), eb('d.claimed_until', '<', sql<Date>`now()`)]))
+      .returning(['d.event_id', 'd.payload', 'd.retry_base', 'd.endpoint_id', 'e.url', 'e.enabled', 'e.secret', 'e.previous_secret', 'e.previous_secret_expires_at'])
       .executeTakeFirst();
-    if (row === undefined || row.status !== 'pending' || row.attempts_made >= attempt) return 'skipped';
+    if (row === undefined) return 'skipped';
 
     const started = new Date();
     let result: SendResult;
@@ -83,6 +100,7 @@ export function deliveryRunner(deps: { db: Kysely<DB>; send: Send; config: Pick<
           status: outcome === 'retrying' ? 'pending' : outcome,
           next_attempt_at: retry ? new Date(Date.now() + retryDelayMs(attemptInRound, result)) : null,
           queued: false,
+          claimed_until: null,
           updated_at: sql`now()`,
         })
         .where('id', '=', delivery)
@@ -113,7 +131,7 @@ export function deliveryRunner(deps: { db: Kysely<DB>; send: Send; config: Pick<
     });
     if (!recorded) return 'skipped';
     logger.log(outcome === 'succeeded' ? 'debug' : 'info', 'webhook delivery attempt', {
-      delivery_id: delivery, webhook_id: row.endpoint_id, attempt, outcome, status_code: entry.status_code, duration_ms: entry.duration_ms, error: entry.error ?? undefined,
+      delivery_id: delivery, webhook_id: row.endpoint_id, attempt, outcome, status_code: entry.status_code, duration_ms: entry.duration_ms, error: entry.error ?? undefined, detail: result.detail,
     });
     return outcome;
   };

@@ -7,7 +7,7 @@ import type { WebhooksConfig } from '../../config.js';
 import type { Database } from '../../db/database.js';
 import type { Logger } from '../../logger.js';
 import { webhookSender } from '../sender.js';
-import { deliveryRunner, type DeliveryJob, type DeliveryOutcome } from './deliver.js';
+import { claimSecondsFor, deliveryRunner, type DeliveryJob, type DeliveryOutcome } from './deliver.js';
 import { deliveryPump } from './pump.js';
 
 /** The pg-boss queue of delivery attempts, one job per attempt. */
@@ -70,8 +70,9 @@ export async function startWebhookWorker(deps: {
 }): Promise<WebhookWorker> {
   const { database, config, logger } = deps;
   const { db } = database;
-  // An attempt running this long was abandoned (its worker died): pg-boss runs it again.
-  const expireInSeconds = 2 * Math.ceil(config.timeoutMs / 1000) + 2;
+  // An attempt running this long was abandoned (its worker died): pg-boss runs it again, by then
+  // with the dead worker's claim on the delivery lapsed.
+  const expireInSeconds = 2 * claimSecondsFor(config.timeoutMs) + 1;
   const checkEvery = Math.min(60, expireInSeconds);
   const common = { schema: 'pgboss', superviseIntervalSeconds: checkEvery, monitorIntervalSeconds: checkEvery, application_name: 'tasks-api-worker' };
   const open = () => {
@@ -98,10 +99,15 @@ export async function startWebhookWorker(deps: {
     }
   }
   // A job fails only when its attempt could not be recorded (the database failing) or its worker
-  // died: retried with backoff for about an hour and a half before pg-boss gives up on it.
-  // A completed job is kept an hour, not pg-boss's 7 days: the delivery log is the record, and at
-  // a thousand events a second a week of finished jobs would be most of the database.
-  const queueOptions = { retryLimit: 20, retryDelay: 2, retryBackoff: true, retryDelayMax: 300, expireInSeconds, deleteAfterSeconds: 3600 };
+  // died. It is retried with backoff, every 5 minutes at most, for as long as it takes (a year):
+  // a job pg-boss gave up on would leave its delivery pending and marked queued, with nothing left
+  // to run it (the relay queues only what is not queued), so neither the retries nor the wait in
+  // the queue (retention) may run out first. A completed job is kept an hour, not pg-boss's 7 days:
+  // the delivery log is the record, and at a thousand events a second a week of finished jobs
+  // would be most of the database.
+  const queueOptions = {
+    retryLimit: 105_000, retryDelay: 2, retryBackoff: true, retryDelayMax: 300, retentionSeconds: 366 * 86_400, expireInSeconds, deleteAfterSeconds: 3600,
+  };
   if ((await boss.getQueue(DELIVERY_QUEUE)) === null) {
     // Another worker may create it at the same moment.
     await boss.createQueue(DELIVERY_QUEUE, queueOptions).catch(async (error: unknown) => {
@@ -149,8 +155,8 @@ export async function startWebhookWorker(deps: {
         .select(['id', 'endpoint_id', 'attempts_made', 'retry_base', 'next_attempt_at'])
         .where('status', '=', 'pending')
         .where('queued', '=', false)
-        // Only what is due soon: pg-boss deletes a job still waiting after its retention (14 days),
-        // and a task can be due in a year. Later ones are queued as their time comes.
+        // Only what is due soon: pg-boss deletes a job still waiting after its retention, a task
+        // can be due in years, and the queue stays small. Later ones are queued as their time comes.
         .where('next_attempt_at', '<=', sql<Date>`now() + ${sql.lit(`${QUEUE_HORIZON_MINUTES} minutes`)}::interval`)
         .orderBy('next_attempt_at')
         .limit(RELAY_BATCH)
