@@ -1,7 +1,7 @@
 import { describe, expect, it } from '@jest/globals';
 import { deliveryPump } from '../../src/webhooks/jobs/pump.js';
 
-/** A queue of numbered jobs; job 0 hangs until released, the others take `ms` each. */
+/** A queue of numbered jobs; job 0 hangs until released, the others take `ms` each (or hang too when `ms` is Infinity). */
 function harness(total: number, ms: number) {
   const queue = Array.from({ length: total }, (_, i) => i);
   const asked: number[] = [];
@@ -22,7 +22,7 @@ function harness(total: number, ms: number) {
     run: async (job: number) => {
       inFlight += 1;
       most = Math.max(most, inFlight);
-      await (job === 0 ? hang : new Promise((resolve) => setTimeout(resolve, ms)));
+      await (job === 0 || ms === Infinity ? hang : new Promise((resolve) => setTimeout(resolve, ms)));
       inFlight -= 1;
       done.push(job);
     },
@@ -40,13 +40,15 @@ const until = async (ok: () => boolean, timeoutMs = 5000) => {
 describe('deliveryPump', () => {
   it('refills each slot as its job ends while another job hangs, never running more than its slots', async () => {
     const h = harness(30, 5);
-    const pump = deliveryPump({ slots: 3, pollMs: 10_000, fetch: h.fetch, run: h.run, onError: () => undefined });
+    const pump = deliveryPump({ slots: 3, prefetch: 2, pollMs: 10_000, fetch: h.fetch, run: h.run, release: async () => undefined, onError: () => undefined });
     // 29 jobs of 5 ms through the two slots job 0 leaves free: about 75 ms, far below the poll interval.
     await until(() => h.done.length === 29, 2000);
     expect(h.done).not.toContain(0);
     expect(h.most()).toBe(3);
-    expect(h.asked[0]).toBe(3);
-    expect(Math.max(...h.asked)).toBeLessThanOrEqual(3);
+    // Each fetch asks for the free slots and the prefetch: 3 + 2 at first, then, once the prefetched
+    // ones are started and every slot is busy, 0 + 2: about one fetch per two jobs, not one per job.
+    expect(h.asked.slice(0, 2)).toEqual([5, 2]);
+    expect(h.asked.length).toBeLessThanOrEqual(Math.ceil(29 / 2) + 2);
     h.release();
     await until(() => h.done.length === 30);
     await pump.stop(1000);
@@ -54,7 +56,7 @@ describe('deliveryPump', () => {
 
   it('polls again after pollMs when the queue had fewer jobs than free slots', async () => {
     const h = harness(0, 1);
-    const pump = deliveryPump({ slots: 2, pollMs: 20, fetch: h.fetch, run: h.run, onError: () => undefined });
+    const pump = deliveryPump({ slots: 2, prefetch: 1, pollMs: 20, fetch: h.fetch, run: h.run, release: async () => undefined, onError: () => undefined });
     await until(() => h.asked.length >= 3, 1000);
     await pump.stop(100);
     const calls = h.asked.length;
@@ -62,22 +64,26 @@ describe('deliveryPump', () => {
     expect(h.asked).toHaveLength(calls); // stopped: no more fetches
   });
 
-  it('keeps fetching after a failed fetch, and stop waits for running jobs only up to its timeout', async () => {
+  it('keeps fetching after a failed fetch; stop hands back the jobs not started and waits for running ones only up to its timeout', async () => {
     let failures = 0;
     const errors: unknown[] = [];
-    const h = harness(2, 1);
+    const released: number[] = [];
+    const h = harness(6, Infinity);
     const pump = deliveryPump({
       slots: 2,
+      prefetch: 2,
       pollMs: 10,
       fetch: async (count) => (failures++ < 2 ? Promise.reject(new Error('database down')) : h.fetch(count)),
       run: h.run,
+      release: async (jobs) => void released.push(...jobs),
       onError: (error) => errors.push(error),
     });
-    await until(() => h.done.includes(1));
+    await until(() => h.most() === 2);
     expect(errors).toHaveLength(2);
     const started = Date.now();
-    await pump.stop(50); // job 0 hangs
+    await pump.stop(50); // jobs 0 and 1 hang
     expect(Date.now() - started).toBeLessThan(1000);
+    expect(released).toEqual([2, 3]); // fetched with the prefetch, never started
     h.release();
   });
 });

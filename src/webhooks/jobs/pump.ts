@@ -1,25 +1,34 @@
 export interface Pump {
-  /** Takes no more jobs, and waits up to `timeoutMs` for those running to end (the rest are left to the queue's expiry). */
+  /**
+   * Takes no more jobs, hands back the fetched ones not started (`release`), and waits up to
+   * `timeoutMs` for those running to end (the rest are left to the queue's expiry).
+   */
   stop(timeoutMs: number): Promise<void>;
 }
 
 /**
- * Keeps up to `slots` jobs running, each on its own: a slot is refilled the moment its job ends,
+ * Keeps up to `slots` jobs running, each on its own: a slot is refilled as soon as its job ends,
  * whatever the others are doing. (pg-boss's own work loop runs a fetched batch as a unit and
  * fetches again only when the whole batch has ended, so one hanging attempt held its batch's
- * other slots empty until its timeout.) One fetch at a time asks for as many jobs as there are
- * free slots; when it gets fewer (the queue is empty, or what is left is held back), the next
- * fetch waits `pollMs` or until a slot frees, whichever comes first.
+ * other slots empty until its timeout.) Fetching a job per slot freed would cost a query per job,
+ * so each fetch also takes up to `prefetch` jobs more than there are free slots, started as slots
+ * free; the next fetch comes when they are all started. When a fetch gets fewer than it asked for
+ * (the queue is empty, or what is left is held back), the next one waits `pollMs` or until a slot
+ * frees, whichever comes first.
  */
 export function deliveryPump<J>(deps: {
   slots: number;
+  prefetch: number;
   pollMs: number;
   fetch: (count: number) => Promise<J[]>;
   /** Never rejects (it settles the job itself). */
   run: (job: J) => Promise<void>;
+  /** Fetched jobs not started when the pump stops. */
+  release: (jobs: J[]) => Promise<void>;
   onError: (error: unknown) => void;
 }): Pump {
   const running = new Set<Promise<void>>();
+  let ready: J[] = [];
   let stopping = false;
   let wake: (() => void) | undefined;
   const nap = (ms?: number) =>
@@ -31,28 +40,33 @@ export function deliveryPump<J>(deps: {
         resolve();
       };
     });
+  const start = (job: J) => {
+    const done: Promise<void> = deps.run(job).finally(() => {
+      running.delete(done);
+      wake?.();
+    });
+    running.add(done);
+  };
 
   const loop = (async () => {
     while (!stopping) {
-      const free = deps.slots - running.size;
-      if (free === 0) {
-        await nap();
+      while (running.size < deps.slots && ready.length > 0) start(ready.shift()!);
+      if (ready.length > 0) {
+        await nap(); // every slot busy: wait for one
         continue;
       }
+      const wanted = deps.slots - running.size + deps.prefetch;
       let jobs: J[] = [];
       try {
-        jobs = await deps.fetch(free);
+        jobs = await deps.fetch(wanted);
       } catch (error) {
         deps.onError(error);
       }
-      for (const job of jobs) {
-        const done: Promise<void> = deps.run(job).finally(() => {
-          running.delete(done);
-          wake?.();
-        });
-        running.add(done);
+      ready.push(...jobs);
+      if (jobs.length < wanted && !stopping) {
+        while (running.size < deps.slots && ready.length > 0) start(ready.shift()!);
+        await nap(deps.pollMs);
       }
-      if (jobs.length < free && !stopping) await nap(deps.pollMs);
     }
   })();
 
@@ -61,6 +75,9 @@ export function deliveryPump<J>(deps: {
       stopping = true;
       wake?.();
       await loop;
+      const unstarted = ready;
+      ready = [];
+      if (unstarted.length > 0) await deps.release(unstarted).catch(deps.onError);
       let timer: NodeJS.Timeout | undefined;
       await Promise.race([Promise.allSettled([...running]), new Promise((resolve) => (timer = setTimeout(resolve, timeoutMs)))]);
       clearTimeout(timer);

@@ -131,6 +131,8 @@ export async function startWebhookWorker(deps: {
     try {
       const outcome: DeliveryOutcome = await run(job.data);
       if (outcome !== 'skipped') outcomes?.inc({ outcome });
+      // Before the slot frees: until then the job counts against its endpoint's concurrency, and
+      // the next fetch would find that endpoint still busy.
       await boss.complete(DELIVERY_QUEUE, attempt);
     } catch (error) {
       logger.warn('webhook delivery attempt not recorded; the queue runs it again', { delivery_id: job.data.delivery, error: String(error) });
@@ -140,11 +142,14 @@ export async function startWebhookWorker(deps: {
   };
   const pump = deliveryPump({
     slots: config.concurrency,
+    prefetch: config.concurrency,
     pollMs: FETCH_POLL_MS,
     // pg-boss hands out no job of an endpoint with `endpointConcurrency` attempts active in any
     // worker (each job's group is its endpoint): a hanging endpoint holds that many slots at most.
     fetch: (count) => boss.fetch<DeliveryJob>(DELIVERY_QUEUE, { batchSize: count, groupConcurrency: config.endpointConcurrency }),
     run: runJob,
+    // Back to the queue at once (as a failed try, run again in 2 s), rather than after their expiry.
+    release: async (jobs) => void (await boss.fail(DELIVERY_QUEUE, jobs.map((job) => ({ id: job.id, retryCount: job.retryCount })), { error: 'worker stopping' })),
     onError: (error) => logger.warn('webhook job fetch failed; trying again shortly', { error: String(error) }),
   });
 
