@@ -62,7 +62,9 @@ describe('npm run dev', () => {
     dev.stderr!.on('data', (chunk) => (output += chunk));
     const exited = new Promise<number | null>((resolve) => dev!.on('exit', (code) => resolve(code)));
     const count = (pattern: RegExp) => output.match(new RegExp(pattern, 'g'))?.length ?? 0;
-    const until = async (what: string, done: () => boolean, ms = 20_000) => {
+    // Generous: the dev server, generate and tsc --watch share two cores with the other test files,
+    // and on a loaded machine the first start alone took over 20 s. This tests behaviour, not speed.
+    const until = async (what: string, done: () => boolean, ms = 60_000) => {
       const deadline = Date.now() + ms;
       while (!done()) {
         if (Date.now() > deadline) throw new Error(`no ${what} within ${ms} ms; output:\n${output}`);
@@ -92,14 +94,14 @@ describe('npm run dev', () => {
 
     // A contract change that breaks a handler: a type error naming it, seconds later.
     writeFileSync(docsPath, docsYaml.replace('operationId: getDocs', 'operationId: getReferenceDocs'));
-    await until('type error', () => /src\/http\/operations-endpoints\.ts\(\d+,\d+\): error TS\d+/.test(output), 25_000);
+    await until('type error', () => /src\/http\/operations-endpoints\.ts\(\d+,\d+\): error TS\d+/.test(output));
 
     // Ctrl-C: everything stops, nothing is left running.
     process.kill(dev.pid!, 'SIGINT');
     expect(await exited).toBe(0);
     expect(output).toContain('[dev] stopped');
     expect(processesInCopy()).toEqual([]);
-  }, 90_000);
+  }, 300_000);
 });
 
 // Keep jest from treating a missing /proc (not Linux) as a pass with nothing checked.
