@@ -101,7 +101,6 @@ export function webhooksOf(db: Kysely<DB>, owner: OwnerId) {
         .executeTakeFirstOrThrow();
     },
 
-    /** The same event sent again, on a fresh retry schedule: back into the outbox. */
     /**
      * Starts a new round of attempts now for a delivery that ended, or that waits for a retry
      * (its schedule starts again). One that is due (not yet attempted, or an attempt under way or
