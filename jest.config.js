@@ -10,7 +10,8 @@ export default {
   },
   moduleNameMapper: { '^(\\.{1,2}/.*)\\.js$': '$1' },
   testMatch: ['<rootDir>/tests/**/*.test.ts'],
-  testTimeout: 20000,
+  // Generous: a hook that starts a server on PGlite took over 20 s on a loaded two-core machine; tests assert behaviour, not speed.
+  testTimeout: 60000,
   // The default output, then one line on the PostgreSQL-only tests a run without TEST_DATABASE_URL skipped.
   reporters: ['default', '<rootDir>/tests/helpers/postgres-skips-reporter.js'],
 };
