@@ -21,21 +21,41 @@ export interface AttachmentFields {
  */
 export function attachmentsOf(db: Kysely<DB>, owner: OwnerId) {
   return {
-    /** The task (locked, when `lock`), how many attachments it has and the bytes the owner's files take; undefined when the task is not the owner's. */
-    async taskUsage(taskId: string, lock = false) {
+    /**
+     * The task, how many attachments it has, the bytes the owner's files take and the size of the
+     * largest of them (a file no larger may be one the owner already stores, which costs nothing);
+     * undefined when the task is not the owner's.
+     */
+    async taskUsage(taskId: string) {
       const task = await db
         .selectFrom('tasks')
         .select([
           'id',
           (eb) => eb.selectFrom('attachments').select(eb.fn.countAll<string | number>().as('n')).where('attachments.task_id', '=', taskId).as('attachments'),
           (eb) => eb.selectFrom('attachment_usage').select('bytes').where('attachment_usage.owner_id', '=', owner).as('used'),
+          (eb) =>
+            eb
+              .selectFrom('attachment_blobs')
+              .select((blobs) => blobs.fn.max('size').as('largest'))
+              .where('attachment_blobs.owner_id', '=', owner)
+              .where('attachment_blobs.state', '=', 'stored')
+              .as('largest'),
         ])
         .where('tasks.owner_id', '=', owner)
         .where('tasks.id', '=', taskId)
-        .$if(lock, (qb) => qb.forUpdate())
         .executeTakeFirst();
-      return task && { attachments: Number(task.attachments ?? 0), used: Number(task.used ?? 0) };
+      return task && { attachments: Number(task.attachments ?? 0), used: Number(task.used ?? 0), largest: Number(task.largest ?? 0) };
     },
+
+    /**
+     * Locks the owner's task until the transaction ends, so that uploads to it finish one at a
+     * time; undefined when the task is not the owner's. A statement of its own, taken before the
+     * task's attachments are counted: under READ COMMITTED a statement sees what was committed
+     * when it began, so a count in the statement that waited for the lock would miss the
+     * attachment of the upload it waited for.
+     */
+    lockTask: (taskId: string) =>
+      db.selectFrom('tasks').select('id').where('owner_id', '=', owner).where('id', '=', taskId).forUpdate().executeTakeFirst(),
 
     createBlob: (id: string, backend: 'postgres' | 's3') =>
       db.insertInto('attachment_blobs').values({ id, owner_id: owner, backend, state: 'uploading' }).execute(),

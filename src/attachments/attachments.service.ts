@@ -64,7 +64,8 @@ const isUniqueViolation = (error: unknown) => (error as { code?: string }).code 
  * arrive (sniffed, counted and hashed on the way), then, in one transaction, either makes that
  * blob the stored copy or, when the owner already has the same bytes, adds a reference to the
  * existing copy and drops the new one; the quota and the per-task limit are checked in that same
- * transaction, so concurrent uploads cannot overrun them. Whatever fails, the new blob is removed.
+ * transaction (the task locked first), so concurrent uploads cannot overrun them, and bytes the
+ * owner already stores never count against the quota. Whatever fails, the new blob is removed.
  */
 export function attachmentService(deps: { asOwner: OwnerScope; store: BlobStore; limits: AttachmentLimits; metrics: AttachmentMetrics }) {
   const { asOwner, store, limits, metrics } = deps;
@@ -96,7 +97,8 @@ export function attachmentService(deps: { asOwner: OwnerScope; store: BlobStore;
   async function finish(owner: OwnerId, taskId: string, blobId: string, file: { filename: string; contentType: string; size: number; sha256: string }) {
     return asOwner.transaction(owner, async (db: Kysely<DB>) => {
       const attachments = attachmentsOf(db, owner);
-      roomOn(taskId, await attachments.taskUsage(taskId, true));
+      if ((await attachments.lockTask(taskId)) === undefined) throw new TaskNotFound(taskId);
+      roomOn(taskId, await attachments.taskUsage(taskId));
       const existing = await attachments.storedBlob(file.sha256);
       let keptBlob = blobId;
       if (existing !== undefined) {
@@ -117,13 +119,16 @@ export function attachmentService(deps: { asOwner: OwnerScope; store: BlobStore;
   return {
     /**
      * Checks what can be checked before a byte is read: the task is the owner's (404), it has
-     * room for another file (422), the owner has quota left (413). The allowance is the smaller
-     * of the per-file limit and what is left of the quota.
+     * room for another file (422), the file may fit in the quota (413). The allowance is the
+     * per-file limit or, when smaller, the most a file can have and still be taken: what is left
+     * of the quota, or the size of the owner's largest file, since a file that is one the owner
+     * already stores costs nothing (which only its hash, at the end, can tell).
      */
     async allowance(owner: OwnerId, taskId: string): Promise<UploadAllowance> {
       const task = roomOn(taskId, await of(owner, (attachments) => attachments.taskUsage(taskId)));
       const left = Math.max(0, limits.quotaBytes - task.used);
-      if (left < limits.maxBytes) return { limit: left, tooLarge: () => new QuotaExceeded(left, limits.quotaBytes) };
+      const room = Math.max(left, task.largest);
+      if (room < limits.maxBytes) return { limit: room, tooLarge: () => new QuotaExceeded(left, limits.quotaBytes) };
       return { limit: limits.maxBytes, tooLarge: () => new FileTooLarge(limits.maxBytes) };
     },
 
@@ -138,9 +143,15 @@ export function attachmentService(deps: { asOwner: OwnerScope; store: BlobStore;
         await file.finished;
         const found = inspected.result();
         const fields = { filename: file.filename(), contentType: found.contentType, size: found.size, sha256: found.sha256 };
-        // Two uploads of the same new file can race to be its stored copy; the loser finds the winner's on its second try.
+        // Two uploads of the same new file can race to be its stored copy. The loser finds the
+        // winner's on its second try: after a unique violation (both went to store it), or after the
+        // quota refused it (the winner's copy took the room; its bytes then cost nothing). That
+        // refusal comes only once the winner has committed (its reservation held the usage row
+        // until then), so the second try sees its copy. A new transaction rather than a second look
+        // in the same one: that would lock the copy while holding the usage row, the reverse of the
+        // order in which deleting an attachment locks them (the release trigger), so a deadlock.
         const { row, deduplicated } = await finish(owner, taskId, blobId, fields).catch((error: unknown) => {
-          if (isUniqueViolation(error)) return finish(owner, taskId, blobId, fields);
+          if (isUniqueViolation(error) || error instanceof QuotaExceeded) return finish(owner, taskId, blobId, fields);
           throw error;
         });
         if (deduplicated && store.backend !== 'postgres') await discard(owner, blobId);
@@ -172,7 +183,14 @@ export function attachmentService(deps: { asOwner: OwnerScope; store: BlobStore;
       return row;
     },
 
-    /** The bytes of `range` of an attachment read with `get`, counted as they go out. */
+    /**
+     * The bytes of `range` of an attachment read with `get`, counted as they go out. A delete
+     * that comes after `get` can take the bytes away before they are read (the last attachment
+     * of a file frees them): a read that fails when the attachment is no longer there is
+     * AttachmentNotFound, the answer the download would have had a moment later, not a broken
+     * store. Before the first byte that is a 404; after it, the response is cut short as for any
+     * failure mid-stream. A failure while the attachment still exists is the store's.
+     */
     async *content(owner: OwnerId, row: AttachmentRow, range: ByteRange): AsyncIterable<Buffer> {
       try {
         for await (const piece of store.get(owner, row.blob_id, range)) {
@@ -180,7 +198,8 @@ export function attachmentService(deps: { asOwner: OwnerScope; store: BlobStore;
           yield piece;
         }
       } catch (error) {
-        throw storeFailure(error);
+        const gone = await of(owner, (attachments) => attachments.find(row.id)).then((found) => found === undefined, () => false);
+        throw gone ? new AttachmentNotFound(row.id) : storeFailure(error);
       }
     },
 

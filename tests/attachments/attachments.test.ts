@@ -1,11 +1,14 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { Agent, request as httpRequest } from 'node:http';
+import pg from 'pg';
 import type { BlobStore } from '../../src/attachments/blob-store.js';
+import { postgresBlobStore } from '../../src/attachments/postgres-store.js';
 import { sweepAttachments } from '../../src/attachments/sweep.js';
+import { ownerScope } from '../../src/db/owner-scope.js';
 import { startAttachmentServer, STORAGES, type AttachmentServer } from '../helpers/attachment-stores.js';
 import { buildTask } from '../helpers/factories.js';
-import { elf, html, nothingStored, pdf, png, sha256, svg } from '../helpers/files.js';
-import { newUser, type TestServer } from '../helpers/server.js';
+import { elf, html, nothingStored, pdf, png, sha256, storedFor, svg } from '../helpers/files.js';
+import { newUser, startServer, type TestServer } from '../helpers/server.js';
 
 const KiB = 1024;
 const LIMITS = { maxBytes: 512 * KiB, quotaBytes: 1280 * KiB, maxPerTask: 3 };
@@ -69,6 +72,94 @@ const part = (name: string, value: string | Buffer, file?: { filename: string; t
     Buffer.from('\r\n'),
   ]);
 
+/** A file part with no Content-Type header of its own (FormData always writes one). */
+const untypedPart = (value: Buffer, filename: string) =>
+  Buffer.concat([Buffer.from(`--XyZ\r\nContent-Disposition: form-data; name="file"; filename="${filename}"\r\n\r\n`), value, Buffer.from('\r\n')]);
+
+// PGlite runs one transaction at a time, which hides races: the concurrency tests need the real server.
+const onPostgres = process.env.TEST_DATABASE_URL ? it : it.skip;
+
+/**
+ * A PostgreSQL session of the test's own that takes row locks (`statement`) in a transaction and
+ * holds them: requests that need those rows queue up behind it, all at the same point, until
+ * `release()`. That makes a race happen every time instead of now and then.
+ */
+async function holdLocks(statement: string, values: unknown[]) {
+  const client = new pg.Client({ connectionString: process.env.TEST_DATABASE_URL });
+  await client.connect();
+  await client.query('begin');
+  await client.query(statement, values);
+  const pid = (await client.query<{ pid: number }>('select pg_backend_pid() as pid')).rows[0]!.pid;
+  const watcher = new pg.Client({ connectionString: process.env.TEST_DATABASE_URL });
+  await watcher.connect();
+  return {
+    /** Resolves once `count` sessions wait for this one, directly or queued behind each other. */
+    async waiters(count: number) {
+      const deadline = Date.now() + 30_000;
+      for (;;) {
+        const { rows } = await watcher.query<{ n: number }>(
+          `with recursive waiting(pid) as (
+             select pid from pg_stat_activity where $1 = any(pg_blocking_pids(pid))
+             union
+             select a.pid from pg_stat_activity a join waiting w on w.pid = any(pg_blocking_pids(a.pid))
+           ) select count(*)::int as n from waiting`,
+          [pid],
+        );
+        if (rows[0]!.n >= count) return;
+        if (Date.now() > deadline) throw new Error(`only ${rows[0]!.n} of ${count} sessions came to wait`);
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+    },
+    async release() {
+      await client.query('commit').catch(() => undefined);
+      await client.end();
+      await watcher.end();
+    },
+  };
+}
+
+/**
+ * Holds the next `get` of `store` (patched in place) until `release()`: a download waits between
+ * reading the attachment's metadata and reading its bytes, the window a delete can fall into.
+ */
+function holdNextRead(store: BlobStore) {
+  const get = store.get.bind(store);
+  let reached!: () => void;
+  let release!: () => void;
+  const arrived = new Promise<void>((resolve) => (reached = resolve));
+  const released = new Promise<void>((resolve) => (release = resolve));
+  store.get = (owner, blobId, range) => {
+    store.get = get;
+    return (async function* () {
+      reached();
+      await released;
+      yield* get(owner, blobId, range);
+    })();
+  };
+  return { arrived, release };
+}
+
+/**
+ * The test server on `storage`, with `store` the very object the app reads through, so a test can
+ * reach into it (holdNextRead). The S3 one is given to the app already; for PostgreSQL the app
+ * would make its own, so it is given one too: the same store over the same owner scope.
+ */
+async function startServerWithItsStore(storage: (typeof STORAGES)[number]): Promise<AttachmentServer> {
+  if (storage === 's3') return startAttachmentServer('s3', { attachments: LIMITS });
+  // The store needs the server's database, which exists only once the server does.
+  let inner: BlobStore | undefined;
+  const store: BlobStore = {
+    backend: 'postgres',
+    put: (...args) => inner!.put(...args),
+    get: (...args) => inner!.get(...args),
+    remove: (...args) => inner!.remove(...args),
+    sweep: (...args) => inner!.sweep(...args),
+  };
+  const started = await startServer({ attachments: LIMITS, blobStore: store });
+  inner = postgresBlobStore(ownerScope(started.database));
+  return { server: started, store, stored: (owner) => storedFor(started.database, owner), close: () => started.close() };
+}
+
 async function problemOf(response: Response, status: number, type: string) {
   expect(response.status).toBe(status);
   expect(response.headers.get('content-type')).toMatch(/^application\/problem\+json/);
@@ -80,7 +171,7 @@ async function problemOf(response: Response, status: number, type: string) {
 describe.each(STORAGES)('attachments stored in %s', (storage) => {
   let running: AttachmentServer;
   beforeAll(async () => {
-    running = await startAttachmentServer(storage, { attachments: LIMITS });
+    running = await startServerWithItsStore(storage);
     ({ server, store, stored } = running);
   });
   afterAll(() => running.close());
@@ -251,6 +342,79 @@ describe.each(STORAGES)('attachments stored in %s', (storage) => {
       await problemOf(await uploadRaw(user, task, Buffer.from('one more'), 'text/plain'), 422, 'attachment-limit-reached');
     });
 
+    onPostgres('never lets concurrent uploads pass the per-task limit: the task is locked before its attachments are counted', async () => {
+      const user = await newOwner();
+      const task = await newTask(user);
+      expect((await uploadRaw(user, task, Buffer.from('already here'), 'text/plain')).status).toBe(201);
+      // Four uploads, each with its bytes stored, all come to wait for the task's row at once: room for two.
+      const held = await holdLocks('select id from tasks where id = $1 for update', [task]);
+      let responses: Response[];
+      try {
+        const uploads = [1, 2, 3, 4].map((i) => uploadRaw(user, task, Buffer.from(`racer ${i}`), 'text/plain'));
+        await held.waiters(4);
+        await held.release();
+        responses = await Promise.all(uploads);
+      } finally {
+        await held.release().catch(() => undefined);
+      }
+      expect(responses.map((r) => r.status).sort()).toEqual([201, 201, 422, 422]);
+      for (const refused of responses.filter((r) => r.status === 422)) await problemOf(refused, 422, 'attachment-limit-reached');
+      expect(await stored(user.sub)).toMatchObject({ attachments: LIMITS.maxPerTask });
+    });
+
+    onPostgres('takes every one of concurrent uploads of the same new file near the quota: the first stores it, the others cost nothing', async () => {
+      const user = await newOwner();
+      const tasks = await Promise.all([1, 2, 3, 4].map(() => newTask(user)));
+      const earlier = png(500 * KiB);
+      expect((await uploadRaw(user, tasks[0]!, earlier, 'image/png')).status).toBe(201);
+      // 780 KiB left: room for the new file once, not twice. Its four uploads (to four tasks, so
+      // no task lock orders them) all come to wait for the owner's usage row at once.
+      const file = png(500 * KiB);
+      const held = await holdLocks('update attachment_usage set bytes = bytes where owner_id = $1', [user.sub]);
+      let responses: Response[];
+      try {
+        const uploads = tasks.map((task) => uploadRaw(user, task, file, 'image/png'));
+        await held.waiters(4);
+        await held.release();
+        responses = await Promise.all(uploads);
+      } finally {
+        await held.release().catch(() => undefined);
+      }
+      expect(responses.map((r) => r.status)).toEqual([201, 201, 201, 201]);
+      expect(await stored(user.sub)).toMatchObject({ attachments: 5, blobs: 2, usedBytes: earlier.length + file.length });
+    });
+
+    it('takes a file the owner already stores even when the quota has no room for it, since it costs nothing', async () => {
+      const user = await newOwner();
+      const task = await newTask(user);
+      const other = await newTask(user);
+      const first = png(500 * KiB);
+      const second = png(500 * KiB);
+      for (const bytes of [first, second]) expect((await uploadRaw(user, task, bytes, 'image/png')).status).toBe(201);
+      // 280 KiB left: less than either file, declared (Content-Length) or not (multipart).
+      const again = await uploadRaw(user, other, first, 'image/png');
+      expect([again.status, await again.json()]).toEqual([201, expect.objectContaining({ sha256: sha256(first) })]);
+      expect((await uploadForm(user, other, second, 'again.png', 'image/png')).status).toBe(201);
+      expect(await stored(user.sub)).toMatchObject({ attachments: 4, blobs: 2, usedBytes: first.length + second.length });
+      // A file that is not one of them still does not fit, read to its end or cut off past the largest stored file.
+      expect((await problemOf(await uploadRaw(user, other, png(400 * KiB), 'image/png'), 413, 'quota-exceeded')).detail).toContain(`${280 * KiB} of`);
+      await problemOf(await uploadForm(user, other, png(510 * KiB), 'big.png', 'image/png'), 413, 'quota-exceeded');
+      expect(await stored(user.sub)).toMatchObject({ attachments: 4, blobs: 2, usedBytes: first.length + second.length });
+    });
+
+    it('decides a multipart file part without a Content-Type from its bytes alone, as application/octet-stream', async () => {
+      const user = await newOwner();
+      const task = await newTask(user);
+      const image = png(2 * KiB);
+      const untyped = await handmade(user, task, Buffer.concat([part('filename', 'photo.png'), untypedPart(image, 'x.png'), Buffer.from('--XyZ--\r\n')]));
+      expect([untyped.status, await untyped.json()]).toEqual([201, expect.objectContaining({ content_type: 'image/png', filename: 'photo.png', sha256: sha256(image) })]);
+      const text = await handmade(user, task, Buffer.concat([untypedPart(Buffer.from('milk, eggs'), 'list.txt'), Buffer.from('--XyZ--\r\n')]));
+      expect([text.status, await text.json()]).toEqual([201, expect.objectContaining({ content_type: 'text/plain' })]);
+      // Still refused by what the bytes are; and a part that does say text/plain is held to it.
+      await problemOf(await handmade(user, task, Buffer.concat([untypedPart(html(), 'page'), Buffer.from('--XyZ--\r\n')])), 415, 'file-type-refused');
+      await problemOf(await handmade(user, task, Buffer.concat([part('file', png(), { filename: 'x.png', type: 'text/plain' }), Buffer.from('--XyZ--\r\n')])), 415, 'file-type-mismatch');
+    });
+
     it.each([
       ['no file part', () => Buffer.concat([part('filename', 'x.txt'), Buffer.from('--XyZ--\r\n')]), 'file-missing'],
       ['an empty body', () => Buffer.from('--XyZ--\r\n'), 'file-missing'],
@@ -320,6 +484,17 @@ describe.each(STORAGES)('attachments stored in %s', (storage) => {
       expect(response.headers.get('content-range')).toBe(`bytes */${bytes.length}`);
     });
 
+    it.each(['bytes=-0', 'bytes=99999999999999999999999-', `bytes=${500 * KiB}-${600 * KiB}, ${600 * KiB}-`])('answers 416 to %s, which no byte of the file satisfies', async (range) => {
+      await problemOf(await get({ Range: range }), 416, 'range-not-satisfiable');
+    });
+
+    it.each(['bytes=5-2', 'bytes=1000-999', 'bytes=5-2, 700000-', `bytes=-${600 * KiB}`])('ignores Range: %s (invalid, or longer than the file) and sends the whole file', async (range) => {
+      const response = await get({ Range: range });
+      expect(response.status).toBe(200);
+      expect(response.headers.get('content-range')).toBeNull();
+      expect(Buffer.from(await response.arrayBuffer()).equals(bytes)).toBe(true);
+    });
+
     it('sends the whole file for several ranges, a malformed Range, or an If-Range naming another file', async () => {
       for (const headers of [{ Range: 'bytes=0-1,5-9' }, { Range: 'lines=1-2' }, { Range: 'bytes=0-99', 'If-Range': '"0000"' }] as Record<string, string>[]) {
         const response = await get(headers);
@@ -334,6 +509,20 @@ describe.each(STORAGES)('attachments stored in %s', (storage) => {
       const response = await get({ 'If-None-Match': etag });
       expect(response.status).toBe(304);
       expect(response.headers.get('etag')).toBe(etag);
+    });
+  });
+
+  describe('a download that a delete overtakes', () => {
+    it('answers 404 (problem+json), never 500, when the bytes went between reading the metadata and the first byte', async () => {
+      const user = await newOwner();
+      const { id } = (await (await uploadRaw(user, await newTask(user), png(300 * KiB), 'image/png')).json()) as { id: string };
+      const held = holdNextRead(store);
+      const download = fetch(`${server.url}/api/v1/attachments/${id}/content`, { headers: user.auth });
+      await held.arrived;
+      expect((await fetch(`${server.url}/api/v1/attachments/${id}`, { method: 'DELETE', headers: user.auth })).status).toBe(204);
+      held.release();
+      await problemOf(await download, 404, 'attachment-not-found');
+      expect(await stored(user.sub)).toEqual(nothingStored);
     });
   });
 
