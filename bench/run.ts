@@ -6,6 +6,9 @@
 // this process on loopback. Each scenario runs against both servers in turn, alternating which
 // goes first, and reports requests/s, p50/p95/p99 latency, errors and the server's peak RSS; the
 // ratio ours/baseline is the figure we track. Any error or non-2xx response fails the run.
+// `under-attack` is the `list` load while 70 tokenless sockets trickle JSON bodies at 1 byte/s
+// (bench/lib/slow-bodies.ts, replaced as the server closes them), against both servers: its
+// figures beside `list`'s are what the attack costs the users it is not aimed at.
 // Writes bench/results/latest.json (+ a dated copy) and bench/results/latest.md.
 //
 // --profile: instead, profiles the API (V8's sampling profiler, in-process, started and stopped by
@@ -31,6 +34,7 @@ import { projectRoot } from '../src/http/contract.js';
 import { seedTasks } from '../scripts/seed-data.js';
 import { ensureDatabase, freePort, hs256Token, waitUntilServing } from '../scripts/server-process.js';
 import { formatSummary, summarize } from './lib/profile-report.js';
+import { slowBodies } from './lib/slow-bodies.js';
 
 const { values } = parseArgs({
   options: {
@@ -58,10 +62,17 @@ const settings = {
 const databaseUrl = process.env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/tasks_bench';
 const root = projectRoot();
 
-type Scenario = 'list' | 'get' | 'create' | 'update' | 'mixed' | 'overload';
-const scenarios: Scenario[] = ['list', 'get', 'create', 'update', 'mixed', 'overload'];
+type Scenario = 'list' | 'get' | 'create' | 'update' | 'mixed' | 'overload' | 'under-attack';
+const scenarios: Scenario[] = ['list', 'get', 'create', 'update', 'mixed', 'overload', 'under-attack'];
 /** `overload` is `mixed` from this many connections: more than the API is sized for, so it must shed. */
 const OVERLOAD_CONNECTIONS = 256;
+/**
+ * `under-attack` is `list` while this many tokenless sockets send JSON bodies at 1 byte/s, started
+ * ATTACK_LEAD_MS before the load so that they are all in and the first body timeouts (5 s by
+ * default) fall inside the measurement.
+ */
+const ATTACK_SOCKETS = 70;
+const ATTACK_LEAD_MS = 3000;
 
 interface Measurement {
   rps: number;
@@ -74,6 +85,8 @@ interface Measurement {
   cpu_us: number;
   /** Requests answered 503 by load shedding (`overload` only; anywhere else a 503 is an error). */
   shed: number;
+  /** `under-attack`: the attacker's connections and what the server answered them, by status. */
+  attack?: { opened: number; answers: Record<string, number> };
 }
 
 async function startServer(name: string, script: string, env: Record<string, string>, nodeArgs: string[] = []): Promise<{ url: string; process: ChildProcess }> {
@@ -126,7 +139,7 @@ interface Fixture {
 
 /** One request of the scenario, for a random user (and one of their tasks). */
 function requestFor(scenario: Scenario, fixture: Fixture): autocannon.Request {
-  const pick = (scenario === 'mixed' || scenario === 'overload' ? pickMixed() : scenario) as Exclude<Scenario, 'mixed' | 'overload'>;
+  const pick = (scenario === 'mixed' || scenario === 'overload' ? pickMixed() : scenario === 'under-attack' ? 'list' : scenario) as Exclude<Scenario, 'mixed' | 'overload' | 'under-attack'>;
   const user = Math.floor(Math.random() * fixture.tokens.length);
   const headers = { authorization: `Bearer ${fixture.tokens[user]}`, 'content-type': 'application/json' };
   const ids = fixture.taskIds[user]!;
@@ -144,12 +157,22 @@ function requestFor(scenario: Scenario, fixture: Fixture): autocannon.Request {
 }
 
 /** 70 % reads (list and get alike), 30 % writes (create and update alike). */
-function pickMixed(): Exclude<Scenario, 'mixed' | 'overload'> {
+function pickMixed(): Exclude<Scenario, 'mixed' | 'overload' | 'under-attack'> {
   const r = Math.random();
   return r < 0.35 ? 'list' : r < 0.7 ? 'get' : r < 0.85 ? 'create' : 'update';
 }
 
 async function measure(url: string, pid: number, scenario: Scenario, fixture: Fixture): Promise<Measurement> {
+  const attack = scenario === 'under-attack' ? slowBodies(url, ATTACK_SOCKETS) : undefined;
+  if (attack) await new Promise((resolve) => setTimeout(resolve, ATTACK_LEAD_MS));
+  try {
+    return { ...(await load(url, pid, scenario, fixture)), ...(attack ? { attack: attack.stop() } : {}) };
+  } finally {
+    attack?.stop();
+  }
+}
+
+async function load(url: string, pid: number, scenario: Scenario, fixture: Fixture): Promise<Measurement> {
   const latencies: number[] = [];
   let bad = 0;
   let shed = 0;
@@ -189,7 +212,7 @@ async function measure(url: string, pid: number, scenario: Scenario, fixture: Fi
 
 /** The mean of several measurements of one server (rounds alternate which server goes first). */
 function mean(list: Measurement[]): Measurement {
-  const avg = (key: keyof Measurement) => list.reduce((sum, m) => sum + m[key], 0) / list.length;
+  const avg = (key: Exclude<keyof Measurement, 'attack'>) => list.reduce((sum, m) => sum + m[key], 0) / list.length;
   const round2 = (n: number) => Math.round(n * 100) / 100;
   return {
     rps: Math.round(avg('rps')),
@@ -200,8 +223,18 @@ function mean(list: Measurement[]): Measurement {
     rss_mb: Math.max(...list.map((m) => m.rss_mb)),
     cpu_us: Math.round(avg('cpu_us')),
     shed: list.reduce((sum, m) => sum + m.shed, 0),
+    ...(list.some((m) => m.attack) ? { attack: sumAttacks(list.flatMap((m) => (m.attack ? [m.attack] : []))) } : {}),
   };
 }
+
+/** The attacker's figures of several measurements, added up. */
+function sumAttacks(attacks: NonNullable<Measurement['attack']>[]): NonNullable<Measurement['attack']> {
+  const answers: Record<string, number> = {};
+  for (const attack of attacks) for (const [status, n] of Object.entries(attack.answers)) answers[status] = (answers[status] ?? 0) + n;
+  return { opened: attacks.reduce((sum, a) => sum + a.opened, 0), answers };
+}
+
+const answersOf = (m: Measurement) => Object.entries(m.attack?.answers ?? {}).map(([status, n]) => `${n}× ${status}`).join(', ') || 'none';
 
 /** Seeds the bench database and mints a token for every seeded user. */
 async function prepare(): Promise<{ fixture: Fixture; env: Record<string, string> }> {
@@ -255,6 +288,7 @@ async function main(): Promise<number> {
         `${scenario.padEnd(7)} ours ${String(o.rps).padStart(6)} req/s p99 ${o.p99_ms.toFixed(1).padStart(6)} ms | ` +
           `baseline ${String(b.rps).padStart(6)} req/s p99 ${b.p99_ms.toFixed(1).padStart(6)} ms | ratio ${results[scenario]!.ratio.toFixed(2)}` +
           `${scenario === 'overload' ? ` | ours shed ${o.shed}` : ''}` +
+          `${scenario === 'under-attack' ? ` | attacker answered: ours ${answersOf(o)}; baseline ${answersOf(b)}` : ''}` +
           `${o.errors + b.errors ? `  ERRORS ours ${o.errors} baseline ${b.errors}` : ''}\n`,
       );
     }
@@ -374,13 +408,32 @@ function markdown(report: { date: string; quick: boolean; settings: typeof setti
       `| ${name} | ${o.rps} | ${o.p50_ms} / ${o.p95_ms} / ${o.p99_ms} | ${o.cpu_us} | ${o.rss_mb} | ${b.rps} | ${b.p50_ms} / ${b.p95_ms} / ${b.p99_ms} | ${b.cpu_us} | ${b.rss_mb} | **${ratio.toFixed(2)}** | ${name === 'overload' ? `${Math.round((o.shed / Math.max(1, o.shed + o.rps * s.seconds * s.rounds)) * 1000) / 10} %` : '–'} | ${o.errors + b.errors} |`,
   );
   return [
-    `${report.quick ? 'Quick run' : 'Full run'} of ${report.date.slice(0, 16).replace('T', ' ')} UTC: ${s.users} users × ${s.perUser} tasks, ${s.connections} connections, ${s.seconds} s × ${s.rounds} round(s) per scenario and server (overload: mixed from ${OVERLOAD_CONNECTIONS} connections; req/s and latencies of requests served 2xx).`,
+    `${report.quick ? 'Quick run' : 'Full run'} of ${report.date.slice(0, 16).replace('T', ' ')} UTC: ${s.users} users × ${s.perUser} tasks, ${s.connections} connections, ${s.seconds} s × ${s.rounds} round(s) per scenario and server (overload: mixed from ${OVERLOAD_CONNECTIONS} connections; under-attack: list while ${ATTACK_SOCKETS} tokenless sockets trickle JSON bodies at 1 byte/s; req/s and latencies of requests served 2xx).`,
     '',
     '| Scenario | Ours req/s | Ours p50 / p95 / p99 ms | Ours CPU µs/req | Ours peak RSS MB | Baseline req/s | Baseline p50 / p95 / p99 ms | Baseline CPU µs/req | Baseline peak RSS MB | Ratio ours/baseline | Ours shed (503) | Errors |',
     '|---|---|---|---|---|---|---|---|---|---|---|---|',
     ...rows,
     '',
+    ...underAttack(report.scenarios),
   ].join('\n');
+}
+
+/** `under-attack` beside `list` (the same load without the attack), for each server, and what the attacker got. */
+function underAttack(results: Record<string, { ours: Measurement; baseline: Measurement }>): string[] {
+  const attacked = results['under-attack'];
+  const calm = results.list;
+  if (attacked === undefined || calm === undefined) return [];
+  const line = (name: string, a: Measurement, c: Measurement) =>
+    `| ${name} | ${c.rps} | ${c.p99_ms} | ${a.rps} | ${a.p99_ms} | ${(a.rps / Math.max(1, c.rps)).toFixed(2)} | ${(a.p99_ms / Math.max(0.01, c.p99_ms)).toFixed(2)} | ${a.errors} | ${a.attack?.opened ?? 0}: ${answersOf(a)} |`;
+  return [
+    `Under attack: the \`list\` load while ${ATTACK_SOCKETS} sockets without a token send POST /api/v1/tasks bodies at 1 byte/s, each replaced once the server closes it (started ${ATTACK_LEAD_MS / 1000} s before the load); without it: the \`list\` row.`,
+    '',
+    '| Server | req/s without | p99 ms without | req/s under attack | p99 ms under attack | req/s ratio | p99 ratio | Errors under attack | Attacker connections: answers |',
+    '|---|---|---|---|---|---|---|---|---|',
+    line('ours', attacked.ours, calm.ours),
+    line('baseline', attacked.baseline, calm.baseline),
+    '',
+  ];
 }
 
 process.exit(await main());

@@ -7,6 +7,7 @@ import type { BlobStore } from './attachments/blob-store.js';
 import { loadConfig, type Config } from './config.js';
 import type { Database } from './db/database.js';
 import { accessLog } from './http/access-log.js';
+import { capacityGuard, memoryConcurrency, redisConcurrency, requestKinds } from './http/capacity.js';
 import type { Contract } from './http/contract.js';
 import { errorHandler } from './http/error-handler.js';
 import { createMetrics, type Metrics } from './http/metrics.js';
@@ -19,7 +20,7 @@ import type { Logger } from './logger.js';
 import { buildOperations } from './operations.js';
 
 export interface AppDeps {
-  config: Pick<Config, 'bodyLimitBytes' | 'corsOrigins' | 'rateLimit'> & Partial<Pick<Config, 'metricsToken' | 'metricsOff' | 'trustProxy' | 'requestTimeoutMs' | 'attachments' | 'overload' | 'webhooks'>>;
+  config: Pick<Config, 'bodyLimitBytes' | 'corsOrigins' | 'rateLimit'> & Partial<Pick<Config, 'metricsToken' | 'metricsOff' | 'trustProxy' | 'requestTimeoutMs' | 'attachments' | 'overload' | 'capacity' | 'webhooks'>>;
   /** Where attachments' bytes live (ATTACHMENT_STORAGE=s3); PostgreSQL itself when not given. */
   blobStore?: BlobStore;
   /** Shared rate-limit counters (a connected node-redis client), when REDIS_URL is set. */
@@ -113,8 +114,8 @@ function requestTimeout(ms: number): RequestHandler {
 
 /**
  * The whole HTTP application: request id → access log → metrics → security headers / CORS →
- * load shedding → request timeout → rate limits →
- * JSON body (size-limited) → OpenAPI validator (with the bearer security handler) → operation handlers →
+ * rate limits → per-principal concurrency → JSON body (size-limited, deadline) → load shedding
+ * (or, for uploads and downloads, the transfer pool) → request timeout → OpenAPI validator (with the bearer security handler) → operation handlers →
  * problem+json errors.
  * Does no I/O; everything it needs arrives in `deps`.
  */
@@ -138,8 +139,8 @@ export function buildApp(deps: AppDeps): Express {
     poolWaiting: () => database.pool?.waitingCount ?? 0,
     registry: metrics.registry,
   });
-  app.use(overload.middleware);
-  app.use(requestTimeout(config.requestTimeoutMs ?? 15_000));
+  // Rate limits first: a principal over its budget costs a counter, nothing more. The token is
+  // verified there once, and the capacity guard reuses that verification.
   if (!without.has('rate-limit')) {
     app.use(
       rateLimits({
@@ -152,7 +153,18 @@ export function buildApp(deps: AppDeps): Express {
       }),
     );
   }
-  app.use(express.json({ limit: config.bodyLimitBytes, type: ['application/json', 'application/*+json'] }));
+  // Per-principal caps, the JSON body (read within its deadline, holding no place), then the
+  // load-shedding gate; transfers go to their own pool instead of the gate.
+  const capacity = capacityGuard(config.capacity ?? loadConfig({ NODE_ENV: 'test' }).capacity, {
+    store: deps.redis ? redisConcurrency(deps.redis, logger, deps.rateLimitPrefix && `${deps.rateLimitPrefix}cc:`) : memoryConcurrency(),
+    kindOf: requestKinds(contract.spec),
+    verifier,
+    registry: metrics.registry,
+    bodyLimitBytes: config.bodyLimitBytes,
+    admit: overload.middleware,
+  });
+  app.use(capacity.middleware);
+  app.use(requestTimeout(config.requestTimeoutMs ?? 15_000));
   app.use(
     openApiRoutes({
       spec: contract.spec,

@@ -1,5 +1,6 @@
 import ipaddr from 'ipaddr.js';
 import { DEFAULT_ALLOWED_TYPES } from './attachments/content.js';
+import type { CapacityLimits } from './http/capacity.js';
 import type { OverloadLimits } from './http/overload.js';
 /**
  * The only reader of the environment. Everything else receives a typed {@link Config}.
@@ -63,8 +64,10 @@ export interface Config {
   requestTimeoutMs: number;
   /** Load shedding in front of the API's operations (see overloadGuard). */
   overload: OverloadLimits;
+  /** What one principal (user, or client IP without a token) may hold at once, and the deadlines of bodies and transfers (see capacity.ts). */
+  capacity: CapacityLimits;
   /** What one client connection may hold (see createHttpServer). */
-  http: { headersTimeoutMs: number; requestTimeoutMs: number; keepAliveTimeoutMs: number; maxConnections: number };
+  http: { headersTimeoutMs: number; requestTimeoutMs: number; keepAliveTimeoutMs: number; maxConnections: number; maxConnectionsPerIp: number };
   /** How long the server keeps accepting after SIGTERM/SIGINT before it stops (ms). */
   shutdownDrainMs: number;
   /** Worker processes sharing the port (node:cluster); 1 runs the server in this process. */
@@ -92,6 +95,17 @@ export interface WebhooksConfig {
   concurrency: number;
   /** Deliveries in flight at once to one endpoint, across every worker: a slow or hanging endpoint holds no more slots than this. */
   endpointConcurrency: number;
+  /**
+   * Deliveries in flight at once for one owner, all their endpoints together, across every worker:
+   * below `concurrency`, so one user's hanging endpoints never take a whole worker.
+   */
+  ownerConcurrency: number;
+  /** Attempts one owner's deliveries may make per minute (bursts of as many); the rest are postponed, never dropped. */
+  ownerDeliveriesPerMinute: number;
+  /** Timeouts in a row after which an endpoint's circuit opens: it gets no attempt for `circuitOpenSeconds`, then one. */
+  circuitTimeouts: number;
+  /** How long an endpoint's circuit first stays open; each reopening without an answer in between doubles it, up to an hour. */
+  circuitOpenSeconds: number;
   /** The whole of one attempt: connect, send, the answer's headers and its (capped) body. */
   timeoutMs: number;
   /** Seconds before each retry (±20 % jitter); its length is how many retries a delivery gets. */
@@ -214,6 +228,9 @@ export function loadConfig(env: Env = process.env): Config {
   if (corsEntries.includes('*') && corsEntries.length > 1) problems.push('CORS_ORIGINS is either * or a list of origins, not both');
 
   const poolMax = int('DATABASE_POOL_MAX', 10, 1, 1000);
+  const maxInFlight = int('OVERLOAD_MAX_IN_FLIGHT', 64, 1, 100_000);
+  // A principal's share: 16, or a quarter of the places at work on a smaller server.
+  const principalDefault = Math.max(1, Math.min(16, Math.floor(maxInFlight / 4)));
   const config: Config = {
     nodeEnv,
     port: int('PORT', 3000, 0, 65535),
@@ -256,14 +273,26 @@ export function loadConfig(env: Env = process.env): Config {
       requestTimeoutMs: int('CLIENT_REQUEST_TIMEOUT_MS', 30_000, 1000, 600_000),
       keepAliveTimeoutMs: int('KEEP_ALIVE_TIMEOUT_MS', 5000, 100, 600_000),
       maxConnections: int('MAX_CONNECTIONS', 1000, 1, 1_000_000),
+      // A quarter of them per peer address; off behind a proxy (every connection is the proxy's).
+      maxConnectionsPerIp: int('MAX_CONNECTIONS_PER_IP', read('TRUST_PROXY') === undefined || read('TRUST_PROXY') === 'false' ? 256 : 0, 0, 1_000_000),
     },
     requestTimeoutMs: int('REQUEST_TIMEOUT_MS', 15_000, 100, 600_000),
     overload: {
-      maxInFlight: int('OVERLOAD_MAX_IN_FLIGHT', 64, 1, 100_000),
+      maxInFlight,
       maxQueue: int('OVERLOAD_MAX_QUEUE', 1024, 0, 1_000_000),
       maxQueueWaitMs: int('OVERLOAD_MAX_QUEUE_WAIT_MS', 2000, 1, 600_000),
       maxEventLoopDelayMs: int('OVERLOAD_MAX_EVENT_LOOP_DELAY_MS', 500, 10, 600_000),
       maxPoolWaiting: int('OVERLOAD_MAX_POOL_WAITING', 2 * poolMax, 1, 100_000),
+    },
+    capacity: {
+      bodyTimeoutMs: int('CLIENT_BODY_TIMEOUT_MS', 5000, 100, 600_000),
+      perUser: int('CONCURRENCY_PER_USER', principalDefault, 1, 100_000),
+      perIp: int('CONCURRENCY_PER_IP', principalDefault, 1, 100_000),
+      uploadsPerUser: int('UPLOADS_PER_USER', 2, 1, 10_000),
+      downloadsPerUser: int('DOWNLOADS_PER_USER', 4, 1, 10_000),
+      maxTransfers: int('TRANSFERS_MAX', 64, 1, 100_000),
+      transferMinBytesPerSecond: int('TRANSFER_MIN_BYTES_PER_SECOND', 1024, 0, 1024 ** 3),
+      transferRateWindowMs: int('TRANSFER_RATE_WINDOW_MS', 20_000, 500, 600_000),
     },
     webConcurrency: int('WEB_CONCURRENCY', 1, 1, 64),
     metricsToken: read('METRICS_TOKEN'),
@@ -287,6 +316,10 @@ export function loadConfig(env: Env = process.env): Config {
   }
   if (config.database.queryTimeoutMs <= config.database.statementTimeoutMs) {
     problems.push('DATABASE_QUERY_TIMEOUT_MS must be above DATABASE_STATEMENT_TIMEOUT_MS: the server ends a slow statement or an abandoned transaction itself, before the client gives up on it');
+  }
+  // One principal alone must never fill the load-shedding gate: that is what 503 is for.
+  for (const [name, cap] of [['CONCURRENCY_PER_USER', config.capacity.perUser], ['CONCURRENCY_PER_IP', config.capacity.perIp]] as const) {
+    if (cap >= config.overload.maxInFlight && config.overload.maxInFlight > 1) problems.push(`${name} must be below OVERLOAD_MAX_IN_FLIGHT (${config.overload.maxInFlight}): one principal alone must never fill the server`);
   }
   if (config.webConcurrency > 1 && config.database.url === undefined) {
     problems.push('WEB_CONCURRENCY above 1 needs DATABASE_URL: embedded PGlite lives in one process and cannot be shared by workers');
@@ -341,10 +374,18 @@ function webhooksConfig(
   const allowed = list('WEBHOOK_ALLOWED_ADDRESSES') ?? (nodeEnv === 'production' ? [] : ['127.0.0.0/8', '::1/128']);
   const badRanges = allowed.filter((range) => !ipaddr.isValidCIDR(range));
   if (badRanges.length > 0) problems.push(`WEBHOOK_ALLOWED_ADDRESSES must list CIDR ranges like 10.1.0.0/16, comma-separated (not ${badRanges.join(', ')})`);
+  const concurrency = int('WEBHOOK_CONCURRENCY', 8, 1, 256);
+  // One owner never fills a worker: 4 of the default 8 slots, and always fewer than there are.
+  const ownerConcurrency = int('WEBHOOK_OWNER_CONCURRENCY', Math.max(1, Math.min(4, concurrency - 1)), 1, 255);
+  if (concurrency > 1 && ownerConcurrency >= concurrency) problems.push(`WEBHOOK_OWNER_CONCURRENCY must be below WEBHOOK_CONCURRENCY (${concurrency}), so that one owner never takes every slot of a worker`);
   return {
     worker: oneOf('WEBHOOK_WORKER', ['in-process', 'off'] as const, 'in-process'),
-    concurrency: int('WEBHOOK_CONCURRENCY', 8, 1, 256),
+    concurrency,
     endpointConcurrency: int('WEBHOOK_ENDPOINT_CONCURRENCY', 2, 1, 256),
+    ownerConcurrency,
+    ownerDeliveriesPerMinute: int('WEBHOOK_OWNER_DELIVERIES_PER_MINUTE', 300, 1, 100_000),
+    circuitTimeouts: int('WEBHOOK_CIRCUIT_TIMEOUTS', 5, 1, 1000),
+    circuitOpenSeconds: int('WEBHOOK_CIRCUIT_OPEN_SECONDS', 60, 1, 3600),
     timeoutMs: int('WEBHOOK_TIMEOUT_MS', 10_000, 100, 120_000),
     retrySchedule: schedule,
     disableAfterHours: int('WEBHOOK_DISABLE_AFTER_HOURS', 120, 1, 8760),

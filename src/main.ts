@@ -18,7 +18,7 @@ import { configOrExit, exitOnFailure } from './entrypoint.js';
 import { createLogger, flushLogs, logUncaught, type Logger } from './logger.js';
 
 /**
- * The Redis client for shared rate-limit counters. Commands fail at once while it is disconnected
+ * The Redis client for shared rate-limit counters and concurrency leases. Commands fail at once while it is disconnected
  * (no offline queue), so the limiter lets requests through instead of waiting; it reconnects by
  * itself, and every failure is logged at error.
  */
@@ -40,7 +40,14 @@ async function connectRedis(url: string, logger: Logger) {
     if (reported) logger.info('redis is back; rate limits enforced again');
     reported = false;
   });
-  client.connect().catch(() => undefined); // reported by the error handler; reconnects on its own
+  // Connected before the server listens, so the limits hold from the first request whenever Redis
+  // is reachable (the limiter's scripts load at start); a Redis that is down at start is an outage
+  // like any other: requests pass, and the client reconnects on its own.
+  const connected = client.connect().then(() => true, () => false);
+  let timer: NodeJS.Timeout | undefined;
+  const ready = await Promise.race([connected, new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), 3000)))]);
+  clearTimeout(timer);
+  if (!ready) logger.error('redis did not answer at start; rate and concurrency limits are not enforced until it does');
   return client;
 }
 

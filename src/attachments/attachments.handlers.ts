@@ -10,6 +10,8 @@ import { ClientGone, HttpProblem, ValidationFailed } from '../http/problem.js';
 import { toAttachment, type AttachmentService, type IncomingFile } from './attachments.service.js';
 import { MalformedUpload, RangeNotSatisfiable } from './errors.js';
 import { safeFilename } from './filename.js';
+import { watchPartHeaders } from './part-headers.js';
+import { unsatisfiable } from './range.js';
 
 export type AttachmentOperation = 'listAttachments' | 'uploadAttachment' | 'getAttachment' | 'deleteAttachment' | 'downloadAttachment';
 
@@ -32,10 +34,27 @@ const DOWNLOAD_HEADERS = {
  * (the upload was refused), the request is not destroyed: the rest is discarded and the answer sent.
  */
 async function* requestBytes(req: Request): AsyncIterable<Buffer> {
+  const aborted = req.transferAborted;
+  const pieces = req.iterator({ destroyOnReturn: false });
+  // Ends the read at once when the upload is too slow (the capacity guard aborts it): the
+  // handler answers 408 and removes what was stored.
+  const stopped = aborted && new Promise<never>((_resolve, reject) => {
+    const stop = () => reject(aborted.reason);
+    if (aborted.aborted) stop();
+    else aborted.addEventListener('abort', stop, { once: true });
+  });
+  stopped?.catch(() => undefined);
   try {
-    for await (const piece of req.iterator({ destroyOnReturn: false })) yield piece as Buffer;
+    for (;;) {
+      const next = await (stopped ? Promise.race([pieces.next(), stopped]) : pieces.next());
+      if (next.done) return;
+      yield next.value as Buffer;
+    }
   } catch (error) {
-    throw req.complete ? error : new ClientGone(error);
+    throw req.complete || error instanceof HttpProblem ? error : new ClientGone(error);
+  } finally {
+    // Not awaited: after an abort a read is still pending, and return() would wait for it.
+    void pieces.return?.();
   }
 }
 
@@ -78,6 +97,8 @@ function multipartFile(req: Request): Promise<IncomingFile> {
       reject(new MalformedUpload(`The multipart body cannot be read: ${(error as Error).message}.`));
       return;
     }
+    // Busboy calls a part without a Content-Type text/plain and does not say so; this says which it was.
+    const partHeaders = watchPartHeaders(req, req.get('Content-Type'), MULTIPART_LIMITS.parts);
     let file: NodeJS.ReadableStream & { destroy(error?: Error): void } | undefined;
     let partName: string | undefined;
     let fieldName: string | undefined;
@@ -106,7 +127,8 @@ function multipartFile(req: Request): Promise<IncomingFile> {
       partName = info.filename;
       resolve({
         bytes: partBytes(stream as AsyncIterable<Buffer>),
-        declaredType: info.mimeType,
+        // A file part without a type of its own is decided by its bytes alone, as a raw upload without one.
+        declaredType: partHeaders.typed(name) === false ? undefined : info.mimeType,
         filename: () => safeFilename(fieldName ?? partName),
         finished,
       });
@@ -126,6 +148,10 @@ function multipartFile(req: Request): Promise<IncomingFile> {
     req.once('close', () => {
       if (!req.complete) fail(new ClientGone());
     });
+    // Too slow (the capacity guard aborts it): the part's reader fails with the 408.
+    const aborted = req.transferAborted;
+    if (aborted?.aborted) return fail(aborted.reason as Error);
+    aborted?.addEventListener('abort', () => fail(aborted.reason as Error), { once: true });
     req.pipe(parser);
   });
 }
@@ -191,9 +217,9 @@ export function attachmentHandlers(service: AttachmentService): Handlers<Attachm
       const asked = raw.get('Range');
       if (asked !== undefined && size > 0 && ifRangeHolds(raw.get('If-Range'), etag)) {
         const ranges = rangeParser(size, asked, { combine: true });
-        if (ranges === -1) throw new RangeNotSatisfiable(asked, size);
-        // Malformed (-2), another unit, or several ranges: the whole file, as RFC 9110 allows.
-        if (ranges !== -2 && ranges.type === 'bytes' && ranges.length === 1) {
+        if (ranges === -1 && unsatisfiable(asked, size)) throw new RangeNotSatisfiable(asked, size);
+        // Malformed (-2) or invalid (`bytes=5-2`), another unit, or several ranges: the whole file, as RFC 9110 allows.
+        if (typeof ranges === 'object' && ranges.type === 'bytes' && ranges.length === 1) {
           range = { start: ranges[0]!.start, end: ranges[0]!.end };
           partial = true;
           headers['Content-Range'] = `bytes ${range.start}-${range.end}/${size}`;

@@ -6,8 +6,8 @@ import type { BlobStore, ByteRange } from './blob-store.js';
 export const CHUNK_BYTES = 256 * 1024;
 /** Chunk writes of one upload in flight at once. */
 const WRITES_IN_FLIGHT = 2;
-/** Rows read per statement when downloading (1 MiB). */
-const CHUNKS_PER_READ = 4;
+/** Rows read per statement when downloading (512 KiB): with the next read in flight, what a download holds while its client reads slowly. */
+const CHUNKS_PER_READ = 2;
 
 /**
  * Bytes in PostgreSQL itself (`attachment_chunks`), so the API needs no other service; works the

@@ -1,4 +1,5 @@
 import type { AuthContext } from '../auth/auth-context.js';
+import type { RequestKind } from './capacity.js';
 import type { HttpProblem } from './problem.js';
 
 declare global {
@@ -10,6 +11,10 @@ declare global {
       auth?: AuthContext;
       /** Why the security handler refused the request (the validator keeps only a status). */
       authFailure?: HttpProblem;
+      /** How the request uses the server (an ordinary request or a transfer), set by the capacity guard for API requests. */
+      capacityKind?: RequestKind;
+      /** Aborted (with the problem to answer) when an upload moves slower than the minimum rate; its handler stops reading. */
+      transferAborted?: AbortSignal;
       /** Set by express-openapi-validator for requests that match a documented route. */
       openapi?: { openApiRoute?: string };
     }

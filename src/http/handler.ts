@@ -67,20 +67,29 @@ export type HandlerMap = Handlers<OperationId>;
  * handler, which cuts the connection: the client sees fewer bytes than Content-Length promised,
  * never a complete-looking wrong file.
  */
+/** The most a streamed body writes to the socket at once. */
+const SLICE_BYTES = 64 * 1024;
+
+function* slices(piece: Buffer): Iterable<Buffer> {
+  for (let at = 0; at < piece.length; at += SLICE_BYTES) yield piece.subarray(at, at + SLICE_BYTES);
+}
+
 async function sendStreamed(res: Response, status: number, headers: ResponseHeaders, source: AsyncIterable<Buffer>): Promise<void> {
   const pieces = source[Symbol.asyncIterator]();
   const first = await pieces.next();
   if (res.headersSent) return void (await pieces.return?.());
   async function* all() {
     try {
-      if (!first.done) yield first.value;
-      for (let next = await pieces.next(); !next.done; next = await pieces.next()) yield next.value;
+      if (!first.done) yield* slices(first.value);
+      for (let next = await pieces.next(); !next.done; next = await pieces.next()) yield* slices(next.value);
     } finally {
       await pieces.return?.();
     }
   }
   res.set(headers).status(status);
-  await pipeline(Readable.from(all()), res).catch((error: unknown) => {
+  // A byte stream with a small buffer, fed in small slices: a client that stops reading holds
+  // about SLICE_BYTES here (and what the source holds), not a queue of whole pieces.
+  await pipeline(Readable.from(all(), { objectMode: false, highWaterMark: SLICE_BYTES }), res).catch((error: unknown) => {
     if ((error as { code?: string }).code !== 'ERR_STREAM_PREMATURE_CLOSE') throw error;
   });
 }

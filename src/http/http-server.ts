@@ -1,4 +1,5 @@
 import { createServer, type Server } from 'node:http';
+import type { Socket } from 'node:net';
 import type { Config } from '../config.js';
 
 /**
@@ -7,7 +8,7 @@ import type { Config } from '../config.js';
  * accept any number of connections. Here headers must arrive within `headersTimeoutMs` and the
  * whole request within `requestTimeoutMs` (else 408 and the connection closes; checked every
  * second, not every 30 s), an idle keep-alive connection closes after `keepAliveTimeoutMs`, and
- * connections beyond `maxConnections` are refused at accept.
+ * connections beyond `maxConnections` (or `maxConnectionsPerIp` from one address) are refused at accept.
  */
 export function createHttpServer(limits: Config['http']): Server {
   const server = createServer({
@@ -17,7 +18,33 @@ export function createHttpServer(limits: Config['http']): Server {
     connectionsCheckingInterval: 1000,
   });
   server.maxConnections = limits.maxConnections;
+  if (limits.maxConnectionsPerIp > 0) limitConnectionsPerAddress(server, limits.maxConnectionsPerIp);
   return server;
+}
+
+/**
+ * At most `max` connections open at once from one address (HAProxy's per-source limit, nginx's
+ * limit_conn): more are closed as they are accepted, so one client cannot take every connection
+ * the server allows (MAX_CONNECTIONS) with sockets that send nothing. The address is the peer's:
+ * behind a proxy every connection comes from the proxy, which is why TRUST_PROXY turns the default
+ * off (the proxy limits its clients).
+ */
+function limitConnectionsPerAddress(server: Server, max: number): void {
+  const open = new Map<string, number>();
+  server.on('connection', (socket: Socket) => {
+    const address = socket.remoteAddress ?? '';
+    const count = (open.get(address) ?? 0) + 1;
+    if (count > max) {
+      socket.destroy();
+      return;
+    }
+    open.set(address, count);
+    socket.once('close', () => {
+      const left = open.get(address)! - 1;
+      if (left === 0) open.delete(address);
+      else open.set(address, left);
+    });
+  });
 }
 
 /**

@@ -37,6 +37,7 @@ export function operationsEndpoints(deps: {
   // The page is ~2.7 MB of HTML (Redoc inlined); compressed once, on the first request that
   // accepts it (brotli ~0.65 MB, gzip ~0.74 MB), and kept.
   const compressed = new Map<'br' | 'gzip', Promise<Buffer>>();
+  let docsPlain: Buffer | undefined;
   const docsCompressed = (encoding: 'br' | 'gzip') => {
     let body = compressed.get(encoding);
     if (body === undefined) {
@@ -48,6 +49,7 @@ export function operationsEndpoints(deps: {
     }
     return body;
   };
+  const databaseCheck = sharedCheck(ping);
   return {
     getLiveness: async () => ({ status: 200, body: { status: 'ok' } }),
     getReadiness: async () => {
@@ -55,7 +57,7 @@ export function operationsEndpoints(deps: {
       const saturated = deps.saturated?.();
       if (saturated !== undefined) throw new ServiceUnavailable(`The server is at capacity (${saturated}); send requests to another instance.`);
       try {
-        await ping();
+        await databaseCheck();
       } catch (error) {
         throw new ServiceUnavailable('The database does not answer.', error);
       }
@@ -71,12 +73,13 @@ export function operationsEndpoints(deps: {
       // Brotli when accepted (the smaller), else gzip, whatever the order the client lists them in.
       const accepts = (coding: string) => raw.get('accept-encoding') !== undefined && raw.acceptsEncodings(coding) === coding;
       const encoding = accepts('br') ? 'br' : accepts('gzip') ? 'gzip' : undefined;
-      if (encoding !== 'br' && encoding !== 'gzip') return { status: 200, body: contract.docsHtml, headers: { ...docsHeaders, Vary: 'Accept-Encoding' } };
-      const body = await docsCompressed(encoding);
+      // One copy of each form, shared by every response: a client that stops reading holds a
+      // reference to it, not a fresh 2.7 MB buffer of its own.
+      const body = encoding === 'br' || encoding === 'gzip' ? await docsCompressed(encoding) : (docsPlain ??= Buffer.from(contract.docsHtml, 'utf8'));
       return {
         status: 200,
         body: new StreamedBody((async function* () { yield body; })()),
-        headers: { ...docsHeaders, 'Content-Encoding': encoding, 'Content-Length': String(body.length), Vary: 'Accept-Encoding' },
+        headers: { ...docsHeaders, ...(encoding === undefined ? {} : { 'Content-Encoding': encoding }), 'Content-Length': String(body.length), Vary: 'Accept-Encoding' },
       };
     },
     async getMetrics({ raw }) {
@@ -92,6 +95,37 @@ export function operationsEndpoints(deps: {
       const { contentType, body } = await metrics.render();
       return { status: 200, body, headers: { 'Content-Type': contentType, 'Cache-Control': 'no-store' } };
     },
+  };
+}
+
+/** How long one database check answers every readiness probe. */
+const READY_CHECK_MS = 1000;
+/** The longest a probe waits for the check: a database that hangs is not ready. */
+const READY_WAIT_MS = 2000;
+
+/**
+ * The database check of readiness, shared by every probe: its result answers all of them for
+ * {@link READY_CHECK_MS}, and at most one ping is in flight, whoever asks, so a flood of probes
+ * costs one ping a second and can never fill the pool's wait queue (which closes admission).
+ * A ping still unanswered after {@link READY_WAIT_MS} fails the probes waiting for it.
+ */
+export function sharedCheck(ping: () => Promise<void>): () => Promise<void> {
+  let last: { at: number; error?: unknown } | undefined;
+  let running: Promise<void> | undefined;
+  return () => {
+    if (last !== undefined && performance.now() - last.at < READY_CHECK_MS) return last.error === undefined ? Promise.resolve() : Promise.reject(last.error);
+    running ??= ping().then(
+      () => void (last = { at: performance.now() }),
+      (error: unknown) => {
+        last = { at: performance.now(), error: error ?? new Error('ping failed') };
+        throw error;
+      },
+    ).finally(() => (running = undefined));
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<never>((_resolve, reject) => {
+      timer = setTimeout(() => reject(new Error(`no answer within ${READY_WAIT_MS} ms`)), READY_WAIT_MS);
+    });
+    return Promise.race([running, deadline]).finally(() => clearTimeout(timer));
   };
 }
 

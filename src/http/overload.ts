@@ -18,8 +18,9 @@ export interface OverloadLimits {
 
 /** 503 problem+json with Retry-After for a request the server had no room for. */
 export class Overloaded extends HttpProblem {
-  constructor(readonly reason: 'queue_full' | 'queue_timeout' | 'event_loop_delay', retryAfterSeconds: number) {
+  constructor(readonly reason: 'queue_full' | 'queue_timeout' | 'event_loop_delay' | 'transfers_full', retryAfterSeconds: number) {
     const detail = {
+      transfers_full: 'The server has as many uploads and downloads in progress as it takes',
       queue_full: 'The server is at capacity and its queue is full',
       queue_timeout: 'The server is at capacity and the request waited too long for its turn',
       event_loop_delay: 'The server is too busy to take new requests',

@@ -1,5 +1,5 @@
-import { request } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { holdTasks } from '../helpers/hold.js';
 import { startServer, type TestServer } from '../helpers/server.js';
 
 describe('security headers', () => {
@@ -123,18 +123,10 @@ describe('CORS while the server sheds load', () => {
 
   it("answers preflights without queueing them, and a shed request's 503 is readable by the page", async () => {
     const token = await server.tokenFor();
-    const { data: task } = await server.client(token).POST('/api/v1/tasks', { body: { title: 'holds an upload' } });
-    // An upload that has sent half its body holds the one place at work.
-    const body = Buffer.from('a note of twenty-two!\n');
-    const held = request(`${server.url}/api/v1/tasks/${task!.id}/attachments`, {
-      method: 'POST',
-      headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'text/plain', 'Content-Length': body.length },
-    });
-    const heldStatus = new Promise<number>((resolve, reject) => {
-      held.on('response', (res) => (res.resume(), res.on('end', () => resolve(res.statusCode!))));
-      held.on('error', reject);
-    });
-    held.write(body.subarray(0, 10));
+    const { data: task } = await server.client(token).POST('/api/v1/tasks', { body: { title: 'held by a lock' } });
+    // A read of the task, waiting for the test's lock on the tasks table, holds the one place at work.
+    const hold = await holdTasks(server.database);
+    const held = fetch(`${server.url}/api/v1/tasks/${task!.id}`, { headers: { Authorization: `Bearer ${token}` } });
     await new Promise((resolve) => setTimeout(resolve, 200));
 
     const preflight = await fetch(`${server.url}/api/v1/tasks`, {
@@ -150,7 +142,7 @@ describe('CORS while the server sheds load', () => {
     expect(shed.headers.get('retry-after')).toBe('1');
     expect(shed.headers.get('access-control-expose-headers')!.split(',')).toEqual(expect.arrayContaining(['Retry-After', 'X-Request-Id']));
 
-    held.end(body.subarray(10));
-    expect(await heldStatus).toBe(201);
+    await hold.release();
+    expect((await held).status).toBe(200);
   });
 });

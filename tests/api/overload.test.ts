@@ -1,11 +1,13 @@
-import { request, type ClientRequest } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { holdTasks } from '../helpers/hold.js';
 import { startServer, type TestServer } from '../helpers/server.js';
 
 /**
  * Load shedding with tiny limits: two requests at work, two waiting, each for at most a second.
- * Requests are held at work by uploads whose body the client sends only when told to: the gate
- * lets a request in when its headers arrive, so an unfinished upload keeps its place.
+ * Requests are held at work by the database: the test holds an exclusive lock on the tasks table
+ * in a transaction of its own (on PGlite, whose one connection it then holds, everything waits),
+ * so a GET that got in waits for it while keeping its place. (An upload no longer holds a place:
+ * transfers have their own pool, see capacity.test.ts.)
  */
 let server: TestServer;
 let token: string;
@@ -14,39 +16,21 @@ let taskId: string;
 beforeAll(async () => {
   server = await startServer({ overload: { maxInFlight: 2, maxQueue: 2, maxQueueWaitMs: 1000, maxEventLoopDelayMs: 10_000, maxPoolWaiting: 100 } });
   token = await server.tokenFor();
-  const { data } = await server.client(token).POST('/api/v1/tasks', { body: { title: 'holds uploads' } });
+  const { data } = await server.client(token).POST('/api/v1/tasks', { body: { title: 'held by a lock' } });
   taskId = data!.id;
 });
 afterAll(() => server.close());
-
-/** An upload that has sent its headers and half its body; `finish` sends the rest, and resolves to its status. */
-function heldUpload(): { req: ClientRequest; finish: () => Promise<number> } {
-  const body = Buffer.from('a note of twenty-two!\n');
-  let status!: Promise<number>;
-  const req = request(`${server.url}/api/v1/tasks/${taskId}/attachments`, {
-    method: 'POST',
-    headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'text/plain', 'Content-Length': body.length },
-  });
-  status = new Promise((resolve, reject) => {
-    req.on('response', (res) => {
-      res.resume();
-      res.on('end', () => resolve(res.statusCode!));
-    });
-    req.on('error', reject);
-  });
-  req.write(body.subarray(0, 10));
-  return { req, finish: () => (req.end(body.subarray(10)), status) };
-}
 
 const get = () => fetch(`${server.url}/api/v1/tasks/${taskId}`, { headers: { Authorization: `Bearer ${token}` } });
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 describe('load shedding', () => {
   it('queues past the in-flight limit, lets the queue in as places free up, and sheds with 503 + Retry-After beyond it', async () => {
-    const held = [heldUpload(), heldUpload()];
-    await sleep(200); // both admitted: two at work
+    const hold = await holdTasks(server.database);
+    const atWork = [get(), get()];
+    await sleep(200); // both admitted: two at work, waiting for the lock
 
-    // Two wait; the first of them gets in as soon as an upload finishes.
+    // Two wait; they get in only as places free up.
     const queued = [get(), get()];
     await sleep(50);
     // A fifth finds the queue full: 503 at once, without waiting its turn.
@@ -62,19 +46,19 @@ describe('load shedding', () => {
     expect(ready.status).toBe(503);
     expect(((await ready.json()) as { detail: string }).detail).toContain('at capacity');
 
-    // Both waiting requests wait past a second with the uploads still held: shed, having done nothing.
+    // Both waiting requests wait past a second with the places still held: shed, having done nothing.
     for (const late of await Promise.all(queued)) {
       expect(late.status).toBe(503);
       expect(await late.json()).toMatchObject({ type: 'urn:tasks-api:problem:overloaded', detail: expect.stringContaining('waited too long') });
     }
-    expect((await fetch(`${server.url}/health/ready`)).status).toBe(200);
 
-    // One more waits, and gets in as soon as an upload finishes.
+    // One more waits, and gets in as soon as the held ones finish.
     const admitted = get();
     await sleep(50);
-    expect(await held[0]!.finish()).toBe(201);
+    await hold.release();
+    for (const held of await Promise.all(atWork)) expect(held.status).toBe(200);
     expect((await admitted).status).toBe(200);
-    expect(await held[1]!.finish()).toBe(201);
+    expect((await fetch(`${server.url}/health/ready`)).status).toBe(200);
 
     const metrics = await (await fetch(`${server.url}/metrics`)).text();
     expect(metrics).toMatch(/http_requests_shed_total\{reason="queue_full"\} 1\b/);
@@ -84,7 +68,8 @@ describe('load shedding', () => {
   });
 
   it('gives the place of a client that left the queue to the next one', async () => {
-    const held = [heldUpload(), heldUpload()];
+    const hold = await holdTasks(server.database);
+    const atWork = [get(), get()];
     await sleep(200);
     const leaving = new AbortController();
     const gone = fetch(`${server.url}/api/v1/tasks/${taskId}`, { headers: { Authorization: `Bearer ${token}` }, signal: leaving.signal }).catch((error: Error) => error.name);
@@ -94,10 +79,11 @@ describe('load shedding', () => {
     leaving.abort();
     expect(await gone).toBe('AbortError');
     await sleep(200); // the server sees the connection close
-    // With the leaver gone there is room in the queue for one more; both get in once uploads finish.
+    // With the leaver gone there is room in the queue for one more; both get in once the held ones finish.
     const another = get();
     await sleep(50);
-    await Promise.all(held.map((h) => h.finish()));
+    await hold.release();
+    for (const held of await Promise.all(atWork)) expect(held.status).toBe(200);
     expect((await waiting).status).toBe(200);
     expect((await another).status).toBe(200);
   });

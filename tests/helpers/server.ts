@@ -12,6 +12,7 @@ import { startWebhookWorker, type WebhookWorker } from '../../src/webhooks/jobs/
 import { createMetrics } from '../../src/http/metrics.js';
 import type { LookupFunction } from 'node:net';
 import { createHttpServer } from '../../src/http/http-server.js';
+import type { CapacityLimits } from '../../src/http/capacity.js';
 import type { OverloadLimits } from '../../src/http/overload.js';
 import type { RedisCommands } from '../../src/http/rate-limit.js';
 import { builtinAuth } from '../../src/auth/builtin/issuer.js';
@@ -118,6 +119,8 @@ export async function startServer(
     blobStore?: BlobStore;
     /** Load-shedding limits other than the defaults (its tests make them tiny). */
     overload?: Partial<OverloadLimits>;
+    /** Per-principal caps, body deadline and transfer limits; generous by default so that only the tests about them ever hit one. */
+    capacity?: Partial<CapacityLimits>;
     /** Node's limit on receiving a whole request (CLIENT_REQUEST_TIMEOUT_MS), checked every second as in production. */
     clientRequestTimeoutMs?: number;
     /**
@@ -157,6 +160,7 @@ export async function startServer(
       // test files side by side, and embedded PGlite's synchronous work stalls the loop of the
       // very process whose requests it would then shed.
       overload: { ...loadConfig({ NODE_ENV: 'test' }).overload, maxEventLoopDelayMs: 600_000, ...options.overload },
+      capacity: { ...loadConfig({ NODE_ENV: 'test' }).capacity, perUser: 10_000, perIp: 10_000, uploadsPerUser: 10_000, downloadsPerUser: 10_000, maxTransfers: 10_000, ...options.capacity },
       webhooks,
     },
     blobStore: options.blobStore,
@@ -172,7 +176,7 @@ export async function startServer(
   const server: Server =
     options.clientRequestTimeoutMs === undefined
       ? createServer(app)
-      : createHttpServer({ headersTimeoutMs: options.clientRequestTimeoutMs, requestTimeoutMs: options.clientRequestTimeoutMs, keepAliveTimeoutMs: 5000, maxConnections: 1000 }).on('request', app);
+      : createHttpServer({ headersTimeoutMs: options.clientRequestTimeoutMs, requestTimeoutMs: options.clientRequestTimeoutMs, keepAliveTimeoutMs: 5000, maxConnections: 1000, maxConnectionsPerIp: 0 }).on('request', app);
   const headerMismatches = watchResponseHeaders(server, contract.spec);
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;

@@ -18,6 +18,7 @@ onPostgres('WEB_CONCURRENCY', () => {
       DATABASE_URL: scratch.url!,
       DATABASE_PREPARED_STATEMENTS: process.env.TEST_DATABASE_PREPARED_STATEMENTS ?? 'on',
       WEB_CONCURRENCY: '2',
+      CONCURRENCY_PER_USER: '32', // one user's 20 requests at once, below
     });
     // Both workers listen (the primary only supervises).
     for (let i = 0; i < 100 && output().split('"message":"listening"').length - 1 < 2; i += 1) {

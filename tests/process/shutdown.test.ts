@@ -32,7 +32,15 @@ describe('graceful shutdown under load', () => {
     const secret = randomBytes(32).toString('base64url');
     // No drain window at all: that every request sent is answered may not depend on the event
     // loop reading it within some window (with the default 500 ms, a busy machine cut 1 run in 5).
-    const { child, url, exited, output } = await startMain({ JWT_SECRET: secret, PGLITE_DIR: dataDir, SHUTDOWN_DRAIN_MS: '0', SHUTDOWN_TIMEOUT_MS: '20000' });
+    const { child, url, exited, output } = await startMain({
+      JWT_SECRET: secret,
+      PGLITE_DIR: dataDir,
+      SHUTDOWN_DRAIN_MS: '0',
+      SHUTDOWN_TIMEOUT_MS: '20000',
+      // One user's 158 requests at once, all of which must be answered: room for them all.
+      CONCURRENCY_PER_USER: '200',
+      OVERLOAD_MAX_IN_FLIGHT: '256',
+    });
     const token = await hs256Token(secret, 'shutdown-user', '5m');
     // Two cores spun by other processes: the server reads its sockets late, as on a busy machine.
     contention = busyCores(2);

@@ -33,6 +33,23 @@ describe('loadConfig', () => {
     expect(problemsOf({ OVERLOAD_MAX_IN_FLIGHT: '0' })).toEqual(['OVERLOAD_MAX_IN_FLIGHT must be an integer from 1 to 100000 (got "0")']);
   });
 
+  it('gives each principal a share below the places at work, and refuses a share that would fill them', () => {
+    expect(loadConfig({}).capacity).toEqual({
+      bodyTimeoutMs: 5000, perUser: 16, perIp: 16, uploadsPerUser: 2, downloadsPerUser: 4, maxTransfers: 64, transferMinBytesPerSecond: 1024, transferRateWindowMs: 20_000,
+    });
+    // A smaller server: a quarter of its places each, unless set.
+    expect(loadConfig({ OVERLOAD_MAX_IN_FLIGHT: '8' }).capacity).toMatchObject({ perUser: 2, perIp: 2 });
+    expect(loadConfig({ OVERLOAD_MAX_IN_FLIGHT: '8', CONCURRENCY_PER_USER: '7' }).capacity.perUser).toBe(7);
+    expect(problemsOf({ CONCURRENCY_PER_USER: '64' })).toEqual(['CONCURRENCY_PER_USER must be below OVERLOAD_MAX_IN_FLIGHT (64): one principal alone must never fill the server']);
+    expect(problemsOf({ OVERLOAD_MAX_IN_FLIGHT: '10', CONCURRENCY_PER_IP: '10' })).toEqual(['CONCURRENCY_PER_IP must be below OVERLOAD_MAX_IN_FLIGHT (10): one principal alone must never fill the server']);
+    expect(problemsOf({ CLIENT_BODY_TIMEOUT_MS: '50' })).toEqual(['CLIENT_BODY_TIMEOUT_MS must be an integer from 100 to 600000 (got "50")']);
+    expect(loadConfig({ TRANSFER_MIN_BYTES_PER_SECOND: '0' }).capacity.transferMinBytesPerSecond).toBe(0);
+    // Connections per peer address: off behind a proxy, where every connection is the proxy's.
+    expect(loadConfig({}).http.maxConnectionsPerIp).toBe(256);
+    expect(loadConfig({ TRUST_PROXY: 'loopback' }).http.maxConnectionsPerIp).toBe(0);
+    expect(loadConfig({ TRUST_PROXY: '1', MAX_CONNECTIONS_PER_IP: '50' }).http.maxConnectionsPerIp).toBe(50);
+  });
+
   it('uses the given secret and no development secret once JWT_SECRET is set', () => {
     const config = loadConfig({ JWT_SECRET: 's'.repeat(32), JWT_ISSUER: 'https://id.example', PGLITE_DIR: '/tmp/x' });
     expect(config.jwt).toMatchObject({ secret: 's'.repeat(32), issuer: 'https://id.example', devSecretFile: undefined });

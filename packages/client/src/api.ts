@@ -1064,6 +1064,16 @@ export interface components {
              */
             status: 403;
         };
+        /** @description The request body, or an upload, came in too slowly. Status 408; `type` says which problem it is. */
+        RequestTimeoutProblem: components["schemas"]["Problem"] & {
+            /** @enum {string} */
+            type: "urn:tasks-api:problem:body-timeout" | "urn:tasks-api:problem:transfer-too-slow";
+            /**
+             * Format: int32
+             * @constant
+             */
+            status: 408;
+        };
         /** @description The request breaks the contract: status 422, with `errors[]` naming each offending field and `errors_total` counting them. */
         ValidationProblem: components["schemas"]["Problem"] & {
             /** @constant */
@@ -1077,10 +1087,10 @@ export interface components {
             /** Format: int32 */
             errors_total: number;
         };
-        /** @description Over the rate limit. Status 429; `type` says which problem it is. */
+        /** @description Over the rate limit, or too many requests in progress at once. Status 429; `type` says which problem it is. */
         TooManyRequestsProblem: components["schemas"]["Problem"] & {
-            /** @constant */
-            type: "urn:tasks-api:problem:rate-limited";
+            /** @enum {string} */
+            type: "urn:tasks-api:problem:rate-limited" | "urn:tasks-api:problem:concurrency-limited";
             /**
              * Format: int32
              * @constant
@@ -1297,7 +1307,8 @@ export interface components {
         };
         /**
          * @description A `multipart/form-data` upload: exactly one part named `file` holding the bytes (its own
-         *     `filename` and `Content-Type` in the part's headers), and optionally a `filename` field that
+         *     `filename` and `Content-Type` in the part's headers; a part without a `Content-Type` is typed
+         *     by its bytes alone, as `application/octet-stream` is), and optionally a `filename` field that
          *     overrides the part's file name.
          * @example {
          *       "file": "(the file's bytes)",
@@ -1628,6 +1639,7 @@ export interface components {
          *       "status": "pending",
          *       "attempts_made": 1,
          *       "next_attempt_at": "2026-11-20T18:04:16.702Z",
+         *       "postponed_reason": null,
          *       "attempts": [
          *         {
          *           "attempt": 1,
@@ -1677,9 +1689,24 @@ export interface components {
             attempts_made: number;
             /**
              * Format: date-time
-             * @description When the next attempt is due (for `task.due`, the due time); `null` unless `pending`.
+             * @description When the next attempt is due (for `task.due`, the due time); `null` unless `pending`. It can be
+             *     later than the retry schedule says when the attempt was postponed (`postponed_reason`).
              */
             next_attempt_at: string | null;
+            /**
+             * @description Why the next attempt waits beyond its schedule; `null` when it does not. Postponing is not an
+             *     attempt: no retry is used up, and nothing is dropped.
+             *     - `rate_limited`: your deliveries, all endpoints together, made as many attempts as one user
+             *       may per minute (300 unless the server is set otherwise, in bursts of as many); this one
+             *       waits for its turn, `next_attempt_at`.
+             *     - `circuit_open`: this endpoint's last attempts all timed out, so it gets none until
+             *       `next_attempt_at`; then one is made, and the others follow once it is answered. Each
+             *       reopening without an answer in between waits twice as long, up to an hour. Changing the
+             *       endpoint's `url`, or enabling it, ends the wait at once.
+             *     Cleared when the attempt is made.
+             * @enum {string|null}
+             */
+            postponed_reason: "rate_limited" | "circuit_open" | null;
             /** @description The attempts made, oldest first (the last 100). */
             attempts: components["schemas"]["WebhookAttempt"][];
             created_at: components["schemas"]["Timestamp"];
@@ -1707,6 +1734,7 @@ export interface components {
          *           "status": "failed",
          *           "attempts_made": 1,
          *           "next_attempt_at": null,
+         *           "postponed_reason": null,
          *           "attempts": [
          *             {
          *               "attempt": 1,
@@ -1902,10 +1930,10 @@ export interface components {
              */
             status: 401;
         };
-        /** @description Too many failed logins, or over the rate limit of the auth endpoints. Status 429; `type` says which problem it is. */
+        /** @description Too many failed logins, over the rate limit of the auth endpoints, or too many requests in progress from this address. Status 429; `type` says which problem it is. */
         LoginThrottledProblem: components["schemas"]["Problem"] & {
             /** @enum {string} */
-            type: "urn:tasks-api:problem:login-throttled" | "urn:tasks-api:problem:rate-limited";
+            type: "urn:tasks-api:problem:login-throttled" | "urn:tasks-api:problem:rate-limited" | "urn:tasks-api:problem:concurrency-limited";
             /**
              * Format: int32
              * @constant
@@ -2107,6 +2135,36 @@ export interface components {
             };
         };
         /**
+         * @description The request came in too slowly, and nothing was done; the server closes the connection after
+         *     this answer. A JSON body must arrive within 5 seconds of the request's headers
+         *     (`urn:tasks-api:problem:body-timeout`; the server's `CLIENT_BODY_TIMEOUT_MS`); an upload must
+         *     keep moving at 1 KiB a second or more, averaged over 20 seconds
+         *     (`urn:tasks-api:problem:transfer-too-slow`; `TRANSFER_MIN_BYTES_PER_SECOND`,
+         *     `TRANSFER_RATE_WINDOW_MS`), and nothing of a refused upload is kept. A real client on any
+         *     network meets both; send the request again.
+         */
+        RequestTimeout: {
+            headers: {
+                "X-Request-Id": components["headers"]["XRequestId"];
+                RateLimit: components["headers"]["RateLimit"];
+                "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                [name: string]: unknown;
+            };
+            content: {
+                /**
+                 * @example {
+                 *       "type": "urn:tasks-api:problem:body-timeout",
+                 *       "title": "Request body timeout",
+                 *       "status": 408,
+                 *       "detail": "The request body did not arrive within 5000 ms of its headers.",
+                 *       "instance": "/api/v1/tasks",
+                 *       "request_id": "2b1f8c1e-6f0b-4c1a-9e0e-6a1e7f9f3b52"
+                 *     }
+                 */
+                "application/problem+json": components["schemas"]["RequestTimeoutProblem"];
+            };
+        };
+        /**
          * @description The request is well-formed but breaks the contract; `errors[]` names each offending field (the
          *     first 20; `errors_total` counts them all).
          */
@@ -2145,8 +2203,13 @@ export interface components {
             };
         };
         /**
-         * @description Over the rate limit (`RATE_LIMIT_PER_MINUTE` per user, or per client IP without a valid token);
-         *     nothing was done. Retry after `Retry-After` seconds.
+         * @description Nothing was done; retry after `Retry-After` seconds. `type` says which limit:
+         *     `urn:tasks-api:problem:rate-limited`, over the rate limit (`RATE_LIMIT_PER_MINUTE` per user, or
+         *     per client IP without a valid token); `urn:tasks-api:problem:concurrency-limited`, too many
+         *     requests in progress at once: 16 per user (`CONCURRENCY_PER_USER`), 16 per client IP without
+         *     a valid token (`CONCURRENCY_PER_IP`), 2 uploads (`UPLOADS_PER_USER`) and 4 downloads
+         *     (`DOWNLOADS_PER_USER`) per user. The concurrency limits are per user, across every process of
+         *     the deployment: wait for a request of yours to finish before sending another.
          */
         TooManyRequests: {
             headers: {
@@ -2194,7 +2257,9 @@ export interface components {
         };
         /**
          * @description The database is unavailable (`urn:tasks-api:problem:service-unavailable`), or the server is at
-         *     capacity and shed the request without doing any of it (`urn:tasks-api:problem:overloaded`).
+         *     capacity and shed the request without doing any of it (`urn:tasks-api:problem:overloaded`: its
+         *     queue is full or too slow, or, for an upload or download, it has as many in progress as it
+         *     takes). This is the whole server, never one client: a client over its own share gets 429.
          *     Either way nothing was changed; retry after `Retry-After` seconds.
          */
         ServiceUnavailable: {
@@ -2390,7 +2455,7 @@ export interface components {
                 "application/problem+json": components["schemas"]["MalformedUploadProblem"];
             };
         };
-        /** @description The file is larger than the server takes: over the per-file limit (`ATTACHMENT_MAX_BYTES`, 10 MiB unless configured), or over what is left of your storage quota (`ATTACHMENT_QUOTA_BYTES`; `detail` says how many bytes are left, type `urn:tasks-api:problem:quota-exceeded`). The upload is cut off when it crosses the limit, not read to the end, and nothing of it is kept. */
+        /** @description The file is larger than the server takes: over the per-file limit (`ATTACHMENT_MAX_BYTES`, 10 MiB unless configured), or over what is left of your storage quota (`ATTACHMENT_QUOTA_BYTES`; `detail` says how many bytes are left, type `urn:tasks-api:problem:quota-exceeded`). A file you already store costs no quota, so one over what is left is read on, up to the size of your largest file, in case it is one of them; the upload is cut off when it crosses the limit, not read to the end, and nothing of it is kept. */
         UploadTooLarge: {
             headers: {
                 "X-Request-Id": components["headers"]["XRequestId"];
@@ -2805,8 +2870,9 @@ export interface components {
         AttachmentId: string;
         /**
          * @description One byte range of the file (RFC 9110 §14.2): `bytes=0-1023`, `bytes=1024-` or the last
-         *     bytes, `bytes=-500`. Answered 206 with that part; several ranges in one request are answered
-         *     with the whole file (200), as RFC 9110 allows.
+         *     bytes, `bytes=-500`. Answered 206 with that part; several ranges in one request, and a
+         *     malformed or invalid one (`bytes=5-2`), are answered with the whole file (200), as RFC 9110
+         *     allows. 416 only when no byte of the file is asked for (`bytes=<size>-`).
          * @example bytes=0-1023
          */
         Range: string;
@@ -3038,6 +3104,7 @@ export interface operations {
             };
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
+            408: components["responses"]["RequestTimeout"];
             422: components["responses"]["ValidationFailed"];
             429: components["responses"]["TooManyRequests"];
             500: components["responses"]["InternalError"];
@@ -3090,6 +3157,7 @@ export interface operations {
             400: components["responses"]["BadRequest"];
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
+            408: components["responses"]["RequestTimeout"];
             409: components["responses"]["IdempotencyConflict"];
             413: components["responses"]["PayloadTooLarge"];
             415: components["responses"]["UnsupportedMediaType"];
@@ -3138,6 +3206,7 @@ export interface operations {
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
             404: components["responses"]["TaskNotFound"];
+            408: components["responses"]["RequestTimeout"];
             422: components["responses"]["ValidationFailed"];
             429: components["responses"]["TooManyRequests"];
             500: components["responses"]["InternalError"];
@@ -3189,6 +3258,7 @@ export interface operations {
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
             404: components["responses"]["TaskNotFound"];
+            408: components["responses"]["RequestTimeout"];
             412: components["responses"]["PreconditionFailed"];
             413: components["responses"]["PayloadTooLarge"];
             415: components["responses"]["UnsupportedMediaType"];
@@ -3235,6 +3305,7 @@ export interface operations {
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
             404: components["responses"]["TaskNotFound"];
+            408: components["responses"]["RequestTimeout"];
             412: components["responses"]["PreconditionFailed"];
             422: components["responses"]["ValidationFailed"];
             429: components["responses"]["TooManyRequests"];
@@ -3288,6 +3359,7 @@ export interface operations {
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
             404: components["responses"]["TaskNotFound"];
+            408: components["responses"]["RequestTimeout"];
             412: components["responses"]["PreconditionFailed"];
             413: components["responses"]["PayloadTooLarge"];
             415: components["responses"]["UnsupportedMediaType"];
@@ -3341,6 +3413,7 @@ export interface operations {
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
             404: components["responses"]["TaskNotFound"];
+            408: components["responses"]["RequestTimeout"];
             422: components["responses"]["ValidationFailed"];
             429: components["responses"]["TooManyRequests"];
             500: components["responses"]["InternalError"];
@@ -3406,6 +3479,7 @@ export interface operations {
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
             404: components["responses"]["TaskNotFound"];
+            408: components["responses"]["RequestTimeout"];
             413: components["responses"]["UploadTooLarge"];
             415: components["responses"]["FileTypeRefused"];
             422: components["responses"]["UploadUnprocessable"];
@@ -3445,6 +3519,7 @@ export interface operations {
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
             404: components["responses"]["AttachmentNotFound"];
+            408: components["responses"]["RequestTimeout"];
             422: components["responses"]["ValidationFailed"];
             429: components["responses"]["TooManyRequests"];
             500: components["responses"]["InternalError"];
@@ -3480,6 +3555,7 @@ export interface operations {
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
             404: components["responses"]["AttachmentNotFound"];
+            408: components["responses"]["RequestTimeout"];
             422: components["responses"]["ValidationFailed"];
             429: components["responses"]["TooManyRequests"];
             500: components["responses"]["InternalError"];
@@ -3492,8 +3568,9 @@ export interface operations {
             header?: {
                 /**
                  * @description One byte range of the file (RFC 9110 §14.2): `bytes=0-1023`, `bytes=1024-` or the last
-                 *     bytes, `bytes=-500`. Answered 206 with that part; several ranges in one request are answered
-                 *     with the whole file (200), as RFC 9110 allows.
+                 *     bytes, `bytes=-500`. Answered 206 with that part; several ranges in one request, and a
+                 *     malformed or invalid one (`bytes=5-2`), are answered with the whole file (200), as RFC 9110
+                 *     allows. 416 only when no byte of the file is asked for (`bytes=<size>-`).
                  * @example bytes=0-1023
                  */
                 Range?: components["parameters"]["Range"];
@@ -3576,6 +3653,7 @@ export interface operations {
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
             404: components["responses"]["AttachmentNotFound"];
+            408: components["responses"]["RequestTimeout"];
             416: components["responses"]["RangeNotSatisfiable"];
             422: components["responses"]["ValidationFailed"];
             429: components["responses"]["TooManyRequests"];
@@ -3620,6 +3698,7 @@ export interface operations {
             };
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
+            408: components["responses"]["RequestTimeout"];
             422: components["responses"]["ValidationFailed"];
             429: components["responses"]["TooManyRequests"];
             500: components["responses"]["InternalError"];
@@ -3661,6 +3740,7 @@ export interface operations {
             400: components["responses"]["BadRequest"];
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
+            408: components["responses"]["RequestTimeout"];
             409: components["responses"]["WebhookLimitReached"];
             413: components["responses"]["PayloadTooLarge"];
             415: components["responses"]["UnsupportedMediaType"];
@@ -3701,6 +3781,7 @@ export interface operations {
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
             404: components["responses"]["WebhookNotFound"];
+            408: components["responses"]["RequestTimeout"];
             422: components["responses"]["ValidationFailed"];
             429: components["responses"]["TooManyRequests"];
             500: components["responses"]["InternalError"];
@@ -3736,6 +3817,7 @@ export interface operations {
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
             404: components["responses"]["WebhookNotFound"];
+            408: components["responses"]["RequestTimeout"];
             422: components["responses"]["ValidationFailed"];
             429: components["responses"]["TooManyRequests"];
             500: components["responses"]["InternalError"];
@@ -3779,6 +3861,7 @@ export interface operations {
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
             404: components["responses"]["WebhookNotFound"];
+            408: components["responses"]["RequestTimeout"];
             413: components["responses"]["PayloadTooLarge"];
             415: components["responses"]["UnsupportedMediaType"];
             422: components["responses"]["ValidationFailed"];
@@ -3819,6 +3902,7 @@ export interface operations {
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
             404: components["responses"]["WebhookNotFound"];
+            408: components["responses"]["RequestTimeout"];
             422: components["responses"]["ValidationFailed"];
             429: components["responses"]["TooManyRequests"];
             500: components["responses"]["InternalError"];
@@ -3859,6 +3943,7 @@ export interface operations {
                      *       "status": "pending",
                      *       "attempts_made": 0,
                      *       "next_attempt_at": "2026-11-20T18:05:02.311Z",
+                     *       "postponed_reason": null,
                      *       "attempts": [],
                      *       "created_at": "2026-11-20T18:05:02.311Z",
                      *       "updated_at": "2026-11-20T18:05:02.311Z"
@@ -3870,6 +3955,7 @@ export interface operations {
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
             404: components["responses"]["WebhookNotFound"];
+            408: components["responses"]["RequestTimeout"];
             409: components["responses"]["WebhookDisabled"];
             422: components["responses"]["ValidationFailed"];
             429: components["responses"]["TooManyRequests"];
@@ -3927,6 +4013,7 @@ export interface operations {
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
             404: components["responses"]["WebhookNotFound"];
+            408: components["responses"]["RequestTimeout"];
             422: components["responses"]["ValidationFailed"];
             429: components["responses"]["TooManyRequests"];
             500: components["responses"]["InternalError"];
@@ -3972,6 +4059,7 @@ export interface operations {
                      *       "status": "pending",
                      *       "attempts_made": 1,
                      *       "next_attempt_at": "2026-11-21T10:30:00.118Z",
+                     *       "postponed_reason": null,
                      *       "attempts": [
                      *         {
                      *           "attempt": 1,
@@ -3991,6 +4079,7 @@ export interface operations {
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
             404: components["responses"]["DeliveryNotFound"];
+            408: components["responses"]["RequestTimeout"];
             409: components["responses"]["WebhookDisabled"];
             422: components["responses"]["ValidationFailed"];
             429: components["responses"]["TooManyRequests"];
@@ -4022,6 +4111,7 @@ export interface operations {
             };
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
+            408: components["responses"]["RequestTimeout"];
             422: components["responses"]["ValidationFailed"];
             429: components["responses"]["TooManyRequests"];
             500: components["responses"]["InternalError"];
@@ -4052,6 +4142,7 @@ export interface operations {
             };
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
+            408: components["responses"]["RequestTimeout"];
             422: components["responses"]["ValidationFailed"];
             429: components["responses"]["TooManyRequests"];
             500: components["responses"]["InternalError"];
@@ -4086,6 +4177,7 @@ export interface operations {
             };
             400: components["responses"]["BadRequest"];
             404: components["responses"]["BuiltinAuthDisabled"];
+            408: components["responses"]["RequestTimeout"];
             409: components["responses"]["EmailTaken"];
             413: components["responses"]["PayloadTooLarge"];
             415: components["responses"]["UnsupportedMediaType"];
@@ -4124,6 +4216,7 @@ export interface operations {
             400: components["responses"]["BadRequest"];
             401: components["responses"]["InvalidCredentials"];
             404: components["responses"]["BuiltinAuthDisabled"];
+            408: components["responses"]["RequestTimeout"];
             413: components["responses"]["PayloadTooLarge"];
             415: components["responses"]["UnsupportedMediaType"];
             422: components["responses"]["ValidationFailed"];
@@ -4161,6 +4254,7 @@ export interface operations {
             400: components["responses"]["BadRequest"];
             401: components["responses"]["InvalidRefreshToken"];
             404: components["responses"]["BuiltinAuthDisabled"];
+            408: components["responses"]["RequestTimeout"];
             413: components["responses"]["PayloadTooLarge"];
             415: components["responses"]["UnsupportedMediaType"];
             422: components["responses"]["ValidationFailed"];
@@ -4194,6 +4288,7 @@ export interface operations {
             };
             400: components["responses"]["BadRequest"];
             404: components["responses"]["BuiltinAuthDisabled"];
+            408: components["responses"]["RequestTimeout"];
             413: components["responses"]["PayloadTooLarge"];
             415: components["responses"]["UnsupportedMediaType"];
             422: components["responses"]["ValidationFailed"];
