@@ -8,6 +8,7 @@ import { rowLevelSecurity } from './migrations/0004_row_level_security.js';
 import { attachments } from './migrations/0005_attachments.js';
 import { webhooks } from './migrations/0006_webhooks.js';
 import { webhookDueRetentionClaims } from './migrations/0007_webhook_due_retention_claims.js';
+import { webhookCapacity } from './migrations/0008_webhook_capacity.js';
 
 /** Every migration, in order. Listed here rather than read from disk so bundlers and ESM agree. */
 const migrations: Record<string, Migration> = {
@@ -18,6 +19,7 @@ const migrations: Record<string, Migration> = {
   '0005_attachments': attachments,
   '0006_webhooks': webhooks,
   '0007_webhook_due_retention_claims': webhookDueRetentionClaims,
+  '0008_webhook_capacity': webhookCapacity,
 };
 
 /**

@@ -123,6 +123,12 @@ export interface WebhookEndpointsTable {
   previous_secret: string | null;
   previous_secret_expires_at: OptionalTimestamp;
   failing_since: OptionalTimestamp;
+  /** Attempts in a row that timed out (any answer resets it): the circuit breaker's count (migration 0008). */
+  consecutive_timeouts: Generated<number>;
+  /** While in the future the endpoint gets no attempt; once past, one (migration 0008). */
+  circuit_open_until: OptionalTimestamp;
+  /** How often the circuit opened since the endpoint last answered: each time waits twice as long. */
+  circuit_trips: Generated<number>;
   created_at: Timestamp;
   updated_at: Timestamp;
 }
@@ -153,8 +159,18 @@ export interface WebhookDeliveriesTable {
   queued: Generated<boolean>;
   /** Set while an attempt is being made (until the attempt's timeout, plus a margin): no second attempt starts meanwhile (migration 0007). */
   claimed_until: OptionalTimestamp;
+  /** When the relay admitted it to the job queue (`queued`); what the per-owner and per-endpoint caps count (migration 0008). */
+  queued_at: OptionalTimestamp;
+  /** Why the next attempt waits beyond its schedule (migration 0008). */
+  postponed_reason: Generated<'rate_limited' | 'circuit_open' | null>;
   created_at: Timestamp;
   updated_at: Timestamp;
+}
+
+/** An owner's allowance of delivery attempts per minute, spent up to `spent_until` (migration 0008). */
+export interface WebhookOwnerRatesTable {
+  owner_id: string;
+  spent_until: Date;
 }
 
 export interface DB {
@@ -170,4 +186,5 @@ export interface DB {
   attachment_usage: AttachmentUsageTable;
   webhook_endpoints: WebhookEndpointsTable;
   webhook_deliveries: WebhookDeliveriesTable;
+  webhook_owner_rates: WebhookOwnerRatesTable;
 }

@@ -7,7 +7,7 @@ import type { Position } from '../tasks/cursor.js';
 /** The columns the API shows of an endpoint; never the secrets or the owner. */
 export const endpointColumns = ['id', 'url', 'description', 'events', 'enabled', 'disabled_reason', 'created_at', 'updated_at'] as const;
 /** The columns the API shows of a delivery; the payload stays in the database. */
-export const deliveryColumns = ['id', 'endpoint_id', 'event_id', 'event_type', 'status', 'attempts_made', 'next_attempt_at', 'attempts', 'created_at', 'updated_at'] as const;
+export const deliveryColumns = ['id', 'endpoint_id', 'event_id', 'event_type', 'status', 'attempts_made', 'next_attempt_at', 'postponed_reason', 'attempts', 'created_at', 'updated_at'] as const;
 
 export interface EndpointFields {
   url: string;
@@ -42,19 +42,35 @@ export function webhooksOf(db: Kysely<DB>, owner: OwnerId) {
     insert: (fields: EndpointFields & { secret: string }) =>
       db.insertInto('webhook_endpoints').values({ ...fields, owner_id: owner }).returning([...endpointColumns, 'secret']).executeTakeFirstOrThrow(),
 
-    /** Enabling clears the reason it was disabled and its failure streak. */
+    /**
+     * Enabling clears the reason it was disabled and its failure streak; enabling it or changing
+     * its URL closes its circuit (the endpoint is worth trying again at once: see `releaseHeld`).
+     */
     update: (id: string, fields: Partial<EndpointFields>) =>
       db
         .updateTable('webhook_endpoints')
         .set({
           ...fields,
           ...(fields.enabled === true ? { disabled_reason: null, failing_since: null } : {}),
+          ...(fields.enabled === true || fields.url !== undefined ? { consecutive_timeouts: 0, circuit_trips: 0, circuit_open_until: null } : {}),
           updated_at: sql`now()`,
         })
         .where('owner_id', '=', owner)
         .where('id', '=', id)
         .returning(endpointColumns)
         .executeTakeFirst(),
+
+    /** The endpoint's deliveries waiting for its circuit to close: due now (the relay admits them as for any delivery). */
+    releaseHeld: (endpointId: string) =>
+      db
+        .updateTable('webhook_deliveries')
+        .set({ next_attempt_at: sql`now()`, postponed_reason: null })
+        .where('owner_id', '=', owner)
+        .where('endpoint_id', '=', endpointId)
+        .where('status', '=', 'pending')
+        .where('queued', '=', false)
+        .where('postponed_reason', '=', 'circuit_open')
+        .execute(),
 
     async remove(id: string): Promise<boolean> {
       const result = await db.deleteFrom('webhook_endpoints').where('owner_id', '=', owner).where('id', '=', id).executeTakeFirst();
@@ -104,12 +120,14 @@ export function webhooksOf(db: Kysely<DB>, owner: OwnerId) {
     /**
      * Starts a new round of attempts now for a delivery that ended, or that waits for a retry
      * (its schedule starts again). One that is due (not yet attempted, or an attempt under way or
-     * about to be) is left as it is: it is being sent anyway. The delivery as it then is.
+     * about to be) is left as it is: it is being sent anyway. A redelivery goes through the same
+     * caps as any delivery (the owner's rate, the endpoint's circuit): the relay may postpone it
+     * again, saying why. The delivery as it then is.
      */
     redeliver: async (endpointId: string, deliveryId: string) =>
       (await db
         .updateTable('webhook_deliveries')
-        .set({ status: 'pending', queued: false, next_attempt_at: sql`now()`, retry_base: sql`attempts_made`, updated_at: sql`now()` })
+        .set({ status: 'pending', queued: false, next_attempt_at: sql`now()`, postponed_reason: null, retry_base: sql`attempts_made`, updated_at: sql`now()` })
         .where('owner_id', '=', owner)
         .where('endpoint_id', '=', endpointId)
         .where('id', '=', deliveryId)

@@ -42,6 +42,7 @@ export function toDelivery(row: DeliveryRow): Schemas['WebhookDelivery'] {
     status: row.status,
     attempts_made: row.attempts_made,
     next_attempt_at: iso(row.next_attempt_at),
+    postponed_reason: row.postponed_reason,
     attempts: row.attempts,
     created_at: row.created_at.toISOString(),
     updated_at: row.updated_at.toISOString(),
@@ -88,10 +89,12 @@ export function webhookService(deps: { asOwner: OwnerScope; config: Pick<Webhook
     async update(owner: OwnerId, id: string, patch: Schemas['WebhookPatch']): Promise<Schemas['Webhook']> {
       if (patch.url !== undefined) checkEndpointUrl(patch.url, config);
       const fields: Partial<EndpointFields> = { ...patch, ...(patch.events === undefined ? {} : { events: [...new Set(patch.events)] }) };
-      return of(owner, async (webhooks) => {
+      return asOwner.transaction(owner, async (scoped) => {
+        const webhooks = webhooksOf(scoped, owner);
         if (Object.keys(fields).length === 0) return toWebhook(await endpoint(webhooks, id));
         const row = await webhooks.update(id, fields);
         if (row === undefined) throw new WebhookNotFound(id);
+        if (fields.enabled === true || fields.url !== undefined) await webhooks.releaseHeld(id);
         return toWebhook(row);
       });
     },

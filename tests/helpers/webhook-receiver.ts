@@ -31,6 +31,8 @@ export interface Delivery {
   at: number;
   /** The status it was answered with; undefined while (or if forever) held. */
   answered?: number;
+  /** When the exchange ended (answered, or the sender gave up and closed it), ms since the epoch; undefined while it lasts. */
+  endedAt?: number;
   /** For 'huge': how many body bytes were written before the stream ended or the client went away. */
   sentBytes?: number;
 }
@@ -52,6 +54,8 @@ export interface Receiver {
   /** The next `count` requests under `/<key>` are held unanswered until `close()`. */
   holdNext(key: string, count: number): void;
   waitFor(predicate: (deliveries: Delivery[]) => boolean, timeoutMs?: number): Promise<void>;
+  /** The most requests among `deliveries` that were open at the same moment (one still open counts until now). */
+  mostAtOnce(deliveries: Delivery[]): number;
   /** Closes every open connection now (idle keep-alive ones included), so the next request needs a new one. */
   dropConnections(): void;
   /** Destroys every socket (held requests too) and stops listening. */
@@ -112,6 +116,7 @@ export async function startReceiver(options: { secret?: string } = {}): Promise<
       }
       const delivery: Delivery = { key, id: headers['webhook-id'] ?? '', headers, body, raw, verified: verify(secrets.get(key) ?? defaultSecret, raw, headers), at: Date.now() };
       deliveries.push(delivery);
+      res.on('close', () => (delivery.endedAt = Date.now()));
 
       const answer = (status: number, extra: http.OutgoingHttpHeaders = {}, text = '') => {
         delivery.answered = status;
@@ -202,6 +207,14 @@ export async function startReceiver(options: { secret?: string } = {}): Promise<
         if (Date.now() > deadline) throw new Error(`receiver: condition not met within ${timeoutMs} ms (${deliveries.length} deliveries)`);
         await new Promise((resolve) => setTimeout(resolve, 20));
       }
+    },
+    mostAtOnce(of) {
+      // +1 at each arrival, -1 at each end; an end and an arrival at the same instant: the end first.
+      const events = of.flatMap((d) => [[d.at, 1], [d.endedAt ?? Infinity, -1]] as const).sort((a, b) => a[0] - b[0] || a[1] - b[1]);
+      let open = 0;
+      let most = 0;
+      for (const [, step] of events) most = Math.max(most, (open += step));
+      return most;
     },
     dropConnections() {
       for (const socket of sockets) socket.destroy();

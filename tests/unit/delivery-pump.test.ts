@@ -46,12 +46,28 @@ describe('deliveryPump', () => {
     expect(h.done).not.toContain(0);
     expect(h.most()).toBe(3);
     // Each fetch asks for the free slots and the prefetch: 3 + 2 at first, then, once the prefetched
-    // ones are started and every slot is busy, 0 + 2: about one fetch per two jobs, not one per job.
-    expect(h.asked.slice(0, 2)).toEqual([5, 2]);
+    // ones are started and a slot is free again, 1 + 2: about one fetch per three jobs, not one per
+    // job; and none while every slot is busy.
+    expect(h.asked.slice(0, 2)).toEqual([5, 3]);
     expect(h.asked.length).toBeLessThanOrEqual(Math.ceil(29 / 2) + 2);
     h.release();
     await until(() => h.done.length === 30);
     await pump.stop(1000);
+  });
+
+  it('gives back what it fetched ahead after holdMs without a free slot, and fetches nothing while every slot is busy', async () => {
+    const released: number[] = [];
+    const h = harness(6, Infinity); // every job hangs
+    const pump = deliveryPump({ slots: 2, prefetch: 2, pollMs: 10_000, holdMs: 30, fetch: h.fetch, run: h.run, release: async (jobs) => void released.push(...jobs), onError: () => undefined });
+    await until(() => released.length === 2, 1000);
+    expect(released).toEqual([2, 3]); // fetched ahead, then handed back for another worker with room
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(h.asked).toEqual([4]); // both slots still busy: no fetch since
+    h.release();
+    await until(() => h.asked.length >= 2);
+    expect(h.asked[1]).toBe(4); // two free slots and the prefetch
+    await until(() => h.done.length === 4); // the two it gave back are elsewhere now
+    await pump.stop(100);
   });
 
   it('polls again after pollMs when the queue had fewer jobs than free slots', async () => {

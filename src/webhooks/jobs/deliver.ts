@@ -9,6 +9,8 @@ import { signatureHeaders } from '../signing.js';
 const MAX_RETRY_AFTER_SECONDS = 6 * 3600;
 /** Attempts kept per delivery (the oldest go first); the contract's maxItems. */
 const KEPT_ATTEMPTS = 100;
+/** The longest an endpoint's circuit stays open at a time (unless WEBHOOK_CIRCUIT_OPEN_SECONDS is longer). */
+const MAX_CIRCUIT_OPEN_SECONDS = 3600;
 
 /**
  * How long a delivery stays claimed by an attempt: its timeout and room to record it. The queue
@@ -25,8 +27,14 @@ export interface DeliveryJob {
 
 export type Send = (url: string, body: string, headers: Record<string, string>) => Promise<SendResult>;
 
-/** What a delivery job did, for metrics and tests. */
-export type DeliveryOutcome = 'succeeded' | 'retrying' | 'failed' | 'skipped';
+/** What a delivery job did, for metrics and tests; `postponed`: nothing sent, its endpoint's circuit is open. */
+export type DeliveryOutcome = 'succeeded' | 'retrying' | 'failed' | 'skipped' | 'postponed';
+
+/** How long an endpoint's circuit stays open the `trips`-th time in a row (0 for the first): doubling, up to an hour. */
+export const circuitOpenSeconds = (baseSeconds: number, trips: number) => Math.min(Math.max(MAX_CIRCUIT_OPEN_SECONDS, baseSeconds), baseSeconds * 2 ** Math.min(trips, 20));
+
+/** A failed attempt that held its slot to the end: what the circuit breaker counts. */
+const timedOut = (result: SendResult) => result.error === 'timeout' || (result.error?.includes('(ETIMEDOUT)') ?? false);
 
 /**
  * Runs one attempt of one delivery: signs the stored payload (Standard Webhooks, with the previous
@@ -36,11 +44,28 @@ export type DeliveryOutcome = 'succeeded' | 'retrying' | 'failed' | 'skipped';
  * clears `failing_since`; an endpoint failing for longer than `disableAfterHours` is disabled with
  * the reason. Runs as the connecting role, across owners.
  *
+ * The circuit breaker: an attempt that timed out adds one to the endpoint's `consecutive_timeouts`,
+ * any other outcome sets it back to 0 (and closes the circuit). The `circuitTimeouts`-th timeout in
+ * a row opens the circuit for `circuitOpenSeconds`, twice that the next time it opens without an
+ * answer in between, and so on up to an hour: meanwhile the relay admits nothing for the endpoint
+ * (its deliveries wait, `postponed_reason = 'circuit_open'`, no retry used up), and a job admitted
+ * before it opened sends nothing either. Then one attempt is admitted; if it times out too, the
+ * circuit opens again. A hanging endpoint so holds its slots for `circuitTimeouts` timeouts, then
+ * one slot for one timeout per open period, not for the day its retries would last.
+ *
  * A job for an attempt that is already recorded (its worker crashed after recording, or the job
  * was queued twice) does nothing; one whose worker crashed before recording runs the attempt again,
  * with the same `webhook-id`: deliveries are at least once.
  */
-export function deliveryRunner(deps: { db: Kysely<DB>; send: Send; config: Pick<WebhooksConfig, 'retrySchedule' | 'disableAfterHours' | 'timeoutMs'>; logger: Logger; random?: () => number }) {
+export function deliveryRunner(deps: {
+  db: Kysely<DB>;
+  send: Send;
+  config: Pick<WebhooksConfig, 'retrySchedule' | 'disableAfterHours' | 'timeoutMs' | 'circuitTimeouts' | 'circuitOpenSeconds'>;
+  logger: Logger;
+  random?: () => number;
+  /** Called when an attempt opens its endpoint's circuit (for a metric). */
+  onCircuitOpen?: () => void;
+}) {
   const { db, send, config, logger } = deps;
   const random = deps.random ?? Math.random;
   const claimSeconds = claimSecondsFor(config.timeoutMs);
@@ -66,9 +91,21 @@ export function deliveryRunner(deps: { db: Kysely<DB>; send: Send; config: Pick<
       .where('d.status', '=', 'pending')
       .where('d.attempts_made', '<', attempt)
       .where((eb) => eb.or([eb('d.claimed_until', 'is', null), eb('d.claimed_until', '<', sql<Date>`now()`)]))
-      .returning(['d.event_id', 'd.payload', 'd.retry_base', 'd.endpoint_id', 'e.url', 'e.enabled', 'e.secret', 'e.previous_secret', 'e.previous_secret_expires_at'])
+      .returning(['d.event_id', 'd.payload', 'd.retry_base', 'd.endpoint_id', 'e.url', 'e.enabled', 'e.secret', 'e.previous_secret', 'e.previous_secret_expires_at', 'e.circuit_open_until'])
+      .returning(sql<boolean>`coalesce(e.circuit_open_until > now(), false)`.as('circuit_open'))
       .executeTakeFirst();
     if (row === undefined) return 'skipped';
+    if (row.circuit_open && row.enabled) {
+      // Admitted before the circuit opened: back to the outbox until it half-opens, no attempt made.
+      const released = await db
+        .updateTable('webhook_deliveries')
+        .set({ queued: false, queued_at: null, claimed_until: null, next_attempt_at: row.circuit_open_until, postponed_reason: 'circuit_open' })
+        .where('id', '=', delivery)
+        .where('status', '=', 'pending')
+        .where('attempts_made', '<', attempt)
+        .executeTakeFirst();
+      return released.numUpdatedRows === 0n ? 'skipped' : 'postponed';
+    }
 
     const started = new Date();
     let result: SendResult;
@@ -91,6 +128,7 @@ export function deliveryRunner(deps: { db: Kysely<DB>; send: Send; config: Pick<
       duration_ms: Math.round(result.durationMs),
       error: result.error === undefined ? null : result.error.slice(0, 500),
     };
+    let opened: { timeouts: number; seconds: number } | undefined;
     const recorded = await db.transaction().execute(async (trx) => {
       const updated = await trx
         .updateTable('webhook_deliveries')
@@ -99,7 +137,9 @@ export function deliveryRunner(deps: { db: Kysely<DB>; send: Send; config: Pick<
           attempts_made: attempt,
           status: outcome === 'retrying' ? 'pending' : outcome,
           next_attempt_at: retry ? new Date(Date.now() + retryDelayMs(attemptInRound, result)) : null,
+          postponed_reason: null,
           queued: false,
+          queued_at: null,
           claimed_until: null,
           updated_at: sql`now()`,
         })
@@ -108,14 +148,37 @@ export function deliveryRunner(deps: { db: Kysely<DB>; send: Send; config: Pick<
         .where('attempts_made', '<', attempt)
         .executeTakeFirst();
       if (updated.numUpdatedRows === 0n) return false;
+      if (!row.enabled) return true;
+      const answered = !timedOut(result);
       if (result.ok) {
-        await trx.updateTable('webhook_endpoints').set({ failing_since: null }).where('id', '=', row.endpoint_id).where('failing_since', 'is not', null).execute();
+        await trx
+          .updateTable('webhook_endpoints')
+          .set({ failing_since: null, consecutive_timeouts: 0, circuit_trips: 0, circuit_open_until: null })
+          .where('id', '=', row.endpoint_id)
+          .where((eb) => eb.or([eb('failing_since', 'is not', null), eb('consecutive_timeouts', '>', 0), eb('circuit_open_until', 'is not', null)]))
+          .execute();
         return true;
       }
-      if (!row.enabled) return true;
+      // Read under the row's lock, so that of two attempts timing out together only one opens the circuit.
+      const health = await trx
+        .selectFrom('webhook_endpoints')
+        .select(['consecutive_timeouts', 'circuit_trips', sql<boolean>`coalesce(circuit_open_until > now(), false)`.as('open')])
+        .where('id', '=', row.endpoint_id)
+        .forUpdate()
+        .executeTakeFirst();
+      if (health === undefined) return true;
+      const opens = !answered && !health.open && health.consecutive_timeouts + 1 >= config.circuitTimeouts;
+      const openSeconds = circuitOpenSeconds(config.circuitOpenSeconds, health.circuit_trips);
+      const circuit = answered
+        ? { consecutive_timeouts: 0, circuit_trips: 0, circuit_open_until: null }
+        : opens
+          ? { consecutive_timeouts: sql<number>`consecutive_timeouts + 1`, circuit_trips: sql<number>`circuit_trips + 1`, circuit_open_until: sql<Date>`now() + make_interval(secs => ${openSeconds})` }
+          : { consecutive_timeouts: sql<number>`consecutive_timeouts + 1` };
+      opened = opens ? { timeouts: health.consecutive_timeouts + 1, seconds: openSeconds } : undefined;
       const disabled = await trx
         .updateTable('webhook_endpoints')
         .set({
+          ...circuit,
           failing_since: sql`coalesce(failing_since, now())`,
           enabled: sql`enabled and not (coalesce(failing_since, now()) < now() - make_interval(hours => ${config.disableAfterHours}))`,
           disabled_reason: sql`case when enabled and coalesce(failing_since, now()) < now() - make_interval(hours => ${config.disableAfterHours})
@@ -130,6 +193,10 @@ export function deliveryRunner(deps: { db: Kysely<DB>; send: Send; config: Pick<
       return true;
     });
     if (!recorded) return 'skipped';
+    if (opened !== undefined) {
+      deps.onCircuitOpen?.();
+      logger.warn('webhook endpoint circuit opened: its attempts keep timing out', { webhook_id: row.endpoint_id, timeouts: opened.timeouts, open_seconds: opened.seconds });
+    }
     logger.log(outcome === 'succeeded' ? 'debug' : 'info', 'webhook delivery attempt', {
       delivery_id: delivery, webhook_id: row.endpoint_id, attempt, outcome, status_code: entry.status_code, duration_ms: entry.duration_ms, error: entry.error ?? undefined, detail: result.detail,
     });

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { LookupFunction } from 'node:net';
 import { sql } from 'kysely';
-import { fromKysely, fromPglite, PgBoss, type Job } from 'pg-boss';
+import { fromKysely, fromPglite, PgBoss, type JobWithMetadata } from 'pg-boss';
 import { Counter, type Registry } from 'prom-client';
 import type { WebhooksConfig } from '../../config.js';
 import type { Database } from '../../db/database.js';
@@ -9,13 +9,14 @@ import type { Logger } from '../../logger.js';
 import { webhookSender } from '../sender.js';
 import { claimSecondsFor, deliveryRunner, type DeliveryJob, type DeliveryOutcome } from './deliver.js';
 import { deliveryPump } from './pump.js';
+import { admitDue } from './relay.js';
 
 /** The pg-boss queue of delivery attempts, one job per attempt. */
 export const DELIVERY_QUEUE = 'webhook-delivery';
 /** Deliveries the relay hands to the queue per transaction. */
 const RELAY_BATCH = 200;
-/** How far ahead the relay queues deliveries (a `task.due` or a retry that is due later waits in the outbox). */
-const QUEUE_HORIZON_MINUTES = 60;
+/** How soon after an attempt ends the relay runs (those ending meanwhile share the run): the owner may have room for the next. */
+const RELAY_AFTER_ATTEMPT_MS = 10;
 /** Response bytes read (then discarded) of a receiver's answer. */
 const MAX_RESPONSE_BYTES = 64 * 1024;
 /** How often a worker with a free slot looks for a job when the last look found fewer than it asked for. */
@@ -25,7 +26,11 @@ const PURGE_EVERY_MS = 3600_000;
 const PURGE_BATCH = 5000;
 
 export interface WebhookWorker {
-  /** Moves what is due from the outbox to the queue now (the timer does it every `pollMs`); how many it moved. */
+  /**
+   * Moves what is due and within its owner's and endpoint's caps from the outbox to the queue now
+   * (the timer does it every `pollMs`, and soon after every attempt); how many it moved (0 when
+   * another worker's relay was running).
+   */
   relay(): Promise<number>;
   /** Deletes the deliveries that ended more than `retentionDays` ago now (the timer does it hourly); how many it deleted. */
   purge(): Promise<number>;
@@ -47,16 +52,17 @@ export function attemptJobId(delivery: string, attempt: number, round: number): 
 
 /**
  * The webhook worker: a relay from the outbox (pending deliveries not yet queued, written by the
- * tasks trigger and the API) to pg-boss, and pg-boss workers that run each attempt
- * (deliveryRunner). On PostgreSQL pg-boss has a small pool of its own on `databaseUrl`; on PGlite
- * it shares the embedded database through pg-boss's PGlite adapter, whose statements wait their
- * turn behind the API's transactions.
+ * tasks trigger and the API) to pg-boss, which admits what is due within each owner's and each
+ * endpoint's caps, the owner's rate and the endpoint's circuit (admitDue), and pg-boss workers
+ * that run each attempt (deliveryRunner). On PostgreSQL pg-boss has a small pool of its own on
+ * `databaseUrl`; on PGlite it shares the embedded database through pg-boss's PGlite adapter, whose
+ * statements wait their turn behind the API's transactions.
  *
- * Several workers (processes) can run against one database: the relay claims rows with
- * `FOR UPDATE SKIP LOCKED` and queues them in the same transaction that marks them queued, and
- * pg-boss hands each job to one worker. A worker killed mid-attempt leaves its job active; pg-boss
- * expires it after `timeoutMs` plus a margin and runs it again elsewhere (at-least-once, same
- * `webhook-id`).
+ * Several workers (processes) can run against one database: one relay at a time admits (an
+ * advisory lock; the others skip that turn) and queues what it admits in the same transaction that
+ * marks it queued, so the caps hold across workers exactly, and pg-boss hands each job to one
+ * worker. A worker killed mid-attempt leaves its job active; pg-boss expires it after `timeoutMs`
+ * plus a margin and runs it again elsewhere (at-least-once, same `webhook-id`).
  */
 export async function startWebhookWorker(deps: {
   database: Database;
@@ -124,16 +130,28 @@ export async function startWebhookWorker(deps: {
     labelNames: ['outcome'] as const,
     registers: [deps.registry],
   });
-  const run = deliveryRunner({ db, send: (url, body, headers) => sender.send(url, body, headers), config, logger });
+  const postponements = deps.registry && new Counter({
+    name: 'webhook_delivery_postponements_total',
+    help: 'Webhook deliveries whose next attempt was put off, by reason (rate_limited: their owner is over WEBHOOK_OWNER_DELIVERIES_PER_MINUTE; circuit_open: their endpoint kept timing out).',
+    labelNames: ['reason'] as const,
+    registers: [deps.registry],
+  });
+  const circuitOpens = deps.registry && new Counter({
+    name: 'webhook_endpoint_circuit_opens_total',
+    help: 'Times an endpoint\'s circuit opened after WEBHOOK_CIRCUIT_TIMEOUTS timeouts in a row.',
+    registers: [deps.registry],
+  });
+  const run = deliveryRunner({ db, send: (url, body, headers) => sender.send(url, body, headers), config, logger, onCircuitOpen: () => circuitOpens?.inc() });
 
-  const runJob = async (job: Job<DeliveryJob>) => {
+  const runJob = async (job: JobWithMetadata<DeliveryJob>) => {
     const attempt = { id: job.id, retryCount: job.retryCount }; // settles this claim, not a later one of the same job
     try {
       const outcome: DeliveryOutcome = await run(job.data);
-      if (outcome !== 'skipped') outcomes?.inc({ outcome });
-      // Before the slot frees: until then the job counts against its endpoint's concurrency, and
-      // the next fetch would find that endpoint still busy.
+      if (outcome === 'postponed') postponements?.inc({ reason: 'circuit_open' });
+      else if (outcome !== 'skipped') outcomes?.inc({ outcome });
       await boss.complete(DELIVERY_QUEUE, attempt);
+      // The attempt is recorded: its owner and endpoint have room for the next one now.
+      relaySoon();
     } catch (error) {
       logger.warn('webhook delivery attempt not recorded; the queue runs it again', { delivery_id: job.data.delivery, error: String(error) });
       // Left active if this fails too: pg-boss expires it and runs it again.
@@ -144,48 +162,52 @@ export async function startWebhookWorker(deps: {
     slots: config.concurrency,
     prefetch: config.concurrency,
     pollMs: FETCH_POLL_MS,
-    // pg-boss hands out no job of an endpoint with `endpointConcurrency` attempts active in any
-    // worker (each job's group is its endpoint): a hanging endpoint holds that many slots at most.
-    fetch: (count) => boss.fetch<DeliveryJob>(DELIVERY_QUEUE, { batchSize: count, groupConcurrency: config.endpointConcurrency }),
+    // No group concurrency: what is in the queue was admitted within its owner's and endpoint's
+    // caps (admitDue), so every job fetched may run. The fetch order, priority then age, serves
+    // owners in turn (each job's priority is minus its place among its owner's admitted jobs).
+    fetch: (count) => boss.fetch<DeliveryJob>(DELIVERY_QUEUE, { batchSize: count, includeMetadata: true }),
     run: runJob,
-    // Back to the queue at once (as a failed try, run again in 2 s), rather than after their expiry.
-    release: async (jobs) => void (await boss.fail(DELIVERY_QUEUE, jobs.map((job) => ({ id: job.id, retryCount: job.retryCount })), { error: 'worker stopping' })),
-    onError: (error) => logger.warn('webhook job fetch failed; trying again shortly', { error: String(error) }),
+    // Back to the queue as they were, for any worker to fetch now, rather than after their expiry
+    // or as a failed try (fail() would count a retry and hold each one back 2 s, then 4, 8…): each
+    // is deleted under this worker's claim (fenced: one whose claim lapsed is someone else's now)
+    // and queued again under its own id, data and priority, in one transaction. (pg-boss 12 has a
+    // restore() that does this in place, on its internal Manager only, not on PgBoss.)
+    release: (jobs) =>
+      db.transaction().execute(async (trx) => {
+        await boss.deleteJob(DELIVERY_QUEUE, jobs.map((job) => ({ id: job.id, retryCount: job.retryCount })), { db: fromKysely(trx) });
+        // A conflicting id (a job not deleted: no longer this worker's) is skipped by the insert.
+        await boss.insert(DELIVERY_QUEUE, jobs.map((job) => ({ id: job.id, data: job.data, priority: job.priority })), { db: fromKysely(trx) });
+      }),
+    onError: (error) => logger.warn('webhook job fetch or hand-back failed; trying again shortly', { error: String(error) }),
   });
 
   async function relay(): Promise<number> {
-    return db.transaction().execute(async (trx) => {
-      const due = await trx
-        .selectFrom('webhook_deliveries')
-        .select(['id', 'endpoint_id', 'attempts_made', 'retry_base', 'next_attempt_at'])
-        .where('status', '=', 'pending')
-        .where('queued', '=', false)
-        // Only what is due soon: pg-boss deletes a job still waiting after its retention, a task
-        // can be due in years, and the queue stays small. Later ones are queued as their time comes.
-        .where('next_attempt_at', '<=', sql<Date>`now() + ${sql.lit(`${QUEUE_HORIZON_MINUTES} minutes`)}::interval`)
-        .orderBy('next_attempt_at')
-        .limit(RELAY_BATCH)
-        .forUpdate()
-        .skipLocked()
-        .execute();
-      if (due.length === 0) return 0;
+    const { admitted, postponed } = await db.transaction().execute(async (trx) => {
+      const result = await admitDue(trx, config, RELAY_BATCH);
+      if (result.admitted === undefined || result.admitted.length === 0) return result;
       await boss.insert(
         DELIVERY_QUEUE,
-        due.map((row) => ({
+        result.admitted.map((row) => ({
           id: attemptJobId(row.id, row.attempts_made + 1, row.retry_base),
           data: { delivery: row.id, attempt: row.attempts_made + 1 } satisfies DeliveryJob,
-          startAfter: row.next_attempt_at ?? undefined,
-          group: { id: row.endpoint_id },
+          priority: 1 - row.slot,
         })),
         { db: fromKysely(trx) },
       );
-      await trx.updateTable('webhook_deliveries').set({ queued: true }).where('id', 'in', due.map((row) => row.id)).execute();
-      return due.length;
+      return result;
     });
+    for (const [reason, count] of Object.entries(postponed)) if (count > 0) postponements?.inc({ reason }, count);
+    if (admitted !== undefined && admitted.length > 0) pump.wake();
+    return admitted?.length ?? 0;
   }
 
-  /** One batch of the ended deliveries past `retentionDays` deleted; how many. A pending one (a retry, a task.due months ahead) stays until it ends. */
+  /**
+   * One batch of the ended deliveries past `retentionDays` deleted; how many. A pending one (a
+   * retry, a task.due months ahead) stays until it ends. The owners' rate allowances unused for an
+   * hour go too (a missing one is a full one).
+   */
   async function purgeBatch(): Promise<number> {
+    await db.deleteFrom('webhook_owner_rates').where('spent_until', '<', sql<Date>`now() - interval '1 hour'`).execute();
     const { numDeletedRows } = await db
       .deleteFrom('webhook_deliveries')
       .where('id', 'in', (eb) =>
@@ -212,7 +234,17 @@ export async function startWebhookWorker(deps: {
   let timer: NodeJS.Timeout | undefined;
   let lastPurge = 0;
   let purged: number | undefined; // deleted so far in the purge under way
+  let ticking = false;
+  let nextTickAt = 0;
+  let soon = false; // an attempt ended during this tick: the next one comes at once
+  const schedule = (ms: number) => {
+    clearTimeout(timer);
+    nextTickAt = Date.now() + ms;
+    timer = setTimeout(tick, ms);
+  };
   const tick = () => {
+    ticking = true;
+    soon = false;
     relaying = (async () => {
       try {
         while (!stopped && (await relay()) === RELAY_BATCH);
@@ -233,9 +265,16 @@ export async function startWebhookWorker(deps: {
           if (!stopped) logger.warn('webhook delivery log purge failed; it runs again in an hour', { error: String(error) });
         }
       }
-      if (!stopped) timer = setTimeout(tick, config.pollMs);
+      ticking = false;
+      if (!stopped) schedule(soon ? RELAY_AFTER_ATTEMPT_MS : config.pollMs);
     })();
   };
+  /** A relay soon after an attempt ended, rather than at the next poll: one for all the attempts ending meanwhile. */
+  function relaySoon(): void {
+    if (stopped) return;
+    if (ticking) soon = true;
+    else if (nextTickAt > Date.now() + RELAY_AFTER_ATTEMPT_MS) schedule(RELAY_AFTER_ATTEMPT_MS);
+  }
   tick();
 
   return {

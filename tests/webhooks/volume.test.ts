@@ -1,0 +1,76 @@
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { randomUUID } from 'node:crypto';
+import type { TasksClient } from '../../packages/client/src/index.js';
+import { buildTask } from '../helpers/factories.js';
+import { scratchDatabase, startServer, type TestServer } from '../helpers/server.js';
+import { startReceiver, type Receiver } from '../helpers/webhook-receiver.js';
+
+/**
+ * Outbound volume per owner: at most `ownerDeliveriesPerMinute` attempts a minute (bursts of as
+ * many), all endpoints together. What is over is postponed, visibly in the delivery log, and sent
+ * in its turn: never dropped.
+ */
+let server: TestServer;
+let receiver: Receiver;
+let scratch: Awaited<ReturnType<typeof scratchDatabase>>;
+
+const PER_MINUTE = 20; // one every 3 s once a burst of 20 is spent
+const INTERVAL_MS = 60_000 / PER_MINUTE;
+
+beforeAll(async () => {
+  receiver = await startReceiver();
+  scratch = await scratchDatabase();
+  server = await startServer({ databaseUrl: scratch.url, webhooks: { runWorker: true, concurrency: 4, ownerConcurrency: 3, pollMs: 100, ownerDeliveriesPerMinute: PER_MINUTE } });
+});
+afterAll(async () => {
+  await receiver.close();
+  await server.close();
+  await scratch.drop();
+});
+
+const deliveriesOf = async (api: TasksClient, webhookId: string) =>
+  (await api.GET('/api/v1/webhooks/{webhookId}/deliveries', { params: { path: { webhookId }, query: { limit: 100 } } })).data!.items;
+
+describe(`an owner over ${PER_MINUTE} deliveries a minute`, () => {
+  it('has the rest postponed, visibly in the delivery log, and sent one by one in their turn', async () => {
+    const api = server.client(await server.tokenFor());
+    const hooks: { id: string; key: string }[] = [];
+    for (let i = 0; i < 2; i++) {
+      const key = randomUUID();
+      const { data: hook } = await api.POST('/api/v1/webhooks', { body: { url: `${receiver.url}/${key}`, events: ['task.created'] } });
+      receiver.setSecret(key, hook!.secret);
+      hooks.push({ id: hook!.id, key });
+    }
+    const mine = () => receiver.deliveries.filter((d) => hooks.some((h) => h.key === d.key));
+    // 11 changes × 2 endpoints: 22 deliveries, two more than the burst.
+    for (let i = 0; i < 11; i++) await api.POST('/api/v1/tasks', { body: buildTask() });
+
+    // The log says which wait and why, and when they go.
+    const log = async () => (await Promise.all(hooks.map((h) => deliveriesOf(api, h.id)))).flat();
+    let postponed: Awaited<ReturnType<typeof log>> = [];
+    for (const deadline = Date.now() + 10_000; postponed.length === 0 && Date.now() < deadline; await new Promise((resolve) => setTimeout(resolve, 50))) {
+      postponed = (await log()).filter((d) => d.status === 'pending' && d.postponed_reason === 'rate_limited');
+    }
+    expect(postponed.length).toBeGreaterThanOrEqual(1);
+    for (const d of postponed) {
+      expect(d).toMatchObject({ attempts_made: 0, attempts: [] });
+      expect(Date.parse(d.next_attempt_at!)).toBeGreaterThan(Date.now() - 1000);
+    }
+
+    // All of them arrive, once each, the two over the burst one interval apart.
+    await receiver.waitFor(() => mine().length >= 22, 20_000);
+    await new Promise((resolve) => setTimeout(resolve, 500)); // room for a duplicate to show up
+    const arrived = mine().sort((a, b) => a.at - b.at);
+    expect(arrived).toHaveLength(22);
+    expect(new Set(arrived.map((d) => `${d.key} ${d.id}`)).size).toBe(22); // an event goes to both endpoints under one webhook-id
+    expect(arrived.every((d) => d.verified && d.answered === 200)).toBe(true);
+    expect(arrived[PER_MINUTE]!.at - arrived[0]!.at).toBeGreaterThanOrEqual(INTERVAL_MS - 500);
+    expect(arrived[PER_MINUTE + 1]!.at - arrived[PER_MINUTE]!.at).toBeGreaterThanOrEqual(INTERVAL_MS - 500);
+
+    // Postponing used up no attempt: each was sent in its first, and the reason is gone once sent.
+    const ended = await log();
+    expect(ended.every((d) => d.status === 'succeeded' && d.attempts_made === 1 && d.postponed_reason === null)).toBe(true);
+    const metrics = await (await fetch(`${server.url}/metrics`)).text();
+    expect(Number(/^webhook_delivery_postponements_total\{reason="rate_limited"\} (\d+)/m.exec(metrics)?.[1])).toBeGreaterThanOrEqual(2);
+  }, 40_000);
+});
