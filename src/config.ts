@@ -293,6 +293,7 @@ export function loadConfig(env: Env = process.env): Config {
       maxTransfers: int('TRANSFERS_MAX', 64, 1, 100_000),
       transferMinBytesPerSecond: int('TRANSFER_MIN_BYTES_PER_SECOND', 1024, 0, 1024 ** 3),
       transferRateWindowMs: int('TRANSFER_RATE_WINDOW_MS', 20_000, 500, 600_000),
+      transferMaxMs: int('TRANSFER_MAX_MS', 3_600_000, 1000, 86_400_000),
     },
     webConcurrency: int('WEB_CONCURRENCY', 1, 1, 64),
     metricsToken: read('METRICS_TOKEN'),

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import express, { type Request, type RequestHandler, type Response } from 'express';
+import { ipKeyGenerator } from 'express-rate-limit';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import { bearerTokenOf, verifyOnce } from '../auth/bearer-security.js';
 import type { TokenVerifier } from '../auth/token-verifier.js';
@@ -27,6 +28,8 @@ export interface CapacityLimits {
   transferMinBytesPerSecond: number;
   /** The window of that average (nginx's client_body_timeout / send_timeout, as a rate). */
   transferRateWindowMs: number;
+  /** The longest a download may last, however fast it moves (uploads: CLIENT_REQUEST_TIMEOUT_MS). */
+  transferMaxMs: number;
 }
 
 /**
@@ -35,6 +38,9 @@ export interface CapacityLimits {
  * which lasts as long as the client takes and is bounded by its own caps and a minimum rate.
  */
 export type RequestKind = 'request' | 'upload' | 'download';
+
+/** The API's own paths, however a client spells them (the validator matches paths ignoring case). */
+const isApiPath = (path: string) => /^\/api\//i.test(path);
 
 const isJsonMedia = (media: string) => /^application\/([\w.+-]+\+)?json$/.test(media);
 
@@ -46,8 +52,9 @@ const isJsonMedia = (media: string) => /^application\/([\w.+-]+\+)?json$/.test(m
 export function requestKinds(spec: OpenApiDocument): (method: string, path: string) => RequestKind {
   const transfers: { method: string; path: RegExp; kind: RequestKind }[] = [];
   for (const [template, item] of Object.entries(spec.paths)) {
-    if (!template.startsWith('/api/')) continue;
-    const path = new RegExp(`^${template.replace(/[.*+?^$()|[\]\\]/g, '\\$&').replace(/\\?\{[^}]+\\?\}/g, '[^/]+')}$`);
+    if (!isApiPath(template)) continue;
+    // As the routers match: any case (the validator ignores it), a trailing slash or not.
+    const path = new RegExp(`^${template.replace(/[.*+?^$()|[\]\\]/g, '\\$&').replace(/\\?\{[^}]+\\?\}/g, '[^/]+')}/?$`, 'i');
     for (const [method, operation] of Object.entries(item as Record<string, unknown>)) {
       const op = operation as { requestBody?: { content?: Record<string, unknown> }; responses?: Record<string, { content?: Record<string, unknown> }> };
       if (typeof op !== 'object' || op === null || op.responses === undefined) continue;
@@ -115,6 +122,8 @@ return 0`;
 /** How long a lease lives without renewal: a process that dies holds its places this long at most. */
 const LEASE_MS = 30_000;
 const RENEW_BATCH = 500;
+/** The longest a request waits for Redis to grant a place; later, it goes on without one (fail open). */
+const ANSWER_MS = 250;
 
 /**
  * Places shared by every process through Redis, as the rate limits are (Stripe's concurrent
@@ -141,14 +150,24 @@ export function redisConcurrency(redis: RedisCommands, logger: Logger, prefix = 
     async acquire(name, limit) {
       const key = `${prefix}${name}`;
       const member = randomUUID();
+      const asked = redis.sendCommand(['EVAL', ACQUIRE, '1', key, String(limit), String(LEASE_MS), member]);
+      let timer: NodeJS.Timeout | undefined;
+      const late = new Promise<'late'>((resolve) => (timer = setTimeout(() => resolve('late'), ANSWER_MS)));
       try {
-        const granted = await redis.sendCommand(['EVAL', ACQUIRE, '1', key, String(limit), String(LEASE_MS), member]);
+        const granted = await Promise.race([asked, late]);
+        if (granted === 'late') {
+          // A Redis that hangs is an outage too: the request goes on, and a lease granted after all is given back.
+          asked.then((late) => Number(late) === 1 && redis.sendCommand(['ZREM', key, member]), () => undefined).catch(() => undefined);
+          throw new Error(`no answer within ${ANSWER_MS} ms`);
+        }
         if (failing) logger.info('concurrency store is back; concurrency limits enforced again');
         failing = false;
         if (Number(granted) !== 1) return undefined;
       } catch (error) {
         failed(error);
         return () => undefined;
+      } finally {
+        clearTimeout(timer);
       }
       held.set(member, key);
       return () => {
@@ -230,7 +249,8 @@ async function principalOf(req: Request, verifier: TokenVerifier): Promise<{ key
       // the validator answers 401; meanwhile the request counts against its address
     }
   }
-  return { key: `ip:${req.ip ?? ''}`, user: false };
+  // An IPv6 client is its /56, as the rate limiter counts it: one host has a whole prefix to rotate through.
+  return { key: `ip:${ipKeyGenerator(req.ip ?? '')}`, user: false };
 }
 
 /**
@@ -240,14 +260,22 @@ async function principalOf(req: Request, verifier: TokenVerifier): Promise<{ key
  * read from it (uploads, until the body is in), bytes the kernel took from it (downloads).
  */
 function minimumRate(req: Request, res: Response, kind: 'upload' | 'download', limits: CapacityLimits, onSlow: () => void): void {
+  if (kind === 'download') {
+    const lifetime = setTimeout(onSlow, limits.transferMaxMs).unref();
+    onClose(res, () => clearTimeout(lifetime));
+  }
   if (limits.transferMinBytesPerSecond === 0) return;
   const socket = req.socket;
   const progress = kind === 'upload' ? () => socket.bytesRead : () => socket.bytesWritten - socket.writableLength;
+  // Only the client's slowness counts: a download with nothing waiting to be sent, or an upload
+  // whose bytes wait for the server (storage pushing back, the request not read yet), is the
+  // server's own wait.
+  const clientIsSlow = kind === 'upload' ? () => req.readableLength < req.readableHighWaterMark : () => socket.writableLength > 0;
   const needed = (limits.transferMinBytesPerSecond * limits.transferRateWindowMs) / 1000;
   let last = progress();
   const timer = setInterval(() => {
     const now = progress();
-    if (now - last < needed) {
+    if (now - last < needed && clientIsSlow()) {
       clearInterval(timer);
       onSlow();
     }
@@ -337,7 +365,7 @@ export function capacityGuard(
   };
 
   const principal: RequestHandler = async (req, res, next) => {
-    if (!req.path.startsWith('/api/')) return next();
+    if (!isApiPath(req.path)) return next();
     const who = await principalOf(req, deps.verifier);
     let kind = deps.kindOf(req.method, req.path);
     if (!who.user) kind = 'request';
@@ -365,12 +393,12 @@ export function capacityGuard(
   };
   // The API's bodies have a deadline; the operational endpoints take none (Node's request timeout bounds them).
   const body: RequestHandler = (req, res, next) => {
-    if (!req.path.startsWith('/api/')) return parse(req, res, next);
+    if (!isApiPath(req.path)) return parse(req, res, next);
     parseWithin(req, res, (error?: unknown) => {
       if (error instanceof BodyTimeout) timedOut.inc();
       next(error);
     });
   };
-  const gate: RequestHandler = (req, res, next) => (req.path.startsWith('/api/') && req.capacityKind === 'request' ? deps.admit(req, res, next) : next());
+  const gate: RequestHandler = (req, res, next) => (isApiPath(req.path) && req.capacityKind === 'request' ? deps.admit(req, res, next) : next());
   return { middleware: [principal, body, gate], close: () => deps.store.close() };
 }

@@ -1,5 +1,6 @@
 import { createServer, type Server } from 'node:http';
 import type { Socket } from 'node:net';
+import { ipKeyGenerator } from 'express-rate-limit';
 import type { Config } from '../config.js';
 
 /**
@@ -32,7 +33,8 @@ export function createHttpServer(limits: Config['http']): Server {
 function limitConnectionsPerAddress(server: Server, max: number): void {
   const open = new Map<string, number>();
   server.on('connection', (socket: Socket) => {
-    const address = socket.remoteAddress ?? '';
+    // An IPv6 peer is its /56, as the rate limiter counts it.
+    const address = ipKeyGenerator(socket.remoteAddress ?? '');
     const count = (open.get(address) ?? 0) + 1;
     if (count > max) {
       socket.destroy();

@@ -37,7 +37,7 @@ export interface OverloadGuard {
 }
 
 /** Only the API's own operations wait or are shed: probes, metrics, the contract and the docs always answer. */
-const isApi = (path: string) => path.startsWith('/api/');
+const isApi = (path: string) => /^\/api\//i.test(path);
 const SAMPLE_MS = 500;
 const RESOLUTION_MS = 10;
 
@@ -119,6 +119,9 @@ export function overloadGuard(limits: OverloadLimits, deps: { poolWaiting: () =>
 
   const middleware: RequestHandler = (req, res, next) => {
     if (!isApi(req.path)) return next();
+    // The client left while its request was verified or read: nothing to do, and no place to
+    // take (its 'close' has come already, so a place taken now would never be given back).
+    if (res.destroyed) return;
     const refuse = (reason: Overloaded['reason']) => {
       shed.inc({ reason });
       next(new Overloaded(reason, retryAfter));
@@ -126,7 +129,18 @@ export function overloadGuard(limits: OverloadLimits, deps: { poolWaiting: () =>
     if (sustainedMs > limits.maxEventLoopDelayMs) return refuse('event_loop_delay');
     const admit = () => {
       inFlight += 1;
-      res.once('close', release);
+      // The place is for the work: it is given back once the answer is written (prefinish), not
+      // when a client that reads slowly has taken it all (close), which the client decides.
+      let held = true;
+      const done = () => {
+        if (!held) return;
+        held = false;
+        res.off('prefinish', done);
+        res.off('close', done);
+        release();
+      };
+      res.once('prefinish', done);
+      res.once('close', done);
       next();
     };
     if (queued === 0 && inFlight < limits.maxInFlight && deps.poolWaiting() < limits.maxPoolWaiting) return admit();

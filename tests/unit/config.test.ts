@@ -35,7 +35,7 @@ describe('loadConfig', () => {
 
   it('gives each principal a share below the places at work, and refuses a share that would fill them', () => {
     expect(loadConfig({}).capacity).toEqual({
-      bodyTimeoutMs: 5000, perUser: 16, perIp: 16, uploadsPerUser: 2, downloadsPerUser: 4, maxTransfers: 64, transferMinBytesPerSecond: 1024, transferRateWindowMs: 20_000,
+      bodyTimeoutMs: 5000, perUser: 16, perIp: 16, uploadsPerUser: 2, downloadsPerUser: 4, maxTransfers: 64, transferMinBytesPerSecond: 1024, transferRateWindowMs: 20_000, transferMaxMs: 3_600_000,
     });
     // A smaller server: a quarter of its places each, unless set.
     expect(loadConfig({ OVERLOAD_MAX_IN_FLIGHT: '8' }).capacity).toMatchObject({ perUser: 2, perIp: 2 });
@@ -174,6 +174,7 @@ describe('loadConfig', () => {
     expect(loadConfig({}).webhooks).toEqual({
       worker: 'in-process', concurrency: 8, endpointConcurrency: 2, timeoutMs: 10_000, retrySchedule: [5, 30, 120, 600, 1800, 3600, 7200, 14_400, 28_800, 28_800],
       disableAfterHours: 120, secretGraceSeconds: 86_400, requireHttps: false, allowedAddresses: ['127.0.0.0/8', '::1/128'], pollMs: 500, retentionDays: 30,
+      ownerConcurrency: 4, ownerDeliveriesPerMinute: 300, circuitTimeouts: 5, circuitOpenSeconds: 60,
     });
     expect(loadConfig({ WEBHOOK_ENDPOINT_CONCURRENCY: '1', WEBHOOK_DELIVERY_RETENTION_DAYS: '7' }).webhooks).toMatchObject({ endpointConcurrency: 1, retentionDays: 7 });
     expect(loadConfig({ NODE_ENV: 'production', JWT_SECRET: 'x'.repeat(32) }).webhooks).toMatchObject({ requireHttps: true, allowedAddresses: [] });
