@@ -21,7 +21,12 @@ export async function startMain(env: Record<string, string>): Promise<{ child: C
   child.stderr!.on('data', (chunk) => (output += chunk));
   const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
   const url = `http://127.0.0.1:${port}`;
-  await waitUntilServing(`${url}/health/ready`, child, { timeoutMs: 15_000, failure: () => `the server did not start:\n${output}` });
+  // A PGlite start (WebAssembly PostgreSQL, seven migrations) took over 20 s on a loaded two-core
+  // machine; a server that did not start is stopped, or jest would wait on it for ever.
+  await waitUntilServing(`${url}/health/ready`, child, { timeoutMs: 45_000, failure: () => `the server did not start:\n${output}` }).catch((error: unknown) => {
+    child.kill('SIGKILL');
+    throw error;
+  });
   return { child, url, exited, output: () => output, stdout: () => stdout };
 }
 
