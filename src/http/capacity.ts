@@ -6,7 +6,7 @@ import { bearerTokenOf, verifyOnce } from '../auth/bearer-security.js';
 import type { TokenVerifier } from '../auth/token-verifier.js';
 import type { Logger } from '../logger.js';
 import type { OpenApiDocument } from './contract.js';
-import { Overloaded } from './overload.js';
+import { isApi, Overloaded } from './overload.js';
 import { HttpProblem } from './problem.js';
 import type { RedisCommands } from './rate-limit.js';
 
@@ -39,9 +39,6 @@ export interface CapacityLimits {
  */
 export type RequestKind = 'request' | 'upload' | 'download';
 
-/** The API's own paths, however a client spells them (the validator matches paths ignoring case). */
-const isApiPath = (path: string) => /^\/api\//i.test(path);
-
 const isJsonMedia = (media: string) => /^application\/([\w.+-]+\+)?json$/.test(media);
 
 /**
@@ -52,7 +49,7 @@ const isJsonMedia = (media: string) => /^application\/([\w.+-]+\+)?json$/.test(m
 export function requestKinds(spec: OpenApiDocument): (method: string, path: string) => RequestKind {
   const transfers: { method: string; path: RegExp; kind: RequestKind }[] = [];
   for (const [template, item] of Object.entries(spec.paths)) {
-    if (!isApiPath(template)) continue;
+    if (!isApi(template)) continue;
     // As the routers match: any case (the validator ignores it), a trailing slash or not.
     const path = new RegExp(`^${template.replace(/[.*+?^$()|[\]\\]/g, '\\$&').replace(/\\?\{[^}]+\\?\}/g, '[^/]+')}/?$`, 'i');
     for (const [method, operation] of Object.entries(item as Record<string, unknown>)) {
@@ -365,7 +362,7 @@ export function capacityGuard(
   };
 
   const principal: RequestHandler = async (req, res, next) => {
-    if (!isApiPath(req.path)) return next();
+    if (!isApi(req.path)) return next();
     const who = await principalOf(req, deps.verifier);
     let kind = deps.kindOf(req.method, req.path);
     if (!who.user) kind = 'request';
@@ -393,12 +390,12 @@ export function capacityGuard(
   };
   // The API's bodies have a deadline; the operational endpoints take none (Node's request timeout bounds them).
   const body: RequestHandler = (req, res, next) => {
-    if (!isApiPath(req.path)) return parse(req, res, next);
+    if (!isApi(req.path)) return parse(req, res, next);
     parseWithin(req, res, (error?: unknown) => {
       if (error instanceof BodyTimeout) timedOut.inc();
       next(error);
     });
   };
-  const gate: RequestHandler = (req, res, next) => (isApiPath(req.path) && req.capacityKind === 'request' ? deps.admit(req, res, next) : next());
+  const gate: RequestHandler = (req, res, next) => (isApi(req.path) && req.capacityKind === 'request' ? deps.admit(req, res, next) : next());
   return { middleware: [principal, body, gate], close: () => deps.store.close() };
 }

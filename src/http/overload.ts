@@ -36,8 +36,11 @@ export interface OverloadGuard {
   close(): void;
 }
 
-/** Only the API's own operations wait or are shed: probes, metrics, the contract and the docs always answer. */
-const isApi = (path: string) => /^\/api\//i.test(path);
+/**
+ * The API's own paths, however a client spells them (the validator matches paths ignoring case):
+ * only they wait or are shed; probes, metrics, the contract and the docs always answer.
+ */
+export const isApi = (path: string) => /^\/api\//i.test(path);
 const SAMPLE_MS = 500;
 const RESOLUTION_MS = 10;
 
