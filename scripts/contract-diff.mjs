@@ -10,7 +10,7 @@
 // The comparison is api-smart-diff's (it resolves $refs and classifies every change by where it is:
 // narrowing what a request may hold breaks clients, narrowing what a response may hold does not).
 // On top of it, rules for what it misses or gets wrong here (each one tested in
-// tests/unit/breaking-change-gate.test.ts):
+// tests/scripts/breaking-change-gate.test.ts):
 // - webhooks: it does not look into `webhooks:`. Each event is compared as an operation whose
 //   *response* is the payload (a receiver reads it as a client reads a response: a field removed
 //   or a type widened breaks it, a field added does not), the headers sent as response headers;

@@ -14,7 +14,7 @@ import { startServer, type TestServer } from '../helpers/server.js';
  * (429 concurrency-limited), the JSON body deadline (408), transfers in a pool of their own with
  * per-user caps and a minimum rate, and readiness that a flood of probes cannot turn into a flood
  * of pings. The attacks of the outside review, against a real server process, are in
- * tests/process/capacity-*.test.ts.
+ * the capacity-*.process.test.ts files (tests/http, tests/attachments).
  */
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 

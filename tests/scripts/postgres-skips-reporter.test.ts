@@ -22,7 +22,7 @@ function report(results: unknown): string {
 }
 
 describe('the PostgreSQL skips reporter', () => {
-  const results = { testResults: [file('tests/process/cluster.test.ts', ['pending', 'pending']), file('tests/api/prepared-statements.test.ts', ['pending']), file('tests/unit/config.test.ts', ['pending', 'passed'])] };
+  const results = { testResults: [file('tests/server/cluster.process.test.ts', ['pending', 'pending']), file('tests/db/prepared-statements.test.ts', ['pending']), file('tests/server/config.test.ts', ['pending', 'passed'])] };
 
   it('counts the skipped tests of files that skip without TEST_DATABASE_URL, in one line saying how to run them', () => {
     delete process.env.TEST_DATABASE_URL;
@@ -33,6 +33,6 @@ describe('the PostgreSQL skips reporter', () => {
     process.env.TEST_DATABASE_URL = 'postgres://postgres@127.0.0.1:5432/test';
     expect(report(results)).toBe('');
     delete process.env.TEST_DATABASE_URL;
-    expect(report({ testResults: [file('tests/process/cluster.test.ts', ['passed'])] })).toBe('');
+    expect(report({ testResults: [file('tests/server/cluster.process.test.ts', ['passed'])] })).toBe('');
   });
 });

@@ -32,9 +32,9 @@ function jsonLines(stdout: string): Line[] {
   return lines.map((line) => JSON.parse(line) as Line);
 }
 
-/** tests/process/fixtures/log-then-crash.ts run to its crash: exit code, stdout, stderr. */
+/** tests/server/fixtures/log-then-crash.ts run to its crash: exit code, stdout, stderr. */
 function crash(format: 'json' | 'pretty', count: number): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'tests/process/fixtures/log-then-crash.ts', format, String(count)], {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'tests/server/fixtures/log-then-crash.ts', format, String(count)], {
     env: { ...process.env, NODE_OPTIONS: '' },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
