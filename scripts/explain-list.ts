@@ -9,7 +9,7 @@ import { sql, type Compilable } from 'kysely';
 import type { OwnerId } from '../src/auth/owner-id.js';
 import { openDatabase } from '../src/db/database.js';
 import { ownerScope } from '../src/db/owner-scope.js';
-import type { Sort, SortField } from '../src/tasks/cursor.js';
+import type { Sort, SortField } from '../src/http/paging.js';
 import { tasksOf, type PageQuery } from '../src/tasks/tasks.repository.js';
 import { sortKeyOf } from '../src/tasks/tasks.service.js';
 

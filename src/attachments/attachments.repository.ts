@@ -1,7 +1,7 @@
 import { sql, type Kysely } from 'kysely';
 import type { OwnerId } from '../auth/owner-id.js';
 import type { DB } from '../db/schema.js';
-import type { Position } from '../tasks/cursor.js';
+import type { Position } from '../http/paging.js';
 
 /** The columns the API shows (and the blob behind them, which it does not). */
 const attachmentColumns = ['id', 'task_id', 'filename', 'content_type', 'size', 'sha256', 'created_at', 'blob_id'] as const;

@@ -2,25 +2,6 @@ import { createHash } from 'node:crypto';
 import { fileTypeFromBuffer } from 'file-type';
 import { FileTypeMismatch, FileTypeRefused } from './errors.js';
 
-/** What the server takes unless ATTACHMENT_ALLOWED_TYPES says otherwise: no SVG, HTML, XML or executables. */
-export const DEFAULT_ALLOWED_TYPES = [
-  'image/png',
-  'image/jpeg',
-  'image/gif',
-  'image/webp',
-  'image/avif',
-  'application/pdf',
-  'text/plain',
-  'text/csv',
-  'text/markdown',
-  'application/vnd.openxmlformats-officedocument.wordprocessingml.document',
-  'application/vnd.openxmlformats-officedocument.spreadsheetml.sheet',
-  'application/vnd.openxmlformats-officedocument.presentationml.presentation',
-  'application/vnd.oasis.opendocument.text',
-  'application/vnd.oasis.opendocument.spreadsheet',
-  'application/vnd.oasis.opendocument.presentation',
-] as const;
-
 /** The bytes a type is decided from: enough for every signature file-type knows, including the zip directory of Office files. */
 const SNIFF_BYTES = 64 * 1024;
 

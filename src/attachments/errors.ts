@@ -1,4 +1,4 @@
-import { HttpProblem } from '../http/problem.js';
+import { HttpProblem } from '../errors/problem.js';
 
 /** 404 for an attachment that does not exist and for another user's alike. */
 export class AttachmentNotFound extends HttpProblem {

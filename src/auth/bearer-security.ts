@@ -1,6 +1,6 @@
 import type { Request } from 'express';
+import { HttpProblem } from '../errors/problem.js';
 import type { Logger } from '../logger.js';
-import { HttpProblem } from '../http/problem.js';
 import type { AuthContext, Scope } from './auth-context.js';
 import { InsufficientScope, InvalidToken, KeySourceUnavailable, MissingToken } from './errors.js';
 import type { TokenVerifier } from './token-verifier.js';

@@ -1,4 +1,4 @@
-import { HttpProblem, ServiceUnavailable } from '../http/problem.js';
+import { HttpProblem, ServiceUnavailable } from '../errors/problem.js';
 
 const challenge = (params: Record<string, string>) =>
   ['Bearer', Object.entries(params).map(([k, v]) => `${k}="${v.replace(/["\\]/g, '')}"`).join(', ')]

@@ -1,11 +1,13 @@
-declare const brand: unique symbol;
+import type { OwnerId } from '../db/owner-id.js';
 
-/**
- * The owner of a row: a verified token's `sub`. Only the auth layer makes one, so a repository
- * that requires an `OwnerId` cannot be handed an id that came from a path, query or body.
+/*
+ * The owner of a row, as the rest of the app sees it: the branded type (declared in db, which
+ * scopes rows by it and may not import auth) and the only function that makes one. Features
+ * import both from here.
  */
-export type OwnerId = string & { readonly [brand]: 'OwnerId' };
+export type { OwnerId };
 
+/** The `sub` of a token that has been verified, as the owner of the rows its requests may touch. */
 export function ownerIdFromVerifiedSubject(sub: string): OwnerId {
   return sub as OwnerId;
 }

@@ -4,33 +4,12 @@ import { ipKeyGenerator } from 'express-rate-limit';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import { bearerTokenOf, verifyOnce } from '../auth/bearer-security.js';
 import type { TokenVerifier } from '../auth/token-verifier.js';
+import type { CapacityLimits } from '../config.js';
+import { HttpProblem } from '../errors/problem.js';
 import type { Logger } from '../logger.js';
 import type { OpenApiDocument } from './contract.js';
 import { isApi, Overloaded } from './overload.js';
-import { HttpProblem } from './problem.js';
 import type { RedisCommands } from './rate-limit.js';
-
-/** What one principal may hold at once, and how fast bodies and transfers must move (CAPACITY in the README). */
-export interface CapacityLimits {
-  /** A JSON body must be in this long after its headers (CLIENT_BODY_TIMEOUT_MS); else 408 and the connection closes. */
-  bodyTimeoutMs: number;
-  /** Requests in flight at once for one user (a verified token's `sub`). */
-  perUser: number;
-  /** Requests in flight at once for one client IP without a valid token. */
-  perIp: number;
-  /** Attachment uploads in progress at once for one user. */
-  uploadsPerUser: number;
-  /** Attachment downloads in progress at once for one user. */
-  downloadsPerUser: number;
-  /** Uploads and downloads in progress at once in this process, everyone's together. */
-  maxTransfers: number;
-  /** A transfer moving fewer bytes than this per second, averaged over a window, is ended (0: no minimum). */
-  transferMinBytesPerSecond: number;
-  /** The window of that average (nginx's client_body_timeout / send_timeout, as a rate). */
-  transferRateWindowMs: number;
-  /** The longest a download may last, however fast it moves (uploads: CLIENT_REQUEST_TIMEOUT_MS). */
-  transferMaxMs: number;
-}
 
 /**
  * How a request uses the server: an ordinary request (a small JSON body at most, answered from

@@ -1,8 +1,8 @@
 import type { ErrorRequestHandler, Request } from 'express';
 import { authFailureOf } from '../auth/bearer-security.js';
 import { isDatabaseUnavailable, isDataException } from '../db/errors.js';
+import { boundedPointer, ClientGone, HttpProblem, MAX_FIELD_ERRORS, MAX_POINTER, NoRoute, pointerSegment, ServiceUnavailable, ValidationFailed, type FieldError } from '../errors/problem.js';
 import type { Logger } from '../logger.js';
-import { boundedPointer, ClientGone, HttpProblem, MAX_FIELD_ERRORS, MAX_POINTER, NoRoute, pointerSegment, ServiceUnavailable, ValidationFailed, type FieldError } from './problem.js';
 
 /** An error as express-openapi-validator and body-parser raise them. */
 interface HttpErrorLike extends Error {

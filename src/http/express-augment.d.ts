@@ -1,6 +1,6 @@
 import type { AuthContext } from '../auth/auth-context.js';
+import type { HttpProblem } from '../errors/problem.js';
 import type { RequestKind } from './capacity.js';
-import type { HttpProblem } from './problem.js';
 
 declare global {
   namespace Express {

@@ -2,10 +2,10 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import { promisify } from 'node:util';
 import { brotliCompress, constants as zlib, gzip } from 'node:zlib';
 import { InvalidToken, MissingToken } from '../auth/errors.js';
+import { NoRoute, ServiceUnavailable } from '../errors/problem.js';
 import type { Contract } from './contract.js';
 import { StreamedBody, type Handlers } from './handler.js';
 import type { Metrics } from './metrics.js';
-import { NoRoute, ServiceUnavailable } from './problem.js';
 
 /**
  * The operational endpoints: liveness, readiness (a database round trip, and 503 from the moment

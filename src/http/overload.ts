@@ -1,20 +1,8 @@
 import { monitorEventLoopDelay, performance, type IntervalHistogram } from 'node:perf_hooks';
 import type { RequestHandler } from 'express';
 import { Counter, Gauge, type Registry } from 'prom-client';
-import { HttpProblem } from './problem.js';
-
-export interface OverloadLimits {
-  /** Requests of the API (/api/…) being worked on at once; more wait in the queue. */
-  maxInFlight: number;
-  /** Requests that may wait for a place; beyond them, 503 at once. */
-  maxQueue: number;
-  /** The longest a request waits in the queue before it gets 503. */
-  maxQueueWaitMs: number;
-  /** Mean event-loop delay, in each of the last two samples (500 ms each), above which new requests get 503 at once. */
-  maxEventLoopDelayMs: number;
-  /** Clients waiting for a database connection at or above which no queued request is let in. */
-  maxPoolWaiting: number;
-}
+import type { OverloadLimits } from '../config.js';
+import { HttpProblem } from '../errors/problem.js';
 
 /** 503 problem+json with Retry-After for a request the server had no room for. */
 export class Overloaded extends HttpProblem {

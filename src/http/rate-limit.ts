@@ -3,8 +3,8 @@ import { ipKeyGenerator, rateLimit, type Store } from 'express-rate-limit';
 import { RedisStore, type RedisReply } from 'rate-limit-redis';
 import { bearerTokenOf, verifyOnce } from '../auth/bearer-security.js';
 import type { TokenVerifier } from '../auth/token-verifier.js';
+import { HttpProblem } from '../errors/problem.js';
 import type { Logger } from '../logger.js';
-import { HttpProblem } from './problem.js';
 
 /** What the limiter needs from a Redis client (node-redis's `sendCommand`). */
 export interface RedisCommands {

@@ -4,7 +4,7 @@ import type { OwnerId } from '../auth/owner-id.js';
 import type { OwnerScope } from '../db/owner-scope.js';
 import { backgroundPurge } from '../db/purge.js';
 import type { DB } from '../db/schema.js';
-import { HttpProblem, ValidationFailed } from '../http/problem.js';
+import { HttpProblem, ValidationFailed } from '../errors/problem.js';
 
 /** How long a key and its stored response live. */
 const KEY_LIFETIME = sql`interval '24 hours'`;

@@ -1,16 +1,9 @@
-import { HttpProblem, ValidationFailed } from '../http/problem.js';
+import { HttpProblem } from '../errors/problem.js';
 
 /** 404 for a task that does not exist and for another user's task alike. */
 export class TaskNotFound extends HttpProblem {
   constructor(taskId: string) {
     super(404, 'TASK_NOT_FOUND', 'Task not found', `No task ${taskId} exists for this user.`);
-  }
-}
-
-/** 422 for a cursor that was tampered with, truncated, or issued for other filters. */
-export class InvalidCursor extends ValidationFailed {
-  constructor(why: string) {
-    super([{ in: 'query', pointer: '/cursor', detail: why }], `The cursor is not valid: ${why}.`);
   }
 }
 

@@ -4,7 +4,7 @@ import type { OwnerScope } from '../db/owner-scope.js';
 import type { DB } from '../db/schema.js';
 import { etagOf, noneMatchHits, versionsMatching } from '../http/etag.js';
 import type { Handlers } from '../http/handler.js';
-import { pageWithLink } from '../http/pagination.js';
+import { pageWithLink } from '../http/paging.js';
 import { idempotency } from '../idempotency/idempotency.js';
 import type { Task } from './task.mapper.js';
 import { taskService } from './tasks.service.js';

@@ -1,7 +1,7 @@
 import { sql, type Kysely, type RawBuilder, type WhereInterface } from 'kysely';
 import type { OwnerId } from '../auth/owner-id.js';
 import type { DB } from '../db/schema.js';
-import type { Position, Sort, SortField } from './cursor.js';
+import type { Position, Sort, SortField } from '../http/paging.js';
 
 /** The columns the API shows; never `select *`, and never the owner. */
 export const taskColumns = [

@@ -2,7 +2,7 @@ import type { Kysely } from 'kysely';
 import type { components, operations } from '../../generated/api.js';
 import type { OwnerId } from '../auth/owner-id.js';
 import type { DB } from '../db/schema.js';
-import { decodeCursor, pageOf, parseSort, queryFingerprint, type Sort } from './cursor.js';
+import { decodeCursor, pageOf, parseSort, queryFingerprint, type Sort } from '../http/paging.js';
 import { PreconditionFailed, TaskNotFound } from './errors.js';
 import { toTask, type Task } from './task.mapper.js';
 import { tasksOf, type TaskFields, type VersionCondition } from './tasks.repository.js';

@@ -1,8 +1,8 @@
 import net from 'node:net';
 import ipaddr from 'ipaddr.js';
 import type { WebhooksConfig } from '../config.js';
+import { addressRefusal } from './address-rules.js';
 import { WebhookUrlRefused } from './errors.js';
-import { addressRefusal } from './sender.js';
 
 /** Host names that always mean this machine. */
 const isLocalName = (host: string) => host === 'localhost' || host.endsWith('.localhost');

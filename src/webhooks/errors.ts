@@ -1,4 +1,4 @@
-import { HttpProblem, ValidationFailed } from '../http/problem.js';
+import { HttpProblem, ValidationFailed } from '../errors/problem.js';
 
 /** 404 for an endpoint that does not exist and for another user's alike. */
 export class WebhookNotFound extends HttpProblem {

@@ -3,18 +3,15 @@ import http from 'node:http';
 import https from 'node:https';
 import net, { type LookupFunction } from 'node:net';
 import { performance } from 'node:perf_hooks';
-import ipaddr from 'ipaddr.js';
 import { RequestFilteringHttpAgent, RequestFilteringHttpsAgent, type RequestFilteringAgentOptions } from 'request-filtering-agent';
+import { addressRules, type AddressPolicy } from './address-rules.js';
 
-export interface SenderOptions {
+/** `allowPrivate` and `allowedAddresses` (the {@link AddressPolicy}) are the SSRF rules' options, decided in address-rules.ts. */
+export interface SenderOptions extends AddressPolicy {
   /** The whole attempt: connect, response headers and the (capped) body read. */
   timeoutMs: number;
   /** At most this much of a response body is read; then the connection is destroyed. */
   maxResponseBytes: number;
-  /** Development: loopback and private ranges may be called. Link-local, metadata and the other always-refused ranges still are not. */
-  allowPrivate: boolean;
-  /** Addresses or CIDR ranges always allowed, before any other rule (e.g. `['127.0.0.1/32']` in tests). */
-  allowedAddresses?: string[];
   /** The resolver (node:net `lookup`); tests resolve made-up names with it. Its answer is what is checked and connected to. */
   lookup?: LookupFunction;
   /** Default `tasks-api-webhooks/1`. */
@@ -62,39 +59,6 @@ export class DestinationRefused extends Error {
   }
 }
 
-type Address = ipaddr.IPv4 | ipaddr.IPv6;
-type Range = [Address, number];
-
-const cidr = (range: string): Range => (range.includes('/') ? ipaddr.parseCIDR(range) : [ipaddr.parse(range), ipaddr.parse(range).kind() === 'ipv4' ? 32 : 128]);
-const inRange = (address: Address, [network, bits]: Range) => address.kind() === network.kind() && address.match([network, bits] as [typeof address, number]);
-
-/**
- * Refused even when `allowPrivate` is on (only `allowedAddresses` lets one through): cloud metadata
- * lives here, and some of these ipaddr.js calls `unicast`, or `allowPrivate` would skip them.
- * IPv4-mapped IPv6 (`::ffff:a.b.c.d`) is refused as a whole rather than judged by the IPv4 inside:
- * no public receiver needs it, and it is the classic way round a check that only knows IPv4.
- */
-const ALWAYS_REFUSED: ReadonlyArray<[Range, string]> = (
-  [
-    ['0.0.0.0/8', 'unspecified'],
-    ['::/128', 'unspecified'],
-    ['169.254.0.0/16', 'link-local, cloud metadata'],
-    ['fe80::/10', 'link-local'],
-    ['fd00:ec2::254/128', 'cloud metadata'],
-    ['100.64.0.0/10', 'carrier-grade NAT'],
-    ['224.0.0.0/4', 'multicast'],
-    ['ff00::/8', 'multicast'],
-    ['240.0.0.0/4', 'reserved, broadcast'],
-    ['::ffff:0:0/96', 'IPv4-mapped'],
-    ['::ffff:0:0:0/96', 'IPv4-translated'],
-    ['64:ff9b::/96', 'NAT64'],
-    ['64:ff9b:1::/48', 'NAT64'],
-  ] as const
-).map(([range, why]) => [cidr(range), why]);
-
-/** `::a.b.c.d` (deprecated IPv4-compatible IPv6), which ipaddr.js calls unicast; `::1` and `::` are judged as themselves. */
-const IPV4_COMPATIBLE = cidr('::/96');
-
 /**
  * Exact addresses for request-filtering-agent's own deny list. Its list matching is by exact string
  * for an address and throws-then-warns for a CIDR of the other IP family (a console.warn with a
@@ -102,27 +66,6 @@ const IPV4_COMPATIBLE = cidr('::/96');
  * a resolver returns them. The ranges are refused by our check, which runs first.
  */
 const METADATA_ADDRESSES = ['169.254.169.254', '169.254.170.2', '100.100.100.200', 'fd00:ec2::254', '::ffff:169.254.169.254', '::ffff:a9fe:a9fe'];
-
-/**
- * Why the sender would refuse to connect to `address` (an IP address, IPv6 without brackets), or
- * undefined when it may: registration applies the same rule to IP-literal hosts.
- */
-export function addressRefusal(address: string, options: Pick<SenderOptions, 'allowPrivate' | 'allowedAddresses'>): string | undefined {
-  return refusalOf(address, options.allowPrivate, (options.allowedAddresses ?? []).map(cidr));
-}
-
-/** Why `address` is refused under these options, or undefined when it may be called. */
-function refusalOf(address: string, allowPrivate: boolean, allowed: readonly Range[]): string | undefined {
-  if (!ipaddr.isValid(address)) return 'not an IP address';
-  const ip = ipaddr.parse(address);
-  if (allowed.some((range) => inRange(ip, range))) return undefined;
-  const denied = ALWAYS_REFUSED.find(([range]) => inRange(ip, range));
-  if (denied) return denied[1];
-  const range = ip.range();
-  if (ip.kind() === 'ipv6' && inRange(ip, IPV4_COMPATIBLE) && range !== 'loopback') return 'IPv4-compatible';
-  if (!allowPrivate && range !== 'unicast') return range;
-  return undefined;
-}
 
 /** Wraps a resolver so that an answer with any refused address fails the lookup, before any socket connects. */
 function guardedLookup(resolve: LookupFunction, refusal: (address: string) => string | undefined): LookupFunction {
@@ -200,15 +143,15 @@ function outcomeOf(response: http.IncomingMessage): Omit<SendResult, 'durationMs
  * read, the whole attempt is bounded by `timeoutMs`, and connections are kept alive per sender.
  */
 export function webhookSender(options: SenderOptions): WebhookSender {
-  const allowed = (options.allowedAddresses ?? []).map(cidr);
-  const refusal = (address: string) => refusalOf(address, options.allowPrivate, allowed);
+  const refusal = addressRules(options);
+  const allowList = (options.allowedAddresses ?? []).length > 0;
   const lookup = guardedLookup(options.lookup ?? (dns.lookup as unknown as LookupFunction), refusal);
   const userAgent = options.userAgent ?? 'tasks-api-webhooks/1';
 
   const filter: RequestFilteringAgentOptions = {
     // With an allow list their range check would refuse what it allows (and their CIDR matching
     // warns across IP families), so then only our check judges ranges.
-    allowPrivateIPAddress: options.allowPrivate || allowed.length > 0,
+    allowPrivateIPAddress: options.allowPrivate || allowList,
     allowMetaIPAddress: false,
     allowIPAddressList: [],
     denyIPAddressList: METADATA_ADDRESSES.filter((address) => refusal(address) !== undefined),

@@ -1,5 +1,5 @@
 import { NO_STORE, type Handlers } from '../http/handler.js';
-import { pageWithLink } from '../http/pagination.js';
+import { pageWithLink } from '../http/paging.js';
 import type { WebhookService } from './webhooks.service.js';
 
 export type WebhookOperation =

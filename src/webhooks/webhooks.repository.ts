@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { sql, type Kysely } from 'kysely';
 import type { OwnerId } from '../auth/owner-id.js';
 import type { DB } from '../db/schema.js';
-import type { Position } from '../tasks/cursor.js';
+import type { Position } from '../http/paging.js';
 
 /** The columns the API shows of an endpoint; never the secrets or the owner. */
 export const endpointColumns = ['id', 'url', 'description', 'events', 'enabled', 'disabled_reason', 'created_at', 'updated_at'] as const;

@@ -4,7 +4,7 @@ import type { OwnerId } from '../auth/owner-id.js';
 import type { WebhooksConfig } from '../config.js';
 import type { OwnerScope } from '../db/owner-scope.js';
 import type { WebhookDeliveriesTable, WebhookEndpointsTable } from '../db/schema.js';
-import { creationPosition, decodeCursor, pageOf, queryFingerprint, type Position } from '../tasks/cursor.js';
+import { creationPosition, decodeCursor, pageOf, queryFingerprint, type Position } from '../http/paging.js';
 import { checkEndpointUrl } from './destination.js';
 import { DeliveryNotFound, WebhookDisabled, WebhookLimitReached, WebhookNotFound } from './errors.js';
 import { generateSecret } from './signing.js';

@@ -1,6 +1,7 @@
 import { describe, expect, it } from '@jest/globals';
-import { decideType, DEFAULT_ALLOWED_TYPES, essence, sniff } from '../../src/attachments/content.js';
+import { decideType, essence, sniff } from '../../src/attachments/content.js';
 import { MAX_FILENAME, safeFilename } from '../../src/attachments/filename.js';
+import { DEFAULT_ALLOWED_TYPES } from '../../src/config.js';
 import { elf, html, pdf, png, svg } from '../helpers/files.js';
 
 describe('safeFilename', () => {

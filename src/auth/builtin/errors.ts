@@ -1,4 +1,4 @@
-import { HttpProblem } from '../../http/problem.js';
+import { HttpProblem } from '../../errors/problem.js';
 
 /** 404: the built-in issuer is off (AUTH_BUILTIN); the server takes tokens from elsewhere. */
 export class BuiltinAuthDisabled extends HttpProblem {

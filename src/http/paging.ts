@@ -1,6 +1,22 @@
 import { createHash } from 'node:crypto';
-import { InvalidCursor } from './errors.js';
+import type { Request } from 'express';
+import { ValidationFailed } from '../errors/problem.js';
 
+/*
+ * Keyset paging, the same for every list of the API (tasks, attachments, webhook endpoints and
+ * deliveries): opaque cursors bound to the query they were issued for, the page of `limit` rows,
+ * and the `Link: rel="next"` header. Features import it from here; none owns it, so no feature
+ * has to import another's internals to page.
+ */
+
+/** 422 for a cursor that was tampered with, truncated, or issued for other filters. */
+export class InvalidCursor extends ValidationFailed {
+  constructor(why: string) {
+    super([{ in: 'query', pointer: '/cursor', detail: why }], `The cursor is not valid: ${why}.`);
+  }
+}
+
+/** The keys a list can be ordered by: tasks offer all four, the other lists creation time only. */
 export type SortField = 'created_at' | 'due_at' | 'priority' | 'title';
 export interface Sort {
   field: SortField;
@@ -71,4 +87,15 @@ export function decodeCursor(raw: string, fingerprint: string, sort: Sort): Posi
   if (f !== fingerprint) throw new InvalidCursor('it was issued for a different sort or different filters');
   if (!validKey[sort.field](k, sort.direction)) throw new InvalidCursor('it is not a cursor this API issued');
   return { key: k, id: i };
+}
+
+/**
+ * A page's answer: the page, and when there is a next one a `Link: <…>; rel="next"` header
+ * holding the same request, filters and all, with the next cursor.
+ */
+export function pageWithLink<P extends { next_cursor: string | null }>(raw: Request, page: P): { status: 200; body: P; headers?: Record<string, string> } {
+  if (page.next_cursor === null) return { status: 200, body: page };
+  const next = new URL(raw.originalUrl, 'http://placeholder');
+  next.searchParams.set('cursor', page.next_cursor);
+  return { status: 200, body: page, headers: { Link: `<${next.pathname}${next.search}>; rel="next"` } };
 }

@@ -1,5 +1,12 @@
 import type { components } from '../../generated/api.js';
 
+/*
+ * Problem types (RFC 9457): the errors every layer throws and the error handler turns into
+ * application/problem+json. This module is a leaf: it imports nothing from src/ (only the
+ * contract's generated types), so auth, db, the features and http/ may all import it without
+ * one layer reaching into another (.dependency-cruiser.cjs holds it to that).
+ */
+
 export type Problem = components['schemas']['Problem'];
 export type FieldError = NonNullable<Problem['errors']>[number];
 
