@@ -1,26 +1,28 @@
 import cors from 'cors';
-import express, { type Express, type RequestHandler } from 'express';
+import express, { type ErrorRequestHandler, type Express, type RequestHandler } from 'express';
 import helmet from 'helmet';
 import type { BuiltinIssuer } from './auth/builtin/issuer.js';
 import type { TokenVerifier } from './auth/token-verifier.js';
 import type { BlobStore } from './attachments/blob-store.js';
-import { loadConfig, type Config } from './config.js';
+import type { Config } from './config.js';
 import type { Database } from './db/database.js';
+import { ownerScope, type OwnerScope } from './db/owner-scope.js';
 import { accessLog } from './http/access-log.js';
 import { capacityGuard, memoryConcurrency, redisConcurrency, requestKinds } from './http/capacity.js';
 import type { Contract } from './http/contract.js';
 import { errorHandler } from './http/error-handler.js';
 import { createMetrics, type Metrics } from './http/metrics.js';
 import { overloadGuard } from './http/overload.js';
-import { ServiceUnavailable } from './http/problem.js';
-import { openApiRoutes } from './http/openapi.js';
+import { ServiceUnavailable } from './errors/problem.js';
+import { contractValidator, operationsRouter } from './http/openapi.js';
 import { rateLimits, type RedisCommands } from './http/rate-limit.js';
 import { requestContext } from './http/request-context.js';
 import type { Logger } from './logger.js';
 import { buildOperations } from './operations.js';
 
 export interface AppDeps {
-  config: Pick<Config, 'bodyLimitBytes' | 'corsOrigins' | 'rateLimit'> & Partial<Pick<Config, 'metricsToken' | 'metricsOff' | 'trustProxy' | 'requestTimeoutMs' | 'attachments' | 'overload' | 'capacity' | 'webhooks'>>;
+  config: Pick<Config, 'bodyLimitBytes' | 'corsOrigins' | 'rateLimit' | 'requestTimeoutMs' | 'attachments' | 'overload' | 'capacity' | 'webhooks'> &
+    Partial<Pick<Config, 'metricsToken' | 'metricsOff' | 'trustProxy'>>;
   /** Where attachments' bytes live (ATTACHMENT_STORAGE=s3); PostgreSQL itself when not given. */
   blobStore?: BlobStore;
   /** Shared rate-limit counters (a connected node-redis client), when REDIS_URL is set. */
@@ -28,6 +30,8 @@ export interface AppDeps {
   /** Rate-limit key prefix in Redis (tests isolate themselves with it). */
   rateLimitPrefix?: string;
   database: Database;
+  /** The owner scope the operations reach owners' rows through; `ownerScope(database)` when not given. */
+  asOwner?: OwnerScope;
   logger: Logger;
   verifier: TokenVerifier;
   /** The built-in issuer, when AUTH_BUILTIN is on; its operations answer 404 without it. */
@@ -39,16 +43,26 @@ export interface AppDeps {
   metrics?: Metrics;
   /** True once the process is shutting down: readiness then answers 503 so load balancers stop sending. */
   stopping?: () => boolean;
-  /**
-   * Bench only (`npm run bench -- --ablation`, bench/lib/ablation-server.mjs): layers left out to
-   * measure what each costs. Nothing in src/ or the configuration sets it; the API always runs
-   * with every layer.
-   */
-  without?: ReadonlySet<AblatableLayer>;
 }
 
-/** The layers the ablation bench can leave out, one at a time (JWT verification: a bench verifier). */
-export type AblatableLayer = 'validator' | 'rate-limit' | 'access-log' | 'metrics' | 'security-headers' | 'owner-scope';
+/** The stages of the app, in the order a request meets them (see appStages). */
+export type AppStageName =
+  | 'request-context'
+  | 'access-log'
+  | 'metrics'
+  | 'security-headers'
+  | 'rate-limit'
+  | 'capacity'
+  | 'request-timeout'
+  | 'validator'
+  | 'operations'
+  | 'errors';
+
+/** One stage of the app: its name and the middleware that does its work, in order. */
+export interface AppStage {
+  name: AppStageName;
+  handlers: (RequestHandler | ErrorRequestHandler)[];
+}
 
 /**
  * Headers a browser client may read from our responses: every one the API sends that is not
@@ -113,49 +127,40 @@ function requestTimeout(ms: number): RequestHandler {
 }
 
 /**
- * The whole HTTP application: request id → access log → metrics → security headers / CORS →
- * rate limits → per-principal concurrency → JSON body (size-limited, deadline) → load shedding
- * (or, for uploads and downloads, the transfer pool) → request timeout → OpenAPI validator (with the bearer security handler) → operation handlers →
- * problem+json errors.
+ * The stages of the HTTP application, in the order a request meets them: request id → access log
+ * → metrics → security headers / CORS → rate limits → per-principal concurrency → JSON body
+ * (size-limited, deadline) → load shedding (or, for uploads and downloads, the transfer pool) →
+ * request timeout → OpenAPI validator (with the bearer security handler) → operation handlers →
+ * problem+json errors. Builds every part the stages share (the metrics, the load-shedding gate,
+ * the operations) and no app: assembleApp puts the stages on one.
  * Does no I/O; everything it needs arrives in `deps`.
  */
-export function buildApp(deps: AppDeps): Express {
+export function appStages(deps: AppDeps): AppStage[] {
   const { config, database, logger, verifier, contract } = deps;
-  const app = express();
   const metrics = deps.metrics ?? createMetrics(database);
-  const without = deps.without ?? new Set<AblatableLayer>();
-  app.disable('x-powered-by');
-  app.set('trust proxy', config.trustProxy ?? false);
-  app.set('etag', false);
-  app.use(requestContext());
-  if (!without.has('access-log')) app.use(accessLog(logger));
-  if (!without.has('metrics')) app.use(metrics.middleware);
+  const context = requestContext();
+  const log = accessLog(logger);
   // Security headers and CORS before load shedding: a preflight is answered without queueing,
   // and a shed request's 503 carries Access-Control-Allow-Origin, so a browser can read it and
   // its Retry-After instead of seeing a network error.
-  if (!without.has('security-headers')) app.use(securityHeaders());
-  if (config.corsOrigins.length > 0 && !without.has('security-headers')) app.use(corsPolicy(config.corsOrigins));
-  const overload = overloadGuard(config.overload ?? loadConfig({ NODE_ENV: 'test' }).overload, {
+  const headers = config.corsOrigins.length > 0 ? [securityHeaders(), corsPolicy(config.corsOrigins)] : [securityHeaders()];
+  const overload = overloadGuard(config.overload, {
     poolWaiting: () => database.pool?.waitingCount ?? 0,
     registry: metrics.registry,
   });
   // Rate limits first: a principal over its budget costs a counter, nothing more. The token is
   // verified there once, and the capacity guard reuses that verification.
-  if (!without.has('rate-limit')) {
-    app.use(
-      rateLimits({
-        perMinute: config.rateLimit.perMinute,
-        authPerMinute: config.rateLimit.authPerMinute,
-        redis: deps.redis,
-        prefix: deps.rateLimitPrefix,
-        verifier,
-        logger,
-      }),
-    );
-  }
+  const limits = rateLimits({
+    perMinute: config.rateLimit.perMinute,
+    authPerMinute: config.rateLimit.authPerMinute,
+    redis: deps.redis,
+    prefix: deps.rateLimitPrefix,
+    verifier,
+    logger,
+  });
   // Per-principal caps, the JSON body (read within its deadline, holding no place), then the
   // load-shedding gate; transfers go to their own pool instead of the gate.
-  const capacity = capacityGuard(config.capacity ?? loadConfig({ NODE_ENV: 'test' }).capacity, {
+  const capacity = capacityGuard(config.capacity, {
     store: deps.redis ? redisConcurrency(deps.redis, logger, deps.rateLimitPrefix && `${deps.rateLimitPrefix}cc:`) : memoryConcurrency(),
     kindOf: requestKinds(contract.spec),
     verifier,
@@ -163,31 +168,54 @@ export function buildApp(deps: AppDeps): Express {
     bodyLimitBytes: config.bodyLimitBytes,
     admit: overload.middleware,
   });
-  app.use(capacity.middleware);
-  app.use(requestTimeout(config.requestTimeoutMs ?? 15_000));
-  app.use(
-    openApiRoutes({
-      spec: contract.spec,
-      handlers: buildOperations({
-        database,
-        contract,
-        metrics,
-        metricsToken: config.metricsToken,
-        metricsOff: config.metricsOff,
-        issuer: deps.issuer,
-        stopping: deps.stopping,
-        saturated: overload.saturated,
-        attachments: config.attachments ?? loadConfig({ NODE_ENV: 'test' }).attachments,
-        webhooks: config.webhooks ?? loadConfig({ NODE_ENV: 'test' }).webhooks,
-        blobStore: deps.blobStore,
-        unscoped: without.has('owner-scope'),
-      }),
-      verifier,
-      logger,
-      validateResponses: deps.validateResponses ?? false,
-      validateRequests: !without.has('validator'),
+  const timeout = requestTimeout(config.requestTimeoutMs);
+  const operations = operationsRouter(
+    contract.spec,
+    buildOperations({
+      database,
+      asOwner: deps.asOwner ?? ownerScope(database),
+      contract,
+      metrics,
+      metricsToken: config.metricsToken,
+      metricsOff: config.metricsOff,
+      issuer: deps.issuer,
+      stopping: deps.stopping,
+      saturated: overload.saturated,
+      attachments: config.attachments,
+      webhooks: config.webhooks,
+      blobStore: deps.blobStore,
     }),
   );
-  app.use(errorHandler(logger));
+  const validator = contractValidator({ spec: contract.spec, verifier, logger, validateResponses: deps.validateResponses ?? false });
+  return [
+    { name: 'request-context', handlers: [context] },
+    { name: 'access-log', handlers: [log] },
+    { name: 'metrics', handlers: [metrics.middleware] },
+    { name: 'security-headers', handlers: headers },
+    { name: 'rate-limit', handlers: limits },
+    { name: 'capacity', handlers: capacity.middleware },
+    { name: 'request-timeout', handlers: [timeout] },
+    { name: 'validator', handlers: validator },
+    { name: 'operations', handlers: [operations] },
+    { name: 'errors', handlers: [errorHandler(logger)] },
+  ];
+}
+
+/**
+ * An Express app running `stages` in their order, with the settings every app of ours has: no
+ * X-Powered-By (a response names no framework), no automatic ETag (the operations set their own,
+ * from the row's version), and `trust proxy` as configured (TRUST_PROXY; off when not given).
+ */
+export function assembleApp(stages: readonly AppStage[], settings: { trustProxy?: Config['trustProxy'] }): Express {
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('trust proxy', settings.trustProxy ?? false);
+  app.set('etag', false);
+  for (const stage of stages) app.use(stage.handlers);
   return app;
+}
+
+/** The whole HTTP application: every stage of appStages, in order. */
+export function buildApp(deps: AppDeps): Express {
+  return assembleApp(appStages(deps), deps.config);
 }

@@ -1,7 +1,4 @@
 import ipaddr from 'ipaddr.js';
-import { DEFAULT_ALLOWED_TYPES } from './attachments/content.js';
-import type { CapacityLimits } from './http/capacity.js';
-import type { OverloadLimits } from './http/overload.js';
 /**
  * The only reader of the environment. Everything else receives a typed {@link Config}.
  * Every problem is collected and reported at once, so a bad deployment fails with one message.
@@ -37,6 +34,45 @@ export interface BuiltinAuthConfig {
   refreshTokenTtlSeconds: number;
   /** Encrypts the signing keys' private halves in the database (AES-256-GCM). */
   keyEncryptionSecret?: string;
+}
+
+/**
+ * Load shedding in front of the API's operations (see http/overload.ts). Declared here, not beside
+ * the guard, because config.ts imports no module of the app: every layer may read config.
+ */
+export interface OverloadLimits {
+  /** Requests of the API (/api/…) being worked on at once; more wait in the queue. */
+  maxInFlight: number;
+  /** Requests that may wait for a place; beyond them, 503 at once. */
+  maxQueue: number;
+  /** The longest a request waits in the queue before it gets 503. */
+  maxQueueWaitMs: number;
+  /** Mean event-loop delay, in each of the last two samples (500 ms each), above which new requests get 503 at once. */
+  maxEventLoopDelayMs: number;
+  /** Clients waiting for a database connection at or above which no queued request is let in. */
+  maxPoolWaiting: number;
+}
+
+/** What one principal may hold at once, and how fast bodies and transfers must move (CAPACITY in the README; see http/capacity.ts). */
+export interface CapacityLimits {
+  /** A JSON body must be in this long after its headers (CLIENT_BODY_TIMEOUT_MS); else 408 and the connection closes. */
+  bodyTimeoutMs: number;
+  /** Requests in flight at once for one user (a verified token's `sub`). */
+  perUser: number;
+  /** Requests in flight at once for one client IP without a valid token. */
+  perIp: number;
+  /** Attachment uploads in progress at once for one user. */
+  uploadsPerUser: number;
+  /** Attachment downloads in progress at once for one user. */
+  downloadsPerUser: number;
+  /** Uploads and downloads in progress at once in this process, everyone's together. */
+  maxTransfers: number;
+  /** A transfer moving fewer bytes than this per second, averaged over a window, is ended (0: no minimum). */
+  transferMinBytesPerSecond: number;
+  /** The window of that average (nginx's client_body_timeout / send_timeout, as a rate). */
+  transferRateWindowMs: number;
+  /** The longest a download may last, however fast it moves (uploads: CLIENT_REQUEST_TIMEOUT_MS). */
+  transferMaxMs: number;
 }
 
 export interface Config {
@@ -123,6 +159,29 @@ export interface WebhooksConfig {
   /** Days an ended (succeeded or failed) delivery stays in the log before the worker deletes it. */
   retentionDays: number;
 }
+
+/**
+ * What the server takes unless ATTACHMENT_ALLOWED_TYPES says otherwise: no SVG, HTML, XML or
+ * executables. The default of a setting belongs to the config, which imports no feature; the
+ * attachments feature reads it from here.
+ */
+export const DEFAULT_ALLOWED_TYPES = [
+  'image/png',
+  'image/jpeg',
+  'image/gif',
+  'image/webp',
+  'image/avif',
+  'application/pdf',
+  'text/plain',
+  'text/csv',
+  'text/markdown',
+  'application/vnd.openxmlformats-officedocument.wordprocessingml.document',
+  'application/vnd.openxmlformats-officedocument.spreadsheetml.sheet',
+  'application/vnd.openxmlformats-officedocument.presentationml.presentation',
+  'application/vnd.oasis.opendocument.text',
+  'application/vnd.oasis.opendocument.spreadsheet',
+  'application/vnd.oasis.opendocument.presentation',
+] as const;
 
 /** Files on tasks: limits, accepted types, and where the bytes live. */
 export interface AttachmentsConfig {
@@ -329,6 +388,17 @@ export function loadConfig(env: Env = process.env): Config {
   return config;
 }
 
+/**
+ * The configuration of an environment that sets nothing but NODE_ENV=test: every default of
+ * loadConfig, taken from loadConfig itself, so that each number is written once, there. For code
+ * that assembles the app or one of its parts without an environment (tests, tools), which starts
+ * from these and overrides what it needs. A fresh object on every call: changing it changes
+ * nobody else's.
+ */
+export function defaultConfig(): Config {
+  return loadConfig({ NODE_ENV: 'test' });
+}
+
 /** ATTACHMENT_*: limits, types and storage of files on tasks. */
 function attachmentsConfig(
   read: (name: string) => string | undefined,
@@ -368,7 +438,7 @@ function webhooksConfig(
   nodeEnv: NodeEnv,
 ): WebhooksConfig {
   const list = (name: string) => read(name)?.split(',').map((entry) => entry.trim()).filter(Boolean);
-  const schedule = list('WEBHOOK_RETRY_SCHEDULE')?.map(Number) ?? DEFAULT_RETRY_SCHEDULE;
+  const schedule = list('WEBHOOK_RETRY_SCHEDULE')?.map(Number) ?? [...DEFAULT_RETRY_SCHEDULE]; // a copy: a caller's change stays its own
   if (schedule.length > 50 || schedule.some((s) => !Number.isInteger(s) || s < 1 || s > 7 * 86_400)) {
     problems.push('WEBHOOK_RETRY_SCHEDULE must list at most 50 delays in whole seconds from 1 to 604800, comma-separated (e.g. 5,30,120)');
   }

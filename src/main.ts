@@ -133,10 +133,12 @@ async function main(): Promise<void> {
   const verifier = createTokenVerifier({ ...jwt, builtin: builtin?.verification });
   const server = createHttpServer(config.http);
   const shutdown = gracefulShutdown(server, { drainMs: config.shutdownDrainMs, timeoutMs: config.shutdownTimeoutMs, logger });
-  const blobStore = await blobStoreFor(config.attachments, ownerScope(database));
+  // One owner scope for everything that reaches owners' rows: the blob store and the operations.
+  const asOwner = ownerScope(database);
+  const blobStore = await blobStoreFor(config.attachments, asOwner);
   const sweep = sweepEvery(config, database, blobStore, logger);
   const metrics = createMetrics(database);
-  const app = buildApp({ config, database, logger, redis, verifier, issuer: builtin?.issuer, contract: loadContract(), stopping: shutdown.stopping, blobStore, metrics });
+  const app = buildApp({ config, database, asOwner, logger, redis, verifier, issuer: builtin?.issuer, contract: loadContract(), stopping: shutdown.stopping, blobStore, metrics });
   server.on('request', app);
   await listen(server, config.port, config.host);
   const address = server.address();

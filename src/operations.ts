@@ -7,7 +7,7 @@ import type { AttachmentsConfig, WebhooksConfig } from './config.js';
 import { authHandlers } from './auth/builtin/auth.handlers.js';
 import type { BuiltinIssuer } from './auth/builtin/issuer.js';
 import type { Database } from './db/database.js';
-import { ownerScope, type OwnerScope } from './db/owner-scope.js';
+import type { OwnerScope } from './db/owner-scope.js';
 import type { Contract } from './http/contract.js';
 import type { HandlerMap } from './http/handler.js';
 import type { Metrics } from './http/metrics.js';
@@ -21,10 +21,12 @@ import { webhookService } from './webhooks/webhooks.service.js';
 /**
  * operationId → handler, for every operation of the contract. The type makes a missing handler,
  * a handler for an operation the spec does not have, or a body the spec does not allow a compile
- * error; `openApiRoutes` checks the same at boot against the bundled spec.
+ * error; `operationsRouter` checks the same at boot against the bundled spec.
  */
 export function buildOperations(deps: {
   database: Database;
+  /** The only way the operations reach owners' rows (ownerScope(database) in the app). */
+  asOwner: OwnerScope;
   contract: Contract;
   metrics: Metrics;
   metricsToken?: string;
@@ -38,11 +40,8 @@ export function buildOperations(deps: {
   webhooks: Pick<WebhooksConfig, 'requireHttps' | 'allowedAddresses' | 'secretGraceSeconds'>;
   /** Where attachments' bytes live; PostgreSQL itself when not given. */
   blobStore?: BlobStore;
-  /** Bench only (AppDeps.without 'owner-scope'): queries run as the pool's role, unscoped. */
-  unscoped?: boolean;
 }): HandlerMap {
-  const { database, contract, metrics, metricsToken, metricsOff, issuer, stopping } = deps;
-  const asOwner = deps.unscoped ? unscopedForBench(database) : ownerScope(database);
+  const { database, asOwner, contract, metrics, metricsToken, metricsOff, issuer, stopping } = deps;
   const attachments = attachmentService({
     asOwner,
     store: deps.blobStore ?? postgresBlobStore(asOwner),
@@ -57,11 +56,4 @@ export function buildOperations(deps: {
     ...authHandlers(issuer),
     ...operationsEndpoints({ contract, ping: database.ping, metrics, metricsToken, metricsOff, stopping, saturated: deps.saturated }),
   };
-}
-
-/** The ablation bench's stand-in for the owner scope: the same work on the plain pool, no role, no RLS settings. */
-function unscopedForBench({ db }: Database): OwnerScope {
-  return Object.assign(<T>(_owner: unknown, work: (scoped: typeof db) => Promise<T>) => work(db), {
-    transaction: <T>(_owner: unknown, work: (scoped: typeof db) => Promise<T>) => db.transaction().execute(work),
-  });
 }

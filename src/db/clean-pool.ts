@@ -1,21 +1,17 @@
 import pg from 'pg';
+import { isReadyForQuery, onQueryFailure, PoolWithReleaseCheck } from './pg-internals.js';
 
 /** Why a connection was destroyed instead of being given back to the pool. */
 export type DiscardReason = 'failed' | 'busy' | 'in_transaction';
-
-/** pg's client as the pool hands it out, with the state this module reads. */
-type PoolClient = pg.PoolClient & { readyForQuery?: boolean; getTransactionStatus(): string | null };
-
-type QueryCallback = (error: Error | undefined, result: unknown) => void;
 
 /**
  * Why `client` must not be reused, or undefined when it is clean: no failure other than a
  * PostgreSQL error since it was checked out, no statement still waiting for its reply, and
  * PostgreSQL's last ReadyForQuery said "idle, outside a transaction" ('I').
  */
-function discardReasonOf(client: PoolClient, failed: WeakSet<object>): DiscardReason | undefined {
+function discardReasonOf(client: pg.PoolClient, failed: WeakSet<object>): DiscardReason | undefined {
   if (failed.has(client)) return 'failed';
-  if (client.readyForQuery !== true) return 'busy';
+  if (!isReadyForQuery(client)) return 'busy';
   if (client.getTransactionStatus() !== 'I') return 'in_transaction';
   return undefined;
 }
@@ -26,24 +22,10 @@ function discardReasonOf(client: PoolClient, failed: WeakSet<object>): DiscardRe
  * socket error, a protocol surprise. After a timeout the statement may still be running, and its
  * reply (the reply to a BEGIN, say) may still arrive; nothing on that connection can be trusted.
  */
-function watchFailures(client: PoolClient, failed: WeakSet<object>): void {
-  const query = client.query as (...args: unknown[]) => unknown;
-  const taint = (error: unknown) => {
-    if (error !== undefined && error !== null && !(error instanceof pg.DatabaseError)) failed.add(client);
-  };
-  const watched = (callback: QueryCallback): QueryCallback => (error, result) => {
-    taint(error);
-    callback(error, result);
-  };
-  client.query = function watchedQuery(this: unknown, config: unknown, values?: unknown, callback?: unknown) {
-    const submittable = config as { submit?: unknown; callback?: QueryCallback } | null;
-    if (typeof submittable?.submit === 'function' && typeof submittable.callback === 'function') submittable.callback = watched(submittable.callback);
-    if (typeof values === 'function') values = watched(values as QueryCallback);
-    if (typeof callback === 'function') callback = watched(callback as QueryCallback);
-    const result = query.call(this, config, values, callback) as Promise<unknown> | undefined;
-    result?.then?.(undefined, taint);
-    return result;
-  } as typeof client.query;
+function watchFailures(client: pg.PoolClient, failed: WeakSet<object>): void {
+  onQueryFailure(client, (error) => {
+    if (!(error instanceof pg.DatabaseError)) failed.add(client);
+  });
 }
 
 /**
@@ -56,9 +38,11 @@ function watchFailures(client: PoolClient, failed: WeakSet<object>): void {
  * uncommitted. Here a released client is destroyed (the server then rolls back whatever it had
  * open) when any of its queries failed for a reason other than a PostgreSQL error, when a
  * statement is still waiting for its reply, or when PostgreSQL's last ReadyForQuery did not say
- * idle outside a transaction. `onDiscard` hears of each (for the log).
+ * idle outside a transaction. `onDiscard` hears of each (for the log). What it needs of pg's and
+ * pg-pool's internals for this (the release decision, a client's readiness, every query's
+ * failure) comes from pg-internals.ts.
  */
-export class CleanPool extends pg.Pool {
+export class CleanPool extends PoolWithReleaseCheck {
   /** Connections destroyed on release so far, by reason (for the metrics). */
   readonly discarded: Record<DiscardReason, number> = { failed: 0, busy: 0, in_transaction: 0 };
   readonly #failed = new WeakSet<object>();
@@ -67,12 +51,12 @@ export class CleanPool extends pg.Pool {
   constructor(config: pg.PoolConfig, onDiscard: (reason: DiscardReason) => void = () => undefined) {
     super(config);
     this.#onDiscard = onDiscard;
-    this.on('connect', (client) => watchFailures(client as PoolClient, this.#failed));
+    this.on('connect', (client) => watchFailures(client as pg.PoolClient, this.#failed));
   }
 
   /** Whether `client` is clean as it stands (the owner scope checks after each statement). */
   discardReasonOf(client: pg.PoolClient): DiscardReason | undefined {
-    return discardReasonOf(client as PoolClient, this.#failed);
+    return discardReasonOf(client, this.#failed);
   }
 
   /** Marks `client` as not to be reused, whatever its state says. */
@@ -80,16 +64,14 @@ export class CleanPool extends pg.Pool {
     this.#failed.add(client);
   }
 
-  // pg-pool's single place where a checked-out client comes back (client.release and pool.query
-  // both end here); a truthy `error` (an Error, or `true` as Kysely passes a discarded
-  // connection; a clean one gets `false`) makes it destroy the client. Untyped in @types/pg.
-  _release(client: PoolClient, idleListener: unknown, error?: Error | boolean): void {
+  // Every checked-out client coming back (client.release and pool.query alike): a truthy `error`
+  // (an Error, or `true` as Kysely passes a discarded connection; a clean one gets `false`)
+  // destroys it already; otherwise it is destroyed too unless it is clean.
+  protected override releaseError(client: pg.PoolClient, error: Error | boolean | undefined): Error | boolean | undefined {
     const reason = error ? undefined : discardReasonOf(client, this.#failed);
-    if (reason !== undefined) {
-      this.discarded[reason] += 1;
-      this.#onDiscard(reason);
-    }
-    const release = (pg.Pool.prototype as unknown as { _release(c: unknown, l: unknown, e?: Error | boolean): void })._release;
-    release.call(this, client, idleListener, reason === undefined ? error : new Error(`connection discarded: ${reason}`));
+    if (reason === undefined) return error;
+    this.discarded[reason] += 1;
+    this.#onDiscard(reason);
+    return new Error(`connection discarded: ${reason}`);
   }
 }

@@ -13,11 +13,12 @@ import {
   type UnknownRow,
 } from 'kysely';
 import pg from 'pg';
-import type { OwnerId } from '../auth/owner-id.js';
 import type { CleanPool } from './clean-pool.js';
 import type { Database } from './database.js';
 import { ConnectionNotClean } from './errors.js';
-import { APP_ROLE, OWNER_SETTING } from './migrations/0004_row_level_security.js';
+import type { OwnerId } from './owner-id.js';
+import { PrecededQuery, type Preceding } from './pg-internals.js';
+import { APP_ROLE, OWNER_SETTING } from './roles.js';
 import type { DB } from './schema.js';
 
 type Work<T> = (db: Kysely<DB>) => Promise<T>;
@@ -56,71 +57,12 @@ function statementNames() {
 /** The scope statement's name where it is prepared (on a connection's first use by the scope). */
 const SCOPE_STATEMENT = 'tasks_api_scope';
 
-type Connection = {
-  parse(m: object): void;
-  bind(m: object): void;
-  execute(m: object): void;
-  parsedStatements: Record<string, string>;
-  submittedNamedStatements: Record<string, string>;
-};
-const query = pg.Query.prototype as unknown as {
-  prepare(c: Connection): void;
-  hasBeenParsed(c: Connection): boolean;
-  handleDataRow(m: unknown): void;
-  handleCommandComplete(m: unknown, c: unknown): void;
-};
-
 /**
- * A pg query preceded, in the same message batch and so in the same implicit transaction, by
- * SCOPE_SQL: Parse/Bind/Execute of the scope, then the query's own Bind/Describe/Execute, then
- * one Sync. PostgreSQL runs everything up to a Sync as one transaction, so the settings hold for
- * the query and end with it — one round trip, bound parameters, and nothing left on the
- * connection. The scope statement's row and completion are not part of the result.
- *
- * A named query is parsed (once per connection) before the scope, so that the ParseComplete pg
- * sees first is its own: pg records a name as parsed on the first ParseComplete of the batch. The
- * scope statement is prepared on its own when the scope first uses a connection (ScopedDriver),
- * else parsed unnamed in the batch; an unnamed query is parsed after the scope, since each unnamed
- * Parse replaces the previous one.
+ * The scope statement, ahead of `owner`'s query in the query's own message batch (see
+ * PrecededQuery): bound by name where ScopedDriver prepared it on the connection, else parsed in
+ * the batch.
  */
-class OwnerScopedQuery extends pg.Query {
-  #scopeDone = false;
-  readonly #owner: string;
-
-  constructor(text: string, values: unknown[], name: string | undefined, owner: string, callback: (error: Error | undefined, result: pg.QueryResult) => void) {
-    super({ text, values, name, queryMode: 'extended' } as pg.QueryConfig, undefined, callback);
-    this.#owner = owner;
-  }
-
-  // pg's Query protocol hooks; untyped in @types/pg.
-  prepare(connection: Connection): void {
-    const self = this as unknown as { name?: string; text: string; types?: unknown };
-    if (self.name !== undefined && !query.hasBeenParsed.call(this, connection)) {
-      connection.parse({ text: self.text, name: self.name, types: self.types });
-      connection.submittedNamedStatements[self.name] = self.text; // so pg's prepare skips its Parse
-    }
-    if (connection.parsedStatements[SCOPE_STATEMENT] === SCOPE_SQL) {
-      connection.bind({ statement: SCOPE_STATEMENT, values: [APP_ROLE, this.#owner] });
-    } else {
-      connection.parse({ text: SCOPE_SQL });
-      connection.bind({ values: [APP_ROLE, this.#owner] });
-    }
-    connection.execute({ portal: '' });
-    query.prepare.call(this, connection);
-  }
-
-  handleDataRow(message: unknown): void {
-    if (this.#scopeDone) query.handleDataRow.call(this, message);
-  }
-
-  handleCommandComplete(message: unknown, connection: unknown): void {
-    if (!this.#scopeDone) {
-      this.#scopeDone = true;
-      return;
-    }
-    query.handleCommandComplete.call(this, message, connection);
-  }
-}
+const scopeFor = (owner: string): Preceding => ({ text: SCOPE_SQL, values: [APP_ROLE, owner], name: SCOPE_STATEMENT });
 
 /** Which owner each query built through an owner's view of the scoped Kysely is for (see OwnerTag). */
 const ownerOf = new WeakMap<QueryId, string>();
@@ -138,12 +80,13 @@ class OwnerTag implements KyselyPlugin {
 }
 
 /**
- * A Kysely connection over a pooled pg client that sends every query as an OwnerScopedQuery for
- * the owner it was tagged with; a query without an owner is refused, never run unscoped. Each
- * statement is its own implicit transaction, so PostgreSQL must report the connection idle
- * outside a transaction when it is done; if not (the connection was inside a transaction it did
- * not know of), the statement's work is not committed: the caller gets an error instead of a
- * result, and the connection is destroyed on release.
+ * A Kysely connection over a pooled pg client that sends every query preceded, in one round trip,
+ * by the scope for the owner it was tagged with (PrecededQuery, in pg-internals.ts); a query
+ * without an owner is refused, never run unscoped. Each statement is its own implicit
+ * transaction, so PostgreSQL must report the connection idle outside a transaction when it is
+ * done; if not (the connection was inside a transaction it did not know of), the statement's work
+ * is not committed: the caller gets an error instead of a result, and the connection is destroyed
+ * on release.
  */
 class ScopedConnection implements DatabaseConnection {
   constructor(readonly client: pg.PoolClient, readonly pool: CleanPool, readonly nameOf: (text: string) => string | undefined) {}
@@ -153,7 +96,7 @@ class ScopedConnection implements DatabaseConnection {
     if (owner === undefined) return Promise.reject(new Error('a query reached the owner scope without an owner'));
     const { client, pool } = this;
     return new Promise((resolve, reject) => {
-      client.query(new OwnerScopedQuery(compiled.sql, compiled.parameters as unknown[], this.nameOf(compiled.sql), owner, (error, result) => {
+      client.query(new PrecededQuery(compiled.sql, compiled.parameters as unknown[], this.nameOf(compiled.sql), scopeFor(owner), (error, result) => {
         if (error) return reject(error);
         const unclean = pool.discardReasonOf(client);
         if (unclean !== undefined) {
@@ -226,7 +169,7 @@ const scopes = new WeakMap<object, OwnerScope>();
  * row-level security filters it: a query that forgot `where owner_id = …` still sees only the
  * caller's rows, and a pooled connection never carries the settings to the next request.
  *
- * On PostgreSQL a statement and its scope travel together in one round trip (OwnerScopedQuery):
+ * On PostgreSQL a statement and its scope travel together in one round trip (PrecededQuery):
  * a request costs one small statement more per statement, not a transaction. One Kysely instance
  * serves every owner (a request gets a view of it tagged with its owner: `withPlugin`, two small
  * objects), and its statements are prepared once per connection unless the database says not to

@@ -5,10 +5,10 @@ import { Router, type RequestHandler } from 'express';
 import type { Logger } from '../logger.js';
 import type { TokenVerifier } from '../auth/token-verifier.js';
 import { bearerSecurityHandler } from '../auth/bearer-security.js';
+import { boundedPointer, NoRoute, pointerSegment, ValidationFailed } from '../errors/problem.js';
 import { operationIdsOf, type OpenApiDocument } from './contract.js';
 import { contractFormats } from './formats.js';
 import { toExpress, type HandlerMap, type OperationId } from './handler.js';
-import { boundedPointer, NoRoute, pointerSegment, ValidationFailed } from './problem.js';
 
 /** Fails at boot when the contract's operations and the handler map are not the same set. */
 export function assertHandlersMatchSpec(spec: OpenApiDocument, handlers: HandlerMap): void {
@@ -36,8 +36,10 @@ export const METHODS = ['get', 'put', 'post', 'delete', 'options', 'head', 'patc
  * writes them: `/API/V1/AUTH/LOGIN` is no operation (the validator matches paths ignoring case, so
  * such a spelling got past it to a handler, around anything keyed on the path, such as the auth
  * rate limit); what no route takes ends in the same 404 problem as a path the contract lacks.
+ * Throws, at boot, when `handlers` and the contract's operations are not the same set.
  */
 export function operationsRouter(spec: OpenApiDocument, handlers: HandlerMap): Router {
+  assertHandlersMatchSpec(spec, handlers);
   const router = Router({ caseSensitive: true });
   for (const [path, item] of Object.entries(spec.paths)) {
     const expressPath = path.replace(/\{([^}]+)\}/g, ':$1');
@@ -133,28 +135,14 @@ export function memoiseValidatorRouteCompilation(): (path: string, options?: obj
 }
 
 /**
- * The gate, then the router: express-openapi-validator checks path, query, headers, body and the
- * bearer token (with the operation's scopes) against the contract and answers 404/405 for what
- * the contract lacks; only then does the request reach the operation's handler.
+ * The gate in front of the router: express-openapi-validator checks path, query, headers, body and
+ * the bearer token (with the operation's scopes) against the contract and answers 404/405 for what
+ * the contract lacks; only what passes reaches operationsRouter and an operation's handler.
  */
-export function openApiRoutes(options: {
-  spec: OpenApiDocument;
-  handlers: HandlerMap;
-  verifier: TokenVerifier;
-  logger: Logger;
-  validateResponses: boolean;
-  /** False only in the ablation bench: then only the bearer token is checked, nothing else of the contract. */
-  validateRequests?: boolean;
-}): RequestHandler[] {
-  const { spec, handlers, verifier, logger } = options;
-  assertHandlersMatchSpec(spec, handlers);
+export function contractValidator(options: { spec: OpenApiDocument; verifier: TokenVerifier; logger: Logger; validateResponses: boolean }): RequestHandler[] {
+  const { spec, verifier, logger } = options;
   memoiseValidatorRouteCompilation();
-  if (options.validateRequests === false) {
-    const security = bearerSecurityHandler(verifier, logger);
-    const authOnly: RequestHandler = (req, _res, next) => void security(req, []).then(() => next(), next);
-    return [authOnly, operationsRouter(spec, handlers)];
-  }
-  const validator = OpenApiValidator.middleware({
+  return OpenApiValidator.middleware({
     // The validator annotates the document it is given; keep the served copy pristine.
     apiSpec: validatorView(spec) as never,
     validateApiSpec: true,
@@ -176,5 +164,4 @@ export function openApiRoutes(options: {
     // are streamed by their handler (attachments), which checks their parts itself.
     fileUploader: false,
   }) as unknown as RequestHandler[];
-  return [...validator, operationsRouter(spec, handlers)];
 }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from '@jest/globals';
-import { ConfigError, loadConfig } from '../../src/config.js';
+import { ConfigError, defaultConfig, loadConfig } from '../../src/config.js';
 
 function problemsOf(env: Record<string, string>): string[] {
   try {
@@ -190,5 +190,18 @@ describe('loadConfig', () => {
 
   it('refuses a DATABASE_URL that is not a URL', () => {
     expect(problemsOf({ DATABASE_URL: 'not a url' })).toEqual(['DATABASE_URL is not a valid URL']);
+  });
+});
+
+describe('defaultConfig', () => {
+  it('is what loadConfig reads from an environment with NODE_ENV=test alone, a fresh copy each time', () => {
+    const defaults = defaultConfig();
+    expect(defaults).toEqual(loadConfig({ NODE_ENV: 'test' }));
+    expect(defaults).toMatchObject({ nodeEnv: 'test', requestTimeoutMs: 15_000, bodyLimitBytes: 32768, overload: { maxInFlight: 64 }, webhooks: { requireHttps: false } });
+    const pristine = structuredClone(defaults);
+    defaults.webhooks.retrySchedule.push(1);
+    defaults.attachments.allowedTypes.push('text/html');
+    defaults.overload.maxInFlight = 1;
+    expect(defaultConfig()).toEqual(pristine);
   });
 });

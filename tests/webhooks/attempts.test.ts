@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { sql } from 'kysely';
-import { loadConfig } from '../../src/config.js';
+import { defaultConfig } from '../../src/config.js';
 import { deliveryRunner, type Send } from '../../src/webhooks/jobs/deliver.js';
 import type { SendResult } from '../../src/webhooks/sender.js';
 import { buildTask } from '../helpers/factories.js';
@@ -15,7 +15,7 @@ import { scratchDatabase, startServer, type TestServer } from '../helpers/server
  */
 let server: TestServer;
 let scratch: Awaited<ReturnType<typeof scratchDatabase>>;
-const config = { ...loadConfig({ NODE_ENV: 'test' }).webhooks, timeoutMs: 2000 };
+const config = { ...defaultConfig().webhooks, timeoutMs: 2000 };
 
 beforeAll(async () => {
   scratch = await scratchDatabase();

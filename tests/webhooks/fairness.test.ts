@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { randomUUID } from 'node:crypto';
-import { loadConfig } from '../../src/config.js';
+import { defaultConfig } from '../../src/config.js';
 import { startWebhookWorker, type WebhookWorker } from '../../src/webhooks/jobs/worker.js';
 import { MAX_WEBHOOKS } from '../../src/webhooks/webhooks.service.js';
 import { buildTask } from '../helpers/factories.js';
@@ -25,7 +25,7 @@ const TIMEOUT_MS = 5000;
 const OWNER_CONCURRENCY = 2;
 /** How soon another owner's event must arrive: well under one attempt timeout. */
 const VICTIM_BOUND_MS = 2000;
-const webhooks = { ...loadConfig({ NODE_ENV: 'test' }).webhooks, concurrency: 4, endpointConcurrency: 2, ownerConcurrency: OWNER_CONCURRENCY, timeoutMs: TIMEOUT_MS, pollMs: 100, circuitTimeouts: 1000 };
+const webhooks = { ...defaultConfig().webhooks, concurrency: 4, endpointConcurrency: 2, ownerConcurrency: OWNER_CONCURRENCY, timeoutMs: TIMEOUT_MS, pollMs: 100, circuitTimeouts: 1000 };
 
 beforeAll(async () => {
   receiver = await startReceiver();

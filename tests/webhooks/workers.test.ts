@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { randomUUID } from 'node:crypto';
-import { loadConfig } from '../../src/config.js';
+import { defaultConfig } from '../../src/config.js';
 import { startWebhookWorker, type WebhookWorker } from '../../src/webhooks/jobs/worker.js';
 import { buildTask } from '../helpers/factories.js';
 import { captureLogs } from '../helpers/logs.js';
@@ -17,7 +17,7 @@ let scratch: Awaited<ReturnType<typeof scratchDatabase>>;
 beforeAll(async () => {
   receiver = await startReceiver();
   scratch = await scratchDatabase();
-  const webhooks = { ...loadConfig({ NODE_ENV: 'test' }).webhooks, pollMs: 50, concurrency: 4 };
+  const webhooks = { ...defaultConfig().webhooks, pollMs: 50, concurrency: 4 };
   server = await startServer({ databaseUrl: scratch.url, webhooks: { ...webhooks, runWorker: true } });
   const { logger } = captureLogs();
   second = await startWebhookWorker({ database: server.database, databaseUrl: scratch.url, config: webhooks, logger });
