@@ -10,8 +10,15 @@ export default {
   },
   moduleNameMapper: { '^(\\.{1,2}/.*)\\.js$': '$1' },
   testMatch: ['<rootDir>/tests/**/*.test.ts'],
-  // Generous: a hook that starts a server on PGlite took over 20 s on a loaded two-core machine; tests assert behaviour, not speed.
-  testTimeout: 60000,
+  // The migrations run once per run, and every test server starts from a copy (see helpers/templates.ts).
+  globalSetup: '<rootDir>/tests/helpers/global-setup.js',
+  globalTeardown: '<rootDir>/tests/helpers/global-teardown.js',
+  // A test server starts from the migrated template in about a second, so hooks fit well inside
+  // this; the few tests that wait on purpose for longer (process restarts, retry schedules) say so.
+  testTimeout: 20000,
+  // Every core: most tests spend their time waiting on sockets, timers and child processes, so two
+  // workers on two cores halve the run (jest's default leaves one core idle).
+  maxWorkers: '100%',
   // The default output, then one line on the PostgreSQL-only tests a run without TEST_DATABASE_URL skipped.
   reporters: ['default', '<rootDir>/tests/helpers/postgres-skips-reporter.js'],
 };

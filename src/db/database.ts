@@ -43,13 +43,15 @@ export interface DatabaseOptions {
   preparedStatements?: boolean;
   /** Where PGlite keeps its files; `memory://` for a throwaway database. */
   pgliteDir?: string;
+  /** A data directory to start PGlite from, as `dumpDataDir` wrote it (the tests' migrated template). */
+  pgliteDump?: Blob;
   logger?: Logger;
 }
 
 /** PostgreSQL through a `pg` pool when a URL is given, else embedded PGlite. */
 export async function openDatabase(options: DatabaseOptions): Promise<Database> {
   const pool = options.url ? postgresPool(options) : undefined;
-  const embedded = pool ? undefined : await embeddedPglite(options.pgliteDir ?? 'memory://');
+  const embedded = pool ? undefined : await embeddedPglite(options.pgliteDir ?? 'memory://', options.pgliteDump);
   const db = new Kysely<DB>({ dialect: pool ? new MigrationSafePostgresDialect({ pool }) : embedded!.dialect });
   return {
     db,
@@ -102,14 +104,20 @@ function postgresPool({ url, poolMax = 10, statementTimeoutMs = 10_000, idleInTr
  * PGlite in `dir`, which this process holds until `unlock`: PGlite does not lock its files, and two
  * servers on one directory would both start and overwrite each other's writes.
  */
-async function embeddedPglite(dir: string): Promise<{ dialect: PGliteDialect; pglite: PGlite; unlock(): Promise<void> }> {
+async function embeddedPglite(dir: string, dump?: Blob): Promise<{ dialect: PGliteDialect; pglite: PGlite; unlock(): Promise<void> }> {
   const inMemory = dir.startsWith('memory://');
   if (!inMemory) await mkdir(dir, { recursive: true });
   const unlock = inMemory ? async () => undefined : await lockDataDirectory(dir);
   try {
     // Timestamps parsed by pg's own parser, as on PostgreSQL: PGlite's reads year 0001 as 2001.
     const timestamp = pg.types.getTypeParser(pg.types.builtins.TIMESTAMPTZ);
-    const pglite = new PGlite(dir, { parsers: { [types.TIMESTAMPTZ]: (value: string) => timestamp(value) } });
+    const pglite = new PGlite(dir, {
+      parsers: { [types.TIMESTAMPTZ]: (value: string) => timestamp(value) },
+      loadDataDir: dump,
+      // Starting from existing files arms PostgreSQL's 10 s startup-progress timer, which PGlite
+      // leaves pending after close: the process then cannot exit until it fires, again and again.
+      startParams: [...PGlite.defaultStartParams, '-c', 'log_startup_progress_interval=0'],
+    });
     await pglite.waitReady;
     return { dialect: new PGliteDialect({ pglite }), pglite, unlock };
   } catch (error) {

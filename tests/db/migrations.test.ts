@@ -19,7 +19,7 @@ onPostgres('migrations', () => {
   // Through a pooler in transaction mode, server connections outlive the processes: a lock left on
   // one is held by no one and makes every later start wait until its statement timeout.
   it('run from six processes at once, three times, on a fresh database: all succeed and no lock is left behind', async () => {
-    const scratch = await scratchDatabase();
+    const scratch = await scratchDatabase({ empty: true });
     const admin = await openDatabase({ url: scratch.url!, poolMax: 1 });
     try {
       for (let round = 0; round < 3; round += 1) {
@@ -42,7 +42,7 @@ onPostgres('migrations', () => {
   }, 60_000);
 
   it('a migration that fails rolls back everything and leaves no lock behind: the next run is not kept waiting', async () => {
-    const scratch = await scratchDatabase();
+    const scratch = await scratchDatabase({ empty: true });
     const database = await openDatabase({ url: scratch.url!, poolMax: 2, statementTimeoutMs: 2000, queryTimeoutMs: 3000 });
     try {
       const failing = {

@@ -1,4 +1,5 @@
 import { randomBytes, randomUUID } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Express } from 'express';
@@ -7,19 +8,17 @@ import { SignJWT, type JWTPayload } from 'jose';
 import { createTasksClient, type TasksClient } from '../../packages/client/src/index.js';
 import { buildApp } from '../../src/app.js';
 import type { BlobStore } from '../../src/attachments/blob-store.js';
-import { DEFAULT_BODY_LIMIT_BYTES, loadConfig, type AttachmentsConfig, type WebhooksConfig } from '../../src/config.js';
+import { defaultConfig, type AttachmentsConfig, type WebhooksConfig } from '../../src/config.js';
 import { startWebhookWorker, type WebhookWorker } from '../../src/webhooks/jobs/worker.js';
 import { createMetrics } from '../../src/http/metrics.js';
 import type { LookupFunction } from 'node:net';
 import { createHttpServer } from '../../src/http/http-server.js';
-import type { CapacityLimits } from '../../src/http/capacity.js';
-import type { OverloadLimits } from '../../src/http/overload.js';
+import type { CapacityLimits, OverloadLimits } from '../../src/config.js';
 import type { RedisCommands } from '../../src/http/rate-limit.js';
 import { builtinAuth } from '../../src/auth/builtin/issuer.js';
 import type { SigningKeys } from '../../src/auth/builtin/signing-keys.js';
 import { createTokenVerifier, type VerifierOptions } from '../../src/auth/token-verifier.js';
 import { openDatabase, type Database, type DatabaseOptions } from '../../src/db/database.js';
-import { migrateToLatest } from '../../src/db/migrate.js';
 import { loadContract } from '../../src/http/contract.js';
 import { captureLogs } from './logs.js';
 import { watchResponseHeaders, type HeaderMismatch } from './contract-headers.js';
@@ -31,26 +30,41 @@ export const BUILTIN_ISSUER = 'https://api.tasks-api.test';
 /**
  * A real database: the PostgreSQL server at TEST_DATABASE_URL when set (with named statements
  * unless TEST_DATABASE_PREPARED_STATEMENTS=off, as behind an older PgBouncer), else a fresh
- * in-memory PGlite.
+ * in-memory PGlite. Both are already migrated (templates.ts): PGlite starts from a copy of the
+ * migrated template, and every PostgreSQL database the tests use is TEST_DATABASE_URL's or a copy
+ * of its template (`scratchDatabase`).
  */
 export async function testDatabase(url = process.env.TEST_DATABASE_URL, options: Partial<DatabaseOptions> = {}): Promise<Database> {
-  const preparedStatements = process.env.TEST_DATABASE_PREPARED_STATEMENTS !== 'off';
-  const database = await openDatabase(url ? { url, poolMax: 5, preparedStatements, ...options } : { pgliteDir: 'memory://' });
-  await migrateToLatest(database.db);
-  return database;
+  if (url) {
+    const preparedStatements = process.env.TEST_DATABASE_PREPARED_STATEMENTS !== 'off';
+    return openDatabase({ url, poolMax: 5, preparedStatements, ...options });
+  }
+  return openDatabase({ pgliteDir: 'memory://', pgliteDump: await pgliteTemplate(), ...options });
+}
+
+/** The migrated PGlite data directory global-setup.ts dumped; read once per test file. */
+let template: Promise<Blob> | undefined;
+function pgliteTemplate(): Promise<Blob> {
+  const file = process.env.TEST_PGLITE_TEMPLATE;
+  if (!file) throw new Error('TEST_PGLITE_TEMPLATE is not set: run the tests through jest (its globalSetup makes the template)');
+  template ??= readFile(file).then((bytes) => new Blob([bytes]));
+  return template;
 }
 
 /**
- * A database of its own for a test that changes what other tests share (the signing keys): a
- * fresh PostgreSQL database next to TEST_DATABASE_URL's, dropped by `drop`; with PGlite every
- * server has a fresh one anyway, so there is nothing to make.
+ * A database of its own for a test that changes what other tests share (the signing keys, the job
+ * queue): a fresh PostgreSQL database next to TEST_DATABASE_URL's, a copy of the migrated template
+ * (or `empty`, for the migrations' own tests), dropped by `drop`; with PGlite every server has a
+ * fresh one anyway, so there is nothing to make.
  */
-export async function scratchDatabase(): Promise<{ url?: string; drop(): Promise<void> }> {
+export async function scratchDatabase({ empty = false } = {}): Promise<{ url?: string; drop(): Promise<void> }> {
   const base = process.env.TEST_DATABASE_URL;
   if (!base) return { url: undefined, drop: async () => {} };
   const name = `tasks_scratch_${randomBytes(6).toString('hex')}`;
   const admin = await openDatabase({ url: base, poolMax: 1 });
-  await sql`create database ${sql.id(name)}`.execute(admin.db);
+  const template = process.env.TEST_DATABASE_TEMPLATE;
+  if (!empty && !template) throw new Error('TEST_DATABASE_TEMPLATE is not set: run the tests through jest (its globalSetup makes the template)');
+  await (empty ? sql`create database ${sql.id(name)}` : sql`create database ${sql.id(name)} template ${sql.id(template!)}`).execute(admin.db);
   const url = new URL(base);
   url.pathname = `/${name}`;
   return {
@@ -142,25 +156,26 @@ export async function startServer(
       )
     : undefined;
   const verifier = createTokenVerifier({ secret, issuer: TEST_ISSUER, clockToleranceSeconds: 5, builtin: builtin?.verification, ...options.jwt });
-  const webhooks: WebhooksConfig = { ...loadConfig({ NODE_ENV: 'test' }).webhooks, ...options.webhooks };
+  const defaults = defaultConfig();
+  const webhooks: WebhooksConfig = { ...defaults.webhooks, ...options.webhooks };
   const metrics = createMetrics(database);
   const contract = loadContract();
   const app = buildApp({
     metrics,
     config: {
-      bodyLimitBytes: DEFAULT_BODY_LIMIT_BYTES,
+      bodyLimitBytes: defaults.bodyLimitBytes,
       corsOrigins: options.corsOrigins ?? [],
       metricsToken: options.metricsToken,
       metricsOff: options.metricsOff,
       rateLimit: options.rateLimit ?? { perMinute: 100_000, authPerMinute: 100_000 },
       trustProxy: options.trustProxy,
-      requestTimeoutMs: options.requestTimeoutMs,
-      attachments: { ...loadConfig({ NODE_ENV: 'test' }).attachments, ...options.attachments },
+      requestTimeoutMs: options.requestTimeoutMs ?? defaults.requestTimeoutMs,
+      attachments: { ...defaults.attachments, ...options.attachments },
       // Load shedding as configured, but never for event-loop delay unless a test asks: jest runs
       // test files side by side, and embedded PGlite's synchronous work stalls the loop of the
       // very process whose requests it would then shed.
-      overload: { ...loadConfig({ NODE_ENV: 'test' }).overload, maxEventLoopDelayMs: 600_000, ...options.overload },
-      capacity: { ...loadConfig({ NODE_ENV: 'test' }).capacity, perUser: 10_000, perIp: 10_000, uploadsPerUser: 10_000, downloadsPerUser: 10_000, maxTransfers: 10_000, ...options.capacity },
+      overload: { ...defaults.overload, maxEventLoopDelayMs: 600_000, ...options.overload },
+      capacity: { ...defaults.capacity, perUser: 10_000, perIp: 10_000, uploadsPerUser: 10_000, downloadsPerUser: 10_000, maxTransfers: 10_000, ...options.capacity },
       webhooks,
     },
     blobStore: options.blobStore,

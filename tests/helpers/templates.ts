@@ -1,0 +1,79 @@
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { sql } from 'kysely';
+import { openDatabase } from '../../src/db/database.js';
+import { migrateToLatest } from '../../src/db/migrate.js';
+
+/**
+ * What jest's globalSetup does (tests/helpers/global-setup.js loads this through tsx): the
+ * migrations run once per `npm test`, not once per test server.
+ *
+ * - PGlite: one in-memory database is migrated and its data directory dumped to a file
+ *   (TEST_PGLITE_TEMPLATE); every test server loads a fresh copy of it (`testDatabase`), so each
+ *   still has a database of its own, in about a third of the time initdb and the migrations took.
+ * - PostgreSQL (TEST_DATABASE_URL): that database is migrated once, and a migrated template
+ *   database is made next to it (TEST_DATABASE_TEMPLATE) that `scratchDatabase` copies with
+ *   CREATE DATABASE … TEMPLATE. It accepts no connections once made, so that nothing (a pooler's
+ *   idle server connection included) can stop a copy.
+ *
+ * The variables set here reach the test workers, which start after it. The migrations keep their
+ * own tests (tests/db/migrations.test.ts), on empty databases.
+ */
+export async function makeTemplates(): Promise<void> {
+  const dir = await mkdtemp(join(tmpdir(), 'tasks-api-jest-'));
+  process.env.TEST_TEMPLATE_DIR = dir;
+
+  const embedded = await openDatabase({ pgliteDir: 'memory://' });
+  try {
+    await migrateToLatest(embedded.db);
+    await sql`checkpoint`.execute(embedded.db);
+    const file = join(dir, 'pglite-template.tar');
+    await writeFile(file, Buffer.from(await (await embedded.pglite!.dumpDataDir('none')).arrayBuffer()));
+    process.env.TEST_PGLITE_TEMPLATE = file;
+  } finally {
+    await embedded.close();
+  }
+
+  const url = process.env.TEST_DATABASE_URL;
+  if (!url) return;
+  const main = await openDatabase({ url, poolMax: 1, preparedStatements: false });
+  try {
+    await migrateToLatest(main.db);
+    const template = `${new URL(url).pathname.slice(1)}_template_${process.pid}`;
+    await dropTemplate(main, template);
+    await sql`create database ${sql.id(template)}`.execute(main.db);
+    const copy = new URL(url);
+    copy.pathname = `/${template}`;
+    const migrated = await openDatabase({ url: copy.href, poolMax: 1, preparedStatements: false });
+    try {
+      await migrateToLatest(migrated.db);
+    } finally {
+      await migrated.close();
+    }
+    await sql`alter database ${sql.id(template)} allow_connections false`.execute(main.db);
+    // A pooler keeps the server connection the migration used: end it, or no copy can be made.
+    await sql`select pg_terminate_backend(pid) from pg_stat_activity where datname = ${template}`.execute(main.db);
+    process.env.TEST_DATABASE_TEMPLATE = template;
+  } finally {
+    await main.close();
+  }
+}
+
+async function dropTemplate(admin: Awaited<ReturnType<typeof openDatabase>>, template: string): Promise<void> {
+  await sql`drop database if exists ${sql.id(template)} with (force)`.execute(admin.db);
+}
+
+/** What jest's globalTeardown does: removes what `makeTemplates` made. */
+export async function removeTemplates(): Promise<void> {
+  if (process.env.TEST_TEMPLATE_DIR) await rm(process.env.TEST_TEMPLATE_DIR, { recursive: true, force: true });
+  const url = process.env.TEST_DATABASE_URL;
+  const template = process.env.TEST_DATABASE_TEMPLATE;
+  if (!url || !template) return;
+  const admin = await openDatabase({ url, poolMax: 1, preparedStatements: false });
+  try {
+    await dropTemplate(admin, template);
+  } finally {
+    await admin.close();
+  }
+}
