@@ -32,7 +32,7 @@ let victimToken: string;
 let taskId: string;
 let horde: Horde | undefined;
 let calls: VictimCall[] = [];
-let admitted: number[] = [];
+const admitted: number[] = [];
 let listedAfter: unknown;
 let metrics = '';
 
@@ -110,9 +110,12 @@ describe('66 slow raw uploads of one user at 1 byte/s', () => {
   });
 
   it(`never has more than UPLOADS_PER_USER (${UPLOADS_PER_USER}) uploads of one user in progress at once`, () => {
-    // An upload that was let in is one that ran until its 408 (less our sampling's lateness).
+    // An upload that was let in is one that ran until its 408. We see its end when its 408 reaches
+    // us, which on a loaded machine (two jest workers on two cores) lags the server's release of
+    // its place by up to SLACK_MS, while the next upload may be let in the moment the place is
+    // free: each interval is shortened by that lateness. Without the cap, all 66 would overlap.
     expect(timedOut().length).toBeGreaterThan(0);
-    expect(mostAtOnce(timedOut().map((c) => [c.sentAt!, c.firstByteAt! - 250] as const))).toBeLessThanOrEqual(UPLOADS_PER_USER);
+    expect(mostAtOnce(timedOut().map((c) => [c.sentAt!, c.firstByteAt! - SLACK_MS] as const))).toBeLessThanOrEqual(UPLOADS_PER_USER);
   });
 
   it(`ends a too-slow upload once a rate window (${RATE_WINDOW_MS} ms) has passed, within two windows and ${SLACK_MS} ms of its headers`, () => {

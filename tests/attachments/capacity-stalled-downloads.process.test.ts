@@ -129,8 +129,9 @@ onPostgres('66 sockets of one user downloading a 10 MiB attachment and never rea
   });
 
   it(`never runs more than DOWNLOADS_PER_USER (${DOWNLOADS_PER_USER}) downloads of one user at once`, () => {
-    // Each download from its first byte to when the server closed it (less our 200 ms sampling of that).
-    expect(mostAtOnce(downloads().map((c) => [c.firstByteAt!, (c.closedAt ?? Number.POSITIVE_INFINITY) - 250] as const))).toBeLessThanOrEqual(DOWNLOADS_PER_USER);
+    // Each download from its first byte to when the server closed it, less the lateness with which
+    // a loaded machine lets us see that close (SLACK_MS): the next one may start the moment it is.
+    expect(mostAtOnce(downloads().map((c) => [c.firstByteAt!, (c.closedAt ?? Number.POSITIVE_INFINITY) - SLACK_MS] as const))).toBeLessThanOrEqual(DOWNLOADS_PER_USER);
   });
 
   it(`destroys each stalled download's connection within ${CUT_WITHIN_MS} ms, before the file is through`, () => {
