@@ -163,9 +163,11 @@ describe('the measurement', () => {
 describe(`hostile bodies just under the ${LIMIT}-byte limit`, () => {
   it.each(hostile)('%s: a small 422 problem, errors[] capped, no other request waits', async (_label, request) => {
     if (request.body !== undefined) expect(Buffer.byteLength(request.body)).toBeLessThanOrEqual(LIMIT);
-    // The slowest path shows in every attempt; a busy machine's hiccup does not: keep the best of three.
+    // The slowest path shows in every attempt; a busy machine's hiccup does not: keep the best of
+    // five (two jest workers on two cores, with CI or a linter beside them, lose the CPU for 100 ms
+    // at times).
     const attempts: Measured[] = [];
-    for (let attempt = 0; attempt < 3; attempt++) {
+    for (let attempt = 0; attempt < 5; attempt++) {
       const measured = await underLoad(() => sendHostile(request));
       attempts.push(measured);
       if (measured.loopDelay < MAX_LOOP_DELAY_MS && measured.worstProbe < MAX_PROBE_MS) break;

@@ -39,7 +39,7 @@ onPostgres('200 connections flooding GET /health/ready', () => {
       },
     });
     victimToken = await target.tokenFor();
-  });
+  }, 60_000); // starting a server process: startMain allows it 45 s on a loaded machine
 
   beforeAll(async () => {
     if (target === undefined) throw new Error('no server to attack');

@@ -112,5 +112,5 @@ describe('load shedding', () => {
     } finally {
       await busy.close();
     }
-  });
+  }, 40_000); // stalls the loop on purpose, for seconds
 });

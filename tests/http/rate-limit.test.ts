@@ -84,7 +84,7 @@ describe('with Redis (127.0.0.1:6379)', () => {
     const statuses = [];
     for (let i = 0; i < 6; i += 1) statuses.push((await get([a, b][i % 2]!, '/api/v1/tasks', { Authorization: `Bearer ${tokens[i % 2]}` })).status);
     expect(statuses).toEqual([200, 200, 200, 200, 429, 429]);
-  });
+  }, 40_000); // two servers and a minute-long window shared through Redis
 
   it('keeps serving, and logs at error, when Redis is unreachable (fail open)', async () => {
     const dead = createClient({ url: 'redis://127.0.0.1:1', disableOfflineQueue: true, socket: { reconnectStrategy: false } });

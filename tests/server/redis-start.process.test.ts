@@ -31,5 +31,5 @@ describe('REDIS_URL at start', () => {
         rmSync(dataDir, { recursive: true, force: true });
       }
     }
-  });
+  }, 60_000); // two server processes started one after the other
 });
