@@ -665,7 +665,7 @@ async function main(): Promise<number> {
       server.agent.destroy();
       server.process.kill('SIGTERM');
     }
-    await Promise.all([ours, reference].map((s) => s && s.process.exitCode === null && new Promise((resolve) => s.process.once('exit', resolve))));
+    await Promise.all([ours, reference].flatMap((s) => (s && s.process.exitCode === null ? [new Promise((resolve) => s.process.once('exit', resolve))] : [])));
     await emptyAttachments().catch(() => undefined);
   }
 

@@ -139,7 +139,7 @@ interface Fixture {
 
 /** One request of the scenario, for a random user (and one of their tasks). */
 function requestFor(scenario: Scenario, fixture: Fixture): autocannon.Request {
-  const pick = (scenario === 'mixed' || scenario === 'overload' ? pickMixed() : scenario === 'under-attack' ? 'list' : scenario) as Exclude<Scenario, 'mixed' | 'overload' | 'under-attack'>;
+  const pick = scenario === 'mixed' || scenario === 'overload' ? pickMixed() : scenario === 'under-attack' ? 'list' : scenario;
   const user = Math.floor(Math.random() * fixture.tokens.length);
   const headers = { authorization: `Bearer ${fixture.tokens[user]}`, 'content-type': 'application/json' };
   const ids = fixture.taskIds[user]!;
@@ -286,7 +286,7 @@ async function main(): Promise<number> {
       results[scenario] = { ours: o, baseline: b, ratio: Math.round((o.rps / b.rps) * 100) / 100 };
       process.stdout.write(
         `${scenario.padEnd(7)} ours ${String(o.rps).padStart(6)} req/s p99 ${o.p99_ms.toFixed(1).padStart(6)} ms | ` +
-          `baseline ${String(b.rps).padStart(6)} req/s p99 ${b.p99_ms.toFixed(1).padStart(6)} ms | ratio ${results[scenario]!.ratio.toFixed(2)}` +
+          `baseline ${String(b.rps).padStart(6)} req/s p99 ${b.p99_ms.toFixed(1).padStart(6)} ms | ratio ${results[scenario].ratio.toFixed(2)}` +
           `${scenario === 'overload' ? ` | ours shed ${o.shed}` : ''}` +
           `${scenario === 'under-attack' ? ` | attacker answered: ours ${answersOf(o)}; baseline ${answersOf(b)}` : ''}` +
           `${o.errors + b.errors ? `  ERRORS ours ${o.errors} baseline ${b.errors}` : ''}\n`,

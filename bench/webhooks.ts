@@ -90,7 +90,7 @@ async function load(url: string, tokens: string[]): Promise<Load> {
           }),
         }],
       },
-      (error, res) => (error ? reject(error) : resolve(res)),
+      (error: Error | null, res) => (error ? reject(error) : resolve(res)),
     );
     instance.on('response', (_client, statusCode, _bytes, responseTime) => {
       if (statusCode === 201) latencies.push(responseTime);

@@ -55,7 +55,7 @@ export function bundleContract() {
       execFileSync(join(root, 'node_modules', '.bin', 'redocly'), ['bundle', 'openapi/openapi.yaml', '--output', out, '--ext', 'json'], { cwd: root, stdio: 'pipe' });
     } catch (error) {
       process.stderr.write(String(error.stderr ?? '') + String(error.stdout ?? ''));
-      throw new Error('redocly bundle openapi/openapi.yaml failed');
+      throw new Error('redocly bundle openapi/openapi.yaml failed', { cause: error });
     }
     return JSON.parse(readFileSync(out, 'utf8'));
   } finally {

@@ -88,6 +88,7 @@ function generate() {
 
 /** The line of a failed generate that says what is wrong (Redocly's error, else the last line). */
 function firstError(output) {
+  // eslint-disable-next-line no-control-regex -- strips ANSI colour codes, which begin with ESC
   const lines = output.split('\n').map((line) => line.replace(/\u001b\[[0-9;]*m/g, '').trim()).filter(Boolean);
   return lines.find((line) => /\berror\b|cannot|unexpected|not found|failed to/i.test(line) && !line.startsWith('at ')) ?? lines.at(-1) ?? 'no output';
 }

@@ -89,7 +89,7 @@ try {
     const compiled = query.compile();
     const pieces = compiled.sql.split(/\$\d+/);
     const explained = sql<{ 'QUERY PLAN': [{ Plan: PlanNode; 'Execution Time': number }] }>(
-      Object.assign([`explain (analyze, format json) ${pieces[0]}`, ...pieces.slice(1)], { raw: [] }) as unknown as TemplateStringsArray,
+      Object.assign([`explain (analyze, format json) ${pieces[0]}`, ...pieces.slice(1)], { raw: [] }),
       ...compiled.parameters,
     );
     const { rows: plan } = await asOwner(owner, (trx) => explained.execute(trx));

@@ -17,6 +17,7 @@ const run = (name, args) => {
     execFileSync(bin(name), args, { cwd: root, stdio: 'pipe', env: { ...process.env, REDOCLY_TELEMETRY: 'off' } });
   } catch (error) {
     process.stderr.write(String(error.stderr ?? '') + String(error.stdout ?? ''));
+    // eslint-disable-next-line preserve-caught-error -- the tool's output is written just above; the child-process error would repeat it as Buffers in what dev.mjs reads
     throw new Error(`${name} ${args.join(' ')} failed`);
   }
 };

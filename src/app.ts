@@ -180,7 +180,7 @@ export function appStages(deps: AppDeps): AppStage[] {
       metricsOff: config.metricsOff,
       issuer: deps.issuer,
       stopping: deps.stopping,
-      saturated: overload.saturated,
+      saturated: () => overload.saturated(),
       attachments: config.attachments,
       webhooks: config.webhooks,
       blobStore: deps.blobStore,

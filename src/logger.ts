@@ -32,6 +32,7 @@ const context = winston.format((info) => {
 
 const pretty = winston.format.printf(({ level, message, timestamp, stack, ...rest }) => {
   const fields = Object.keys(rest).length > 0 ? ` ${JSON.stringify(rest)}` : '';
+  // eslint-disable-next-line @typescript-eslint/no-base-to-string -- `stack` is what the log call or the errors() format put there (a string); anything else is printed as String() prints it
   return `${String(timestamp)} ${level} ${String(message)}${fields}${stack ? `\n${String(stack)}` : ''}`;
 });
 

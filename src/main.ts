@@ -98,10 +98,11 @@ async function startBuiltinAuth(config: Config, db: Database['db'], logger: Logg
  * runs it; running it twice at once removes nothing twice.
  */
 function sweepEvery(config: Config, database: Database, store: BlobStore, logger: Logger): NodeJS.Timeout {
-  const run = () =>
-    sweepAttachments(database.db, store, new Date(Date.now() - staleUploadAfterMs(config.http.requestTimeoutMs)))
+  const run = () => {
+    void sweepAttachments(database.db, store, new Date(Date.now() - staleUploadAfterMs(config.http.requestTimeoutMs)))
       .then((removed) => removed > 0 && logger.info('attachment sweep removed leftovers', { removed }))
       .catch((error: unknown) => logger.warn('attachment sweep failed; it runs again later', { error: String(error) }));
+  };
   setTimeout(run, 5_000).unref();
   return setInterval(run, config.attachments.sweepIntervalMs).unref();
 }
@@ -138,7 +139,7 @@ async function main(): Promise<void> {
   const blobStore = await blobStoreFor(config.attachments, asOwner);
   const sweep = sweepEvery(config, database, blobStore, logger);
   const metrics = createMetrics(database);
-  const app = buildApp({ config, database, asOwner, logger, redis, verifier, issuer: builtin?.issuer, contract: loadContract(), stopping: shutdown.stopping, blobStore, metrics });
+  const app = buildApp({ config, database, asOwner, logger, redis, verifier, issuer: builtin?.issuer, contract: loadContract(), stopping: () => shutdown.stopping(), blobStore, metrics });
   server.on('request', app);
   await listen(server, config.port, config.host);
   const address = server.address();

@@ -177,7 +177,7 @@ async function loggedOutBy(error: unknown): Promise<boolean> {
 
 ui.authForm.addEventListener('submit', (event) => {
   event.preventDefault();
-  const submitter = (event as SubmitEvent).submitter as HTMLButtonElement | null;
+  const submitter = event.submitter as HTMLButtonElement | null;
   const registering = submitter?.value === 'register';
   const credentials = { email: ui.email.value.trim(), password: ui.password.value };
   void busy([...ui.authForm.querySelectorAll('button')], async () => {
@@ -201,7 +201,7 @@ ui.logout.addEventListener('click', () => {
       await session.logout();
       showLoggedOut('Logged out.');
     } catch (error) {
-      showLoggedOut(`Logged out here, but the API did not confirm it: ${error instanceof ProblemError ? error.problem.detail : networkMessage(error)}`);
+      showLoggedOut(`Logged out here, but the API did not confirm it: ${error instanceof ProblemError ? (error.problem as Problem).detail : networkMessage(error)}`);
     }
   });
 });
@@ -234,7 +234,7 @@ async function loadPage(cursor: string | undefined): Promise<void> {
   } catch (error) {
     if (await loggedOutBy(error)) return;
     if (error instanceof ProblemError && error.status === 422) showError(ui.search, error, { '/q': ui.q });
-    else ui.listError.textContent = error instanceof ProblemError ? error.problem.detail : networkMessage(error);
+    else ui.listError.textContent = error instanceof ProblemError ? (error.problem as Problem).detail : networkMessage(error);
   } finally {
     ui.list.setAttribute('aria-busy', 'false');
   }
@@ -364,10 +364,10 @@ async function changeFailed(error: unknown): Promise<void> {
   if (error instanceof ProblemError && (error.status === 412 || error.status === 404)) {
     // Changed or deleted elsewhere since this page was loaded: show what is there now.
     await loadPage(undefined);
-    ui.listError.textContent = `${error.problem.detail} The list has been reloaded.`;
+    ui.listError.textContent = `${(error.problem as Problem).detail} The list has been reloaded.`;
     return;
   }
-  ui.listError.textContent = error instanceof ProblemError ? error.problem.detail : networkMessage(error);
+  ui.listError.textContent = error instanceof ProblemError ? (error.problem as Problem).detail : networkMessage(error);
 }
 
 // ---------------------------------------------------------------------------------------------

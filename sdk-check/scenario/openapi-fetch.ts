@@ -104,8 +104,8 @@ await run('openapi-typescript + openapi-fetch', async () => {
   if (conflict.status !== 412) fail(`PATCH with a stale ETag answered ${conflict.status}, not 412`, conflict);
   type PreconditionFailed = typeof conflict;
   // Narrowing on `status` must leave only the 412 response's schema, whose `type` is known.
-  type Status412Narrowed = Expect<Equal<PreconditionFailed['status'], 412>>;
-  type Type412IsLiteral = Expect<IsLiteral<PreconditionFailed['type']>>;
+  type _Status412Narrowed = Expect<Equal<PreconditionFailed['status'], 412>>;
+  type _Type412IsLiteral = Expect<IsLiteral<PreconditionFailed['type']>>;
   check(stale.response.status === 412, `the response is ${stale.response.status}, its body says 412`);
   check(conflict.type.length > 0 && conflict.detail.length > 0, 'the 412 problem has no type or detail', conflict);
 
@@ -115,8 +115,8 @@ await run('openapi-typescript + openapi-fetch', async () => {
   const problem = invalid.error;
   if (problem.status !== 422) fail(`PATCH with an empty title answered ${problem.status}, not 422`, problem);
   type ValidationFailed = typeof problem;
-  type Status422Narrowed = Expect<Equal<ValidationFailed['status'], 422>>;
-  type Type422IsLiteral = Expect<IsLiteral<ValidationFailed['type']>>;
+  type _Status422Narrowed = Expect<Equal<ValidationFailed['status'], 422>>;
+  type _Type422IsLiteral = Expect<IsLiteral<ValidationFailed['type']>>;
   // `errors` is required on a 422: no optional chaining needed.
   const pointers = problem.errors.map((entry) => `${entry.in}:${entry.pointer}`);
   check(pointers.includes('body:/title'), `the 422 names ${JSON.stringify(pointers)}, not body:/title`, problem);

@@ -39,7 +39,7 @@ async function* requestBytes(req: Request): AsyncIterable<Buffer> {
   // Ends the read at once when the upload is too slow (the capacity guard aborts it): the
   // handler answers 408 and removes what was stored.
   const stopped = aborted && new Promise<never>((_resolve, reject) => {
-    const stop = () => reject(aborted.reason);
+    const stop = () => reject(aborted.reason as Error); // the guard's TransferTooSlow (AbortSignal types `reason` any)
     if (aborted.aborted) stop();
     else aborted.addEventListener('abort', stop, { once: true });
   });

@@ -41,6 +41,7 @@ function textTypeOf(sample: Buffer, complete: boolean): string {
     return 'application/octet-stream';
   }
   // Controls other than tab, line feed, form feed, carriage return and escape mean binary.
+  // eslint-disable-next-line no-control-regex -- matching control characters is the point
   if (/[\u0000-\u0008\u000b\u000e-\u001a\u001c-\u001f\u007f]/.test(text)) return 'application/octet-stream';
   const start = text.trimStart();
   if (/^<\?xml[\s?]/i.test(start) || /^<svg[\s>]/i.test(start)) return /<svg[\s>]/i.test(start.slice(0, 4096)) ? 'image/svg+xml' : 'application/xml';

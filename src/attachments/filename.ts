@@ -5,6 +5,7 @@ export const MAX_FILENAME = 255;
  * C0 and C1 controls, DEL, and the bidirectional controls that can make `exe.pdf` read as
  * `fdp.exe` (U+202A–U+202E, U+2066–U+2069, U+200E/U+200F, U+061C).
  */
+// eslint-disable-next-line no-control-regex -- matching control characters is the point
 const UNSAFE = /[\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069\u200e\u200f\u061c]/g;
 /** Unpaired UTF-16 surrogates, which PostgreSQL cannot store. */
 const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g;

@@ -40,6 +40,7 @@ export function postgresBlobStore(asOwner: OwnerScope): BlobStore {
           .finally(() => inFlight.delete(write));
         inFlight.add(write);
         if (inFlight.size >= WRITES_IN_FLIGHT) await Promise.race(inFlight);
+        // eslint-disable-next-line @typescript-eslint/only-throw-error -- rethrows what the chunk write rejected with, unchanged
         if (failure !== undefined) throw failure;
       };
       try {
@@ -56,6 +57,7 @@ export function postgresBlobStore(asOwner: OwnerScope): BlobStore {
         }
         if (pendingBytes > 0) await flush(Buffer.concat(pending, pendingBytes));
         await Promise.all(inFlight);
+        // eslint-disable-next-line @typescript-eslint/only-throw-error -- rethrows what the chunk write rejected with, unchanged
         if (failure !== undefined) throw failure;
       } catch (error) {
         await Promise.all(inFlight);

@@ -14,6 +14,7 @@ export interface TokenVerifier {
 export const MAX_TOKEN_LENGTH = 8192;
 const ASYMMETRIC_ALGORITHMS = ['EdDSA', 'ES256', 'RS256'];
 /** No U+0000 (a PostgreSQL text cannot hold it) and no unpaired surrogate (it would be stored as U+FFFD). */
+// eslint-disable-next-line no-control-regex -- U+0000 is the character refused
 const STORABLE_TEXT = /^(?:[^\u0000\uD800-\uDFFF]|[\uD800-\uDBFF][\uDC00-\uDFFF])*$/;
 /** Verified tokens remembered at once; the oldest is forgotten first. */
 const CACHE_SIZE = 10_000;

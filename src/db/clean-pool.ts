@@ -51,7 +51,7 @@ export class CleanPool extends PoolWithReleaseCheck {
   constructor(config: pg.PoolConfig, onDiscard: (reason: DiscardReason) => void = () => undefined) {
     super(config);
     this.#onDiscard = onDiscard;
-    this.on('connect', (client) => watchFailures(client as pg.PoolClient, this.#failed));
+    this.on('connect', (client) => watchFailures(client, this.#failed));
   }
 
   /** Whether `client` is clean as it stands (the owner scope checks after each statement). */

@@ -110,7 +110,7 @@ async function embeddedPglite(dir: string, dump?: Blob): Promise<{ dialect: PGli
   const unlock = inMemory ? async () => undefined : await lockDataDirectory(dir);
   try {
     // Timestamps parsed by pg's own parser, as on PostgreSQL: PGlite's reads year 0001 as 2001.
-    const timestamp = pg.types.getTypeParser(pg.types.builtins.TIMESTAMPTZ);
+    const timestamp = pg.types.getTypeParser(pg.types.builtins.TIMESTAMPTZ) as (value: string) => unknown;
     const pglite = new PGlite(dir, {
       parsers: { [types.TIMESTAMPTZ]: (value: string) => timestamp(value) },
       loadDataDir: dump,

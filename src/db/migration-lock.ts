@@ -4,7 +4,7 @@ import { PostgresAdapter, PostgresDialect, sql, type DialectAdapter, type Kysely
 const MIGRATION_LOCK_KEY = 3853314791062309107n;
 
 /** Takes the migration lock until the end of `db`'s transaction (a session holding it gets it again at once). */
-export async function takeMigrationLock(db: Kysely<any>): Promise<void> {
+export async function takeMigrationLock<DB>(db: Kysely<DB>): Promise<void> {
   await sql`select pg_advisory_xact_lock(${sql.lit(MIGRATION_LOCK_KEY)})`.execute(db);
 }
 
@@ -16,7 +16,7 @@ export async function takeMigrationLock(db: Kysely<any>): Promise<void> {
  * pooled server connection.
  */
 class TransactionLockAdapter extends PostgresAdapter {
-  override async acquireMigrationLock(db: Kysely<any>): Promise<void> {
+  override async acquireMigrationLock(db: Kysely<unknown>): Promise<void> {
     await takeMigrationLock(db);
   }
 

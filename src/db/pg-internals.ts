@@ -131,6 +131,7 @@ type QueryCallback = (error: Error | undefined, result: unknown) => void;
  * field, which is wrapped here). Queries that succeed are not seen.
  */
 export function onQueryFailure(client: pg.ClientBase, listener: (error: unknown) => void): void {
+  // eslint-disable-next-line @typescript-eslint/unbound-method -- kept to be called with `.call(this, …)` by the wrapper that replaces it
   const original = client.query as (...args: unknown[]) => unknown;
   const report = (error: unknown) => {
     if (error !== undefined && error !== null) listener(error);

@@ -31,7 +31,7 @@ export function requestKinds(spec: OpenApiDocument): (method: string, path: stri
     if (!isApi(template)) continue;
     // As the routers match: any case (the validator ignores it), a trailing slash or not.
     const path = new RegExp(`^${template.replace(/[.*+?^$()|[\]\\]/g, '\\$&').replace(/\\?\{[^}]+\\?\}/g, '[^/]+')}/?$`, 'i');
-    for (const [method, operation] of Object.entries(item as Record<string, unknown>)) {
+    for (const [method, operation] of Object.entries(item)) {
       const op = operation as { requestBody?: { content?: Record<string, unknown> }; responses?: Record<string, { content?: Record<string, unknown> }> };
       if (typeof op !== 'object' || op === null || op.responses === undefined) continue;
       const bodyMedia = Object.keys(op.requestBody?.content ?? {});

@@ -142,7 +142,8 @@ export function errorHandler(logger: Logger): ErrorRequestHandler {
       // A duplicate of a request still in flight: a client retrying too eagerly, or a replay.
       logger.warn('idempotency conflict', { request_id: req.id, code: problem.code, path: req.path });
     } else if (problem.status >= 500) {
-      logger.error(problem.message, { request_id: req.id, code: problem.code, cause: String(problem.cause ?? error) });
+      const cause: unknown = problem.cause ?? error;
+      logger.error(problem.message, { request_id: req.id, code: problem.code, cause: String(cause) });
     }
     res
       .status(problem.status)

@@ -104,7 +104,7 @@ export function toExpress<K extends OperationId>(operationId: K, handler: Operat
       },
       path: req.params,
       query: req.query,
-      body: req.body,
+      body: req.body as unknown,
       raw: req,
     } as unknown as OperationRequest<K>;
     const result = await handler(request);

@@ -113,6 +113,7 @@ export function sharedCheck(ping: () => Promise<void>): () => Promise<void> {
   let last: { at: number; error?: unknown } | undefined;
   let running: Promise<void> | undefined;
   return () => {
+    // eslint-disable-next-line @typescript-eslint/prefer-promise-reject-errors -- the probes share the ping's own rejection, unchanged
     if (last !== undefined && performance.now() - last.at < READY_CHECK_MS) return last.error === undefined ? Promise.resolve() : Promise.reject(last.error);
     running ??= ping().then(
       () => void (last = { at: performance.now() }),

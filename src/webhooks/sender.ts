@@ -145,7 +145,7 @@ function outcomeOf(response: http.IncomingMessage): Omit<SendResult, 'durationMs
 export function webhookSender(options: SenderOptions): WebhookSender {
   const refusal = addressRules(options);
   const allowList = (options.allowedAddresses ?? []).length > 0;
-  const lookup = guardedLookup(options.lookup ?? (dns.lookup as unknown as LookupFunction), refusal);
+  const lookup = guardedLookup(options.lookup ?? dns.lookup, refusal);
   const userAgent = options.userAgent ?? 'tasks-api-webhooks/1';
 
   const filter: RequestFilteringAgentOptions = {

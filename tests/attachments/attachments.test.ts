@@ -172,7 +172,8 @@ describe.each(STORAGES)('attachments stored in %s', (storage) => {
   let running: AttachmentServer;
   beforeAll(async () => {
     running = await startServerWithItsStore(storage);
-    ({ server, store, stored } = running);
+    ({ server, store } = running);
+    stored = (owner) => running.stored(owner);
   });
   afterAll(() => running.close());
 
@@ -183,7 +184,7 @@ describe.each(STORAGES)('attachments stored in %s', (storage) => {
       const bytes = png(300 * KiB);
       const response = await uploadForm(user, task, bytes, 'passport photo.png', 'image/png');
       expect(response.status).toBe(201);
-      const attachment = (await response.json()) as Record<string, unknown>;
+      const attachment = (await response.json()) as Record<string, unknown> & { id: string };
       expect(attachment).toMatchObject({ task_id: task, filename: 'passport photo.png', content_type: 'image/png', size: bytes.length, sha256: sha256(bytes) });
       expect(response.headers.get('location')).toBe(`/api/v1/attachments/${attachment.id}`);
 
@@ -275,7 +276,7 @@ describe.each(STORAGES)('attachments stored in %s', (storage) => {
         req.write(randomTail());
       });
       expect(answer.status).toBe(413);
-      expect(JSON.parse(answer.body).type).toBe('urn:tasks-api:problem:file-too-large');
+      expect((JSON.parse(answer.body) as { type: string }).type).toBe('urn:tasks-api:problem:file-too-large');
 
       // A declared length far over the limit: answered at once, before the body is read.
       const huge = await new Promise<{ status: number; connection?: string }>((resolve, reject) => {

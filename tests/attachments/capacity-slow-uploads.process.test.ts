@@ -50,7 +50,7 @@ beforeAll(async () => {
   attackerToken = await target.tokenFor(attacker);
   victimToken = await target.tokenFor();
   taskId = await createTask(target, attackerToken, 'receives slow uploads');
-});
+}, 60_000); // starting a server process: startMain allows it 45 s on a loaded machine
 
 beforeAll(async () => {
   if (target === undefined) throw new Error('no server to attack');

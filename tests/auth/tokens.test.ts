@@ -284,7 +284,7 @@ describe('a JWKS that cannot be fetched fails closed', () => {
 });
 
 async function serve(handler: Parameters<typeof createServer>[1]) {
-  const upstream = createServer(handler!);
+  const upstream = createServer(handler);
   await new Promise<void>((resolve) => upstream.listen(0, '127.0.0.1', resolve));
   return {
     url: new URL(`http://127.0.0.1:${(upstream.address() as AddressInfo).port}/jwks`),

@@ -1,7 +1,7 @@
 // @tasks-api/client against the real API: typed problems, pagination, automatic Idempotency-Key,
 // If-Match from what was read.
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import { createTasksClient, etagOf, ifMatch, paginate, ProblemError, unwrap, type Task, type TasksClient } from '../../packages/client/src/index.js';
+import { createTasksClient, etagOf, ifMatch, paginate, ProblemError, unwrap, type Problem, type Task, type TasksClient } from '../../packages/client/src/index.js';
 import { startServer, type TestServer } from '../helpers/server.js';
 
 let server: TestServer;
@@ -41,16 +41,18 @@ describe('ProblemError and unwrap', () => {
     expect(failure).toBeInstanceOf(ProblemError);
     expect(failure).toBeInstanceOf(Error);
     if (!(failure instanceof ProblemError)) throw failure;
+    // `instanceof` gives ProblemError<any> (it knows the class, not its type argument): the contract's problem.
+    const problem = failure.problem as Problem;
     expect(failure.name).toBe('ProblemError');
     expect(failure.status).toBe(422);
     expect(failure.type).toBe('urn:tasks-api:problem:validation-failed');
-    expect(failure.problem.errors).toEqual([expect.objectContaining({ in: 'body', pointer: '/title' })]);
+    expect(problem.errors).toEqual([expect.objectContaining({ in: 'body', pointer: '/title' })]);
     expect(failure.response.status).toBe(422);
-    expect(failure.response.headers.get('X-Request-Id')).toBe(failure.problem.request_id);
+    expect(failure.response.headers.get('X-Request-Id')).toBe(problem.request_id);
     expect(failure.message).toContain('422');
     expect(failure.is(422)).toBe(true);
     expect(failure.is(404)).toBe(false);
-    if (failure.is(422)) expect(failure.problem.errors_total).toBe(1);
+    if (failure.is(422)) expect(problem.errors_total).toBe(1);
   });
 
   it('the plain result keeps its typed error', async () => {

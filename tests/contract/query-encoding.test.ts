@@ -78,7 +78,7 @@ describe('query strings as real clients write them', () => {
       expect(res.status).toBe(201);
     }
     const query = new URLSearchParams([['limit', '1'], ['q', wide], ...tags.map((t) => ['tag', t] as [string, string]), ['due_after', '0001-01-01T00:00:00.000+00:00']]);
-    const res = await fetch(`${server.url}/api/v1/tasks?${query}`, { headers: { Authorization: `Bearer ${owner}` } });
+    const res = await fetch(`${server.url}/api/v1/tasks?${query.toString()}`, { headers: { Authorization: `Bearer ${owner}` } });
     expect(res.status).toBe(200);
     const link = res.headers.get('link');
     expect(link).not.toBeNull();

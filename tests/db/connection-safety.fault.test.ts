@@ -2,9 +2,9 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import type { TasksClient } from '../../packages/client/src/index.js';
-import { pgProxy, type PgProxy } from '../helpers/pg-proxy.js';
+import { pgProxy } from '../helpers/pg-proxy.js';
 import { startupParametersReachServer } from '../helpers/pooler.js';
-import { newUser, startServer, type TestServer } from '../helpers/server.js';
+import { newUser, startServer } from '../helpers/server.js';
 
 // The proxy stands in front of a real PostgreSQL server (PGlite has no connections to lose).
 const onPostgres = process.env.TEST_DATABASE_URL ? describe : describe.skip;

@@ -83,7 +83,7 @@ describe('pg internals: what pg-internals.ts touches is there', () => {
   /** A pg Connection that records what a query writes, instead of writing it. */
   function recordingConnection(parsed: Record<string, string> = {}) {
     const written: string[] = [];
-    const record = (kind: string) => (message?: Record<string, unknown>) => {
+    const record = (kind: string) => (message?: { name?: string; text?: string; statement?: string; values?: unknown }) => {
       const detail = kind === 'parse' ? `${String(message?.name ?? '')}:${String(message?.text)}` : kind === 'bind' ? `${String(message?.statement ?? '')}:${JSON.stringify(message?.values)}` : '';
       written.push(detail === '' ? kind : `${kind} ${detail}`);
     };

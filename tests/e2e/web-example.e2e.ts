@@ -47,7 +47,7 @@ async function startExample(): Promise<string> {
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`serve.mjs did not start:\n${output}`)), 15_000);
     const read = (chunk: Buffer) => {
-      output += chunk;
+      output += chunk.toString();
       const found = /^tasks-api web example: (http:\/\/127\.0\.0\.1:\d+)\/$/m.exec(output);
       if (found) {
         clearTimeout(timer);

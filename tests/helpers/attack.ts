@@ -63,7 +63,7 @@ export interface Target {
   /** A real HS256 token the server accepts, for `sub` (a fresh user when omitted). */
   tokenFor(sub?: string): Promise<string>;
   /** An ordinary JSON call with fetch. */
-  call(token: string | undefined, method: string, path: string, body?: unknown): Promise<{ status: number; body: any; headers: Headers }>;
+  call(token: string | undefined, method: string, path: string, body?: unknown): Promise<{ status: number; body: unknown; headers: Headers }>;
   /** GET /metrics (with METRICS_TOKEN), as text. */
   metrics(): Promise<string>;
   rssMb(): number;
@@ -92,8 +92,8 @@ async function startServerProcess(env: Record<string, string>, timeoutMs: number
     env: { ...process.env, NODE_OPTIONS: '', NODE_ENV: 'production', LOG_FORMAT: 'json', OVERLOAD_MAX_EVENT_LOOP_DELAY_MS: '600000', PORT: String(port), HOST: '127.0.0.1', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
-  child.stdout!.on('data', (chunk) => (output += chunk));
-  child.stderr!.on('data', (chunk) => (output += chunk));
+  child.stdout.on('data', (chunk) => (output += chunk));
+  child.stderr.on('data', (chunk) => (output += chunk));
   const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
   const url = `http://127.0.0.1:${port}`;
   try {
@@ -183,14 +183,14 @@ export async function startTarget(
         const client = new pg.Client({ connectionString: scratch.url });
         await client.connect();
         try {
-          return await read(async (text, params) => (await client.query(text, params)).rows);
+          return await read(async (text, params) => (await client.query<Record<string, unknown>>(text, params)).rows);
         } finally {
           await client.end();
         }
       }
       if (child.exitCode === null && child.signalCode === null) throw new Error('PGlite is read once the server has stopped');
       const { PGlite } = await import('@electric-sql/pglite');
-      const db = new PGlite(dataDir!);
+      const db = new PGlite(dataDir);
       try {
         return await read(async (text, params) => (await db.query<Record<string, unknown>>(text, params)).rows);
       } finally {

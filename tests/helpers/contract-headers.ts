@@ -43,7 +43,7 @@ export function contractHeaders(spec: OpenApiDocument) {
   const resolve = (node: unknown): Node => {
     let current = node as Node;
     while (current && typeof current.$ref === 'string') {
-      current = (current.$ref as string)
+      current = current.$ref
         .slice(2)
         .split('/')
         .reduce((at: Node, key) => at[key.replace(/~1/g, '/').replace(/~0/g, '~')] as Node, spec as unknown as Node);

@@ -10,7 +10,7 @@ export default class PostgresSkipsReporter {
     if (process.env.TEST_DATABASE_URL) return;
     let skipped = 0;
     for (const file of results.testResults) {
-      let source = '';
+      let source;
       try {
         source = readFileSync(file.testFilePath, 'utf8');
       } catch {

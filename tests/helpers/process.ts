@@ -14,11 +14,11 @@ export async function startMain(env: Record<string, string>): Promise<{ child: C
     env: { ...process.env, NODE_OPTIONS: '', NODE_ENV: 'production', LOG_FORMAT: 'json', OVERLOAD_MAX_EVENT_LOOP_DELAY_MS: '600000', PORT: String(port), HOST: '127.0.0.1', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
-  child.stdout!.on('data', (chunk) => {
+  child.stdout.on('data', (chunk) => {
     output += chunk;
     stdout += chunk;
   });
-  child.stderr!.on('data', (chunk) => (output += chunk));
+  child.stderr.on('data', (chunk) => (output += chunk));
   const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
   const url = `http://127.0.0.1:${port}`;
   // A PGlite start (WebAssembly PostgreSQL, seven migrations) took over 20 s on a loaded two-core

@@ -21,9 +21,8 @@ export interface Delivery {
   /** The `webhook-id` header ('' when missing). */
   id: string;
   headers: Record<string, string>;
-  /** The JSON body, parsed (undefined when it is not JSON). */
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
-  body: any;
+  /** The JSON body, parsed (undefined when it is not JSON): what a sender sent, so a test says what it expects to read there. */
+  body: unknown;
   raw: string;
   /** The signature verified with `standardwebhooks`, with the key's secret (or the default one). */
   verified: boolean;

@@ -29,7 +29,7 @@ let target: Target;
 let victimToken: string;
 let horde: Horde | undefined;
 let calls: VictimCall[] = [];
-let admitted: number[] = [];
+const admitted: number[] = [];
 let metrics = '';
 
 beforeAll(async () => {
@@ -39,7 +39,7 @@ beforeAll(async () => {
     CLIENT_REQUEST_TIMEOUT_MS: String(CLIENT_REQUEST_TIMEOUT_MS),
   }, { postgres: process.env.TEST_DATABASE_URL });
   victimToken = await target.tokenFor();
-});
+}, 60_000); // starting a server process: startMain allows it 45 s on a loaded machine
 
 beforeAll(async () => {
   if (target === undefined) throw new Error('no server to attack');

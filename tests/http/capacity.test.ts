@@ -27,7 +27,7 @@ function rawClient(url: string, head: string, act: (socket: Socket) => void = ()
     socket.write(head);
     act(socket);
   });
-  socket.on('data', (chunk) => (said += chunk));
+  socket.on('data', (chunk) => (said += chunk.toString()));
   socket.on('error', () => undefined);
   const closed = new Promise<{ ms: number; said: string }>((resolve) => socket.on('close', () => resolve({ ms: Date.now() - started, said })));
   return { socket, closed, said: () => said };
@@ -108,7 +108,7 @@ describe('clients that leave early', () => {
     // Keys from a JWKS that answers after 500 ms: the first request's verification waits for it.
     const { publicKey, privateKey } = await generateKeyPair('EdDSA', { crv: 'Ed25519' });
     const jwks = createServer((_req, res) => {
-      setTimeout(async () => res.setHeader('Content-Type', 'application/json').end(JSON.stringify({ keys: [{ ...(await exportJWK(publicKey)), kid: 'k1', alg: 'EdDSA' }] })), 500);
+      setTimeout(() => void exportJWK(publicKey).then((jwk) => res.setHeader('Content-Type', 'application/json').end(JSON.stringify({ keys: [{ ...jwk, kid: 'k1', alg: 'EdDSA' }] }))), 500);
     });
     await new Promise<void>((resolve) => jwks.listen(0, '127.0.0.1', resolve));
     const server = await startServer({
@@ -246,10 +246,10 @@ describe('transfers', () => {
     });
     expect(uploaded.status).toBe(201);
     const file = (await uploaded.json()) as { id: string };
-    const reader = rawClient(server.url, `GET /api/v1/attachments/${file!.id}/content HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${other}\r\n\r\n`, (socket) => socket.pause());
+    const reader = rawClient(server.url, `GET /api/v1/attachments/${file.id}/content HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${other}\r\n\r\n`, (socket) => socket.pause());
     await sleep(200);
     // Its one download place is taken, however the path is spelled (the routers take a trailing slash, the validator any case).
-    for (const path of [`/api/v1/attachments/${file!.id}/content`, `/api/v1/attachments/${file!.id}/content/`, `/API/v1/attachments/${file!.id}/CONTENT`]) {
+    for (const path of [`/api/v1/attachments/${file.id}/content`, `/api/v1/attachments/${file.id}/content/`, `/API/v1/attachments/${file.id}/CONTENT`]) {
       const second = await fetch(`${server.url}${path}`, { headers: { Authorization: `Bearer ${other}` } });
       expect([path, second.status]).toEqual([path, 429]);
       await second.body?.cancel();
@@ -264,7 +264,7 @@ describe('transfers', () => {
     expect(metrics).toMatch(/http_transfers_in_progress\{kind="download"\} 0\b/);
     reader.socket.destroy();
     // Read at any pace above the minimum, the same file comes whole.
-    const whole = await fetch(`${server.url}/api/v1/attachments/${file!.id}/content`, { headers: { Authorization: `Bearer ${other}` } });
+    const whole = await fetch(`${server.url}/api/v1/attachments/${file.id}/content`, { headers: { Authorization: `Bearer ${other}` } });
     expect(Buffer.from(await whole.arrayBuffer()).equals(bytes)).toBe(true);
   });
 });

@@ -19,7 +19,7 @@ beforeAll(async () => {
     MAX_CONNECTIONS: '20',
   });
   port = Number(new URL(server.url).port);
-});
+}, 60_000); // starting a server process: startMain allows it 45 s on a loaded machine
 afterAll(async () => {
   server.child.kill('SIGTERM');
   await server.exited;
@@ -32,7 +32,7 @@ function client(act: (socket: Socket) => void = () => undefined): Promise<{ ms: 
     const started = Date.now();
     let said = '';
     const socket = connect(port, '127.0.0.1', () => act(socket));
-    socket.on('data', (chunk) => (said += chunk));
+    socket.on('data', (chunk) => (said += chunk.toString()));
     socket.on('error', () => undefined);
     socket.on('close', () => resolve({ ms: Date.now() - started, said }));
   });

@@ -1,7 +1,10 @@
 import { join } from 'node:path';
 import { afterEach, describe, expect, it, jest } from '@jest/globals';
 // @ts-expect-error: a plain JS reporter, loaded by jest itself
-import PostgresSkipsReporter from '../helpers/postgres-skips-reporter.js';
+import UntypedReporter from '../helpers/postgres-skips-reporter.js';
+
+/** The part of jest's reporter interface the reporter implements. */
+const PostgresSkipsReporter = UntypedReporter as new () => { onRunComplete(contexts: Set<unknown>, results: unknown): void };
 
 const file = (path: string, statuses: string[]) => ({ testFilePath: join(process.cwd(), path), testResults: statuses.map((status) => ({ status })) });
 const saved = process.env.TEST_DATABASE_URL;

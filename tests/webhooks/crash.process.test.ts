@@ -4,10 +4,14 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import type { components } from '../../generated/api.js';
 import { hs256Token } from '../../scripts/server-process.js';
 import { scratchDatabase } from '../helpers/server.js';
 import { startMain } from '../helpers/process.js';
-import { startReceiver, type Receiver } from '../helpers/webhook-receiver.js';
+import { startReceiver, type Delivery, type Receiver } from '../helpers/webhook-receiver.js';
+
+/** The id of the task whose event a delivery carries. */
+const taskIdOf = (delivery: Delivery) => (delivery.body as components['schemas']['WebhookTaskEvent']).data.id;
 
 /**
  * Crash safety of deliveries, with real processes killed by SIGKILL (no shutdown code runs):
@@ -54,14 +58,14 @@ async function eventsInFlight(url: string, secret: string, inFlight: number) {
 /** Every task's event arrived, verified; duplicates (allowed) carry the webhook-id of their first copy. */
 async function expectAllDelivered(key: string, ids: string[]) {
   const mine = () => receiver.deliveries.filter((d) => d.key === key && d.answered === 200);
-  await receiver.waitFor(() => new Set(mine().map((d) => d.body.data.id)).size === ids.length, 60_000);
+  await receiver.waitFor(() => new Set(mine().map(taskIdOf)).size === ids.length, 60_000);
   const got = mine();
   expect(got.every((d) => d.verified)).toBe(true);
-  expect(new Set(got.map((d) => d.body.data.id))).toEqual(new Set(ids));
+  expect(new Set(got.map(taskIdOf))).toEqual(new Set(ids));
   const idOf = new Map<string, string>();
   for (const d of receiver.deliveries.filter((x) => x.key === key)) {
-    const first = idOf.get(d.body.data.id) ?? d.headers['webhook-id']!;
-    idOf.set(d.body.data.id, first);
+    const first = idOf.get(taskIdOf(d)) ?? d.headers['webhook-id']!;
+    idOf.set(taskIdOf(d), first);
     expect(d.headers['webhook-id']).toBe(first);
   }
 }
@@ -105,8 +109,8 @@ describe('webhook deliveries survive kill -9', () => {
     const startWorker = () => {
       const child = spawn(process.execPath, ['--import', 'tsx', 'src/worker.ts'], { env: { ...process.env, NODE_OPTIONS: '', LOG_FORMAT: 'json', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
       let output = '';
-      child.stdout!.on('data', (chunk) => (output += chunk));
-      child.stderr!.on('data', (chunk) => (output += chunk));
+      child.stdout.on('data', (chunk) => (output += chunk));
+      child.stderr.on('data', (chunk) => (output += chunk));
       return { child, exited: new Promise((resolve) => child.on('exit', resolve)), output: () => output };
     };
     const api = await startMain({ ...env, WEBHOOK_WORKER: 'off' });

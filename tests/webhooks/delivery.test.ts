@@ -3,10 +3,14 @@ import { randomUUID } from 'node:crypto';
 import type { LookupFunction } from 'node:net';
 import { sql } from 'kysely';
 import { Webhook } from 'standardwebhooks';
+import type { components } from '../../generated/api.js';
 import type { TasksClient } from '../../packages/client/src/index.js';
 import { buildTask } from '../helpers/factories.js';
 import { scratchDatabase, startServer, type TestServer } from '../helpers/server.js';
-import { startReceiver, type Receiver } from '../helpers/webhook-receiver.js';
+import { startReceiver, type Delivery, type Receiver } from '../helpers/webhook-receiver.js';
+
+/** A delivery's body read as the payload the contract describes. */
+const eventOf = (delivery: Delivery) => delivery.body as components['schemas']['WebhookTaskEvent'] | components['schemas']['WebhookTestEvent'];
 
 /**
  * Deliveries end to end: the API writes events with task changes, the worker (pg-boss, in this
@@ -78,17 +82,17 @@ describe('delivery', () => {
     await receiver.waitFor(() => mine().length >= 4, 15_000);
     const got = mine();
     expect(got.every((d) => d.verified)).toBe(true);
-    expect(got.map((d) => d.body.type).sort()).toEqual(['task.completed', 'task.created', 'task.deleted', 'task.updated']);
-    const byType = Object.fromEntries(got.map((d) => [d.body.type, d.body]));
-    expect(byType['task.created'].data).toEqual(task);
-    expect(byType['task.completed'].data).toEqual(done);
-    expect(byType['task.deleted'].data).toEqual(done);
+    expect(got.map((d) => eventOf(d).type).sort()).toEqual(['task.completed', 'task.created', 'task.deleted', 'task.updated']);
+    const byType = Object.fromEntries(got.map((d) => [eventOf(d).type, eventOf(d)]));
+    expect(byType['task.created']!.data).toEqual(task);
+    expect(byType['task.completed']!.data).toEqual(done);
+    expect(byType['task.deleted']!.data).toEqual(done);
     for (const delivery of got) {
       // The payload's id is the webhook-id header, for de-duplication.
-      expect(delivery.body.id).toBe(delivery.headers['webhook-id']);
+      expect(eventOf(delivery).id).toBe(delivery.headers['webhook-id']);
       expect(Math.abs(Number(delivery.headers['webhook-timestamp']) - Date.now() / 1000)).toBeLessThan(60);
       // And it verifies with the library a receiver would use, not only our own check.
-      expect(() => new Webhook(hook.secret).verify(delivery.raw, delivery.headers as Record<string, string>)).not.toThrow();
+      expect(() => new Webhook(hook.secret).verify(delivery.raw, delivery.headers)).not.toThrow();
     }
     const log = await until(() => deliveriesOf(api, hook.id), (items) => items.every((d) => d.status === 'succeeded'));
     expect(log.map((d) => [d.status, d.attempts_made, d.attempts[0]!.status_code])).toEqual(Array(4).fill(['succeeded', 1, 200]));
@@ -99,8 +103,8 @@ describe('delivery', () => {
   it('sends webhook.test to the one endpoint asked', async () => {
     const { api, hook } = await subscriber(['task.created']);
     const { data } = await api.POST('/api/v1/webhooks/{webhookId}/test', { params: { path: { webhookId: hook.id } } });
-    await receiver.waitFor(() => receiver.deliveries.some((d) => d.body.id === data!.event_id), 10_000);
-    const got = receiver.deliveries.find((d) => d.body.id === data!.event_id)!;
+    await receiver.waitFor(() => receiver.deliveries.some((d) => eventOf(d).id === data!.event_id), 10_000);
+    const got = receiver.deliveries.find((d) => eventOf(d).id === data!.event_id)!;
     expect(got).toMatchObject({ verified: true, body: { type: 'webhook.test', data: { webhook_id: hook.id } } });
   });
 
@@ -156,7 +160,7 @@ describe('delivery', () => {
   it('redelivers at once a delivery that is waiting for a retry far ahead', async () => {
     const { api, hook, mine } = await subscriber(['task.created']);
     receiver.mode('429', { retryAfter: '3000' });
-    let waiting;
+    let waiting: Awaited<ReturnType<typeof deliveriesOf>>[number] | undefined;
     try {
       await api.POST('/api/v1/tasks', { body: buildTask() });
       [waiting] = await until(() => deliveriesOf(api, hook.id), ([d]) => d?.attempts_made === 1);
@@ -234,7 +238,7 @@ describe('delivery', () => {
     await receiver.waitFor(() => mine().length > 0, 10_000);
     const got = mine()[0]!;
     expect(got.headers['webhook-signature']!.split(' ')).toHaveLength(2);
-    const headers = got.headers as Record<string, string>;
+    const headers = got.headers;
     expect(() => new Webhook(rotated!.secret).verify(got.raw, headers)).not.toThrow();
     expect(() => new Webhook(hook.secret).verify(got.raw, headers)).not.toThrow();
   });

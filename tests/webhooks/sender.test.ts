@@ -21,6 +21,7 @@ const LOOPBACK = ['127.0.0.1/32'];
 /** Diverts every TCP connection not to 127.0.0.1 to 127.0.0.1 (same port), recording where it was going. */
 function loopbackTripwire() {
   const diverted: string[] = [];
+  // eslint-disable-next-line @typescript-eslint/unbound-method -- kept to be called with `.apply(this, …)` by the replacement, and put back by restore()
   const original = net.Socket.prototype.connect;
   const divert = (address: string) => {
     if (address === '127.0.0.1') return address;
@@ -32,7 +33,7 @@ function loopbackTripwire() {
     if (first !== null && typeof first === 'object' && !('path' in first && (first as { path?: string }).path)) {
       const options = first as { host?: string; lookup?: LookupFunction };
       if (typeof options.host === 'string' && net.isIP(options.host) !== 0) options.host = divert(options.host);
-      const resolve = options.lookup ?? (dns.lookup as unknown as LookupFunction);
+      const resolve = options.lookup ?? dns.lookup;
       options.lookup = (hostname, lookupOptions, callback) =>
         resolve(hostname, lookupOptions, (error, address, family) => {
           if (error) return callback(error, address, family);
@@ -41,7 +42,7 @@ function loopbackTripwire() {
         });
     }
     return original.apply(this, args as Parameters<typeof original>);
-  } as typeof original;
+  };
   return { diverted, restore: () => void (net.Socket.prototype.connect = original) };
 }
 

@@ -65,7 +65,7 @@ function synthetic(response: Response, body: unknown): Problem {
     status: response.status,
     detail: text || `The API answered ${response.status} without a problem document.`,
     request_id: response.headers.get('X-Request-Id') ?? '',
-  } as Problem;
+  };
 }
 
 /** The result of every client call: openapi-fetch's `{ data, error, response }`. */

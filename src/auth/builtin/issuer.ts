@@ -1,5 +1,5 @@
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
-import { SignJWT } from 'jose';
+import { SignJWT, type JWTHeaderParameters } from 'jose';
 import { sql, type Kysely } from 'kysely';
 import { backgroundPurge } from '../../db/purge.js';
 import type { DB } from '../../db/schema.js';
@@ -219,6 +219,6 @@ export function builtinAuth(db: Kysely<DB>, config: BuiltinIssuerOptions & { key
   return {
     keys,
     issuer: builtinIssuer(db, keys, config, logger),
-    verification: { issuer: config.issuer, key: keys.verificationKey },
+    verification: { issuer: config.issuer, key: (header: JWTHeaderParameters) => keys.verificationKey(header) },
   };
 }
