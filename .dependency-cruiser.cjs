@@ -98,8 +98,8 @@ module.exports = {
       severity: 'error',
       comment:
         'http/ uses auth/ (the bearer security handler, the token verifier), so auth/ does not import http/. ' +
-        'Exception: the built-in issuer\'s operation handlers (auth/builtin/auth.handlers.ts, any *.handlers.ts) ' +
-        'are endpoints like a feature\'s and take their types from http/handler.ts; nothing in http/ imports them.',
+        "Exception: the built-in issuer's operation handlers (auth/builtin/auth.handlers.ts, any *.handlers.ts) " +
+        "are endpoints like a feature's and take their types from http/handler.ts; nothing in http/ imports them.",
       from: { path: '^src/auth/', pathNot: '[.]handlers[.]ts$' },
       to: { path: '^src/http/' },
     },
@@ -116,10 +116,10 @@ module.exports = {
       name: 'features-keep-to-themselves',
       severity: 'error',
       comment:
-        'A feature does not import another feature\'s internals: what several share belongs in a lower layer ' +
+        "A feature does not import another feature's internals: what several share belongs in a lower layer " +
         '(paging cursors in http/paging.ts, problem types in errors/). Two documented exceptions: ' +
-        'idempotency/idempotency.ts is a service every feature may use (tasks\' POST honours Idempotency-Key), and ' +
-        'attachments/ may throw tasks/errors.ts\'s TaskNotFound, because an attachment lives under its task ' +
+        "idempotency/idempotency.ts is a service every feature may use (tasks' POST honours Idempotency-Key), and " +
+        "attachments/ may throw tasks/errors.ts's TaskNotFound, because an attachment lives under its task " +
         '(/tasks/{taskId}/attachments) and a missing or foreign task must be the very same 404 there.',
       from: { path: `^src/${FEATURES}/` },
       to: {
@@ -130,7 +130,8 @@ module.exports = {
     {
       name: 'only-attachments-use-task-errors',
       severity: 'error',
-      comment: 'The tasks/errors.ts exception of features-keep-to-themselves is for attachments/ (a sub-resource of a task) only.',
+      comment:
+        'The tasks/errors.ts exception of features-keep-to-themselves is for attachments/ (a sub-resource of a task) only.',
       from: { path: `^src/${FEATURES}/`, pathNot: '^src/(tasks|attachments)/' },
       to: { path: '^src/tasks/errors[.]ts$' },
     },
@@ -139,7 +140,7 @@ module.exports = {
       severity: 'error',
       comment:
         'The SSRF address rules live in webhooks/address-rules.ts, used by both registration (destination.ts, on the ' +
-        'request path) and the sender (the worker\'s outbound agents). Registration importing the sender would pull ' +
+        "request path) and the sender (the worker's outbound agents). Registration importing the sender would pull " +
         'the delivery machinery into the request path and split the rules again.',
       from: { path: '^src/webhooks/(destination|address-rules)[.]ts$' },
       to: { path: '^src/webhooks/(sender|jobs/)' },
@@ -173,7 +174,8 @@ module.exports = {
     {
       name: 'no-unresolvable-imports',
       severity: 'error',
-      comment: 'An import that does not resolve is a typo or a missing package; the checks above could not see past it.',
+      comment:
+        'An import that does not resolve is a typo or a missing package; the checks above could not see past it.',
       from: {},
       to: { couldNotResolve: true },
     },

@@ -9,7 +9,20 @@ import tseslint from 'typescript-eslint';
  * ESLint's. Import direction is dependency-cruiser's (`npm run lint:deps`).
  */
 export default tseslint.config(
-  { ignores: ['generated/**', 'dist/**', '**/dist/**', 'node_modules/**', 'sdk-check/out/**', 'sdk-check/node_modules/**', '.cache/**', 'coverage/**', 'bench/results/**', 'scripts/templates/**'] },
+  {
+    ignores: [
+      'generated/**',
+      'dist/**',
+      '**/dist/**',
+      'node_modules/**',
+      'sdk-check/out/**',
+      'sdk-check/node_modules/**',
+      '.cache/**',
+      'coverage/**',
+      'bench/results/**',
+      'scripts/templates/**',
+    ],
+  },
   // A disable comment that no longer disables anything is an error, so none outlives its reason.
   { linterOptions: { reportUnusedDisableDirectives: 'error' } },
   js.configs.recommended,
@@ -64,5 +77,9 @@ export default tseslint.config(
     },
   },
   // Browser code (examples/web/serve.mjs is the Node server that bundles it).
-  { files: ['examples/web/**', 'packages/client/**'], ignores: ['examples/web/serve.mjs'], languageOptions: { globals: { ...globals.browser } } },
+  {
+    files: ['examples/web/**', 'packages/client/**'],
+    ignores: ['examples/web/serve.mjs'],
+    languageOptions: { globals: { ...globals.browser } },
+  },
 );

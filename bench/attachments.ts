@@ -31,7 +31,17 @@
 // attachments-quick-latest.json/.md and a dated -quick copy, so that it never replaces a full run.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
-import { createReadStream, createWriteStream, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  createReadStream,
+  createWriteStream,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { Agent, createServer, request, type IncomingHttpHeaders } from 'node:http';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -201,7 +211,12 @@ async function emptyAttachments(): Promise<void> {
   }
 }
 
-async function startServer(name: ServerName, args: string[], env: Record<string, string>, probe: string): Promise<Server> {
+async function startServer(
+  name: ServerName,
+  args: string[],
+  env: Record<string, string>,
+  probe: string,
+): Promise<Server> {
   const port = await h.freePort();
   const child = spawn(process.execPath, args, {
     cwd: h.projectRoot(),
@@ -226,7 +241,13 @@ interface Answer {
   ms: number;
 }
 
-function send(server: Server, method: string, path: string, headers: Record<string, string | number>, body: Buffer[] = []): Promise<Answer> {
+function send(
+  server: Server,
+  method: string,
+  path: string,
+  headers: Record<string, string | number>,
+  body: Buffer[] = [],
+): Promise<Answer> {
   return new Promise((resolve, reject) => {
     const started = performance.now();
     const req = request(`${server.url}${path}`, { method, headers, agent: server.agent }, (res) => {
@@ -262,7 +283,13 @@ const auth = (user: User) => ({ Authorization: `Bearer ${user.token}` });
 async function newTask(server: Server, user: User): Promise<string> {
   if (server.name === 'reference') return randomUUID();
   const body = Buffer.from(JSON.stringify({ title: 'Attachment bench' }));
-  const answer = await send(server, 'POST', '/api/v1/tasks', { ...auth(user), 'Content-Type': 'application/json', 'Content-Length': body.length }, [body]);
+  const answer = await send(
+    server,
+    'POST',
+    '/api/v1/tasks',
+    { ...auth(user), 'Content-Type': 'application/json', 'Content-Length': body.length },
+    [body],
+  );
   if (answer.status !== 201) throw new Error(`creating a task: ${answer.status} ${answer.text ?? ''}`);
   return (JSON.parse(answer.text!) as { id: string }).id;
 }
@@ -271,18 +298,34 @@ async function newTask(server: Server, user: User): Promise<string> {
 function uploadRequest(user: User, taskId: string, file: Buffer, multipart: boolean) {
   const path = `/api/v1/tasks/${taskId}/attachments`;
   if (!multipart) {
-    const headers = { ...auth(user), 'Content-Type': 'application/pdf', 'Content-Disposition': 'attachment; filename="bench.pdf"', 'Content-Length': file.length };
+    const headers = {
+      ...auth(user),
+      'Content-Type': 'application/pdf',
+      'Content-Disposition': 'attachment; filename="bench.pdf"',
+      'Content-Length': file.length,
+    };
     return { path, headers, body: [file] };
   }
   const boundary = `----tasks-api-bench-${randomBytes(12).toString('hex')}`;
-  const head = Buffer.from(`--${boundary}\r\nContent-Disposition: form-data; name="file"; filename="bench.pdf"\r\nContent-Type: application/pdf\r\n\r\n`);
+  const head = Buffer.from(
+    `--${boundary}\r\nContent-Disposition: form-data; name="file"; filename="bench.pdf"\r\nContent-Type: application/pdf\r\n\r\n`,
+  );
   const tail = Buffer.from(`\r\n--${boundary}--\r\n`);
-  const headers = { ...auth(user), 'Content-Type': `multipart/form-data; boundary=${boundary}`, 'Content-Length': head.length + file.length + tail.length };
+  const headers = {
+    ...auth(user),
+    'Content-Type': `multipart/form-data; boundary=${boundary}`,
+    'Content-Length': head.length + file.length + tail.length,
+  };
   return { path, headers, body: [head, file, tail] };
 }
 
 /** Sends a prepared upload and checks the answer (201, the size and sha256 of what was sent). */
-async function upload(server: Server, prepared: ReturnType<typeof uploadRequest>, expected: { bytes: number; sha256: string }, what: string): Promise<{ stored: Stored; ms: number }> {
+async function upload(
+  server: Server,
+  prepared: ReturnType<typeof uploadRequest>,
+  expected: { bytes: number; sha256: string },
+  what: string,
+): Promise<{ stored: Stored; ms: number }> {
   const answer = await send(server, 'POST', prepared.path, prepared.headers, prepared.body);
   let id = '';
   if (answer.status !== 201) {
@@ -290,22 +333,35 @@ async function upload(server: Server, prepared: ReturnType<typeof uploadRequest>
   } else {
     const body = JSON.parse(answer.text!) as { id: string; size: number; sha256: string; content_type?: string };
     id = body.id;
-    if (body.size !== expected.bytes || body.sha256 !== expected.sha256) failures.push(`${server.name} ${what}: stored ${body.size} bytes with sha256 ${body.sha256}, sent ${expected.bytes} with ${expected.sha256}`);
-    if (server.name === 'ours' && body.content_type !== 'application/pdf') failures.push(`${server.name} ${what}: stored as ${body.content_type}`);
+    if (body.size !== expected.bytes || body.sha256 !== expected.sha256)
+      failures.push(
+        `${server.name} ${what}: stored ${body.size} bytes with sha256 ${body.sha256}, sent ${expected.bytes} with ${expected.sha256}`,
+      );
+    if (server.name === 'ours' && body.content_type !== 'application/pdf')
+      failures.push(`${server.name} ${what}: stored as ${body.content_type}`);
   }
   return { stored: { id, ...expected }, ms: answer.ms };
 }
 
 /** Downloads a stored file and checks status, size and sha256. */
-async function download(server: Server, user: User, stored: Stored, what: string): Promise<{ ms: number; ok: boolean }> {
+async function download(
+  server: Server,
+  user: User,
+  stored: Stored,
+  what: string,
+): Promise<{ ms: number; ok: boolean }> {
   if (stored.id === '') {
     failures.push(`${server.name} ${what}: nothing to download (its upload failed)`);
     return { ms: Number.NaN, ok: false };
   }
   const answer = await send(server, 'GET', `/api/v1/attachments/${stored.id}/content`, auth(user));
   const before = failures.length;
-  if (answer.status !== 200) failures.push(`${server.name} ${what}: ${answer.status} ${answer.text?.slice(0, 300) ?? ''}`);
-  else if (answer.bytes !== stored.bytes || answer.sha256 !== stored.sha256) failures.push(`${server.name} ${what}: got ${answer.bytes} bytes with sha256 ${answer.sha256}, expected ${stored.bytes} with ${stored.sha256}`);
+  if (answer.status !== 200)
+    failures.push(`${server.name} ${what}: ${answer.status} ${answer.text?.slice(0, 300) ?? ''}`);
+  else if (answer.bytes !== stored.bytes || answer.sha256 !== stored.sha256)
+    failures.push(
+      `${server.name} ${what}: got ${answer.bytes} bytes with sha256 ${answer.sha256}, expected ${stored.bytes} with ${stored.sha256}`,
+    );
   return { ms: answer.ms, ok: failures.length === before };
 }
 
@@ -347,7 +403,10 @@ function postgresCpuSeconds(): number {
 }
 
 /** Samples a process's RSS every SAMPLE_EVERY_MS while `work` runs. */
-async function sampled<T>(pid: number, work: () => Promise<T>): Promise<{ result: T; peak: number; samples: number; maxGapMs: number }> {
+async function sampled<T>(
+  pid: number,
+  work: () => Promise<T>,
+): Promise<{ result: T; peak: number; samples: number; maxGapMs: number }> {
   let peak = 0;
   let samples = 0;
   let last = performance.now();
@@ -400,7 +459,12 @@ const round3 = (n: number) => Math.round(n * 1000) / 1000;
 const signed = (n: number) => (n < 0 ? `−${-n}` : `+${n}`);
 
 /** `runs` sequential requests of one kind against one server, after `warmups` unmeasured ones. */
-async function measure(server: Server, user: User, kind: Kind, downloadable: Stored): Promise<{ ms: number[]; cpu: number; pgCpu: number }> {
+async function measure(
+  server: Server,
+  user: User,
+  kind: Kind,
+  downloadable: Stored,
+): Promise<{ ms: number[]; cpu: number; pgCpu: number }> {
   const ms: number[] = [];
   let cpu = 0;
   let pgCpu = 0;
@@ -466,13 +530,19 @@ async function uploadBurst(server: Server, users: User[], multipart: boolean) {
   const prepared = await Promise.all(
     users.map(async (user) => {
       const file = pdf(fileBytes);
-      return { user, request: uploadRequest(user, await newTask(server, user), file, multipart), expected: { bytes: file.length, sha256: sha256(file) } };
+      return {
+        user,
+        request: uploadRequest(user, await newTask(server, user), file, multipart),
+        expected: { bytes: file.length, sha256: sha256(file) },
+      };
     }),
   );
   await new Promise((resolve) => setTimeout(resolve, 500)); // let the task creation settle
   const idle = await idleRss(server.pid);
   const started = performance.now();
-  const up = await sampled(server.pid, () => Promise.all(prepared.map((p, i) => upload(server, p.request, p.expected, `${label} upload ${i + 1}`))));
+  const up = await sampled(server.pid, () =>
+    Promise.all(prepared.map((p, i) => upload(server, p.request, p.expected, `${label} upload ${i + 1}`))),
+  );
   const wall = (performance.now() - started) / 1000;
   return { label, users, idle, wall, ...up };
 }
@@ -483,7 +553,11 @@ async function downloadBurst(server: Server, up: Awaited<ReturnType<typeof uploa
   const idle = await idleRss(server.pid);
   const started = performance.now();
   const down = await sampled(server.pid, () =>
-    Promise.all(up.result.map(async ({ stored }, i) => (await download(server, up.users[i]!, stored, `${up.label} download ${i + 1}`)).ok)),
+    Promise.all(
+      up.result.map(
+        async ({ stored }, i) => (await download(server, up.users[i]!, stored, `${up.label} download ${i + 1}`)).ok,
+      ),
+    ),
   );
   const wall = (performance.now() - started) / 1000;
   return {
@@ -525,11 +599,17 @@ async function postgresAlone(): Promise<{ upload: Alone; download: Alone }> {
   const chunk = h.CHUNK_BYTES;
   const summary = (ms: number[]): Alone => {
     const total = ms.reduce((a, b) => a + b, 0);
-    return { mb_s: round1((fileBytes * ms.length) / MB / (total / 1000)), runs_mb_s: ms.map((t) => round1(fileBytes / MB / (t / 1000))), ms_mean: round1(total / ms.length) };
+    return {
+      mb_s: round1((fileBytes * ms.length) / MB / (total / 1000)),
+      runs_mb_s: ms.map((t) => round1(fileBytes / MB / (t / 1000))),
+      ms_mean: round1(total / ms.length),
+    };
   };
   try {
     await client.query(`drop table if exists ${table}`);
-    await client.query(`create table ${table} (blob_id uuid not null, start_offset bigint not null, data bytea not null, primary key (blob_id, start_offset))`);
+    await client.query(
+      `create table ${table} (blob_id uuid not null, start_offset bigint not null, data bytea not null, primary key (blob_id, start_offset))`,
+    );
     await client.query(`alter table ${table} alter column data set storage external`);
     const up: number[] = [];
     const down: number[] = [];
@@ -540,7 +620,11 @@ async function postgresAlone(): Promise<{ upload: Alone; download: Alone }> {
       const id = randomUUID();
       const started = performance.now();
       for (let offset = 0; offset < file.length; offset += chunk) {
-        await client.query(`insert into ${table} (blob_id, start_offset, data) values ($1, $2, $3)`, [id, offset, file.subarray(offset, offset + chunk)]);
+        await client.query(`insert into ${table} (blob_id, start_offset, data) values ($1, $2, $3)`, [
+          id,
+          offset,
+          file.subarray(offset, offset + chunk),
+        ]);
       }
       if (i >= settings.warmups) up.push(performance.now() - started);
       last = { id, sha256: sha256(file) };
@@ -549,7 +633,7 @@ async function postgresAlone(): Promise<{ upload: Alone; download: Alone }> {
       const hash = createHash('sha256');
       let bytes = 0;
       const started = performance.now();
-      for (let from = 0; from < fileBytes; ) {
+      for (let from = 0; from < fileBytes;) {
         const { rows } = await client.query<{ start_offset: string; data: Buffer }>(
           `select start_offset, data from ${table} where blob_id = $1 and start_offset >= $2 order by start_offset limit 4`,
           [last.id, from],
@@ -563,7 +647,10 @@ async function postgresAlone(): Promise<{ upload: Alone; download: Alone }> {
       }
       if (i >= settings.warmups) down.push(performance.now() - started);
       const got = hash.digest('hex');
-      if (bytes !== fileBytes || got !== last.sha256) failures.push(`postgres alone download: got ${bytes} bytes with sha256 ${got}, expected ${fileBytes} with ${last.sha256}`);
+      if (bytes !== fileBytes || got !== last.sha256)
+        failures.push(
+          `postgres alone download: got ${bytes} bytes with sha256 ${got}, expected ${fileBytes} with ${last.sha256}`,
+        );
     }
     return { upload: summary(up), download: summary(down) };
   } finally {
@@ -580,7 +667,11 @@ interface Report {
   machine: { cpus: number; model: string; node: string; loadavg_at_start: number[] };
   settings: typeof settings;
   throughput: Record<Kind, { ours: Throughput; reference: Throughput; ratio: number }>;
-  memory: { target_growth_mib: number; ours: { raw: Burst; multipart: Burst }; reference: { raw: Burst; multipart: Burst } };
+  memory: {
+    target_growth_mib: number;
+    ours: { raw: Burst; multipart: Burst };
+    reference: { raw: Burst; multipart: Burst };
+  };
   postgres_alone: { upload: Alone; download: Alone };
   failures: string[];
   seconds: number;
@@ -597,7 +688,10 @@ async function main(): Promise<number> {
   const run = randomBytes(4).toString('hex');
   const sequential: User = { sub: `bench-attachments-${run}`, token: await token(`bench-attachments-${run}`) };
   const burstUsers = await Promise.all(
-    Array.from({ length: settings.burst }, async (_, i) => ({ sub: `bench-attachments-${run}-${i + 1}`, token: await token(`bench-attachments-${run}-${i + 1}`) })),
+    Array.from({ length: settings.burst }, async (_, i) => ({
+      sub: `bench-attachments-${run}-${i + 1}`,
+      token: await token(`bench-attachments-${run}-${i + 1}`),
+    })),
   );
   process.stdout.write(
     `bench:attachments: ${settings.file_mib} MiB files, ${settings.warmups} warm-up + ${settings.runs} measured per kind, server and round, ` +
@@ -619,7 +713,12 @@ async function main(): Promise<number> {
   let memory: Report['memory'];
   let alone: Report['postgres_alone'];
   try {
-    reference = await startServer('reference', [...process.execArgv, fileURLToPath(import.meta.url), '--serve-reference'], {}, '/health');
+    reference = await startServer(
+      'reference',
+      [...process.execArgv, fileURLToPath(import.meta.url), '--serve-reference'],
+      {},
+      '/health',
+    );
     const servers = { ours, reference };
 
     // Something to download on each: uploaded once, outside any measurement (it also warms up).
@@ -627,7 +726,9 @@ async function main(): Promise<number> {
     for (const server of [ours, reference]) {
       const file = pdf(fileBytes);
       const prepared = uploadRequest(sequential, await newTask(server, sequential), file, false);
-      downloadable[server.name] = (await upload(server, prepared, { bytes: file.length, sha256: sha256(file) }, 'setup upload')).stored;
+      downloadable[server.name] = (
+        await upload(server, prepared, { bytes: file.length, sha256: sha256(file) }, 'setup upload')
+      ).stored;
     }
 
     for (const kind of kinds) {
@@ -649,7 +750,11 @@ async function main(): Promise<number> {
       `postgres alone   upload ${alone.upload.mb_s} MB/s [${alone.upload.runs_mb_s.join(' ')}] | download ${alone.download.mb_s} MB/s [${alone.download.runs_mb_s.join(' ')}]\n`,
     );
 
-    memory = { target_growth_mib: GROWTH_TARGET_MIB, ours: await bursts(ours, burstUsers), reference: await bursts(reference, burstUsers) };
+    memory = {
+      target_growth_mib: GROWTH_TARGET_MIB,
+      ours: await bursts(ours, burstUsers),
+      reference: await bursts(reference, burstUsers),
+    };
     for (const name of ['ours', 'reference'] as const) {
       for (const mode of ['raw', 'multipart'] as const) {
         const b = memory[name][mode];
@@ -665,14 +770,23 @@ async function main(): Promise<number> {
       server.agent.destroy();
       server.process.kill('SIGTERM');
     }
-    await Promise.all([ours, reference].flatMap((s) => (s && s.process.exitCode === null ? [new Promise((resolve) => s.process.once('exit', resolve))] : [])));
+    await Promise.all(
+      [ours, reference].flatMap((s) =>
+        s && s.process.exitCode === null ? [new Promise((resolve) => s.process.once('exit', resolve))] : [],
+      ),
+    );
     await emptyAttachments().catch(() => undefined);
   }
 
   const report: Report = {
     date: new Date().toISOString(),
     quick,
-    machine: { cpus: cpus().length, model: cpus()[0]?.model ?? 'unknown', node: process.version, loadavg_at_start: loadavg },
+    machine: {
+      cpus: cpus().length,
+      model: cpus()[0]?.model ?? 'unknown',
+      node: process.version,
+      loadavg_at_start: loadavg,
+    },
     settings,
     throughput: results,
     memory,
@@ -685,11 +799,21 @@ async function main(): Promise<number> {
   const json = `${JSON.stringify(report, null, 2)}\n`;
   const latest = quick ? 'attachments-quick-latest' : 'attachments-latest';
   writeFileSync(join(dir, `${latest}.json`), json);
-  writeFileSync(join(dir, `attachments-${report.date.slice(0, 19).replace(/:/g, '-')}${quick ? '-quick' : ''}.json`), json);
+  writeFileSync(
+    join(dir, `attachments-${report.date.slice(0, 19).replace(/:/g, '-')}${quick ? '-quick' : ''}.json`),
+    json,
+  );
   writeFileSync(join(dir, `${latest}.md`), markdown(report));
-  process.stdout.write(`\n${markdown(report)}\nbench:attachments: done in ${report.seconds} s; bench/results/${latest}.json, ${latest}.md\n`);
+  process.stdout.write(
+    `\n${markdown(report)}\nbench:attachments: done in ${report.seconds} s; bench/results/${latest}.json, ${latest}.md\n`,
+  );
   if (failures.length > 0) {
-    process.stderr.write(`bench:attachments: ${failures.length} failed request(s) or check(s):\n${failures.slice(0, 20).map((f) => `  ${f}\n`).join('')}`);
+    process.stderr.write(
+      `bench:attachments: ${failures.length} failed request(s) or check(s):\n${failures
+        .slice(0, 20)
+        .map((f) => `  ${f}\n`)
+        .join('')}`,
+    );
     return 1;
   }
   return 0;
@@ -697,7 +821,11 @@ async function main(): Promise<number> {
 
 function markdown(report: Report): string {
   const { settings: s, throughput: t, memory: m } = report;
-  const label: Record<Kind, string> = { upload_raw: 'Upload, raw body', upload_multipart: 'Upload, multipart', download: 'Download' };
+  const label: Record<Kind, string> = {
+    upload_raw: 'Upload, raw body',
+    upload_multipart: 'Upload, multipart',
+    download: 'Download',
+  };
   const rows = kinds.map((kind) => {
     const { ours: o, reference: r, ratio } = t[kind];
     return `| ${label[kind]} | ${o.mb_s} | ${o.ms_mean} | ${Math.min(...o.runs_mb_s)}–${Math.max(...o.runs_mb_s)} | ${r.mb_s} | ${r.ms_mean} | ${Math.min(...r.runs_mb_s)}–${Math.max(...r.runs_mb_s)} | **${ratio.toFixed(2)}** | ${o.server_cpu_s_per_file} / ${o.postgres_cpu_s_per_file} | ${r.server_cpu_s_per_file} |`;
@@ -712,7 +840,7 @@ function markdown(report: Report): string {
   return [
     `${report.quick ? 'Quick run' : 'Full run'} of ${report.date.slice(0, 16).replace('T', ' ')} UTC (${report.machine.cpus} CPUs, load ${report.machine.loadavg_at_start.join(' ')} at start, ${report.seconds} s): ` +
       `${s.file_mib} MiB files, ${s.warmups} warm-up + ${s.runs} sequential requests per kind, server and round, ${s.rounds} round(s) alternating which server goes first. ` +
-      'Reference: bare node:http, the body (multipart: busboy\'s file part) piped to a file on disk while hashed, no fsync; files served with fs.createReadStream. MB/s = 10^6 bytes of file per second; CPU = user + system time of the process (PostgreSQL: all its processes).',
+      "Reference: bare node:http, the body (multipart: busboy's file part) piped to a file on disk while hashed, no fsync; files served with fs.createReadStream. MB/s = 10^6 bytes of file per second; CPU = user + system time of the process (PostgreSQL: all its processes).",
     '',
     '| Transfer | Ours MB/s | Ours ms/file | Ours range MB/s | Reference MB/s | Reference ms/file | Reference range MB/s | Ratio ours/reference | Ours CPU s/file (API / PostgreSQL) | Reference CPU s/file |',
     '|---|---|---|---|---|---|---|---|---|---|',
@@ -729,7 +857,9 @@ function markdown(report: Report): string {
     '|---|---|---|---|---|---|---|---|',
     ...memoryRows,
     '',
-    ...(report.failures.length > 0 ? [`**${report.failures.length} failure(s):**`, '', ...report.failures.slice(0, 20).map((f) => `- ${f}`), ''] : []),
+    ...(report.failures.length > 0
+      ? [`**${report.failures.length} failure(s):**`, '', ...report.failures.slice(0, 20).map((f) => `- ${f}`), '']
+      : []),
   ].join('\n');
 }
 

@@ -9,19 +9,37 @@ import { createServer } from 'node:http';
 import { jwtVerify } from 'jose';
 import pg from 'pg';
 
-const pool = new pg.Pool({ connectionString: process.env.DATABASE_URL, max: Number(process.env.DATABASE_POOL_MAX ?? 10) });
+const pool = new pg.Pool({
+  connectionString: process.env.DATABASE_URL,
+  max: Number(process.env.DATABASE_POOL_MAX ?? 10),
+});
 const secret = new TextEncoder().encode(process.env.JWT_SECRET);
-const COLUMNS = 'id, title, description, completed, priority, due_at, tags, created_at, updated_at, completed_at, version';
+const COLUMNS =
+  'id, title, description, completed, priority, due_at, tags, created_at, updated_at, completed_at, version';
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const iso = (d) => (d === null ? null : d.toISOString());
 const toTask = (r) => ({
-  id: r.id, title: r.title, description: r.description, completed: r.completed, priority: r.priority, due_at: iso(r.due_at),
-  tags: r.tags, created_at: r.created_at.toISOString(), updated_at: r.updated_at.toISOString(), completed_at: iso(r.completed_at), version: r.version,
+  id: r.id,
+  title: r.title,
+  description: r.description,
+  completed: r.completed,
+  priority: r.priority,
+  due_at: iso(r.due_at),
+  tags: r.tags,
+  created_at: r.created_at.toISOString(),
+  updated_at: r.updated_at.toISOString(),
+  completed_at: iso(r.completed_at),
+  version: r.version,
 });
 
 function send(res, status, body, headers = {}) {
   const text = body === undefined ? '' : JSON.stringify(body);
-  res.writeHead(status, { 'Content-Type': 'application/json; charset=utf-8', 'Content-Length': Buffer.byteLength(text), 'X-Request-Id': randomUUID(), ...headers });
+  res.writeHead(status, {
+    'Content-Type': 'application/json; charset=utf-8',
+    'Content-Length': Buffer.byteLength(text),
+    'X-Request-Id': randomUUID(),
+    ...headers,
+  });
   res.end(text);
 }
 
@@ -40,7 +58,9 @@ async function handle(req, res) {
   const auth = req.headers.authorization ?? '';
   let sub;
   try {
-    ({ payload: { sub } } = await jwtVerify(auth.slice(7), secret, { algorithms: ['HS256'], requiredClaims: ['exp', 'sub'] }));
+    ({
+      payload: { sub },
+    } = await jwtVerify(auth.slice(7), secret, { algorithms: ['HS256'], requiredClaims: ['exp', 'sub'] }));
   } catch {
     return send(res, 401, { title: 'Invalid token' });
   }
@@ -51,26 +71,45 @@ async function handle(req, res) {
   if (id === undefined && req.method === 'GET') {
     const limit = Math.min(100, Number(url.searchParams.get('limit') ?? 20));
     const { rows } = await pool.query({
-      name: 'list', text: `select ${COLUMNS} from tasks where owner_id = $1 order by created_at desc, id desc limit $2`, values: [sub, limit + 1] });
+      name: 'list',
+      text: `select ${COLUMNS} from tasks where owner_id = $1 order by created_at desc, id desc limit $2`,
+      values: [sub, limit + 1],
+    });
     const page = rows.slice(0, limit);
     const last = page.at(-1);
-    const next = rows.length > limit ? Buffer.from(JSON.stringify({ k: last.created_at.toISOString(), i: last.id })).toString('base64url') : null;
-    return send(res, 200, { items: page.map(toTask), next_cursor: next }, next ? { Link: `</api/v1/tasks?cursor=${next}>; rel="next"` } : {});
+    const next =
+      rows.length > limit
+        ? Buffer.from(JSON.stringify({ k: last.created_at.toISOString(), i: last.id })).toString('base64url')
+        : null;
+    return send(
+      res,
+      200,
+      { items: page.map(toTask), next_cursor: next },
+      next ? { Link: `</api/v1/tasks?cursor=${next}>; rel="next"` } : {},
+    );
   }
   if (id === undefined && req.method === 'POST') {
     const body = await readJson(req);
-    if (typeof body.title !== 'string' || body.title.trim().length === 0 || body.title.length > 200) return send(res, 422, { title: 'Validation failed' });
+    if (typeof body.title !== 'string' || body.title.trim().length === 0 || body.title.length > 200)
+      return send(res, 422, { title: 'Validation failed' });
     const { rows } = await pool.query({
       name: 'create',
       text: `insert into tasks (owner_id, title, description, priority, tags) values ($1, $2, $3, coalesce($4, 'medium'), coalesce($5::text[], '{}')) returning ${COLUMNS}`,
-      values: [sub, body.title.trim(), body.description ?? null, body.priority ?? null, body.tags ?? null] });
+      values: [sub, body.title.trim(), body.description ?? null, body.priority ?? null, body.tags ?? null],
+    });
     const task = toTask(rows[0]);
     return send(res, 201, task, { Location: `/api/v1/tasks/${task.id}`, ETag: `"${task.version}"` });
   }
   if (id === undefined || !UUID.test(id)) return send(res, 404, { title: 'Not found' });
   if (req.method === 'GET') {
-    const { rows } = await pool.query({ name: 'get', text: `select ${COLUMNS} from tasks where owner_id = $1 and id = $2`, values: [sub, id] });
-    return rows[0] ? send(res, 200, toTask(rows[0]), { ETag: `"${rows[0].version}"` }) : send(res, 404, { title: 'Task not found' });
+    const { rows } = await pool.query({
+      name: 'get',
+      text: `select ${COLUMNS} from tasks where owner_id = $1 and id = $2`,
+      values: [sub, id],
+    });
+    return rows[0]
+      ? send(res, 200, toTask(rows[0]), { ETag: `"${rows[0].version}"` })
+      : send(res, 404, { title: 'Task not found' });
   }
   if (req.method === 'PATCH') {
     const body = await readJson(req);
@@ -80,8 +119,11 @@ async function handle(req, res) {
          completed_at = case when $4::boolean is null then completed_at when $4 then coalesce(completed_at, now()) else null end,
          updated_at = now(), version = version + 1
        where owner_id = $1 and id = $2 returning ${COLUMNS}`,
-      values: [sub, id, body.title ?? null, body.completed ?? null] });
-    return rows[0] ? send(res, 200, toTask(rows[0]), { ETag: `"${rows[0].version}"` }) : send(res, 404, { title: 'Task not found' });
+      values: [sub, id, body.title ?? null, body.completed ?? null],
+    });
+    return rows[0]
+      ? send(res, 200, toTask(rows[0]), { ETag: `"${rows[0].version}"` })
+      : send(res, 404, { title: 'Task not found' });
   }
   return send(res, 405, { title: 'Method not allowed' });
 }

@@ -47,7 +47,9 @@ const { values } = parseArgs({
 });
 if (values.pglite) {
   // PGlite is single-process and in-memory-ish: its numbers say nothing about production.
-  process.stderr.write('bench: PGlite measures something else (one embedded connection); this harness runs on PostgreSQL only.\n');
+  process.stderr.write(
+    'bench: PGlite measures something else (one embedded connection); this harness runs on PostgreSQL only.\n',
+  );
   process.exit(2);
 }
 
@@ -89,7 +91,12 @@ interface Measurement {
   attack?: { opened: number; answers: Record<string, number> };
 }
 
-async function startServer(name: string, script: string, env: Record<string, string>, nodeArgs: string[] = []): Promise<{ url: string; process: ChildProcess }> {
+async function startServer(
+  name: string,
+  script: string,
+  env: Record<string, string>,
+  nodeArgs: string[] = [],
+): Promise<{ url: string; process: ChildProcess }> {
   const port = await freePort();
   const child = spawn(process.execPath, [...nodeArgs, script], {
     cwd: root,
@@ -98,7 +105,11 @@ async function startServer(name: string, script: string, env: Record<string, str
   });
   const url = `http://127.0.0.1:${port}`;
   // The baseline has no health route: any answer (401 without a token) means it is up.
-  await waitUntilServing(`${url}/api/v1/tasks`, child, { timeoutMs: 10_000, anyStatus: true, failure: () => `${name} did not start` });
+  await waitUntilServing(`${url}/api/v1/tasks`, child, {
+    timeoutMs: 10_000,
+    anyStatus: true,
+    failure: () => `${name} did not start`,
+  });
   return { url, process: child };
 }
 
@@ -125,11 +136,14 @@ async function peakRss<T>(pid: number, work: Promise<T>): Promise<[T, number]> {
 
 /** CPU time the process has used so far (user + system), in microseconds; clock ticks are 10 ms. */
 function cpuMicros(pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /, '').split(' ');
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    .replace(/^.*\) /, '')
+    .split(' ');
   return (Number(fields[11]) + Number(fields[12])) * 10_000; // utime, stime (fields 14 and 15 of stat)
 }
 
-const percentile = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? 0;
+const percentile = (sorted: number[], p: number) =>
+  sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? 0;
 
 interface Fixture {
   tokens: string[];
@@ -139,7 +153,8 @@ interface Fixture {
 
 /** One request of the scenario, for a random user (and one of their tasks). */
 function requestFor(scenario: Scenario, fixture: Fixture): autocannon.Request {
-  const pick = scenario === 'mixed' || scenario === 'overload' ? pickMixed() : scenario === 'under-attack' ? 'list' : scenario;
+  const pick =
+    scenario === 'mixed' || scenario === 'overload' ? pickMixed() : scenario === 'under-attack' ? 'list' : scenario;
   const user = Math.floor(Math.random() * fixture.tokens.length);
   const headers = { authorization: `Bearer ${fixture.tokens[user]}`, 'content-type': 'application/json' };
   const ids = fixture.taskIds[user]!;
@@ -150,9 +165,19 @@ function requestFor(scenario: Scenario, fixture: Fixture): autocannon.Request {
     case 'get':
       return { method: 'GET', path: `/api/v1/tasks/${id}`, headers };
     case 'create':
-      return { method: 'POST', path: '/api/v1/tasks', headers, body: JSON.stringify({ title: 'Benchmark task', priority: 'high', tags: ['bench'] }) };
+      return {
+        method: 'POST',
+        path: '/api/v1/tasks',
+        headers,
+        body: JSON.stringify({ title: 'Benchmark task', priority: 'high', tags: ['bench'] }),
+      };
     case 'update':
-      return { method: 'PATCH', path: `/api/v1/tasks/${id}`, headers, body: JSON.stringify({ completed: Math.random() < 0.5 }) };
+      return {
+        method: 'PATCH',
+        path: `/api/v1/tasks/${id}`,
+        headers,
+        body: JSON.stringify({ completed: Math.random() < 0.5 }),
+      };
   }
 }
 
@@ -178,7 +203,7 @@ async function load(url: string, pid: number, scenario: Scenario, fixture: Fixtu
   let shed = 0;
   let finish!: (result: autocannon.Result) => void;
   let fail!: (error: unknown) => void;
-  const done = new Promise<autocannon.Result>((resolve, reject) => [finish, fail] = [resolve, reject]);
+  const done = new Promise<autocannon.Result>((resolve, reject) => ([finish, fail] = [resolve, reject]));
   const instance = autocannon(
     {
       url,
@@ -190,7 +215,8 @@ async function load(url: string, pid: number, scenario: Scenario, fixture: Fixtu
     (error, result) => (error ? fail(error) : finish(result)),
   );
   instance.on('response', (_client, statusCode, _bytes, responseTime) => {
-    if (statusCode >= 200 && statusCode < 300) latencies.push(responseTime); // latency of what was served
+    if (statusCode >= 200 && statusCode < 300)
+      latencies.push(responseTime); // latency of what was served
     else if (statusCode === 503 && scenario === 'overload') shed += 1;
     else bad += 1;
   });
@@ -230,11 +256,15 @@ function mean(list: Measurement[]): Measurement {
 /** The attacker's figures of several measurements, added up. */
 function sumAttacks(attacks: NonNullable<Measurement['attack']>[]): NonNullable<Measurement['attack']> {
   const answers: Record<string, number> = {};
-  for (const attack of attacks) for (const [status, n] of Object.entries(attack.answers)) answers[status] = (answers[status] ?? 0) + n;
+  for (const attack of attacks)
+    for (const [status, n] of Object.entries(attack.answers)) answers[status] = (answers[status] ?? 0) + n;
   return { opened: attacks.reduce((sum, a) => sum + a.opened, 0), answers };
 }
 
-const answersOf = (m: Measurement) => Object.entries(m.attack?.answers ?? {}).map(([status, n]) => `${n}× ${status}`).join(', ') || 'none';
+const answersOf = (m: Measurement) =>
+  Object.entries(m.attack?.answers ?? {})
+    .map(([status, n]) => `${n}× ${status}`)
+    .join(', ') || 'none';
 
 /** Seeds the bench database and mints a token for every seeded user. */
 async function prepare(): Promise<{ fixture: Fixture; env: Record<string, string> }> {
@@ -256,7 +286,10 @@ async function prepare(): Promise<{ fixture: Fixture; env: Record<string, string
   } finally {
     await database.close();
   }
-  return { fixture, env: { DATABASE_URL: databaseUrl, JWT_SECRET: secret, NODE_ENV: 'production', DATABASE_POOL_MAX: '10' } };
+  return {
+    fixture,
+    env: { DATABASE_URL: databaseUrl, JWT_SECRET: secret, NODE_ENV: 'production', DATABASE_POOL_MAX: '10' },
+  };
 }
 
 async function main(): Promise<number> {
@@ -275,12 +308,14 @@ async function main(): Promise<number> {
   const results: Record<string, { ours: Measurement; baseline: Measurement; ratio: number }> = {};
   try {
     // Warm both up (JIT, pool, caches) before anything is measured.
-    for (const server of [ours, baseline]) await measure(server.url, server.process.pid!, 'mixed', fixture).catch(() => undefined);
+    for (const server of [ours, baseline])
+      await measure(server.url, server.process.pid!, 'mixed', fixture).catch(() => undefined);
     for (const scenario of scenarios) {
       const runs: Record<'ours' | 'baseline', Measurement[]> = { ours: [], baseline: [] };
       for (let round = 0; round < settings.rounds; round += 1) {
         const order: ('ours' | 'baseline')[] = round % 2 === 0 ? ['ours', 'baseline'] : ['baseline', 'ours'];
-        for (const name of order) runs[name].push(await measure(servers[name].url, servers[name].process.pid!, scenario, fixture));
+        for (const name of order)
+          runs[name].push(await measure(servers[name].url, servers[name].process.pid!, scenario, fixture));
       }
       const [o, b] = [mean(runs.ours), mean(runs.baseline)];
       results[scenario] = { ours: o, baseline: b, ratio: Math.round((o.rps / b.rps) * 100) / 100 };
@@ -309,9 +344,12 @@ async function main(): Promise<number> {
   writeFileSync(join(dir, 'latest.json'), json);
   writeFileSync(join(dir, `${report.date.slice(0, 19).replace(/:/g, '-')}${quick ? '-quick' : ''}.json`), json);
   writeFileSync(join(dir, 'latest.md'), markdown(report));
-  process.stdout.write(`\n${markdown(report)}\nbench: done in ${Math.round((Date.now() - started) / 1000)} s; bench/results/latest.json, latest.md\n`);
+  process.stdout.write(
+    `\n${markdown(report)}\nbench: done in ${Math.round((Date.now() - started) / 1000)} s; bench/results/latest.json, latest.md\n`,
+  );
   const failed = Object.entries(results).filter(([, r]) => r.ours.errors + r.baseline.errors > 0);
-  if (failed.length > 0) process.stderr.write(`bench: errors or non-2xx responses in ${failed.map(([name]) => name).join(', ')}\n`);
+  if (failed.length > 0)
+    process.stderr.write(`bench: errors or non-2xx responses in ${failed.map(([name]) => name).join(', ')}\n`);
   return failed.length > 0 ? 1 : 0;
 }
 
@@ -332,7 +370,10 @@ async function profile(fixture: Fixture, env: Record<string, string>): Promise<n
   const dir = join(root, 'bench', 'results', 'profiles');
   mkdirSync(dir, { recursive: true });
   const out = join(dir, 'api');
-  const ours = await startServer('the API', 'dist/src/main.js', { ...env, BENCH_PROFILE_OUT: out }, ['--import', './bench/lib/profiler.mjs']);
+  const ours = await startServer('the API', 'dist/src/main.js', { ...env, BENCH_PROFILE_OUT: out }, [
+    '--import',
+    './bench/lib/profiler.mjs',
+  ]);
   const pid = ours.process.pid!;
   const reports: string[] = [];
   try {
@@ -348,7 +389,12 @@ async function profile(fixture: Fixture, env: Record<string, string>): Promise<n
       const target = join(dir, `${scenario}.cpuprofile`);
       writeFileSync(target, readFileSync(file));
       rmSync(file);
-      reports.push(formatSummary(`${scenario} (${m.rps} req/s while profiled, ${target.slice(root.length + 1)})`, summarize(target)));
+      reports.push(
+        formatSummary(
+          `${scenario} (${m.rps} req/s while profiled, ${target.slice(root.length + 1)})`,
+          summarize(target),
+        ),
+      );
     }
   } finally {
     ours.process.kill('SIGTERM');
@@ -365,14 +411,19 @@ async function ablation(fixture: Fixture, env: Record<string, string>): Promise<
   const variants = ['all', ...ABLATED, 'all'] as const;
   const rows: { without: string; scenario: Scenario; cpu_us: number; rps: number }[] = [];
   for (const without of variants) {
-    const server = await startServer(`the API without ${without}`, 'bench/lib/ablation-server.mjs', { ...env, BENCH_WITHOUT: without === 'all' ? '' : without });
+    const server = await startServer(`the API without ${without}`, 'bench/lib/ablation-server.mjs', {
+      ...env,
+      BENCH_WITHOUT: without === 'all' ? '' : without,
+    });
     try {
       await measure(server.url, server.process.pid!, 'mixed', fixture);
       for (const scenario of measured) {
         const m = await measure(server.url, server.process.pid!, scenario, fixture);
         if (m.errors > 0) throw new Error(`without ${without}: ${m.errors} errors in ${scenario}`);
         rows.push({ without, scenario, cpu_us: m.cpu_us, rps: m.rps });
-        process.stdout.write(`without ${without.padEnd(16)} ${scenario.padEnd(6)} ${String(m.cpu_us).padStart(5)} µs CPU/request, ${m.rps} req/s\n`);
+        process.stdout.write(
+          `without ${without.padEnd(16)} ${scenario.padEnd(6)} ${String(m.cpu_us).padStart(5)} µs CPU/request, ${m.rps} req/s\n`,
+        );
       }
     } finally {
       server.process.kill('SIGTERM');
@@ -383,9 +434,18 @@ async function ablation(fixture: Fixture, env: Record<string, string>): Promise<
     const all = rows.filter((r) => r.without === 'all' && r.scenario === scenario);
     return all.reduce((sum, r) => sum + r.cpu_us, 0) / all.length;
   };
-  const saved = (layer: string, scenario: Scenario) => Math.round(full(scenario) - rows.find((r) => r.without === layer && r.scenario === scenario)!.cpu_us);
+  const saved = (layer: string, scenario: Scenario) =>
+    Math.round(full(scenario) - rows.find((r) => r.without === layer && r.scenario === scenario)!.cpu_us);
   const table = ABLATED.map((layer) => ({ layer, get: saved(layer, 'get'), create: saved(layer, 'create') }));
-  const report = { date: new Date().toISOString(), quick, machine: { cpus: cpus().length, model: cpus()[0]?.model ?? 'unknown', node: process.version }, settings, full: Object.fromEntries(measured.map((s) => [s, Math.round(full(s))])), rows, table };
+  const report = {
+    date: new Date().toISOString(),
+    quick,
+    machine: { cpus: cpus().length, model: cpus()[0]?.model ?? 'unknown', node: process.version },
+    settings,
+    full: Object.fromEntries(measured.map((s) => [s, Math.round(full(s))])),
+    rows,
+    table,
+  };
   const md = [
     `${quick ? 'Quick' : 'Full'} ablation run of ${report.date.slice(0, 16).replace('T', ' ')} UTC: the API's CPU per request with every layer (get ${report.full.get} µs, create ${report.full.create} µs), and what leaving out one layer saves.`,
     '',
@@ -401,7 +461,12 @@ async function ablation(fixture: Fixture, env: Record<string, string>): Promise<
   return 0;
 }
 
-function markdown(report: { date: string; quick: boolean; settings: typeof settings; scenarios: Record<string, { ours: Measurement; baseline: Measurement; ratio: number }> }): string {
+function markdown(report: {
+  date: string;
+  quick: boolean;
+  settings: typeof settings;
+  scenarios: Record<string, { ours: Measurement; baseline: Measurement; ratio: number }>;
+}): string {
   const { settings: s } = report;
   const rows = Object.entries(report.scenarios).map(
     ([name, { ours: o, baseline: b, ratio }]) =>

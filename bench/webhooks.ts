@@ -37,7 +37,8 @@ import { ensureDatabase, freePort, hs256Token, waitUntilServing } from '../scrip
 const { values } = parseArgs({ options: { quick: { type: 'boolean', default: false } } });
 const quick = values.quick;
 const settings = { users: 200, rate: 1000, connections: 32, seconds: quick ? 3 : 10, rounds: quick ? 1 : 2 };
-const databaseUrl = process.env.BENCH_WEBHOOKS_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/tasks_webhooks_bench';
+const databaseUrl =
+  process.env.BENCH_WEBHOOKS_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/tasks_webhooks_bench';
 const root = projectRoot();
 
 interface Load {
@@ -48,10 +49,15 @@ interface Load {
   requests: number;
 }
 
-const percentile = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? 0;
+const percentile = (sorted: number[], p: number) =>
+  sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? 0;
 
 function startProcess(script: string, env: Record<string, string>): { child: ChildProcess; exited: Promise<unknown> } {
-  const child = spawn(process.execPath, [script], { cwd: root, env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'inherit'] });
+  const child = spawn(process.execPath, [script], {
+    cwd: root,
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
   return { child, exited: new Promise((resolve) => child.on('exit', resolve)) };
 }
 
@@ -59,7 +65,10 @@ async function startApi(env: Record<string, string>) {
   const port = await freePort();
   const api = startProcess('dist/src/main.js', { ...env, PORT: String(port), HOST: '127.0.0.1' });
   const url = `http://127.0.0.1:${port}`;
-  await waitUntilServing(`${url}/health/ready`, api.child, { timeoutMs: 20_000, failure: () => 'the API did not start' });
+  await waitUntilServing(`${url}/health/ready`, api.child, {
+    timeoutMs: 20_000,
+    failure: () => 'the API did not start',
+  });
   return { url, ...api };
 }
 
@@ -80,15 +89,20 @@ async function load(url: string, tokens: string[]): Promise<Load> {
         overallRate: settings.rate,
         duration: settings.seconds,
         timeout: 10,
-        requests: [{
-          setupRequest: (request) => ({
-            ...request,
-            method: 'POST',
-            path: '/api/v1/tasks',
-            headers: { authorization: `Bearer ${tokens[Math.floor(Math.random() * tokens.length)]}`, 'content-type': 'application/json' },
-            body: JSON.stringify({ title: 'Webhook bench task', priority: 'high', tags: ['bench'] }),
-          }),
-        }],
+        requests: [
+          {
+            setupRequest: (request) => ({
+              ...request,
+              method: 'POST',
+              path: '/api/v1/tasks',
+              headers: {
+                authorization: `Bearer ${tokens[Math.floor(Math.random() * tokens.length)]}`,
+                'content-type': 'application/json',
+              },
+              body: JSON.stringify({ title: 'Webhook bench task', priority: 'high', tags: ['bench'] }),
+            }),
+          },
+        ],
       },
       (error: Error | null, res) => (error ? reject(error) : resolve(res)),
     );
@@ -97,14 +111,27 @@ async function load(url: string, tokens: string[]): Promise<Load> {
       else bad += 1;
     });
   });
-  if (bad > 0 || result.errors > 0 || result.timeouts > 0) throw new Error(`${bad} non-201 answers, ${result.errors} errors, ${result.timeouts} timeouts`);
+  if (bad > 0 || result.errors > 0 || result.timeouts > 0)
+    throw new Error(`${bad} non-201 answers, ${result.errors} errors, ${result.timeouts} timeouts`);
   latencies.sort((a, b) => a - b);
   const r = (n: number) => Math.round(n * 10) / 10;
-  return { rps: Math.round(latencies.length / settings.seconds), p50_ms: r(percentile(latencies, 50)), p95_ms: r(percentile(latencies, 95)), p99_ms: r(percentile(latencies, 99)), requests: latencies.length };
+  return {
+    rps: Math.round(latencies.length / settings.seconds),
+    p50_ms: r(percentile(latencies, 50)),
+    p95_ms: r(percentile(latencies, 95)),
+    p99_ms: r(percentile(latencies, 99)),
+    requests: latencies.length,
+  };
 }
 
 const pendingCount = async (database: Database) =>
-  Number((await sql<{ n: string }>`select count(*) as n from webhook_deliveries where status = 'pending'`.execute(database.db)).rows[0]!.n);
+  Number(
+    (
+      await sql<{ n: string }>`select count(*) as n from webhook_deliveries where status = 'pending'`.execute(
+        database.db,
+      )
+    ).rows[0]!.n,
+  );
 
 async function waitDrained(database: Database, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -139,11 +166,30 @@ async function main(): Promise<number> {
   // Registered here rather than through the API: production refuses http and loopback endpoints.
   await database.db
     .insertInto('webhook_endpoints')
-    .values(hookUsers.map((owner) => ({ owner_id: owner, url: receiverUrl, events: ['task.created', 'task.updated', 'task.completed', 'task.deleted', 'task.due'], secret: `whsec_${randomBytes(32).toString('base64')}` })))
+    .values(
+      hookUsers.map((owner) => ({
+        owner_id: owner,
+        url: receiverUrl,
+        events: ['task.created', 'task.updated', 'task.completed', 'task.deleted', 'task.due'],
+        secret: `whsec_${randomBytes(32).toString('base64')}`,
+      })),
+    )
     .execute();
-  const tokens = { plain: await Promise.all(plainUsers.map((s) => hs256Token(secret, s, '2h'))), webhooks: await Promise.all(hookUsers.map((s) => hs256Token(secret, s, '2h'))) };
-  const env = { DATABASE_URL: databaseUrl, JWT_SECRET: secret, NODE_ENV: 'production', DATABASE_POOL_MAX: '10', WEBHOOK_ALLOWED_ADDRESSES: '127.0.0.1/32', LOG_LEVEL: 'warn' };
-  process.stdout.write(`bench:webhooks: creations at ${settings.rate}/s from ${settings.connections} connections, ${settings.seconds} s × ${settings.rounds} round(s) per variant, ${cpus().length} CPUs\n`);
+  const tokens = {
+    plain: await Promise.all(plainUsers.map((s) => hs256Token(secret, s, '2h'))),
+    webhooks: await Promise.all(hookUsers.map((s) => hs256Token(secret, s, '2h'))),
+  };
+  const env = {
+    DATABASE_URL: databaseUrl,
+    JWT_SECRET: secret,
+    NODE_ENV: 'production',
+    DATABASE_POOL_MAX: '10',
+    WEBHOOK_ALLOWED_ADDRESSES: '127.0.0.1/32',
+    LOG_LEVEL: 'warn',
+  };
+  process.stdout.write(
+    `bench:webhooks: creations at ${settings.rate}/s from ${settings.connections} connections, ${settings.seconds} s × ${settings.rounds} round(s) per variant, ${cpus().length} CPUs\n`,
+  );
 
   // 1. Enqueue, worker off.
   const enqueue: Record<'plain' | 'webhooks', Load[]> = { plain: [], webhooks: [] };
@@ -155,7 +201,9 @@ async function main(): Promise<number> {
       for (const variant of order) {
         const measured = await load(api.url, tokens[variant]);
         enqueue[variant].push(measured);
-        process.stdout.write(`  enqueue ${variant}: ${measured.rps} req/s, p50 ${measured.p50_ms} ms, p99 ${measured.p99_ms} ms\n`);
+        process.stdout.write(
+          `  enqueue ${variant}: ${measured.rps} req/s, p50 ${measured.p50_ms} ms, p99 ${measured.p99_ms} ms\n`,
+        );
       }
     }
   } finally {
@@ -173,10 +221,24 @@ async function main(): Promise<number> {
     await stop(worker);
   }
   const drainSeconds = (Date.now() - drainStarted) / 1000;
-  const failed = Number((await sql<{ n: string }>`select count(*) as n from webhook_deliveries where status = 'failed'`.execute(database.db)).rows[0]!.n);
+  const failed = Number(
+    (
+      await sql<{ n: string }>`select count(*) as n from webhook_deliveries where status = 'failed'`.execute(
+        database.db,
+      )
+    ).rows[0]!.n,
+  );
   if (failed > 0) throw new Error(`${failed} deliveries failed`);
-  const delivery = { backlog, delivered: received - before, seconds: Math.round(drainSeconds * 10) / 10, events_per_s: Math.round(backlog / drainSeconds), concurrency: Number(process.env.WEBHOOK_CONCURRENCY ?? 8) };
-  process.stdout.write(`  delivery: ${backlog} deliveries in ${delivery.seconds} s (worker start included) = ${delivery.events_per_s} events/s\n`);
+  const delivery = {
+    backlog,
+    delivered: received - before,
+    seconds: Math.round(drainSeconds * 10) / 10,
+    events_per_s: Math.round(backlog / drainSeconds),
+    concurrency: Number(process.env.WEBHOOK_CONCURRENCY ?? 8),
+  };
+  process.stdout.write(
+    `  delivery: ${backlog} deliveries in ${delivery.seconds} s (worker start included) = ${delivery.events_per_s} events/s\n`,
+  );
 
   // 3. In-process worker, delivering while serving.
   const inProcessApi = await startApi(env);
@@ -189,7 +251,9 @@ async function main(): Promise<number> {
   } finally {
     await stop(inProcessApi);
   }
-  process.stdout.write(`  in-process: ${inProcess.rps} req/s, p99 ${inProcess.p99_ms} ms, backlog delivered ${inProcess.lag_s} s after the load ended\n`);
+  process.stdout.write(
+    `  in-process: ${inProcess.rps} req/s, p99 ${inProcess.p99_ms} ms, backlog delivered ${inProcess.lag_s} s after the load ended\n`,
+  );
   receiver.close();
   await database.close();
 
@@ -205,7 +269,8 @@ async function main(): Promise<number> {
     in_process: inProcess,
     seconds: Math.round((Date.now() - started) / 1000),
   };
-  const row = (name: string, list: Load[]) => `| ${name} | ${Math.round(avg(list, 'rps'))} | ${avg(list, 'p50_ms').toFixed(1)} | ${avg(list, 'p95_ms').toFixed(1)} | ${avg(list, 'p99_ms').toFixed(1)} |`;
+  const row = (name: string, list: Load[]) =>
+    `| ${name} | ${Math.round(avg(list, 'rps'))} | ${avg(list, 'p50_ms').toFixed(1)} | ${avg(list, 'p95_ms').toFixed(1)} | ${avg(list, 'p99_ms').toFixed(1)} |`;
   const md = [
     `# Webhooks bench (${report.at}${quick ? ', quick' : ''})`,
     '',
@@ -227,13 +292,19 @@ async function main(): Promise<number> {
   mkdirSync(dir, { recursive: true });
   const name = quick ? 'webhooks-quick' : 'webhooks';
   writeFileSync(join(dir, `${name}-latest.json`), JSON.stringify(report, null, 2));
-  writeFileSync(join(dir, `${name}-${report.at.replace(/[:.]/g, '-').slice(0, 19)}.json`), JSON.stringify(report, null, 2));
+  writeFileSync(
+    join(dir, `${name}-${report.at.replace(/[:.]/g, '-').slice(0, 19)}.json`),
+    JSON.stringify(report, null, 2),
+  );
   writeFileSync(join(dir, `${name}-latest.md`), md);
   process.stdout.write(`\n${md}`);
   return 0;
 }
 
-main().then((code) => process.exit(code), (error: unknown) => {
-  process.stderr.write(`bench:webhooks failed: ${error instanceof Error ? error.stack : String(error)}\n`);
-  process.exit(1);
-});
+main().then(
+  (code) => process.exit(code),
+  (error: unknown) => {
+    process.stderr.write(`bench:webhooks failed: ${error instanceof Error ? error.stack : String(error)}\n`);
+    process.exit(1);
+  },
+);

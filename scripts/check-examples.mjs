@@ -30,8 +30,15 @@ const pointerOf = (path) => `#/${path.map(escape).join('/')}`;
 function resolve(node, path) {
   let current = node;
   let at = path;
-  for (let depth = 0; current && typeof current.$ref === 'string' && current.$ref.startsWith('#/') && depth < 20; depth += 1) {
-    at = current.$ref.slice(2).split('/').map((key) => key.replace(/~1/g, '/').replace(/~0/g, '~'));
+  for (
+    let depth = 0;
+    current && typeof current.$ref === 'string' && current.$ref.startsWith('#/') && depth < 20;
+    depth += 1
+  ) {
+    at = current.$ref
+      .slice(2)
+      .split('/')
+      .map((key) => key.replace(/~1/g, '/').replace(/~0/g, '~'));
     current = at.reduce((node, key) => node?.[key], doc);
   }
   return { node: current, path: at };
@@ -57,17 +64,36 @@ function check(value, schemaPath, examplePath) {
   checked += 1;
   const validate = validatorAt(schemaPath);
   if (validate.error) {
-    failures.push(`${pointerOf(examplePath)}: its schema ${pointerOf(schemaPath)} does not compile: ${validate.error.message}`);
+    failures.push(
+      `${pointerOf(examplePath)}: its schema ${pointerOf(schemaPath)} does not compile: ${validate.error.message}`,
+    );
     return;
   }
   if (!validate(value)) {
-    const errors = validate.errors.slice(0, 5).map((e) => `${e.instancePath || '(root)'} ${e.message}${e.params?.allowedValue !== undefined ? ` (${JSON.stringify(e.params.allowedValue)})` : ''}`);
+    const errors = validate.errors
+      .slice(0, 5)
+      .map(
+        (e) =>
+          `${e.instancePath || '(root)'} ${e.message}${e.params?.allowedValue !== undefined ? ` (${JSON.stringify(e.params.allowedValue)})` : ''}`,
+      );
     failures.push(`${pointerOf(examplePath)} does not match ${pointerOf(schemaPath)}: ${errors.join('; ')}`);
   }
 }
 
 /** Keys under which a schema holds subschemas: one, an array of them, or a map of them. */
-const ONE = ['items', 'not', 'additionalProperties', 'unevaluatedProperties', 'unevaluatedItems', 'contains', 'if', 'then', 'else', 'propertyNames', 'contentSchema'];
+const ONE = [
+  'items',
+  'not',
+  'additionalProperties',
+  'unevaluatedProperties',
+  'unevaluatedItems',
+  'contains',
+  'if',
+  'then',
+  'else',
+  'propertyNames',
+  'contentSchema',
+];
 const MANY = ['allOf', 'anyOf', 'oneOf', 'prefixItems'];
 const MAP = ['properties', 'patternProperties', '$defs', 'dependentSchemas'];
 
@@ -78,10 +104,13 @@ function walkSchema(schema, path) {
   if (seenSchemas.has(key)) return;
   seenSchemas.add(key);
   if ('example' in schema) check(schema.example, path, [...path, 'example']);
-  if (Array.isArray(schema.examples)) schema.examples.forEach((example, i) => check(example, path, [...path, 'examples', i]));
+  if (Array.isArray(schema.examples))
+    schema.examples.forEach((example, i) => check(example, path, [...path, 'examples', i]));
   for (const k of ONE) if (schema[k] && typeof schema[k] === 'object') walkSchema(schema[k], [...path, k]);
   for (const k of MANY) if (Array.isArray(schema[k])) schema[k].forEach((s, i) => walkSchema(s, [...path, k, i]));
-  for (const k of MAP) if (schema[k] && typeof schema[k] === 'object') for (const [name, s] of Object.entries(schema[k])) walkSchema(s, [...path, k, name]);
+  for (const k of MAP)
+    if (schema[k] && typeof schema[k] === 'object')
+      for (const [name, s] of Object.entries(schema[k])) walkSchema(s, [...path, k, name]);
 }
 
 /** The `example` / `examples` of a media type, parameter or header, against its `schema`. */
@@ -106,7 +135,8 @@ const METHODS = ['get', 'put', 'post', 'delete', 'options', 'head', 'patch', 'tr
 function walkOperation(operation, path) {
   (operation.parameters ?? []).forEach((p, i) => walkHolder(p, [...path, 'parameters', i]));
   const body = resolve(operation.requestBody, [...path, 'requestBody']);
-  for (const [type, media] of Object.entries(body.node?.content ?? {})) walkHolder(media, [...body.path, 'content', type]);
+  for (const [type, media] of Object.entries(body.node?.content ?? {}))
+    walkHolder(media, [...body.path, 'content', type]);
   for (const [status, response] of Object.entries(operation.responses ?? {})) {
     const { node, path: at } = resolve(response, [...path, 'responses', status]);
     for (const [name, header] of Object.entries(node?.headers ?? {})) walkHolder(header, [...at, 'headers', name]);
@@ -122,21 +152,29 @@ function walkPathItem(item, path) {
 for (const [name, item] of Object.entries(doc.paths ?? {})) walkPathItem(item, ['paths', name]);
 for (const [name, item] of Object.entries(doc.webhooks ?? {})) walkPathItem(item, ['webhooks', name]);
 const components = doc.components ?? {};
-for (const [name, schema] of Object.entries(components.schemas ?? {})) walkSchema(schema, ['components', 'schemas', name]);
-for (const [name, parameter] of Object.entries(components.parameters ?? {})) walkHolder(parameter, ['components', 'parameters', name]);
-for (const [name, header] of Object.entries(components.headers ?? {})) walkHolder(header, ['components', 'headers', name]);
+for (const [name, schema] of Object.entries(components.schemas ?? {}))
+  walkSchema(schema, ['components', 'schemas', name]);
+for (const [name, parameter] of Object.entries(components.parameters ?? {}))
+  walkHolder(parameter, ['components', 'parameters', name]);
+for (const [name, header] of Object.entries(components.headers ?? {}))
+  walkHolder(header, ['components', 'headers', name]);
 for (const [name, response] of Object.entries(components.responses ?? {})) {
-  for (const [header, h] of Object.entries(response.headers ?? {})) walkHolder(h, ['components', 'responses', name, 'headers', header]);
-  for (const [type, media] of Object.entries(response.content ?? {})) walkHolder(media, ['components', 'responses', name, 'content', type]);
+  for (const [header, h] of Object.entries(response.headers ?? {}))
+    walkHolder(h, ['components', 'responses', name, 'headers', header]);
+  for (const [type, media] of Object.entries(response.content ?? {}))
+    walkHolder(media, ['components', 'responses', name, 'content', type]);
 }
 for (const [name, body] of Object.entries(components.requestBodies ?? {})) {
-  for (const [type, media] of Object.entries(body.content ?? {})) walkHolder(media, ['components', 'requestBodies', name, 'content', type]);
+  for (const [type, media] of Object.entries(body.content ?? {}))
+    walkHolder(media, ['components', 'requestBodies', name, 'content', type]);
 }
 
 // The same example reached twice (a component and an operation using it) is reported once.
 const unique = [...new Set(failures)];
 if (unique.length > 0) {
-  process.stderr.write(`${unique.length} example(s) do not match their schema (${checked} checked):\n${unique.map((f) => `  ${f}`).join('\n')}\n`);
+  process.stderr.write(
+    `${unique.length} example(s) do not match their schema (${checked} checked):\n${unique.map((f) => `  ${f}`).join('\n')}\n`,
+  );
   process.exit(1);
 }
 process.stdout.write(`every example matches its schema (${checked} checked)\n`);

@@ -52,7 +52,11 @@ export function bundleContract() {
   try {
     const out = join(dir, 'openapi.json');
     try {
-      execFileSync(join(root, 'node_modules', '.bin', 'redocly'), ['bundle', 'openapi/openapi.yaml', '--output', out, '--ext', 'json'], { cwd: root, stdio: 'pipe' });
+      execFileSync(
+        join(root, 'node_modules', '.bin', 'redocly'),
+        ['bundle', 'openapi/openapi.yaml', '--output', out, '--ext', 'json'],
+        { cwd: root, stdio: 'pipe' },
+      );
     } catch (error) {
       process.stderr.write(String(error.stderr ?? '') + String(error.stdout ?? ''));
       throw new Error('redocly bundle openapi/openapi.yaml failed', { cause: error });
@@ -101,7 +105,8 @@ function webhooksAsOperations(doc) {
       const headers = {};
       for (const p of op.parameters ?? []) {
         const param = resolve(doc, p);
-        if (param?.in === 'header') headers[param.name] = { required: param.required, schema: param.schema, description: param.description };
+        if (param?.in === 'header')
+          headers[param.name] = { required: param.required, schema: param.schema, description: param.description };
       }
       const body = resolve(doc, op.requestBody) ?? {};
       pseudo[method] = {
@@ -123,7 +128,10 @@ function resolve(doc, node, seen = new Set()) {
   if (!node || typeof node !== 'object' || typeof node.$ref !== 'string' || !node.$ref.startsWith('#/')) return node;
   if (seen.has(node.$ref)) return undefined;
   seen.add(node.$ref);
-  const target = node.$ref.slice(2).split('/').reduce((n, k) => n?.[k.replace(/~1/g, '/').replace(/~0/g, '~')], doc);
+  const target = node.$ref
+    .slice(2)
+    .split('/')
+    .reduce((n, k) => n?.[k.replace(/~1/g, '/').replace(/~0/g, '~')], doc);
   return resolve(doc, target, seen);
 }
 
@@ -136,12 +144,24 @@ function webhookAnswerChanges(base, head) {
       if (!METHODS.has(method) || !after) continue;
       for (const code of Object.keys(op.responses ?? {})) {
         if (!(code in (after.responses ?? {}))) {
-          changes.push({ type: 'breaking', action: 'remove', path: ['webhooks', name, method, 'responses', code], before: op.responses[code], text: `answer ${code} from the receiver no longer accepted` });
+          changes.push({
+            type: 'breaking',
+            action: 'remove',
+            path: ['webhooks', name, method, 'responses', code],
+            before: op.responses[code],
+            text: `answer ${code} from the receiver no longer accepted`,
+          });
         }
       }
       for (const code of Object.keys(after.responses ?? {})) {
         if (!(code in (op.responses ?? {}))) {
-          changes.push({ type: 'non-breaking', action: 'add', path: ['webhooks', name, method, 'responses', code], after: after.responses[code], text: `answer ${code} from the receiver accepted` });
+          changes.push({
+            type: 'non-breaking',
+            action: 'add',
+            path: ['webhooks', name, method, 'responses', code],
+            after: after.responses[code],
+            text: `answer ${code} from the receiver accepted`,
+          });
         }
       }
     }
@@ -197,7 +217,14 @@ function effect(diff, docs) {
     return undefined;
   }
   if (prev === 'required' && typeof last === 'number') return added ? 'narrow' : removed ? 'widen' : undefined;
-  if (last === 'enum' || last === 'const' || last === 'pattern' || last === 'format' || last === 'multipleOf' || last === 'required') {
+  if (
+    last === 'enum' ||
+    last === 'const' ||
+    last === 'pattern' ||
+    last === 'format' ||
+    last === 'multipleOf' ||
+    last === 'required'
+  ) {
     return added ? 'narrow' : removed ? 'widen' : undefined;
   }
   if (UPPER.has(last) || LOWER.has(last)) {
@@ -205,7 +232,7 @@ function effect(diff, docs) {
     if (removed) return 'widen';
     if (typeof before === 'number' && typeof after === 'number') {
       if (before === after) return undefined;
-      return (after < before) === UPPER.has(last) ? 'narrow' : 'widen';
+      return after < before === UPPER.has(last) ? 'narrow' : 'widen';
     }
   }
   return undefined;
@@ -242,8 +269,12 @@ function reclassify(diff, docs) {
 export function compareContracts(base, head) {
   const prepare = (doc) => {
     const problems = [];
-    const flat = mergeAllOf(webhooksAsOperations(doc), { mergeRefSibling: true, onMergeError: (message, path) => problems.push(`${path.join('/')}: ${message}`) });
-    if (problems.length) throw new Error(`allOf that cannot be merged (a schema nothing satisfies):\n${problems.join('\n')}`);
+    const flat = mergeAllOf(webhooksAsOperations(doc), {
+      mergeRefSibling: true,
+      onMergeError: (message, path) => problems.push(`${path.join('/')}: ${message}`),
+    });
+    if (problems.length)
+      throw new Error(`allOf that cannot be merged (a schema nothing satisfies):\n${problems.join('\n')}`);
     return flat;
   };
   const docs = { before: prepare(base), after: prepare(head) };
@@ -263,7 +294,14 @@ export function compareContracts(base, head) {
       } else path = ['webhooks', name, ...(method === undefined ? [] : [method]), ...rest];
     }
     const type = reclassify({ ...d, path: d.path }, docs) ?? d.type;
-    changes.push({ type, action: d.action, path, before: d.before, after: d.after, tool: { type: d.type, description: d.description } });
+    changes.push({
+      type,
+      action: d.action,
+      path,
+      before: d.before,
+      after: d.after,
+      tool: { type: d.type, description: d.description },
+    });
   }
   changes.push(...webhookAnswerChanges(base, head));
   for (const c of changes) Object.assign(c, describe(c, base, head));
@@ -273,7 +311,8 @@ export function compareContracts(base, head) {
 // ---------------------------------------------------------------------------------------------
 // Human-readable lines
 
-const show = (v) => (v === undefined ? 'none' : typeof v === 'string' ? JSON.stringify(v) : JSON.stringify(v)?.slice(0, 80));
+const show = (v) =>
+  v === undefined ? 'none' : typeof v === 'string' ? JSON.stringify(v) : JSON.stringify(v)?.slice(0, 80);
 const verb = { add: 'added', remove: 'removed', replace: 'changed', rename: 'renamed' };
 
 function schemaPointer(segments) {
@@ -285,7 +324,8 @@ function schemaPointer(segments) {
     else if (k === 'items') name += '[]';
     else if (k === 'additionalProperties' && i + 1 < segments.length) name += '{*}';
     else if (k === 'allOf' && typeof segments[i + 1] === 'number') i++;
-    else if ((k === 'oneOf' || k === 'anyOf') && typeof segments[i + 1] === 'number') name += `${name ? ' ' : ''}(${k}[${segments[++i]}])`;
+    else if ((k === 'oneOf' || k === 'anyOf') && typeof segments[i + 1] === 'number')
+      name += `${name ? ' ' : ''}(${k}[${segments[++i]}])`;
     else break;
   }
   return { name, rest: segments.slice(i) };
@@ -301,9 +341,14 @@ function what(c, segments, propertyLabel = 'property') {
   if (k === 'enum' && rest.length === 2) return `enum value ${show(c.action === 'add' ? c.after : c.before)}${of} ${v}`;
   if (k === 'required' && rest.length === 2) {
     const field = c.action === 'add' ? c.after : c.before;
-    return c.action === 'add' ? `\`${name ? `${name}.` : ''}${field}\` now required` : `\`${name ? `${name}.` : ''}${field}\` no longer required`;
+    return c.action === 'add'
+      ? `\`${name ? `${name}.` : ''}${field}\` now required`
+      : `\`${name ? `${name}.` : ''}${field}\` no longer required`;
   }
-  if (k === 'type') return rest.length === 2 ? `type ${show(c.action === 'add' ? c.after : c.before)}${of} ${v}` : `type${of}: ${show(c.before)} → ${show(c.after)}`;
+  if (k === 'type')
+    return rest.length === 2
+      ? `type ${show(c.action === 'add' ? c.after : c.before)}${of} ${v}`
+      : `type${of}: ${show(c.before)} → ${show(c.after)}`;
   if (rest.length === 1) {
     if (c.action === 'replace') return `${k}${of}: ${show(c.before)} → ${show(c.after)}`;
     return `${k}${of} ${v}${c.action === 'add' ? ` (${show(c.after)})` : c.action === 'remove' ? ` (was ${show(c.before)})` : ''}`;
@@ -319,30 +364,52 @@ function describe(c, base, head) {
   let rest;
   if (p[0] === 'paths' && p.length >= 3) rest = p.slice(3);
   else if (p[0] === 'webhooks' && p.length >= 3) rest = p.slice(3);
-  else return { operation, text: `\`${p.join('.')}\` ${v}${c.action === 'replace' ? `: ${show(c.before)} → ${show(c.after)}` : ''}` };
+  else
+    return {
+      operation,
+      text: `\`${p.join('.')}\` ${v}${c.action === 'replace' ? `: ${show(c.before)} → ${show(c.after)}` : ''}`,
+    };
   if (p.length === 2) return { operation, text: `${p[0] === 'webhooks' ? 'event' : 'path'} ${v}` };
   if (rest.length === 0) return { operation, text: `${p[0] === 'webhooks' ? 'event' : 'operation'} ${v}` };
   const [k, ...tail] = rest;
   if (k === 'parameters') {
     if (p[0] === 'webhooks' && typeof tail[0] === 'string') {
       const [header, ...more] = tail;
-      return { operation, text: `header \`${header}\` ${more.length ? `: ${what(c, more.slice(more[0] === 'schema' ? 1 : 0))}` : v}` };
+      return {
+        operation,
+        text: `header \`${header}\` ${more.length ? `: ${what(c, more.slice(more[0] === 'schema' ? 1 : 0))}` : v}`,
+      };
     }
     const doc = c.action === 'add' ? head : base;
     const item = at(doc, p.slice(0, 3));
-    const param = resolve(doc, item?.parameters?.[tail[0]]) ?? resolve(c.action === 'add' ? base : head, at(c.action === 'add' ? base : head, p.slice(0, 3))?.parameters?.[tail[0]]);
+    const param =
+      resolve(doc, item?.parameters?.[tail[0]]) ??
+      resolve(
+        c.action === 'add' ? base : head,
+        at(c.action === 'add' ? base : head, p.slice(0, 3))?.parameters?.[tail[0]],
+      );
     const fromTool = /(\w+) parameter `([^`]+)`/.exec(c.tool?.description ?? '');
-    const label = fromTool ? `${fromTool[1]} parameter \`${fromTool[2]}\`` : param ? `${param.in} parameter \`${param.name}\`` : `parameter ${tail[0]}`;
+    const label = fromTool
+      ? `${fromTool[1]} parameter \`${fromTool[2]}\``
+      : param
+        ? `${param.in} parameter \`${param.name}\``
+        : `parameter ${tail[0]}`;
     const more = tail.slice(1);
-    if (more.length === 0) return { operation, text: `${c.action === 'add' && param?.required ? 'required ' : ''}${label} ${v}` };
-    if (more[0] === 'required') return { operation, text: `${label} ${c.action === 'remove' || c.after === false ? 'no longer required' : 'now required'}` };
+    if (more.length === 0)
+      return { operation, text: `${c.action === 'add' && param?.required ? 'required ' : ''}${label} ${v}` };
+    if (more[0] === 'required')
+      return {
+        operation,
+        text: `${label} ${c.action === 'remove' || c.after === false ? 'no longer required' : 'now required'}`,
+      };
     if (more[0] === 'schema') return { operation, text: `${label}: ${what(c, more.slice(1))}` };
     return { operation, text: `${label}: ${more.join('.')} ${v}` };
   }
   if (k === 'requestBody') {
     const label = p[0] === 'webhooks' ? 'payload' : 'request body';
     if (tail.length === 0) return { operation, text: `${label} ${v}` };
-    if (tail[0] === 'required') return { operation, text: `${label} ${c.after === true ? 'now required' : 'no longer required'}` };
+    if (tail[0] === 'required')
+      return { operation, text: `${label} ${c.after === true ? 'now required' : 'no longer required'}` };
     if (tail[0] === 'content') {
       const [, mediaType, s, ...schema] = tail;
       const where = `${label} (${mediaType})`;
@@ -366,14 +433,23 @@ function describe(c, base, head) {
     }
     if (part === 'headers') {
       const [header, ...h] = more;
-      if (header === undefined) return { operation, text: `${label}: headers ${v}${c.action === 'add' && c.after ? ` (${Object.keys(c.after).join(', ')})` : ''}` };
+      if (header === undefined)
+        return {
+          operation,
+          text: `${label}: headers ${v}${c.action === 'add' && c.after ? ` (${Object.keys(c.after).join(', ')})` : ''}`,
+        };
       if (h.length === 0) return { operation, text: `${label}: header \`${header}\` ${v}` };
       return { operation, text: `${label}: header \`${header}\`: ${what(c, h.slice(h[0] === 'schema' ? 1 : 0))}` };
     }
     return { operation, text: `${label}: ${[part, ...more].join('.')} ${v}` };
   }
-  if (k === 'security') return { operation, text: `security ${tail.length >= 3 ? `scope ${show(c.action === 'add' ? c.after : c.before)} ${v}` : `requirement ${v}`}` };
-  if (rest.length === 1 && c.action === 'replace' && typeof c.before !== 'object') return { operation, text: `${k}: ${show(c.before)} → ${show(c.after)}` };
+  if (k === 'security')
+    return {
+      operation,
+      text: `security ${tail.length >= 3 ? `scope ${show(c.action === 'add' ? c.after : c.before)} ${v}` : `requirement ${v}`}`,
+    };
+  if (rest.length === 1 && c.action === 'replace' && typeof c.before !== 'object')
+    return { operation, text: `${k}: ${show(c.before)} → ${show(c.after)}` };
   return { operation, text: `${rest.join('.')} ${v}` };
 }
 
@@ -437,7 +513,27 @@ export function formatChangelog(changes) {
 // docs changes: which keyword changed, not where each copy of it is
 function docsLabel(c) {
   const p = c.path.filter((k) => typeof k === 'string');
-  const keyword = [...p].reverse().find((k) => ['description', 'summary', 'example', 'examples', 'title', 'tags', 'externalDocs', 'x-internal', 'operationId', 'servers', 'info', 'contact', 'license', 'version'].includes(k) || k.startsWith('x-'));
+  const keyword = [...p]
+    .reverse()
+    .find(
+      (k) =>
+        [
+          'description',
+          'summary',
+          'example',
+          'examples',
+          'title',
+          'tags',
+          'externalDocs',
+          'x-internal',
+          'operationId',
+          'servers',
+          'info',
+          'contact',
+          'license',
+          'version',
+        ].includes(k) || k.startsWith('x-'),
+    );
   return keyword ?? p[p.length - 1] ?? 'docs';
 }
 
@@ -448,7 +544,12 @@ export function readAccepted(file) {
   if (!file || !existsSync(file)) return [];
   const list = JSON.parse(readFileSync(file, 'utf8')).accepted ?? [];
   for (const a of list) {
-    if (typeof a.operation !== 'string' || typeof a.change !== 'string' || typeof a.reason !== 'string' || !a.reason.trim()) {
+    if (
+      typeof a.operation !== 'string' ||
+      typeof a.change !== 'string' ||
+      typeof a.reason !== 'string' ||
+      !a.reason.trim()
+    ) {
       throw new Error(`${file}: every entry needs operation, change (as the diff prints it) and a reason`);
     }
   }
@@ -478,7 +579,10 @@ function parseArgs(argv) {
     else if (a === '--json') args.json = true;
     else if (a === '--accepted') args.accepted = argv[++i];
     else if (a === '--help' || a === '-h') args.help = true;
-    else throw new Error(`unknown argument ${a}; usage: contract-diff [--base released.json] [--head contract.json] [--accepted file] [--json]`);
+    else
+      throw new Error(
+        `unknown argument ${a}; usage: contract-diff [--base released.json] [--head contract.json] [--accepted file] [--json]`,
+      );
   }
   return args;
 }
@@ -496,7 +600,9 @@ async function main() {
   if (!baseFile) {
     const release = releaseFor(headMajor);
     if (!release) {
-      console.error(`no released contract for v${headMajor} or earlier in ${relative(root, releasedDir)}/: run npm run release-contract first`);
+      console.error(
+        `no released contract for v${headMajor} or earlier in ${relative(root, releasedDir)}/: run npm run release-contract first`,
+      );
       return 2;
     }
     baseFile = release.file;
@@ -507,19 +613,37 @@ async function main() {
   // reviewed exceptions: only with the released file they were judged against (or named with --accepted)
   const acceptedFile = args.accepted ?? (args.base ? undefined : acceptedFileFor(baseFile));
   const stale = applyAccepted(changes, readAccepted(acceptedFile));
-  for (const a of stale) console.error(`note: ${relative(process.cwd(), acceptedFile)} accepts a change the diff no longer shows: ${a.operation}: ${a.change}`);
+  for (const a of stale)
+    console.error(
+      `note: ${relative(process.cwd(), acceptedFile)} accepts a change the diff no longer shows: ${a.operation}: ${a.change}`,
+    );
   const breaking = changes.filter((c) => c.type === 'breaking');
   const majorBumped = headMajor > baseMajor;
   const headName = args.head ? relative(process.cwd(), args.head) || args.head : 'openapi/';
   if (args.json) {
-    console.log(JSON.stringify({ base: { file: baseFile, version: base.info?.version }, head: { file: headName, version: head.info?.version }, majorBumped, changes }, null, 2));
+    console.log(
+      JSON.stringify(
+        {
+          base: { file: baseFile, version: base.info?.version },
+          head: { file: headName, version: head.info?.version },
+          majorBumped,
+          changes,
+        },
+        null,
+        2,
+      ),
+    );
   } else {
-    console.log(`Contract diff: ${relative(process.cwd(), baseFile) || baseFile} (${base.info?.version}) → ${headName} (${head.info?.version})\n`);
+    console.log(
+      `Contract diff: ${relative(process.cwd(), baseFile) || baseFile} (${base.info?.version}) → ${headName} (${head.info?.version})\n`,
+    );
     console.log(changes.length ? formatChangelog(changes) : 'No changes.\n');
   }
   if (breaking.length === 0) return 0;
   if (majorBumped) {
-    console.error(`${breaking.length} breaking change(s), allowed: info.version ${head.info.version} is a new major over ${base.info?.version}.`);
+    console.error(
+      `${breaking.length} breaking change(s), allowed: info.version ${head.info.version} is a new major over ${base.info?.version}.`,
+    );
     return 0;
   }
   console.error(

@@ -34,7 +34,12 @@ mkdirSync(cache, { recursive: true });
 /** A child in its own process group (so Ctrl-C reaches it once, from us), its output ours. */
 const children = new Set();
 function start(command, args) {
-  const child = spawn(command, args, { cwd: root, stdio: ['ignore', 'inherit', 'inherit'], detached: true, env: process.env });
+  const child = spawn(command, args, {
+    cwd: root,
+    stdio: ['ignore', 'inherit', 'inherit'],
+    detached: true,
+    env: process.env,
+  });
   children.add(child);
   child.exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
   child.exited.then(({ code, signal }) => {
@@ -49,7 +54,13 @@ function start(command, args) {
 
 const server = start(bin('tsx'), ['watch', '--clear-screen=false', '--include', restartOn, 'src/main.ts']);
 const typecheck = start(bin('tsc'), [
-  '--noEmit', '--watch', '--preserveWatchOutput', '-p', 'tsconfig.build.json', '--pretty', String(colour),
+  '--noEmit',
+  '--watch',
+  '--preserveWatchOutput',
+  '-p',
+  'tsconfig.build.json',
+  '--pretty',
+  String(colour),
 ]);
 
 // --- openapi/ → generate -------------------------------------------------------------------
@@ -67,7 +78,11 @@ function generate() {
   again = false;
   const started = Date.now();
   say('openapi/ changed: regenerating (npm run generate)');
-  const child = spawn(process.execPath, [join(root, 'scripts', 'generate.mjs')], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'], env: process.env });
+  const child = spawn(process.execPath, [join(root, 'scripts', 'generate.mjs')], {
+    cwd: root,
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: process.env,
+  });
   generating = child;
   let output = '';
   child.stdout.on('data', (chunk) => (output += chunk));
@@ -80,7 +95,9 @@ function generate() {
     if (code === 0) {
       say(`regenerated in ${((Date.now() - started) / 1000).toFixed(1)} s; the server restarts on the new contract`);
     } else {
-      say(`generate failed (${signal ?? `exit ${code}`}): ${firstError(output)} — the server keeps the last good contract; full output in ${generateLog.slice(root.length + 1)}`);
+      say(
+        `generate failed (${signal ?? `exit ${code}`}): ${firstError(output)} — the server keeps the last good contract; full output in ${generateLog.slice(root.length + 1)}`,
+      );
     }
     if (again) generate();
   });
@@ -88,9 +105,16 @@ function generate() {
 
 /** The line of a failed generate that says what is wrong (Redocly's error, else the last line). */
 function firstError(output) {
-  // eslint-disable-next-line no-control-regex -- strips ANSI colour codes, which begin with ESC
-  const lines = output.split('\n').map((line) => line.replace(/\u001b\[[0-9;]*m/g, '').trim()).filter(Boolean);
-  return lines.find((line) => /\berror\b|cannot|unexpected|not found|failed to/i.test(line) && !line.startsWith('at ')) ?? lines.at(-1) ?? 'no output';
+  const lines = output
+    .split('\n')
+    // eslint-disable-next-line no-control-regex -- strips ANSI colour codes, which begin with ESC
+    .map((line) => line.replace(/\u001b\[[0-9;]*m/g, '').trim())
+    .filter(Boolean);
+  return (
+    lines.find((line) => /\berror\b|cannot|unexpected|not found|failed to/i.test(line) && !line.startsWith('at ')) ??
+    lines.at(-1) ??
+    'no output'
+  );
 }
 
 const watcher = watch(join(root, 'openapi'), { recursive: true }, (_event, file) => {

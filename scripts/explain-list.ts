@@ -59,7 +59,8 @@ function problemsOf(plan: PlanNode): string[] {
   const all = nodes(plan);
   const problems: string[] = [];
   for (const node of all) {
-    if (node['Node Type'] === 'Seq Scan' && node['Relation Name'] === 'tasks') problems.push('sequential scan of tasks');
+    if (node['Node Type'] === 'Seq Scan' && node['Relation Name'] === 'tasks')
+      problems.push('sequential scan of tasks');
     if (node['Node Type'] === 'Sort') {
       const input = (node.Plans ?? []).reduce((sum, child) => sum + (child['Actual Rows'] ?? 0), 0);
       if (input > PAGE + 1) problems.push(`sort of ${input} rows`);
@@ -80,8 +81,12 @@ let failures = 0;
 let shapes = 0;
 try {
   const { rows } = await sql<{ n: number }>`select count(*)::int as n from tasks`.execute(database.db);
-  const { rows: own } = await sql<{ n: number }>`select count(*)::int as n from tasks where owner_id = ${owner}`.execute(database.db);
-  process.stdout.write(`explain: ${rows[0]!.n.toLocaleString('en')} tasks in the table, ${own[0]!.n} of them ${owner}'s\n\n`);
+  const { rows: own } = await sql<{
+    n: number;
+  }>`select count(*)::int as n from tasks where owner_id = ${owner}`.execute(database.db);
+  process.stdout.write(
+    `explain: ${rows[0]!.n.toLocaleString('en')} tasks in the table, ${own[0]!.n} of them ${owner}'s\n\n`,
+  );
   const explain = async (query: Compilable) => {
     // The query's own SQL and parameters, behind EXPLAIN, built through the scope like any request
     // statement (the scope refuses a precompiled query: it carries no owner). Kysely numbers its
@@ -101,13 +106,19 @@ try {
       const first = await asOwner(owner, (trx) => tasksOf(trx, owner).page({ limit: PAGE + 1, sort, ...filter }));
       const last = first.at(PAGE - 1);
       const variants: [string, PageQuery][] = [['first page', { limit: PAGE + 1, sort, ...filter }]];
-      if (last) variants.push(['with cursor', { limit: PAGE + 1, sort, ...filter, after: { key: sortKeyOf(last, sort), id: last.id } }]);
+      if (last)
+        variants.push([
+          'with cursor',
+          { limit: PAGE + 1, sort, ...filter, after: { key: sortKeyOf(last, sort), id: last.id } },
+        ]);
       for (const [page, query] of variants) {
         shapes += 1;
         const { Plan, 'Execution Time': ms } = await explain(tasks.pageQuery(query));
         const problems = problemsOf(Plan);
         const indexes = [...new Set(nodes(Plan).flatMap((n) => (n['Index Name'] ? [n['Index Name']] : [])))].join('+');
-        const sorted = nodes(Plan).filter((n) => n['Node Type'] === 'Sort').map((n) => (n.Plans ?? []).reduce((sum, c) => sum + (c['Actual Rows'] ?? 0), 0));
+        const sorted = nodes(Plan)
+          .filter((n) => n['Node Type'] === 'Sort')
+          .map((n) => (n.Plans ?? []).reduce((sum, c) => sum + (c['Actual Rows'] ?? 0), 0));
         const label = `${sort.direction === 'desc' ? '-' : ''}${sort.field}`.padEnd(12);
         process.stdout.write(
           `${problems.length ? 'FAIL' : 'ok  '} sort=${label} ${name.padEnd(12)} ${page.padEnd(11)} ${ms.toFixed(2).padStart(7)} ms  ${indexes}${sorted.length ? ` then a sort of ${sorted.join('+')} rows` : ''}` +
@@ -120,5 +131,7 @@ try {
 } finally {
   await database.close();
 }
-process.stdout.write(`\nexplain: ${shapes - failures} of ${shapes} list query shapes are index range scans of the caller's rows\n`);
+process.stdout.write(
+  `\nexplain: ${shapes - failures} of ${shapes} list query shapes are index range scans of the caller's rows\n`,
+);
 process.exit(failures === 0 ? 0 : 1);

@@ -52,11 +52,21 @@ const steps = {
   docs() {
     const draft = join(root, '.cache', 'docs.draft.html');
     mkdirSync(dirname(draft), { recursive: true });
-    run('redocly', ['build-docs', 'generated/openapi.json', '--output', draft, '--inlineBundle', '--template', 'scripts/templates/docs.hbs']);
-    const logo = "data:image/svg+xml,%3Csvg xmlns='http://www.w3.org/2000/svg' width='64' height='16'%3E%3Ctext x='0' y='12' font-family='sans-serif' font-size='12' fill='%23888'%3ERedocly%3C/text%3E%3C/svg%3E";
+    run('redocly', [
+      'build-docs',
+      'generated/openapi.json',
+      '--output',
+      draft,
+      '--inlineBundle',
+      '--template',
+      'scripts/templates/docs.hbs',
+    ]);
+    const logo =
+      "data:image/svg+xml,%3Csvg xmlns='http://www.w3.org/2000/svg' width='64' height='16'%3E%3Ctext x='0' y='12' font-family='sans-serif' font-size='12' fill='%23888'%3ERedocly%3C/text%3E%3C/svg%3E";
     let html = readFileSync(draft, 'utf8');
     for (const url of ['https://cdn.redoc.ly/redoc/logo-mini-full.svg', 'https://cdn.redoc.ly/redoc/logo-mini.svg']) {
-      if (!html.includes(url)) throw new Error(`docs: Redoc no longer loads ${url}; check what it loads now and update this step`);
+      if (!html.includes(url))
+        throw new Error(`docs: Redoc no longer loads ${url}; check what it loads now and update this step`);
       html = html.replaceAll(url, logo);
     }
     writeFileSync(join(out, 'docs.html'), html);
@@ -67,7 +77,8 @@ const steps = {
 // `node scripts/generate.mjs` runs every step; `node scripts/generate.mjs bundle docs` just those.
 const wanted = process.argv.slice(2);
 const unknown = wanted.filter((name) => !(name in steps));
-if (unknown.length > 0) throw new Error(`unknown step(s): ${unknown.join(', ')}; steps: ${Object.keys(steps).join(', ')}`);
+if (unknown.length > 0)
+  throw new Error(`unknown step(s): ${unknown.join(', ')}; steps: ${Object.keys(steps).join(', ')}`);
 mkdirSync(out, { recursive: true });
 for (const [name, step] of Object.entries(steps)) {
   if (wanted.length === 0 || wanted.includes(name)) step();

@@ -25,12 +25,27 @@ if (!values['database-url']) {
 const total = Number(values.requests);
 const concurrency = Number(values.concurrency);
 
-const shapes = ['', 'sort=due_at', 'sort=-priority&status=pending', 'sort=title&tag=work', 'q=passport', 'priority=high&due_after=2026-01-01T00%3A00%3A00Z'];
+const shapes = [
+  '',
+  'sort=due_at',
+  'sort=-priority&status=pending',
+  'sort=title&tag=work',
+  'q=passport',
+  'priority=high&due_after=2026-01-01T00%3A00%3A00Z',
+];
 
 const port = await freePort();
 const secret = randomBytes(32).toString('base64url');
 const server = spawn(process.execPath, ['dist/src/main.js'], {
-  env: { ...process.env, NODE_ENV: 'production', DATABASE_URL: values['database-url'], JWT_SECRET: secret, PORT: String(port), HOST: '127.0.0.1', LOG_LEVEL: 'error' },
+  env: {
+    ...process.env,
+    NODE_ENV: 'production',
+    DATABASE_URL: values['database-url'],
+    JWT_SECRET: secret,
+    PORT: String(port),
+    HOST: '127.0.0.1',
+    LOG_LEVEL: 'error',
+  },
   stdio: ['ignore', 'inherit', 'inherit'],
 });
 const base = `http://127.0.0.1:${port}/api/v1/tasks`;
@@ -42,7 +57,9 @@ const database = await openDatabase({ url: values['database-url'], poolMax: 1 })
 
 try {
   const { rows } = await sql<{ tasks: number; users: number }>`
-    select count(*)::int as tasks, count(distinct owner_id)::int as users from tasks where owner_id like 'seed-user-%'`.execute(database.db);
+    select count(*)::int as tasks, count(distinct owner_id)::int as users from tasks where owner_id like 'seed-user-%'`.execute(
+    database.db,
+  );
   const { tasks, users } = rows[0]!;
   if (users === 0) throw new Error('no seeded users: run npm run seed first');
   const tokens = await Promise.all(
@@ -75,12 +92,15 @@ try {
   await Promise.all(Array.from({ length: concurrency }, loop));
   const seconds = (performance.now() - wall) / 1000;
 
-  const pct = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
+  const pct = (sorted: number[], p: number) =>
+    sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
   const line = (name: string, list: number[]) => {
     const sorted = [...list].sort((a, b) => a - b);
     return `${name.padEnd(48)} ${String(sorted.length).padStart(6)}  p50 ${pct(sorted, 50).toFixed(2).padStart(6)} ms  p95 ${pct(sorted, 95).toFixed(2).padStart(6)} ms  p99 ${pct(sorted, 99).toFixed(2).padStart(6)} ms`;
   };
-  process.stdout.write(`list-latency: ${tasks.toLocaleString('en')} tasks, ${users.toLocaleString('en')} users, ${total} requests, ${concurrency} concurrent, ${(total / seconds).toFixed(0)} req/s\n`);
+  process.stdout.write(
+    `list-latency: ${tasks.toLocaleString('en')} tasks, ${users.toLocaleString('en')} users, ${total} requests, ${concurrency} concurrent, ${(total / seconds).toFixed(0)} req/s\n`,
+  );
   for (const [shape, list] of timings) process.stdout.write(`${line(shape || '(default: newest first)', list)}\n`);
   process.stdout.write(`${line('all shapes', [...timings.values()].flat())}\n`);
 } finally {

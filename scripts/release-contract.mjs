@@ -12,7 +12,18 @@
 // elsewhere than openapi/released/ (both for trying it out).
 import { writeFileSync, mkdirSync, existsSync, readFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
-import { acceptedFileFor, applyAccepted, bundleContract, compareContracts, formatChangelog, majorOf, readAccepted, releasedDir, releasedMajors, releaseFor } from './contract-diff.mjs';
+import {
+  acceptedFileFor,
+  applyAccepted,
+  bundleContract,
+  compareContracts,
+  formatChangelog,
+  majorOf,
+  readAccepted,
+  releasedDir,
+  releasedMajors,
+  releaseFor,
+} from './contract-diff.mjs';
 
 const cmp = (a, b) => {
   const pa = String(a).split(/[.+-]/).map(Number);
@@ -27,7 +38,10 @@ function main(argv) {
   for (let i = 0; i < argv.length; i++) {
     if (argv[i] === '--dir') dir = argv[++i];
     else if (argv[i] === '--head') headFile = argv[++i];
-    else throw new Error(`unknown argument ${argv[i]}; usage: release-contract [--head contract.json] [--dir released-dir]`);
+    else
+      throw new Error(
+        `unknown argument ${argv[i]}; usage: release-contract [--head contract.json] [--dir released-dir]`,
+      );
   }
   const head = headFile ? JSON.parse(readFileSync(headFile, 'utf8')) : bundleContract();
   const version = head.info.version;
@@ -47,7 +61,9 @@ function main(argv) {
       console.log(`New major ${major} over v${previous.major} (${before.info.version}); what changed:\n`);
       console.log(formatChangelog(compareContracts(before, head)) || 'No changes.\n');
     } else if (releasedMajors(dir).some((m) => m > major)) {
-      console.error(`info.version ${version} is below a released major (${releasedMajors(dir).join(', ')}); nothing written`);
+      console.error(
+        `info.version ${version} is below a released major (${releasedMajors(dir).join(', ')}); nothing written`,
+      );
       return 1;
     }
     write();

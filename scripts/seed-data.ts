@@ -4,10 +4,65 @@
 import { sql, type Kysely } from 'kysely';
 import type { DB } from '../src/db/schema.js';
 
-const verbs = ['Buy', 'Call', 'Email', 'Fix', 'Plan', 'Renew', 'Review', 'Write', 'Book', 'Clean', 'Pay', 'Schedule', 'Return', 'Order', 'Prepare'];
-const things = ['passport', 'dentist', 'groceries', 'the car', 'quarterly report', 'flights', 'rent', 'birthday gift', 'bike', 'insurance', 'slides', 'garden', 'taxes', 'laptop', 'kitchen sink', 'hotel', 'newsletter', 'team offsite'];
-const tags = ['home', 'work', 'errands', 'finance', 'health', 'travel', 'family', 'admin', 'urgent', 'someday', 'shopping', 'car'];
-const notes = ['Ask for the receipt.', 'Check the drawer first.', 'Before Friday.', 'Compare three offers.', 'Bring the paperwork.', 'See last email thread.'];
+const verbs = [
+  'Buy',
+  'Call',
+  'Email',
+  'Fix',
+  'Plan',
+  'Renew',
+  'Review',
+  'Write',
+  'Book',
+  'Clean',
+  'Pay',
+  'Schedule',
+  'Return',
+  'Order',
+  'Prepare',
+];
+const things = [
+  'passport',
+  'dentist',
+  'groceries',
+  'the car',
+  'quarterly report',
+  'flights',
+  'rent',
+  'birthday gift',
+  'bike',
+  'insurance',
+  'slides',
+  'garden',
+  'taxes',
+  'laptop',
+  'kitchen sink',
+  'hotel',
+  'newsletter',
+  'team offsite',
+];
+const tags = [
+  'home',
+  'work',
+  'errands',
+  'finance',
+  'health',
+  'travel',
+  'family',
+  'admin',
+  'urgent',
+  'someday',
+  'shopping',
+  'car',
+];
+const notes = [
+  'Ask for the receipt.',
+  'Check the drawer first.',
+  'Before Friday.',
+  'Compare three offers.',
+  'Bring the paperwork.',
+  'See last email thread.',
+];
 const textArray = (list: string[]) => sql`${list}::text[]`;
 
 export interface SeedOptions {
@@ -19,10 +74,16 @@ export interface SeedOptions {
 }
 
 /** Inserts `users × perUser` tasks for `seed-user-1` … `seed-user-N`, then ANALYZEs the table. */
-export async function seedTasks(db: Kysely<DB>, { users, perUser, truncate = false, onProgress }: SeedOptions): Promise<void> {
+export async function seedTasks(
+  db: Kysely<DB>,
+  { users, perUser, truncate = false, onProgress }: SeedOptions,
+): Promise<void> {
   await sql`select setseed(0.42)`.execute(db);
   // Attachments go with their tasks; TRUNCATE fires no delete trigger, so their blobs, bytes and usage go too.
-  if (truncate) await sql`truncate tasks, idempotency_keys, attachments, attachment_blobs, attachment_chunks, attachment_usage`.execute(db);
+  if (truncate)
+    await sql`truncate tasks, idempotency_keys, attachments, attachment_blobs, attachment_chunks, attachment_usage`.execute(
+      db,
+    );
   const batch = Math.max(1, Math.floor(50_000 / perUser));
   for (let first = 1; first <= users; first += batch) {
     const last = Math.min(users, first + batch - 1);

@@ -22,7 +22,9 @@ const users = Number(values.users);
 const perUser = Number(values['tasks-per-user']);
 const url = values['database-url'];
 if (!url) {
-  process.stderr.write('seed: give --database-url or DATABASE_URL (a PostgreSQL server; PGlite is not what we measure at scale)\n');
+  process.stderr.write(
+    'seed: give --database-url or DATABASE_URL (a PostgreSQL server; PGlite is not what we measure at scale)\n',
+  );
   process.exit(1);
 }
 if (!Number.isInteger(users) || users < 1 || !Number.isInteger(perUser) || perUser < 1) {
@@ -41,12 +43,15 @@ try {
     perUser,
     truncate: values.truncate,
     onProgress: (tasks, seeded) => {
-      if (process.stdout.isTTY) process.stdout.write(`\rseed: ${tasks.toLocaleString('en')} tasks for ${seeded.toLocaleString('en')} users`);
+      if (process.stdout.isTTY)
+        process.stdout.write(`\rseed: ${tasks.toLocaleString('en')} tasks for ${seeded.toLocaleString('en')} users`);
     },
   });
   const seconds = (performance.now() - started) / 1000;
   const { rows } = await sql<{ n: string }>`select count(*)::text as n from tasks`.execute(db);
-  process.stdout.write(`\nseed: done in ${seconds.toFixed(1)} s (${Math.round((users * perUser) / seconds).toLocaleString('en')} tasks/s); the table holds ${Number(rows[0]!.n).toLocaleString('en')} tasks\n`);
+  process.stdout.write(
+    `\nseed: done in ${seconds.toFixed(1)} s (${Math.round((users * perUser) / seconds).toLocaleString('en')} tasks/s); the table holds ${Number(rows[0]!.n).toLocaleString('en')} tasks\n`,
+  );
 } finally {
   await database.close();
 }

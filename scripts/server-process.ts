@@ -6,7 +6,12 @@ import pg from 'pg';
 
 /** An HS256 token for `sub`, as a server started with JWT_SECRET=`secret` accepts it. */
 export const hs256Token = (secret: string, sub: string, expiresIn: number | string): Promise<string> =>
-  new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setSubject(sub).setIssuedAt().setExpirationTime(expiresIn).sign(new TextEncoder().encode(secret));
+  new SignJWT({})
+    .setProtectedHeader({ alg: 'HS256' })
+    .setSubject(sub)
+    .setIssuedAt()
+    .setExpirationTime(expiresIn)
+    .sign(new TextEncoder().encode(secret));
 
 /** A TCP port on loopback that nothing listens on right now. */
 export const freePort = (): Promise<number> =>
@@ -28,7 +33,13 @@ export async function waitUntilServing(
 ): Promise<void> {
   const deadline = Date.now() + options.timeoutMs;
   for (;;) {
-    if (await fetch(probeUrl).then((res) => options.anyStatus === true || res.ok, () => false)) return;
+    if (
+      await fetch(probeUrl).then(
+        (res) => options.anyStatus === true || res.ok,
+        () => false,
+      )
+    )
+      return;
     if (Date.now() > deadline || child.exitCode !== null) throw new Error(options.failure());
     await new Promise((resolve) => setTimeout(resolve, 100));
   }

@@ -72,11 +72,15 @@ try {
   fail(error instanceof ConfigError ? error.message : String(error));
 }
 if (config.nodeEnv === 'production' && !values.force) {
-  fail('NODE_ENV is production: minting a token with the production secret is refused; use a real issuer, or add --force if you mean it');
+  fail(
+    'NODE_ENV is production: minting a token with the production secret is refused; use a real issuer, or add --force if you mean it',
+  );
 }
 const ttl = ttlSeconds(values.ttl);
 if (ttl > config.jwt.maxTokenAgeSeconds) {
-  fail(`--ttl ${values.ttl} is longer than the server accepts (JWT_MAX_TOKEN_AGE_SECONDS=${config.jwt.maxTokenAgeSeconds})`);
+  fail(
+    `--ttl ${values.ttl} is longer than the server accepts (JWT_MAX_TOKEN_AGE_SECONDS=${config.jwt.maxTokenAgeSeconds})`,
+  );
 }
 const { jwt } = await withDevSecret(config.jwt);
 if (jwt.secret === undefined) {

@@ -21,7 +21,17 @@ import type { Logger } from './logger.js';
 import { buildOperations } from './operations.js';
 
 export interface AppDeps {
-  config: Pick<Config, 'bodyLimitBytes' | 'corsOrigins' | 'rateLimit' | 'requestTimeoutMs' | 'attachments' | 'overload' | 'capacity' | 'webhooks'> &
+  config: Pick<
+    Config,
+    | 'bodyLimitBytes'
+    | 'corsOrigins'
+    | 'rateLimit'
+    | 'requestTimeoutMs'
+    | 'attachments'
+    | 'overload'
+    | 'capacity'
+    | 'webhooks'
+  > &
     Partial<Pick<Config, 'metricsToken' | 'metricsOff' | 'trustProxy'>>;
   /** Where attachments' bytes live (ATTACHMENT_STORAGE=s3); PostgreSQL itself when not given. */
   blobStore?: BlobStore;
@@ -71,11 +81,32 @@ export interface AppStage {
  * Retry-After, read a 401's challenge, a 405's Allow and a download's name and range.
  */
 const EXPOSED_HEADERS = [
-  'Location', 'ETag', 'Link', 'X-Request-Id', 'Retry-After', 'Idempotent-Replayed', 'RateLimit', 'RateLimit-Policy',
-  'WWW-Authenticate', 'Allow', 'Content-Disposition', 'Content-Range', 'Accept-Ranges',
+  'Location',
+  'ETag',
+  'Link',
+  'X-Request-Id',
+  'Retry-After',
+  'Idempotent-Replayed',
+  'RateLimit',
+  'RateLimit-Policy',
+  'WWW-Authenticate',
+  'Allow',
+  'Content-Disposition',
+  'Content-Range',
+  'Accept-Ranges',
 ];
 /** Request headers the contract uses, for CORS preflights (Content-Disposition names a raw upload; Range and If-Range resume a download). */
-const ALLOWED_HEADERS = ['Authorization', 'Content-Type', 'If-Match', 'If-None-Match', 'Idempotency-Key', 'X-Request-Id', 'Content-Disposition', 'Range', 'If-Range'];
+const ALLOWED_HEADERS = [
+  'Authorization',
+  'Content-Type',
+  'If-Match',
+  'If-None-Match',
+  'Idempotency-Key',
+  'X-Request-Id',
+  'Content-Disposition',
+  'Range',
+  'If-Range',
+];
 
 /**
  * Security headers for a JSON API (helmet): nothing on a response may load or frame anything.
@@ -143,7 +174,8 @@ export function appStages(deps: AppDeps): AppStage[] {
   // Security headers and CORS before load shedding: a preflight is answered without queueing,
   // and a shed request's 503 carries Access-Control-Allow-Origin, so a browser can read it and
   // its Retry-After instead of seeing a network error.
-  const headers = config.corsOrigins.length > 0 ? [securityHeaders(), corsPolicy(config.corsOrigins)] : [securityHeaders()];
+  const headers =
+    config.corsOrigins.length > 0 ? [securityHeaders(), corsPolicy(config.corsOrigins)] : [securityHeaders()];
   const overload = overloadGuard(config.overload, {
     poolWaiting: () => database.pool?.waitingCount ?? 0,
     registry: metrics.registry,
@@ -161,7 +193,9 @@ export function appStages(deps: AppDeps): AppStage[] {
   // Per-principal caps, the JSON body (read within its deadline, holding no place), then the
   // load-shedding gate; transfers go to their own pool instead of the gate.
   const capacity = capacityGuard(config.capacity, {
-    store: deps.redis ? redisConcurrency(deps.redis, logger, deps.rateLimitPrefix && `${deps.rateLimitPrefix}cc:`) : memoryConcurrency(),
+    store: deps.redis
+      ? redisConcurrency(deps.redis, logger, deps.rateLimitPrefix && `${deps.rateLimitPrefix}cc:`)
+      : memoryConcurrency(),
     kindOf: requestKinds(contract.spec),
     verifier,
     registry: metrics.registry,
@@ -186,7 +220,12 @@ export function appStages(deps: AppDeps): AppStage[] {
       blobStore: deps.blobStore,
     }),
   );
-  const validator = contractValidator({ spec: contract.spec, verifier, logger, validateResponses: deps.validateResponses ?? false });
+  const validator = contractValidator({
+    spec: contract.spec,
+    verifier,
+    logger,
+    validateResponses: deps.validateResponses ?? false,
+  });
   return [
     { name: 'request-context', handlers: [context] },
     { name: 'access-log', handlers: [log] },

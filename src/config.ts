@@ -103,7 +103,13 @@ export interface Config {
   /** What one principal (user, or client IP without a token) may hold at once, and the deadlines of bodies and transfers (see capacity.ts). */
   capacity: CapacityLimits;
   /** What one client connection may hold (see createHttpServer). */
-  http: { headersTimeoutMs: number; requestTimeoutMs: number; keepAliveTimeoutMs: number; maxConnections: number; maxConnectionsPerIp: number };
+  http: {
+    headersTimeoutMs: number;
+    requestTimeoutMs: number;
+    keepAliveTimeoutMs: number;
+    maxConnections: number;
+    maxConnectionsPerIp: number;
+  };
   /** How long the server keeps accepting after SIGTERM/SIGINT before it stops (ms). */
   shutdownDrainMs: number;
   /** Worker processes sharing the port (node:cluster); 1 runs the server in this process. */
@@ -257,34 +263,50 @@ export function loadConfig(env: Env = process.env): Config {
   const secret = secretOf('JWT_SECRET');
   const jwksUrl = url('JWT_JWKS_URL', ['http:', 'https:']);
   const hasKeys = secret !== undefined || read('JWT_JWKS_URL') !== undefined;
-  const builtinAuth = oneOf('AUTH_BUILTIN', ['true', 'false'] as const, nodeEnv === 'development' ? 'true' : 'false') === 'true';
+  const builtinAuth =
+    oneOf('AUTH_BUILTIN', ['true', 'false'] as const, nodeEnv === 'development' ? 'true' : 'false') === 'true';
   if (nodeEnv === 'production' && !hasKeys && !builtinAuth) {
     problems.push('JWT_SECRET, JWT_JWKS_URL or AUTH_BUILTIN=true must be set when NODE_ENV=production');
   }
   // The owner of a row is the token's `sub` alone; two issuers could both name a subject the same
   // way and share its tasks. Production takes its tokens from one source.
-  const issuers = [secret !== undefined && 'JWT_SECRET', read('JWT_JWKS_URL') !== undefined && 'JWT_JWKS_URL', builtinAuth && 'AUTH_BUILTIN=true'].filter(Boolean);
+  const issuers = [
+    secret !== undefined && 'JWT_SECRET',
+    read('JWT_JWKS_URL') !== undefined && 'JWT_JWKS_URL',
+    builtinAuth && 'AUTH_BUILTIN=true',
+  ].filter(Boolean);
   if (nodeEnv === 'production' && issuers.length > 1) {
-    problems.push(`${issuers.join(', ')}: one token issuer per deployment in production (owners are identified by "sub" alone, and two issuers could both issue the same one)`);
+    problems.push(
+      `${issuers.join(', ')}: one token issuer per deployment in production (owners are identified by "sub" alone, and two issuers could both issue the same one)`,
+    );
   }
   const keyEncryptionSecret = secretOf('KEY_ENCRYPTION_SECRET');
   if (nodeEnv === 'production' && builtinAuth && keyEncryptionSecret === undefined) {
-    problems.push('KEY_ENCRYPTION_SECRET must be set when AUTH_BUILTIN=true and NODE_ENV=production (the signing keys are stored encrypted with it)');
+    problems.push(
+      'KEY_ENCRYPTION_SECRET must be set when AUTH_BUILTIN=true and NODE_ENV=production (the signing keys are stored encrypted with it)',
+    );
   }
 
-  const corsEntries = (read('CORS_ORIGINS') ?? '').split(',').map((o) => o.trim()).filter(Boolean);
+  const corsEntries = (read('CORS_ORIGINS') ?? '')
+    .split(',')
+    .map((o) => o.trim())
+    .filter(Boolean);
   const corsOrigins = corsEntries.flatMap((origin) => {
     if (origin === '*') return ['*'];
     try {
       const parsed = new URL(origin);
-      if ((parsed.protocol === 'https:' || parsed.protocol === 'http:') && parsed.origin === origin.replace(/\/$/, '')) return [parsed.origin];
+      if ((parsed.protocol === 'https:' || parsed.protocol === 'http:') && parsed.origin === origin.replace(/\/$/, ''))
+        return [parsed.origin];
     } catch {
       // reported below
     }
-    problems.push(`CORS_ORIGINS must list origins like https://app.example.com (scheme, host and port only) or be *; "${origin}" is not one`);
+    problems.push(
+      `CORS_ORIGINS must list origins like https://app.example.com (scheme, host and port only) or be *; "${origin}" is not one`,
+    );
     return [];
   });
-  if (corsEntries.includes('*') && corsEntries.length > 1) problems.push('CORS_ORIGINS is either * or a list of origins, not both');
+  if (corsEntries.includes('*') && corsEntries.length > 1)
+    problems.push('CORS_ORIGINS is either * or a list of origins, not both');
 
   const poolMax = int('DATABASE_POOL_MAX', 10, 1, 1000);
   const maxInFlight = int('OVERLOAD_MAX_IN_FLIGHT', 64, 1, 100_000);
@@ -333,7 +355,12 @@ export function loadConfig(env: Env = process.env): Config {
       keepAliveTimeoutMs: int('KEEP_ALIVE_TIMEOUT_MS', 5000, 100, 600_000),
       maxConnections: int('MAX_CONNECTIONS', 1000, 1, 1_000_000),
       // A quarter of them per peer address; off behind a proxy (every connection is the proxy's).
-      maxConnectionsPerIp: int('MAX_CONNECTIONS_PER_IP', read('TRUST_PROXY') === undefined || read('TRUST_PROXY') === 'false' ? 256 : 0, 0, 1_000_000),
+      maxConnectionsPerIp: int(
+        'MAX_CONNECTIONS_PER_IP',
+        read('TRUST_PROXY') === undefined || read('TRUST_PROXY') === 'false' ? 256 : 0,
+        0,
+        1_000_000,
+      ),
     },
     requestTimeoutMs: int('REQUEST_TIMEOUT_MS', 15_000, 100, 600_000),
     overload: {
@@ -367,22 +394,37 @@ export function loadConfig(env: Env = process.env): Config {
     attachments: attachmentsConfig(read, int, oneOf, problems),
     webhooks: webhooksConfig(read, int, oneOf, problems, nodeEnv),
   };
-  if (config.metricsToken !== undefined && config.metricsToken.length < 16) problems.push('METRICS_TOKEN must be at least 16 characters long');
+  if (config.metricsToken !== undefined && config.metricsToken.length < 16)
+    problems.push('METRICS_TOKEN must be at least 16 characters long');
   if (config.auth.enabled && config.auth.accessTokenTtlSeconds > config.jwt.maxTokenAgeSeconds) {
-    problems.push('AUTH_ACCESS_TOKEN_TTL_SECONDS must not exceed JWT_MAX_TOKEN_AGE_SECONDS: the built-in issuer would sign tokens this server refuses');
+    problems.push(
+      'AUTH_ACCESS_TOKEN_TTL_SECONDS must not exceed JWT_MAX_TOKEN_AGE_SECONDS: the built-in issuer would sign tokens this server refuses',
+    );
   }
   if (config.http.headersTimeoutMs > config.http.requestTimeoutMs) {
-    problems.push('CLIENT_HEADERS_TIMEOUT_MS must not exceed CLIENT_REQUEST_TIMEOUT_MS (the headers are part of the request)');
+    problems.push(
+      'CLIENT_HEADERS_TIMEOUT_MS must not exceed CLIENT_REQUEST_TIMEOUT_MS (the headers are part of the request)',
+    );
   }
   if (config.database.queryTimeoutMs <= config.database.statementTimeoutMs) {
-    problems.push('DATABASE_QUERY_TIMEOUT_MS must be above DATABASE_STATEMENT_TIMEOUT_MS: the server ends a slow statement or an abandoned transaction itself, before the client gives up on it');
+    problems.push(
+      'DATABASE_QUERY_TIMEOUT_MS must be above DATABASE_STATEMENT_TIMEOUT_MS: the server ends a slow statement or an abandoned transaction itself, before the client gives up on it',
+    );
   }
   // One principal alone must never fill the load-shedding gate: that is what 503 is for.
-  for (const [name, cap] of [['CONCURRENCY_PER_USER', config.capacity.perUser], ['CONCURRENCY_PER_IP', config.capacity.perIp]] as const) {
-    if (cap >= config.overload.maxInFlight && config.overload.maxInFlight > 1) problems.push(`${name} must be below OVERLOAD_MAX_IN_FLIGHT (${config.overload.maxInFlight}): one principal alone must never fill the server`);
+  for (const [name, cap] of [
+    ['CONCURRENCY_PER_USER', config.capacity.perUser],
+    ['CONCURRENCY_PER_IP', config.capacity.perIp],
+  ] as const) {
+    if (cap >= config.overload.maxInFlight && config.overload.maxInFlight > 1)
+      problems.push(
+        `${name} must be below OVERLOAD_MAX_IN_FLIGHT (${config.overload.maxInFlight}): one principal alone must never fill the server`,
+      );
   }
   if (config.webConcurrency > 1 && config.database.url === undefined) {
-    problems.push('WEB_CONCURRENCY above 1 needs DATABASE_URL: embedded PGlite lives in one process and cannot be shared by workers');
+    problems.push(
+      'WEB_CONCURRENCY above 1 needs DATABASE_URL: embedded PGlite lives in one process and cannot be shared by workers',
+    );
   }
   if (problems.length > 0) throw new ConfigError(problems);
   return config;
@@ -406,23 +448,37 @@ function attachmentsConfig(
   oneOf: <T extends string>(name: string, allowed: readonly T[], fallback: T) => T,
   problems: string[],
 ): AttachmentsConfig {
-  const types = read('ATTACHMENT_ALLOWED_TYPES')?.split(',').map((t) => t.trim().toLowerCase()).filter(Boolean) ?? [...DEFAULT_ALLOWED_TYPES];
+  const types = read('ATTACHMENT_ALLOWED_TYPES')
+    ?.split(',')
+    .map((t) => t.trim().toLowerCase())
+    .filter(Boolean) ?? [...DEFAULT_ALLOWED_TYPES];
   const badTypes = types.filter((t) => !/^[a-z0-9][a-z0-9!#$&^_.+-]*\/[a-z0-9][a-z0-9!#$&^_.+-]*$/.test(t));
-  if (badTypes.length > 0) problems.push(`ATTACHMENT_ALLOWED_TYPES must list media types like image/png, comma-separated (not ${badTypes.join(', ')})`);
+  if (badTypes.length > 0)
+    problems.push(
+      `ATTACHMENT_ALLOWED_TYPES must list media types like image/png, comma-separated (not ${badTypes.join(', ')})`,
+    );
   const storage = oneOf('ATTACHMENT_STORAGE', ['postgres', 's3'] as const, 'postgres');
   const bucket = read('ATTACHMENT_S3_BUCKET');
-  if (storage === 's3' && bucket === undefined) problems.push('ATTACHMENT_S3_BUCKET must be set when ATTACHMENT_STORAGE=s3');
+  if (storage === 's3' && bucket === undefined)
+    problems.push('ATTACHMENT_S3_BUCKET must be set when ATTACHMENT_STORAGE=s3');
   const endpoint = read('ATTACHMENT_S3_ENDPOINT');
-  if (endpoint !== undefined && !/^https?:\/\/[^/]+/.test(endpoint)) problems.push('ATTACHMENT_S3_ENDPOINT must be an http(s) URL');
+  if (endpoint !== undefined && !/^https?:\/\/[^/]+/.test(endpoint))
+    problems.push('ATTACHMENT_S3_ENDPOINT must be an http(s) URL');
   return {
     maxBytes: int('ATTACHMENT_MAX_BYTES', 10 * 1024 * 1024, 1, 5 * 1024 ** 3),
     quotaBytes: int('ATTACHMENT_QUOTA_BYTES', 1024 ** 3, 0, 1024 ** 5),
     maxPerTask: int('ATTACHMENT_MAX_PER_TASK', 20, 0, 10_000),
     allowedTypes: types,
     storage,
-    s3: storage === 's3' && bucket !== undefined
-      ? { bucket, prefix: read('ATTACHMENT_S3_PREFIX') ?? 'attachments/', region: read('ATTACHMENT_S3_REGION') ?? read('AWS_REGION') ?? 'us-east-1', endpoint }
-      : undefined,
+    s3:
+      storage === 's3' && bucket !== undefined
+        ? {
+            bucket,
+            prefix: read('ATTACHMENT_S3_PREFIX') ?? 'attachments/',
+            region: read('ATTACHMENT_S3_REGION') ?? read('AWS_REGION') ?? 'us-east-1',
+            endpoint,
+          }
+        : undefined,
     sweepIntervalMs: int('ATTACHMENT_SWEEP_INTERVAL_MS', 600_000, 1000, 86_400_000),
   };
 }
@@ -437,18 +493,30 @@ function webhooksConfig(
   problems: string[],
   nodeEnv: NodeEnv,
 ): WebhooksConfig {
-  const list = (name: string) => read(name)?.split(',').map((entry) => entry.trim()).filter(Boolean);
+  const list = (name: string) =>
+    read(name)
+      ?.split(',')
+      .map((entry) => entry.trim())
+      .filter(Boolean);
   const schedule = list('WEBHOOK_RETRY_SCHEDULE')?.map(Number) ?? [...DEFAULT_RETRY_SCHEDULE]; // a copy: a caller's change stays its own
   if (schedule.length > 50 || schedule.some((s) => !Number.isInteger(s) || s < 1 || s > 7 * 86_400)) {
-    problems.push('WEBHOOK_RETRY_SCHEDULE must list at most 50 delays in whole seconds from 1 to 604800, comma-separated (e.g. 5,30,120)');
+    problems.push(
+      'WEBHOOK_RETRY_SCHEDULE must list at most 50 delays in whole seconds from 1 to 604800, comma-separated (e.g. 5,30,120)',
+    );
   }
   const allowed = list('WEBHOOK_ALLOWED_ADDRESSES') ?? (nodeEnv === 'production' ? [] : ['127.0.0.0/8', '::1/128']);
   const badRanges = allowed.filter((range) => !ipaddr.isValidCIDR(range));
-  if (badRanges.length > 0) problems.push(`WEBHOOK_ALLOWED_ADDRESSES must list CIDR ranges like 10.1.0.0/16, comma-separated (not ${badRanges.join(', ')})`);
+  if (badRanges.length > 0)
+    problems.push(
+      `WEBHOOK_ALLOWED_ADDRESSES must list CIDR ranges like 10.1.0.0/16, comma-separated (not ${badRanges.join(', ')})`,
+    );
   const concurrency = int('WEBHOOK_CONCURRENCY', 8, 1, 256);
   // One owner never fills a worker: 4 of the default 8 slots, and always fewer than there are.
   const ownerConcurrency = int('WEBHOOK_OWNER_CONCURRENCY', Math.max(1, Math.min(4, concurrency - 1)), 1, 255);
-  if (concurrency > 1 && ownerConcurrency >= concurrency) problems.push(`WEBHOOK_OWNER_CONCURRENCY must be below WEBHOOK_CONCURRENCY (${concurrency}), so that one owner never takes every slot of a worker`);
+  if (concurrency > 1 && ownerConcurrency >= concurrency)
+    problems.push(
+      `WEBHOOK_OWNER_CONCURRENCY must be below WEBHOOK_CONCURRENCY (${concurrency}), so that one owner never takes every slot of a worker`,
+    );
   return {
     worker: oneOf('WEBHOOK_WORKER', ['in-process', 'off'] as const, 'in-process'),
     concurrency,
@@ -473,7 +541,8 @@ function trustProxyOf(raw: string | undefined, problems: string[]): boolean | nu
   if (raw === undefined || raw === 'false') return false;
   if (/^\d{1,2}$/.test(raw)) return Number(raw);
   const entries = raw.split(',').map((entry) => entry.trim());
-  if (entries.every((entry) => /^(loopback|linklocal|uniquelocal|[0-9a-fA-F.:]+(\/\d{1,3})?)$/.test(entry))) return entries.join(',');
+  if (entries.every((entry) => /^(loopback|linklocal|uniquelocal|[0-9a-fA-F.:]+(\/\d{1,3})?)$/.test(entry)))
+    return entries.join(',');
   problems.push(`TRUST_PROXY must be false, a number of proxy hops, or proxy addresses/subnets (got "${raw}")`);
   return false;
 }

@@ -7,7 +7,8 @@ import type { Config } from './config.js';
 
 export type Logger = winston.Logger;
 
-const SECRET_KEYS = /^(authorization|proxy-authorization|cookie|set-cookie|password|new_password|token|access_token|refresh_token|id_token|secret|jwt_secret|client_secret)$/i;
+const SECRET_KEYS =
+  /^(authorization|proxy-authorization|cookie|set-cookie|password|new_password|token|access_token|refresh_token|id_token|secret|jwt_secret|client_secret)$/i;
 
 /** Replaces the value of every key that may hold a credential, at any depth. */
 export function redact(value: unknown, seen = new WeakSet<object>()): unknown {
@@ -59,7 +60,13 @@ let stdout: SonicBoom | undefined;
  */
 function stdoutDestination(): SonicBoom {
   if (stdout) return stdout;
-  const destination = new sonicBoom.SonicBoom({ fd: 1, sync: false, minLength: PIPE_BUF - 1024, maxWrite: PIPE_BUF, periodicFlush: 250 });
+  const destination = new sonicBoom.SonicBoom({
+    fd: 1,
+    sync: false,
+    minLength: PIPE_BUF - 1024,
+    maxWrite: PIPE_BUF,
+    periodicFlush: 250,
+  });
   process.on('exit', () => {
     try {
       destination.flushSync();
@@ -97,7 +104,11 @@ export function flushLogs(): Promise<void> {
  */
 export function logUncaught(logger: Logger): void {
   process.on('uncaughtExceptionMonitor', (error, origin) => {
-    logger.error('uncaught exception', { origin, error: String(error), stack: error instanceof Error ? error.stack : undefined });
+    logger.error('uncaught exception', {
+      origin,
+      error: String(error),
+      stack: error instanceof Error ? error.stack : undefined,
+    });
   });
 }
 
@@ -107,7 +118,12 @@ export function logUncaught(logger: Logger): void {
  * `tty` is isatty(1) rather than process.stdout.isTTY: opening process.stdout makes a piped fd 1
  * non-blocking.
  */
-export function colouredLines(options: { format: 'json' | 'pretty'; noColor: boolean; stream: boolean; tty?: boolean }): boolean {
+export function colouredLines(options: {
+  format: 'json' | 'pretty';
+  noColor: boolean;
+  stream: boolean;
+  tty?: boolean;
+}): boolean {
   return options.format === 'pretty' && !options.noColor && !options.stream && (options.tty ?? isatty(1));
 }
 
@@ -117,11 +133,13 @@ export function colouredLines(options: { format: 'json' | 'pretty'; noColor: boo
  * `request_id` (callers pass `req.id`). Without `stream` they go to the buffered stdout: call
  * flushLogs() before exiting.
  */
-export function createLogger(
-  options: Config['log'] & { silent?: boolean; stream?: NodeJS.WritableStream },
-): Logger {
+export function createLogger(options: Config['log'] & { silent?: boolean; stream?: NodeJS.WritableStream }): Logger {
   const transport = options.stream ? new winston.transports.Stream({ stream: options.stream }) : new BufferedStdout();
-  const colours = colouredLines({ format: options.format, noColor: options.noColor ?? false, stream: options.stream !== undefined });
+  const colours = colouredLines({
+    format: options.format,
+    noColor: options.noColor ?? false,
+    stream: options.stream !== undefined,
+  });
   return winston.createLogger({
     level: options.level,
     silent: options.silent ?? false,
@@ -129,7 +147,11 @@ export function createLogger(
       context(),
       winston.format.errors({ stack: true }),
       winston.format.timestamp(),
-      options.format === 'json' ? winston.format.json() : colours ? winston.format.combine(winston.format.colorize(), pretty) : pretty,
+      options.format === 'json'
+        ? winston.format.json()
+        : colours
+          ? winston.format.combine(winston.format.colorize(), pretty)
+          : pretty,
     ),
     transports: [transport],
   });

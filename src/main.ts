@@ -43,9 +43,15 @@ async function connectRedis(url: string, logger: Logger) {
   // Connected before the server listens, so the limits hold from the first request whenever Redis
   // is reachable (the limiter's scripts load at start); a Redis that is down at start is an outage
   // like any other: requests pass, and the client reconnects on its own.
-  const connected = client.connect().then(() => true, () => false);
+  const connected = client.connect().then(
+    () => true,
+    () => false,
+  );
   let timer: NodeJS.Timeout | undefined;
-  const ready = await Promise.race([connected, new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), 3000)))]);
+  const ready = await Promise.race([
+    connected,
+    new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), 3000))),
+  ]);
   clearTimeout(timer);
   if (!ready) logger.error('redis did not answer at start; rate and concurrency limits are not enforced until it does');
   return client;
@@ -88,7 +94,12 @@ function supervise(config: Config): void {
 async function startBuiltinAuth(config: Config, db: Database['db'], logger: Logger) {
   const builtin = builtinAuth(db, config.auth, logger);
   const { kid } = await builtin.keys.current();
-  logger.info('built-in issuer enabled', { issuer: config.auth.issuer, kid, keys_encrypted: config.auth.keyEncryptionSecret !== undefined, jwks: '/.well-known/jwks.json' });
+  logger.info('built-in issuer enabled', {
+    issuer: config.auth.issuer,
+    kid,
+    keys_encrypted: config.auth.keyEncryptionSecret !== undefined,
+    jwks: '/.well-known/jwks.json',
+  });
   return builtin;
 }
 
@@ -118,11 +129,14 @@ async function main(): Promise<void> {
   logUncaught(logger);
   const { jwt, devSecret } = await withDevSecret(config.jwt);
   if (devSecret) {
-    logger.warn('development mode: no JWT_SECRET or JWT_JWKS_URL, accepting HS256 tokens signed with a generated secret', {
-      file: devSecret.file,
-      created: devSecret.created,
-      mint: 'npm run --silent token -- --sub alice',
-    });
+    logger.warn(
+      'development mode: no JWT_SECRET or JWT_JWKS_URL, accepting HS256 tokens signed with a generated secret',
+      {
+        file: devSecret.file,
+        created: devSecret.created,
+        mint: 'npm run --silent token -- --sub alice',
+      },
+    );
   }
 
   const database = await openDatabase({ ...config.database, logger });
@@ -133,29 +147,60 @@ async function main(): Promise<void> {
   const builtin = config.auth.enabled ? await startBuiltinAuth(config, database.db, logger) : undefined;
   const verifier = createTokenVerifier({ ...jwt, builtin: builtin?.verification });
   const server = createHttpServer(config.http);
-  const shutdown = gracefulShutdown(server, { drainMs: config.shutdownDrainMs, timeoutMs: config.shutdownTimeoutMs, logger });
+  const shutdown = gracefulShutdown(server, {
+    drainMs: config.shutdownDrainMs,
+    timeoutMs: config.shutdownTimeoutMs,
+    logger,
+  });
   // One owner scope for everything that reaches owners' rows: the blob store and the operations.
   const asOwner = ownerScope(database);
   const blobStore = await blobStoreFor(config.attachments, asOwner);
   const sweep = sweepEvery(config, database, blobStore, logger);
   const metrics = createMetrics(database);
-  const app = buildApp({ config, database, asOwner, logger, redis, verifier, issuer: builtin?.issuer, contract: loadContract(), stopping: () => shutdown.stopping(), blobStore, metrics });
+  const app = buildApp({
+    config,
+    database,
+    asOwner,
+    logger,
+    redis,
+    verifier,
+    issuer: builtin?.issuer,
+    contract: loadContract(),
+    stopping: () => shutdown.stopping(),
+    blobStore,
+    metrics,
+  });
   server.on('request', app);
   await listen(server, config.port, config.host);
   const address = server.address();
-  if (config.metricsOff) logger.warn('GET /metrics is not served: production without METRICS_TOKEN (set one to scrape it)');
-  logger.info('listening', { port: typeof address === 'object' && address ? address.port : config.port, docs: '/docs', pid: process.pid });
+  if (config.metricsOff)
+    logger.warn('GET /metrics is not served: production without METRICS_TOKEN (set one to scrape it)');
+  logger.info('listening', {
+    port: typeof address === 'object' && address ? address.port : config.port,
+    docs: '/docs',
+    pid: process.pid,
+  });
   // Webhook deliveries, in this process unless WEBHOOK_WORKER=off (then `npm run worker` runs them).
   // Started while the API already serves (the queue's first start on PGlite takes seconds), and
   // awaited by `stop`; a worker that cannot start ends the process, as a failed start would.
-  const worker = config.webhooks.worker === 'in-process'
-    ? import('./webhooks/jobs/worker.js').then(({ startWebhookWorker }) =>
-        startWebhookWorker({ database, databaseUrl: config.database.url, config: config.webhooks, logger, registry: metrics.registry }))
-    : undefined;
+  const worker =
+    config.webhooks.worker === 'in-process'
+      ? import('./webhooks/jobs/worker.js').then(({ startWebhookWorker }) =>
+          startWebhookWorker({
+            database,
+            databaseUrl: config.database.url,
+            config: config.webhooks,
+            logger,
+            registry: metrics.registry,
+          }),
+        )
+      : undefined;
   worker?.then(
     () => logger.info('webhook worker running in this process', { concurrency: config.webhooks.concurrency }),
     async (error: unknown) => {
-      logger.error('webhook worker did not start', { error: error instanceof Error ? (error.stack ?? error.message) : String(error) });
+      logger.error('webhook worker did not start', {
+        error: error instanceof Error ? (error.stack ?? error.message) : String(error),
+      });
       await flushLogs();
       process.exit(1);
     },
@@ -166,7 +211,11 @@ async function main(): Promise<void> {
     const drained = shutdown.shutdown();
     logger.info('shutting down', { signal, drain_ms: config.shutdownDrainMs, timeout_ms: config.shutdownTimeoutMs });
     await drained;
-    await (await worker?.catch(() => undefined))?.stop(config.shutdownTimeoutMs).catch((error: unknown) => logger.warn('webhook worker did not stop cleanly', { error: String(error) }));
+    await (
+      await worker?.catch(() => undefined)
+    )
+      ?.stop(config.shutdownTimeoutMs)
+      .catch((error: unknown) => logger.warn('webhook worker did not stop cleanly', { error: String(error) }));
     clearInterval(sweep);
     blobStore.close();
     await database.close();

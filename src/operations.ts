@@ -54,6 +54,14 @@ export function buildOperations(deps: {
     ...webhookHandlers(webhookService({ asOwner, config: deps.webhooks })),
     ...meHandlers({ countTasks: (owner) => asOwner(owner, (scoped) => taskService(scoped, owner).counts()) }),
     ...authHandlers(issuer),
-    ...operationsEndpoints({ contract, ping: () => database.ping(), metrics, metricsToken, metricsOff, stopping, saturated: deps.saturated }),
+    ...operationsEndpoints({
+      contract,
+      ping: () => database.ping(),
+      metrics,
+      metricsToken,
+      metricsOff,
+      stopping,
+      saturated: deps.saturated,
+    }),
   };
 }

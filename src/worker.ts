@@ -12,21 +12,30 @@ import { startWebhookWorker } from './webhooks/jobs/worker.js';
 async function worker(): Promise<void> {
   const config = configOrExit();
   if (config.database.url === undefined) {
-    process.stderr.write('npm run worker needs DATABASE_URL: embedded PGlite lives inside the API process, which runs deliveries itself (WEBHOOK_WORKER=in-process)\n');
+    process.stderr.write(
+      'npm run worker needs DATABASE_URL: embedded PGlite lives inside the API process, which runs deliveries itself (WEBHOOK_WORKER=in-process)\n',
+    );
     process.exit(1);
   }
   const logger = createLogger(config.log);
   logUncaught(logger);
   const database = await openDatabase({ ...config.database, logger });
   await migrateToLatest(database.db);
-  const running = await startWebhookWorker({ database, databaseUrl: config.database.url, config: config.webhooks, logger });
+  const running = await startWebhookWorker({
+    database,
+    databaseUrl: config.database.url,
+    config: config.webhooks,
+    logger,
+  });
   logger.info('webhook worker running', { concurrency: config.webhooks.concurrency, pid: process.pid });
   let stopping = false;
   const stop = async (signal: string) => {
     if (stopping) return;
     stopping = true;
     logger.info('webhook worker stopping', { signal });
-    await running.stop(config.shutdownTimeoutMs).catch((error: unknown) => logger.warn('webhook worker did not stop cleanly', { error: String(error) }));
+    await running
+      .stop(config.shutdownTimeoutMs)
+      .catch((error: unknown) => logger.warn('webhook worker did not stop cleanly', { error: String(error) }));
     await database.close();
     logger.info('stopped');
     await flushLogs();

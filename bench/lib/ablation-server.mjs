@@ -42,8 +42,14 @@ if (unknown.length > 0) {
  */
 function unscoped({ db }) {
   return Object.assign(
-    /** @type {<T>(owner: unknown, work: (scoped: typeof db) => Promise<T>) => Promise<T>} */ ((_owner, work) => work(db)),
-    { transaction: /** @type {<T>(owner: unknown, work: (scoped: typeof db) => Promise<T>) => Promise<T>} */ ((_owner, work) => db.transaction().execute(work)) },
+    /** @type {<T>(owner: unknown, work: (scoped: typeof db) => Promise<T>) => Promise<T>} */ (
+      (_owner, work) => work(db)
+    ),
+    {
+      transaction: /** @type {<T>(owner: unknown, work: (scoped: typeof db) => Promise<T>) => Promise<T>} */ (
+        (_owner, work) => db.transaction().execute(work)
+      ),
+    },
   );
 }
 
@@ -55,7 +61,14 @@ const verifier = without.has('jwt')
   ? {
       async verify(token) {
         const { sub } = decodeJwt(token);
-        return { ownerId: ownerIdFromVerifiedSubject(/** @type {string} */ (sub)), sub: /** @type {string} */ (sub), scopes: new Set(SCOPES), roles: [], email: null, name: null };
+        return {
+          ownerId: ownerIdFromVerifiedSubject(/** @type {string} */ (sub)),
+          sub: /** @type {string} */ (sub),
+          scopes: new Set(SCOPES),
+          roles: [],
+          email: null,
+          name: null,
+        };
       },
     }
   : createTokenVerifier(config.jwt);
@@ -64,9 +77,18 @@ const security = bearerSecurityHandler(verifier, logger);
 /** @type {import('express').RequestHandler} */
 const tokenOnly = (req, _res, next) => void security(req, []).then(() => next(), next);
 
-const stages = appStages({ config, database, logger, verifier, contract: loadContract(), asOwner: without.has('owner-scope') ? unscoped(database) : undefined })
+const stages = appStages({
+  config,
+  database,
+  logger,
+  verifier,
+  contract: loadContract(),
+  asOwner: without.has('owner-scope') ? unscoped(database) : undefined,
+})
   .filter((stage) => !(DROPPED.includes(stage.name) && without.has(stage.name)))
-  .map((stage) => (stage.name === 'validator' && without.has('validator') ? { name: stage.name, handlers: [tokenOnly] } : stage));
+  .map((stage) =>
+    stage.name === 'validator' && without.has('validator') ? { name: stage.name, handlers: [tokenOnly] } : stage,
+  );
 const server = createHttpServer(config.http);
 server.on('request', assembleApp(stages, config));
 server.listen(config.port, config.host);

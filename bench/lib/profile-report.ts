@@ -18,7 +18,20 @@ interface CpuProfile {
   timeDeltas: number[];
 }
 
-export const LAYERS = ['validator', 'auth', 'rate limit', 'logging', 'metrics', 'security headers', 'database', 'handlers', 'routing', 'node http', 'GC', 'other'] as const;
+export const LAYERS = [
+  'validator',
+  'auth',
+  'rate limit',
+  'logging',
+  'metrics',
+  'security headers',
+  'database',
+  'handlers',
+  'routing',
+  'node http',
+  'GC',
+  'other',
+] as const;
 export type Layer = (typeof LAYERS)[number];
 
 /** Which layer a frame's code belongs to, by where it lives; undefined for code shared by all (node internals). */
@@ -27,12 +40,26 @@ function layerOf({ functionName, url }: CallFrame): Layer | undefined {
   if (/express-openapi-validator|\/ajv|ajv-formats|\/src\/http\/(openapi|formats)\./.test(url)) return 'validator';
   if (/\/jose\/|\/src\/auth\//.test(url)) return 'auth';
   if (/express-rate-limit|rate-limit-redis|\/src\/http\/rate-limit\./.test(url)) return 'rate limit';
-  if (/winston|logform|sonic-boom|triple-beam|safe-stable-stringify|\/src\/logger\.|\/src\/http\/access-log\./.test(url)) return 'logging';
+  if (
+    /winston|logform|sonic-boom|triple-beam|safe-stable-stringify|\/src\/logger\.|\/src\/http\/access-log\./.test(url)
+  )
+    return 'logging';
   if (/prom-client|\/src\/http\/metrics\./.test(url)) return 'metrics';
   if (/\/helmet\/|\/cors\//.test(url)) return 'security headers';
-  if (/\/kysely\/|\/pg\/|\/pg-[a-z]+\/|postgres-array|postgres-date|\/src\/db\/|\.repository\./.test(url)) return 'database';
-  if (/\/src\/(tasks|users|attachments|idempotency)\/|\/src\/http\/(handler|etag|pagination|problem|error-handler)\./.test(url)) return 'handlers';
-  if (/\/express\/|\/router\/|path-to-regexp|body-parser|raw-body|finalhandler|\/qs\/|\/send\/|content-type|type-is|\/src\/http\/request-context\.|\/src\/app\./.test(url)) return 'routing';
+  if (/\/kysely\/|\/pg\/|\/pg-[a-z]+\/|postgres-array|postgres-date|\/src\/db\/|\.repository\./.test(url))
+    return 'database';
+  if (
+    /\/src\/(tasks|users|attachments|idempotency)\/|\/src\/http\/(handler|etag|pagination|problem|error-handler)\./.test(
+      url,
+    )
+  )
+    return 'handlers';
+  if (
+    /\/express\/|\/router\/|path-to-regexp|body-parser|raw-body|finalhandler|\/qs\/|\/send\/|content-type|type-is|\/src\/http\/request-context\.|\/src\/app\./.test(
+      url,
+    )
+  )
+    return 'routing';
   if (/^node:_http|^node:net|^node:internal\/(http|stream_base)/.test(url)) return 'node http';
   return undefined;
 }
@@ -80,7 +107,11 @@ export function summarize(path: string, topN = 25): ProfileSummary {
   const share = (ms: number) => Math.round((ms / total) * 1000) / 10;
   return {
     totalMs: Math.round(total),
-    layers: LAYERS.map((layer) => ({ layer, ms: Math.round(layerMs.get(layer) ?? 0), share: share(layerMs.get(layer) ?? 0) })).sort((a, b) => b.ms - a.ms),
+    layers: LAYERS.map((layer) => ({
+      layer,
+      ms: Math.round(layerMs.get(layer) ?? 0),
+      share: share(layerMs.get(layer) ?? 0),
+    })).sort((a, b) => b.ms - a.ms),
     top: [...inclusive.entries()]
       .sort((a, b) => b[1].ms - a[1].ms)
       .slice(0, topN)

@@ -26,7 +26,11 @@ export function slowBodies(url: string, count: number): { stop(): SlowBodiesRepo
     sockets.add(socket);
     let answered = false;
     const trickle = setInterval(() => socket.writable && socket.write(' '), 1000);
-    socket.on('connect', () => socket.write(`POST /api/v1/tasks HTTP/1.1\r\nHost: ${hostname}\r\nContent-Type: application/json\r\nContent-Length: 20000\r\n\r\n{`));
+    socket.on('connect', () =>
+      socket.write(
+        `POST /api/v1/tasks HTTP/1.1\r\nHost: ${hostname}\r\nContent-Type: application/json\r\nContent-Length: 20000\r\n\r\n{`,
+      ),
+    );
     socket.on('data', (chunk: Buffer) => {
       if (answered) return;
       answered = true;

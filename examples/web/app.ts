@@ -1,7 +1,16 @@
 // The tasks-api web example: a page on an origin of its own that logs in to the API's built-in
 // issuer and manages the user's tasks through @tasks-api/client. No framework: the DOM, and
 // textContent only (nothing the API returns is ever parsed as HTML).
-import { createSession, createTasksClient, ifMatch, ProblemError, unwrap, type Problem, type SessionStorage, type Task } from '@tasks-api/client';
+import {
+  createSession,
+  createTasksClient,
+  ifMatch,
+  ProblemError,
+  unwrap,
+  type Problem,
+  type SessionStorage,
+  type Task,
+} from '@tasks-api/client';
 
 /** The API's origin, baked in at build time (`--api` / API_URL, see serve.mjs). */
 declare const __TASKS_API_URL__: string;
@@ -75,7 +84,11 @@ const ui = {
  * with that `data-pointer`, or the input named like it) gets its detail in `#<id>-error` and
  * `aria-invalid`; the rest, and any other problem, go to `#<form id>-form-error`.
  */
-function showError(form: HTMLFormElement, error: unknown, fields: Record<string, HTMLInputElement | HTMLSelectElement>): void {
+function showError(
+  form: HTMLFormElement,
+  error: unknown,
+  fields: Record<string, HTMLInputElement | HTMLSelectElement>,
+): void {
   clearErrors(form);
   const general: string[] = [];
   if (error instanceof ProblemError) {
@@ -92,7 +105,8 @@ function showError(form: HTMLFormElement, error: unknown, fields: Record<string,
           general.push(`${entry.pointer || 'The request'}: ${entry.detail}`);
         }
       }
-      if ((problem.errors_total ?? 0) > problem.errors.length) general.push(`(${problem.errors_total! - problem.errors.length} more not shown)`);
+      if ((problem.errors_total ?? 0) > problem.errors.length)
+        general.push(`(${problem.errors_total! - problem.errors.length} more not shown)`);
     } else {
       general.push(problem.detail);
     }
@@ -112,7 +126,8 @@ function clearErrors(form: HTMLFormElement): void {
 
 /** The API's detail as a sentence; a failed text pattern (all blank, or U+0000) said in words rather than as the regex. */
 function readable(detail: string): string {
-  if (detail.startsWith('must match pattern')) return 'Must not be blank, nor contain characters that cannot be stored.';
+  if (detail.startsWith('must match pattern'))
+    return 'Must not be blank, nor contain characters that cannot be stored.';
   return `${detail.charAt(0).toUpperCase()}${detail.slice(1)}.`;
 }
 
@@ -201,7 +216,9 @@ ui.logout.addEventListener('click', () => {
       await session.logout();
       showLoggedOut('Logged out.');
     } catch (error) {
-      showLoggedOut(`Logged out here, but the API did not confirm it: ${error instanceof ProblemError ? (error.problem as Problem).detail : networkMessage(error)}`);
+      showLoggedOut(
+        `Logged out here, but the API did not confirm it: ${error instanceof ProblemError ? (error.problem as Problem).detail : networkMessage(error)}`,
+      );
     }
   });
 });
@@ -222,7 +239,9 @@ async function loadPage(cursor: string | undefined): Promise<void> {
   ui.list.setAttribute('aria-busy', 'true');
   try {
     const page = await unwrap(
-      api.GET('/api/v1/tasks', { params: { query: { limit: PAGE_SIZE, ...(cursor ? { cursor } : {}), ...(query ? { q: query } : {}) } } }),
+      api.GET('/api/v1/tasks', {
+        params: { query: { limit: PAGE_SIZE, ...(cursor ? { cursor } : {}), ...(query ? { q: query } : {}) } },
+      }),
     );
     if (!cursor) pageNumber = 1;
     pageCursor = cursor;
@@ -230,11 +249,15 @@ async function loadPage(cursor: string | undefined): Promise<void> {
     for (const task of page.items) tasks.set(task.id, task);
     nextCursor = page.next_cursor;
     render();
-    say(`${query ? `Tasks matching “${query}”` : 'Your tasks'}, page ${pageNumber}: ${page.items.length} shown${nextCursor ? ', more on the next page' : ''}.`);
+    say(
+      `${query ? `Tasks matching “${query}”` : 'Your tasks'}, page ${pageNumber}: ${page.items.length} shown${nextCursor ? ', more on the next page' : ''}.`,
+    );
   } catch (error) {
     if (await loggedOutBy(error)) return;
     if (error instanceof ProblemError && error.status === 422) showError(ui.search, error, { '/q': ui.q });
-    else ui.listError.textContent = error instanceof ProblemError ? (error.problem as Problem).detail : networkMessage(error);
+    else
+      ui.listError.textContent =
+        error instanceof ProblemError ? (error.problem as Problem).detail : networkMessage(error);
   } finally {
     ui.list.setAttribute('aria-busy', 'false');
   }
@@ -335,7 +358,12 @@ async function setCompleted(id: string, completed: boolean): Promise<void> {
   ui.listError.textContent = '';
   try {
     // If-Match: the version this page showed; if someone changed the task since, 412 and nothing changes.
-    const updated = await unwrap(api.PATCH('/api/v1/tasks/{taskId}', { params: { path: { taskId: id }, header: ifMatch(task) }, body: { completed } }));
+    const updated = await unwrap(
+      api.PATCH('/api/v1/tasks/{taskId}', {
+        params: { path: { taskId: id }, header: ifMatch(task) },
+        body: { completed },
+      }),
+    );
     tasks.set(id, updated);
     render();
     say(`${completed ? 'Completed' : 'Reopened'} “${updated.title}”.`);

@@ -29,7 +29,8 @@ const { values } = parseArgs({
 });
 
 const api = new URL(values.api);
-if (api.protocol !== 'http:' && api.protocol !== 'https:') throw new Error(`--api must be an http(s) origin, not ${values.api}`);
+if (api.protocol !== 'http:' && api.protocol !== 'https:')
+  throw new Error(`--api must be an http(s) origin, not ${values.api}`);
 const outdir = resolve(values.outdir);
 
 /** Bundles the page into `outdir`: app.js (+ source map), index.html and style.css as they are. */
@@ -108,7 +109,9 @@ if (values['build-only']) {
   console.log(`Built ${outdir} (API: ${api.origin})`);
 } else {
   const server = servePage();
-  await new Promise((resolveListen, reject) => server.once('error', reject).listen(Number(values.port), values.host, resolveListen));
+  await new Promise((resolveListen, reject) =>
+    server.once('error', reject).listen(Number(values.port), values.host, resolveListen),
+  );
   const { port } = server.address();
   const host = values.host.includes(':') ? `[${values.host}]` : values.host;
   const origin = `http://${host}:${port}`;

@@ -13,7 +13,8 @@ import { safeFilename } from './filename.js';
 import { watchPartHeaders } from './part-headers.js';
 import { unsatisfiable } from './range.js';
 
-export type AttachmentOperation = 'listAttachments' | 'uploadAttachment' | 'getAttachment' | 'deleteAttachment' | 'downloadAttachment';
+export type AttachmentOperation =
+  'listAttachments' | 'uploadAttachment' | 'getAttachment' | 'deleteAttachment' | 'downloadAttachment';
 
 /** Room a multipart body needs around its file (boundaries, part headers, a filename field), for the early Content-Length check. */
 const MULTIPART_OVERHEAD = 16 * 1024;
@@ -38,11 +39,13 @@ async function* requestBytes(req: Request): AsyncIterable<Buffer> {
   const pieces = req.iterator({ destroyOnReturn: false });
   // Ends the read at once when the upload is too slow (the capacity guard aborts it): the
   // handler answers 408 and removes what was stored.
-  const stopped = aborted && new Promise<never>((_resolve, reject) => {
-    const stop = () => reject(aborted.reason as Error); // the guard's TransferTooSlow (AbortSignal types `reason` any)
-    if (aborted.aborted) stop();
-    else aborted.addEventListener('abort', stop, { once: true });
-  });
+  const stopped =
+    aborted &&
+    new Promise<never>((_resolve, reject) => {
+      const stop = () => reject(aborted.reason as Error); // the guard's TransferTooSlow (AbortSignal types `reason` any)
+      if (aborted.aborted) stop();
+      else aborted.addEventListener('abort', stop, { once: true });
+    });
   stopped?.catch(() => undefined);
   try {
     for (;;) {
@@ -63,7 +66,9 @@ async function* partBytes(stream: AsyncIterable<Buffer>): AsyncIterable<Buffer> 
   try {
     yield* stream;
   } catch (error) {
-    throw error instanceof HttpProblem || error instanceof ClientGone ? error : new MalformedUpload(`The multipart body is malformed: ${(error as Error).message}.`);
+    throw error instanceof HttpProblem || error instanceof ClientGone
+      ? error
+      : new MalformedUpload(`The multipart body is malformed: ${(error as Error).message}.`);
   }
 }
 
@@ -75,11 +80,22 @@ function rawFile(req: Request): IncomingFile {
     try {
       name = contentDisposition.parse(disposition).parameters.filename;
     } catch {
-      throw new ValidationFailed([{ in: 'header', pointer: '/Content-Disposition', detail: 'is not a Content-Disposition value (RFC 6266), e.g. attachment; filename="report.pdf"' }]);
+      throw new ValidationFailed([
+        {
+          in: 'header',
+          pointer: '/Content-Disposition',
+          detail: 'is not a Content-Disposition value (RFC 6266), e.g. attachment; filename="report.pdf"',
+        },
+      ]);
     }
   }
   const filename = safeFilename(name);
-  return { bytes: requestBytes(req), declaredType: req.get('Content-Type'), filename: () => filename, finished: Promise.resolve() };
+  return {
+    bytes: requestBytes(req),
+    declaredType: req.get('Content-Type'),
+    filename: () => filename,
+    finished: Promise.resolve(),
+  };
 }
 
 /**
@@ -99,7 +115,7 @@ function multipartFile(req: Request): Promise<IncomingFile> {
     }
     // Busboy calls a part without a Content-Type text/plain and does not say so; this says which it was.
     const partHeaders = watchPartHeaders(req, req.get('Content-Type'), MULTIPART_LIMITS.parts);
-    let file: NodeJS.ReadableStream & { destroy(error?: Error): void } | undefined;
+    let file: (NodeJS.ReadableStream & { destroy(error?: Error): void }) | undefined;
     let partName: string | undefined;
     let fieldName: string | undefined;
     let failFinished: (error: Error) => void = () => undefined;
@@ -134,14 +150,25 @@ function multipartFile(req: Request): Promise<IncomingFile> {
       });
     });
     parser.on('field', (name, value, info) => {
-      if (name !== 'filename') return fail(new MalformedUpload(`The upload takes a "file" part and an optional "filename" field, not "${name.slice(0, 100)}".`));
+      if (name !== 'filename')
+        return fail(
+          new MalformedUpload(
+            `The upload takes a "file" part and an optional "filename" field, not "${name.slice(0, 100)}".`,
+          ),
+        );
       if (info.valueTruncated) return fail(new MalformedUpload('The "filename" field is longer than 1024 bytes.'));
       fieldName = value;
     });
-    parser.on('filesLimit', () => fail(new MalformedUpload('The upload holds more than one file; send one per request.')));
+    parser.on('filesLimit', () =>
+      fail(new MalformedUpload('The upload holds more than one file; send one per request.')),
+    );
     parser.on('fieldsLimit', () => fail(new MalformedUpload('The upload holds more fields than "filename".')));
-    parser.on('partsLimit', () => fail(new MalformedUpload('The upload holds more parts than a file and its "filename".')));
-    parser.on('error', (error: Error) => fail(new MalformedUpload(`The multipart body is malformed: ${error.message}.`)));
+    parser.on('partsLimit', () =>
+      fail(new MalformedUpload('The upload holds more parts than a file and its "filename".')),
+    );
+    parser.on('error', (error: Error) =>
+      fail(new MalformedUpload(`The multipart body is malformed: ${error.message}.`)),
+    );
     parser.on('close', () => {
       if (file === undefined) fail(new MalformedUpload('The multipart body has no part named "file".', 'FILE_MISSING'));
     });
@@ -174,7 +201,8 @@ const ifRangeHolds = (ifRange: string | undefined, etag: string) => ifRange === 
 /** HTTP for attachments: streaming in (multipart or raw) and out (ranges, conditional), and the headers that keep a stored file inert. */
 export function attachmentHandlers(service: AttachmentService): Handlers<AttachmentOperation> {
   return {
-    listAttachments: async ({ auth, path, query, raw }) => pageWithLink(raw, await service.list(auth.ownerId, path.taskId, query)),
+    listAttachments: async ({ auth, path, query, raw }) =>
+      pageWithLink(raw, await service.list(auth.ownerId, path.taskId, query)),
 
     async uploadAttachment({ auth, path, raw }) {
       const owner: OwnerId = auth.ownerId;
@@ -183,17 +211,25 @@ export function attachmentHandlers(service: AttachmentService): Handlers<Attachm
         const multipart = raw.is('multipart/form-data') === 'multipart/form-data';
         // A declared length already over the limit is refused before a byte is read.
         const declared = Number(raw.get('Content-Length'));
-        if (Number.isFinite(declared) && declared > allowance.limit + (multipart ? MULTIPART_OVERHEAD : 0)) throw allowance.tooLarge();
+        if (Number.isFinite(declared) && declared > allowance.limit + (multipart ? MULTIPART_OVERHEAD : 0))
+          throw allowance.tooLarge();
         const file = multipart ? await multipartFile(raw) : rawFile(raw);
         const attachment = await service.upload(owner, path.taskId, file, allowance);
-        return { status: 201, body: attachment, headers: { Location: `${raw.baseUrl}/api/v1/attachments/${attachment.id}` } };
+        return {
+          status: 201,
+          body: attachment,
+          headers: { Location: `${raw.baseUrl}/api/v1/attachments/${attachment.id}` },
+        };
       } catch (error) {
         if (!raw.complete) discardRest(raw);
         throw error;
       }
     },
 
-    getAttachment: async ({ auth, path }) => ({ status: 200, body: toAttachment(await service.get(auth.ownerId, path.attachmentId)) }),
+    getAttachment: async ({ auth, path }) => ({
+      status: 200,
+      body: toAttachment(await service.get(auth.ownerId, path.attachmentId)),
+    }),
 
     async deleteAttachment({ auth, path }) {
       await service.remove(auth.ownerId, path.attachmentId);
@@ -210,7 +246,9 @@ export function attachmentHandlers(service: AttachmentService): Handlers<Attachm
         ETag: etag,
         'Content-Type': row.content_type,
         // The quoted fallback in ASCII (what the contract allows in a header), the name itself in filename*.
-        'Content-Disposition': contentDisposition(row.filename, { fallback: row.filename.replace(/[^\x20-\x7e]/g, '?') }),
+        'Content-Disposition': contentDisposition(row.filename, {
+          fallback: row.filename.replace(/[^\x20-\x7e]/g, '?'),
+        }),
       };
       let range = { start: 0, end: size - 1 };
       let partial = false;

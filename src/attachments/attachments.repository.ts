@@ -4,7 +4,16 @@ import type { DB } from '../db/schema.js';
 import type { Position } from '../http/paging.js';
 
 /** The columns the API shows (and the blob behind them, which it does not). */
-const attachmentColumns = ['id', 'task_id', 'filename', 'content_type', 'size', 'sha256', 'created_at', 'blob_id'] as const;
+const attachmentColumns = [
+  'id',
+  'task_id',
+  'filename',
+  'content_type',
+  'size',
+  'sha256',
+  'created_at',
+  'blob_id',
+] as const;
 
 export interface AttachmentFields {
   taskId: string;
@@ -31,8 +40,14 @@ export function attachmentsOf(db: Kysely<DB>, owner: OwnerId) {
         .selectFrom('tasks')
         .select([
           'id',
-          (eb) => eb.selectFrom('attachments').select(eb.fn.countAll<string | number>().as('n')).where('attachments.task_id', '=', taskId).as('attachments'),
-          (eb) => eb.selectFrom('attachment_usage').select('bytes').where('attachment_usage.owner_id', '=', owner).as('used'),
+          (eb) =>
+            eb
+              .selectFrom('attachments')
+              .select(eb.fn.countAll<string | number>().as('n'))
+              .where('attachments.task_id', '=', taskId)
+              .as('attachments'),
+          (eb) =>
+            eb.selectFrom('attachment_usage').select('bytes').where('attachment_usage.owner_id', '=', owner).as('used'),
           (eb) =>
             eb
               .selectFrom('attachment_blobs')
@@ -44,7 +59,13 @@ export function attachmentsOf(db: Kysely<DB>, owner: OwnerId) {
         .where('tasks.owner_id', '=', owner)
         .where('tasks.id', '=', taskId)
         .executeTakeFirst();
-      return task && { attachments: Number(task.attachments ?? 0), used: Number(task.used ?? 0), largest: Number(task.largest ?? 0) };
+      return (
+        task && {
+          attachments: Number(task.attachments ?? 0),
+          used: Number(task.used ?? 0),
+          largest: Number(task.largest ?? 0),
+        }
+      );
     },
 
     /**
@@ -55,21 +76,44 @@ export function attachmentsOf(db: Kysely<DB>, owner: OwnerId) {
      * attachment of the upload it waited for.
      */
     lockTask: (taskId: string) =>
-      db.selectFrom('tasks').select('id').where('owner_id', '=', owner).where('id', '=', taskId).forUpdate().executeTakeFirst(),
+      db
+        .selectFrom('tasks')
+        .select('id')
+        .where('owner_id', '=', owner)
+        .where('id', '=', taskId)
+        .forUpdate()
+        .executeTakeFirst(),
 
     createBlob: (id: string, backend: 'postgres' | 's3') =>
       db.insertInto('attachment_blobs').values({ id, owner_id: owner, backend, state: 'uploading' }).execute(),
 
     /** The owner's stored blob with these bytes, locked, if there is one. */
     storedBlob: (sha256: string) =>
-      db.selectFrom('attachment_blobs').select('id').where('owner_id', '=', owner).where('state', '=', 'stored').where('sha256', '=', sha256).forUpdate().executeTakeFirst(),
+      db
+        .selectFrom('attachment_blobs')
+        .select('id')
+        .where('owner_id', '=', owner)
+        .where('state', '=', 'stored')
+        .where('sha256', '=', sha256)
+        .forUpdate()
+        .executeTakeFirst(),
 
     addReference: (blobId: string) =>
-      db.updateTable('attachment_blobs').set((eb) => ({ ref_count: eb('ref_count', '+', 1) })).where('owner_id', '=', owner).where('id', '=', blobId).execute(),
+      db
+        .updateTable('attachment_blobs')
+        .set((eb) => ({ ref_count: eb('ref_count', '+', 1) }))
+        .where('owner_id', '=', owner)
+        .where('id', '=', blobId)
+        .execute(),
 
     /** An upload's blob made the stored copy of its bytes, referenced once. */
     markStored: (blobId: string, sha256: string, size: number) =>
-      db.updateTable('attachment_blobs').set({ state: 'stored', sha256, size, ref_count: 1 }).where('owner_id', '=', owner).where('id', '=', blobId).execute(),
+      db
+        .updateTable('attachment_blobs')
+        .set({ state: 'stored', sha256, size, ref_count: 1 })
+        .where('owner_id', '=', owner)
+        .where('id', '=', blobId)
+        .execute(),
 
     /**
      * Adds `bytes` to the owner's usage unless that would pass `quota`: the new total, or
@@ -93,21 +137,37 @@ export function attachmentsOf(db: Kysely<DB>, owner: OwnerId) {
     },
 
     async used(): Promise<number> {
-      const row = await db.selectFrom('attachment_usage').select('bytes').where('owner_id', '=', owner).executeTakeFirst();
+      const row = await db
+        .selectFrom('attachment_usage')
+        .select('bytes')
+        .where('owner_id', '=', owner)
+        .executeTakeFirst();
       return Number(row?.bytes ?? 0);
     },
 
     /** Removes an upload's blob row (its chunks go with it); a blob with bytes elsewhere is left `released` for them to be removed. */
     dropBlob(blobId: string, backend: 'postgres' | 's3') {
       if (backend === 'postgres') return this.deleteBlobRow(blobId);
-      return db.updateTable('attachment_blobs').set({ state: 'released' }).where('owner_id', '=', owner).where('id', '=', blobId).execute();
+      return db
+        .updateTable('attachment_blobs')
+        .set({ state: 'released' })
+        .where('owner_id', '=', owner)
+        .where('id', '=', blobId)
+        .execute();
     },
 
-    deleteBlobRow: (blobId: string) => db.deleteFrom('attachment_blobs').where('owner_id', '=', owner).where('id', '=', blobId).execute(),
+    deleteBlobRow: (blobId: string) =>
+      db.deleteFrom('attachment_blobs').where('owner_id', '=', owner).where('id', '=', blobId).execute(),
 
     /** The blob, if its bytes are waiting to be removed. */
     releasedBlob: (blobId: string) =>
-      db.selectFrom('attachment_blobs').select(['id', 'backend']).where('owner_id', '=', owner).where('id', '=', blobId).where('state', '=', 'released').executeTakeFirst(),
+      db
+        .selectFrom('attachment_blobs')
+        .select(['id', 'backend'])
+        .where('owner_id', '=', owner)
+        .where('id', '=', blobId)
+        .where('state', '=', 'released')
+        .executeTakeFirst(),
 
     insert: (fields: AttachmentFields) =>
       db
@@ -125,7 +185,12 @@ export function attachmentsOf(db: Kysely<DB>, owner: OwnerId) {
         .executeTakeFirstOrThrow(),
 
     find: (id: string) =>
-      db.selectFrom('attachments').select(attachmentColumns).where('owner_id', '=', owner).where('id', '=', id).executeTakeFirst(),
+      db
+        .selectFrom('attachments')
+        .select(attachmentColumns)
+        .where('owner_id', '=', owner)
+        .where('id', '=', id)
+        .executeTakeFirst(),
 
     /** A task's attachments after `after`, oldest first. */
     page: (taskId: string, limit: number, after?: Position) =>
@@ -134,7 +199,9 @@ export function attachmentsOf(db: Kysely<DB>, owner: OwnerId) {
         .select(attachmentColumns)
         .where('owner_id', '=', owner)
         .where('task_id', '=', taskId)
-        .$if(after !== undefined, (qb) => qb.where(sql<boolean>`(created_at, id) > (${after!.key}::timestamptz, ${after!.id}::uuid)`))
+        .$if(after !== undefined, (qb) =>
+          qb.where(sql<boolean>`(created_at, id) > (${after!.key}::timestamptz, ${after!.id}::uuid)`),
+        )
         .orderBy('created_at')
         .orderBy('id')
         .limit(limit)
@@ -142,7 +209,14 @@ export function attachmentsOf(db: Kysely<DB>, owner: OwnerId) {
 
     /** Deletes the attachment; the blob's reference count (and usage) follow by trigger. The blob's id, or undefined when there was none. */
     remove: async (id: string) =>
-      (await db.deleteFrom('attachments').where('owner_id', '=', owner).where('id', '=', id).returning('blob_id').executeTakeFirst())?.blob_id,
+      (
+        await db
+          .deleteFrom('attachments')
+          .where('owner_id', '=', owner)
+          .where('id', '=', id)
+          .returning('blob_id')
+          .executeTakeFirst()
+      )?.blob_id,
   };
 }
 

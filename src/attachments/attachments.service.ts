@@ -67,9 +67,15 @@ const isUniqueViolation = (error: unknown) => (error as { code?: string }).code 
  * transaction (the task locked first), so concurrent uploads cannot overrun them, and bytes the
  * owner already stores never count against the quota. Whatever fails, the new blob is removed.
  */
-export function attachmentService(deps: { asOwner: OwnerScope; store: BlobStore; limits: AttachmentLimits; metrics: AttachmentMetrics }) {
+export function attachmentService(deps: {
+  asOwner: OwnerScope;
+  store: BlobStore;
+  limits: AttachmentLimits;
+  metrics: AttachmentMetrics;
+}) {
   const { asOwner, store, limits, metrics } = deps;
-  const of = <T>(owner: OwnerId, work: (attachments: ReturnType<typeof attachmentsOf>) => Promise<T>) => asOwner(owner, (db) => work(attachmentsOf(db, owner)));
+  const of = <T>(owner: OwnerId, work: (attachments: ReturnType<typeof attachmentsOf>) => Promise<T>) =>
+    asOwner(owner, (db) => work(attachmentsOf(db, owner)));
 
   /**
    * What a store's failure means to the caller: the source's own errors (a limit, a refused type,
@@ -78,7 +84,9 @@ export function attachmentService(deps: { asOwner: OwnerScope; store: BlobStore;
    * error handler like any other.
    */
   const storeFailure = (error: unknown): unknown =>
-    store.backend === 'postgres' || error instanceof HttpProblem || error instanceof ClientGone ? error : new ServiceUnavailable('The file store is unavailable; retry later.', error);
+    store.backend === 'postgres' || error instanceof HttpProblem || error instanceof ClientGone
+      ? error
+      : new ServiceUnavailable('The file store is unavailable; retry later.', error);
 
   /** Removes a blob an upload wrote and did not keep: its bytes, then its row. Best effort: the sweep finds what this misses. */
   async function discard(owner: OwnerId, blobId: string): Promise<void> {
@@ -94,7 +102,12 @@ export function attachmentService(deps: { asOwner: OwnerScope; store: BlobStore;
   }
 
   /** The transaction that turns stored bytes into an attachment. */
-  async function finish(owner: OwnerId, taskId: string, blobId: string, file: { filename: string; contentType: string; size: number; sha256: string }) {
+  async function finish(
+    owner: OwnerId,
+    taskId: string,
+    blobId: string,
+    file: { filename: string; contentType: string; size: number; sha256: string },
+  ) {
     return asOwner.transaction(owner, async (db: Kysely<DB>) => {
       const attachments = attachmentsOf(db, owner);
       if ((await attachments.lockTask(taskId)) === undefined) throw new TaskNotFound(taskId);
@@ -136,13 +149,23 @@ export function attachmentService(deps: { asOwner: OwnerScope; store: BlobStore;
       const blobId = randomUUID();
       await of(owner, (attachments) => attachments.createBlob(blobId, store.backend));
       try {
-        const inspected = inspect(file.bytes, { limit: allowance.limit, tooLarge: allowance.tooLarge, declared: file.declaredType, allowed: limits.allowedTypes });
+        const inspected = inspect(file.bytes, {
+          limit: allowance.limit,
+          tooLarge: allowance.tooLarge,
+          declared: file.declaredType,
+          allowed: limits.allowedTypes,
+        });
         await store.put(owner, blobId, inspected.bytes).catch((error: unknown) => {
           throw storeFailure(error);
         });
         await file.finished;
         const found = inspected.result();
-        const fields = { filename: file.filename(), contentType: found.contentType, size: found.size, sha256: found.sha256 };
+        const fields = {
+          filename: file.filename(),
+          contentType: found.contentType,
+          size: found.size,
+          sha256: found.sha256,
+        };
         // Two uploads of the same new file can race to be its stored copy. The loser finds the
         // winner's on its second try: after a unique violation (both went to store it), or after the
         // quota refused it (the winner's copy took the room; its bytes then cost nothing). That
@@ -164,14 +187,19 @@ export function attachmentService(deps: { asOwner: OwnerScope; store: BlobStore;
       }
     },
 
-    async list(owner: OwnerId, taskId: string, query: { limit?: number; cursor?: string }): Promise<components['schemas']['AttachmentPage']> {
+    async list(
+      owner: OwnerId,
+      taskId: string,
+      query: { limit?: number; cursor?: string },
+    ): Promise<components['schemas']['AttachmentPage']> {
       const limit = query.limit ?? 20;
       const fingerprint = queryFingerprint({ attachments: taskId });
       const after = query.cursor === undefined ? undefined : decodeCursor(query.cursor, fingerprint, SORT);
       const rows = await of(owner, async (attachments) => {
         const page = await attachments.page(taskId, limit + 1, after);
         // An empty first page of a task that is not the owner's is a 404, not an empty list.
-        if (page.length === 0 && after === undefined && (await attachments.taskUsage(taskId)) === undefined) throw new TaskNotFound(taskId);
+        if (page.length === 0 && after === undefined && (await attachments.taskUsage(taskId)) === undefined)
+          throw new TaskNotFound(taskId);
         return page;
       });
       return pageOf(rows, limit, fingerprint, toAttachment, creationPosition);
@@ -198,7 +226,10 @@ export function attachmentService(deps: { asOwner: OwnerScope; store: BlobStore;
           yield piece;
         }
       } catch (error) {
-        const gone = await of(owner, (attachments) => attachments.find(row.id)).then((found) => found === undefined, () => false);
+        const gone = await of(owner, (attachments) => attachments.find(row.id)).then(
+          (found) => found === undefined,
+          () => false,
+        );
         throw gone ? new AttachmentNotFound(row.id) : storeFailure(error);
       }
     },

@@ -29,7 +29,8 @@ export function essence(contentType: string | undefined): string | undefined {
  * "rules for identifying an unknown MIME type"): one of these tags at the start of the text,
  * after whitespace, followed by a space or `>`.
  */
-const HTML_START = /^(?:<!doctype html|<html|<head|<script|<iframe|<h1|<div|<font|<table|<a|<style|<title|<b|<body|<br|<p|<!--)[\s>]/i;
+const HTML_START =
+  /^(?:<!doctype html|<html|<head|<script|<iframe|<h1|<div|<font|<table|<a|<style|<title|<b|<body|<br|<p|<!--)[\s>]/i;
 
 /** The type of bytes that are not a binary format file-type knows: UTF-8 text (and which kind), or unknown binary. */
 function textTypeOf(sample: Buffer, complete: boolean): string {
@@ -44,7 +45,8 @@ function textTypeOf(sample: Buffer, complete: boolean): string {
   // eslint-disable-next-line no-control-regex -- matching control characters is the point
   if (/[\u0000-\u0008\u000b\u000e-\u001a\u001c-\u001f\u007f]/.test(text)) return 'application/octet-stream';
   const start = text.trimStart();
-  if (/^<\?xml[\s?]/i.test(start) || /^<svg[\s>]/i.test(start)) return /<svg[\s>]/i.test(start.slice(0, 4096)) ? 'image/svg+xml' : 'application/xml';
+  if (/^<\?xml[\s?]/i.test(start) || /^<svg[\s>]/i.test(start))
+    return /<svg[\s>]/i.test(start.slice(0, 4096)) ? 'image/svg+xml' : 'application/xml';
   if (HTML_START.test(start)) return 'text/html';
   return 'text/plain';
 }
@@ -113,7 +115,11 @@ export function inspect(
         headBytes += next.value.length;
       }
       const sample = Buffer.concat(head, headBytes);
-      contentType = decideType(await sniff(sample.subarray(0, SNIFF_BYTES), ended && headBytes <= SNIFF_BYTES), options.declared, options.allowed);
+      contentType = decideType(
+        await sniff(sample.subarray(0, SNIFF_BYTES), ended && headBytes <= SNIFF_BYTES),
+        options.declared,
+        options.allowed,
+      );
       if (sample.length > 0) yield sample;
       if (!ended) {
         for (let next = await iterator.next(); !next.done; next = await iterator.next()) yield count(next.value);

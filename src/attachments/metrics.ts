@@ -3,8 +3,16 @@ import type { AttachmentMetrics } from './attachments.service.js';
 
 /** Bytes in and out, and refused uploads by reason (the problem code, or `CLIENT_GONE`). Never anything of a file's contents. */
 export function attachmentMetrics(registry: Registry): AttachmentMetrics {
-  const uploaded = new Counter({ name: 'attachment_bytes_uploaded_total', help: 'Bytes of attachments stored (each upload counted, duplicates included).', registers: [registry] });
-  const downloaded = new Counter({ name: 'attachment_bytes_downloaded_total', help: 'Bytes of attachments sent.', registers: [registry] });
+  const uploaded = new Counter({
+    name: 'attachment_bytes_uploaded_total',
+    help: 'Bytes of attachments stored (each upload counted, duplicates included).',
+    registers: [registry],
+  });
+  const downloaded = new Counter({
+    name: 'attachment_bytes_downloaded_total',
+    help: 'Bytes of attachments sent.',
+    registers: [registry],
+  });
   const rejected = new Counter({
     name: 'attachment_uploads_rejected_total',
     help: 'Uploads that stored nothing, by reason (FILE_TOO_LARGE, QUOTA_EXCEEDED, FILE_TYPE_REFUSED, FILE_TYPE_MISMATCH, MALFORMED_UPLOAD, CLIENT_GONE, ...).',

@@ -99,7 +99,8 @@ export function watchPartHeaders(req: Readable, contentType: string | undefined,
       }
       // Byte by byte to the empty line, each byte looked at once however the block is cut.
       let i = at;
-      for (; i < data.length && ended < HEADER_END.length; i += 1) ended = data[i] === HEADER_END[ended] ? ended + 1 : data[i] === 0x0d ? 1 : 0;
+      for (; i < data.length && ended < HEADER_END.length; i += 1)
+        ended = data[i] === HEADER_END[ended] ? ended + 1 : data[i] === 0x0d ? 1 : 0;
       headers.push(data.subarray(at, i));
       headerBytes += i - at;
       if (headerBytes > MAX_HEADER_BYTES) return stop();

@@ -33,7 +33,12 @@ export function postgresBlobStore(asOwner: OwnerScope): BlobStore {
       const flush = async (bytes: Buffer) => {
         const start = offset;
         offset += bytes.length;
-        const write = asOwner(owner, (db) => db.insertInto('attachment_chunks').values({ blob_id: blobId, start_offset: start, owner_id: owner, data: bytes }).execute())
+        const write = asOwner(owner, (db) =>
+          db
+            .insertInto('attachment_chunks')
+            .values({ blob_id: blobId, start_offset: start, owner_id: owner, data: bytes })
+            .execute(),
+        )
           .catch((error: unknown) => {
             failure ??= error;
           })

@@ -125,10 +125,7 @@ export function s3BlobStore(options: S3BlobStoreOptions): BlobStore & { close():
       }
       if (ids.length > 0) {
         const live = await known(ids);
-        removed += await deleteObjects(
-          ids.filter((id) => !live.has(id)).map(keyOf),
-          failures,
-        );
+        removed += await deleteObjects(ids.filter((id) => !live.has(id)).map(keyOf), failures);
       }
       // Deleting keys already listed does not disturb the continuation token (it resumes after a key).
       token = page.IsTruncated ? page.NextContinuationToken : undefined;

@@ -8,7 +8,10 @@ import { postgresBlobStore } from './postgres-store.js';
  * server, with credentials from the AWS SDK's usual chain (AWS_ACCESS_KEY_ID and
  * AWS_SECRET_ACCESS_KEY, a profile, an instance role).
  */
-export async function blobStoreFor(config: AttachmentsConfig, asOwner: OwnerScope): Promise<BlobStore & { close(): void }> {
+export async function blobStoreFor(
+  config: AttachmentsConfig,
+  asOwner: OwnerScope,
+): Promise<BlobStore & { close(): void }> {
   if (config.storage === 's3' && config.s3 !== undefined) {
     // Loaded only when used: the AWS SDK is tens of megabytes of memory a PostgreSQL store never needs.
     const { s3BlobStore } = await import('./s3-store.js');
@@ -22,4 +25,5 @@ export async function blobStoreFor(config: AttachmentsConfig, asOwner: OwnerScop
  * blob still `uploading` well after it was started belongs to a process that died: twice that
  * limit, and never less than ten minutes.
  */
-export const staleUploadAfterMs = (clientRequestTimeoutMs: number): number => Math.max(2 * clientRequestTimeoutMs, 10 * 60_000);
+export const staleUploadAfterMs = (clientRequestTimeoutMs: number): number =>
+  Math.max(2 * clientRequestTimeoutMs, 10 * 60_000);

@@ -19,7 +19,12 @@ export async function sweepAttachments(db: Kysely<DB>, store: BlobStore, olderTh
     const stale = await db
       .selectFrom('attachment_blobs')
       .select(['id', 'owner_id'])
-      .where((eb) => eb.or([eb('state', '=', 'released'), eb.and([eb('state', '=', 'uploading'), eb('created_at', '<', olderThan)])]))
+      .where((eb) =>
+        eb.or([
+          eb('state', '=', 'released'),
+          eb.and([eb('state', '=', 'uploading'), eb('created_at', '<', olderThan)]),
+        ]),
+      )
       .limit(BATCH)
       .execute();
     for (const blob of stale) {

@@ -9,7 +9,8 @@ import type { TokenVerifier } from './token-verifier.js';
 const BEARER = /^Bearer +([A-Za-z0-9\-._~+/]+=*)$/i;
 
 /** The token of an `Authorization: Bearer <token>` header, or undefined for anything else. */
-export const bearerTokenOf = (header: string | undefined): string | undefined => (header ? BEARER.exec(header)?.[1] : undefined);
+export const bearerTokenOf = (header: string | undefined): string | undefined =>
+  header ? BEARER.exec(header)?.[1] : undefined;
 
 const verified = new WeakMap<Request, { token: string; context: Promise<AuthContext> }>();
 
@@ -41,7 +42,8 @@ export function bearerSecurityHandler(verifier: TokenVerifier, logger: Logger) {
       req.auth = auth;
       return true;
     } catch (error) {
-      if (!(error instanceof HttpProblem)) throw Object.assign(new Error('security handler failed', { cause: error }), { status: 500 });
+      if (!(error instanceof HttpProblem))
+        throw Object.assign(new Error('security handler failed', { cause: error }), { status: 500 });
       req.authFailure = error;
       logAuthFailure(logger, error, req.id);
       throw error;
@@ -67,7 +69,11 @@ export function authFailureOf(req: Request, logger: Logger): HttpProblem {
 
 function logAuthFailure(logger: Logger, problem: HttpProblem, requestId: string): void {
   if (problem instanceof KeySourceUnavailable) {
-    logger.error('token keys unavailable', { request_id: requestId, reason: problem.reason, error: String(problem.cause) });
+    logger.error('token keys unavailable', {
+      request_id: requestId,
+      reason: problem.reason,
+      error: String(problem.cause),
+    });
   } else {
     logger.warn('authentication failed', {
       request_id: requestId,

@@ -30,7 +30,9 @@ export async function loadOrCreateDevSecret(file: string): Promise<{ secret: str
  * The JWT settings with the development secret filled in when the configuration asks for one
  * (development mode with neither `JWT_SECRET` nor `JWT_JWKS_URL`).
  */
-export async function withDevSecret(jwt: JwtConfig): Promise<{ jwt: JwtConfig; devSecret?: { file: string; created: boolean } }> {
+export async function withDevSecret(
+  jwt: JwtConfig,
+): Promise<{ jwt: JwtConfig; devSecret?: { file: string; created: boolean } }> {
   if (jwt.devSecretFile === undefined) return { jwt };
   const { secret, created } = await loadOrCreateDevSecret(jwt.devSecretFile);
   return { jwt: { ...jwt, secret }, devSecret: { file: jwt.devSecretFile, created } };

@@ -1,7 +1,12 @@
 import { HttpProblem, ServiceUnavailable } from '../errors/problem.js';
 
 const challenge = (params: Record<string, string>) =>
-  ['Bearer', Object.entries(params).map(([k, v]) => `${k}="${v.replace(/["\\]/g, '')}"`).join(', ')]
+  [
+    'Bearer',
+    Object.entries(params)
+      .map(([k, v]) => `${k}="${v.replace(/["\\]/g, '')}"`)
+      .join(', '),
+  ]
     .filter(Boolean)
     .join(' ');
 
@@ -38,7 +43,10 @@ export class InsufficientScope extends HttpProblem {
 
 /** 503: the keys could not be fetched, so no token can be checked; fail closed. */
 export class KeySourceUnavailable extends ServiceUnavailable {
-  constructor(readonly reason: string, cause?: unknown) {
+  constructor(
+    readonly reason: string,
+    cause?: unknown,
+  ) {
     super('The token signing keys could not be fetched; retry later.', cause);
   }
 }

@@ -1,5 +1,14 @@
 import { createHash } from 'node:crypto';
-import { createRemoteJWKSet, decodeJwt, decodeProtectedHeader, errors, jwtVerify, type JWTPayload, type JWTVerifyGetKey, type JWTVerifyOptions } from 'jose';
+import {
+  createRemoteJWKSet,
+  decodeJwt,
+  decodeProtectedHeader,
+  errors,
+  jwtVerify,
+  type JWTPayload,
+  type JWTVerifyGetKey,
+  type JWTVerifyOptions,
+} from 'jose';
 import type { JwtConfig } from '../config.js';
 import { SCOPES, type AuthContext, type Scope } from './auth-context.js';
 import { InvalidToken, KeySourceUnavailable } from './errors.js';
@@ -20,7 +29,8 @@ const STORABLE_TEXT = /^(?:[^\u0000\uD800-\uDFFF]|[\uD800-\uDBFF][\uDC00-\uDFFF]
 const CACHE_SIZE = 10_000;
 
 export interface VerifierOptions
-  extends Pick<JwtConfig, 'secret' | 'jwksUrl' | 'issuer' | 'audience' | 'clockToleranceSeconds'>,
+  extends
+    Pick<JwtConfig, 'secret' | 'jwksUrl' | 'issuer' | 'audience' | 'clockToleranceSeconds'>,
     Partial<Pick<JwtConfig, 'maxTokenAgeSeconds' | 'requireIssuedAt'>> {
   /** How long one JWKS fetch may take before requests fail closed (ms). */
   jwksTimeoutMs?: number;
@@ -104,7 +114,10 @@ export function createTokenVerifier(options: VerifierOptions): TokenVerifier {
     if (alg !== undefined && ASYMMETRIC_ALGORITHMS.includes(alg) && jwks) {
       return (await jwtVerify(token, jwks, { ...claims, algorithms: ASYMMETRIC_ALGORITHMS })).payload;
     }
-    throw new InvalidToken('The token is signed with an algorithm this server does not accept.', `alg_not_allowed:${String(alg)}`);
+    throw new InvalidToken(
+      'The token is signed with an algorithm this server does not accept.',
+      `alg_not_allowed:${String(alg)}`,
+    );
   }
 
   const cache = verifiedTokenCache();
@@ -118,10 +131,17 @@ export function createTokenVerifier(options: VerifierOptions): TokenVerifier {
   function checkLifetime(payload: JWTPayload): number {
     const now = Date.now() / 1000;
     const { iat, exp } = payload as { iat?: number; exp: number }; // jose required a numeric `exp`, and checked `iat` is a number if present
-    if (iat === undefined && options.requireIssuedAt) throw new InvalidToken('The token must say when it was issued ("iat").', 'iat_missing');
-    if (iat !== undefined && iat > now + clockToleranceSeconds) throw new InvalidToken('The token claims to be issued in the future.', 'iat_in_future');
-    if (iat !== undefined && now - iat > maxAge + clockToleranceSeconds) throw new InvalidToken('The token was issued too long ago.', 'token_too_old');
-    if (exp - now > maxAge + clockToleranceSeconds) throw new InvalidToken(`The token is valid for longer than this server accepts (${maxAge} s).`, 'lifetime_too_long');
+    if (iat === undefined && options.requireIssuedAt)
+      throw new InvalidToken('The token must say when it was issued ("iat").', 'iat_missing');
+    if (iat !== undefined && iat > now + clockToleranceSeconds)
+      throw new InvalidToken('The token claims to be issued in the future.', 'iat_in_future');
+    if (iat !== undefined && now - iat > maxAge + clockToleranceSeconds)
+      throw new InvalidToken('The token was issued too long ago.', 'token_too_old');
+    if (exp - now > maxAge + clockToleranceSeconds)
+      throw new InvalidToken(
+        `The token is valid for longer than this server accepts (${maxAge} s).`,
+        'lifetime_too_long',
+      );
     return iat === undefined ? exp : Math.min(exp, iat + maxAge + clockToleranceSeconds);
   }
 
@@ -165,7 +185,9 @@ function scopesOf(payload: JWTPayload): ReadonlySet<Scope> {
 
 function rolesOf(payload: JWTPayload): string[] {
   const raw = Array.isArray(payload.roles) ? payload.roles : payload.role !== undefined ? [payload.role] : [];
-  return raw.filter((role): role is string => typeof role === 'string' && role.length > 0 && role.length <= 64).slice(0, 50);
+  return raw
+    .filter((role): role is string => typeof role === 'string' && role.length > 0 && role.length <= 64)
+    .slice(0, 50);
 }
 
 function shortString(value: unknown, max: number): string | null {
@@ -182,7 +204,11 @@ function translate(error: unknown): Error {
     return new InvalidToken('The bearer token has expired.', error.code, error);
   }
   if (error instanceof errors.JWTClaimValidationFailed) {
-    return new InvalidToken(`The token's "${error.claim}" claim is ${error.reason === 'missing' ? 'missing' : 'invalid'}.`, `${error.code}:${error.claim}:${error.reason}`, error);
+    return new InvalidToken(
+      `The token's "${error.claim}" claim is ${error.reason === 'missing' ? 'missing' : 'invalid'}.`,
+      `${error.code}:${error.claim}:${error.reason}`,
+      error,
+    );
   }
   if (error instanceof errors.JWSSignatureVerificationFailed) {
     return new InvalidToken("The token's signature does not verify.", error.code, error);
@@ -193,7 +219,11 @@ function translate(error: unknown): Error {
   if (error instanceof errors.JOSEAlgNotAllowed) {
     return new InvalidToken('The token is signed with an algorithm this server does not accept.', error.code, error);
   }
-  if (error instanceof errors.JWSInvalid || error instanceof errors.JWTInvalid || error instanceof errors.JOSENotSupported) {
+  if (
+    error instanceof errors.JWSInvalid ||
+    error instanceof errors.JWTInvalid ||
+    error instanceof errors.JOSENotSupported
+  ) {
     return new InvalidToken('The bearer token is malformed.', error.code, error);
   }
   // Anything else comes from fetching the JWKS (connection refused, non-200 answer, bad JSON):

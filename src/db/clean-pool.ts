@@ -67,7 +67,10 @@ export class CleanPool extends PoolWithReleaseCheck {
   // Every checked-out client coming back (client.release and pool.query alike): a truthy `error`
   // (an Error, or `true` as Kysely passes a discarded connection; a clean one gets `false`)
   // destroys it already; otherwise it is destroyed too unless it is clean.
-  protected override releaseError(client: pg.PoolClient, error: Error | boolean | undefined): Error | boolean | undefined {
+  protected override releaseError(
+    client: pg.PoolClient,
+    error: Error | boolean | undefined,
+  ): Error | boolean | undefined {
     const reason = error ? undefined : discardReasonOf(client, this.#failed);
     if (reason === undefined) return error;
     this.discarded[reason] += 1;

@@ -6,7 +6,10 @@ import { join, resolve } from 'node:path';
 export class DataDirectoryInUse extends Error {
   override name = 'DataDirectoryInUse';
   readonly code = 'DATA_DIRECTORY_IN_USE';
-  constructor(readonly directory: string, readonly pid: number) {
+  constructor(
+    readonly directory: string,
+    readonly pid: number,
+  ) {
     super(
       `The embedded database in ${directory} is in use by process ${pid}. PGlite serves one process only: ` +
         'stop that server first, give this one another PGLITE_DIR, or use DATABASE_URL to share a PostgreSQL server.',

@@ -69,9 +69,18 @@ export async function openDatabase(options: DatabaseOptions): Promise<Database> 
   };
 }
 
-function postgresPool({ url, poolMax = 10, statementTimeoutMs = 10_000, idleInTransactionTimeoutMs = statementTimeoutMs, queryTimeoutMs = 12_000, logger }: DatabaseOptions): CleanPool {
+function postgresPool({
+  url,
+  poolMax = 10,
+  statementTimeoutMs = 10_000,
+  idleInTransactionTimeoutMs = statementTimeoutMs,
+  queryTimeoutMs = 12_000,
+  logger,
+}: DatabaseOptions): CleanPool {
   if (queryTimeoutMs <= Math.max(statementTimeoutMs, idleInTransactionTimeoutMs)) {
-    throw new Error(`the client-side query timeout (${queryTimeoutMs} ms) must be above the server-side timeouts (${statementTimeoutMs} ms, ${idleInTransactionTimeoutMs} ms)`);
+    throw new Error(
+      `the client-side query timeout (${queryTimeoutMs} ms) must be above the server-side timeouts (${statementTimeoutMs} ms, ${idleInTransactionTimeoutMs} ms)`,
+    );
   }
   const pool = new CleanPool(
     {
@@ -104,7 +113,10 @@ function postgresPool({ url, poolMax = 10, statementTimeoutMs = 10_000, idleInTr
  * PGlite in `dir`, which this process holds until `unlock`: PGlite does not lock its files, and two
  * servers on one directory would both start and overwrite each other's writes.
  */
-async function embeddedPglite(dir: string, dump?: Blob): Promise<{ dialect: PGliteDialect; pglite: PGlite; unlock(): Promise<void> }> {
+async function embeddedPglite(
+  dir: string,
+  dump?: Blob,
+): Promise<{ dialect: PGliteDialect; pglite: PGlite; unlock(): Promise<void> }> {
   const inMemory = dir.startsWith('memory://');
   if (!inMemory) await mkdir(dir, { recursive: true });
   const unlock = inMemory ? async () => undefined : await lockDataDirectory(dir);

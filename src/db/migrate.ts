@@ -32,7 +32,10 @@ const migrations: Record<string, Migration> = {
  * different server connection, and the lock stayed behind on one of them, held by no one, so that
  * every later start waited on it until its statement timeout and failed. `all` is for the tests.
  */
-export async function migrateToLatest<DB>(db: Kysely<DB>, all: Record<string, Migration> = migrations): Promise<string[]> {
+export async function migrateToLatest<DB>(
+  db: Kysely<DB>,
+  all: Record<string, Migration> = migrations,
+): Promise<string[]> {
   return db.transaction().execute(async (trx) => {
     await takeMigrationLock(trx);
     const migrator = new Migrator({ db: trx, provider: { getMigrations: async () => all } });

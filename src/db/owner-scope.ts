@@ -89,24 +89,37 @@ class OwnerTag implements KyselyPlugin {
  * on release.
  */
 class ScopedConnection implements DatabaseConnection {
-  constructor(readonly client: pg.PoolClient, readonly pool: CleanPool, readonly nameOf: (text: string) => string | undefined) {}
+  constructor(
+    readonly client: pg.PoolClient,
+    readonly pool: CleanPool,
+    readonly nameOf: (text: string) => string | undefined,
+  ) {}
 
   executeQuery<R>(compiled: CompiledQuery): Promise<QueryResult<R>> {
     const owner = ownerOf.get(compiled.queryId);
     if (owner === undefined) return Promise.reject(new Error('a query reached the owner scope without an owner'));
     const { client, pool } = this;
     return new Promise((resolve, reject) => {
-      client.query(new PrecededQuery(compiled.sql, compiled.parameters as unknown[], this.nameOf(compiled.sql), scopeFor(owner), (error, result) => {
-        if (error) return reject(error);
-        const unclean = pool.discardReasonOf(client);
-        if (unclean !== undefined) {
-          pool.taint(client);
-          return reject(new ConnectionNotClean(unclean));
-        }
-        const { command, rowCount, rows } = result;
-        const affected = command === 'INSERT' || command === 'UPDATE' || command === 'DELETE' || command === 'MERGE';
-        resolve({ rows: (rows ?? []) as R[], ...(affected ? { numAffectedRows: BigInt(rowCount ?? 0) } : {}) });
-      }) as never);
+      client.query(
+        new PrecededQuery(
+          compiled.sql,
+          compiled.parameters as unknown[],
+          this.nameOf(compiled.sql),
+          scopeFor(owner),
+          (error, result) => {
+            if (error) return reject(error);
+            const unclean = pool.discardReasonOf(client);
+            if (unclean !== undefined) {
+              pool.taint(client);
+              return reject(new ConnectionNotClean(unclean));
+            }
+            const { command, rowCount, rows } = result;
+            const affected =
+              command === 'INSERT' || command === 'UPDATE' || command === 'DELETE' || command === 'MERGE';
+            resolve({ rows: (rows ?? []) as R[], ...(affected ? { numAffectedRows: BigInt(rowCount ?? 0) } : {}) });
+          },
+        ) as never,
+      );
     });
   }
 
@@ -120,7 +133,10 @@ class ScopedConnection implements DatabaseConnection {
 class ScopedDriver implements Driver {
   readonly #connections = new WeakMap<pg.PoolClient, ScopedConnection>();
   readonly nameOf: (text: string) => string | undefined;
-  constructor(readonly pool: CleanPool, readonly prepared: boolean) {
+  constructor(
+    readonly pool: CleanPool,
+    readonly prepared: boolean,
+  ) {
     this.nameOf = prepared ? statementNames() : () => undefined;
   }
   async init(): Promise<void> {}
@@ -195,8 +211,12 @@ export function ownerScope(database: Pick<Database, 'db' | 'pool' | 'preparedSta
   if (pool === undefined) {
     scope = Object.assign(transaction, { transaction });
   } else {
-    const scoped = new Kysely<DB>({ dialect: new ScopedDialect(new ScopedDriver(pool, database.preparedStatements !== false)) });
-    scope = Object.assign(<T>(owner: OwnerId, work: Work<T>) => work(scoped.withPlugin(new OwnerTag(owner))), { transaction });
+    const scoped = new Kysely<DB>({
+      dialect: new ScopedDialect(new ScopedDriver(pool, database.preparedStatements !== false)),
+    });
+    scope = Object.assign(<T>(owner: OwnerId, work: Work<T>) => work(scoped.withPlugin(new OwnerTag(owner))), {
+      transaction,
+    });
   }
   scopes.set(database, scope);
   return scope;

@@ -83,7 +83,13 @@ export class PrecededQuery extends pg.Query {
   #precedingDone = false;
   readonly #preceding: Preceding;
 
-  constructor(text: string, values: unknown[], name: string | undefined, preceding: Preceding, callback: (error: Error | undefined, result: pg.QueryResult) => void) {
+  constructor(
+    text: string,
+    values: unknown[],
+    name: string | undefined,
+    preceding: Preceding,
+    callback: (error: Error | undefined, result: pg.QueryResult) => void,
+  ) {
     super({ text, values, name, queryMode: 'extended' } as pg.QueryConfig, undefined, callback);
     this.#preceding = preceding;
   }
@@ -136,13 +142,16 @@ export function onQueryFailure(client: pg.ClientBase, listener: (error: unknown)
   const report = (error: unknown) => {
     if (error !== undefined && error !== null) listener(error);
   };
-  const watched = (callback: QueryCallback): QueryCallback => (error, result) => {
-    report(error);
-    callback(error, result);
-  };
+  const watched =
+    (callback: QueryCallback): QueryCallback =>
+    (error, result) => {
+      report(error);
+      callback(error, result);
+    };
   client.query = function watchedQuery(this: unknown, config: unknown, values?: unknown, callback?: unknown) {
     const submittable = config as { submit?: unknown; callback?: QueryCallback } | null;
-    if (typeof submittable?.submit === 'function' && typeof submittable.callback === 'function') submittable.callback = watched(submittable.callback);
+    if (typeof submittable?.submit === 'function' && typeof submittable.callback === 'function')
+      submittable.callback = watched(submittable.callback);
     if (typeof values === 'function') values = watched(values as QueryCallback);
     if (typeof callback === 'function') callback = watched(callback as QueryCallback);
     const result = original.call(this, config, values, callback) as Promise<unknown> | undefined;

@@ -30,13 +30,25 @@ export function requestKinds(spec: OpenApiDocument): (method: string, path: stri
   for (const [template, item] of Object.entries(spec.paths)) {
     if (!isApi(template)) continue;
     // As the routers match: any case (the validator ignores it), a trailing slash or not.
-    const path = new RegExp(`^${template.replace(/[.*+?^$()|[\]\\]/g, '\\$&').replace(/\\?\{[^}]+\\?\}/g, '[^/]+')}/?$`, 'i');
+    const path = new RegExp(
+      `^${template.replace(/[.*+?^$()|[\]\\]/g, '\\$&').replace(/\\?\{[^}]+\\?\}/g, '[^/]+')}/?$`,
+      'i',
+    );
     for (const [method, operation] of Object.entries(item)) {
-      const op = operation as { requestBody?: { content?: Record<string, unknown> }; responses?: Record<string, { content?: Record<string, unknown> }> };
+      const op = operation as {
+        requestBody?: { content?: Record<string, unknown> };
+        responses?: Record<string, { content?: Record<string, unknown> }>;
+      };
       if (typeof op !== 'object' || op === null || op.responses === undefined) continue;
       const bodyMedia = Object.keys(op.requestBody?.content ?? {});
-      const successMedia = Object.entries(op.responses).filter(([status]) => /^2/.test(status)).flatMap(([, response]) => Object.keys(response.content ?? {}));
-      const kind: RequestKind | undefined = bodyMedia.some((m) => !isJsonMedia(m)) ? 'upload' : successMedia.some((m) => !isJsonMedia(m)) ? 'download' : undefined;
+      const successMedia = Object.entries(op.responses)
+        .filter(([status]) => /^2/.test(status))
+        .flatMap(([, response]) => Object.keys(response.content ?? {}));
+      const kind: RequestKind | undefined = bodyMedia.some((m) => !isJsonMedia(m))
+        ? 'upload'
+        : successMedia.some((m) => !isJsonMedia(m))
+          ? 'download'
+          : undefined;
       if (kind !== undefined) transfers.push({ method: method.toUpperCase(), path, kind });
     }
   }
@@ -112,14 +124,24 @@ export function redisConcurrency(redis: RedisCommands, logger: Logger, prefix = 
   const held = new Map<string, string>(); // member → key
   let failing = false;
   const failed = (error: unknown) => {
-    if (!failing) logger.error('concurrency store failed; letting requests through until redis is back', { error: String(error) });
+    if (!failing)
+      logger.error('concurrency store failed; letting requests through until redis is back', { error: String(error) });
     failing = true;
   };
   const renewer = setInterval(() => {
     const leases = [...held];
     for (let i = 0; i < leases.length; i += RENEW_BATCH) {
       const batch = leases.slice(i, i + RENEW_BATCH);
-      redis.sendCommand(['EVAL', RENEW, String(batch.length), ...batch.map(([, key]) => key), String(LEASE_MS), ...batch.map(([member]) => member)]).catch(failed);
+      redis
+        .sendCommand([
+          'EVAL',
+          RENEW,
+          String(batch.length),
+          ...batch.map(([, key]) => key),
+          String(LEASE_MS),
+          ...batch.map(([member]) => member),
+        ])
+        .catch(failed);
     }
   }, LEASE_MS / 3).unref();
   return {
@@ -133,7 +155,12 @@ export function redisConcurrency(redis: RedisCommands, logger: Logger, prefix = 
         const granted = await Promise.race([asked, late]);
         if (granted === 'late') {
           // A Redis that hangs is an outage too: the request goes on, and a lease granted after all is given back.
-          asked.then((late) => Number(late) === 1 && redis.sendCommand(['ZREM', key, member]), () => undefined).catch(() => undefined);
+          asked
+            .then(
+              (late) => Number(late) === 1 && redis.sendCommand(['ZREM', key, member]),
+              () => undefined,
+            )
+            .catch(() => undefined);
           throw new Error(`no answer within ${ANSWER_MS} ms`);
         }
         if (failing) logger.info('concurrency store is back; concurrency limits enforced again');
@@ -161,32 +188,53 @@ type Cap = 'user' | 'ip' | 'user_uploads' | 'user_downloads';
 
 /** 429: this principal already has as many requests (or transfers) in progress as it may. */
 export class ConcurrencyLimited extends HttpProblem {
-  constructor(readonly cap: Cap, limit: number) {
+  constructor(
+    readonly cap: Cap,
+    limit: number,
+  ) {
     const what = {
       user: `requests in progress for this user`,
       ip: `requests in progress from this address without a valid token`,
       user_uploads: `uploads in progress for this user`,
       user_downloads: `downloads in progress for this user`,
     }[cap];
-    super(429, 'CONCURRENCY_LIMITED', 'Too many concurrent requests', `${limit} ${what} already; retry after 1 second, or once one of them has finished.`, {
-      headers: { 'Retry-After': '1' },
-    });
+    super(
+      429,
+      'CONCURRENCY_LIMITED',
+      'Too many concurrent requests',
+      `${limit} ${what} already; retry after 1 second, or once one of them has finished.`,
+      {
+        headers: { 'Retry-After': '1' },
+      },
+    );
   }
 }
 
 /** 408: a JSON body that did not arrive within CLIENT_BODY_TIMEOUT_MS. The connection closes after the answer. */
 export class BodyTimeout extends HttpProblem {
   constructor(ms: number) {
-    super(408, 'BODY_TIMEOUT', 'Request body timeout', `The request body did not arrive within ${ms} ms of its headers.`, { headers: { Connection: 'close' } });
+    super(
+      408,
+      'BODY_TIMEOUT',
+      'Request body timeout',
+      `The request body did not arrive within ${ms} ms of its headers.`,
+      { headers: { Connection: 'close' } },
+    );
   }
 }
 
 /** 408: an upload slower than the server's minimum rate. Nothing of it is kept; the connection closes after the answer. */
 export class TransferTooSlow extends HttpProblem {
   constructor(minBytesPerSecond: number, windowMs: number) {
-    super(408, 'TRANSFER_TOO_SLOW', 'Transfer too slow', `The upload sent less than ${minBytesPerSecond} bytes a second over ${windowMs / 1000} s; nothing of it was kept.`, {
-      headers: { Connection: 'close' },
-    });
+    super(
+      408,
+      'TRANSFER_TOO_SLOW',
+      'Transfer too slow',
+      `The upload sent less than ${minBytesPerSecond} bytes a second over ${windowMs / 1000} s; nothing of it was kept.`,
+      {
+        headers: { Connection: 'close' },
+      },
+    );
   }
 }
 
@@ -235,7 +283,13 @@ async function principalOf(req: Request, verifier: TokenVerifier): Promise<{ key
  * connection is destroyed. Progress is counted on the socket, where the client's pace shows: bytes
  * read from it (uploads, until the body is in), bytes the kernel took from it (downloads).
  */
-function minimumRate(req: Request, res: Response, kind: 'upload' | 'download', limits: CapacityLimits, onSlow: () => void): void {
+function minimumRate(
+  req: Request,
+  res: Response,
+  kind: 'upload' | 'download',
+  limits: CapacityLimits,
+  onSlow: () => void,
+): void {
   if (kind === 'download') {
     const lifetime = setTimeout(onSlow, limits.transferMaxMs).unref();
     onClose(res, () => clearTimeout(lifetime));
@@ -246,7 +300,8 @@ function minimumRate(req: Request, res: Response, kind: 'upload' | 'download', l
   // Only the client's slowness counts: a download with nothing waiting to be sent, or an upload
   // whose bytes wait for the server (storage pushing back, the request not read yet), is the
   // server's own wait.
-  const clientIsSlow = kind === 'upload' ? () => req.readableLength < req.readableHighWaterMark : () => socket.writableLength > 0;
+  const clientIsSlow =
+    kind === 'upload' ? () => req.readableLength < req.readableHighWaterMark : () => socket.writableLength > 0;
   const needed = (limits.transferMinBytesPerSecond * limits.transferRateWindowMs) / 1000;
   let last = progress();
   const timer = setInterval(() => {
@@ -312,10 +367,28 @@ export function capacityGuard(
     admit: RequestHandler;
   },
 ): CapacityGuard {
-  const refused = new Counter({ name: 'http_requests_concurrency_limited_total', help: 'API requests answered 429 because their principal was at a concurrency cap, by cap.', labelNames: ['cap'] as const, registers: [deps.registry] });
-  const timedOut = new Counter({ name: 'http_request_body_timeouts_total', help: 'JSON bodies that did not arrive within CLIENT_BODY_TIMEOUT_MS (408).', registers: [deps.registry] });
-  const tooSlow = new Counter({ name: 'http_transfers_too_slow_total', help: 'Uploads (408) and downloads (connection closed) ended for moving slower than TRANSFER_MIN_BYTES_PER_SECOND, by kind.', labelNames: ['kind'] as const, registers: [deps.registry] });
-  const transfersShed = new Counter({ name: 'http_transfers_shed_total', help: 'Uploads and downloads answered 503 because TRANSFERS_MAX were in progress.', registers: [deps.registry] });
+  const refused = new Counter({
+    name: 'http_requests_concurrency_limited_total',
+    help: 'API requests answered 429 because their principal was at a concurrency cap, by cap.',
+    labelNames: ['cap'] as const,
+    registers: [deps.registry],
+  });
+  const timedOut = new Counter({
+    name: 'http_request_body_timeouts_total',
+    help: 'JSON bodies that did not arrive within CLIENT_BODY_TIMEOUT_MS (408).',
+    registers: [deps.registry],
+  });
+  const tooSlow = new Counter({
+    name: 'http_transfers_too_slow_total',
+    help: 'Uploads (408) and downloads (connection closed) ended for moving slower than TRANSFER_MIN_BYTES_PER_SECOND, by kind.',
+    labelNames: ['kind'] as const,
+    registers: [deps.registry],
+  });
+  const transfersShed = new Counter({
+    name: 'http_transfers_shed_total',
+    help: 'Uploads and downloads answered 503 because TRANSFERS_MAX were in progress.',
+    registers: [deps.registry],
+  });
   const active = { upload: 0, download: 0 };
   new Gauge({
     name: 'http_transfers_in_progress',
@@ -350,7 +423,13 @@ export function capacityGuard(
       await take(req, res, who.key, who.user ? limits.perUser : limits.perIp, who.user ? 'user' : 'ip');
       return next();
     }
-    await take(req, res, `${kind}:${who.key}`, kind === 'upload' ? limits.uploadsPerUser : limits.downloadsPerUser, kind === 'upload' ? 'user_uploads' : 'user_downloads');
+    await take(
+      req,
+      res,
+      `${kind}:${who.key}`,
+      kind === 'upload' ? limits.uploadsPerUser : limits.downloadsPerUser,
+      kind === 'upload' ? 'user_uploads' : 'user_downloads',
+    );
     if (active.upload + active.download >= limits.maxTransfers) {
       transfersShed.inc();
       closeIfUnread(req, res);
@@ -362,7 +441,8 @@ export function capacityGuard(
     req.transferAborted = abort.signal;
     minimumRate(req, res, kind, limits, () => {
       tooSlow.inc({ kind });
-      if (kind === 'upload') abort.abort(new TransferTooSlow(limits.transferMinBytesPerSecond, limits.transferRateWindowMs));
+      if (kind === 'upload')
+        abort.abort(new TransferTooSlow(limits.transferMinBytesPerSecond, limits.transferRateWindowMs));
       else res.destroy();
     });
     next();
@@ -375,6 +455,7 @@ export function capacityGuard(
       next(error);
     });
   };
-  const gate: RequestHandler = (req, res, next) => (isApi(req.path) && req.capacityKind === 'request' ? deps.admit(req, res, next) : next());
+  const gate: RequestHandler = (req, res, next) =>
+    isApi(req.path) && req.capacityKind === 'request' ? deps.admit(req, res, next) : next();
   return { middleware: [principal, body, gate], close: () => deps.store.close() };
 }

@@ -1,7 +1,18 @@
 import type { ErrorRequestHandler, Request } from 'express';
 import { authFailureOf } from '../auth/bearer-security.js';
 import { isDatabaseUnavailable, isDataException } from '../db/errors.js';
-import { boundedPointer, ClientGone, HttpProblem, MAX_FIELD_ERRORS, MAX_POINTER, NoRoute, pointerSegment, ServiceUnavailable, ValidationFailed, type FieldError } from '../errors/problem.js';
+import {
+  boundedPointer,
+  ClientGone,
+  HttpProblem,
+  MAX_FIELD_ERRORS,
+  MAX_POINTER,
+  NoRoute,
+  pointerSegment,
+  ServiceUnavailable,
+  ValidationFailed,
+  type FieldError,
+} from '../errors/problem.js';
 import type { Logger } from '../logger.js';
 
 /** An error as express-openapi-validator and body-parser raise them. */
@@ -12,7 +23,13 @@ interface HttpErrorLike extends Error {
   errors?: { path?: string; message?: string }[];
 }
 
-const LOCATIONS: Record<string, FieldError['in']> = { body: 'body', query: 'query', params: 'path', path: 'path', headers: 'header' };
+const LOCATIONS: Record<string, FieldError['in']> = {
+  body: 'body',
+  query: 'query',
+  params: 'path',
+  path: 'path',
+  headers: 'header',
+};
 
 /** The contract's `maxLength` of a field error's `detail`. */
 const MAX_DETAIL = 500;
@@ -27,7 +44,8 @@ function fieldError(path: string | undefined, message: string | undefined, body?
   const segments = raw.slice(1).split(raw.startsWith('.') ? '.' : '/');
   const where = LOCATIONS[segments[0] ?? ''];
   if (where !== undefined) segments.shift();
-  if ((where ?? 'body') === 'body' && message === 'must NOT have additional properties') unknownPropertyAsOne(segments, body);
+  if ((where ?? 'body') === 'body' && message === 'must NOT have additional properties')
+    unknownPropertyAsOne(segments, body);
   const pointer = segments.length > 0 && segments[0] !== '' ? `/${segments.join('/')}` : '';
   return {
     in: where ?? 'body',
@@ -47,7 +65,10 @@ function unknownPropertyAsOne(segments: string[], body: unknown): void {
   let depth = 0;
   const unescape = (segment: string) => segment.replace(/~1/g, '/').replace(/~0/g, '~');
   while (depth < segments.length - 1) {
-    const next = node !== null && typeof node === 'object' ? (node as Record<string, unknown>)[unescape(segments[depth]!)] : undefined;
+    const next =
+      node !== null && typeof node === 'object'
+        ? (node as Record<string, unknown>)[unescape(segments[depth]!)]
+        : undefined;
     if (next === null || typeof next !== 'object') break;
     node = next;
     depth += 1;
@@ -70,7 +91,9 @@ function validationFailed(errors: { path?: string; message?: string }[], body: u
     total += 1;
     if (first.length < MAX_FIELD_ERRORS) first.push(fieldError(error.path, error.message, body));
   });
-  return first.length > 0 ? new ValidationFailed(first, undefined, total) : new ValidationFailed([fieldError(undefined, undefined)]);
+  return first.length > 0
+    ? new ValidationFailed(first, undefined, total)
+    : new ValidationFailed([fieldError(undefined, undefined)]);
 }
 
 /** Turns whatever was thrown into the problem the caller should see. */
@@ -79,9 +102,19 @@ function toProblem(error: HttpErrorLike, req: Request, logger: Logger): HttpProb
   if (isDatabaseUnavailable(error)) return new ServiceUnavailable('The database is unavailable; retry later.', error);
   if (isDataException(error)) {
     // The contract should have refused this value before any handler ran: a gap to close.
-    logger.warn('database refused a value the contract let through', { request_id: req.id, sqlstate: (error as { code?: string }).code, path: req.path });
+    logger.warn('database refused a value the contract let through', {
+      request_id: req.id,
+      sqlstate: (error as { code?: string }).code,
+      path: req.path,
+    });
     return new ValidationFailed(
-      [{ in: 'body', pointer: '', detail: 'holds a value the database cannot store (out of range or not representable)' }],
+      [
+        {
+          in: 'body',
+          pointer: '',
+          detail: 'holds a value the database cannot store (out of range or not representable)',
+        },
+      ],
       'A value in the request cannot be stored.',
     );
   }
@@ -89,7 +122,12 @@ function toProblem(error: HttpErrorLike, req: Request, logger: Logger): HttpProb
     case 'entity.parse.failed':
       return new HttpProblem(400, 'MALFORMED_BODY', 'Malformed request body', 'The request body is not valid JSON.');
     case 'entity.too.large':
-      return new HttpProblem(413, 'PAYLOAD_TOO_LARGE', 'Payload too large', `The request body exceeds ${String((error as { limit?: number }).limit)} bytes.`);
+      return new HttpProblem(
+        413,
+        'PAYLOAD_TOO_LARGE',
+        'Payload too large',
+        `The request body exceeds ${String((error as { limit?: number }).limit)} bytes.`,
+      );
     case 'encoding.unsupported':
     case 'charset.unsupported':
       return new HttpProblem(415, 'UNSUPPORTED_MEDIA_TYPE', 'Unsupported media type', error.message);
@@ -107,12 +145,23 @@ function toProblem(error: HttpErrorLike, req: Request, logger: Logger): HttpProb
       return new NoRoute(req.method, req.path);
     case 405: {
       const allow = (error.headers?.Allow ?? '').toUpperCase();
-      return new HttpProblem(405, 'METHOD_NOT_ALLOWED', 'Method not allowed', `${req.method} is not allowed on ${req.path}; use ${allow}.`, { headers: { Allow: allow } });
+      return new HttpProblem(
+        405,
+        'METHOD_NOT_ALLOWED',
+        'Method not allowed',
+        `${req.method} is not allowed on ${req.path}; use ${allow}.`,
+        { headers: { Allow: allow } },
+      );
     }
     case 413:
       return new HttpProblem(413, 'PAYLOAD_TOO_LARGE', 'Payload too large', 'The request body is too large.');
     case 415:
-      return new HttpProblem(415, 'UNSUPPORTED_MEDIA_TYPE', 'Unsupported media type', `Content-Type ${req.get('content-type') ?? '(none)'} is not accepted here.`);
+      return new HttpProblem(
+        415,
+        'UNSUPPORTED_MEDIA_TYPE',
+        'Unsupported media type',
+        `Content-Type ${req.get('content-type') ?? '(none)'} is not accepted here.`,
+      );
   }
   return undefined;
 }
@@ -137,7 +186,12 @@ export function errorHandler(logger: Logger): ErrorRequestHandler {
     let problem = toProblem(error, req, logger);
     if (problem === undefined) {
       logger.error('unhandled error', { request_id: req.id, error, stack: error?.stack });
-      problem = new HttpProblem(500, 'INTERNAL_ERROR', 'Internal server error', 'An unexpected error occurred. Quote the request id when reporting it.');
+      problem = new HttpProblem(
+        500,
+        'INTERNAL_ERROR',
+        'Internal server error',
+        'An unexpected error occurred. Quote the request id when reporting it.',
+      );
     } else if (problem.status === 409) {
       // A duplicate of a request still in flight: a client retrying too eagerly, or a replay.
       logger.warn('idempotency conflict', { request_id: req.id, code: problem.code, path: req.path });

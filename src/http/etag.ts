@@ -26,7 +26,9 @@ export function versionsMatching(ifMatch: string | undefined): 'any' | number[] 
   if (tags === '*') return 'any';
   // Entity tags compare as exact strings: only the form etagOf writes names a version, so "01"
   // and "+1" match nothing, and neither does a number no version column can hold.
-  return tags.filter(({ weak, tag }) => !weak && /^(0|[1-9][0-9]{0,9})$/.test(tag) && Number(tag) <= MAX_VERSION).map(({ tag }) => Number(tag));
+  return tags
+    .filter(({ weak, tag }) => !weak && /^(0|[1-9][0-9]{0,9})$/.test(tag) && Number(tag) <= MAX_VERSION)
+    .map(({ tag }) => Number(tag));
 }
 
 /** Whether `If-None-Match` matches the current version (weak comparison: `W/"3"` matches `"3"`). */

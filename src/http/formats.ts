@@ -9,7 +9,13 @@
 const DATE_TIME = /^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(?:[Zz]|([+-])(\d{2}):(\d{2}))$/;
 
 const daysIn = (year: number, month: number) =>
-  month === 2 ? (year % 4 === 0 && (year % 100 !== 0 || year % 400 === 0) ? 29 : 28) : [4, 6, 9, 11].includes(month) ? 30 : 31;
+  month === 2
+    ? year % 4 === 0 && (year % 100 !== 0 || year % 400 === 0)
+      ? 29
+      : 28
+    : [4, 6, 9, 11].includes(month)
+      ? 30
+      : 31;
 
 /** Midnight UTC of a day of the proleptic Gregorian calendar (setUTCFullYear: years 0–99 stay themselves). */
 const midnight = (year: number, month: number, day: number) => new Date(0).setUTCFullYear(year, month - 1, day);
@@ -21,11 +27,21 @@ export function parseDateTime(value: string): Date | undefined {
   const match = DATE_TIME.exec(value);
   if (match === null) return undefined;
   const [, y, mo, d, h, mi, s, fraction = '', sign, oh = '0', om = '0'] = match;
-  const [year, month, day, hour, minute, second] = [y, mo, d, h, mi, s].map(Number) as [number, number, number, number, number, number];
+  const [year, month, day, hour, minute, second] = [y, mo, d, h, mi, s].map(Number) as [
+    number,
+    number,
+    number,
+    number,
+    number,
+    number,
+  ];
   if (month < 1 || month > 12 || day < 1 || day > daysIn(year, month)) return undefined;
   if (hour > 23 || minute > 59 || second > 59 || Number(oh) > 15 || Number(om) > 59) return undefined;
   const offsetMinutes = (sign === '-' ? -1 : 1) * (Number(oh) * 60 + Number(om));
-  const ms = midnight(year, month, day) + ((hour * 60 + minute - offsetMinutes) * 60 + second) * 1000 + Number(`${fraction}00`.slice(0, 3));
+  const ms =
+    midnight(year, month, day) +
+    ((hour * 60 + minute - offsetMinutes) * 60 + second) * 1000 +
+    Number(`${fraction}00`.slice(0, 3));
   return ms >= FIRST && ms <= LAST ? new Date(ms) : undefined;
 }
 

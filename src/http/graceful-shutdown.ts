@@ -102,7 +102,10 @@ export function gracefulShutdown(
         });
       };
       const deadline = setTimeout(() => {
-        logger.error('shutdown timed out; closing remaining connections', { timeout_ms: timeoutMs, connections: connections.size });
+        logger.error('shutdown timed out; closing remaining connections', {
+          timeout_ms: timeoutMs,
+          connections: connections.size,
+        });
         if (listening) closeListener();
         server.closeAllConnections();
         for (const socket of connections.keys()) socket.destroy();

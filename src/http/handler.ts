@@ -74,7 +74,12 @@ function* slices(piece: Buffer): Iterable<Buffer> {
   for (let at = 0; at < piece.length; at += SLICE_BYTES) yield piece.subarray(at, at + SLICE_BYTES);
 }
 
-async function sendStreamed(res: Response, status: number, headers: ResponseHeaders, source: AsyncIterable<Buffer>): Promise<void> {
+async function sendStreamed(
+  res: Response,
+  status: number,
+  headers: ResponseHeaders,
+  source: AsyncIterable<Buffer>,
+): Promise<void> {
   const pieces = source[Symbol.asyncIterator]();
   const first = await pieces.next();
   if (res.headersSent) return void (await pieces.return?.());
@@ -89,9 +94,11 @@ async function sendStreamed(res: Response, status: number, headers: ResponseHead
   res.set(headers).status(status);
   // A byte stream with a small buffer, fed in small slices: a client that stops reading holds
   // about SLICE_BYTES here (and what the source holds), not a queue of whole pieces.
-  await pipeline(Readable.from(all(), { objectMode: false, highWaterMark: SLICE_BYTES }), res).catch((error: unknown) => {
-    if ((error as { code?: string }).code !== 'ERR_STREAM_PREMATURE_CLOSE') throw error;
-  });
+  await pipeline(Readable.from(all(), { objectMode: false, highWaterMark: SLICE_BYTES }), res).catch(
+    (error: unknown) => {
+      if ((error as { code?: string }).code !== 'ERR_STREAM_PREMATURE_CLOSE') throw error;
+    },
+  );
 }
 
 /** Adapts a typed handler to Express. Errors reach the error handler (Express 5 forwards rejections). */

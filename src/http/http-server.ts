@@ -56,7 +56,12 @@ function limitConnectionsPerAddress(server: Server, max: number): void {
  */
 export class ListenFailed extends Error {
   override name = 'ListenFailed';
-  constructor(readonly code: 'EADDRINUSE' | 'EACCES', port: number, host: string | undefined, cause: unknown) {
+  constructor(
+    readonly code: 'EADDRINUSE' | 'EACCES',
+    port: number,
+    host: string | undefined,
+    cause: unknown,
+  ) {
     const where = host === undefined ? `port ${port}` : `${host}:${port}`;
     super(
       code === 'EADDRINUSE'
@@ -72,7 +77,11 @@ export function listen(server: Server, port: number, host?: string): Promise<voi
   return new Promise<void>((resolve, reject) => {
     const failed = (error: NodeJS.ErrnoException) => {
       server.off('listening', listening);
-      reject(error.code === 'EADDRINUSE' || error.code === 'EACCES' ? new ListenFailed(error.code, port, host, error) : error);
+      reject(
+        error.code === 'EADDRINUSE' || error.code === 'EACCES'
+          ? new ListenFailed(error.code, port, host, error)
+          : error,
+      );
     };
     const listening = () => {
       server.off('error', failed);

@@ -21,7 +21,9 @@ export function assertHandlersMatchSpec(spec: OpenApiDocument, handlers: Handler
       `the handler map does not match the contract: ${[
         unhandled.length > 0 ? `operations without a handler: ${unhandled.join(', ')}` : '',
         undeclared.length > 0 ? `handlers without an operation: ${undeclared.join(', ')}` : '',
-      ].filter(Boolean).join('; ')}`,
+      ]
+        .filter(Boolean)
+        .join('; ')}`,
     );
   }
 }
@@ -46,8 +48,15 @@ export function operationsRouter(spec: OpenApiDocument, handlers: HandlerMap): R
     for (const method of METHODS) {
       const operation = item[method] as { operationId: OperationId; parameters?: unknown[] } | undefined;
       if (operation === undefined) continue;
-      const known = queryParameterNames(spec, [...((item as { parameters?: unknown[] }).parameters ?? []), ...(operation.parameters ?? [])]);
-      router[method](expressPath, onlyKnownQueryParameters(known), toExpress(operation.operationId, handlers[operation.operationId] as never));
+      const known = queryParameterNames(spec, [
+        ...((item as { parameters?: unknown[] }).parameters ?? []),
+        ...(operation.parameters ?? []),
+      ]);
+      router[method](
+        expressPath,
+        onlyKnownQueryParameters(known),
+        toExpress(operation.operationId, handlers[operation.operationId] as never),
+      );
     }
   }
   router.use((req, _res, next) => {
@@ -59,7 +68,9 @@ export function operationsRouter(spec: OpenApiDocument, handlers: HandlerMap): R
 
 /** The names of the query parameters among `parameters` (each inline or a $ref into the components). */
 function queryParameterNames(spec: OpenApiDocument, parameters: unknown[]): Set<string> {
-  const components = (spec as { components?: { parameters?: Record<string, { name: string; in: string }> } }).components?.parameters ?? {};
+  const components =
+    (spec as { components?: { parameters?: Record<string, { name: string; in: string }> } }).components?.parameters ??
+    {};
   const resolved = parameters.map((p) => {
     const ref = (p as { $ref?: string }).$ref;
     return ref === undefined ? (p as { name: string; in: string }) : components[ref.split('/').pop()!]!;
@@ -76,9 +87,19 @@ function onlyKnownQueryParameters(known: Set<string>): RequestHandler {
   return (req, _res, next) => {
     const at = req.originalUrl.indexOf('?');
     if (at < 0) return next();
-    const unknown = [...new Set(new URLSearchParams(req.originalUrl.slice(at + 1)).keys())].filter((key) => !known.has(key));
+    const unknown = [...new Set(new URLSearchParams(req.originalUrl.slice(at + 1)).keys())].filter(
+      (key) => !known.has(key),
+    );
     if (unknown.length === 0) return next();
-    next(new ValidationFailed(unknown.map((key) => ({ in: 'query' as const, pointer: boundedPointer(`/${pointerSegment(key)}`), detail: 'is not a parameter of this operation' }))));
+    next(
+      new ValidationFailed(
+        unknown.map((key) => ({
+          in: 'query' as const,
+          pointer: boundedPointer(`/${pointerSegment(key)}`),
+          detail: 'is not a parameter of this operation',
+        })),
+      ),
+    );
   };
 }
 
@@ -92,7 +113,8 @@ function validatorView(spec: OpenApiDocument): OpenApiDocument {
   const view = structuredClone(spec);
   for (const item of Object.values(view.paths)) {
     for (const method of METHODS) {
-      const media = (item[method] as { requestBody?: { content?: Record<string, { schema?: unknown }> } } | undefined)?.requestBody?.content?.['multipart/form-data'];
+      const media = (item[method] as { requestBody?: { content?: Record<string, { schema?: unknown }> } } | undefined)
+        ?.requestBody?.content?.['multipart/form-data'];
       if (media !== undefined) media.schema = { type: 'object' };
     }
   }
@@ -139,7 +161,12 @@ export function memoiseValidatorRouteCompilation(): (path: string, options?: obj
  * the bearer token (with the operation's scopes) against the contract and answers 404/405 for what
  * the contract lacks; only what passes reaches operationsRouter and an operation's handler.
  */
-export function contractValidator(options: { spec: OpenApiDocument; verifier: TokenVerifier; logger: Logger; validateResponses: boolean }): RequestHandler[] {
+export function contractValidator(options: {
+  spec: OpenApiDocument;
+  verifier: TokenVerifier;
+  logger: Logger;
+  validateResponses: boolean;
+}): RequestHandler[] {
   const { spec, verifier, logger } = options;
   memoiseValidatorRouteCompilation();
   return OpenApiValidator.middleware({

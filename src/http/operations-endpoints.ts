@@ -42,9 +42,16 @@ export function operationsEndpoints(deps: {
     let body = compressed.get(encoding);
     if (body === undefined) {
       const html = Buffer.from(contract.docsHtml, 'utf8');
-      body = encoding === 'br'
-        ? promisify(brotliCompress)(html, { params: { [zlib.BROTLI_PARAM_QUALITY]: 5, [zlib.BROTLI_PARAM_MODE]: zlib.BROTLI_MODE_TEXT, [zlib.BROTLI_PARAM_SIZE_HINT]: html.length } })
-        : promisify(gzip)(html, { level: 6 });
+      body =
+        encoding === 'br'
+          ? promisify(brotliCompress)(html, {
+              params: {
+                [zlib.BROTLI_PARAM_QUALITY]: 5,
+                [zlib.BROTLI_PARAM_MODE]: zlib.BROTLI_MODE_TEXT,
+                [zlib.BROTLI_PARAM_SIZE_HINT]: html.length,
+              },
+            })
+          : promisify(gzip)(html, { level: 6 });
       compressed.set(encoding, body);
     }
     return body;
@@ -55,7 +62,8 @@ export function operationsEndpoints(deps: {
     getReadiness: async () => {
       if (stopping()) throw new ServiceUnavailable('The server is shutting down; send requests to another instance.');
       const saturated = deps.saturated?.();
-      if (saturated !== undefined) throw new ServiceUnavailable(`The server is at capacity (${saturated}); send requests to another instance.`);
+      if (saturated !== undefined)
+        throw new ServiceUnavailable(`The server is at capacity (${saturated}); send requests to another instance.`);
       try {
         await databaseCheck();
       } catch (error) {
@@ -71,15 +79,28 @@ export function operationsEndpoints(deps: {
     }),
     async getDocs({ raw }) {
       // Brotli when accepted (the smaller), else gzip, whatever the order the client lists them in.
-      const accepts = (coding: string) => raw.get('accept-encoding') !== undefined && raw.acceptsEncodings(coding) === coding;
+      const accepts = (coding: string) =>
+        raw.get('accept-encoding') !== undefined && raw.acceptsEncodings(coding) === coding;
       const encoding = accepts('br') ? 'br' : accepts('gzip') ? 'gzip' : undefined;
       // One copy of each form, shared by every response: a client that stops reading holds a
       // reference to it, not a fresh 2.7 MB buffer of its own.
-      const body = encoding === 'br' || encoding === 'gzip' ? await docsCompressed(encoding) : (docsPlain ??= Buffer.from(contract.docsHtml, 'utf8'));
+      const body =
+        encoding === 'br' || encoding === 'gzip'
+          ? await docsCompressed(encoding)
+          : (docsPlain ??= Buffer.from(contract.docsHtml, 'utf8'));
       return {
         status: 200,
-        body: new StreamedBody((async function* () { yield body; })()),
-        headers: { ...docsHeaders, ...(encoding === undefined ? {} : { 'Content-Encoding': encoding }), 'Content-Length': String(body.length), Vary: 'Accept-Encoding' },
+        body: new StreamedBody(
+          (async function* () {
+            yield body;
+          })(),
+        ),
+        headers: {
+          ...docsHeaders,
+          ...(encoding === undefined ? {} : { 'Content-Encoding': encoding }),
+          'Content-Length': String(body.length),
+          Vary: 'Accept-Encoding',
+        },
       };
     },
     async getMetrics({ raw }) {
@@ -113,15 +134,18 @@ export function sharedCheck(ping: () => Promise<void>): () => Promise<void> {
   let last: { at: number; error?: unknown } | undefined;
   let running: Promise<void> | undefined;
   return () => {
-    // eslint-disable-next-line @typescript-eslint/prefer-promise-reject-errors -- the probes share the ping's own rejection, unchanged
-    if (last !== undefined && performance.now() - last.at < READY_CHECK_MS) return last.error === undefined ? Promise.resolve() : Promise.reject(last.error);
-    running ??= ping().then(
-      () => void (last = { at: performance.now() }),
-      (error: unknown) => {
-        last = { at: performance.now(), error: error ?? new Error('ping failed') };
-        throw error;
-      },
-    ).finally(() => (running = undefined));
+    if (last !== undefined && performance.now() - last.at < READY_CHECK_MS)
+      // eslint-disable-next-line @typescript-eslint/prefer-promise-reject-errors -- the probes share the ping's own rejection, unchanged
+      return last.error === undefined ? Promise.resolve() : Promise.reject(last.error);
+    running ??= ping()
+      .then(
+        () => void (last = { at: performance.now() }),
+        (error: unknown) => {
+          last = { at: performance.now(), error: error ?? new Error('ping failed') };
+          throw error;
+        },
+      )
+      .finally(() => (running = undefined));
     let timer: NodeJS.Timeout | undefined;
     const deadline = new Promise<never>((_resolve, reject) => {
       timer = setTimeout(() => reject(new Error(`no answer within ${READY_WAIT_MS} ms`)), READY_WAIT_MS);
@@ -138,7 +162,10 @@ export function sharedCheck(ping: () => Promise<void>): () => Promise<void> {
  */
 export function docsContentSecurityPolicy(html: string): string {
   const scriptHashes = [...html.matchAll(/<script\b[^>]*>([\s\S]*?)<\/script>/gi)].map(
-    ([, source]) => `'sha256-${createHash('sha256').update(source ?? '').digest('base64')}'`,
+    ([, source]) =>
+      `'sha256-${createHash('sha256')
+        .update(source ?? '')
+        .digest('base64')}'`,
   );
   return [
     "default-src 'none'",

@@ -6,14 +6,19 @@ import { HttpProblem } from '../errors/problem.js';
 
 /** 503 problem+json with Retry-After for a request the server had no room for. */
 export class Overloaded extends HttpProblem {
-  constructor(readonly reason: 'queue_full' | 'queue_timeout' | 'event_loop_delay' | 'transfers_full', retryAfterSeconds: number) {
+  constructor(
+    readonly reason: 'queue_full' | 'queue_timeout' | 'event_loop_delay' | 'transfers_full',
+    retryAfterSeconds: number,
+  ) {
     const detail = {
       transfers_full: 'The server has as many uploads and downloads in progress as it takes',
       queue_full: 'The server is at capacity and its queue is full',
       queue_timeout: 'The server is at capacity and the request waited too long for its turn',
       event_loop_delay: 'The server is too busy to take new requests',
     }[reason];
-    super(503, 'OVERLOADED', 'Overloaded', `${detail}; retry after ${retryAfterSeconds} s.`, { headers: { 'Retry-After': String(retryAfterSeconds) } });
+    super(503, 'OVERLOADED', 'Overloaded', `${detail}; retry after ${retryAfterSeconds} s.`, {
+      headers: { 'Retry-After': String(retryAfterSeconds) },
+    });
   }
 }
 
@@ -66,7 +71,10 @@ function meanDelayMs(delay: IntervalHistogram, samplerLateMs: number): number {
  * since 2019 and 2016; under-pressure is Fastify's), so it is built here on Node's own
  * `monitorEventLoopDelay`. `saturated()` tells readiness; the metrics count what was shed.
  */
-export function overloadGuard(limits: OverloadLimits, deps: { poolWaiting: () => number; registry: Registry; retryAfterSeconds?: number }): OverloadGuard {
+export function overloadGuard(
+  limits: OverloadLimits,
+  deps: { poolWaiting: () => number; registry: Registry; retryAfterSeconds?: number },
+): OverloadGuard {
   const retryAfter = deps.retryAfterSeconds ?? 1;
   const delay = monitorEventLoopDelay({ resolution: RESOLUTION_MS });
   delay.enable();
@@ -89,10 +97,36 @@ export function overloadGuard(limits: OverloadLimits, deps: { poolWaiting: () =>
   const queue: { admit?: () => void }[] = [];
   let queued = 0;
 
-  const shed = new Counter({ name: 'http_requests_shed_total', help: 'Requests answered 503 by load shedding, by reason.', labelNames: ['reason'] as const, registers: [deps.registry] });
-  new Gauge({ name: 'http_requests_queued', help: 'API requests waiting for a place (load shedding queue).', registers: [deps.registry], collect() { this.set(queued); } });
-  new Gauge({ name: 'http_requests_admitted', help: 'API requests past the load-shedding gate right now.', registers: [deps.registry], collect() { this.set(inFlight); } });
-  new Gauge({ name: 'nodejs_eventloop_delay_sampled_seconds', help: 'Mean event-loop delay over the last 500 ms, as load shedding sees it.', registers: [deps.registry], collect() { this.set(delayMs / 1000); } });
+  const shed = new Counter({
+    name: 'http_requests_shed_total',
+    help: 'Requests answered 503 by load shedding, by reason.',
+    labelNames: ['reason'] as const,
+    registers: [deps.registry],
+  });
+  new Gauge({
+    name: 'http_requests_queued',
+    help: 'API requests waiting for a place (load shedding queue).',
+    registers: [deps.registry],
+    collect() {
+      this.set(queued);
+    },
+  });
+  new Gauge({
+    name: 'http_requests_admitted',
+    help: 'API requests past the load-shedding gate right now.',
+    registers: [deps.registry],
+    collect() {
+      this.set(inFlight);
+    },
+  });
+  new Gauge({
+    name: 'nodejs_eventloop_delay_sampled_seconds',
+    help: 'Mean event-loop delay over the last 500 ms, as load shedding sees it.',
+    registers: [deps.registry],
+    collect() {
+      this.set(delayMs / 1000);
+    },
+  });
 
   const release = () => {
     inFlight -= 1;

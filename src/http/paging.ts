@@ -25,7 +25,9 @@ export interface Sort {
 
 /** `-due_at` → due_at, descending. The validator has already limited `raw` to the documented values. */
 export function parseSort(raw: string): Sort {
-  return raw.startsWith('-') ? { field: raw.slice(1) as SortField, direction: 'desc' } : { field: raw as SortField, direction: 'asc' };
+  return raw.startsWith('-')
+    ? { field: raw.slice(1) as SortField, direction: 'desc' }
+    : { field: raw as SortField, direction: 'asc' };
 }
 
 /** Where a page ended: the sort key of its last row (as text) and that row's id. */
@@ -40,7 +42,8 @@ const ISO_MS = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
 /** What a sort key may look like, so that nothing but a valid value ever reaches SQL. */
 const validKey: Record<SortField, (key: string, direction: Sort['direction']) => boolean> = {
   created_at: (key) => ISO_MS.test(key) && !Number.isNaN(Date.parse(key)),
-  due_at: (key, direction) => key === (direction === 'asc' ? 'infinity' : '-infinity') || (ISO_MS.test(key) && !Number.isNaN(Date.parse(key))),
+  due_at: (key, direction) =>
+    key === (direction === 'asc' ? 'infinity' : '-infinity') || (ISO_MS.test(key) && !Number.isNaN(Date.parse(key))),
   priority: (key) => key === '1' || key === '2' || key === '3',
   title: (key) => key.length >= 1 && key.length <= 800,
 };
@@ -60,16 +63,28 @@ export function encodeCursor(position: Position, fingerprint: string): string {
 }
 
 /** The place of a row in a list ordered by creation time, then id (attachments, webhooks, deliveries). */
-export const creationPosition = (row: { id: string; created_at: Date }): Position => ({ key: row.created_at.toISOString(), id: row.id });
+export const creationPosition = (row: { id: string; created_at: Date }): Position => ({
+  key: row.created_at.toISOString(),
+  id: row.id,
+});
 
 /**
  * One keyset page: the first `limit` of the `limit + 1` rows read, and a cursor after the last of
  * them (`positionOf` gives its place in the order) when there were more.
  */
-export function pageOf<R, T>(rows: R[], limit: number, fingerprint: string, map: (row: R) => T, positionOf: (row: R) => Position): { items: T[]; next_cursor: string | null } {
+export function pageOf<R, T>(
+  rows: R[],
+  limit: number,
+  fingerprint: string,
+  map: (row: R) => T,
+  positionOf: (row: R) => Position,
+): { items: T[]; next_cursor: string | null } {
   const page = rows.slice(0, limit);
   const last = page.at(-1);
-  return { items: page.map(map), next_cursor: rows.length > limit && last ? encodeCursor(positionOf(last), fingerprint) : null };
+  return {
+    items: page.map(map),
+    next_cursor: rows.length > limit && last ? encodeCursor(positionOf(last), fingerprint) : null,
+  };
 }
 
 /** Decodes a cursor made by {@link encodeCursor} for the same sort and filters, or throws `InvalidCursor`. */
@@ -93,7 +108,10 @@ export function decodeCursor(raw: string, fingerprint: string, sort: Sort): Posi
  * A page's answer: the page, and when there is a next one a `Link: <…>; rel="next"` header
  * holding the same request, filters and all, with the next cursor.
  */
-export function pageWithLink<P extends { next_cursor: string | null }>(raw: Request, page: P): { status: 200; body: P; headers?: Record<string, string> } {
+export function pageWithLink<P extends { next_cursor: string | null }>(
+  raw: Request,
+  page: P,
+): { status: 200; body: P; headers?: Record<string, string> } {
   if (page.next_cursor === null) return { status: 200, body: page };
   const next = new URL(raw.originalUrl, 'http://placeholder');
   next.searchParams.set('cursor', page.next_cursor);

@@ -81,10 +81,15 @@ export function rateLimits(options: RateLimitOptions): RequestHandler[] {
     passOnStoreError: true,
     // Our own messages, at the right levels; its validation warnings are about its defaults.
     logger: {
-      error: (error: unknown, message?: string) => logger.error('rate limit store failed; letting requests through', { error: String(error), detail: message }),
+      error: (error: unknown, message?: string) =>
+        logger.error('rate limit store failed; letting requests through', { error: String(error), detail: message }),
       warn: (error: unknown) => logger.warn('rate limiter warning', { error: String(error) }),
     },
-    handler: (req: Parameters<RequestHandler>[0], res: Parameters<RequestHandler>[1], next: Parameters<RequestHandler>[2]) => {
+    handler: (
+      req: Parameters<RequestHandler>[0],
+      res: Parameters<RequestHandler>[1],
+      next: Parameters<RequestHandler>[2],
+    ) => {
       const retryAfter = Number(res.getHeader('Retry-After') ?? 60);
       logger.warn('rate limited', { request_id: req.id, method: req.method, path: req.path });
       next(new RateLimited(retryAfter));

@@ -23,9 +23,13 @@ export interface StoredResponse {
 /** 409: a request with this key is still being processed. */
 export class IdempotencyKeyInUse extends HttpProblem {
   constructor() {
-    super(409, 'IDEMPOTENCY_KEY_IN_USE', 'Idempotency key in use',
+    super(
+      409,
+      'IDEMPOTENCY_KEY_IN_USE',
+      'Idempotency key in use',
       'A request with this Idempotency-Key is still in flight; retry shortly to get its response.',
-      { headers: { 'Retry-After': '1' } });
+      { headers: { 'Retry-After': '1' } },
+    );
   }
 }
 
@@ -57,10 +61,18 @@ const requestHash = (body: unknown): string => createHash('sha256').update(canon
  */
 export function idempotency(db: Kysely<DB>, asOwner: OwnerScope) {
   const purgeExpired = backgroundPurge(PURGE_EVERY_MS, () =>
-    db.deleteFrom('idempotency_keys').where('created_at', '<', sql<Date>`now() - ${KEY_LIFETIME}`).execute(),
+    db
+      .deleteFrom('idempotency_keys')
+      .where('created_at', '<', sql<Date>`now() - ${KEY_LIFETIME}`)
+      .execute(),
   );
   return {
-    run(owner: OwnerId, key: string, body: unknown, perform: (trx: Kysely<DB>) => Promise<StoredResponse>): Promise<StoredResponse> {
+    run(
+      owner: OwnerId,
+      key: string,
+      body: unknown,
+      perform: (trx: Kysely<DB>) => Promise<StoredResponse>,
+    ): Promise<StoredResponse> {
       purgeExpired();
       return idempotently(asOwner, owner, key, body, perform);
     },
@@ -83,30 +95,44 @@ async function idempotently(
   attempt = 1,
 ): Promise<StoredResponse> {
   const hash = requestHash(body);
-  const claimed = await asOwner(owner, (scoped) => scoped
-    .insertInto('idempotency_keys')
-    .values({ owner_id: owner, key, request_hash: hash, state: 'in_flight' })
-    .onConflict((oc) =>
-      oc
-        .columns(['owner_id', 'key'])
-        .doUpdateSet({ request_hash: hash, state: 'in_flight', response_status: null, response_body: null, response_headers: null, created_at: sql`now()` })
-        .where((eb) =>
-          eb.or([
-            eb('idempotency_keys.created_at', '<', sql<Date>`now() - ${KEY_LIFETIME}`),
-            eb.and([eb('idempotency_keys.state', '=', 'in_flight'), eb('idempotency_keys.created_at', '<', sql<Date>`now() - ${ABANDONED_AFTER}`)]),
-          ]),
-        ),
-    )
-    .returning('key')
-    .executeTakeFirst());
+  const claimed = await asOwner(owner, (scoped) =>
+    scoped
+      .insertInto('idempotency_keys')
+      .values({ owner_id: owner, key, request_hash: hash, state: 'in_flight' })
+      .onConflict((oc) =>
+        oc
+          .columns(['owner_id', 'key'])
+          .doUpdateSet({
+            request_hash: hash,
+            state: 'in_flight',
+            response_status: null,
+            response_body: null,
+            response_headers: null,
+            created_at: sql`now()`,
+          })
+          .where((eb) =>
+            eb.or([
+              eb('idempotency_keys.created_at', '<', sql<Date>`now() - ${KEY_LIFETIME}`),
+              eb.and([
+                eb('idempotency_keys.state', '=', 'in_flight'),
+                eb('idempotency_keys.created_at', '<', sql<Date>`now() - ${ABANDONED_AFTER}`),
+              ]),
+            ]),
+          ),
+      )
+      .returning('key')
+      .executeTakeFirst(),
+  );
 
   if (!claimed) {
-    const existing = await asOwner(owner, (scoped) => scoped
-      .selectFrom('idempotency_keys')
-      .select(['request_hash', 'state', 'response_status', 'response_body', 'response_headers'])
-      .where('owner_id', '=', owner)
-      .where('key', '=', key)
-      .executeTakeFirst());
+    const existing = await asOwner(owner, (scoped) =>
+      scoped
+        .selectFrom('idempotency_keys')
+        .select(['request_hash', 'state', 'response_status', 'response_body', 'response_headers'])
+        .where('owner_id', '=', owner)
+        .where('key', '=', key)
+        .executeTakeFirst(),
+    );
     // Released by a failed attempt between our insert and this read: claim it again.
     if (!existing) {
       if (attempt >= 3) throw new IdempotencyKeyInUse();
@@ -138,8 +164,14 @@ async function idempotently(
       return response;
     });
   } catch (error) {
-    await asOwner(owner, (scoped) => scoped.deleteFrom('idempotency_keys').where('owner_id', '=', owner).where('key', '=', key).where('state', '=', 'in_flight').execute())
-      .catch(() => undefined); // the claim expires on its own if the database is gone
+    await asOwner(owner, (scoped) =>
+      scoped
+        .deleteFrom('idempotency_keys')
+        .where('owner_id', '=', owner)
+        .where('key', '=', key)
+        .where('state', '=', 'in_flight')
+        .execute(),
+    ).catch(() => undefined); // the claim expires on its own if the database is gone
     throw error;
   }
 }

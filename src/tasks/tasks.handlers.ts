@@ -9,7 +9,8 @@ import { idempotency } from '../idempotency/idempotency.js';
 import type { Task } from './task.mapper.js';
 import { taskService } from './tasks.service.js';
 
-export type TaskOperation = 'listTasks' | 'listTags' | 'createTask' | 'getTask' | 'updateTask' | 'replaceTask' | 'deleteTask';
+export type TaskOperation =
+  'listTasks' | 'listTags' | 'createTask' | 'getTask' | 'updateTask' | 'replaceTask' | 'deleteTask';
 
 /** HTTP for the tasks feature: statuses, `Location`, `Link`, ETags and preconditions, idempotent creation; the rest is the service's. */
 export function taskHandlers(db: Kysely<DB>, asOwner: OwnerScope): Handlers<TaskOperation> {
@@ -19,13 +20,23 @@ export function taskHandlers(db: Kysely<DB>, asOwner: OwnerScope): Handlers<Task
     asOwner(owner, (scoped) => work(taskService(scoped, owner)));
   const withEtag = (task: Task) => ({ status: 200 as const, body: task, headers: { ETag: etagOf(task.version) } });
 
-  async function create(scoped: Kysely<DB>, owner: OwnerId, body: Parameters<ReturnType<typeof taskService>['create']>[0], tasksUrl: string) {
+  async function create(
+    scoped: Kysely<DB>,
+    owner: OwnerId,
+    body: Parameters<ReturnType<typeof taskService>['create']>[0],
+    tasksUrl: string,
+  ) {
     const task = await taskService(scoped, owner).create(body);
-    return { status: 201 as const, body: task, headers: { Location: `${tasksUrl}/${task.id}`, ETag: etagOf(task.version) } };
+    return {
+      status: 201 as const,
+      body: task,
+      headers: { Location: `${tasksUrl}/${task.id}`, ETag: etagOf(task.version) },
+    };
   }
 
   return {
-    listTasks: async ({ auth, query, raw }) => pageWithLink(raw, await tasksOf(auth.ownerId, (tasks) => tasks.list(query))),
+    listTasks: async ({ auth, query, raw }) =>
+      pageWithLink(raw, await tasksOf(auth.ownerId, (tasks) => tasks.list(query))),
 
     listTags: async ({ auth }) => ({ status: 200, body: await tasksOf(auth.ownerId, (tasks) => tasks.tags()) }),
 
@@ -37,21 +48,28 @@ export function taskHandlers(db: Kysely<DB>, asOwner: OwnerScope): Handlers<Task
       const tasksUrl = `${raw.baseUrl}${raw.path}`;
       const key = raw.get('Idempotency-Key');
       if (key === undefined) return asOwner(auth.ownerId, (scoped) => create(scoped, auth.ownerId, body, tasksUrl));
-      const response = await idempotent.run(auth.ownerId, key, body, (trx) => create(trx, auth.ownerId, body, tasksUrl));
+      const response = await idempotent.run(auth.ownerId, key, body, (trx) =>
+        create(trx, auth.ownerId, body, tasksUrl),
+      );
       return response as Awaited<ReturnType<typeof create>>;
     },
 
     async getTask({ auth, path, raw }) {
       const task = await tasksOf(auth.ownerId, (tasks) => tasks.get(path.taskId));
-      if (noneMatchHits(raw.get('If-None-Match'), task.version)) return { status: 304, headers: { ETag: etagOf(task.version) } };
+      if (noneMatchHits(raw.get('If-None-Match'), task.version))
+        return { status: 304, headers: { ETag: etagOf(task.version) } };
       return withEtag(task);
     },
 
     updateTask: async ({ auth, path, body, raw }) =>
-      withEtag(await tasksOf(auth.ownerId, (tasks) => tasks.update(path.taskId, body, versionsMatching(raw.get('If-Match'))))),
+      withEtag(
+        await tasksOf(auth.ownerId, (tasks) => tasks.update(path.taskId, body, versionsMatching(raw.get('If-Match')))),
+      ),
 
     replaceTask: async ({ auth, path, body, raw }) =>
-      withEtag(await tasksOf(auth.ownerId, (tasks) => tasks.replace(path.taskId, body, versionsMatching(raw.get('If-Match'))))),
+      withEtag(
+        await tasksOf(auth.ownerId, (tasks) => tasks.replace(path.taskId, body, versionsMatching(raw.get('If-Match')))),
+      ),
 
     async deleteTask({ auth, path, raw }) {
       await tasksOf(auth.ownerId, (tasks) => tasks.remove(path.taskId, versionsMatching(raw.get('If-Match'))));

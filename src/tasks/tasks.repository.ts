@@ -5,7 +5,17 @@ import type { Position, Sort, SortField } from '../http/paging.js';
 
 /** The columns the API shows; never `select *`, and never the owner. */
 export const taskColumns = [
-  'id', 'title', 'description', 'completed', 'priority', 'due_at', 'tags', 'created_at', 'updated_at', 'completed_at', 'version',
+  'id',
+  'title',
+  'description',
+  'completed',
+  'priority',
+  'due_at',
+  'tags',
+  'created_at',
+  'updated_at',
+  'completed_at',
+  'version',
 ] as const;
 
 type Priority = 'low' | 'medium' | 'high';
@@ -38,11 +48,17 @@ export interface PageQuery {
  * Each sort's key, exactly as its index (migration 0002) spells it, so PostgreSQL walks the index
  * of the caller's rows in order instead of sorting, and the type its cursor key is cast to.
  */
-const sortKeys: Record<SortField, { expression: (direction: Sort['direction']) => RawBuilder<unknown>; type: RawBuilder<unknown> }> = {
+const sortKeys: Record<
+  SortField,
+  { expression: (direction: Sort['direction']) => RawBuilder<unknown>; type: RawBuilder<unknown> }
+> = {
   created_at: { expression: () => sql`created_at`, type: sql`timestamptz` },
   // Tasks without a due date come last both ways.
   due_at: {
-    expression: (direction) => (direction === 'asc' ? sql`coalesce(due_at, 'infinity'::timestamptz)` : sql`coalesce(due_at, '-infinity'::timestamptz)`),
+    expression: (direction) =>
+      direction === 'asc'
+        ? sql`coalesce(due_at, 'infinity'::timestamptz)`
+        : sql`coalesce(due_at, '-infinity'::timestamptz)`,
     type: sql`timestamptz`,
   },
   priority: { expression: () => sql`priority_rank`, type: sql`smallint` },
@@ -86,7 +102,9 @@ export function tasksOf(db: Kysely<DB>, owner: OwnerId) {
         return qb.where((eb) => eb.or([eb('title', 'ilike', pattern), eb('description', 'ilike', pattern)]));
       })
       .$if(after !== undefined, (qb) =>
-        qb.where(sql<boolean>`(${key}, id) ${comparison} (${after!.key}::${sortKeys[sort.field].type}, ${after!.id}::uuid)`),
+        qb.where(
+          sql<boolean>`(${key}, id) ${comparison} (${after!.key}::${sortKeys[sort.field].type}, ${after!.id}::uuid)`,
+        ),
       )
       .orderBy(key, direction)
       .orderBy('id', direction)
@@ -99,7 +117,10 @@ export function tasksOf(db: Kysely<DB>, owner: OwnerId) {
 
     /** The owner's tags with how many tasks carry each, most used first. */
     tagCounts(limit: number) {
-      const tagged = db.selectFrom('tasks').$call(ownedBy).select(sql<string>`unnest(tags)`.as('tag'));
+      const tagged = db
+        .selectFrom('tasks')
+        .$call(ownedBy)
+        .select(sql<string>`unnest(tags)`.as('tag'));
       return db
         .selectFrom(tagged.as('tagged'))
         .select(['tag', sql<number>`count(*)::int`.as('count')])
@@ -130,7 +151,12 @@ export function tasksOf(db: Kysely<DB>, owner: OwnerId) {
     update(id: string, fields: Partial<TaskFields>, versions: VersionCondition = 'any') {
       return db
         .updateTable('tasks')
-        .set({ ...fields, ...completedAt(fields.completed), updated_at: sql<Date>`now()`, version: sql<number>`version + 1` })
+        .set({
+          ...fields,
+          ...completedAt(fields.completed),
+          updated_at: sql<Date>`now()`,
+          version: sql<number>`version + 1`,
+        })
         .$call(ownedBy)
         .where('id', '=', id)
         .$if(versions !== 'any', (qb) => qb.where('version', 'in', versions as number[]))
@@ -153,7 +179,10 @@ export function tasksOf(db: Kysely<DB>, owner: OwnerId) {
       const row = await db
         .selectFrom('tasks')
         .$call(ownedBy)
-        .select((eb) => [eb.fn.countAll<string | number>().as('total'), sql<string | number>`count(*) filter (where completed)`.as('completed')])
+        .select((eb) => [
+          eb.fn.countAll<string | number>().as('total'),
+          sql<string | number>`count(*) filter (where completed)`.as('completed'),
+        ])
         .executeTakeFirstOrThrow();
       // int8 arrives as a string from pg and as a number from PGlite.
       return { total: Number(row.total), completed: Number(row.completed) };

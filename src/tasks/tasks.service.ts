@@ -37,7 +37,11 @@ export function taskService(db: Kysely<DB>, owner: OwnerId) {
    * Runs a write guarded by an `If-Match` condition. When it touches nothing, tells the two
    * reasons apart afterwards: no such task (404), or a version If-Match does not name (412).
    */
-  async function conditionally<T>(id: string, versions: VersionCondition, write: () => Promise<T | undefined>): Promise<T> {
+  async function conditionally<T>(
+    id: string,
+    versions: VersionCondition,
+    write: () => Promise<T | undefined>,
+  ): Promise<T> {
     // An If-Match naming no version we could have can only fail: do not even try the write.
     const result = versions !== 'any' && versions.length === 0 ? undefined : await write();
     if (result !== undefined) return result;
@@ -85,8 +89,16 @@ export function taskService(db: Kysely<DB>, owner: OwnerId) {
 
     /** The whole new state; what the body leaves out takes its default. */
     replace(id: string, input: Schemas['TaskReplace'], versions: VersionCondition = 'any'): Promise<Task> {
-      const defaults: Required<Omit<TaskFields, 'title'>> = { description: null, completed: false, priority: 'medium', due_at: null, tags: [] };
-      return conditionally(id, versions, () => tasks.update(id, { ...defaults, ...trimmed(input) }, versions)).then(toTask);
+      const defaults: Required<Omit<TaskFields, 'title'>> = {
+        description: null,
+        completed: false,
+        priority: 'medium',
+        due_at: null,
+        tags: [],
+      };
+      return conditionally(id, versions, () => tasks.update(id, { ...defaults, ...trimmed(input) }, versions)).then(
+        toTask,
+      );
     },
 
     async remove(id: string, versions: VersionCondition = 'any'): Promise<void> {

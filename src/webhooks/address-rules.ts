@@ -19,8 +19,12 @@ export interface AddressPolicy {
 type Address = ipaddr.IPv4 | ipaddr.IPv6;
 type Range = [Address, number];
 
-const cidr = (range: string): Range => (range.includes('/') ? ipaddr.parseCIDR(range) : [ipaddr.parse(range), ipaddr.parse(range).kind() === 'ipv4' ? 32 : 128]);
-const inRange = (address: Address, [network, bits]: Range) => address.kind() === network.kind() && address.match([network, bits] as [typeof address, number]);
+const cidr = (range: string): Range =>
+  range.includes('/')
+    ? ipaddr.parseCIDR(range)
+    : [ipaddr.parse(range), ipaddr.parse(range).kind() === 'ipv4' ? 32 : 128];
+const inRange = (address: Address, [network, bits]: Range) =>
+  address.kind() === network.kind() && address.match([network, bits] as [typeof address, number]);
 
 /**
  * Refused even when `allowPrivate` is on (only `allowedAddresses` lets one through): cloud metadata

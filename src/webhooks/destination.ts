@@ -25,15 +25,26 @@ export function checkEndpointUrl(raw: string, config: Pick<WebhooksConfig, 'requ
   if (url.username !== '' || url.password !== '') throw new WebhookUrlRefused('must not carry a user name or password');
   // `localhost.` is `localhost`: a DNS name's trailing dot only makes it fully qualified. The URL
   // parser has already turned every IPv4 spelling (`2130706433`, `0x7f.1`, `127.1`) into a dotted quad.
-  const host = url.hostname.toLowerCase().replace(/^\[(.*)\]$/, '$1').replace(/\.$/, '');
+  const host = url.hostname
+    .toLowerCase()
+    .replace(/^\[(.*)\]$/, '$1')
+    .replace(/\.$/, '');
   // Only an IP literal is judged by its address here; a name is a name, whatever it looks like
   // (`127.0.0.1.nip.io`, `127.evil.com` and `localhost.evil.com` resolve wherever their owner says),
   // except `localhost` and `*.localhost`, which always mean this machine (RFC 6761).
   const address = isLocalName(host) ? '127.0.0.1' : net.isIP(host) !== 0 ? host : undefined;
   const local = address !== undefined && ipaddr.parse(address).range() === 'loopback';
   if (url.protocol === 'http:' && (config.requireHttps || !local)) {
-    throw new WebhookUrlRefused(config.requireHttps ? 'must be an https URL' : 'must be an https URL (http is allowed for localhost only, in development)');
+    throw new WebhookUrlRefused(
+      config.requireHttps
+        ? 'must be an https URL'
+        : 'must be an https URL (http is allowed for localhost only, in development)',
+    );
   }
-  const refused = address === undefined ? undefined : addressRefusal(address, { allowPrivate: false, allowedAddresses: config.allowedAddresses });
-  if (refused !== undefined) throw new WebhookUrlRefused(`points at ${address}, a ${refused} address the server does not call`);
+  const refused =
+    address === undefined
+      ? undefined
+      : addressRefusal(address, { allowPrivate: false, allowedAddresses: config.allowedAddresses });
+  if (refused !== undefined)
+    throw new WebhookUrlRefused(`points at ${address}, a ${refused} address the server does not call`);
 }

@@ -3,7 +3,11 @@ import http from 'node:http';
 import https from 'node:https';
 import net, { type LookupFunction } from 'node:net';
 import { performance } from 'node:perf_hooks';
-import { RequestFilteringHttpAgent, RequestFilteringHttpsAgent, type RequestFilteringAgentOptions } from 'request-filtering-agent';
+import {
+  RequestFilteringHttpAgent,
+  RequestFilteringHttpsAgent,
+  type RequestFilteringAgentOptions,
+} from 'request-filtering-agent';
 import { addressRules, type AddressPolicy } from './address-rules.js';
 
 /** `allowPrivate` and `allowedAddresses` (the {@link AddressPolicy}) are the SSRF rules' options, decided in address-rules.ts. */
@@ -52,10 +56,16 @@ export class DestinationRefused extends Error {
    * name resolved to: that would let a user map the server's internal DNS (registering
    * `db.internal`, reading back its address). The address is in `detail`, for the server's log.
    */
-  constructor(readonly address: string, readonly reason: string, hostname?: string) {
-    super(hostname === undefined || hostname === address
-      ? `destination refused: ${address} is a private/reserved address (${reason})`
-      : `destination refused: ${hostname} resolves to a private or reserved address`);
+  constructor(
+    readonly address: string,
+    readonly reason: string,
+    hostname?: string,
+  ) {
+    super(
+      hostname === undefined || hostname === address
+        ? `destination refused: ${address} is a private/reserved address (${reason})`
+        : `destination refused: ${hostname} resolves to a private or reserved address`,
+    );
   }
 }
 
@@ -65,7 +75,14 @@ export class DestinationRefused extends Error {
  * stack on every connection), so it gets only exact addresses: the metadata services, in the forms
  * a resolver returns them. The ranges are refused by our check, which runs first.
  */
-const METADATA_ADDRESSES = ['169.254.169.254', '169.254.170.2', '100.100.100.200', 'fd00:ec2::254', '::ffff:169.254.169.254', '::ffff:a9fe:a9fe'];
+const METADATA_ADDRESSES = [
+  '169.254.169.254',
+  '169.254.170.2',
+  '100.100.100.200',
+  'fd00:ec2::254',
+  '::ffff:169.254.169.254',
+  '::ffff:a9fe:a9fe',
+];
 
 /** Wraps a resolver so that an answer with any refused address fails the lookup, before any socket connects. */
 function guardedLookup(resolve: LookupFunction, refusal: (address: string) => string | undefined): LookupFunction {
@@ -86,10 +103,22 @@ const LIBRARY_REFUSAL = /^DNS lookup (\S+?)\(.*?host:([^)]*)\).*is not allowed/;
 
 /** A short, stable description of a network error; refusals are told apart so they are not retried. */
 function failure(error: NodeJS.ErrnoException & { errors?: NodeJS.ErrnoException[] }): Omit<SendResult, 'durationMs'> {
-  if (error instanceof DestinationRefused) return { ok: false, refused: true, error: error.message, detail: `refused address ${error.address} (${error.reason})` };
+  if (error instanceof DestinationRefused)
+    return {
+      ok: false,
+      refused: true,
+      error: error.message,
+      detail: `refused address ${error.address} (${error.reason})`,
+    };
   if (error.code === 'WEBHOOK_DESTINATION_REFUSED') return { ok: false, refused: true, error: error.message };
   const library = LIBRARY_REFUSAL.exec(error.message);
-  if (library) return { ok: false, refused: true, error: new DestinationRefused(library[1]!, 'refused by request-filtering-agent', library[2]).message, detail: `refused address ${library[1]}` };
+  if (library)
+    return {
+      ok: false,
+      refused: true,
+      error: new DestinationRefused(library[1]!, 'refused by request-filtering-agent', library[2]).message,
+      detail: `refused address ${library[1]}`,
+    };
   const code = error.code ?? error.errors?.[0]?.code;
   const known: Record<string, string> = {
     ECONNREFUSED: 'connection refused',
@@ -157,11 +186,17 @@ export function webhookSender(options: SenderOptions): WebhookSender {
     denyIPAddressList: METADATA_ADDRESSES.filter((address) => refusal(address) !== undefined),
   };
   const agentOptions = { keepAlive: true, lookup, ...filter };
-  const agents = { 'http:': new RequestFilteringHttpAgent(agentOptions), 'https:': new RequestFilteringHttpsAgent(agentOptions) };
+  const agents = {
+    'http:': new RequestFilteringHttpAgent(agentOptions),
+    'https:': new RequestFilteringHttpsAgent(agentOptions),
+  };
 
   async function send(url: string, body: string, headers: Record<string, string>): Promise<SendResult> {
     const started = performance.now();
-    const result = (r: Omit<SendResult, 'durationMs'>): SendResult => ({ ...r, durationMs: performance.now() - started });
+    const result = (r: Omit<SendResult, 'durationMs'>): SendResult => ({
+      ...r,
+      durationMs: performance.now() - started,
+    });
 
     let target: URL;
     try {
@@ -170,7 +205,8 @@ export function webhookSender(options: SenderOptions): WebhookSender {
       return result({ ok: false, refused: true, error: 'not an absolute URL' });
     }
     const protocol = target.protocol;
-    if (protocol !== 'http:' && protocol !== 'https:') return result({ ok: false, refused: true, error: `unsupported URL scheme ${protocol}` });
+    if (protocol !== 'http:' && protocol !== 'https:')
+      return result({ ok: false, refused: true, error: `unsupported URL scheme ${protocol}` });
     const hostname = target.hostname.replace(/^\[(.*)\]$/, '$1');
     if (net.isIP(hostname) !== 0) {
       // No lookup happens for an IP literal: it is judged here (the agent checks it again).
@@ -194,10 +230,19 @@ export function webhookSender(options: SenderOptions): WebhookSender {
         path: `${target.pathname}${target.search}`,
         method: 'POST',
         agent: agents[protocol],
-        headers: { ...headers, 'content-type': 'application/json', 'user-agent': userAgent, 'content-length': String(Buffer.byteLength(body)) },
+        headers: {
+          ...headers,
+          'content-type': 'application/json',
+          'user-agent': userAgent,
+          'content-length': String(Buffer.byteLength(body)),
+        },
       });
       const timer = setTimeout(() => {
-        finish({ ok: false, error: 'timeout', ...(response?.statusCode === undefined ? {} : { statusCode: response.statusCode }) });
+        finish({
+          ok: false,
+          error: 'timeout',
+          ...(response?.statusCode === undefined ? {} : { statusCode: response.statusCode }),
+        });
         request.destroy();
       }, options.timeoutMs);
       request.on('error', (error) => finish(failure(error)));

@@ -35,7 +35,12 @@ export class NoSigningSecret extends Error {
  * Each signature is made by the `standardwebhooks` reference library itself, so what is sent is by
  * construction what its `verify` (and every port of it) accepts.
  */
-export function signatureHeaders(input: { id: string; timestamp: Date; body: string; secrets: string[] }): SignatureHeaders {
+export function signatureHeaders(input: {
+  id: string;
+  timestamp: Date;
+  body: string;
+  secrets: string[];
+}): SignatureHeaders {
   if (input.secrets.length === 0) throw new NoSigningSecret();
   const signatures = input.secrets.map((secret) => new Webhook(secret).sign(input.id, input.timestamp, input.body));
   return {

@@ -5,9 +5,30 @@ import type { DB } from '../db/schema.js';
 import type { Position } from '../http/paging.js';
 
 /** The columns the API shows of an endpoint; never the secrets or the owner. */
-export const endpointColumns = ['id', 'url', 'description', 'events', 'enabled', 'disabled_reason', 'created_at', 'updated_at'] as const;
+export const endpointColumns = [
+  'id',
+  'url',
+  'description',
+  'events',
+  'enabled',
+  'disabled_reason',
+  'created_at',
+  'updated_at',
+] as const;
 /** The columns the API shows of a delivery; the payload stays in the database. */
-export const deliveryColumns = ['id', 'endpoint_id', 'event_id', 'event_type', 'status', 'attempts_made', 'next_attempt_at', 'postponed_reason', 'attempts', 'created_at', 'updated_at'] as const;
+export const deliveryColumns = [
+  'id',
+  'endpoint_id',
+  'event_id',
+  'event_type',
+  'status',
+  'attempts_made',
+  'next_attempt_at',
+  'postponed_reason',
+  'attempts',
+  'created_at',
+  'updated_at',
+] as const;
 
 export interface EndpointFields {
   url: string;
@@ -29,18 +50,35 @@ export function webhooksOf(db: Kysely<DB>, owner: OwnerId) {
     page: (limit: number, after?: Position) =>
       endpoints()
         .select(endpointColumns)
-        .$if(after !== undefined, (qb) => qb.where(sql<boolean>`(created_at, id) > (${after!.key}::timestamptz, ${after!.id}::uuid)`))
+        .$if(after !== undefined, (qb) =>
+          qb.where(sql<boolean>`(created_at, id) > (${after!.key}::timestamptz, ${after!.id}::uuid)`),
+        )
         .orderBy('created_at')
         .orderBy('id')
         .limit(limit)
         .execute(),
 
-    count: async () => Number((await endpoints().select((eb) => eb.fn.countAll<string | number>().as('n')).executeTakeFirstOrThrow()).n),
+    count: async () =>
+      Number(
+        (
+          await endpoints()
+            .select((eb) => eb.fn.countAll<string | number>().as('n'))
+            .executeTakeFirstOrThrow()
+        ).n,
+      ),
 
-    find: (id: string) => endpoints().select([...endpointColumns, 'secret']).where('id', '=', id).executeTakeFirst(),
+    find: (id: string) =>
+      endpoints()
+        .select([...endpointColumns, 'secret'])
+        .where('id', '=', id)
+        .executeTakeFirst(),
 
     insert: (fields: EndpointFields & { secret: string }) =>
-      db.insertInto('webhook_endpoints').values({ ...fields, owner_id: owner }).returning([...endpointColumns, 'secret']).executeTakeFirstOrThrow(),
+      db
+        .insertInto('webhook_endpoints')
+        .values({ ...fields, owner_id: owner })
+        .returning([...endpointColumns, 'secret'])
+        .executeTakeFirstOrThrow(),
 
     /**
      * Enabling clears the reason it was disabled and its failure streak; enabling it or changing
@@ -52,7 +90,9 @@ export function webhooksOf(db: Kysely<DB>, owner: OwnerId) {
         .set({
           ...fields,
           ...(fields.enabled === true ? { disabled_reason: null, failing_since: null } : {}),
-          ...(fields.enabled === true || fields.url !== undefined ? { consecutive_timeouts: 0, circuit_trips: 0, circuit_open_until: null } : {}),
+          ...(fields.enabled === true || fields.url !== undefined
+            ? { consecutive_timeouts: 0, circuit_trips: 0, circuit_open_until: null }
+            : {}),
           updated_at: sql`now()`,
         })
         .where('owner_id', '=', owner)
@@ -73,7 +113,11 @@ export function webhooksOf(db: Kysely<DB>, owner: OwnerId) {
         .execute(),
 
     async remove(id: string): Promise<boolean> {
-      const result = await db.deleteFrom('webhook_endpoints').where('owner_id', '=', owner).where('id', '=', id).executeTakeFirst();
+      const result = await db
+        .deleteFrom('webhook_endpoints')
+        .where('owner_id', '=', owner)
+        .where('id', '=', id)
+        .executeTakeFirst();
       return result.numDeletedRows > 0n;
     },
 
@@ -93,14 +137,21 @@ export function webhooksOf(db: Kysely<DB>, owner: OwnerId) {
         .executeTakeFirst(),
 
     /** Newest first, after `after`, optionally only in one state. */
-    deliveries: (endpointId: string, limit: number, status: 'pending' | 'succeeded' | 'failed' | undefined, after?: Position) =>
+    deliveries: (
+      endpointId: string,
+      limit: number,
+      status: 'pending' | 'succeeded' | 'failed' | undefined,
+      after?: Position,
+    ) =>
       db
         .selectFrom('webhook_deliveries')
         .select(deliveryColumns)
         .where('owner_id', '=', owner)
         .where('endpoint_id', '=', endpointId)
         .$if(status !== undefined, (qb) => qb.where('status', '=', status!))
-        .$if(after !== undefined, (qb) => qb.where(sql<boolean>`(created_at, id) < (${after!.key}::timestamptz, ${after!.id}::uuid)`))
+        .$if(after !== undefined, (qb) =>
+          qb.where(sql<boolean>`(created_at, id) < (${after!.key}::timestamptz, ${after!.id}::uuid)`),
+        )
         .orderBy('created_at', 'desc')
         .orderBy('id', 'desc')
         .limit(limit)
@@ -109,10 +160,22 @@ export function webhooksOf(db: Kysely<DB>, owner: OwnerId) {
     /** A `webhook.test` event for this endpoint alone, into the outbox. */
     insertTest(endpointId: string) {
       const eventId = randomUUID();
-      const payload = { id: eventId, type: 'webhook.test', timestamp: new Date().toISOString(), data: { webhook_id: endpointId } };
+      const payload = {
+        id: eventId,
+        type: 'webhook.test',
+        timestamp: new Date().toISOString(),
+        data: { webhook_id: endpointId },
+      };
       return db
         .insertInto('webhook_deliveries')
-        .values({ owner_id: owner, endpoint_id: endpointId, event_id: eventId, event_type: 'webhook.test', payload: JSON.stringify(payload), next_attempt_at: sql`now()` })
+        .values({
+          owner_id: owner,
+          endpoint_id: endpointId,
+          event_id: eventId,
+          event_type: 'webhook.test',
+          payload: JSON.stringify(payload),
+          next_attempt_at: sql`now()`,
+        })
         .returning(deliveryColumns)
         .executeTakeFirstOrThrow();
     },
@@ -127,11 +190,23 @@ export function webhooksOf(db: Kysely<DB>, owner: OwnerId) {
     redeliver: async (endpointId: string, deliveryId: string) =>
       (await db
         .updateTable('webhook_deliveries')
-        .set({ status: 'pending', queued: false, next_attempt_at: sql`now()`, postponed_reason: null, retry_base: sql`attempts_made`, updated_at: sql`now()` })
+        .set({
+          status: 'pending',
+          queued: false,
+          next_attempt_at: sql`now()`,
+          postponed_reason: null,
+          retry_base: sql`attempts_made`,
+          updated_at: sql`now()`,
+        })
         .where('owner_id', '=', owner)
         .where('endpoint_id', '=', endpointId)
         .where('id', '=', deliveryId)
-        .where((eb) => eb.or([eb('status', '<>', 'pending'), eb.and([eb('attempts_made', '>', 0), eb('next_attempt_at', '>', sql<Date>`now()`)])]))
+        .where((eb) =>
+          eb.or([
+            eb('status', '<>', 'pending'),
+            eb.and([eb('attempts_made', '>', 0), eb('next_attempt_at', '>', sql<Date>`now()`)]),
+          ]),
+        )
         .returning(deliveryColumns)
         .executeTakeFirst()) ??
       (await db

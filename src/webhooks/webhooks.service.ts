@@ -53,11 +53,19 @@ export function toDelivery(row: DeliveryRow): Schemas['WebhookDelivery'] {
  * The webhooks API for one owner at a time: endpoints (the secret shown only on creation and
  * rotation), test events, the delivery log and redelivery. Everything runs in the owner scope.
  */
-export function webhookService(deps: { asOwner: OwnerScope; config: Pick<WebhooksConfig, 'requireHttps' | 'allowedAddresses' | 'secretGraceSeconds'> }) {
+export function webhookService(deps: {
+  asOwner: OwnerScope;
+  config: Pick<WebhooksConfig, 'requireHttps' | 'allowedAddresses' | 'secretGraceSeconds'>;
+}) {
   const { asOwner, config } = deps;
-  const of = <T>(owner: OwnerId, work: (webhooks: ReturnType<typeof webhooksOf>) => Promise<T>) => asOwner(owner, (scoped) => work(webhooksOf(scoped, owner)));
-  const withSecret = (row: EndpointRow & { secret: string }): Schemas['WebhookWithSecret'] => ({ ...toWebhook(row), secret: row.secret });
-  const after = (cursor: string | undefined, fingerprint: string): Position | undefined => (cursor === undefined ? undefined : decodeCursor(cursor, fingerprint, SORT));
+  const of = <T>(owner: OwnerId, work: (webhooks: ReturnType<typeof webhooksOf>) => Promise<T>) =>
+    asOwner(owner, (scoped) => work(webhooksOf(scoped, owner)));
+  const withSecret = (row: EndpointRow & { secret: string }): Schemas['WebhookWithSecret'] => ({
+    ...toWebhook(row),
+    secret: row.secret,
+  });
+  const after = (cursor: string | undefined, fingerprint: string): Position | undefined =>
+    cursor === undefined ? undefined : decodeCursor(cursor, fingerprint, SORT);
 
   /** The endpoint, or 404; and 409 when `enabled` is required and it is not. */
   async function endpoint(webhooks: ReturnType<typeof webhooksOf>, id: string, mustBeEnabled = false) {
@@ -77,7 +85,12 @@ export function webhookService(deps: { asOwner: OwnerScope; config: Pick<Webhook
 
     async create(owner: OwnerId, body: Schemas['WebhookCreate']): Promise<Schemas['WebhookWithSecret']> {
       checkEndpointUrl(body.url, config);
-      const fields: EndpointFields = { url: body.url, events: [...new Set(body.events)], description: body.description ?? null, enabled: body.enabled ?? true };
+      const fields: EndpointFields = {
+        url: body.url,
+        events: [...new Set(body.events)],
+        description: body.description ?? null,
+        enabled: body.enabled ?? true,
+      };
       return of(owner, async (webhooks) => {
         if ((await webhooks.count()) >= MAX_WEBHOOKS) throw new WebhookLimitReached(MAX_WEBHOOKS);
         return withSecret(await webhooks.insert({ ...fields, secret: generateSecret() }));
@@ -88,7 +101,10 @@ export function webhookService(deps: { asOwner: OwnerScope; config: Pick<Webhook
 
     async update(owner: OwnerId, id: string, patch: Schemas['WebhookPatch']): Promise<Schemas['Webhook']> {
       if (patch.url !== undefined) checkEndpointUrl(patch.url, config);
-      const fields: Partial<EndpointFields> = { ...patch, ...(patch.events === undefined ? {} : { events: [...new Set(patch.events)] }) };
+      const fields: Partial<EndpointFields> = {
+        ...patch,
+        ...(patch.events === undefined ? {} : { events: [...new Set(patch.events)] }),
+      };
       return asOwner.transaction(owner, async (scoped) => {
         const webhooks = webhooksOf(scoped, owner);
         if (Object.keys(fields).length === 0) return toWebhook(await endpoint(webhooks, id));
@@ -110,13 +126,19 @@ export function webhookService(deps: { asOwner: OwnerScope; config: Pick<Webhook
     },
 
     test: async (owner: OwnerId, id: string): Promise<Schemas['WebhookDelivery']> =>
-      toDelivery(await asOwner.transaction(owner, async (scoped) => {
-        const webhooks = webhooksOf(scoped, owner);
-        await endpoint(webhooks, id, true);
-        return webhooks.insertTest(id);
-      })),
+      toDelivery(
+        await asOwner.transaction(owner, async (scoped) => {
+          const webhooks = webhooksOf(scoped, owner);
+          await endpoint(webhooks, id, true);
+          return webhooks.insertTest(id);
+        }),
+      ),
 
-    async deliveries(owner: OwnerId, id: string, query: { limit?: number; cursor?: string; status?: 'pending' | 'succeeded' | 'failed' }): Promise<Schemas['WebhookDeliveryPage']> {
+    async deliveries(
+      owner: OwnerId,
+      id: string,
+      query: { limit?: number; cursor?: string; status?: 'pending' | 'succeeded' | 'failed' },
+    ): Promise<Schemas['WebhookDeliveryPage']> {
       const limit = query.limit ?? 20;
       const fingerprint = queryFingerprint({ deliveries: id, status: query.status ?? null });
       const position = after(query.cursor, fingerprint);
@@ -128,13 +150,15 @@ export function webhookService(deps: { asOwner: OwnerScope; config: Pick<Webhook
     },
 
     redeliver: async (owner: OwnerId, id: string, deliveryId: string): Promise<Schemas['WebhookDelivery']> =>
-      toDelivery(await asOwner.transaction(owner, async (scoped) => {
-        const webhooks = webhooksOf(scoped, owner);
-        await endpoint(webhooks, id, true);
-        const row = await webhooks.redeliver(id, deliveryId);
-        if (row === undefined) throw new DeliveryNotFound(deliveryId);
-        return row;
-      })),
+      toDelivery(
+        await asOwner.transaction(owner, async (scoped) => {
+          const webhooks = webhooksOf(scoped, owner);
+          await endpoint(webhooks, id, true);
+          const row = await webhooks.redeliver(id, deliveryId);
+          if (row === undefined) throw new DeliveryNotFound(deliveryId);
+          return row;
+        }),
+      ),
   };
 }
 

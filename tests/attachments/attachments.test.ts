@@ -38,7 +38,14 @@ async function newTask(user: User): Promise<string> {
 const attachmentsUrl = (taskId: string) => `${server.url}/api/v1/tasks/${taskId}/attachments`;
 
 /** A multipart upload as a browser's FormData sends it. */
-function uploadForm(user: User, taskId: string, bytes: Buffer, filename: string, type: string, extra: Record<string, string> = {}) {
+function uploadForm(
+  user: User,
+  taskId: string,
+  bytes: Buffer,
+  filename: string,
+  type: string,
+  extra: Record<string, string> = {},
+) {
   const form = new FormData();
   for (const [name, value] of Object.entries(extra)) form.append(name, value);
   form.append('file', new Blob([bytes], { type }), filename);
@@ -74,7 +81,11 @@ const part = (name: string, value: string | Buffer, file?: { filename: string; t
 
 /** A file part with no Content-Type header of its own (FormData always writes one). */
 const untypedPart = (value: Buffer, filename: string) =>
-  Buffer.concat([Buffer.from(`--XyZ\r\nContent-Disposition: form-data; name="file"; filename="${filename}"\r\n\r\n`), value, Buffer.from('\r\n')]);
+  Buffer.concat([
+    Buffer.from(`--XyZ\r\nContent-Disposition: form-data; name="file"; filename="${filename}"\r\n\r\n`),
+    value,
+    Buffer.from('\r\n'),
+  ]);
 
 // PGlite runs one transaction at a time, which hides races: the concurrency tests need the real server.
 const onPostgres = process.env.TEST_DATABASE_URL ? it : it.skip;
@@ -157,7 +168,12 @@ async function startServerWithItsStore(storage: (typeof STORAGES)[number]): Prom
   };
   const started = await startServer({ attachments: LIMITS, blobStore: store });
   inner = postgresBlobStore(ownerScope(started.database));
-  return { server: started, store, stored: (owner) => storedFor(started.database, owner), close: () => started.close() };
+  return {
+    server: started,
+    store,
+    stored: (owner) => storedFor(started.database, owner),
+    close: () => started.close(),
+  };
 }
 
 async function problemOf(response: Response, status: number, type: string) {
@@ -185,7 +201,13 @@ describe.each(STORAGES)('attachments stored in %s', (storage) => {
       const response = await uploadForm(user, task, bytes, 'passport photo.png', 'image/png');
       expect(response.status).toBe(201);
       const attachment = (await response.json()) as Record<string, unknown> & { id: string };
-      expect(attachment).toMatchObject({ task_id: task, filename: 'passport photo.png', content_type: 'image/png', size: bytes.length, sha256: sha256(bytes) });
+      expect(attachment).toMatchObject({
+        task_id: task,
+        filename: 'passport photo.png',
+        content_type: 'image/png',
+        size: bytes.length,
+        sha256: sha256(bytes),
+      });
       expect(response.headers.get('location')).toBe(`/api/v1/attachments/${attachment.id}`);
 
       const meta = await fetch(`${server.url}${response.headers.get('location')}`, { headers: user.auth });
@@ -193,7 +215,20 @@ describe.each(STORAGES)('attachments stored in %s', (storage) => {
       const download = await fetch(`${server.url}/api/v1/attachments/${attachment.id}/content`, { headers: user.auth });
       expect(download.status).toBe(200);
       expect(Buffer.from(await download.arrayBuffer()).equals(bytes)).toBe(true);
-      expect(Object.fromEntries(['content-type', 'content-length', 'etag', 'accept-ranges', 'x-content-type-options', 'content-security-policy', 'cache-control', 'content-disposition'].map((h) => [h, download.headers.get(h)]))).toEqual({
+      expect(
+        Object.fromEntries(
+          [
+            'content-type',
+            'content-length',
+            'etag',
+            'accept-ranges',
+            'x-content-type-options',
+            'content-security-policy',
+            'cache-control',
+            'content-disposition',
+          ].map((h) => [h, download.headers.get(h)]),
+        ),
+      ).toEqual({
         'content-type': 'image/png',
         'content-length': String(bytes.length),
         etag: `"${sha256(bytes)}"`,
@@ -203,19 +238,32 @@ describe.each(STORAGES)('attachments stored in %s', (storage) => {
         'cache-control': 'private, no-cache',
         'content-disposition': 'attachment; filename="passport photo.png"',
       });
-      expect(await stored(user.sub)).toEqual({ attachments: 1, blobs: 1, chunks: storage === 'postgres' ? 2 : 1, usedBytes: bytes.length });
+      expect(await stored(user.sub)).toEqual({
+        attachments: 1,
+        blobs: 1,
+        chunks: storage === 'postgres' ? 2 : 1,
+        usedBytes: bytes.length,
+      });
     });
 
     it('takes the raw bytes as the body, named by Content-Disposition (filename* in UTF-8 preferred)', async () => {
       const user = await newOwner();
       const task = await newTask(user);
       const bytes = pdf(20 * KiB);
-      const response = await uploadRaw(user, task, bytes, 'application/pdf', `attachment; filename="resume.pdf"; filename*=UTF-8''r%C3%A9sum%C3%A9%20%E2%9C%93.pdf`);
+      const response = await uploadRaw(
+        user,
+        task,
+        bytes,
+        'application/pdf',
+        `attachment; filename="resume.pdf"; filename*=UTF-8''r%C3%A9sum%C3%A9%20%E2%9C%93.pdf`,
+      );
       expect(response.status).toBe(201);
       const attachment = (await response.json()) as { id: string; filename: string; content_type: string };
       expect(attachment).toMatchObject({ filename: 'résumé ✓.pdf', content_type: 'application/pdf' });
       const download = await fetch(`${server.url}/api/v1/attachments/${attachment.id}/content`, { headers: user.auth });
-      expect(download.headers.get('content-disposition')).toBe(`attachment; filename="r?sum? ?.pdf"; filename*=UTF-8''r%C3%A9sum%C3%A9%20%E2%9C%93.pdf`);
+      expect(download.headers.get('content-disposition')).toBe(
+        `attachment; filename="r?sum? ?.pdf"; filename*=UTF-8''r%C3%A9sum%C3%A9%20%E2%9C%93.pdf`,
+      );
       expect(Buffer.from(await download.arrayBuffer()).equals(bytes)).toBe(true);
     });
 
@@ -249,7 +297,11 @@ describe.each(STORAGES)('attachments stored in %s', (storage) => {
     it('refuses a request media type that is no upload with 415 before reading it', async () => {
       const user = await newOwner();
       const task = await newTask(user);
-      const response = await fetch(attachmentsUrl(task), { method: 'POST', headers: { ...user.auth, 'Content-Type': 'application/json' }, body: '{"file":"x"}' });
+      const response = await fetch(attachmentsUrl(task), {
+        method: 'POST',
+        headers: { ...user.auth, 'Content-Type': 'application/json' },
+        body: '{"file":"x"}',
+      });
       await problemOf(response, 415, 'unsupported-media-type');
     });
 
@@ -265,12 +317,16 @@ describe.each(STORAGES)('attachments stored in %s', (storage) => {
 
       // Chunked, no length: the answer comes while the client is still sending (the body never ends).
       const answer = await new Promise<{ status: number; body: string; connection?: string }>((resolve, reject) => {
-        const req = httpRequest(attachmentsUrl(task), { method: 'POST', headers: { ...user.auth, 'Content-Type': 'image/png', 'Transfer-Encoding': 'chunked' } }, (res) => {
-          let body = '';
-          res.on('data', (piece) => (body += piece));
-          res.on('end', () => resolve({ status: res.statusCode!, body, connection: res.headers.connection }));
-          res.on('error', reject);
-        });
+        const req = httpRequest(
+          attachmentsUrl(task),
+          { method: 'POST', headers: { ...user.auth, 'Content-Type': 'image/png', 'Transfer-Encoding': 'chunked' } },
+          (res) => {
+            let body = '';
+            res.on('data', (piece) => (body += piece));
+            res.on('end', () => resolve({ status: res.statusCode!, body, connection: res.headers.connection }));
+            res.on('error', reject);
+          },
+        );
         req.on('error', () => undefined);
         req.write(big);
         req.write(randomTail());
@@ -280,11 +336,18 @@ describe.each(STORAGES)('attachments stored in %s', (storage) => {
 
       // A declared length far over the limit: answered at once, before the body is read.
       const huge = await new Promise<{ status: number; connection?: string }>((resolve, reject) => {
-        const req = httpRequest(attachmentsUrl(task), { method: 'POST', headers: { ...user.auth, 'Content-Type': 'image/png', 'Content-Length': String(1024 ** 3) } }, (res) => {
-          res.resume();
-          res.on('end', () => resolve({ status: res.statusCode!, connection: res.headers.connection }));
-          res.on('error', reject);
-        });
+        const req = httpRequest(
+          attachmentsUrl(task),
+          {
+            method: 'POST',
+            headers: { ...user.auth, 'Content-Type': 'image/png', 'Content-Length': String(1024 ** 3) },
+          },
+          (res) => {
+            res.resume();
+            res.on('end', () => resolve({ status: res.statusCode!, connection: res.headers.connection }));
+            res.on('error', reject);
+          },
+        );
         req.on('error', () => undefined);
         req.write(big.subarray(0, 1024));
       });
@@ -303,14 +366,22 @@ describe.each(STORAGES)('attachments stored in %s', (storage) => {
       expect([second.status, b]).toEqual([201, expect.objectContaining({ sha256: sha256(first) })]);
       expect(await stored(user.sub)).toMatchObject({ attachments: 2, blobs: 1, usedBytes: first.length });
       await uploadForm(user, task, png(500 * KiB), 'b.png', 'image/png');
-      const over = await problemOf(await uploadForm(user, task, png(400 * KiB), 'c.png', 'image/png'), 413, 'quota-exceeded');
+      const over = await problemOf(
+        await uploadForm(user, task, png(400 * KiB), 'c.png', 'image/png'),
+        413,
+        'quota-exceeded',
+      );
       expect(over.detail).toContain(`${LIMITS.quotaBytes - 2 * first.length} of ${LIMITS.quotaBytes} bytes are left`);
 
       // Deleting one copy keeps the bytes for the other; deleting both frees them.
-      expect((await fetch(`${server.url}/api/v1/attachments/${a.id}`, { method: 'DELETE', headers: user.auth })).status).toBe(204);
+      expect(
+        (await fetch(`${server.url}/api/v1/attachments/${a.id}`, { method: 'DELETE', headers: user.auth })).status,
+      ).toBe(204);
       const kept = await fetch(`${server.url}/api/v1/attachments/${b.id}/content`, { headers: user.auth });
       expect(Buffer.from(await kept.arrayBuffer()).equals(first)).toBe(true);
-      expect((await fetch(`${server.url}/api/v1/attachments/${b.id}`, { method: 'DELETE', headers: user.auth })).status).toBe(204);
+      expect(
+        (await fetch(`${server.url}/api/v1/attachments/${b.id}`, { method: 'DELETE', headers: user.auth })).status,
+      ).toBe(204);
       expect(await stored(user.sub)).toMatchObject({ attachments: 1, blobs: 1, usedBytes: 500 * KiB });
       expect((await fetch(`${server.url}/api/v1/attachments/${b.id}`, { headers: user.auth })).status).toBe(404);
     });
@@ -321,10 +392,18 @@ describe.each(STORAGES)('attachments stored in %s', (storage) => {
       const agent = new Agent({ maxSockets: 1, keepAlive: true });
       const post = (path: string, body: Buffer) =>
         new Promise<{ status: number; socket: unknown }>((resolve, reject) => {
-          const req = httpRequest(`${server.url}${path}`, { method: 'POST', agent, headers: { ...user.auth, 'Content-Type': 'image/png', 'Content-Length': body.length } }, (res) => {
-            res.resume();
-            res.on('end', () => resolve({ status: res.statusCode!, socket: req.socket }));
-          });
+          const req = httpRequest(
+            `${server.url}${path}`,
+            {
+              method: 'POST',
+              agent,
+              headers: { ...user.auth, 'Content-Type': 'image/png', 'Content-Length': body.length },
+            },
+            (res) => {
+              res.resume();
+              res.on('end', () => resolve({ status: res.statusCode!, socket: req.socket }));
+            },
+          );
           req.on('error', reject);
           req.end(body);
         });
@@ -339,51 +418,67 @@ describe.each(STORAGES)('attachments stored in %s', (storage) => {
     it('refuses a file beyond the per-task count with 422', async () => {
       const user = await newOwner();
       const task = await newTask(user);
-      for (let i = 0; i < LIMITS.maxPerTask; i += 1) expect((await uploadRaw(user, task, Buffer.from(`note ${i}`), 'text/plain')).status).toBe(201);
-      await problemOf(await uploadRaw(user, task, Buffer.from('one more'), 'text/plain'), 422, 'attachment-limit-reached');
+      for (let i = 0; i < LIMITS.maxPerTask; i += 1)
+        expect((await uploadRaw(user, task, Buffer.from(`note ${i}`), 'text/plain')).status).toBe(201);
+      await problemOf(
+        await uploadRaw(user, task, Buffer.from('one more'), 'text/plain'),
+        422,
+        'attachment-limit-reached',
+      );
     });
 
-    onPostgres('never lets concurrent uploads pass the per-task limit: the task is locked before its attachments are counted', async () => {
-      const user = await newOwner();
-      const task = await newTask(user);
-      expect((await uploadRaw(user, task, Buffer.from('already here'), 'text/plain')).status).toBe(201);
-      // Four uploads, each with its bytes stored, all come to wait for the task's row at once: room for two.
-      const held = await holdLocks('select id from tasks where id = $1 for update', [task]);
-      let responses: Response[];
-      try {
-        const uploads = [1, 2, 3, 4].map((i) => uploadRaw(user, task, Buffer.from(`racer ${i}`), 'text/plain'));
-        await held.waiters(4);
-        await held.release();
-        responses = await Promise.all(uploads);
-      } finally {
-        await held.release().catch(() => undefined);
-      }
-      expect(responses.map((r) => r.status).sort()).toEqual([201, 201, 422, 422]);
-      for (const refused of responses.filter((r) => r.status === 422)) await problemOf(refused, 422, 'attachment-limit-reached');
-      expect(await stored(user.sub)).toMatchObject({ attachments: LIMITS.maxPerTask });
-    });
+    onPostgres(
+      'never lets concurrent uploads pass the per-task limit: the task is locked before its attachments are counted',
+      async () => {
+        const user = await newOwner();
+        const task = await newTask(user);
+        expect((await uploadRaw(user, task, Buffer.from('already here'), 'text/plain')).status).toBe(201);
+        // Four uploads, each with its bytes stored, all come to wait for the task's row at once: room for two.
+        const held = await holdLocks('select id from tasks where id = $1 for update', [task]);
+        let responses: Response[];
+        try {
+          const uploads = [1, 2, 3, 4].map((i) => uploadRaw(user, task, Buffer.from(`racer ${i}`), 'text/plain'));
+          await held.waiters(4);
+          await held.release();
+          responses = await Promise.all(uploads);
+        } finally {
+          await held.release().catch(() => undefined);
+        }
+        expect(responses.map((r) => r.status).sort()).toEqual([201, 201, 422, 422]);
+        for (const refused of responses.filter((r) => r.status === 422))
+          await problemOf(refused, 422, 'attachment-limit-reached');
+        expect(await stored(user.sub)).toMatchObject({ attachments: LIMITS.maxPerTask });
+      },
+    );
 
-    onPostgres('takes every one of concurrent uploads of the same new file near the quota: the first stores it, the others cost nothing', async () => {
-      const user = await newOwner();
-      const tasks = await Promise.all([1, 2, 3, 4].map(() => newTask(user)));
-      const earlier = png(500 * KiB);
-      expect((await uploadRaw(user, tasks[0]!, earlier, 'image/png')).status).toBe(201);
-      // 780 KiB left: room for the new file once, not twice. Its four uploads (to four tasks, so
-      // no task lock orders them) all come to wait for the owner's usage row at once.
-      const file = png(500 * KiB);
-      const held = await holdLocks('update attachment_usage set bytes = bytes where owner_id = $1', [user.sub]);
-      let responses: Response[];
-      try {
-        const uploads = tasks.map((task) => uploadRaw(user, task, file, 'image/png'));
-        await held.waiters(4);
-        await held.release();
-        responses = await Promise.all(uploads);
-      } finally {
-        await held.release().catch(() => undefined);
-      }
-      expect(responses.map((r) => r.status)).toEqual([201, 201, 201, 201]);
-      expect(await stored(user.sub)).toMatchObject({ attachments: 5, blobs: 2, usedBytes: earlier.length + file.length });
-    });
+    onPostgres(
+      'takes every one of concurrent uploads of the same new file near the quota: the first stores it, the others cost nothing',
+      async () => {
+        const user = await newOwner();
+        const tasks = await Promise.all([1, 2, 3, 4].map(() => newTask(user)));
+        const earlier = png(500 * KiB);
+        expect((await uploadRaw(user, tasks[0]!, earlier, 'image/png')).status).toBe(201);
+        // 780 KiB left: room for the new file once, not twice. Its four uploads (to four tasks, so
+        // no task lock orders them) all come to wait for the owner's usage row at once.
+        const file = png(500 * KiB);
+        const held = await holdLocks('update attachment_usage set bytes = bytes where owner_id = $1', [user.sub]);
+        let responses: Response[];
+        try {
+          const uploads = tasks.map((task) => uploadRaw(user, task, file, 'image/png'));
+          await held.waiters(4);
+          await held.release();
+          responses = await Promise.all(uploads);
+        } finally {
+          await held.release().catch(() => undefined);
+        }
+        expect(responses.map((r) => r.status)).toEqual([201, 201, 201, 201]);
+        expect(await stored(user.sub)).toMatchObject({
+          attachments: 5,
+          blobs: 2,
+          usedBytes: earlier.length + file.length,
+        });
+      },
+    );
 
     it('takes a file the owner already stores even when the quota has no room for it, since it costs nothing', async () => {
       const user = await newOwner();
@@ -396,33 +491,93 @@ describe.each(STORAGES)('attachments stored in %s', (storage) => {
       const again = await uploadRaw(user, other, first, 'image/png');
       expect([again.status, await again.json()]).toEqual([201, expect.objectContaining({ sha256: sha256(first) })]);
       expect((await uploadForm(user, other, second, 'again.png', 'image/png')).status).toBe(201);
-      expect(await stored(user.sub)).toMatchObject({ attachments: 4, blobs: 2, usedBytes: first.length + second.length });
+      expect(await stored(user.sub)).toMatchObject({
+        attachments: 4,
+        blobs: 2,
+        usedBytes: first.length + second.length,
+      });
       // A file that is not one of them still does not fit, read to its end or cut off past the largest stored file.
-      expect((await problemOf(await uploadRaw(user, other, png(400 * KiB), 'image/png'), 413, 'quota-exceeded')).detail).toContain(`${280 * KiB} of`);
+      expect(
+        (await problemOf(await uploadRaw(user, other, png(400 * KiB), 'image/png'), 413, 'quota-exceeded')).detail,
+      ).toContain(`${280 * KiB} of`);
       await problemOf(await uploadForm(user, other, png(510 * KiB), 'big.png', 'image/png'), 413, 'quota-exceeded');
-      expect(await stored(user.sub)).toMatchObject({ attachments: 4, blobs: 2, usedBytes: first.length + second.length });
+      expect(await stored(user.sub)).toMatchObject({
+        attachments: 4,
+        blobs: 2,
+        usedBytes: first.length + second.length,
+      });
     });
 
     it('decides a multipart file part without a Content-Type from its bytes alone, as application/octet-stream', async () => {
       const user = await newOwner();
       const task = await newTask(user);
       const image = png(2 * KiB);
-      const untyped = await handmade(user, task, Buffer.concat([part('filename', 'photo.png'), untypedPart(image, 'x.png'), Buffer.from('--XyZ--\r\n')]));
-      expect([untyped.status, await untyped.json()]).toEqual([201, expect.objectContaining({ content_type: 'image/png', filename: 'photo.png', sha256: sha256(image) })]);
-      const text = await handmade(user, task, Buffer.concat([untypedPart(Buffer.from('milk, eggs'), 'list.txt'), Buffer.from('--XyZ--\r\n')]));
+      const untyped = await handmade(
+        user,
+        task,
+        Buffer.concat([part('filename', 'photo.png'), untypedPart(image, 'x.png'), Buffer.from('--XyZ--\r\n')]),
+      );
+      expect([untyped.status, await untyped.json()]).toEqual([
+        201,
+        expect.objectContaining({ content_type: 'image/png', filename: 'photo.png', sha256: sha256(image) }),
+      ]);
+      const text = await handmade(
+        user,
+        task,
+        Buffer.concat([untypedPart(Buffer.from('milk, eggs'), 'list.txt'), Buffer.from('--XyZ--\r\n')]),
+      );
       expect([text.status, await text.json()]).toEqual([201, expect.objectContaining({ content_type: 'text/plain' })]);
       // Still refused by what the bytes are; and a part that does say text/plain is held to it.
-      await problemOf(await handmade(user, task, Buffer.concat([untypedPart(html(), 'page'), Buffer.from('--XyZ--\r\n')])), 415, 'file-type-refused');
-      await problemOf(await handmade(user, task, Buffer.concat([part('file', png(), { filename: 'x.png', type: 'text/plain' }), Buffer.from('--XyZ--\r\n')])), 415, 'file-type-mismatch');
+      await problemOf(
+        await handmade(user, task, Buffer.concat([untypedPart(html(), 'page'), Buffer.from('--XyZ--\r\n')])),
+        415,
+        'file-type-refused',
+      );
+      await problemOf(
+        await handmade(
+          user,
+          task,
+          Buffer.concat([part('file', png(), { filename: 'x.png', type: 'text/plain' }), Buffer.from('--XyZ--\r\n')]),
+        ),
+        415,
+        'file-type-mismatch',
+      );
     });
 
     it.each([
       ['no file part', () => Buffer.concat([part('filename', 'x.txt'), Buffer.from('--XyZ--\r\n')]), 'file-missing'],
       ['an empty body', () => Buffer.from('--XyZ--\r\n'), 'file-missing'],
-      ['two files', () => Buffer.concat([part('file', 'one', { filename: 'a.txt', type: 'text/plain' }), part('file', 'two', { filename: 'b.txt', type: 'text/plain' }), Buffer.from('--XyZ--\r\n')]), 'malformed-upload'],
-      ['a field it does not take', () => Buffer.concat([part('owner_id', 'someone-else'), part('file', 'hi', { filename: 'a.txt', type: 'text/plain' }), Buffer.from('--XyZ--\r\n')]), 'malformed-upload'],
-      ['a file part under another name', () => Buffer.concat([part('upload', 'hi', { filename: 'a.txt', type: 'text/plain' }), Buffer.from('--XyZ--\r\n')]), 'malformed-upload'],
-      ['no closing boundary', () => part('file', 'hi there', { filename: 'a.txt', type: 'text/plain' }), 'malformed-upload'],
+      [
+        'two files',
+        () =>
+          Buffer.concat([
+            part('file', 'one', { filename: 'a.txt', type: 'text/plain' }),
+            part('file', 'two', { filename: 'b.txt', type: 'text/plain' }),
+            Buffer.from('--XyZ--\r\n'),
+          ]),
+        'malformed-upload',
+      ],
+      [
+        'a field it does not take',
+        () =>
+          Buffer.concat([
+            part('owner_id', 'someone-else'),
+            part('file', 'hi', { filename: 'a.txt', type: 'text/plain' }),
+            Buffer.from('--XyZ--\r\n'),
+          ]),
+        'malformed-upload',
+      ],
+      [
+        'a file part under another name',
+        () =>
+          Buffer.concat([part('upload', 'hi', { filename: 'a.txt', type: 'text/plain' }), Buffer.from('--XyZ--\r\n')]),
+        'malformed-upload',
+      ],
+      [
+        'no closing boundary',
+        () => part('file', 'hi there', { filename: 'a.txt', type: 'text/plain' }),
+        'malformed-upload',
+      ],
     ])('answers 400 to a multipart body with %s, storing nothing', async (_name, body, type) => {
       const user = await newOwner();
       const task = await newTask(user);
@@ -433,21 +588,33 @@ describe.each(STORAGES)('attachments stored in %s', (storage) => {
     it('answers 400 to multipart without a boundary', async () => {
       const user = await newOwner();
       const task = await newTask(user);
-      const response = await fetch(attachmentsUrl(task), { method: 'POST', headers: { ...user.auth, 'Content-Type': 'multipart/form-data' }, body: 'x' });
+      const response = await fetch(attachmentsUrl(task), {
+        method: 'POST',
+        headers: { ...user.auth, 'Content-Type': 'multipart/form-data' },
+        body: 'x',
+      });
       await problemOf(response, 400, 'malformed-upload');
     });
 
     it('takes the file name from a filename field, made safe: last path component, no controls or bidi overrides', async () => {
       const user = await newOwner();
       const task = await newTask(user);
-      const response = await uploadForm(user, task, Buffer.from('hello'), 'ignored.txt', 'text/plain', { filename: '../../etc/pass\u0007wd\u202Etxt.exe' });
+      const response = await uploadForm(user, task, Buffer.from('hello'), 'ignored.txt', 'text/plain', {
+        filename: '../../etc/pass\u0007wd\u202Etxt.exe',
+      });
       expect(await response.json()).toMatchObject({ filename: 'passwdtxt.exe' });
     });
 
     it('answers 422 to a Content-Disposition that is not one', async () => {
       const user = await newOwner();
       const task = await newTask(user);
-      const response = await uploadRaw(user, task, Buffer.from('hi'), 'text/plain', 'attachment; filename="unterminated');
+      const response = await uploadRaw(
+        user,
+        task,
+        Buffer.from('hi'),
+        'text/plain',
+        'attachment; filename="unterminated',
+      );
       await problemOf(response, 422, 'validation-failed');
       expect(await stored(user.sub)).toEqual(nothingStored);
     });
@@ -463,7 +630,8 @@ describe.each(STORAGES)('attachments stored in %s', (storage) => {
       const response = await uploadRaw(user, await newTask(user), bytes, 'image/png');
       id = ((await response.json()) as { id: string }).id;
     });
-    const get = (headers: Record<string, string> = {}) => fetch(`${server.url}/api/v1/attachments/${id}/content`, { headers: { ...user.auth, ...headers } });
+    const get = (headers: Record<string, string> = {}) =>
+      fetch(`${server.url}/api/v1/attachments/${id}/content`, { headers: { ...user.auth, ...headers } });
 
     it.each([
       ['bytes=0-99', 0, 99],
@@ -485,19 +653,29 @@ describe.each(STORAGES)('attachments stored in %s', (storage) => {
       expect(response.headers.get('content-range')).toBe(`bytes */${bytes.length}`);
     });
 
-    it.each(['bytes=-0', 'bytes=99999999999999999999999-', `bytes=${500 * KiB}-${600 * KiB}, ${600 * KiB}-`])('answers 416 to %s, which no byte of the file satisfies', async (range) => {
-      await problemOf(await get({ Range: range }), 416, 'range-not-satisfiable');
-    });
+    it.each(['bytes=-0', 'bytes=99999999999999999999999-', `bytes=${500 * KiB}-${600 * KiB}, ${600 * KiB}-`])(
+      'answers 416 to %s, which no byte of the file satisfies',
+      async (range) => {
+        await problemOf(await get({ Range: range }), 416, 'range-not-satisfiable');
+      },
+    );
 
-    it.each(['bytes=5-2', 'bytes=1000-999', 'bytes=5-2, 700000-', `bytes=-${600 * KiB}`])('ignores Range: %s (invalid, or longer than the file) and sends the whole file', async (range) => {
-      const response = await get({ Range: range });
-      expect(response.status).toBe(200);
-      expect(response.headers.get('content-range')).toBeNull();
-      expect(Buffer.from(await response.arrayBuffer()).equals(bytes)).toBe(true);
-    });
+    it.each(['bytes=5-2', 'bytes=1000-999', 'bytes=5-2, 700000-', `bytes=-${600 * KiB}`])(
+      'ignores Range: %s (invalid, or longer than the file) and sends the whole file',
+      async (range) => {
+        const response = await get({ Range: range });
+        expect(response.status).toBe(200);
+        expect(response.headers.get('content-range')).toBeNull();
+        expect(Buffer.from(await response.arrayBuffer()).equals(bytes)).toBe(true);
+      },
+    );
 
     it('sends the whole file for several ranges, a malformed Range, or an If-Range naming another file', async () => {
-      for (const headers of [{ Range: 'bytes=0-1,5-9' }, { Range: 'lines=1-2' }, { Range: 'bytes=0-99', 'If-Range': '"0000"' }] as Record<string, string>[]) {
+      for (const headers of [
+        { Range: 'bytes=0-1,5-9' },
+        { Range: 'lines=1-2' },
+        { Range: 'bytes=0-99', 'If-Range': '"0000"' },
+      ] as Record<string, string>[]) {
         const response = await get(headers);
         expect(response.status).toBe(200);
         expect(Number(response.headers.get('content-length'))).toBe(bytes.length);
@@ -516,11 +694,15 @@ describe.each(STORAGES)('attachments stored in %s', (storage) => {
   describe('a download that a delete overtakes', () => {
     it('answers 404 (problem+json), never 500, when the bytes went between reading the metadata and the first byte', async () => {
       const user = await newOwner();
-      const { id } = (await (await uploadRaw(user, await newTask(user), png(300 * KiB), 'image/png')).json()) as { id: string };
+      const { id } = (await (await uploadRaw(user, await newTask(user), png(300 * KiB), 'image/png')).json()) as {
+        id: string;
+      };
       const held = holdNextRead(store);
       const download = fetch(`${server.url}/api/v1/attachments/${id}/content`, { headers: user.auth });
       await held.arrived;
-      expect((await fetch(`${server.url}/api/v1/attachments/${id}`, { method: 'DELETE', headers: user.auth })).status).toBe(204);
+      expect(
+        (await fetch(`${server.url}/api/v1/attachments/${id}`, { method: 'DELETE', headers: user.auth })).status,
+      ).toBe(204);
       held.release();
       await problemOf(await download, 404, 'attachment-not-found');
       expect(await stored(user.sub)).toEqual(nothingStored);
@@ -532,11 +714,19 @@ describe.each(STORAGES)('attachments stored in %s', (storage) => {
       const owner = await newOwner();
       const intruder = await newOwner();
       const task = await newTask(owner);
-      const { id } = (await (await uploadRaw(owner, task, Buffer.from('secret'), 'text/plain')).json()) as { id: string };
-      for (const path of [`/api/v1/attachments/${id}`, `/api/v1/attachments/${id}/content`, `/api/v1/tasks/${task}/attachments`]) {
+      const { id } = (await (await uploadRaw(owner, task, Buffer.from('secret'), 'text/plain')).json()) as {
+        id: string;
+      };
+      for (const path of [
+        `/api/v1/attachments/${id}`,
+        `/api/v1/attachments/${id}/content`,
+        `/api/v1/tasks/${task}/attachments`,
+      ]) {
         expect((await fetch(`${server.url}${path}`, { headers: intruder.auth })).status).toBe(404);
       }
-      expect((await fetch(`${server.url}/api/v1/attachments/${id}`, { method: 'DELETE', headers: intruder.auth })).status).toBe(404);
+      expect(
+        (await fetch(`${server.url}/api/v1/attachments/${id}`, { method: 'DELETE', headers: intruder.auth })).status,
+      ).toBe(404);
       expect((await uploadRaw(intruder, task, Buffer.from('x'), 'text/plain')).status).toBe(404);
       expect(await stored(intruder.sub)).toEqual(nothingStored);
       expect(await stored(owner.sub)).toMatchObject({ attachments: 1 });
@@ -548,12 +738,16 @@ describe.each(STORAGES)('attachments stored in %s', (storage) => {
       const user = await newOwner();
       const task = await newTask(user);
       const ids: string[] = [];
-      for (const text of ['one', 'two', 'three']) ids.push(((await (await uploadRaw(user, task, Buffer.from(text), 'text/plain')).json()) as { id: string }).id);
+      for (const text of ['one', 'two', 'three'])
+        ids.push(((await (await uploadRaw(user, task, Buffer.from(text), 'text/plain')).json()) as { id: string }).id);
       const first = await fetch(`${attachmentsUrl(task)}?limit=2`, { headers: user.auth });
       const page = (await first.json()) as { items: { id: string }[]; next_cursor: string };
       expect(page.items.map((a) => a.id)).toEqual(ids.slice(0, 2));
       const link = first.headers.get('link')!.match(/^<([^>]+)>; rel="next"$/)![1]!;
-      const second = (await (await fetch(`${server.url}${link}`, { headers: user.auth })).json()) as { items: { id: string }[]; next_cursor: null };
+      const second = (await (await fetch(`${server.url}${link}`, { headers: user.auth })).json()) as {
+        items: { id: string }[];
+        next_cursor: null;
+      };
       expect(second).toMatchObject({ next_cursor: null });
       expect(second.items.map((a) => a.id)).toEqual(ids.slice(2));
     });
@@ -562,7 +756,9 @@ describe.each(STORAGES)('attachments stored in %s', (storage) => {
       const user = await newOwner();
       const task = await newTask(user);
       const { id } = (await (await uploadRaw(user, task, png(300 * KiB), 'image/png')).json()) as { id: string };
-      expect((await fetch(`${server.url}/api/v1/tasks/${task}`, { method: 'DELETE', headers: user.auth })).status).toBe(204);
+      expect((await fetch(`${server.url}/api/v1/tasks/${task}`, { method: 'DELETE', headers: user.auth })).status).toBe(
+        204,
+      );
       expect((await fetch(`${server.url}/api/v1/attachments/${id}`, { headers: user.auth })).status).toBe(404);
       expect(await stored(user.sub)).toMatchObject({ attachments: 0, usedBytes: 0 });
       await sweepAttachments(server.database.db, store, new Date(Date.now() - 60_000));
@@ -575,15 +771,20 @@ describe.each(STORAGES)('attachments stored in %s', (storage) => {
       const user = await newOwner();
       const task = await newTask(user);
       const marker = `secret-contents-${Math.random().toString(36).slice(2)}`;
-      const metric = async (line: RegExp) => Number((await (await fetch(`${server.url}/metrics`)).text()).match(line)?.[1] ?? 0);
+      const metric = async (line: RegExp) =>
+        Number((await (await fetch(`${server.url}/metrics`)).text()).match(line)?.[1] ?? 0);
       const uploadedBefore = await metric(/^attachment_bytes_uploaded_total (\d+)/m);
       const refusedBefore = await metric(/^attachment_uploads_rejected_total\{reason="FILE_TYPE_REFUSED"\} (\d+)/m);
-      const { id } = (await (await uploadRaw(user, task, Buffer.from(marker), 'text/plain', `attachment; filename="${marker}.txt"`)).json()) as { id: string };
+      const { id } = (await (
+        await uploadRaw(user, task, Buffer.from(marker), 'text/plain', `attachment; filename="${marker}.txt"`)
+      ).json()) as { id: string };
       await (await fetch(`${server.url}/api/v1/attachments/${id}/content`, { headers: user.auth })).arrayBuffer();
       await uploadRaw(user, task, Buffer.from(`<html><body>${marker}</body></html>`), 'application/octet-stream');
       expect(await metric(/^attachment_bytes_uploaded_total (\d+)/m)).toBe(uploadedBefore + marker.length);
       expect(await metric(/^attachment_bytes_downloaded_total (\d+)/m)).toBeGreaterThanOrEqual(marker.length);
-      expect(await metric(/^attachment_uploads_rejected_total\{reason="FILE_TYPE_REFUSED"\} (\d+)/m)).toBe(refusedBefore + 1);
+      expect(await metric(/^attachment_uploads_rejected_total\{reason="FILE_TYPE_REFUSED"\} (\d+)/m)).toBe(
+        refusedBefore + 1,
+      );
       expect(JSON.stringify(server.logs)).not.toContain(`${marker}</body>`);
       expect(JSON.stringify(server.logs)).not.toContain(`"${marker}"`);
     });
@@ -606,7 +807,10 @@ describe.each(STORAGES)('attachments stored in %s', (storage) => {
       });
       expect(response.status).toBe(201);
       expect(data).toMatchObject({ filename: 'report.pdf', content_type: 'application/pdf', size: bytes.length });
-      const download = await api.GET('/api/v1/attachments/{attachmentId}/content', { params: { path: { attachmentId: data!.id } }, parseAs: 'arrayBuffer' });
+      const download = await api.GET('/api/v1/attachments/{attachmentId}/content', {
+        params: { path: { attachmentId: data!.id } },
+        parseAs: 'arrayBuffer',
+      });
       expect(Buffer.from(download.data as unknown as ArrayBuffer).equals(bytes)).toBe(true);
     });
   });

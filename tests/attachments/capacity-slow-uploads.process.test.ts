@@ -1,7 +1,22 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import {
-  closingSummary, createTask, few, Horde, latencySummary, metricSum, metricValue, mostAtOnce, sleep, slowUpload, startTarget, startVictim, tally, verdictOf,
-  victimFailures, type Target, type VictimCall,
+  closingSummary,
+  createTask,
+  few,
+  Horde,
+  latencySummary,
+  metricSum,
+  metricValue,
+  mostAtOnce,
+  sleep,
+  slowUpload,
+  startTarget,
+  startVictim,
+  tally,
+  verdictOf,
+  victimFailures,
+  type Target,
+  type VictimCall,
 } from '../helpers/attack.js';
 
 /**
@@ -104,7 +119,10 @@ describe('66 slow raw uploads of one user at 1 byte/s', () => {
 
   it('answers each upload 408 transfer-too-slow, or 429 concurrency-limited with Retry-After, and nothing else', () => {
     const verdicts = tally(horde!.conns.map(verdictOf));
-    const allowed = ['408 urn:tasks-api:problem:transfer-too-slow', '429 urn:tasks-api:problem:concurrency-limited retry-after'];
+    const allowed = [
+      '408 urn:tasks-api:problem:transfer-too-slow',
+      '429 urn:tasks-api:problem:concurrency-limited retry-after',
+    ];
     expect(Object.fromEntries(Object.entries(verdicts).filter(([verdict]) => !allowed.includes(verdict)))).toEqual({});
     expect(verdicts['408 urn:tasks-api:problem:transfer-too-slow'] ?? 0).toBeGreaterThan(0);
   });
@@ -115,7 +133,9 @@ describe('66 slow raw uploads of one user at 1 byte/s', () => {
     // its place by up to SLACK_MS, while the next upload may be let in the moment the place is
     // free: each interval is shortened by that lateness. Without the cap, all 66 would overlap.
     expect(timedOut().length).toBeGreaterThan(0);
-    expect(mostAtOnce(timedOut().map((c) => [c.sentAt!, c.firstByteAt! - SLACK_MS] as const))).toBeLessThanOrEqual(UPLOADS_PER_USER);
+    expect(mostAtOnce(timedOut().map((c) => [c.sentAt!, c.firstByteAt! - SLACK_MS] as const))).toBeLessThanOrEqual(
+      UPLOADS_PER_USER,
+    );
   });
 
   it(`ends a too-slow upload once a rate window (${RATE_WINDOW_MS} ms) has passed, within two windows and ${SLACK_MS} ms of its headers`, () => {
@@ -131,11 +151,19 @@ describe('66 slow raw uploads of one user at 1 byte/s', () => {
     expect(timedOut().length).toBeGreaterThan(0);
     const notClosedWith408 = timedOut()
       .filter((c) => c.closedAt === undefined || c.closedAt - c.firstByteAt! > 500)
-      .map((c) => `answered at +${c.firstByteAt! - c.sentAt!} ms, ${c.closedAt === undefined ? 'never closed' : `closed at +${c.closedAt - c.sentAt!} ms`}`);
+      .map(
+        (c) =>
+          `answered at +${c.firstByteAt! - c.sentAt!} ms, ${c.closedAt === undefined ? 'never closed' : `closed at +${c.closedAt - c.sentAt!} ms`}`,
+      );
     expect(few(notClosedWith408)).toEqual([]);
     const lingering = horde!.conns
-      .filter((c) => c.closedAt === undefined || c.closedAt - (c.sentAt ?? c.openedAt) > CLIENT_REQUEST_TIMEOUT_MS + SLACK_MS)
-      .map((c) => `${verdictOf(c)}: ${c.closedAt === undefined ? 'still open' : `closed after ${c.closedAt - (c.sentAt ?? c.openedAt)} ms`}`);
+      .filter(
+        (c) => c.closedAt === undefined || c.closedAt - (c.sentAt ?? c.openedAt) > CLIENT_REQUEST_TIMEOUT_MS + SLACK_MS,
+      )
+      .map(
+        (c) =>
+          `${verdictOf(c)}: ${c.closedAt === undefined ? 'still open' : `closed after ${c.closedAt - (c.sentAt ?? c.openedAt)} ms`}`,
+      );
     expect(tally(lingering)).toEqual({});
   });
 
@@ -149,9 +177,15 @@ describe('66 slow raw uploads of one user at 1 byte/s', () => {
     horde?.destroy();
     await target.stop({ keepData: true });
     const stored = await target.inspect(async (query) => {
-      const count = async (table: string) => Number((await query(`select count(*) as n from ${table} where owner_id = $1`, [attacker]))[0]!.n);
+      const count = async (table: string) =>
+        Number((await query(`select count(*) as n from ${table} where owner_id = $1`, [attacker]))[0]!.n);
       const usage = await query('select bytes from attachment_usage where owner_id = $1', [attacker]);
-      return { attachments: await count('attachments'), blobs: await count('attachment_blobs'), chunks: await count('attachment_chunks'), usedBytes: Number(usage[0]?.bytes ?? 0) };
+      return {
+        attachments: await count('attachments'),
+        blobs: await count('attachment_blobs'),
+        chunks: await count('attachment_chunks'),
+        usedBytes: Number(usage[0]?.bytes ?? 0),
+      };
     });
     expect(stored).toEqual({ attachments: 0, blobs: 0, chunks: 0, usedBytes: 0 });
   });

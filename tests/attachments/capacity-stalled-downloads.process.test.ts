@@ -1,7 +1,25 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import {
-  createTask, drainClosed, few, Horde, latencySummary, metricSum, mostAtOnce, responseOf, rssSampler, sleep, stalledDownload, startTarget, startVictim,
-  tally, uploadAttachment, verdictOf, victimFailures, type Conn, type Target, type VictimCall,
+  createTask,
+  drainClosed,
+  few,
+  Horde,
+  latencySummary,
+  metricSum,
+  mostAtOnce,
+  responseOf,
+  rssSampler,
+  sleep,
+  stalledDownload,
+  startTarget,
+  startVictim,
+  tally,
+  uploadAttachment,
+  verdictOf,
+  victimFailures,
+  type Conn,
+  type Target,
+  type VictimCall,
 } from '../helpers/attack.js';
 import { png } from '../helpers/files.js';
 
@@ -66,17 +84,22 @@ onPostgres('66 sockets of one user downloading a 10 MiB attachment and never rea
   const drains: Promise<void>[] = [];
 
   beforeAll(async () => {
-    target = await startTarget({
-      TRANSFER_RATE_WINDOW_MS: String(RATE_WINDOW_MS),
-      DOWNLOADS_PER_USER: String(DOWNLOADS_PER_USER),
-      KEEP_ALIVE_TIMEOUT_MS: String(KEEP_ALIVE_TIMEOUT_MS),
-    }, { postgres: process.env.TEST_DATABASE_URL });
+    target = await startTarget(
+      {
+        TRANSFER_RATE_WINDOW_MS: String(RATE_WINDOW_MS),
+        DOWNLOADS_PER_USER: String(DOWNLOADS_PER_USER),
+        KEEP_ALIVE_TIMEOUT_MS: String(KEEP_ALIVE_TIMEOUT_MS),
+      },
+      { postgres: process.env.TEST_DATABASE_URL },
+    );
     attackerToken = await target.tokenFor();
     victimToken = await target.tokenFor();
     const taskId = await createTask(target, attackerToken, 'holds a big file');
     attachmentId = await uploadAttachment(target, attackerToken, taskId, png(FILE_BYTES), 'image/png');
     // One ordinary download, read to the end: the file is there, and the download path is warm.
-    const res = await fetch(`${target.url}/api/v1/attachments/${attachmentId}/content`, { headers: { Authorization: `Bearer ${attackerToken}` } });
+    const res = await fetch(`${target.url}/api/v1/attachments/${attachmentId}/content`, {
+      headers: { Authorization: `Bearer ${attackerToken}` },
+    });
     expect(res.status).toBe(200);
     expect((await res.arrayBuffer()).byteLength).toBe(FILE_BYTES);
   }, 60_000);
@@ -105,7 +128,13 @@ onPostgres('66 sockets of one user downloading a 10 MiB attachment and never rea
     process.stdout.write(
       `stalled downloads (${target.database}): ${horde.conns.length} attacker connections ${JSON.stringify(tally(horde.conns.map(verdictOf)))}; ` +
         `victim ${JSON.stringify(latencySummary(calls))}; RSS ${rssBefore.toFixed(0)} MB before, peak ${rssPeak.toFixed(0)} MB; ` +
-        `downloads got ${downloads().slice(0, 8).map((c) => `${(c.received / 1048576).toFixed(1)} MiB in ${c.closedAt === undefined ? '∞' : c.closedAt - c.firstByteAt!} ms`).join(', ')}\n`,
+        `downloads got ${downloads()
+          .slice(0, 8)
+          .map(
+            (c) =>
+              `${(c.received / 1048576).toFixed(1)} MiB in ${c.closedAt === undefined ? '∞' : c.closedAt - c.firstByteAt!} ms`,
+          )
+          .join(', ')}\n`,
     );
   }, 60_000);
 
@@ -131,13 +160,22 @@ onPostgres('66 sockets of one user downloading a 10 MiB attachment and never rea
   it(`never runs more than DOWNLOADS_PER_USER (${DOWNLOADS_PER_USER}) downloads of one user at once`, () => {
     // Each download from its first byte to when the server closed it, less the lateness with which
     // a loaded machine lets us see that close (SLACK_MS): the next one may start the moment it is.
-    expect(mostAtOnce(downloads().map((c) => [c.firstByteAt!, (c.closedAt ?? Number.POSITIVE_INFINITY) - SLACK_MS] as const))).toBeLessThanOrEqual(DOWNLOADS_PER_USER);
+    expect(
+      mostAtOnce(
+        downloads().map((c) => [c.firstByteAt!, (c.closedAt ?? Number.POSITIVE_INFINITY) - SLACK_MS] as const),
+      ),
+    ).toBeLessThanOrEqual(DOWNLOADS_PER_USER);
   });
 
   it(`destroys each stalled download's connection within ${CUT_WITHIN_MS} ms, before the file is through`, () => {
     const notCut = downloads()
-      .filter((c) => c.closedAt === undefined || c.closedAt - c.firstByteAt! > CUT_WITHIN_MS || c.received >= FILE_BYTES)
-      .map((c) => `${c.closedAt === undefined ? 'never closed' : `closed after ${c.closedAt - c.firstByteAt!} ms`}, ${c.received} bytes received`);
+      .filter(
+        (c) => c.closedAt === undefined || c.closedAt - c.firstByteAt! > CUT_WITHIN_MS || c.received >= FILE_BYTES,
+      )
+      .map(
+        (c) =>
+          `${c.closedAt === undefined ? 'never closed' : `closed after ${c.closedAt - c.firstByteAt!} ms`}, ${c.received} bytes received`,
+      );
     expect(few(notCut)).toEqual([]);
   });
 

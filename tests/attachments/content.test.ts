@@ -54,9 +54,15 @@ describe('type sniffing', () => {
     expect(decideType('image/png', 'application/octet-stream', DEFAULT_ALLOWED_TYPES)).toBe('image/png');
     expect(decideType('image/jpeg', 'image/jpg', DEFAULT_ALLOWED_TYPES)).toBe('image/jpeg');
     expect(decideType('text/plain', 'text/csv; charset=utf-8', DEFAULT_ALLOWED_TYPES)).toBe('text/csv');
-    expect(() => decideType('image/png', 'application/pdf', DEFAULT_ALLOWED_TYPES)).toThrow(expect.objectContaining({ code: 'FILE_TYPE_MISMATCH' }));
-    expect(() => decideType('text/html', 'text/plain', DEFAULT_ALLOWED_TYPES)).toThrow(expect.objectContaining({ code: 'FILE_TYPE_MISMATCH' }));
-    expect(() => decideType('image/svg+xml', undefined, DEFAULT_ALLOWED_TYPES)).toThrow(expect.objectContaining({ code: 'FILE_TYPE_REFUSED' }));
+    expect(() => decideType('image/png', 'application/pdf', DEFAULT_ALLOWED_TYPES)).toThrow(
+      expect.objectContaining({ code: 'FILE_TYPE_MISMATCH' }),
+    );
+    expect(() => decideType('text/html', 'text/plain', DEFAULT_ALLOWED_TYPES)).toThrow(
+      expect.objectContaining({ code: 'FILE_TYPE_MISMATCH' }),
+    );
+    expect(() => decideType('image/svg+xml', undefined, DEFAULT_ALLOWED_TYPES)).toThrow(
+      expect.objectContaining({ code: 'FILE_TYPE_REFUSED' }),
+    );
     expect(decideType('image/svg+xml', undefined, [...DEFAULT_ALLOWED_TYPES, 'image/svg+xml'])).toBe('image/svg+xml');
     expect(essence(' Image/PNG ; q=1')).toBe('image/png');
   });

@@ -26,7 +26,12 @@ describe('attachments stored in S3 when S3 is down', () => {
     const token = await server.tokenFor(sub);
     const auth = { Authorization: `Bearer ${token}` };
     const { data: task } = await server.client(token).POST('/api/v1/tasks', { body: buildTask() });
-    const upload = () => fetch(`${server.url}/api/v1/tasks/${task!.id}/attachments`, { method: 'POST', headers: { ...auth, 'Content-Type': 'application/pdf' }, body: pdf(64 * 1024) });
+    const upload = () =>
+      fetch(`${server.url}/api/v1/tasks/${task!.id}/attachments`, {
+        method: 'POST',
+        headers: { ...auth, 'Content-Type': 'application/pdf' },
+        body: pdf(64 * 1024),
+      });
     const stored = (await (await upload()).json()) as { id: string };
     const before = await storedFor(server.database, sub);
 
@@ -35,7 +40,10 @@ describe('attachments stored in S3 when S3 is down', () => {
     expect([refused.status, refused.headers.get('retry-after')]).toEqual([503, '5']);
     expect(((await refused.json()) as { type: string }).type).toBe('urn:tasks-api:problem:service-unavailable');
     const download = await fetch(`${server.url}/api/v1/attachments/${stored.id}/content`, { headers: auth });
-    expect([download.status, download.headers.get('content-type')]).toEqual([503, 'application/problem+json; charset=utf-8']);
+    expect([download.status, download.headers.get('content-type')]).toEqual([
+      503,
+      'application/problem+json; charset=utf-8',
+    ]);
     expect(await storedFor(server.database, sub)).toEqual(before);
     expect(before).toMatchObject({ attachments: 1, blobs: 1 });
   });

@@ -6,9 +6,11 @@ import { watchPartHeaders } from '../../src/attachments/part-headers.js';
 const CONTENT_TYPE = 'multipart/form-data; boundary=----formdata-XyZ';
 const delimiter = '------formdata-XyZ';
 
-const body = (...parts: string[]) => Buffer.from(`${parts.map((part) => `${delimiter}\r\n${part}\r\n`).join('')}${delimiter}--\r\n`);
+const body = (...parts: string[]) =>
+  Buffer.from(`${parts.map((part) => `${delimiter}\r\n${part}\r\n`).join('')}${delimiter}--\r\n`);
 const field = (name: string, value: string) => `Content-Disposition: form-data; name="${name}"\r\n\r\n${value}`;
-const file = (headers: string, bytes = 'GIF89a\r\n-----not a delimiter\r\n') => `Content-Disposition: form-data; name="file"; filename="a.gif"${headers}\r\n\r\n${bytes}`;
+const file = (headers: string, bytes = 'GIF89a\r\n-----not a delimiter\r\n') =>
+  `Content-Disposition: form-data; name="file"; filename="a.gif"${headers}\r\n\r\n${bytes}`;
 
 /** The watcher's answers for `name` after `bytes` arrive in pieces of `size` bytes (every size from 1 up, so every split is tried). */
 async function typedIn(bytes: Buffer, name = 'file', contentType = CONTENT_TYPE) {
@@ -38,7 +40,13 @@ describe('watchPartHeaders', () => {
   it('reads parts as busboy does: a preamble, a quoted boundary, folded header lines', async () => {
     expect(await typedIn(Buffer.concat([Buffer.from('preamble, ignored\r\n'), body(file(''))]))).toBe(false);
     expect(await typedIn(body(file('')), 'file', 'multipart/form-data; boundary="----formdata-XyZ"')).toBe(false);
-    expect(await typedIn(body('Content-Disposition: form-data;\r\n name="file"; filename="a.gif"\r\nContent-Type: image/gif\r\n\r\nGIF89a'))).toBe(true);
+    expect(
+      await typedIn(
+        body(
+          'Content-Disposition: form-data;\r\n name="file"; filename="a.gif"\r\nContent-Type: image/gif\r\n\r\nGIF89a',
+        ),
+      ),
+    ).toBe(true);
   });
 
   it('stops at the file part, so its bytes are never searched', async () => {

@@ -66,7 +66,12 @@ describe('S3 blob store (against s3rver)', () => {
   beforeAll(async () => {
     s3 = await startS3Server();
     store = s3BlobStore({ bucket: s3.bucket, endpoint: s3.endpoint, credentials: s3.credentials });
-    client = new S3Client({ region: 'us-east-1', endpoint: s3.endpoint, forcePathStyle: true, credentials: s3.credentials });
+    client = new S3Client({
+      region: 'us-east-1',
+      endpoint: s3.endpoint,
+      forcePathStyle: true,
+      credentials: s3.credentials,
+    });
   });
 
   afterAll(async () => {

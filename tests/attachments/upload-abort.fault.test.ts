@@ -47,7 +47,10 @@ async function eventually<T>(read: () => Promise<T>, check: (value: T) => boolea
 describe.each(STORAGES)('uploads that never finish, stored in %s', (storage) => {
   let running: AttachmentServer;
   beforeAll(async () => {
-    running = await startAttachmentServer(storage, { attachments: { maxBytes: 2048 * KiB }, clientRequestTimeoutMs: 1500 });
+    running = await startAttachmentServer(storage, {
+      attachments: { maxBytes: 2048 * KiB },
+      clientRequestTimeoutMs: 1500,
+    });
   });
   afterAll(() => running.close());
 
@@ -77,7 +80,12 @@ describe.each(STORAGES)('uploads that never finish, stored in %s', (storage) => 
     }
     expect(await eventually(() => running.stored(sub), isEmpty)).toEqual(nothingStored);
     // Every cut reached the upload mid-body (its blob row written, some bytes maybe too) and was seen as the client gone.
-    expect(await eventually(async () => gone() - goneBefore, (n) => n === CUTS)).toBe(CUTS);
+    expect(
+      await eventually(
+        async () => gone() - goneBefore,
+        (n) => n === CUTS,
+      ),
+    ).toBe(CUTS);
   });
 
   it(`leaves nothing behind when a multipart upload is cut at ${CUTS} random offsets, framing included (seed ${SEED})`, async () => {
@@ -85,13 +93,21 @@ describe.each(STORAGES)('uploads that never finish, stored in %s', (storage) => 
     const { sub, token, port, path } = await owner();
     const body = Buffer.concat([
       Buffer.from('--B0undary\r\nContent-Disposition: form-data; name="filename"\r\n\r\nholiday.png\r\n'),
-      Buffer.from('--B0undary\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\nContent-Type: image/png\r\n\r\n'),
+      Buffer.from(
+        '--B0undary\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\nContent-Type: image/png\r\n\r\n',
+      ),
       png(900 * KiB),
       Buffer.from('\r\n--B0undary--\r\n'),
     ]);
     const head = `POST ${path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${token}\r\nContent-Type: multipart/form-data; boundary=B0undary\r\nContent-Length: ${body.length}\r\n\r\n`;
     // The framing's own edges too: inside the field, the part headers, the last byte before the end.
-    const cuts = [40, 120, body.length - 10, body.length - 1, ...Array.from({ length: CUTS - 4 }, () => Math.floor(next() * body.length))];
+    const cuts = [
+      40,
+      120,
+      body.length - 10,
+      body.length - 1,
+      ...Array.from({ length: CUTS - 4 }, () => Math.floor(next() * body.length)),
+    ];
     for (const cut of cuts) {
       const socket = await send(port, head, body.subarray(0, cut));
       await sleep(20 + Math.floor(next() * 80));
@@ -125,11 +141,16 @@ describe.each(STORAGES)('uploads that never finish, stored in %s', (storage) => 
     // the socket is open; the sweep with a cut-off in the future sees it as abandoned.
     const head = `POST ${path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${token}\r\nContent-Type: image/png\r\nContent-Length: ${file.length}\r\n\r\n`;
     const socket = await send(port, head, file.subarray(0, 600 * KiB));
-    const half = await eventually(() => running.stored(sub), (s) => s.blobs === 1 && (storage === 's3' || s.chunks > 0));
+    const half = await eventually(
+      () => running.stored(sub),
+      (s) => s.blobs === 1 && (storage === 's3' || s.chunks > 0),
+    );
     expect(half.blobs).toBe(1);
     expect(await sweepAttachments(running.server.database.db, running.store, new Date(Date.now() - 60_000))).toBe(0);
     expect((await running.stored(sub)).blobs).toBe(1);
-    expect(await sweepAttachments(running.server.database.db, running.store, new Date(Date.now() + 60_000))).toBeGreaterThan(0);
+    expect(
+      await sweepAttachments(running.server.database.db, running.store, new Date(Date.now() + 60_000)),
+    ).toBeGreaterThan(0);
     expect(await running.stored(sub)).toMatchObject({ blobs: 0, chunks: 0, attachments: 0 });
     socket.destroy();
     expect(await eventually(() => running.stored(sub), isEmpty)).toEqual(nothingStored);

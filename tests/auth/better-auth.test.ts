@@ -45,7 +45,13 @@ beforeAll(async () => {
   });
 
   api = await startServer({
-    jwt: { secret: undefined, jwksUrl: new URL(`${authBase}/api/auth/jwks`), issuer: authBase, audience: authBase, jwksCooldownMs: COOLDOWN_MS },
+    jwt: {
+      secret: undefined,
+      jwksUrl: new URL(`${authBase}/api/auth/jwks`),
+      issuer: authBase,
+      audience: authBase,
+      jwksCooldownMs: COOLDOWN_MS,
+    },
   });
 });
 
@@ -65,7 +71,10 @@ async function signUp(email: string, name: string) {
   });
   expect(res.status).toBe(200);
   const { user } = (await res.json()) as { user: { id: string; email: string; name: string } };
-  const cookie = res.headers.getSetCookie().map((c) => c.split(';')[0]).join('; ');
+  const cookie = res.headers
+    .getSetCookie()
+    .map((c) => c.split(';')[0])
+    .join('; ');
   return { user, cookie };
 }
 
@@ -85,11 +94,21 @@ describe('a Better Auth frontend', () => {
     const client = api.client(token);
     const created = await client.POST('/api/v1/tasks', { body: { title: 'Write the first program' } });
     expect(created.response.status).toBe(201);
-    const row = await api.database.db.selectFrom('tasks').select('owner_id').where('id', '=', created.data!.id).executeTakeFirstOrThrow();
+    const row = await api.database.db
+      .selectFrom('tasks')
+      .select('owner_id')
+      .where('id', '=', created.data!.id)
+      .executeTakeFirstOrThrow();
     expect(row.owner_id).toBe(user.id);
 
     const me = await client.GET('/api/v1/me');
-    expect(me.data).toMatchObject({ sub: user.id, email: user.email, name: 'Ada Lovelace', scopes: ['tasks:read', 'tasks:write'], tasks: { total: 1 } });
+    expect(me.data).toMatchObject({
+      sub: user.id,
+      email: user.email,
+      name: 'Ada Lovelace',
+      scopes: ['tasks:read', 'tasks:write'],
+      tasks: { total: 1 },
+    });
 
     const other = await signUp(`grace-${Date.now()}@example.com`, 'Grace Hopper');
     const theirs = await api.client(await jwtFor(other.cookie)).GET('/api/v1/tasks');

@@ -42,7 +42,8 @@ async function register(email = newEmail(), password = PASSWORD) {
 }
 
 const me = (token: string) => server.client(token).GET('/api/v1/me');
-const userRow = (email: string) => server.database.db.selectFrom('users').selectAll().where('email', '=', email).executeTakeFirstOrThrow();
+const userRow = (email: string) =>
+  server.database.db.selectFrom('users').selectAll().where('email', '=', email).executeTakeFirstOrThrow();
 
 describe('register', () => {
   it('creates the account and logs it in with an EdDSA token whose key is published', async () => {
@@ -50,12 +51,20 @@ describe('register', () => {
     const { res, status, body } = await post('register', { email: email.toUpperCase(), password: PASSWORD });
     expect(status).toBe(201);
     expect(res.headers.get('cache-control')).toBe('no-store');
-    expect(body).toMatchObject({ token_type: 'Bearer', expires_in: 900, refresh_token_expires_in: 30 * 86_400, scope: 'tasks:read tasks:write' });
+    expect(body).toMatchObject({
+      token_type: 'Bearer',
+      expires_in: 900,
+      refresh_token_expires_in: 30 * 86_400,
+      scope: 'tasks:read tasks:write',
+    });
     const tokens = body as unknown as Tokens;
 
     const jwks = (await (await fetch(`${server.url}/.well-known/jwks.json`)).json()) as JSONWebKeySet;
     expect(JSON.stringify(jwks)).not.toMatch(/"d"/);
-    const { payload, protectedHeader } = await jwtVerify(tokens.access_token, createLocalJWKSet(jwks), { issuer: BUILTIN_ISSUER, audience: BUILTIN_ISSUER });
+    const { payload, protectedHeader } = await jwtVerify(tokens.access_token, createLocalJWKSet(jwks), {
+      issuer: BUILTIN_ISSUER,
+      audience: BUILTIN_ISSUER,
+    });
     expect(protectedHeader).toMatchObject({ alg: 'EdDSA', typ: 'JWT' });
     expect(jwks.keys.map((key) => key.kid)).toContain(protectedHeader.kid);
     expect(payload.exp! - payload.iat!).toBe(900);
@@ -118,7 +127,10 @@ describe('login', () => {
       expect(res.res.headers.get('www-authenticate')).toBe('Bearer');
       expect(strip(res.body)).toEqual(strip(wrong[0]!.body));
     }
-    expect(wrong[0]!.body).toMatchObject({ type: 'urn:tasks-api:problem:invalid-credentials', detail: 'The email or password is wrong.' });
+    expect(wrong[0]!.body).toMatchObject({
+      type: 'urn:tasks-api:problem:invalid-credentials',
+      detail: 'The email or password is wrong.',
+    });
     // Both run one scrypt (the unknown email against a decoy hash): without the decoy the unknown
     // email would answer in a few ms against ~300 ms, a ratio far outside this band.
     const median = (xs: { ms: number }[]) => {
@@ -132,7 +144,8 @@ describe('login', () => {
   it('refuses logins for an email from a client IP after 5 failures there in 15 minutes, even the right password, with 429; the owner elsewhere is not locked out', async () => {
     const { email } = await register();
     const attacker = newIp();
-    for (let i = 0; i < 5; i += 1) expect((await post('login', { email, password: `wrong ${i}` }, attacker)).status).toBe(401);
+    for (let i = 0; i < 5; i += 1)
+      expect((await post('login', { email, password: `wrong ${i}` }, attacker)).status).toBe(401);
     const blocked = await post('login', { email: email.toUpperCase(), password: PASSWORD }, attacker);
     expect(blocked.status).toBe(429);
     expect(blocked.body).toMatchObject({ type: 'urn:tasks-api:problem:login-throttled', status: 429 });
@@ -145,21 +158,28 @@ describe('login', () => {
     const other = await register();
     expect((await post('login', { email: other.email, password: PASSWORD }, attacker)).status).toBe(200);
     const ghost = newEmail();
-    for (let i = 0; i < 5; i += 1) expect((await post('login', { email: ghost, password: 'guess' }, attacker)).status).toBe(401);
+    for (let i = 0; i < 5; i += 1)
+      expect((await post('login', { email: ghost, password: 'guess' }, attacker)).status).toBe(401);
     expect((await post('login', { email: ghost, password: 'guess' }, attacker)).status).toBe(429);
   });
 
   it('refuses every login for an email after 100 failures from anywhere in the window (guessing spread over many addresses)', async () => {
     const { email } = await register();
     const key = `email:${createHash('sha256').update(email.toLowerCase()).digest('base64url')}`;
-    await server.database.db.insertInto('login_failures').values({ key, failures: 100, window_started_at: new Date() }).execute();
+    await server.database.db
+      .insertInto('login_failures')
+      .values({ key, failures: 100, window_started_at: new Date() })
+      .execute();
     expect((await post('login', { email, password: PASSWORD }, newIp())).status).toBe(429);
   });
 
   it('refuses logins from a client IP with 50 failures in the window, whatever the email', async () => {
     const ip = newIp();
     const { email } = await register();
-    await server.database.db.insertInto('login_failures').values({ key: `ip:${ip}`, failures: 50, window_started_at: new Date() }).execute();
+    await server.database.db
+      .insertInto('login_failures')
+      .values({ key: `ip:${ip}`, failures: 50, window_started_at: new Date() })
+      .execute();
     expect((await post('login', { email, password: PASSWORD }, ip)).status).toBe(429);
     expect((await post('login', { email, password: PASSWORD }, newIp())).status).toBe(200);
   });
@@ -169,20 +189,36 @@ describe('login', () => {
     try {
       const db = api.database.db;
       const [stale, live] = [`email:stale-${randomUUID()}`, `email:live-${randomUUID()}`];
-      await db.insertInto('login_failures').values([
-        { key: stale, failures: 5, window_started_at: new Date(Date.now() - 16 * 60_000) },
-        { key: live, failures: 5, window_started_at: new Date() },
-      ]).execute();
+      await db
+        .insertInto('login_failures')
+        .values([
+          { key: stale, failures: 5, window_started_at: new Date(Date.now() - 16 * 60_000) },
+          { key: live, failures: 5, window_started_at: new Date() },
+        ])
+        .execute();
       const user = { id: randomUUID(), email: newEmail(), password_hash: 'x' };
       await db.insertInto('users').values(user).execute();
-      const token = (hash: string, expires: number) => ({ token_hash: hash, family_id: randomUUID(), user_id: user.id, expires_at: new Date(Date.now() + expires) });
+      const token = (hash: string, expires: number) => ({
+        token_hash: hash,
+        family_id: randomUUID(),
+        user_id: user.id,
+        expires_at: new Date(Date.now() + expires),
+      });
       const [expired, current] = [`expired-${randomUUID()}`, `current-${randomUUID()}`];
-      await db.insertInto('refresh_tokens').values([token(expired, -1000), token(current, 60_000)]).execute();
+      await db
+        .insertInto('refresh_tokens')
+        .values([token(expired, -1000), token(current, 60_000)])
+        .execute();
       expect((await post('login', { email: newEmail(), password: PASSWORD }, newIp(), api)).status).toBe(401);
       const keys = () => db.selectFrom('login_failures').select('key').where('key', 'in', [stale, live]).execute();
-      for (let i = 0; i < 50 && (await keys()).length > 1; i += 1) await new Promise((resolve) => setTimeout(resolve, 50));
+      for (let i = 0; i < 50 && (await keys()).length > 1; i += 1)
+        await new Promise((resolve) => setTimeout(resolve, 50));
       expect((await keys()).map((row) => row.key)).toEqual([live]);
-      const tokens = await db.selectFrom('refresh_tokens').select('token_hash').where('user_id', '=', user.id).execute();
+      const tokens = await db
+        .selectFrom('refresh_tokens')
+        .select('token_hash')
+        .where('user_id', '=', user.id)
+        .execute();
       expect(tokens.map((row) => row.token_hash)).toEqual([current]);
     } finally {
       await api.close();
@@ -234,7 +270,10 @@ describe('refresh and logout', () => {
 
   it('lets exactly one of two simultaneous refreshes with the same token through, then revokes the login', async () => {
     const { tokens } = await register();
-    const results = await Promise.all([post('refresh', { refresh_token: tokens.refresh_token }), post('refresh', { refresh_token: tokens.refresh_token })]);
+    const results = await Promise.all([
+      post('refresh', { refresh_token: tokens.refresh_token }),
+      post('refresh', { refresh_token: tokens.refresh_token }),
+    ]);
     expect(results.map((r) => r.status).sort()).toEqual([200, 401]);
     const winner = results.find((r) => r.status === 200)!.body as unknown as Tokens;
     expect((await post('refresh', { refresh_token: winner.refresh_token })).status).toBe(401);
@@ -254,13 +293,22 @@ describe('refresh and logout', () => {
     expect((await post('refresh', { refresh_token: `rt_${'A'.repeat(43)}` })).status).toBe(401);
     expect((await post('refresh', { refresh_token: 'not a token' })).status).toBe(422);
     const { tokens } = await register();
-    await server.database.db.updateTable('refresh_tokens').set({ expires_at: new Date(Date.now() - 1000) }).where('used_at', 'is', null).where('revoked_at', 'is', null).execute();
+    await server.database.db
+      .updateTable('refresh_tokens')
+      .set({ expires_at: new Date(Date.now() - 1000) })
+      .where('used_at', 'is', null)
+      .where('revoked_at', 'is', null)
+      .execute();
     expect((await post('refresh', { refresh_token: tokens.refresh_token })).status).toBe(401);
   });
 
   it('a disabled account can neither refresh nor log in; a deleted one cannot refresh', async () => {
     const disabled = await register();
-    await server.database.db.updateTable('users').set({ disabled_at: new Date() }).where('email', '=', disabled.email).execute();
+    await server.database.db
+      .updateTable('users')
+      .set({ disabled_at: new Date() })
+      .where('email', '=', disabled.email)
+      .execute();
     expect((await post('refresh', { refresh_token: disabled.tokens.refresh_token })).status).toBe(401);
     const login = await post('login', { email: disabled.email, password: PASSWORD });
     expect(login.status).toBe(401);
@@ -277,7 +325,8 @@ describe('signing keys', () => {
     const scratch = await scratchDatabase(); // a key set of its own, so the published list is exactly known
     const api = await startServer({ databaseUrl: scratch.url, builtinAuth: true });
     try {
-      const call = async (path: string, body: unknown) => (await post(path, body, newIp(), api)).body as unknown as Tokens;
+      const call = async (path: string, body: unknown) =>
+        (await post(path, body, newIp(), api)).body as unknown as Tokens;
       const tokens = await call('register', { email: newEmail(), password: PASSWORD });
       const oldKid = decodeProtectedHeader(tokens.access_token).kid;
       await api.keys!.rotate();
@@ -296,7 +345,10 @@ describe('signing keys', () => {
 
   it('stores private keys encrypted when KEY_ENCRYPTION_SECRET is set, and encrypts older clear-text ones', async () => {
     const scratch = await scratchDatabase(); // encrypted keys must not reach the other tests' database
-    const encrypted = await startServer({ databaseUrl: scratch.url, builtinAuth: { keyEncryptionSecret: 'a-key-encryption-secret-of-32-bytes-or-more' } });
+    const encrypted = await startServer({
+      databaseUrl: scratch.url,
+      builtinAuth: { keyEncryptionSecret: 'a-key-encryption-secret-of-32-bytes-or-more' },
+    });
     try {
       const keysTable = () => encrypted.database.db.selectFrom('signing_keys').select(['kid', 'private_jwk']).execute();
       await signingKeys(encrypted.database.db).rotate(); // a key made before the secret was set
@@ -313,10 +365,12 @@ describe('signing keys', () => {
       const { access_token } = registered.body as unknown as Tokens;
       expect((await encrypted.client(access_token).GET('/api/v1/me')).response.status).toBe(200);
       // Without the secret, or with another one, the keys cannot be used: signing fails loudly.
-      await expect(signingKeys(encrypted.database.db).current()).rejects.toThrow(/is encrypted: set KEY_ENCRYPTION_SECRET/);
-      await expect(signingKeys(encrypted.database.db, { encryptionSecret: 'another-secret-of-at-least-32-bytes!!' }).current()).rejects.toThrow(
-        /does not decrypt with KEY_ENCRYPTION_SECRET/,
+      await expect(signingKeys(encrypted.database.db).current()).rejects.toThrow(
+        /is encrypted: set KEY_ENCRYPTION_SECRET/,
       );
+      await expect(
+        signingKeys(encrypted.database.db, { encryptionSecret: 'another-secret-of-at-least-32-bytes!!' }).current(),
+      ).rejects.toThrow(/does not decrypt with KEY_ENCRYPTION_SECRET/);
     } finally {
       await encrypted.close();
       await scratch.drop();
@@ -329,7 +383,11 @@ describe('with the built-in issuer off', () => {
     const { tokens } = await register();
     const plain = await startServer();
     try {
-      for (const [method, path] of [['POST', '/api/v1/auth/login'], ['POST', '/api/v1/auth/register'], ['GET', '/.well-known/jwks.json']] as const) {
+      for (const [method, path] of [
+        ['POST', '/api/v1/auth/login'],
+        ['POST', '/api/v1/auth/register'],
+        ['GET', '/.well-known/jwks.json'],
+      ] as const) {
         const res = await fetch(`${plain.url}${path}`, {
           method,
           headers: { 'Content-Type': 'application/json' },

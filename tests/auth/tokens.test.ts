@@ -52,7 +52,9 @@ function hs256(payload: JWTPayload, secret = server.secret) {
 const valid = (): JWTPayload => ({ sub: newUser(), iss: TEST_ISSUER, aud: TEST_ISSUER, exp: now() + 300 });
 
 function me(authorization?: string) {
-  return fetch(`${server.url}/api/v1/me`, { headers: authorization === undefined ? {} : { Authorization: authorization } });
+  return fetch(`${server.url}/api/v1/me`, {
+    headers: authorization === undefined ? {} : { Authorization: authorization },
+  });
 }
 
 describe('accepted tokens', () => {
@@ -80,7 +82,8 @@ describe('token age, as production checks it', () => {
     strict = await startServer({ jwt: { requireIssuedAt: true, maxTokenAgeSeconds: 3600 } });
   });
   afterAll(() => strict.close());
-  const sign = (payload: JWTPayload) => new SignJWT(payload).setProtectedHeader({ alg: 'HS256' }).sign(new TextEncoder().encode(strict.secret));
+  const sign = (payload: JWTPayload) =>
+    new SignJWT(payload).setProtectedHeader({ alg: 'HS256' }).sign(new TextEncoder().encode(strict.secret));
   const meOn = async (payload: JWTPayload) => {
     const res = await fetch(`${strict.url}/api/v1/me`, { headers: { Authorization: `Bearer ${await sign(payload)}` } });
     return { status: res.status, body: (await res.json()) as { detail?: string } };
@@ -92,8 +95,16 @@ describe('token age, as production checks it', () => {
 
   it.each([
     ['without iat', () => ({ ...valid(), exp: now() + 900 }), 'The token must say when it was issued ("iat").'],
-    ['issued longer ago than the maximum age (1 h here)', () => ({ ...valid(), iat: now() - 3700, exp: now() + 60 }), 'The token was issued too long ago.'],
-    ['valid for longer than the maximum age', () => ({ ...valid(), iat: now(), exp: now() + 7200 }), 'The token is valid for longer than this server accepts (3600 s).'],
+    [
+      'issued longer ago than the maximum age (1 h here)',
+      () => ({ ...valid(), iat: now() - 3700, exp: now() + 60 }),
+      'The token was issued too long ago.',
+    ],
+    [
+      'valid for longer than the maximum age',
+      () => ({ ...valid(), iat: now(), exp: now() + 7200 }),
+      'The token is valid for longer than this server accepts (3600 s).',
+    ],
   ])('refuses a token %s with 401', async (_label, payload, detail) => {
     const { status, body } = await meOn(payload());
     expect(status).toBe(401);
@@ -112,31 +123,70 @@ describe('401 with WWW-Authenticate for every bad token', () => {
   const cases: [string, () => Promise<string>][] = [
     ['a malformed token', async () => 'Bearer not.a.jwt'],
     ['a token that is not a JWT at all', async () => 'Bearer abc'],
-    ['an expired token (beyond the 5 s tolerance the test server allows)', async () => `Bearer ${await hs256({ ...valid(), exp: now() - 60 })}`],
+    [
+      'an expired token (beyond the 5 s tolerance the test server allows)',
+      async () => `Bearer ${await hs256({ ...valid(), exp: now() - 60 })}`,
+    ],
     ['a token not valid before a future nbf', async () => `Bearer ${await hs256({ ...valid(), nbf: now() + 600 })}`],
-    ['a token signed with another secret', async () => `Bearer ${await hs256(valid(), 'another-secret-that-is-long-enough-xxxx')}`],
+    [
+      'a token signed with another secret',
+      async () => `Bearer ${await hs256(valid(), 'another-secret-that-is-long-enough-xxxx')}`,
+    ],
     ['an unsigned token (alg: none)', async () => `Bearer ${b64({ alg: 'none', typ: 'JWT' })}.${b64(valid())}.`],
-    ['a token without sub', async () => { const { sub: _drop, ...rest } = valid(); return `Bearer ${await hs256(rest)}`; }],
+    [
+      'a token without sub',
+      async () => {
+        const { sub: _drop, ...rest } = valid();
+        return `Bearer ${await hs256(rest)}`;
+      },
+    ],
     ['a token with an empty sub', async () => `Bearer ${await hs256({ ...valid(), sub: '' })}`],
-    ['a token without exp', async () => { const { exp: _drop, ...rest } = valid(); return `Bearer ${await hs256(rest)}`; }],
+    [
+      'a token without exp',
+      async () => {
+        const { exp: _drop, ...rest } = valid();
+        return `Bearer ${await hs256(rest)}`;
+      },
+    ],
     ['a token from another issuer', async () => `Bearer ${await hs256({ ...valid(), iss: 'https://evil.example' })}`],
-    ['a token for another audience', async () => `Bearer ${await hs256({ ...valid(), aud: 'https://other-api.example' })}`],
-    ['a tampered payload', async () => {
-      const [header, , signature] = (await hs256(valid())).split('.');
-      return `Bearer ${header}.${b64({ ...valid(), sub: 'admin' })}.${signature}`;
-    }],
+    [
+      'a token for another audience',
+      async () => `Bearer ${await hs256({ ...valid(), aud: 'https://other-api.example' })}`,
+    ],
+    [
+      'a tampered payload',
+      async () => {
+        const [header, , signature] = (await hs256(valid())).split('.');
+        return `Bearer ${header}.${b64({ ...valid(), sub: 'admin' })}.${signature}`;
+      },
+    ],
     ['a stripped signature', async () => `Bearer ${(await hs256(valid())).split('.').slice(0, 2).join('.')}.`],
-    ['HS256 signed with the JWKS public key as the secret', async () => {
-      const jwk = (await (await fetch(jwksUrl)).json()) as { keys: object[] };
-      return `Bearer ${await hs256(valid(), JSON.stringify(jwk.keys[0]))}`;
-    }],
-    ['an EdDSA token signed by a key the JWKS does not publish', async () => {
-      const rogue = await generateKeyPair('EdDSA', { crv: 'Ed25519' });
-      return `Bearer ${await asymmetric(rogue.privateKey, 'EdDSA', 'ed-1')}`;
-    }],
-    ['a token issued in the future (iat beyond the 5 s tolerance)', async () => `Bearer ${await hs256({ ...valid(), iat: now() + 600 })}`],
-    ['a token valid for 100 years (longer than the 24 h maximum age)', async () => `Bearer ${await hs256({ ...valid(), iat: now(), exp: now() + 100 * 365 * 86_400 })}`],
-    ['a token issued more than 24 h ago, though not expired', async () => `Bearer ${await hs256({ ...valid(), iat: now() - 86_400 - 60, exp: now() + 300 })}`],
+    [
+      'HS256 signed with the JWKS public key as the secret',
+      async () => {
+        const jwk = (await (await fetch(jwksUrl)).json()) as { keys: object[] };
+        return `Bearer ${await hs256(valid(), JSON.stringify(jwk.keys[0]))}`;
+      },
+    ],
+    [
+      'an EdDSA token signed by a key the JWKS does not publish',
+      async () => {
+        const rogue = await generateKeyPair('EdDSA', { crv: 'Ed25519' });
+        return `Bearer ${await asymmetric(rogue.privateKey, 'EdDSA', 'ed-1')}`;
+      },
+    ],
+    [
+      'a token issued in the future (iat beyond the 5 s tolerance)',
+      async () => `Bearer ${await hs256({ ...valid(), iat: now() + 600 })}`,
+    ],
+    [
+      'a token valid for 100 years (longer than the 24 h maximum age)',
+      async () => `Bearer ${await hs256({ ...valid(), iat: now(), exp: now() + 100 * 365 * 86_400 })}`,
+    ],
+    [
+      'a token issued more than 24 h ago, though not expired',
+      async () => `Bearer ${await hs256({ ...valid(), iat: now() - 86_400 - 60, exp: now() + 300 })}`,
+    ],
     ['the Basic scheme', async () => `Basic ${Buffer.from('alice:secret').toString('base64')}`],
     ['a token with no scheme', async () => hs256(valid())],
     ['a 10 KB token', async () => `Bearer ${await hs256({ ...valid(), pad: 'x'.repeat(10 * 1024) })}`],
@@ -147,7 +197,11 @@ describe('401 with WWW-Authenticate for every bad token', () => {
     expect(res.status).toBe(401);
     expect(res.headers.get('www-authenticate')).toMatch(/^Bearer error="invalid_token"/);
     const problem = (await res.json()) as Record<string, unknown>;
-    expect(problem).toMatchObject({ type: 'urn:tasks-api:problem:invalid-token', status: 401, request_id: res.headers.get('x-request-id') });
+    expect(problem).toMatchObject({
+      type: 'urn:tasks-api:problem:invalid-token',
+      status: 401,
+      request_id: res.headers.get('x-request-id'),
+    });
     expect(JSON.stringify(problem)).not.toMatch(/stack|at .*\.js/);
   });
 
@@ -156,8 +210,16 @@ describe('401 with WWW-Authenticate for every bad token', () => {
     const res = await me(`Bearer ${token}`);
     const requestId = res.headers.get('x-request-id');
     const lines = server.logs.filter((line) => line.request_id === requestId);
-    expect(lines.find((line) => line.level === 'warn')).toMatchObject({ message: 'authentication failed', code: 'INVALID_TOKEN', reason: 'ERR_JWT_EXPIRED' });
-    expect(lines.find((line) => line.message === 'request')).toMatchObject({ status: 401, route: '/api/v1/me', method: 'GET' });
+    expect(lines.find((line) => line.level === 'warn')).toMatchObject({
+      message: 'authentication failed',
+      code: 'INVALID_TOKEN',
+      reason: 'ERR_JWT_EXPIRED',
+    });
+    expect(lines.find((line) => line.message === 'request')).toMatchObject({
+      status: 401,
+      route: '/api/v1/me',
+      method: 'GET',
+    });
     expect(JSON.stringify(server.logs)).not.toContain(token.split('.')[2]);
   });
 });
@@ -212,7 +274,10 @@ describe('the token travels in exactly one Authorization header', () => {
     const { status, headers, body } = await rawGet(`${server.url}/api/v1/me`, [`Bearer ${first}`, `Bearer ${second}`]);
     expect(status).toBe(401);
     expect(headers['www-authenticate']).toMatch(/^Bearer error="invalid_token"/);
-    expect(JSON.parse(body)).toMatchObject({ type: 'urn:tasks-api:problem:invalid-token', detail: 'Send exactly one Authorization header.' });
+    expect(JSON.parse(body)).toMatchObject({
+      type: 'urn:tasks-api:problem:invalid-token',
+      detail: 'Send exactly one Authorization header.',
+    });
     // Each alone is accepted, so the refusal is about the duplication.
     expect((await me(`Bearer ${first}`)).status).toBe(200);
   });
@@ -258,15 +323,24 @@ describe('a JWKS that cannot be fetched fails closed', () => {
   }
 
   it.each([
-    ['down', async () => {
-      const probe = createServer().listen(0, '127.0.0.1');
-      await new Promise((resolve) => probe.once('listening', resolve));
-      const port = (probe.address() as AddressInfo).port;
-      await new Promise((resolve) => probe.close(resolve));
-      return { url: new URL(`http://127.0.0.1:${port}/jwks`), stop: async () => {} };
-    }],
+    [
+      'down',
+      async () => {
+        const probe = createServer().listen(0, '127.0.0.1');
+        await new Promise((resolve) => probe.once('listening', resolve));
+        const port = (probe.address() as AddressInfo).port;
+        await new Promise((resolve) => probe.close(resolve));
+        return { url: new URL(`http://127.0.0.1:${port}/jwks`), stop: async () => {} };
+      },
+    ],
     ['answering garbage', async () => serve((_req, res) => res.end('<html>not json</html>'))],
-    ['slower than 2 s', async () => serve((_req, res) => { setTimeout(() => res.end('{"keys":[]}'), 2500).unref(); })],
+    [
+      'slower than 2 s',
+      async () =>
+        serve((_req, res) => {
+          setTimeout(() => res.end('{"keys":[]}'), 2500).unref();
+        }),
+    ],
   ])('answers 503 with Retry-After when the JWKS is %s, and never accepts the token', async (_label, make) => {
     const upstream = await make();
     const api = await serverWithJwks(upstream.url);
@@ -288,6 +362,10 @@ async function serve(handler: Parameters<typeof createServer>[1]) {
   await new Promise<void>((resolve) => upstream.listen(0, '127.0.0.1', resolve));
   return {
     url: new URL(`http://127.0.0.1:${(upstream.address() as AddressInfo).port}/jwks`),
-    stop: () => new Promise<void>((resolve) => { upstream.closeAllConnections(); upstream.close(() => resolve()); }),
+    stop: () =>
+      new Promise<void>((resolve) => {
+        upstream.closeAllConnections();
+        upstream.close(() => resolve());
+      }),
   };
 }

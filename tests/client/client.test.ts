@@ -1,7 +1,17 @@
 // @tasks-api/client against the real API: typed problems, pagination, automatic Idempotency-Key,
 // If-Match from what was read.
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import { createTasksClient, etagOf, ifMatch, paginate, ProblemError, unwrap, type Problem, type Task, type TasksClient } from '../../packages/client/src/index.js';
+import {
+  createTasksClient,
+  etagOf,
+  ifMatch,
+  paginate,
+  ProblemError,
+  unwrap,
+  type Problem,
+  type Task,
+  type TasksClient,
+} from '../../packages/client/src/index.js';
 import { startServer, type TestServer } from '../helpers/server.js';
 
 let server: TestServer;
@@ -37,7 +47,9 @@ describe('ProblemError and unwrap', () => {
 
   it('a 422 throws a ProblemError with its status, type, problem (errors per field) and response', async () => {
     const { api } = await client();
-    const failure = await unwrap(api.POST('/api/v1/tasks', { body: { title: 'x'.repeat(201) } })).catch((error: unknown) => error);
+    const failure = await unwrap(api.POST('/api/v1/tasks', { body: { title: 'x'.repeat(201) } })).catch(
+      (error: unknown) => error,
+    );
     expect(failure).toBeInstanceOf(ProblemError);
     expect(failure).toBeInstanceOf(Error);
     if (!(failure instanceof ProblemError)) throw failure;
@@ -57,7 +69,9 @@ describe('ProblemError and unwrap', () => {
 
   it('the plain result keeps its typed error', async () => {
     const { api } = await client();
-    const { data, error, response } = await api.GET('/api/v1/tasks/{taskId}', { params: { path: { taskId: '00000000-0000-4000-8000-000000000000' } } });
+    const { data, error, response } = await api.GET('/api/v1/tasks/{taskId}', {
+      params: { path: { taskId: '00000000-0000-4000-8000-000000000000' } },
+    });
     expect(data).toBeUndefined();
     expect(response.status).toBe(404);
     expect(error).toMatchObject({ status: 404, type: 'urn:tasks-api:problem:task-not-found' });
@@ -78,7 +92,10 @@ describe('paginate', () => {
     sent.length = 0;
 
     const seen: Task[] = [];
-    for await (const task of paginate(api, '/api/v1/tasks', { params: { query: { tag: ['paged'], sort: 'title', limit: 2 } } })) seen.push(task);
+    for await (const task of paginate(api, '/api/v1/tasks', {
+      params: { query: { tag: ['paged'], sort: 'title', limit: 2 } },
+    }))
+      seen.push(task);
     expect(seen.map((t) => t.title)).toEqual(titles);
     const pages = sent.filter((r) => r.url.pathname === '/api/v1/tasks');
     expect(pages).toHaveLength(3);
@@ -102,7 +119,10 @@ describe('paginate', () => {
     const { api } = await client();
     const task = await unwrap(api.POST('/api/v1/tasks', { body: { title: 'bare' } }));
     const attachments = [];
-    for await (const attachment of paginate(api, '/api/v1/tasks/{taskId}/attachments', { params: { path: { taskId: task.id } } })) attachments.push(attachment);
+    for await (const attachment of paginate(api, '/api/v1/tasks/{taskId}/attachments', {
+      params: { path: { taskId: task.id } },
+    }))
+      attachments.push(attachment);
     expect(attachments).toEqual([]);
     const webhooks = [];
     for await (const webhook of paginate(api, '/api/v1/webhooks')) webhooks.push(webhook);
@@ -127,7 +147,10 @@ describe('Idempotency-Key', () => {
     expect(second.data!.id).not.toBe(first.data!.id);
 
     // The same key again (as a retry of the first call would send it): the stored response, no new task.
-    const replay = await api.POST('/api/v1/tasks', { params: { header: { 'Idempotency-Key': keys[0]! } }, body: { title: 'Once' } });
+    const replay = await api.POST('/api/v1/tasks', {
+      params: { header: { 'Idempotency-Key': keys[0]! } },
+      body: { title: 'Once' },
+    });
     expect(replay.response.status).toBe(201);
     expect(replay.response.headers.get('Idempotent-Replayed')).toBe('true');
     expect(replay.data!.id).toBe(first.data!.id);
@@ -155,18 +178,33 @@ describe('ifMatch', () => {
     const created = await unwrap(api.POST('/api/v1/tasks', { body: { title: 'Draft' } }));
     expect(etagOf(created)).toBe(`"${created.version}"`);
 
-    const updated = await unwrap(api.PATCH('/api/v1/tasks/{taskId}', { params: { path: { taskId: created.id }, header: ifMatch(created) }, body: { title: 'Final' } }));
+    const updated = await unwrap(
+      api.PATCH('/api/v1/tasks/{taskId}', {
+        params: { path: { taskId: created.id }, header: ifMatch(created) },
+        body: { title: 'Final' },
+      }),
+    );
     expect(updated.version).toBe(created.version + 1);
 
-    const stale = await api.PATCH('/api/v1/tasks/{taskId}', { params: { path: { taskId: created.id }, header: ifMatch(created) }, body: { title: 'Lost update' } });
+    const stale = await api.PATCH('/api/v1/tasks/{taskId}', {
+      params: { path: { taskId: created.id }, header: ifMatch(created) },
+      body: { title: 'Lost update' },
+    });
     expect(stale.response.status).toBe(412);
     expect(stale.error).toMatchObject({ status: 412 });
-    await expect(unwrap(api.DELETE('/api/v1/tasks/{taskId}', { params: { path: { taskId: created.id }, header: ifMatch(created) } }))).rejects.toMatchObject({ status: 412 });
+    await expect(
+      unwrap(
+        api.DELETE('/api/v1/tasks/{taskId}', { params: { path: { taskId: created.id }, header: ifMatch(created) } }),
+      ),
+    ).rejects.toMatchObject({ status: 412 });
 
     const fresh = await unwrap(api.GET('/api/v1/tasks/{taskId}', { params: { path: { taskId: created.id } } }));
     expect(fresh.title).toBe('Final');
     expect(ifMatch(fresh)).toEqual({ 'If-Match': `"${updated.version}"` });
-    const done = await api.PUT('/api/v1/tasks/{taskId}', { params: { path: { taskId: created.id }, header: ifMatch(fresh) }, body: { title: 'Final', completed: true } });
+    const done = await api.PUT('/api/v1/tasks/{taskId}', {
+      params: { path: { taskId: created.id }, header: ifMatch(fresh) },
+      body: { title: 'Final', completed: true },
+    });
     expect(done.response.status).toBe(200);
   });
 
@@ -176,7 +214,10 @@ describe('ifMatch', () => {
     const { data: page } = await api.GET('/api/v1/tasks');
     const item = page!.items.find((t) => t.id === created.id)!;
     expect(ifMatch(item)).toEqual({ 'If-Match': `"${item.version}"` });
-    const { response } = await api.PATCH('/api/v1/tasks/{taskId}', { params: { path: { taskId: item.id }, header: ifMatch(item) }, body: { priority: 'low' } });
+    const { response } = await api.PATCH('/api/v1/tasks/{taskId}', {
+      params: { path: { taskId: item.id }, header: ifMatch(item) },
+      body: { priority: 'low' },
+    });
     expect(response.status).toBe(200);
 
     // The header is remembered per object: a copy is a new object, known only by its version.

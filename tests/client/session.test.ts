@@ -2,7 +2,13 @@
 // (proactive, and after a 401, single-flight), rotation, logout, and a refused refresh token.
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import { createSession, createTasksClient, ProblemError, type SessionLocks, type SessionStorage } from '../../packages/client/src/index.js';
+import {
+  createSession,
+  createTasksClient,
+  ProblemError,
+  type SessionLocks,
+  type SessionStorage,
+} from '../../packages/client/src/index.js';
 import { startServer, type TestServer } from '../helpers/server.js';
 
 let server: TestServer;
@@ -28,7 +34,10 @@ function inspectableStorage() {
   };
   return {
     storage,
-    tokens: () => (value === null ? null : (JSON.parse(value) as { access_token: string; refresh_token: string; expires_at: number })),
+    tokens: () =>
+      value === null
+        ? null
+        : (JSON.parse(value) as { access_token: string; refresh_token: string; expires_at: number }),
     patch(changes: Record<string, unknown>) {
       value = JSON.stringify({ ...JSON.parse(value!), ...changes });
     },
@@ -37,10 +46,22 @@ function inspectableStorage() {
 
 /** The global fetch, recording each request's method, path and headers (the server is real). */
 function recordingFetch() {
-  const sent: { method: string; path: string; authorization: string | null; idempotencyKey: string | null; body: string }[] = [];
+  const sent: {
+    method: string;
+    path: string;
+    authorization: string | null;
+    idempotencyKey: string | null;
+    body: string;
+  }[] = [];
   const fetch = async (request: Request): Promise<Response> => {
     const body = request.body ? await request.clone().text() : '';
-    sent.push({ method: request.method, path: new URL(request.url).pathname, authorization: request.headers.get('Authorization'), idempotencyKey: request.headers.get('Idempotency-Key'), body });
+    sent.push({
+      method: request.method,
+      path: new URL(request.url).pathname,
+      authorization: request.headers.get('Authorization'),
+      idempotencyKey: request.headers.get('Idempotency-Key'),
+      body,
+    });
     return globalThis.fetch(request);
   };
   return { fetch, sent, refreshes: () => sent.filter((r) => r.path === '/api/v1/auth/refresh').length };
@@ -89,7 +110,9 @@ describe('createSession', () => {
 
   it('register with a taken email is a ProblemError 409', async () => {
     const { email } = await registered();
-    const failure = await createSession({ baseUrl: server.url }).register({ email, password: PASSWORD }).catch((error: unknown) => error);
+    const failure = await createSession({ baseUrl: server.url })
+      .register({ email, password: PASSWORD })
+      .catch((error: unknown) => error);
     expect(failure).toBeInstanceOf(ProblemError);
     expect((failure as ProblemError).status).toBe(409);
   });
@@ -100,7 +123,11 @@ describe('createSession', () => {
     const tokens = await session.refresh();
     expect(tokens.refresh_token).not.toBe(before.refresh_token);
     expect(store.tokens()).toMatchObject({ access_token: tokens.access_token, refresh_token: tokens.refresh_token });
-    const reused = await fetch(`${server.url}/api/v1/auth/refresh`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ refresh_token: before.refresh_token }) });
+    const reused = await fetch(`${server.url}/api/v1/auth/refresh`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ refresh_token: before.refresh_token }),
+    });
     expect(reused.status).toBe(401);
   });
 
@@ -123,7 +150,11 @@ describe('createSession', () => {
     expect(store.tokens()).toBeNull();
     expect(await session.isLoggedIn()).toBe(false);
     expect(await session.accessToken()).toBeUndefined();
-    const after = await fetch(`${server.url}/api/v1/auth/refresh`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ refresh_token }) });
+    const after = await fetch(`${server.url}/api/v1/auth/refresh`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ refresh_token }),
+    });
     expect(after.status).toBe(401);
   });
 
@@ -150,7 +181,9 @@ describe('createTasksClient with a session', () => {
       api.POST('/api/v1/tasks', { body: { title: 'Sent twice, created once', tags: ['retry'] } }),
       api.GET('/api/v1/tags'),
     ]);
-    expect([me.response.status, list.response.status, created.response.status, again.response.status]).toEqual([200, 200, 201, 200]);
+    expect([me.response.status, list.response.status, created.response.status, again.response.status]).toEqual([
+      200, 200, 201, 200,
+    ]);
     expect(net.refreshes()).toBe(1);
     expect(store.tokens()!.refresh_token).not.toBe(refresh_token);
 
@@ -205,7 +238,10 @@ describe('createTasksClient with a session', () => {
     const locks: SessionLocks = {
       request(name, callback) {
         const granted = (queues.get(name) ?? Promise.resolve()).then(() => callback({ name }));
-        queues.set(name, granted.catch(() => undefined));
+        queues.set(
+          name,
+          granted.catch(() => undefined),
+        );
         return granted;
       },
     };
@@ -215,14 +251,19 @@ describe('createTasksClient with a session', () => {
     const api2 = createTasksClient({ baseUrl: server.url, session: tab2, fetch: net.fetch });
     store.patch({ access_token: broken(store.tokens()!.access_token) });
 
-    const results = await Promise.all([api1.GET('/api/v1/me'), api2.GET('/api/v1/me'), api1.GET('/api/v1/tasks'), api2.GET('/api/v1/tasks')]);
+    const results = await Promise.all([
+      api1.GET('/api/v1/me'),
+      api2.GET('/api/v1/me'),
+      api1.GET('/api/v1/tasks'),
+      api2.GET('/api/v1/tasks'),
+    ]);
     expect(results.map((r) => r.response.status)).toEqual([200, 200, 200, 200]);
     expect(net.refreshes()).toBe(1);
     // the login is intact: its newest refresh token still works
     await expect(tab2.refresh()).resolves.toMatchObject({ token_type: 'Bearer' });
   });
 
-  it('does not take a sign-in operation\'s 401 for an expired token', async () => {
+  it("does not take a sign-in operation's 401 for an expired token", async () => {
     const { session, net, email } = await registered();
     const api = createTasksClient({ baseUrl: server.url, session, fetch: net.fetch });
     const { response } = await api.POST('/api/v1/auth/login', { body: { email, password: 'not the password' } });
@@ -232,6 +273,8 @@ describe('createTasksClient with a session', () => {
   });
 
   it('refuses token and session together', () => {
-    expect(() => createTasksClient({ baseUrl: server.url, token: 'x', session: createSession({ baseUrl: server.url }) })).toThrow(TypeError);
+    expect(() =>
+      createTasksClient({ baseUrl: server.url, token: 'x', session: createSession({ baseUrl: server.url }) }),
+    ).toThrow(TypeError);
   });
 });

@@ -26,7 +26,13 @@ const isStorableDateTime = (value: string) => parseDateTime(value) !== undefined
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any -- a JSON Schema or OpenAPI node, walked by whatever keys the contract has
 type Schema = Record<string, any>;
-interface Parameter { name: string; in: 'query' | 'header' | 'path'; required?: boolean; schema: Schema; allowReserved?: boolean }
+interface Parameter {
+  name: string;
+  in: 'query' | 'header' | 'path';
+  required?: boolean;
+  schema: Schema;
+  allowReserved?: boolean;
+}
 interface Operation {
   operationId: string;
   parameters?: Schema[];
@@ -34,14 +40,27 @@ interface Operation {
   responses: Record<string, Schema>;
   security?: unknown[];
 }
-interface OpenApi { paths: Record<string, Record<string, unknown> & { parameters?: Schema[] }>; components: Record<string, Record<string, Schema>> }
-interface Sent { method: string; path: string; query: [string, string][]; headers: Record<string, string>; body?: string; mustFail?: boolean }
+interface OpenApi {
+  paths: Record<string, Record<string, unknown> & { parameters?: Schema[] }>;
+  components: Record<string, Record<string, Schema>>;
+}
+interface Sent {
+  method: string;
+  path: string;
+  query: [string, string][];
+  headers: Record<string, string>;
+  body?: string;
+  mustFail?: boolean;
+}
 
 /** `#/components/schemas/Task` → the schema it names, however many $refs deep. */
 function deref<T = Schema>(node: Schema): T {
   let current = node;
   while (current && typeof current.$ref === 'string') {
-    current = current.$ref.slice(2).split('/').reduce((at: Schema, key: string) => at[key.replace(/~1/g, '/').replace(/~0/g, '~')], spec as unknown as Schema);
+    current = current.$ref
+      .slice(2)
+      .split('/')
+      .reduce((at: Schema, key: string) => at[key.replace(/~1/g, '/').replace(/~0/g, '~')], spec as unknown as Schema);
   }
   return current as T;
 }
@@ -50,7 +69,10 @@ function deref<T = Schema>(node: Schema): T {
 // Valid values: a fast-check arbitrary for (the subset of) JSON Schema the contract uses.
 
 const dateTime = fc
-  .tuple(fc.date({ min: new Date('0001-01-02T00:00:00Z'), max: new Date('9999-12-30T00:00:00Z'), noInvalidDate: true }), fc.constantFrom('Z', '+00:00', '+05:30', '-08:00', '+14:00', '-15:59'))
+  .tuple(
+    fc.date({ min: new Date('0001-01-02T00:00:00Z'), max: new Date('9999-12-30T00:00:00Z'), noInvalidDate: true }),
+    fc.constantFrom('Z', '+00:00', '+05:30', '-08:00', '+14:00', '-15:59'),
+  )
   .map(([date, offset]) => {
     const iso = date.toISOString();
     if (offset === 'Z') return iso;
@@ -65,16 +87,24 @@ function stringArbitrary(schema: Schema): fc.Arbitrary<string> {
   const max = Math.min(schema.maxLength ?? 64, 64);
   if (schema.format === 'uuid') return fc.uuid();
   if (schema.format === 'date-time') return dateTime;
-  if (schema.format === 'email') return fc.emailAddress().map((e) => (e.length <= (schema.maxLength ?? 254) ? e : 'ada@example.com'));
+  if (schema.format === 'email')
+    return fc.emailAddress().map((e) => (e.length <= (schema.maxLength ?? 254) ? e : 'ada@example.com'));
   const pattern = schema.pattern === undefined ? undefined : new RegExp(schema.pattern, 'u');
-  const fits = (s: string) => [...s].length >= min && [...s].length <= (schema.maxLength ?? Infinity) && (pattern === undefined || pattern.test(s));
+  const fits = (s: string) =>
+    [...s].length >= min &&
+    [...s].length <= (schema.maxLength ?? Infinity) &&
+    (pattern === undefined || pattern.test(s));
   // What does not fit (too short for minLength, a pattern missed) becomes the schema's example,
   // which the lint checks against the schema: a filter could loop for ever on a rare fit.
-  const fallback = typeof schema.example === 'string' && fits(schema.example) ? schema.example : 'x'.repeat(Math.max(min, 1));
+  const fallback =
+    typeof schema.example === 'string' && fits(schema.example) ? schema.example : 'x'.repeat(Math.max(min, 1));
   const candidates =
     pattern !== undefined && !schema.pattern.includes('(?')
       ? fc.stringMatching(pattern)
-      : fc.oneof(fc.string({ unit: 'grapheme', minLength: Math.max(min, 1), maxLength: Math.max(max, 1) }), fc.string({ minLength: Math.max(min, 1), maxLength: Math.max(max, 1) }));
+      : fc.oneof(
+          fc.string({ unit: 'grapheme', minLength: Math.max(min, 1), maxLength: Math.max(max, 1) }),
+          fc.string({ minLength: Math.max(min, 1), maxLength: Math.max(max, 1) }),
+        );
   return candidates.map((s) => (fits(s) ? s : fallback));
 }
 
@@ -96,10 +126,17 @@ function valid(node: Schema): fc.Arbitrary<unknown> {
     case 'array': {
       const options = { minLength: schema.minItems ?? 0, maxLength: Math.min(schema.maxItems ?? 5, 5) };
       const items = valid(schema.items ?? {});
-      return schema.uniqueItems ? fc.uniqueArray(items, { ...options, selector: (v) => JSON.stringify(v) }) : fc.array(items, options);
+      return schema.uniqueItems
+        ? fc.uniqueArray(items, { ...options, selector: (v) => JSON.stringify(v) })
+        : fc.array(items, options);
     }
     default: {
-      const properties = Object.fromEntries(Object.entries((schema.properties ?? {}) as Record<string, Schema>).map(([name, child]) => [name, valid(child)]));
+      const properties = Object.fromEntries(
+        Object.entries((schema.properties ?? {}) as Record<string, Schema>).map(([name, child]) => [
+          name,
+          valid(child),
+        ]),
+      );
       return fc.record(properties, { requiredKeys: schema.required ?? [] });
     }
   }
@@ -109,7 +146,31 @@ function valid(node: Schema): fc.Arbitrary<unknown> {
 // Broken values: what an attacker, a buggy client or a fuzzer sends instead.
 
 const hostileValue = fc.oneof(
-  fc.constantFrom<unknown>(null, true, 0, -1, 1e308, -0.5, 2 ** 53, '', ' ', '\u0000', 'a\u0000b', '\ud800', 'x\udfff', '\u202e', '%00', '../../etc/passwd', "' or 1=1 --", '<script>', '{}', [], {}, [[[[[]]]]], { $ne: 1 }),
+  fc.constantFrom<unknown>(
+    null,
+    true,
+    0,
+    -1,
+    1e308,
+    -0.5,
+    2 ** 53,
+    '',
+    ' ',
+    '\u0000',
+    'a\u0000b',
+    '\ud800',
+    'x\udfff',
+    '\u202e',
+    '%00',
+    '../../etc/passwd',
+    "' or 1=1 --",
+    '<script>',
+    '{}',
+    [],
+    {},
+    [[[[[]]]]],
+    { $ne: 1 },
+  ),
   fc.string({ unit: 'binary', maxLength: 40 }),
   fc.string({ minLength: 300, maxLength: 1200 }),
   fc.integer(),
@@ -134,11 +195,24 @@ function hostileFor(node: Schema): fc.Arbitrary<unknown> {
     );
     // One over the longest. Not for a file's bytes (`format: binary`): its limit is megabytes of
     // upload, which the attachment tests send for real; as a JSON string it is only a slow fuzz.
-    if (schema.format !== 'binary') aimed.push(fc.string({ minLength: (schema.maxLength ?? 1000) + 1, maxLength: (schema.maxLength ?? 1000) + 40 }));
+    if (schema.format !== 'binary')
+      aimed.push(fc.string({ minLength: (schema.maxLength ?? 1000) + 1, maxLength: (schema.maxLength ?? 1000) + 40 }));
   }
-  if (types.includes('integer')) aimed.push(fc.constantFrom((schema.maximum ?? 0) + 1, (schema.minimum ?? 0) - 1, 2 ** 31, 1.5, '1', Number.MAX_SAFE_INTEGER));
-  if (types.includes('array')) aimed.push(fc.array(valid(schema.items ?? {}), { minLength: (schema.maxItems ?? 20) + 1, maxLength: (schema.maxItems ?? 20) + 3 }), fc.array(hostileFor(schema.items ?? {}), { minLength: 1, maxLength: 3 }));
-  return aimed.length > 0 ? fc.oneof({ arbitrary: fc.oneof(...aimed), weight: 3 }, { arbitrary: hostileValue, weight: 1 }) : hostileValue;
+  if (types.includes('integer'))
+    aimed.push(
+      fc.constantFrom((schema.maximum ?? 0) + 1, (schema.minimum ?? 0) - 1, 2 ** 31, 1.5, '1', Number.MAX_SAFE_INTEGER),
+    );
+  if (types.includes('array'))
+    aimed.push(
+      fc.array(valid(schema.items ?? {}), {
+        minLength: (schema.maxItems ?? 20) + 1,
+        maxLength: (schema.maxItems ?? 20) + 3,
+      }),
+      fc.array(hostileFor(schema.items ?? {}), { minLength: 1, maxLength: 3 }),
+    );
+  return aimed.length > 0
+    ? fc.oneof({ arbitrary: fc.oneof(...aimed), weight: 3 }, { arbitrary: hostileValue, weight: 1 })
+    : hostileValue;
 }
 
 /** A value for `node` with one thing wrong; `invalid` when the contract surely refuses it. */
@@ -147,11 +221,16 @@ function broken(node: Schema): fc.Arbitrary<{ value: unknown; invalid: boolean }
   const base = valid(schema);
   const properties = Object.entries((schema.properties ?? {}) as Record<string, Schema>);
   const required: string[] = schema.required ?? [];
-  const mutations: fc.WeightedArbitrary<{ value: unknown; invalid: boolean }>[] = [{ arbitrary: hostileFor(schema).map((value) => ({ value, invalid: false })), weight: 1 }];
+  const mutations: fc.WeightedArbitrary<{ value: unknown; invalid: boolean }>[] = [
+    { arbitrary: hostileFor(schema).map((value) => ({ value, invalid: false })), weight: 1 },
+  ];
   if ((schema.type ?? 'object') === 'object') {
     // Every request body of the contract is closed (the lint sees to it): an unknown field is refused.
     mutations.push({
-      arbitrary: fc.tuple(base, fc.string({ minLength: 1, maxLength: 20 }), hostileValue).map(([v, key, value]) => ({ value: { ...(v as object), [`x_${key}`]: value }, invalid: schema.additionalProperties === false })),
+      arbitrary: fc.tuple(base, fc.string({ minLength: 1, maxLength: 20 }), hostileValue).map(([v, key, value]) => ({
+        value: { ...(v as object), [`x_${key}`]: value },
+        invalid: schema.additionalProperties === false,
+      })),
       weight: 1,
     });
     if (required.length > 0) {
@@ -166,8 +245,15 @@ function broken(node: Schema): fc.Arbitrary<{ value: unknown; invalid: boolean }
     }
     if (properties.length > 0) {
       // One field given a value aimed at its kind: the most telling mutation, so the most frequent.
-      const field = fc.oneof(...properties.map(([key, child]) => hostileFor(child).map((value) => [key, value] as const)));
-      mutations.push({ arbitrary: fc.tuple(base, field).map(([v, [key, value]]) => ({ value: { ...(v as object), [key]: value }, invalid: false })), weight: 4 });
+      const field = fc.oneof(
+        ...properties.map(([key, child]) => hostileFor(child).map((value) => [key, value] as const)),
+      );
+      mutations.push({
+        arbitrary: fc
+          .tuple(base, field)
+          .map(([v, [key, value]]) => ({ value: { ...(v as object), [key]: value }, invalid: false })),
+        weight: 4,
+      });
     }
   }
   return fc.oneof(...mutations);
@@ -176,7 +262,12 @@ function broken(node: Schema): fc.Arbitrary<{ value: unknown; invalid: boolean }
 // ---------------------------------------------------------------------------------------------
 // Requests, and what every response must be.
 
-interface OperationCase { method: string; path: string; operation: Operation; parameters: Parameter[] }
+interface OperationCase {
+  method: string;
+  path: string;
+  operation: Operation;
+  parameters: Parameter[];
+}
 const operations: OperationCase[] = Object.entries(spec.paths).flatMap(([path, item]) =>
   METHODS.filter((method) => item[method] !== undefined).map((method) => {
     const operation = item[method] as Operation;
@@ -186,7 +277,9 @@ const operations: OperationCase[] = Object.entries(spec.paths).flatMap(([path, i
 );
 
 // ajv-formats is CommonJS: its function is the default export's default under ESM.
-const addFormats = ((addFormatsModule as unknown as { default?: unknown }).default ?? addFormatsModule) as (ajv: Ajv2020) => void;
+const addFormats = ((addFormatsModule as unknown as { default?: unknown }).default ?? addFormatsModule) as (
+  ajv: Ajv2020,
+) => void;
 const ajv = new Ajv2020({ strict: false, allErrors: false, unicodeRegExp: true });
 addFormats(ajv);
 ajv.addFormat('date-time', isStorableDateTime);
@@ -207,7 +300,11 @@ let token: string;
 const taskIds: string[] = [];
 const counts = { valid: 0, broken: 0, sequences: 0 };
 const curl = (sent: Sent) =>
-  `curl -i -X ${sent.method} '${server.url}${sent.path}${sent.query.length ? `?${new URLSearchParams(sent.query).toString()}` : ''}' ${Object.entries(sent.headers).map(([k, v]) => `-H ${JSON.stringify(`${k}: ${v}`)}`).join(' ')}${sent.body === undefined ? '' : ` --data-raw ${JSON.stringify(sent.body)}`}`;
+  `curl -i -X ${sent.method} '${server.url}${sent.path}${sent.query.length ? `?${new URLSearchParams(sent.query).toString()}` : ''}' ${Object.entries(
+    sent.headers,
+  )
+    .map(([k, v]) => `-H ${JSON.stringify(`${k}: ${v}`)}`)
+    .join(' ')}${sent.body === undefined ? '' : ` --data-raw ${JSON.stringify(sent.body)}`}`;
 
 async function send(sent: Sent): Promise<{ status: number; headers: Headers; text: string }> {
   const url = `${server.url}${sent.path}${sent.query.length ? `?${new URLSearchParams(sent.query).toString()}` : ''}`;
@@ -216,20 +313,30 @@ async function send(sent: Sent): Promise<{ status: number; headers: Headers; tex
 }
 
 /** Everything a response must be, whatever was sent; throws with the request to replay. */
-function expectConforming(c: OperationCase, sent: Sent, res: { status: number; headers: Headers; text: string }, kind: 'valid' | 'broken') {
+function expectConforming(
+  c: OperationCase,
+  sent: Sent,
+  res: { status: number; headers: Headers; text: string },
+  kind: 'valid' | 'broken',
+) {
   const fail = (why: string): never => {
-    throw new Error(`${why}\n  ${c.method} ${c.path} (${c.operation.operationId}, ${kind}) answered ${res.status}: ${res.text.slice(0, 500)}\n  replay: ${curl(sent)}\n  seed: FUZZ_SEED=${SEED}`);
+    throw new Error(
+      `${why}\n  ${c.method} ${c.path} (${c.operation.operationId}, ${kind}) answered ${res.status}: ${res.text.slice(0, 500)}\n  replay: ${curl(sent)}\n  seed: FUZZ_SEED=${SEED}`,
+    );
   };
   if (res.status >= 500) fail('a 5xx');
   if (sent.mustFail && res.status < 400) fail('a request the contract refuses was accepted');
   const documented = c.operation.responses[String(res.status)];
-  const response = documented === undefined ? fail(`status ${res.status} is not documented for this operation`) : deref(documented);
+  const response =
+    documented === undefined ? fail(`status ${res.status} is not documented for this operation`) : deref(documented);
   const mediaType = res.headers.get('content-type')?.split(';')[0];
   const content = response.content as Record<string, { schema: Schema }> | undefined;
   if (content === undefined) {
     if (res.text !== '') fail('a body where the contract documents none');
   } else {
-    const declared = content[mediaType ?? ''] ?? fail(`media type ${mediaType} is not documented (${Object.keys(content).join(', ')})`);
+    const declared =
+      content[mediaType ?? ''] ??
+      fail(`media type ${mediaType} is not documented (${Object.keys(content).join(', ')})`);
     const body = mediaType!.endsWith('json') ? JSON.parse(res.text) : res.text;
     const error = checker(`${c.operation.operationId} ${res.status} ${mediaType}`, declared.schema)(body);
     if (error !== undefined) fail(`the body breaks the contract: ${error}`);
@@ -245,18 +352,28 @@ function expectConforming(c: OperationCase, sent: Sent, res: { status: number; h
     const schema = spec.schema ?? {};
     const typed = deref(schema).type === 'integer' ? Number(value) : value;
     const error = checker(`header ${c.operation.operationId} ${res.status} ${name}`, schema)(typed);
-    if (error !== undefined) fail(`header ${name}: ${JSON.stringify(value).slice(0, 200)} breaks the contract: ${error}`);
+    if (error !== undefined)
+      fail(`header ${name}: ${JSON.stringify(value).slice(0, 200)} breaks the contract: ${error}`);
   }
   // ... and every header a client may act on is declared on this response, and every one it
   // declares required is there (see contract-headers.ts).
   const mismatch = headerMismatch(c.method, sent.path, res.status, res.headers.keys());
-  if (mismatch !== undefined && mismatch.undeclared.length > 0) fail(`headers not declared on this response: ${mismatch.undeclared.join(', ')}`);
-  if (mismatch !== undefined && mismatch.missing.length > 0) fail(`headers declared required on this response but missing: ${mismatch.missing.join(', ')}`);
+  if (mismatch !== undefined && mismatch.undeclared.length > 0)
+    fail(`headers not declared on this response: ${mismatch.undeclared.join(', ')}`);
+  if (mismatch !== undefined && mismatch.missing.length > 0)
+    fail(`headers declared required on this response but missing: ${mismatch.missing.join(', ')}`);
 }
 
 /** A request for `c`: valid parameters and body, or one of them broken. */
 /** The parts of one request; `invalid` when the contract surely refuses it. */
-interface Parts { values: Record<string, unknown>; type?: string; text?: string; id: string; extra: [string, string][]; invalid: boolean }
+interface Parts {
+  values: Record<string, unknown>;
+  type?: string;
+  text?: string;
+  id: string;
+  extra: [string, string][];
+  invalid: boolean;
+}
 
 /**
  * A request for `c`: everything valid, or exactly one thing broken (the body, one parameter, an
@@ -265,26 +382,47 @@ interface Parts { values: Record<string, unknown>; type?: string; text?: string;
 function request(c: OperationCase, kind: 'valid' | 'broken'): fc.Arbitrary<Sent> {
   const params = c.parameters.filter((p) => p.in !== 'path');
   const pathParams = c.parameters.filter((p) => p.in === 'path');
-  const validValues = fc.record(Object.fromEntries(params.map((p) => [p.name, fc.option(valid(p.schema), { nil: undefined })])));
+  const validValues = fc.record(
+    Object.fromEntries(params.map((p) => [p.name, fc.option(valid(p.schema), { nil: undefined })])),
+  );
   const media = c.operation.requestBody ? Object.keys(c.operation.requestBody.content) : [];
   const bodySchema = media.length > 0 ? c.operation.requestBody!.content[media[0]!]!.schema : undefined;
   const rawFile = (type: string) => deref(c.operation.requestBody!.content[type]!.schema ?? {}).format === 'binary';
   /** Whether the operation takes a body of this media type (listed, or within a listed range such as `text/*`). */
-  const accepts = (type: string) => media.some((m) => m === type || (m.endsWith('/*') && type.startsWith(m.slice(0, -1))));
+  const accepts = (type: string) =>
+    media.some((m) => m === type || (m.endsWith('/*') && type.startsWith(m.slice(0, -1))));
   const validBody: fc.Arbitrary<{ type?: string; text?: string }> =
-    bodySchema === undefined ? fc.constant({}) : fc.tuple(fc.constantFrom(...media), valid(bodySchema)).map(([type, value]) => ({ type, text: JSON.stringify(value) }));
+    bodySchema === undefined
+      ? fc.constant({})
+      : fc
+          .tuple(fc.constantFrom(...media), valid(bodySchema))
+          .map(([type, value]) => ({ type, text: JSON.stringify(value) }));
   const validId = fc.oneof(fc.constantFrom(...(taskIds.length > 0 ? taskIds : [randomUUID()])), fc.uuid());
-  const parts = fc.record({ values: validValues, body: validBody, id: validId }).map(({ values, body, id }): Parts => ({ values, ...body, id, extra: [], invalid: false }));
+  const parts = fc
+    .record({ values: validValues, body: validBody, id: validId })
+    .map(({ values, body, id }): Parts => ({ values, ...body, id, extra: [], invalid: false }));
   if (kind === 'valid') return parts.map((p) => build(c, p));
 
   const ways: fc.WeightedArbitrary<Parts>[] = [
     // An unknown query parameter is refused everywhere (allowUnknownQueryParameters is off).
-    { arbitrary: fc.tuple(parts, fc.string({ minLength: 1, maxLength: 8 }), fc.string({ maxLength: 8 })).map(([p, k, v]) => ({ ...p, extra: [[`x${k}`, v]], invalid: true })), weight: 1 },
+    {
+      arbitrary: fc
+        .tuple(parts, fc.string({ minLength: 1, maxLength: 8 }), fc.string({ maxLength: 8 }))
+        .map(([p, k, v]) => ({ ...p, extra: [[`x${k}`, v]], invalid: true })),
+      weight: 1,
+    },
   ];
   if (bodySchema !== undefined) {
     const brokenBody = fc.oneof(
       // Sent as a raw file (a `format: binary` body), any bytes are a file: only its type and size can be wrong.
-      { arbitrary: fc.tuple(fc.constantFrom(...media), broken(bodySchema)).map(([type, { value, invalid }]) => ({ type, text: JSON.stringify(value) ?? 'null', invalid: invalid && !rawFile(type) })), weight: 5 },
+      {
+        arbitrary: fc.tuple(fc.constantFrom(...media), broken(bodySchema)).map(([type, { value, invalid }]) => ({
+          type,
+          text: JSON.stringify(value) ?? 'null',
+          invalid: invalid && !rawFile(type),
+        })),
+        weight: 5,
+      },
       {
         arbitrary: fc.constantFrom(
           { type: 'application/json', text: '{"title":', invalid: true },
@@ -303,10 +441,20 @@ function request(c: OperationCase, kind: 'valid' | 'broken'): fc.Arbitrary<Sent>
   }
   if (params.length > 0) {
     const oneParameter = fc.oneof(...params.map((p) => hostileFor(p.schema).map((value) => [p.name, value] as const)));
-    ways.push({ arbitrary: fc.tuple(parts, oneParameter).map(([p, [name, value]]) => ({ ...p, values: { ...p.values, [name]: value } })), weight: 3 });
+    ways.push({
+      arbitrary: fc
+        .tuple(parts, oneParameter)
+        .map(([p, [name, value]]) => ({ ...p, values: { ...p.values, [name]: value } })),
+      weight: 3,
+    });
   }
   if (pathParams.length > 0) {
-    ways.push({ arbitrary: fc.tuple(parts, fc.constantFrom('x', '1', '..', '%00', 'a'.repeat(300), '0b6f3c4e-6a43-4f6e-9a57-2d1f0c3e8b1')).map(([p, id]) => ({ ...p, id, invalid: true })), weight: 1 });
+    ways.push({
+      arbitrary: fc
+        .tuple(parts, fc.constantFrom('x', '1', '..', '%00', 'a'.repeat(300), '0b6f3c4e-6a43-4f6e-9a57-2d1f0c3e8b1'))
+        .map(([p, id]) => ({ ...p, id, invalid: true })),
+      weight: 1,
+    });
   }
   return fc.oneof(...ways).map((p) => build(c, p));
 }
@@ -326,7 +474,9 @@ function build(c: OperationCase, { values, type, text, id, extra, invalid }: Par
     else query.push([p.name, asText(value)]);
   }
   if (type !== undefined) headers['Content-Type'] = type;
-  const path = c.parameters.filter((p) => p.in === 'path').reduce((at, p) => at.replace(`{${p.name}}`, encodeURIComponent(id)), c.path);
+  const path = c.parameters
+    .filter((p) => p.in === 'path')
+    .reduce((at, p) => at.replace(`{${p.name}}`, encodeURIComponent(id)), c.path);
   return { method: c.method, path, query, headers, body: text, mustFail: invalid };
 }
 
@@ -334,13 +484,21 @@ beforeAll(async () => {
   server = await startServer();
   token = await server.tokenFor();
   for (let i = 0; i < 3; i += 1) {
-    const res = await send({ method: 'POST', path: '/api/v1/tasks', query: [], headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' }, body: JSON.stringify({ title: `seed ${i}` }) });
+    const res = await send({
+      method: 'POST',
+      path: '/api/v1/tasks',
+      query: [],
+      headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' },
+      body: JSON.stringify({ title: `seed ${i}` }),
+    });
     taskIds.push((JSON.parse(res.text) as { id: string }).id);
   }
   process.stdout.write(`contract fuzz: FUZZ_SEED=${SEED} FUZZ_RUNS=${RUNS}\n`);
 });
 afterAll(async () => {
-  process.stdout.write(`contract fuzz: ${counts.valid} valid and ${counts.broken} broken requests, ${counts.sequences} stateful sequences, seed ${SEED}\n`);
+  process.stdout.write(
+    `contract fuzz: ${counts.valid} valid and ${counts.broken} broken requests, ${counts.sequences} stateful sequences, seed ${SEED}\n`,
+  );
   await server?.close();
 });
 
@@ -350,52 +508,106 @@ afterAll(async () => {
  * parameters the validator refuses: 300 copies of the docs page took 15 s of the suite's run.
  */
 const STATIC_DOCUMENTS = new Set(['getDocs', 'getOpenApiDocument', 'getOpenApiYaml']);
-const runsFor = (c: OperationCase) => (STATIC_DOCUMENTS.has(c.operation.operationId) ? Math.max(10, Math.round(RUNS / 10)) : RUNS);
+const runsFor = (c: OperationCase) =>
+  STATIC_DOCUMENTS.has(c.operation.operationId) ? Math.max(10, Math.round(RUNS / 10)) : RUNS;
 
 describe('the contract, fuzzed', () => {
   for (const kind of ['valid', 'broken'] as const) {
-    for (const c of operations) it(`${kind} requests to ${c.method} ${c.path} get documented, conforming answers and never a 5xx`, async () => {
-      await fc.assert(
-        fc.asyncProperty(request(c, kind), async (sent) => {
-          counts[kind] += 1;
-          expectConforming(c, sent, await send(sent), kind);
-        }),
-        { seed: SEED, numRuns: runsFor(c), endOnFailure: true },
-      );
-    }, 120_000);
+    for (const c of operations)
+      it(`${kind} requests to ${c.method} ${c.path} get documented, conforming answers and never a 5xx`, async () => {
+        await fc.assert(
+          fc.asyncProperty(request(c, kind), async (sent) => {
+            counts[kind] += 1;
+            expectConforming(c, sent, await send(sent), kind);
+          }),
+          { seed: SEED, numRuns: runsFor(c), endOnFailure: true },
+        );
+      }, 120_000);
   }
 
   it('stateful: create → get → patch → list → replace → delete, in any shape the contract allows', async () => {
     const byId = (id: string) => operations.find((c) => c.operation.operationId === id)!;
-    const [create, get, patch, replace, remove, list] = ['createTask', 'getTask', 'updateTask', 'replaceTask', 'deleteTask', 'listTasks'].map(byId);
+    const [create, get, patch, replace, remove, list] = [
+      'createTask',
+      'getTask',
+      'updateTask',
+      'replaceTask',
+      'deleteTask',
+      'listTasks',
+    ].map(byId);
     const schemaOf = (c: OperationCase) => Object.values(c.operation.requestBody!.content)[0]!.schema;
-    const listQuery = valid({ type: 'object', properties: Object.fromEntries(list!.parameters.map((p) => [p.name, p.schema])) });
+    const listQuery = valid({
+      type: 'object',
+      properties: Object.fromEntries(list!.parameters.map((p) => [p.name, p.schema])),
+    });
     await fc.assert(
-      fc.asyncProperty(valid(schemaOf(create!)), valid(schemaOf(patch!)), valid(schemaOf(replace!)), listQuery, async (created, patched, replaced, query) => {
-        counts.sequences += 1;
-        const owner = await server.tokenFor();
-        const headers = { Authorization: `Bearer ${owner}`, 'Content-Type': 'application/json' };
-        const step = async (c: OperationCase, sent: Sent, expected: number) => {
-          const res = await send(sent);
-          expectConforming(c, sent, res, 'valid');
-          if (res.status !== expected) throw new Error(`expected ${expected}, got ${res.status}: ${res.text.slice(0, 300)}\n  replay: ${curl(sent)}\n  seed: FUZZ_SEED=${SEED}`);
-          return res.text === '' ? undefined : JSON.parse(res.text);
-        };
-        const task = await step(create!, { method: 'POST', path: '/api/v1/tasks', query: [], headers, body: JSON.stringify(created) }, 201);
-        const path = `/api/v1/tasks/${task.id}`;
-        expect(await step(get!, { method: 'GET', path, query: [], headers, body: undefined }, 200)).toEqual(task);
-        const afterPatch = await step(patch!, { method: 'PATCH', path, query: [], headers, body: JSON.stringify(patched) }, 200);
-        for (const [key, value] of Object.entries(patched as Record<string, unknown>)) {
-          if (key === 'title') expect(afterPatch.title).toBe((value as string).trim());
-          else if (key === 'due_at') expect(afterPatch.due_at === null ? null : Date.parse(afterPatch.due_at)).toBe(value === null ? null : Date.parse(value as string));
-          else expect(afterPatch[key]).toEqual(value);
-        }
-        const listed = Object.entries(query as Record<string, unknown>).flatMap(([k, v]) => (Array.isArray(v) ? v.map((x) => [k, String(x)]) : [[k, String(v)]])) as [string, string][];
-        await step(list!, { method: 'GET', path: '/api/v1/tasks', query: listed.filter(([k]) => k !== 'cursor'), headers, body: undefined }, 200);
-        await step(replace!, { method: 'PUT', path, query: [], headers: { ...headers, 'If-Match': `"${afterPatch.version}"` }, body: JSON.stringify(replaced) }, 200);
-        await step(remove!, { method: 'DELETE', path, query: [], headers, body: undefined }, 204);
-        await step(get!, { method: 'GET', path, query: [], headers, body: undefined }, 404);
-      }),
+      fc.asyncProperty(
+        valid(schemaOf(create!)),
+        valid(schemaOf(patch!)),
+        valid(schemaOf(replace!)),
+        listQuery,
+        async (created, patched, replaced, query) => {
+          counts.sequences += 1;
+          const owner = await server.tokenFor();
+          const headers = { Authorization: `Bearer ${owner}`, 'Content-Type': 'application/json' };
+          const step = async (c: OperationCase, sent: Sent, expected: number) => {
+            const res = await send(sent);
+            expectConforming(c, sent, res, 'valid');
+            if (res.status !== expected)
+              throw new Error(
+                `expected ${expected}, got ${res.status}: ${res.text.slice(0, 300)}\n  replay: ${curl(sent)}\n  seed: FUZZ_SEED=${SEED}`,
+              );
+            return res.text === '' ? undefined : JSON.parse(res.text);
+          };
+          const task = await step(
+            create!,
+            { method: 'POST', path: '/api/v1/tasks', query: [], headers, body: JSON.stringify(created) },
+            201,
+          );
+          const path = `/api/v1/tasks/${task.id}`;
+          expect(await step(get!, { method: 'GET', path, query: [], headers, body: undefined }, 200)).toEqual(task);
+          const afterPatch = await step(
+            patch!,
+            { method: 'PATCH', path, query: [], headers, body: JSON.stringify(patched) },
+            200,
+          );
+          for (const [key, value] of Object.entries(patched as Record<string, unknown>)) {
+            if (key === 'title') expect(afterPatch.title).toBe((value as string).trim());
+            else if (key === 'due_at')
+              expect(afterPatch.due_at === null ? null : Date.parse(afterPatch.due_at)).toBe(
+                value === null ? null : Date.parse(value as string),
+              );
+            else expect(afterPatch[key]).toEqual(value);
+          }
+          const listed = Object.entries(query as Record<string, unknown>).flatMap(([k, v]) =>
+            Array.isArray(v) ? v.map((x) => [k, String(x)]) : [[k, String(v)]],
+          ) as [string, string][];
+          await step(
+            list!,
+            {
+              method: 'GET',
+              path: '/api/v1/tasks',
+              query: listed.filter(([k]) => k !== 'cursor'),
+              headers,
+              body: undefined,
+            },
+            200,
+          );
+          await step(
+            replace!,
+            {
+              method: 'PUT',
+              path,
+              query: [],
+              headers: { ...headers, 'If-Match': `"${afterPatch.version}"` },
+              body: JSON.stringify(replaced),
+            },
+            200,
+          );
+          await step(remove!, { method: 'DELETE', path, query: [], headers, body: undefined }, 204);
+          await step(get!, { method: 'GET', path, query: [], headers, body: undefined }, 404);
+        },
+      ),
       { seed: SEED, numRuns: Math.max(10, Math.round(RUNS / 2)), endOnFailure: true },
     );
   }, 120_000);

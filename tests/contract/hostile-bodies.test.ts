@@ -68,33 +68,97 @@ interface Hostile {
 }
 
 const hostile: [string, Hostile][] = [
-  ['tags: thousands of distinct numbers', { method: 'POST', path: () => '/api/v1/tasks', body: fill('{"title":"x","tags":[', ']}', String) }],
-  ['tags: thousands of objects', { method: 'POST', path: () => '/api/v1/tasks', body: fill('{"title":"x","tags":[', ']}', () => '{}') }],
-  ['tags: thousands of distinct valid strings (uniqueItems)', { method: 'POST', path: () => '/api/v1/tasks', body: fill('{"title":"x","tags":[', ']}', (i) => `"${i.toString(36)}"`) }],
-  ['tags: two deeply nested arrays (deep equality)', { method: 'POST', path: () => '/api/v1/tasks', body: `{"title":"x","tags":[${nested((FILL - 40) >> 2)},${nested((FILL - 40) >> 2)}]}` }],
-  ['description: a deeply nested array', { method: 'POST', path: () => '/api/v1/tasks', body: `{"title":"x","description":${nested((FILL - 40) >> 1)}}` }],
-  ['thousands of unknown properties', { method: 'POST', path: () => '/api/v1/tasks', body: fill('{"title":"x",', '}', (i) => `"${i.toString(36)}":0`) }],
-  ['unknown properties with long names full of ~ and /', { method: 'POST', path: () => '/api/v1/tasks', body: fill('{"title":"x",', '}', (i) => `"${i}${'~/'.repeat(400)}":0`) }],
-  ['title: one long string of escape pairs', { method: 'POST', path: () => '/api/v1/tasks', body: `{"title":"${escaped(Math.floor((FILL - 20) / 12))}"}` }],
-  ['due_at: a long string for the date-time format', { method: 'POST', path: () => '/api/v1/tasks', body: `{"title":"x","due_at":"2026-12-01T${'9'.repeat(FILL - 60)}Z"}` }],
+  [
+    'tags: thousands of distinct numbers',
+    { method: 'POST', path: () => '/api/v1/tasks', body: fill('{"title":"x","tags":[', ']}', String) },
+  ],
+  [
+    'tags: thousands of objects',
+    { method: 'POST', path: () => '/api/v1/tasks', body: fill('{"title":"x","tags":[', ']}', () => '{}') },
+  ],
+  [
+    'tags: thousands of distinct valid strings (uniqueItems)',
+    {
+      method: 'POST',
+      path: () => '/api/v1/tasks',
+      body: fill('{"title":"x","tags":[', ']}', (i) => `"${i.toString(36)}"`),
+    },
+  ],
+  [
+    'tags: two deeply nested arrays (deep equality)',
+    {
+      method: 'POST',
+      path: () => '/api/v1/tasks',
+      body: `{"title":"x","tags":[${nested((FILL - 40) >> 2)},${nested((FILL - 40) >> 2)}]}`,
+    },
+  ],
+  [
+    'description: a deeply nested array',
+    { method: 'POST', path: () => '/api/v1/tasks', body: `{"title":"x","description":${nested((FILL - 40) >> 1)}}` },
+  ],
+  [
+    'thousands of unknown properties',
+    { method: 'POST', path: () => '/api/v1/tasks', body: fill('{"title":"x",', '}', (i) => `"${i.toString(36)}":0`) },
+  ],
+  [
+    'unknown properties with long names full of ~ and /',
+    {
+      method: 'POST',
+      path: () => '/api/v1/tasks',
+      body: fill('{"title":"x",', '}', (i) => `"${i}${'~/'.repeat(400)}":0`),
+    },
+  ],
+  [
+    'title: one long string of escape pairs',
+    { method: 'POST', path: () => '/api/v1/tasks', body: `{"title":"${escaped(Math.floor((FILL - 20) / 12))}"}` },
+  ],
+  [
+    'due_at: a long string for the date-time format',
+    {
+      method: 'POST',
+      path: () => '/api/v1/tasks',
+      body: `{"title":"x","due_at":"2026-12-01T${'9'.repeat(FILL - 60)}Z"}`,
+    },
+  ],
   [
     'many distinct errors across every field',
     {
       method: 'POST',
       path: () => '/api/v1/tasks',
-      body: fill('{"title":1,"description":2,"completed":"x","priority":"urgent","due_at":"nope","tags":[', ']}', (i) =>
-        i % 3 === 0 ? String(i) : i % 3 === 1 ? `"${'t'.repeat(33)}${i}"` : '" "',
+      body: fill(
+        '{"title":1,"description":2,"completed":"x","priority":"urgent","due_at":"nope","tags":[',
+        ']}',
+        (i) => (i % 3 === 0 ? String(i) : i % 3 === 1 ? `"${'t'.repeat(33)}${i}"` : '" "'),
       ),
     },
   ],
   [
     'PATCH (merge patch): thousands of wrong-typed tags',
-    { method: 'PATCH', path: () => `/api/v1/tasks/${taskId}`, contentType: 'application/merge-patch+json', body: fill('{"tags":[', ']}', String) },
+    {
+      method: 'PATCH',
+      path: () => `/api/v1/tasks/${taskId}`,
+      contentType: 'application/merge-patch+json',
+      body: fill('{"tags":[', ']}', String),
+    },
   ],
-  ['register (no token): a long email', { method: 'POST', path: () => '/api/v1/auth/register', auth: false, body: `{"email":"a@${'a'.repeat(FILL - 60)}","password":"correct horse"}` }],
+  [
+    'register (no token): a long email',
+    {
+      method: 'POST',
+      path: () => '/api/v1/auth/register',
+      auth: false,
+      body: `{"email":"a@${'a'.repeat(FILL - 60)}","password":"correct horse"}`,
+    },
+  ],
   // Query strings are bounded by Node's 16 KiB header limit, not by the body limit.
-  ['query: thousands of empty tag parameters', { method: 'GET', path: () => `/api/v1/tasks?${fill('', '', () => 'tag=', 15_000, '&')}` }],
-  ['query: thousands of distinct priorities (uniqueItems)', { method: 'GET', path: () => `/api/v1/tasks?${fill('', '', (i) => `priority=${i.toString(36)}`, 15_000, '&')}` }],
+  [
+    'query: thousands of empty tag parameters',
+    { method: 'GET', path: () => `/api/v1/tasks?${fill('', '', () => 'tag=', 15_000, '&')}` },
+  ],
+  [
+    'query: thousands of distinct priorities (uniqueItems)',
+    { method: 'GET', path: () => `/api/v1/tasks?${fill('', '', (i) => `priority=${i.toString(36)}`, 15_000, '&')}` },
+  ],
 ];
 
 interface Measured {
@@ -139,10 +203,19 @@ async function underLoad(send: () => Promise<Response>): Promise<Measured> {
   }
 }
 
-function sendHostile({ method, path, body, contentType = 'application/json', auth = true }: Hostile): Promise<Response> {
+function sendHostile({
+  method,
+  path,
+  body,
+  contentType = 'application/json',
+  auth = true,
+}: Hostile): Promise<Response> {
   return fetch(`${server.url}${path()}`, {
     method,
-    headers: { ...(auth ? { Authorization: `Bearer ${token}` } : {}), ...(body !== undefined ? { 'Content-Type': contentType } : {}) },
+    headers: {
+      ...(auth ? { Authorization: `Bearer ${token}` } : {}),
+      ...(body !== undefined ? { 'Content-Type': contentType } : {}),
+    },
     body,
   });
 }
@@ -179,7 +252,11 @@ describe(`hostile bodies just under the ${LIMIT}-byte limit`, () => {
       expect(res.status).toBe(422);
       expect(res.headers.get('content-type')).toMatch(/^application\/problem\+json/);
       expect(Buffer.byteLength(text)).toBeLessThanOrEqual(MAX_RESPONSE_BYTES);
-      const problem = JSON.parse(text) as { type: string; errors: { pointer: string; detail: string }[]; errors_total: number };
+      const problem = JSON.parse(text) as {
+        type: string;
+        errors: { pointer: string; detail: string }[];
+        errors_total: number;
+      };
       expect(problem.type).toBe('urn:tasks-api:problem:validation-failed');
       expect(problem.errors.length).toBeGreaterThanOrEqual(1);
       expect(problem.errors.length).toBeLessThanOrEqual(MAX_ERRORS);
@@ -201,11 +278,17 @@ describe(`hostile bodies just under the ${LIMIT}-byte limit`, () => {
     expect(problem.errors_total).toBe(1 + 10_000);
     expect(problem.errors).toHaveLength(MAX_ERRORS);
     expect(problem.errors[0]).toEqual({ in: 'body', pointer: '/tags', detail: 'must NOT have more than 20 items' });
-    expect(problem.errors.slice(1)).toEqual(Array.from({ length: 19 }, (_, i) => ({ in: 'body', pointer: `/tags/${i}`, detail: 'must be string' })));
+    expect(problem.errors.slice(1)).toEqual(
+      Array.from({ length: 19 }, (_, i) => ({ in: 'body', pointer: `/tags/${i}`, detail: 'must be string' })),
+    );
   });
 
   it('escapes ~ in the name of an unknown property, and cuts a long one to 512 characters', async () => {
-    const res = await sendHostile({ method: 'POST', path: () => '/api/v1/tasks', body: JSON.stringify({ title: 'x', 'a~b': 1, ['k'.repeat(2000)]: 1 }) });
+    const res = await sendHostile({
+      method: 'POST',
+      path: () => '/api/v1/tasks',
+      body: JSON.stringify({ title: 'x', 'a~b': 1, ['k'.repeat(2000)]: 1 }),
+    });
     const problem = (await res.json()) as { errors: { pointer: string }[]; errors_total: number };
     expect(problem.errors.map((e) => e.pointer)).toEqual(['/a~0b', `/${'k'.repeat(511)}`]);
     expect(problem.errors_total).toBe(2);
@@ -237,6 +320,9 @@ describe('the body limit fits the contract', () => {
     expect(res.headers.get('content-type')).toMatch(/^application\/problem\+json/);
     const text = await res.text();
     expect(Buffer.byteLength(text)).toBeLessThan(1024);
-    expect(JSON.parse(text)).toMatchObject({ type: 'urn:tasks-api:problem:payload-too-large', detail: `The request body exceeds ${LIMIT} bytes.` });
+    expect(JSON.parse(text)).toMatchObject({
+      type: 'urn:tasks-api:problem:payload-too-large',
+      detail: `The request body exceeds ${LIMIT} bytes.`,
+    });
   });
 });

@@ -37,7 +37,10 @@ async function followAll(firstPathAndQuery: string): Promise<string[]> {
 describe('query strings as real clients write them', () => {
   const milk = ['buy milk', "buy milk (2, 'fresh')!*", 'buy milk; then: eggs @ 5$'];
   it.each([
-    ['form encoding (URLSearchParams, and so the Link header)', `q=${new URLSearchParams({ q: 'buy milk' }).toString().slice(2)}`],
+    [
+      'form encoding (URLSearchParams, and so the Link header)',
+      `q=${new URLSearchParams({ q: 'buy milk' }).toString().slice(2)}`,
+    ],
     ['percent-encoding (encodeURIComponent)', `q=${encodeURIComponent('buy milk')}`],
     ['a space as %20 and the rest as typed', 'q=buy%20milk'],
   ])('searches with a space in %s, page by page through Link', async (_label, query) => {
@@ -52,16 +55,20 @@ describe('query strings as real clients write them', () => {
     expect(await followAll(`/api/v1/tasks?limit=1&${query}`)).toEqual(titles);
   });
 
-  it('works through the typed client (openapi-fetch), which leaves ! * ( ) \' unencoded', async () => {
+  it("works through the typed client (openapi-fetch), which leaves ! * ( ) ' unencoded", async () => {
     const api = server.client(token);
-    const { data, response } = await api.GET('/api/v1/tasks', { params: { query: { q: "milk (2, 'fresh')!*", tag: [TAG, 'c++'] } } });
+    const { data, response } = await api.GET('/api/v1/tasks', {
+      params: { query: { q: "milk (2, 'fresh')!*", tag: [TAG, 'c++'] } },
+    });
     expect(response.status).toBe(200);
     expect(data!.items.map((t) => t.title)).toEqual(["buy milk (2, 'fresh')!*"]);
   });
 
   it('filters by a tag with reserved characters, raw or encoded, and a literal plus encoded as %2B', async () => {
     expect(await followAll("/api/v1/tasks?limit=2&tag=to-do,+now!+(it's+late)")).toEqual([...TITLES].sort());
-    expect(await followAll(`/api/v1/tasks?limit=2&tag=${encodeURIComponent(TAG)}&tag=c%2B%2B`)).toEqual([...TITLES].sort());
+    expect(await followAll(`/api/v1/tasks?limit=2&tag=${encodeURIComponent(TAG)}&tag=c%2B%2B`)).toEqual(
+      [...TITLES].sort(),
+    );
     expect(await followAll('/api/v1/tasks?limit=2&tag=c%2B%2B&q=milk&sort=title')).toEqual([...TITLES].sort());
   });
 
@@ -77,8 +84,15 @@ describe('query strings as real clients write them', () => {
       });
       expect(res.status).toBe(201);
     }
-    const query = new URLSearchParams([['limit', '1'], ['q', wide], ...tags.map((t) => ['tag', t] as [string, string]), ['due_after', '0001-01-01T00:00:00.000+00:00']]);
-    const res = await fetch(`${server.url}/api/v1/tasks?${query.toString()}`, { headers: { Authorization: `Bearer ${owner}` } });
+    const query = new URLSearchParams([
+      ['limit', '1'],
+      ['q', wide],
+      ...tags.map((t) => ['tag', t] as [string, string]),
+      ['due_after', '0001-01-01T00:00:00.000+00:00'],
+    ]);
+    const res = await fetch(`${server.url}/api/v1/tasks?${query.toString()}`, {
+      headers: { Authorization: `Bearer ${owner}` },
+    });
     expect(res.status).toBe(200);
     const link = res.headers.get('link');
     expect(link).not.toBeNull();
@@ -87,10 +101,17 @@ describe('query strings as real clients write them', () => {
   });
 });
 
-describe('the contract\'s own examples', () => {
+describe("the contract's own examples", () => {
   it('the example cursor and the example Link are ones the server accepts', async () => {
     const { spec } = loadContract();
-    const list = (spec.paths['/api/v1/tasks'] as { get: { parameters: { name: string; example?: string }[]; responses: { '200': { headers: { Link: { example: string } } } } } }).get;
+    const list = (
+      spec.paths['/api/v1/tasks'] as {
+        get: {
+          parameters: { name: string; example?: string }[];
+          responses: { '200': { headers: { Link: { example: string } } } };
+        };
+      }
+    ).get;
     const cursor = list.parameters.find((p) => p.name === 'cursor')!.example!;
     const link = /^<([^>]+)>; rel="next"$/.exec(list.responses['200'].headers.Link.example)![1]!;
     for (const path of [`/api/v1/tasks?cursor=${cursor}`, link]) {

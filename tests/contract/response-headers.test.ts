@@ -13,14 +13,21 @@ import { startServer, type TestServer } from '../helpers/server.js';
 let server: TestServer;
 let limited: TestServer;
 beforeAll(async () => {
-  [server, limited] = await Promise.all([startServer({ builtinAuth: true }), startServer({ rateLimit: { perMinute: 2, authPerMinute: 1 } })]);
+  [server, limited] = await Promise.all([
+    startServer({ builtinAuth: true }),
+    startServer({ rateLimit: { perMinute: 2, authPerMinute: 1 } }),
+  ]);
 });
 afterAll(async () => {
   await Promise.all([server?.close(), limited?.close()]);
 });
 
 const json = (token: string | undefined, body?: unknown, headers: Record<string, string> = {}) => ({
-  headers: { ...(token ? { Authorization: `Bearer ${token}` } : {}), ...(body === undefined ? {} : { 'Content-Type': 'application/json' }), ...headers },
+  headers: {
+    ...(token ? { Authorization: `Bearer ${token}` } : {}),
+    ...(body === undefined ? {} : { 'Content-Type': 'application/json' }),
+    ...headers,
+  },
   body: body === undefined ? undefined : JSON.stringify(body),
 });
 
@@ -28,16 +35,29 @@ describe('the contract declares the headers the server sends', () => {
   it('on creation (Location, ETag), its replay (Idempotent-Replayed), a list (Link), 304 and 412', async () => {
     const token = await server.tokenFor();
     const key = randomUUID();
-    const created = await fetch(`${server.url}/api/v1/tasks`, { method: 'POST', ...json(token, { title: 'a' }, { 'Idempotency-Key': key }) });
-    expect([created.status, created.headers.get('location') !== null, created.headers.get('etag'), created.headers.get('x-request-id') !== null]).toEqual([201, true, '"1"', true]);
-    const replayed = await fetch(`${server.url}/api/v1/tasks`, { method: 'POST', ...json(token, { title: 'a' }, { 'Idempotency-Key': key }) });
+    const created = await fetch(`${server.url}/api/v1/tasks`, {
+      method: 'POST',
+      ...json(token, { title: 'a' }, { 'Idempotency-Key': key }),
+    });
+    expect([
+      created.status,
+      created.headers.get('location') !== null,
+      created.headers.get('etag'),
+      created.headers.get('x-request-id') !== null,
+    ]).toEqual([201, true, '"1"', true]);
+    const replayed = await fetch(`${server.url}/api/v1/tasks`, {
+      method: 'POST',
+      ...json(token, { title: 'a' }, { 'Idempotency-Key': key }),
+    });
     expect([replayed.status, replayed.headers.get('idempotent-replayed')]).toEqual([201, 'true']);
     await fetch(`${server.url}/api/v1/tasks`, { method: 'POST', ...json(token, { title: 'b' }) });
     const page = await fetch(`${server.url}/api/v1/tasks?limit=1`, json(token));
     expect(page.headers.get('link')).toMatch(/rel="next"$/);
     const url = `${server.url}${created.headers.get('location')}`;
     expect((await fetch(url, json(token, undefined, { 'If-None-Match': '"1"' }))).status).toBe(304);
-    expect((await fetch(url, { method: 'PATCH', ...json(token, { title: 'c' }, { 'If-Match': '"7"' }) })).status).toBe(412);
+    expect((await fetch(url, { method: 'PATCH', ...json(token, { title: 'c' }, { 'If-Match': '"7"' }) })).status).toBe(
+      412,
+    );
     expect(server.headerMismatches).toEqual([]);
   });
 
@@ -46,11 +66,20 @@ describe('the contract declares the headers the server sends', () => {
     expect([noToken.status, noToken.headers.get('www-authenticate')]).toEqual([401, 'Bearer']);
     const readOnly = await server.tokenFor(undefined, { scope: 'tasks:read' });
     const forbidden = await fetch(`${server.url}/api/v1/tasks`, { method: 'POST', ...json(readOnly, { title: 'x' }) });
-    expect([forbidden.status, forbidden.headers.get('www-authenticate')]).toEqual([403, 'Bearer error="insufficient_scope", scope="tasks:write"']);
+    expect([forbidden.status, forbidden.headers.get('www-authenticate')]).toEqual([
+      403,
+      'Bearer error="insufficient_scope", scope="tasks:write"',
+    ]);
     const account = { email: `${randomUUID()}@example.com`, password: 'correct horse battery staple' };
-    const registered = await fetch(`${server.url}/api/v1/auth/register`, { method: 'POST', ...json(undefined, account) });
+    const registered = await fetch(`${server.url}/api/v1/auth/register`, {
+      method: 'POST',
+      ...json(undefined, account),
+    });
     expect([registered.status, registered.headers.get('cache-control')]).toEqual([201, 'no-store']);
-    const wrong = await fetch(`${server.url}/api/v1/auth/login`, { method: 'POST', ...json(undefined, { ...account, password: 'not the password' }) });
+    const wrong = await fetch(`${server.url}/api/v1/auth/login`, {
+      method: 'POST',
+      ...json(undefined, { ...account, password: 'not the password' }),
+    });
     expect([wrong.status, wrong.headers.get('www-authenticate')]).toEqual([401, 'Bearer']);
     const keys = await fetch(`${server.url}/.well-known/jwks.json`);
     expect([keys.status, keys.headers.get('cache-control')]).toEqual([200, 'public, max-age=300']);
@@ -65,7 +94,13 @@ describe('the contract declares the headers the server sends', () => {
     expect([...statuses, over.status]).toEqual([200, 200, 429, 429]);
     expect(Number(over.headers.get('retry-after'))).toBeGreaterThan(0);
     const auth = [];
-    for (let i = 0; i < 2; i += 1) auth.push(await fetch(`${limited.url}/api/v1/auth/login`, { method: 'POST', ...json(undefined, { email: 'a@example.com', password: 'whatever it is' }) }));
+    for (let i = 0; i < 2; i += 1)
+      auth.push(
+        await fetch(`${limited.url}/api/v1/auth/login`, {
+          method: 'POST',
+          ...json(undefined, { email: 'a@example.com', password: 'whatever it is' }),
+        }),
+      );
     expect(auth.map((res) => res.status)).toContain(429);
     expect(limited.headerMismatches).toEqual([]);
   });
@@ -85,13 +120,27 @@ describe('the check itself', () => {
         },
       },
     },
-    components: { responses: { Gone: { description: 'gone', headers: { 'X-Request-Id': { required: true, schema: { type: 'string' } } } } } },
+    components: {
+      responses: {
+        Gone: { description: 'gone', headers: { 'X-Request-Id': { required: true, schema: { type: 'string' } } } },
+      },
+    },
   } as unknown as OpenApiDocument;
   const check = contractHeaders(spec);
-  const undeclared = (method: string, path: string, status: number, names: string[]) => check(method, path, status, names)?.undeclared;
+  const undeclared = (method: string, path: string, status: number, names: string[]) =>
+    check(method, path, status, names)?.undeclared;
 
   it('names a header the response does not declare, whatever its case, and ignores transport, helmet and CORS headers', () => {
-    const sent = ['ETag', 'x-request-id', 'Date', 'Content-Type', 'Content-Length', 'Vary', 'Strict-Transport-Security', 'Access-Control-Allow-Origin'];
+    const sent = [
+      'ETag',
+      'x-request-id',
+      'Date',
+      'Content-Type',
+      'Content-Length',
+      'Vary',
+      'Strict-Transport-Security',
+      'Access-Control-Allow-Origin',
+    ];
     expect(undeclared('GET', '/things/1', 200, sent)).toEqual(['x-request-id']);
     expect(undeclared('GET', '/things/1', 404, ['X-Request-Id', 'Retry-After'])).toEqual(['retry-after']);
   });
@@ -112,8 +161,12 @@ describe('the check itself', () => {
     const served = loadContract().spec;
     expect(undeclared('GET', '/things/1', 200, ['ETag'])).toEqual([]);
     const checkServed = contractHeaders(served);
-    expect(checkServed('GET', '/api/v1/tasks', 200, ['X-Request-Id', 'RateLimit', 'RateLimit-Policy', 'Link'])).toEqual({ undeclared: [], missing: [] });
+    expect(checkServed('GET', '/api/v1/tasks', 200, ['X-Request-Id', 'RateLimit', 'RateLimit-Policy', 'Link'])).toEqual(
+      { undeclared: [], missing: [] },
+    );
     expect(checkServed('GET', '/health/live', 200, ['X-Request-Id'])).toEqual({ undeclared: [], missing: [] });
-    expect(checkServed('POST', '/api/v1/webhooks', 201, ['X-Request-Id', 'Location', 'RateLimit', 'RateLimit-Policy'])).toEqual({ undeclared: [], missing: ['cache-control'] });
+    expect(
+      checkServed('POST', '/api/v1/webhooks', 201, ['X-Request-Id', 'Location', 'RateLimit', 'RateLimit-Policy']),
+    ).toEqual({ undeclared: [], missing: ['cache-control'] });
   });
 });

@@ -16,7 +16,9 @@ function servedRoutes(app: Express): string[] {
   const walk = (stack: RouterLayer[], prefix: string): string[] =>
     stack.flatMap((layer) => {
       if (layer.route) {
-        return Object.keys(layer.route.methods).map((method) => `${method.toUpperCase()} ${prefix}${layer.route!.path}`);
+        return Object.keys(layer.route.methods).map(
+          (method) => `${method.toUpperCase()} ${prefix}${layer.route!.path}`,
+        );
       }
       return layer.handle.stack ? walk(layer.handle.stack, layer.slash ? prefix : `${prefix}${layer.rawPath}`) : [];
     });
@@ -45,8 +47,10 @@ describe('the routes the app serves are exactly the operations of the contract',
     const served = servedRoutes(server.app);
     const declared = declaredRoutes();
     expect(served.length).toBeGreaterThan(0);
-    expect({ undocumented: served.filter((r) => !declared.includes(r)), unimplemented: declared.filter((r) => !served.includes(r)) })
-      .toEqual({ undocumented: [], unimplemented: [] });
+    expect({
+      undocumented: served.filter((r) => !declared.includes(r)),
+      unimplemented: declared.filter((r) => !served.includes(r)),
+    }).toEqual({ undocumented: [], unimplemented: [] });
   });
 
   it('each served route answers over HTTP as an operation, not as "no such route"', async () => {
@@ -58,17 +62,23 @@ describe('the routes the app serves are exactly the operations of the contract',
       const problemType = res.headers.get('content-type')?.startsWith('application/problem+json')
         ? ((await res.json()) as { type: string }).type
         : undefined;
-      expect({ route, problemType }).not.toEqual({ route, problemType: expect.stringMatching(/:(not-found|method-not-allowed)$/) });
+      expect({ route, problemType }).not.toEqual({
+        route,
+        problemType: expect.stringMatching(/:(not-found|method-not-allowed)$/),
+      });
     }
   });
 
-  it('routes only the contract\'s spelling of a path: any other case is 404 problem+json', async () => {
+  it("routes only the contract's spelling of a path: any other case is 404 problem+json", async () => {
     const token = await server.tokenFor();
     for (const path of ['/API/V1/TASKS', '/api/v1/Tasks', '/Health/Live', '/OPENAPI.JSON']) {
       const res = await fetch(`${server.url}${path}`, { headers: { Authorization: `Bearer ${token}` } });
       expect(res.status).toBe(404);
       expect(res.headers.get('content-type')).toMatch(/^application\/problem\+json/);
-      expect(await res.json()).toMatchObject({ type: 'urn:tasks-api:problem:not-found', detail: `No route GET ${path}.` });
+      expect(await res.json()).toMatchObject({
+        type: 'urn:tasks-api:problem:not-found',
+        detail: `No route GET ${path}.`,
+      });
     }
   });
 

@@ -20,7 +20,11 @@ afterAll(() => server.close());
 function send(method: string, path: string, body?: string, headers: Record<string, string> = {}) {
   return fetch(`${server.url}${path}`, {
     method,
-    headers: { Authorization: `Bearer ${token}`, ...(body !== undefined ? { 'Content-Type': 'application/json' } : {}), ...headers },
+    headers: {
+      Authorization: `Bearer ${token}`,
+      ...(body !== undefined ? { 'Content-Type': 'application/json' } : {}),
+      ...headers,
+    },
     body,
   });
 }
@@ -40,10 +44,25 @@ describe('422 for each constraint of the task schema', () => {
   const longTags = Array.from({ length: 21 }, (_, i) => `t${i}`);
   it.each([
     ['a whitespace-only title', { title: '   ' }, '/title', `must match pattern "${NON_BLANK_TEXT}"`],
-    ['a title longer than 200 characters', { title: 'x'.repeat(201) }, '/title', 'must NOT have more than 200 characters'],
+    [
+      'a title longer than 200 characters',
+      { title: 'x'.repeat(201) },
+      '/title',
+      'must NOT have more than 200 characters',
+    ],
     ['a title that is not a string', { title: 42 }, '/title', 'must be string'],
-    ['a description longer than 1000 characters', { description: 'd'.repeat(1001) }, '/description', 'must NOT have more than 1000 characters'],
-    ['an unknown priority', { priority: 'urgent' }, '/priority', 'must be equal to one of the allowed values: low, medium, high'],
+    [
+      'a description longer than 1000 characters',
+      { description: 'd'.repeat(1001) },
+      '/description',
+      'must NOT have more than 1000 characters',
+    ],
+    [
+      'an unknown priority',
+      { priority: 'urgent' },
+      '/priority',
+      'must be equal to one of the allowed values: low, medium, high',
+    ],
     ['more than 20 tags', { tags: longTags }, '/tags', 'must NOT have more than 20 items'],
     // Ajv's linear uniqueItems check (a hash of the strings) names the later item first.
     ['duplicate tags', { tags: ['a', 'a'] }, '/tags', 'must NOT have duplicate items (items ## 1 and 0 are identical)'],
@@ -56,17 +75,25 @@ describe('422 for each constraint of the task schema', () => {
     expect(problem.errors).toEqual([{ in: 'body', pointer, detail }]);
   });
 
-  it.each([['owner_id', 'someone-else'], ['id', '0b6f3c4e-6a43-4f6e-9a57-2d1f0c3e8b11'], ['created_at', '2020-01-01T00:00:00Z'], ['color', 'red']])(
-    'rejects a body with %s',
-    async (field, value) => {
-      const res = await send('POST', '/api/v1/tasks', JSON.stringify({ ...buildTask(), [field]: value }));
-      const problem = await expectProblem(res, 422, 'validation-failed');
-      expect(problem.errors).toEqual([{ in: 'body', pointer: `/${field}`, detail: 'must NOT have additional properties' }]);
-    },
-  );
+  it.each([
+    ['owner_id', 'someone-else'],
+    ['id', '0b6f3c4e-6a43-4f6e-9a57-2d1f0c3e8b11'],
+    ['created_at', '2020-01-01T00:00:00Z'],
+    ['color', 'red'],
+  ])('rejects a body with %s', async (field, value) => {
+    const res = await send('POST', '/api/v1/tasks', JSON.stringify({ ...buildTask(), [field]: value }));
+    const problem = await expectProblem(res, 422, 'validation-failed');
+    expect(problem.errors).toEqual([
+      { in: 'body', pointer: `/${field}`, detail: 'must NOT have additional properties' },
+    ]);
+  });
 
   it('rejects an empty title, saying each rule it breaks', async () => {
-    const problem = await expectProblem(await send('POST', '/api/v1/tasks', JSON.stringify({ title: '' })), 422, 'validation-failed');
+    const problem = await expectProblem(
+      await send('POST', '/api/v1/tasks', JSON.stringify({ title: '' })),
+      422,
+      'validation-failed',
+    );
     expect(problem.errors).toEqual([
       { in: 'body', pointer: '/title', detail: 'must NOT have fewer than 1 characters' },
       { in: 'body', pointer: '/title', detail: `must match pattern "${NON_BLANK_TEXT}"` },
@@ -74,32 +101,50 @@ describe('422 for each constraint of the task schema', () => {
   });
 
   it('rejects a body without a title, pointing at the missing field', async () => {
-    const problem = await expectProblem(await send('POST', '/api/v1/tasks', JSON.stringify({ priority: 'low' })), 422, 'validation-failed');
+    const problem = await expectProblem(
+      await send('POST', '/api/v1/tasks', JSON.stringify({ priority: 'low' })),
+      422,
+      'validation-failed',
+    );
     expect(problem.errors).toEqual([{ in: 'body', pointer: '/title', detail: "must have required property 'title'" }]);
   });
 
   it('names every offending field, not just the first', async () => {
     const res = await send('POST', '/api/v1/tasks', JSON.stringify({ title: '', priority: 'urgent', owner_id: 'x' }));
     const problem = await expectProblem(res, 422, 'validation-failed');
-    expect(new Set((problem.errors as { pointer: string }[]).map((e) => e.pointer))).toEqual(new Set(['/owner_id', '/priority', '/title']));
+    expect(new Set((problem.errors as { pointer: string }[]).map((e) => e.pointer))).toEqual(
+      new Set(['/owner_id', '/priority', '/title']),
+    );
   });
 
   it('rejects owner_id and a null title in a PATCH, and changes nothing', async () => {
     for (const body of [{ owner_id: 'someone-else' }, { title: null }]) {
-      await expectProblem(await send('PATCH', `/api/v1/tasks/${taskId}`, JSON.stringify(body)), 422, 'validation-failed');
+      await expectProblem(
+        await send('PATCH', `/api/v1/tasks/${taskId}`, JSON.stringify(body)),
+        422,
+        'validation-failed',
+      );
     }
     const res = await send('GET', `/api/v1/tasks/${taskId}`);
     expect(((await res.json()) as { title: string }).title).toMatch(/^Task \d+$/);
   });
 
   it('rejects a PUT without a title', async () => {
-    await expectProblem(await send('PUT', `/api/v1/tasks/${taskId}`, JSON.stringify({ priority: 'low' })), 422, 'validation-failed');
+    await expectProblem(
+      await send('PUT', `/api/v1/tasks/${taskId}`, JSON.stringify({ priority: 'low' })),
+      422,
+      'validation-failed',
+    );
   });
 });
 
 describe('422, not 500, for instants that look right but do not exist', () => {
   it.each(['2026-13-01T00:00:00Z', '2026-02-30T09:00:00Z', '2026-12-01T24:61:00Z'])('due_at %s', async (due_at) => {
-    const problem = await expectProblem(await send('POST', '/api/v1/tasks', JSON.stringify({ ...buildTask(), due_at })), 422, 'validation-failed');
+    const problem = await expectProblem(
+      await send('POST', '/api/v1/tasks', JSON.stringify({ ...buildTask(), due_at })),
+      422,
+      'validation-failed',
+    );
     expect(problem.errors).toEqual([expect.objectContaining({ in: 'body', pointer: '/due_at' })]);
   });
 });
@@ -135,7 +180,11 @@ describe('422 for bad parameters', () => {
 
 describe('HTTP-level errors', () => {
   it('answers malformed JSON with 400', async () => {
-    const problem = await expectProblem(await send('POST', '/api/v1/tasks', '{"title": "unterminated'), 400, 'malformed-body');
+    const problem = await expectProblem(
+      await send('POST', '/api/v1/tasks', '{"title": "unterminated'),
+      400,
+      'malformed-body',
+    );
     expect(problem.detail).toBe('The request body is not valid JSON.');
   });
 
@@ -156,7 +205,11 @@ describe('HTTP-level errors', () => {
 
   it('answers a body over the 32 KiB limit with 413 and stores nothing', async () => {
     const before = await (await send('GET', '/api/v1/me')).json();
-    const res = await send('POST', '/api/v1/tasks', JSON.stringify({ title: 'big', description: 'x'.repeat(33 * 1024) }));
+    const res = await send(
+      'POST',
+      '/api/v1/tasks',
+      JSON.stringify({ title: 'big', description: 'x'.repeat(33 * 1024) }),
+    );
     await expectProblem(res, 413, 'payload-too-large');
     expect(await (await send('GET', '/api/v1/me')).json()).toEqual(before);
   });
@@ -179,7 +232,9 @@ describe('unknown query parameters, however they are spelled', () => {
 
   // The first is what the contract fuzz found getting through: the validator's bracket parsing dropped it.
   it.each([['xa&E~w[d='], ['x[y'], ['a[b]'], ['tag[]'], ['~/odd']])('refuses %s with 422 in the query', async (key) => {
-    const res = await fetch(`${server.url}/api/v1/tags?${new URLSearchParams([[key, '1']]).toString()}`, { headers: { Authorization: `Bearer ${await server.tokenFor()}` } });
+    const res = await fetch(`${server.url}/api/v1/tags?${new URLSearchParams([[key, '1']]).toString()}`, {
+      headers: { Authorization: `Bearer ${await server.tokenFor()}` },
+    });
     expect(res.status).toBe(422);
     const problem = (await res.json()) as { errors: { in: string; pointer: string }[] };
     expect(problem.errors[0]).toMatchObject({ in: 'query', pointer: expect.stringMatching(/^\/./) });
@@ -205,6 +260,8 @@ describe('error pointers are RFC 6901 JSON Pointers', () => {
       body: JSON.stringify({ title: 'x', [name]: 1 }),
     });
     expect(res.status).toBe(422);
-    expect(((await res.json()) as { errors: unknown[] }).errors).toEqual([{ in: 'body', pointer, detail: 'must NOT have additional properties' }]);
+    expect(((await res.json()) as { errors: unknown[] }).errors).toEqual([
+      { in: 'body', pointer, detail: 'must NOT have additional properties' },
+    ]);
   });
 });

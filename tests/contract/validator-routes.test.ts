@@ -5,7 +5,9 @@ import { memoiseValidatorRouteCompilation } from '../../src/http/openapi.js';
 
 const require = createRequire(import.meta.url);
 const validatorsCopy = () =>
-  require(require.resolve('path-to-regexp', { paths: [dirname(require.resolve('express-openapi-validator'))] })) as { pathToRegexp: (path: string, options?: object) => { regexp: RegExp; keys: { name: string }[] } };
+  require(require.resolve('path-to-regexp', { paths: [dirname(require.resolve('express-openapi-validator'))] })) as {
+    pathToRegexp: (path: string, options?: object) => { regexp: RegExp; keys: { name: string }[] };
+  };
 
 describe('the validator’s route matching', () => {
   it('compiles each route template once: the validator’s path-to-regexp is the memoised one, with the same results', () => {

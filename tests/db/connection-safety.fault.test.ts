@@ -12,10 +12,14 @@ const onPostgres = process.env.TEST_DATABASE_URL ? describe : describe.skip;
 // The tests of the server-side timeouts the app sets (1 s here) need them to reach PostgreSQL; through
 // a transaction-mode pooler the pooler's own apply instead (scripts/pgbouncer.sh), so they run only
 // on a direct connection (CI runs them in its "tests on PostgreSQL" step).
-const appTimeoutsReachServer = process.env.TEST_DATABASE_URL ? await startupParametersReachServer(process.env.TEST_DATABASE_URL) : true;
+const appTimeoutsReachServer = process.env.TEST_DATABASE_URL
+  ? await startupParametersReachServer(process.env.TEST_DATABASE_URL)
+  : true;
 const withAppTimeouts = appTimeoutsReachServer ? it : it.skip;
 if (!appTimeoutsReachServer) {
-  process.stderr.write('connection-safety: 3 tests of the app-set server-side timeouts skipped: TEST_DATABASE_URL is a pooler that does not pass startup parameters on\n');
+  process.stderr.write(
+    'connection-safety: 3 tests of the app-set server-side timeouts skipped: TEST_DATABASE_URL is a pooler that does not pass startup parameters on\n',
+  );
 }
 
 /** Short timeouts, so the faults below outlast them quickly: server side 1 s, client side 1.5 s. */
@@ -43,7 +47,11 @@ onPostgres('a slow or silent database never leaves a pooled connection inside a 
     const target = new URL(process.env.TEST_DATABASE_URL!);
     target.searchParams.set('application_name', appName);
     const proxy = await pgProxy(target);
-    const server = await startServer({ databaseUrl: proxy.url, requestTimeoutMs: 5000, databaseOptions: { poolMax: 2, ...TIMEOUTS, ...databaseOptions } });
+    const server = await startServer({
+      databaseUrl: proxy.url,
+      requestTimeoutMs: 5000,
+      databaseOptions: { poolMax: 2, ...TIMEOUTS, ...databaseOptions },
+    });
     const users: { owner: string; api: TasksClient }[] = [];
     for (const owner of [newUser(), newUser()]) users.push({ owner, api: server.client(await server.tokenFor(owner)) });
     const close = async () => {
@@ -53,16 +61,29 @@ onPostgres('a slow or silent database never leaves a pooled connection inside a 
     opened.push({ close });
 
     const committedTitles = async (ids: string[]) =>
-      new Map((await direct.query<{ id: string; title: string }>('select id, title from tasks where id = any($1::uuid[])', [ids])).rows.map((r) => [r.id, r.title]));
+      new Map(
+        (
+          await direct.query<{ id: string; title: string }>('select id, title from tasks where id = any($1::uuid[])', [
+            ids,
+          ])
+        ).rows.map((r) => [r.id, r.title]),
+      );
     const sessionsInTransaction = async () =>
-      (await direct.query<{ pid: number }>("select pid from pg_stat_activity where application_name = $1 and state like 'idle in transaction%'", [appName])).rows.map((r) => r.pid);
+      (
+        await direct.query<{ pid: number }>(
+          "select pid from pg_stat_activity where application_name = $1 and state like 'idle in transaction%'",
+          [appName],
+        )
+      ).rows.map((r) => r.pid);
     /** Every acknowledged task is in its owner's list and in no one else's. */
     const expectIsolated = async (acknowledged: Map<string, string>) => {
       for (const { owner, api } of users) {
         const seen = new Set<string>();
         let cursor: string | undefined;
         do {
-          const { data, response } = await api.GET('/api/v1/tasks', { params: { query: { limit: 100, ...(cursor ? { cursor } : {}) } } });
+          const { data, response } = await api.GET('/api/v1/tasks', {
+            params: { query: { limit: 100, ...(cursor ? { cursor } : {}) } },
+          });
           expect(response.status).toBe(200);
           for (const task of data!.items) seen.add(task.id);
           cursor = data!.next_cursor ?? undefined;
@@ -91,10 +112,15 @@ onPostgres('a slow or silent database never leaves a pooled connection inside a 
 
   // The first two leave PostgreSQL's own idle-in-transaction timeout off: the client alone must cope.
   it('a BEGIN answered after the client gave up: 503, the connection is destroyed, every later write is committed when acknowledged', async () => {
-    const { proxy, server, users, sessionsInTransaction, expectIsolated, create } = await rig({ idleInTransactionTimeoutMs: 0 });
+    const { proxy, server, users, sessionsInTransaction, expectIsolated, create } = await rig({
+      idleInTransactionTimeoutMs: 0,
+    });
     const late = proxy.delayReply('BEGIN', 2500);
     // An idempotent create runs its writes in a transaction: its BEGIN is the one delayed.
-    const first = users[0]!.api.POST('/api/v1/tasks', { body: { title: 'idempotent' }, params: { header: { 'Idempotency-Key': randomUUID() } } });
+    const first = users[0]!.api.POST('/api/v1/tasks', {
+      body: { title: 'idempotent' },
+      params: { header: { 'Idempotency-Key': randomUUID() } },
+    });
     await late;
     expect((await first).response.status).toBe(503);
 
@@ -105,15 +131,21 @@ onPostgres('a slow or silent database never leaves a pooled connection inside a 
     for (let i = 0; Date.now() < until; i += 1) statuses.push(await create(i, acknowledged));
     expect(statuses.filter((status) => status !== 201 && status !== 503)).toEqual([]);
     expect(acknowledged.size).toBeGreaterThan(10);
-    expect(server.logs.some((line) => line.message === 'database connection discarded' && line.reason === 'failed')).toBe(true);
-    expect(await (await fetch(`${server.url}/metrics`)).text()).toMatch(/^db_connections_discarded_total\{reason="failed"\} [1-9]\d*$/m);
+    expect(
+      server.logs.some((line) => line.message === 'database connection discarded' && line.reason === 'failed'),
+    ).toBe(true);
+    expect(await (await fetch(`${server.url}/metrics`)).text()).toMatch(
+      /^db_connections_discarded_total\{reason="failed"\} [1-9]\d*$/m,
+    );
 
     expect(await sessionsInTransaction()).toEqual([]);
     await expectIsolated(acknowledged);
   }, 20_000);
 
   it('every reply held longer than the timeouts, from a BEGIN on, then let go: 503s while it lasts, no acknowledged write left uncommitted', async () => {
-    const { proxy, users, committedTitles, sessionsInTransaction, expectIsolated, create } = await rig({ idleInTransactionTimeoutMs: 0 });
+    const { proxy, users, committedTitles, sessionsInTransaction, expectIsolated, create } = await rig({
+      idleInTransactionTimeoutMs: 0,
+    });
     const acknowledged = new Map<string, string>();
     const statuses: number[] = [];
     let n = 0;
@@ -126,7 +158,10 @@ onPostgres('a slow or silent database never leaves a pooled connection inside a 
           const [id, owner] = [...acknowledged][n % acknowledged.size]!;
           const { api } = users.find((u) => u.owner === owner)!;
           const title = `updated ${randomUUID()}`;
-          const { response } = await api.PATCH('/api/v1/tasks/{taskId}', { params: { path: { taskId: id } }, body: { title } });
+          const { response } = await api.PATCH('/api/v1/tasks/{taskId}', {
+            params: { path: { taskId: id } },
+            body: { title },
+          });
           statuses.push(response.status);
           if (response.status === 200) expect((await committedTitles([id])).get(id)).toBe(title);
         } else {
@@ -151,55 +186,73 @@ onPostgres('a slow or silent database never leaves a pooled connection inside a 
     await expectIsolated(acknowledged);
   }, 30_000);
 
-  withAppTimeouts('a client cut off inside a transaction (a partition): PostgreSQL ends the transaction itself', async () => {
-    const { proxy, users, sessionsInTransaction, create } = await rig();
-    const late = proxy.delayReply('BEGIN', 10_000);
-    const request = users[0]!.api.POST('/api/v1/tasks', { body: { title: 'cut off' }, params: { header: { 'Idempotency-Key': randomUUID() } } });
-    await late;
-    // The server has opened the transaction and waits for the next statement that never comes.
-    expect(await sessionsInTransaction()).toHaveLength(1);
-    proxy.sever();
-    expect((await request).response.status).toBe(503);
-    const started = Date.now();
-    while ((await sessionsInTransaction()).length > 0 && Date.now() - started < 5000) await sleep(100);
-    expect(await sessionsInTransaction()).toEqual([]);
-    // idle_in_transaction_session_timeout (1 s here), not the proxy closing: it is still open.
-    expect(Date.now() - started).toBeLessThan(3000);
-
-    // The pool replaces what it lost and the next write is committed when acknowledged.
-    let status = 0;
-    for (let i = 0; i < 10 && status !== 201; i += 1) status = await create(i, new Map());
-    expect(status).toBe(201);
-  }, 20_000);
-
-  withAppTimeouts('a statement stuck behind a lock: PostgreSQL cancels it at statement_timeout, 503 with Retry-After, and the pool carries on', async () => {
-    const { server, users, create } = await rig();
-    const acknowledged = new Map<string, string>();
-    expect(await create(0, acknowledged)).toBe(201);
-    const [id] = [...acknowledged.keys()];
-    const locker = await direct.connect();
-    try {
-      await locker.query('begin');
-      await locker.query('select 1 from tasks where id = $1 for update', [id]);
+  withAppTimeouts(
+    'a client cut off inside a transaction (a partition): PostgreSQL ends the transaction itself',
+    async () => {
+      const { proxy, users, sessionsInTransaction, create } = await rig();
+      const late = proxy.delayReply('BEGIN', 10_000);
+      const request = users[0]!.api.POST('/api/v1/tasks', {
+        body: { title: 'cut off' },
+        params: { header: { 'Idempotency-Key': randomUUID() } },
+      });
+      await late;
+      // The server has opened the transaction and waits for the next statement that never comes.
+      expect(await sessionsInTransaction()).toHaveLength(1);
+      proxy.sever();
+      expect((await request).response.status).toBe(503);
       const started = Date.now();
-      const { response, error } = await users[0]!.api.PATCH('/api/v1/tasks/{taskId}', { params: { path: { taskId: id! } }, body: { completed: true } });
-      expect(response.status).toBe(503);
-      expect(response.headers.get('retry-after')).toBe('5');
-      expect(JSON.stringify(error)).not.toMatch(/statement|cancel|timeout|update/i);
-      // Cancelled by the server at its 1 s (SQLSTATE 57014), not given up by the client at 1.5 s.
-      expect(server.logs.some((line) => /statement timeout/.test(String(line.cause)))).toBe(true);
-      expect(Date.now() - started).toBeLessThan(5000);
-    } finally {
-      await locker.query('rollback');
-      locker.release();
-    }
-    const { response } = await users[0]!.api.PATCH('/api/v1/tasks/{taskId}', { params: { path: { taskId: id! } }, body: { completed: true } });
-    expect(response.status).toBe(200);
-  });
+      while ((await sessionsInTransaction()).length > 0 && Date.now() - started < 5000) await sleep(100);
+      expect(await sessionsInTransaction()).toEqual([]);
+      // idle_in_transaction_session_timeout (1 s here), not the proxy closing: it is still open.
+      expect(Date.now() - started).toBeLessThan(3000);
+
+      // The pool replaces what it lost and the next write is committed when acknowledged.
+      let status = 0;
+      for (let i = 0; i < 10 && status !== 201; i += 1) status = await create(i, new Map());
+      expect(status).toBe(201);
+    },
+    20_000,
+  );
+
+  withAppTimeouts(
+    'a statement stuck behind a lock: PostgreSQL cancels it at statement_timeout, 503 with Retry-After, and the pool carries on',
+    async () => {
+      const { server, users, create } = await rig();
+      const acknowledged = new Map<string, string>();
+      expect(await create(0, acknowledged)).toBe(201);
+      const [id] = [...acknowledged.keys()];
+      const locker = await direct.connect();
+      try {
+        await locker.query('begin');
+        await locker.query('select 1 from tasks where id = $1 for update', [id]);
+        const started = Date.now();
+        const { response, error } = await users[0]!.api.PATCH('/api/v1/tasks/{taskId}', {
+          params: { path: { taskId: id! } },
+          body: { completed: true },
+        });
+        expect(response.status).toBe(503);
+        expect(response.headers.get('retry-after')).toBe('5');
+        expect(JSON.stringify(error)).not.toMatch(/statement|cancel|timeout|update/i);
+        // Cancelled by the server at its 1 s (SQLSTATE 57014), not given up by the client at 1.5 s.
+        expect(server.logs.some((line) => /statement timeout/.test(String(line.cause)))).toBe(true);
+        expect(Date.now() - started).toBeLessThan(5000);
+      } finally {
+        await locker.query('rollback');
+        locker.release();
+      }
+      const { response } = await users[0]!.api.PATCH('/api/v1/tasks/{taskId}', {
+        params: { path: { taskId: id! } },
+        body: { completed: true },
+      });
+      expect(response.status).toBe(200);
+    },
+  );
 
   withAppTimeouts('sets the server-side timeouts on every session of the pool, below the client-side one', async () => {
     const { server } = await rig();
-    const settings = await server.database.pool!.query<{ s: string; i: string }>("select current_setting('statement_timeout') as s, current_setting('idle_in_transaction_session_timeout') as i");
+    const settings = await server.database.pool!.query<{ s: string; i: string }>(
+      "select current_setting('statement_timeout') as s, current_setting('idle_in_transaction_session_timeout') as i",
+    );
     expect(settings.rows[0]).toEqual({ s: '1s', i: '1s' });
   });
 });

@@ -14,7 +14,15 @@ afterAll(() => rmSync(dataDir, { recursive: true, force: true }));
 function refusedStart(env: Record<string, string>): Promise<{ code: number | null; output: string; ms: number }> {
   const started = Date.now();
   const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
-    env: { ...process.env, NODE_OPTIONS: '', NODE_ENV: 'production', LOG_FORMAT: 'json', PORT: '0', HOST: '127.0.0.1', ...env },
+    env: {
+      ...process.env,
+      NODE_OPTIONS: '',
+      NODE_ENV: 'production',
+      LOG_FORMAT: 'json',
+      PORT: '0',
+      HOST: '127.0.0.1',
+      ...env,
+    },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let output = '';
@@ -29,7 +37,11 @@ describe('one server per embedded database directory', () => {
     const env = { JWT_SECRET: secret, PGLITE_DIR: dataDir };
     const first = await startMain(env);
     const token = await hs256Token(secret, 'lock-user', '5m');
-    const created = await fetch(`${first.url}/api/v1/tasks`, { method: 'POST', headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' }, body: JSON.stringify({ title: 'kept' }) });
+    const created = await fetch(`${first.url}/api/v1/tasks`, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' },
+      body: JSON.stringify({ title: 'kept' }),
+    });
     expect(created.status).toBe(201);
 
     const second = await refusedStart(env);

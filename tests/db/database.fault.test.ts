@@ -34,7 +34,11 @@ onPostgres('the database going away and coming back', () => {
     const attempts: (() => Promise<{ response: Response; error?: unknown }>)[] = [
       () => api.GET('/api/v1/tasks'),
       () => api.POST('/api/v1/tasks', { body: { title: 'during the outage' } }),
-      () => api.PATCH('/api/v1/tasks/{taskId}', { params: { path: { taskId: first.data!.id } }, body: { completed: true } }),
+      () =>
+        api.PATCH('/api/v1/tasks/{taskId}', {
+          params: { path: { taskId: first.data!.id } },
+          body: { completed: true },
+        }),
     ];
     for (const attempt of attempts) {
       const { result, ms } = await timed(attempt);
@@ -55,7 +59,11 @@ onPostgres('the database going away and coming back', () => {
     expect((await api.POST('/api/v1/tasks', { body: { title: 'after the outage' } })).response.status).toBe(201);
     // Readiness shares one database check a second among every probe: ready again within that.
     let ready = 0;
-    for (const started = Date.now(); ready !== 200 && Date.now() - started < 2500; await new Promise((resolve) => setTimeout(resolve, 100))) {
+    for (
+      const started = Date.now();
+      ready !== 200 && Date.now() - started < 2500;
+      await new Promise((resolve) => setTimeout(resolve, 100))
+    ) {
       ready = (await fetch(`${server.url}/health/ready`)).status;
     }
     expect(ready).toBe(200);

@@ -11,7 +11,9 @@ const onPostgres = process.env.TEST_DATABASE_URL ? describe : describe.skip;
 async function advisoryLocks(db: Database['db']) {
   const { rows } = await sql<{ pid: number; state: string | null }>`
     select l.pid, a.state from pg_locks l left join pg_stat_activity a using (pid)
-    where l.locktype = 'advisory' and l.database = (select oid from pg_database where datname = current_database())`.execute(db);
+    where l.locktype = 'advisory' and l.database = (select oid from pg_database where datname = current_database())`.execute(
+    db,
+  );
   return rows;
 }
 
@@ -23,7 +25,9 @@ onPostgres('migrations', () => {
     const admin = await openDatabase({ url: scratch.url!, poolMax: 1 });
     try {
       for (let round = 0; round < 3; round += 1) {
-        const processes = await Promise.all(Array.from({ length: 6 }, () => openDatabase({ url: scratch.url!, poolMax: 2 })));
+        const processes = await Promise.all(
+          Array.from({ length: 6 }, () => openDatabase({ url: scratch.url!, poolMax: 2 })),
+        );
         try {
           const applied = (await Promise.all(processes.map((p) => migrateToLatest(p.db)))).flat();
           // Each migration is applied once, by whichever process comes first; later rounds find none to apply.
@@ -43,15 +47,24 @@ onPostgres('migrations', () => {
 
   it('a migration that fails rolls back everything and leaves no lock behind: the next run is not kept waiting', async () => {
     const scratch = await scratchDatabase({ empty: true });
-    const database = await openDatabase({ url: scratch.url!, poolMax: 2, statementTimeoutMs: 2000, queryTimeoutMs: 3000 });
+    const database = await openDatabase({
+      url: scratch.url!,
+      poolMax: 2,
+      statementTimeoutMs: 2000,
+      queryTimeoutMs: 3000,
+    });
     try {
       const failing = {
-        '0001_table': { up: async (db: Database['db']) => void (await sql`create table migration_probe (id int)`.execute(db)) },
+        '0001_table': {
+          up: async (db: Database['db']) => void (await sql`create table migration_probe (id int)`.execute(db)),
+        },
         '0002_fails': { up: async (db: Database['db']) => void (await sql`select 1 / 0`.execute(db)) },
       };
       await expect(migrateToLatest(database.db, failing)).rejects.toThrow('database migration failed');
       expect(await advisoryLocks(database.db)).toEqual([]);
-      expect((await sql<{ t: string | null }>`select to_regclass('migration_probe')::text as t`.execute(database.db)).rows).toEqual([{ t: null }]);
+      expect(
+        (await sql<{ t: string | null }>`select to_regclass('migration_probe')::text as t`.execute(database.db)).rows,
+      ).toEqual([{ t: null }]);
       // Under a 2 s statement timeout: a lock left on any server connection would make this fail.
       expect((await migrateToLatest(database.db)).length).toBeGreaterThan(0);
     } finally {

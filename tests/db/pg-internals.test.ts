@@ -34,16 +34,33 @@ function versionOf(name: string, entry: string): string {
 
 describe('pg internals: versions', () => {
   it('the installed pg and pg-pool are the ones pinned in package.json and named in pg-internals.ts', () => {
-    const pinned = (JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { dependencies: Record<string, string> }).dependencies;
-    const header = /Written against pg (\S+) and pg-pool (\S+?),/.exec(readFileSync(join(root, 'src/db/pg-internals.ts'), 'utf8'));
+    const pinned = (
+      JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { dependencies: Record<string, string> }
+    ).dependencies;
+    const header = /Written against pg (\S+) and pg-pool (\S+?),/.exec(
+      readFileSync(join(root, 'src/db/pg-internals.ts'), 'utf8'),
+    );
     // pg loads its own pg-pool: a copy nested under pg/ would escape the top-level pin.
     const pgEntry = require.resolve('pg');
-    const installed = { pg: versionOf('pg', pgEntry), 'pg-pool': versionOf('pg-pool', createRequire(pgEntry).resolve('pg-pool')) };
+    const installed = {
+      pg: versionOf('pg', pgEntry),
+      'pg-pool': versionOf('pg-pool', createRequire(pgEntry).resolve('pg-pool')),
+    };
     const problems: string[] = [];
-    if (header === null) problems.push('the header of src/db/pg-internals.ts no longer says "Written against pg X and pg-pool Y,"');
-    for (const [name, index] of [['pg', 1], ['pg-pool', 2]] as const) {
-      if (pinned[name] !== installed[name]) problems.push(`package.json pins ${name} ${pinned[name]} (an exact version is required), but ${installed[name]} is installed`);
-      if (header !== null && header[index] !== installed[name]) problems.push(`pg-internals.ts was written against ${name} ${header[index]}, but ${installed[name]} is installed`);
+    if (header === null)
+      problems.push('the header of src/db/pg-internals.ts no longer says "Written against pg X and pg-pool Y,"');
+    for (const [name, index] of [
+      ['pg', 1],
+      ['pg-pool', 2],
+    ] as const) {
+      if (pinned[name] !== installed[name])
+        problems.push(
+          `package.json pins ${name} ${pinned[name]} (an exact version is required), but ${installed[name]} is installed`,
+        );
+      if (header !== null && header[index] !== installed[name])
+        problems.push(
+          `pg-internals.ts was written against ${name} ${header[index]}, but ${installed[name]} is installed`,
+        );
     }
     expect(problems).toEqual([]);
   });
@@ -55,7 +72,8 @@ describe('pg internals: what pg-internals.ts touches is there', () => {
     const method = (owner: string, object: object, name: string, arity: number) => {
       const value = (object as Record<string, unknown>)[name];
       if (typeof value !== 'function') problems.push(`${owner}.${name} is no longer a function`);
-      else if (value.length !== arity) problems.push(`${owner}.${name} now takes ${value.length} parameters, not ${arity}`);
+      else if (value.length !== arity)
+        problems.push(`${owner}.${name} now takes ${value.length} parameters, not ${arity}`);
     };
     method('pg.Query.prototype', pg.Query.prototype, 'prepare', 1);
     method('pg.Query.prototype', pg.Query.prototype, 'hasBeenParsed', 1);
@@ -68,25 +86,42 @@ describe('pg internals: what pg-internals.ts touches is there', () => {
     if (Connection === undefined) problems.push('pg.Connection is no longer exported');
     else {
       const connection = new Connection() as Record<string, unknown>;
-      for (const name of ['parse', 'bind', 'describe', 'execute', 'sync']) method('pg.Connection.prototype', Object.getPrototypeOf(connection) as object, name, 1 - Number(name === 'sync'));
+      for (const name of ['parse', 'bind', 'describe', 'execute', 'sync'])
+        method(
+          'pg.Connection.prototype',
+          Object.getPrototypeOf(connection) as object,
+          name,
+          1 - Number(name === 'sync'),
+        );
       for (const field of ['parsedStatements', 'submittedNamedStatements']) {
-        if (typeof connection[field] !== 'object' || connection[field] === null) problems.push(`a pg Connection no longer has the field ${field}`);
+        if (typeof connection[field] !== 'object' || connection[field] === null)
+          problems.push(`a pg Connection no longer has the field ${field}`);
       }
     }
     const callback = () => undefined;
-    const query = new pg.Query({ text: 'select 1', name: 'n' }, undefined, callback) as unknown as Record<string, unknown>;
+    const query = new pg.Query({ text: 'select 1', name: 'n' }, undefined, callback) as unknown as Record<
+      string,
+      unknown
+    >;
     if (query.callback !== callback) problems.push('a pg Query no longer keeps its callback in the field `callback`');
-    if (query.name !== 'n' || query.text !== 'select 1') problems.push('a pg Query no longer keeps its name and text in the fields `name` and `text`');
+    if (query.name !== 'n' || query.text !== 'select 1')
+      problems.push('a pg Query no longer keeps its name and text in the fields `name` and `text`');
     expect(problems).toEqual([]);
   });
 
   /** A pg Connection that records what a query writes, instead of writing it. */
   function recordingConnection(parsed: Record<string, string> = {}) {
     const written: string[] = [];
-    const record = (kind: string) => (message?: { name?: string; text?: string; statement?: string; values?: unknown }) => {
-      const detail = kind === 'parse' ? `${String(message?.name ?? '')}:${String(message?.text)}` : kind === 'bind' ? `${String(message?.statement ?? '')}:${JSON.stringify(message?.values)}` : '';
-      written.push(detail === '' ? kind : `${kind} ${detail}`);
-    };
+    const record =
+      (kind: string) => (message?: { name?: string; text?: string; statement?: string; values?: unknown }) => {
+        const detail =
+          kind === 'parse'
+            ? `${String(message?.name ?? '')}:${String(message?.text)}`
+            : kind === 'bind'
+              ? `${String(message?.statement ?? '')}:${JSON.stringify(message?.values)}`
+              : '';
+        written.push(detail === '' ? kind : `${kind} ${detail}`);
+      };
     const connection = {
       stream: { cork() {}, uncork() {} },
       parsedStatements: parsed,
@@ -124,13 +159,23 @@ describe('pg internals: what pg-internals.ts touches is there', () => {
     const second = recordingConnection({ prefix: preceding.text });
     const unnamed = new PrecededQuery('select 2', [], undefined, preceding, () => undefined);
     (unnamed as unknown as { submit(c: unknown): unknown }).submit(second.connection);
-    expect(second.written).toEqual(['bind prefix:["k","v"]', 'execute', 'parse :select 2', 'bind :[]', 'describe', 'execute', 'sync']);
+    expect(second.written).toEqual([
+      'bind prefix:["k","v"]',
+      'execute',
+      'parse :select 2',
+      'bind :[]',
+      'describe',
+      'execute',
+      'sync',
+    ]);
   });
 
   it('PrecededQuery answers with the query’s rows alone: the preceding statement’s row and completion are dropped', async () => {
     const { connection } = recordingConnection();
     const result = new Promise<pg.QueryResult>((resolve, reject) => {
-      const query = new PrecededQuery('select 7 as n', [], undefined, preceding, (error, rows) => (error ? reject(error) : resolve(rows)));
+      const query = new PrecededQuery('select 7 as n', [], undefined, preceding, (error, rows) =>
+        error ? reject(error) : resolve(rows),
+      );
       const hooks = query as unknown as {
         submit(c: unknown): unknown;
         handleRowDescription(m: unknown): void;
@@ -173,24 +218,37 @@ onPostgres('pg internals: a real round trip on PostgreSQL', () => {
   });
 
   /** Who the statement ran as, for which owner, as PostgreSQL saw it. */
-  const whoami = sql<{ role: string; owner: string | null }>`select current_user as role, current_setting(${OWNER_SETTING}, true) as owner`;
+  const whoami = sql<{
+    role: string;
+    owner: string | null;
+  }>`select current_user as role, current_setting(${OWNER_SETTING}, true) as owner`;
 
-  it.each([true, false])('a scoped statement runs as the app role for its owner, in one batch, and leaves nothing behind (named statements: %s)', async (prepared) => {
-    const database = await open(prepared);
-    const pool = database.pool!;
-    const asOwner = ownerScope(database);
-    for (let i = 0; i < 3; i += 1) {
-      // The first time on the connection the scope statement is parsed (or prepared); then bound by name.
-      expect((await asOwner(owner, (db) => whoami.execute(db))).rows).toEqual([{ role: APP_ROLE, owner }]);
-    }
-    // The same (only) connection, outside the scope: neither the role nor the owner stayed.
-    const after = (await whoami.execute(database.db)).rows[0]!;
-    expect(after.role).not.toBe(APP_ROLE);
-    expect(after.owner ?? '').toBe('');
-    const prepares = (await sql<{ name: string }>`select name from pg_prepared_statements where name = 'tasks_api_scope'`.execute(database.db)).rows;
-    expect(prepares.length).toBe(prepared ? 1 : 0);
-    expect({ total: pool.totalCount, discarded: pool.discarded }).toEqual({ total: 1, discarded: { failed: 0, busy: 0, in_transaction: 0 } });
-  });
+  it.each([true, false])(
+    'a scoped statement runs as the app role for its owner, in one batch, and leaves nothing behind (named statements: %s)',
+    async (prepared) => {
+      const database = await open(prepared);
+      const pool = database.pool!;
+      const asOwner = ownerScope(database);
+      for (let i = 0; i < 3; i += 1) {
+        // The first time on the connection the scope statement is parsed (or prepared); then bound by name.
+        expect((await asOwner(owner, (db) => whoami.execute(db))).rows).toEqual([{ role: APP_ROLE, owner }]);
+      }
+      // The same (only) connection, outside the scope: neither the role nor the owner stayed.
+      const after = (await whoami.execute(database.db)).rows[0]!;
+      expect(after.role).not.toBe(APP_ROLE);
+      expect(after.owner ?? '').toBe('');
+      const prepares = (
+        await sql<{ name: string }>`select name from pg_prepared_statements where name = 'tasks_api_scope'`.execute(
+          database.db,
+        )
+      ).rows;
+      expect(prepares.length).toBe(prepared ? 1 : 0);
+      expect({ total: pool.totalCount, discarded: pool.discarded }).toEqual({
+        total: 1,
+        discarded: { failed: 0, busy: 0, in_transaction: 0 },
+      });
+    },
+  );
 
   it('pg-pool’s _release still decides: CleanPool keeps a clean client and destroys one left in a transaction, busy, or after a client-side failure', async () => {
     const pool = (await open(true)).pool!;
@@ -201,7 +259,11 @@ onPostgres('pg internals: a real round trip on PostgreSQL', () => {
     // released at once, the client may still be waiting for it, and is then destroyed as busy.)
     await kept.query('select 1');
     kept.release();
-    expect({ total: pool.totalCount, idle: pool.idleCount, discarded: pool.discarded }).toEqual({ total: 1, idle: 1, discarded: { failed: 0, busy: 0, in_transaction: 0 } });
+    expect({ total: pool.totalCount, idle: pool.idleCount, discarded: pool.discarded }).toEqual({
+      total: 1,
+      idle: 1,
+      discarded: { failed: 0, busy: 0, in_transaction: 0 },
+    });
 
     const inTransaction = await pool.connect();
     expect(inTransaction).toBe(kept);
@@ -217,7 +279,9 @@ onPostgres('pg internals: a real round trip on PostgreSQL', () => {
     expect(pool.discarded.busy).toBe(1);
 
     const timedOut = await pool.connect();
-    await expect(timedOut.query({ text: 'select pg_sleep(1)', query_timeout: 50 } as pg.QueryConfig)).rejects.toThrow(/timeout/i);
+    await expect(timedOut.query({ text: 'select pg_sleep(1)', query_timeout: 50 } as pg.QueryConfig)).rejects.toThrow(
+      /timeout/i,
+    );
     timedOut.release();
     expect(pool.discarded.failed).toBe(1);
     expect(pool.totalCount).toBe(0); // each of the three was destroyed, not kept

@@ -23,16 +23,23 @@ onPostgres('named statements in the owner scope', () => {
   beforeAll(async () => {
     database = await testDatabase(undefined, { poolMax: 1 });
     [alice, bob] = [ownerIdFromVerifiedSubject(newUser()), ownerIdFromVerifiedSubject(newUser())];
-    const rows = [...['a1', 'a2'].map((title) => ({ owner_id: alice, title })), ...['b1', 'b2', 'b3'].map((title) => ({ owner_id: bob, title }))];
+    const rows = [
+      ...['a1', 'a2'].map((title) => ({ owner_id: alice, title })),
+      ...['b1', 'b2', 'b3'].map((title) => ({ owner_id: bob, title })),
+    ];
     await database.db.insertInto('tasks').values(rows).execute();
   });
   afterAll(() => database.close());
 
   const asOwner = () => ownerScope(database);
   const titles = (owner: OwnerId) =>
-    asOwner()(owner, (db) => db.selectFrom('tasks').select('title').orderBy('title').execute()).then((rows) => rows.map((row) => row.title));
+    asOwner()(owner, (db) => db.selectFrom('tasks').select('title').orderBy('title').execute()).then((rows) =>
+      rows.map((row) => row.title),
+    );
   const preparedHere = () =>
-    asOwner()(alice, (db) => sql<{ name: string }>`select name from pg_prepared_statements where name like 'tasks_api_%'`.execute(db)).then((r) => r.rows.map((row) => row.name));
+    asOwner()(alice, (db) =>
+      sql<{ name: string }>`select name from pg_prepared_statements where name like 'tasks_api_%'`.execute(db),
+    ).then((r) => r.rows.map((row) => row.name));
 
   it('prepares each statement once per connection (unless DATABASE_PREPARED_STATEMENTS=off), and one Kysely serves every owner', async () => {
     expect(asOwner()).toBe(ownerScope(database));
@@ -56,13 +63,18 @@ onPostgres('named statements in the owner scope', () => {
 
   it('recovers when a statement fails the first time it runs: the error is PostgreSQL’s, the connection goes on', async () => {
     const tooLong = 'x'.repeat(300); // the title column's check refuses it on execution, after a successful Parse
-    const insert = (title: string) => asOwner()(alice, (db) => db.insertInto('tasks').values({ owner_id: alice, title }).returning('title').executeTakeFirstOrThrow());
+    const insert = (title: string) =>
+      asOwner()(alice, (db) =>
+        db.insertInto('tasks').values({ owner_id: alice, title }).returning('title').executeTakeFirstOrThrow(),
+      );
     await expect(insert(tooLong)).rejects.toMatchObject({ code: expect.stringMatching(/^23/) });
     expect(await insert('after a failure')).toEqual({ title: 'after a failure' });
     // A statement PostgreSQL cannot parse at all is not taken for prepared: run again, it fails
     // the same way (not with "prepared statement does not exist").
     for (let i = 0; i < 2; i += 1) {
-      await expect(asOwner()(alice, (db) => sql`select no_such_column from tasks`.execute(db))).rejects.toMatchObject({ code: '42703' });
+      await expect(asOwner()(alice, (db) => sql`select no_such_column from tasks`.execute(db))).rejects.toMatchObject({
+        code: '42703',
+      });
     }
     expect(await titles(alice)).toEqual(['a1', 'a2', 'after a failure']);
   });

@@ -89,14 +89,19 @@ describe('GET /docs in headless Chromium, network off', () => {
 
   it('renders every webhook event the API sends (the contract’s webhooks:), with its payload', async () => {
     const { spec } = loadContract();
-    const events = Object.values((spec as { webhooks?: Record<string, { post: { summary: string } }> }).webhooks ?? {}).map((item) => item.post.summary);
+    const events = Object.values(
+      (spec as { webhooks?: Record<string, { post: { summary: string } }> }).webhooks ?? {},
+    ).map((item) => item.post.summary);
     expect(events).toHaveLength(6);
     const menu = page.locator('[data-component-name="Menu/MenuItem"]');
     await menu.getByText('Webhook events', { exact: true }).click();
     for (const summary of events) {
       await menu.getByText(summary, { exact: true }).click();
       // Redoc marks an event's heading with a "Webhook" badge after its summary.
-      await page.locator('h2').filter({ hasText: new RegExp(`^\\s*${summary}\\s*Webhook\\s*$`) }).waitFor({ state: 'visible' });
+      await page
+        .locator('h2')
+        .filter({ hasText: new RegExp(`^\\s*${summary}\\s*Webhook\\s*$`) })
+        .waitFor({ state: 'visible' });
     }
   });
 
@@ -105,7 +110,7 @@ describe('GET /docs in headless Chromium, network off', () => {
     expect(pageErrors).toEqual([]);
   });
 
-  it("asks for nothing but the page itself: no other origin, no favicon, no telemetry, nothing the CSP had to refuse", () => {
+  it('asks for nothing but the page itself: no other origin, no favicon, no telemetry, nothing the CSP had to refuse', () => {
     expect(requested).toEqual([`${server.url}/docs`]);
     expect(cspViolations).toEqual([]);
   });

@@ -42,7 +42,19 @@ const storageKey = () => `tasks-api.session ${server.url}`;
 /** Starts `node examples/web/serve.mjs` on a free loopback port and resolves to the origin it prints. */
 async function startExample(): Promise<string> {
   outdir = await mkdtemp(join(tmpdir(), 'web-example-'));
-  example = spawn(process.execPath, [fileURLToPath(new URL('../../examples/web/serve.mjs', import.meta.url)), '--host', '127.0.0.1', '--port', '0', '--outdir', outdir], { stdio: ['ignore', 'pipe', 'pipe'] });
+  example = spawn(
+    process.execPath,
+    [
+      fileURLToPath(new URL('../../examples/web/serve.mjs', import.meta.url)),
+      '--host',
+      '127.0.0.1',
+      '--port',
+      '0',
+      '--outdir',
+      outdir,
+    ],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
   let output = '';
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`serve.mjs did not start:\n${output}`)), 15_000);
@@ -75,14 +87,27 @@ async function openPage(ctx: BrowserContext, record: boolean): Promise<Page> {
   opened.on('console', (message) => {
     if (message.type() === 'error' || message.type() === 'warning') consoleErrors.push(message.text());
   });
-  opened.on('requestfailed', (request) => failedRequests.push(`${request.method()} ${request.url()}: ${request.failure()?.errorText}`));
+  opened.on('requestfailed', (request) =>
+    failedRequests.push(`${request.method()} ${request.url()}: ${request.failure()?.errorText}`),
+  );
   opened.on('request', (request) => {
     if (!request.url().startsWith(server.url)) return;
     const headers = request.headers();
-    apiRequests.push({ method: request.method(), path: new URL(request.url()).pathname, ifMatch: headers['if-match'], idempotencyKey: headers['idempotency-key'] });
+    apiRequests.push({
+      method: request.method(),
+      path: new URL(request.url()).pathname,
+      ifMatch: headers['if-match'],
+      idempotencyKey: headers['idempotency-key'],
+    });
   });
   opened.on('response', (response) => {
-    const entry = apiRequests.findLast((r) => r.status === undefined && r.method === response.request().method() && response.url().startsWith(server.url) && r.path === new URL(response.url()).pathname);
+    const entry = apiRequests.findLast(
+      (r) =>
+        r.status === undefined &&
+        r.method === response.request().method() &&
+        response.url().startsWith(server.url) &&
+        r.path === new URL(response.url()).pathname,
+    );
     if (entry) entry.status = response.status();
   });
   return opened;
@@ -94,7 +119,9 @@ const titlesShown = async () => page.locator('#task-list li .title').allTextCont
 /** The session the page keeps in localStorage, or null. */
 async function stored(): Promise<string | null> {
   const { origins } = await context.storageState();
-  return origins.find((o) => o.origin === origin)?.localStorage.find((entry) => entry.name === storageKey())?.value ?? null;
+  return (
+    origins.find((o) => o.origin === origin)?.localStorage.find((entry) => entry.name === storageKey())?.value ?? null
+  );
 }
 
 async function addTask(title: string, fields: { priority?: string; due?: string } = {}): Promise<void> {
@@ -109,7 +136,10 @@ beforeAll(async () => {
   origin = await startExample();
   [server, browser] = await Promise.all([
     startServer({ builtinAuth: true, corsOrigins: [origin] }),
-    chromium.launch({ executablePath: CHROMIUM, args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'] }),
+    chromium.launch({
+      executablePath: CHROMIUM,
+      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
+    }),
   ]);
   expect(new URL(server.url).port).not.toBe(new URL(origin).port);
   context = await browser.newContext();
@@ -140,9 +170,15 @@ describe('examples/web against the real API, cross-origin, in headless Chromium'
   it('registers, stores the session in localStorage, and stays logged in across a reload', async () => {
     await page.getByLabel('Password').fill(password);
     await page.getByRole('button', { name: 'Create account' }).click();
-    await page.locator('#whoami').filter({ hasText: `Logged in as ${email}` }).waitFor();
+    await page
+      .locator('#whoami')
+      .filter({ hasText: `Logged in as ${email}` })
+      .waitFor();
     await page.locator('#empty').waitFor({ state: 'visible' });
-    expect(JSON.parse((await stored())!)).toMatchObject({ access_token: expect.any(String), refresh_token: expect.stringMatching(/^rt_/) });
+    expect(JSON.parse((await stored())!)).toMatchObject({
+      access_token: expect.any(String),
+      refresh_token: expect.stringMatching(/^rt_/),
+    });
 
     await page.reload({ waitUntil: 'load' });
     await page.locator('#whoami').filter({ hasText: email }).waitFor();
@@ -199,24 +235,41 @@ describe('examples/web against the real API, cross-origin, in headless Chromium'
         const headers = { Authorization: `Bearer ${token}` };
         const list = await fetch(`${api}/api/v1/tasks?limit=2`, { headers });
         const task = await fetch(`${api}/api/v1/tasks/${id}`, { headers });
-        const pick = (res: Response, names: string[]) => Object.fromEntries(names.map((name) => [name, res.headers.get(name)]));
-        return { list: pick(list, ['link', 'ratelimit', 'ratelimit-policy', 'x-request-id']), task: pick(task, ['etag', 'x-request-id']) };
+        const pick = (res: Response, names: string[]) =>
+          Object.fromEntries(names.map((name) => [name, res.headers.get(name)]));
+        return {
+          list: pick(list, ['link', 'ratelimit', 'ratelimit-policy', 'x-request-id']),
+          task: pick(task, ['etag', 'x-request-id']),
+        };
       },
       { api: server.url, token: access_token, id: taskId! },
     );
-    expect(read.list).toEqual({ link: expect.stringContaining('rel="next"'), ratelimit: expect.any(String), 'ratelimit-policy': expect.any(String), 'x-request-id': expect.any(String) });
+    expect(read.list).toEqual({
+      link: expect.stringContaining('rel="next"'),
+      ratelimit: expect.any(String),
+      'ratelimit-policy': expect.any(String),
+      'x-request-id': expect.any(String),
+    });
     expect(read.task).toEqual({ etag: '"1"', 'x-request-id': expect.any(String) });
   });
 
   it('completes a task with If-Match, and shows it done', async () => {
-    await item(titles.passport).getByRole('button', { name: `Complete “${titles.passport}”` }).click();
-    await item(titles.passport).getByRole('button', { name: `Reopen “${titles.passport}”` }).waitFor();
+    await item(titles.passport)
+      .getByRole('button', { name: `Complete “${titles.passport}”` })
+      .click();
+    await item(titles.passport)
+      .getByRole('button', { name: `Reopen “${titles.passport}”` })
+      .waitFor();
     expect(await item(titles.passport).getAttribute('class')).toBe('done');
     await expect(item(titles.passport).locator('.meta').textContent()).resolves.toMatch(/, done$/);
-    expect(apiRequests.filter((r) => r.method === 'PATCH')).toEqual([expect.objectContaining({ ifMatch: '"1"', status: 200 })]);
+    expect(apiRequests.filter((r) => r.method === 'PATCH')).toEqual([
+      expect.objectContaining({ ifMatch: '"1"', status: 200 }),
+    ]);
     // The API agrees.
     const { access_token } = JSON.parse((await stored())!) as { access_token: string };
-    const { data: tasks } = await server.client(access_token).GET('/api/v1/tasks', { params: { query: { status: 'completed' } } });
+    const { data: tasks } = await server
+      .client(access_token)
+      .GET('/api/v1/tasks', { params: { query: { status: 'completed' } } });
     expect(tasks!.items.map((t) => t.title)).toEqual([titles.passport]);
   });
 
@@ -233,16 +286,24 @@ describe('examples/web against the real API, cross-origin, in headless Chromium'
     await page.locator('#title-error').filter({ hasText: 'Must NOT have more than 200 characters.' }).waitFor();
     expect(await title.getAttribute('aria-invalid')).toBe('true');
     expect(await page.locator('#new-task-form-error').textContent()).toBe('');
-    expect(apiRequests.filter((r) => r.status === 422).map((r) => `${r.method} ${r.path}`)).toEqual(['POST /api/v1/auth/register', 'POST /api/v1/tasks', 'POST /api/v1/tasks']);
+    expect(apiRequests.filter((r) => r.status === 422).map((r) => `${r.method} ${r.path}`)).toEqual([
+      'POST /api/v1/auth/register',
+      'POST /api/v1/tasks',
+      'POST /api/v1/tasks',
+    ]);
     expect(await titlesShown()).toEqual([titles.call, titles.passport]); // nothing was created
   });
 
   it('deletes a task with If-Match', async () => {
-    await item(titles.call).getByRole('button', { name: `Delete “${titles.call}”` }).click();
+    await item(titles.call)
+      .getByRole('button', { name: `Delete “${titles.call}”` })
+      .click();
     await item(titles.call).waitFor({ state: 'detached' });
     await item(titles.milk).waitFor(); // the page filled up from the next one
     expect(await titlesShown()).toEqual([titles.passport, titles.milk]);
-    expect(apiRequests.filter((r) => r.method === 'DELETE')).toEqual([expect.objectContaining({ ifMatch: '"1"', status: 204 })]);
+    expect(apiRequests.filter((r) => r.method === 'DELETE')).toEqual([
+      expect.objectContaining({ ifMatch: '"1"', status: 204 }),
+    ]);
   });
 
   it('logs out: the session leaves localStorage, the list is hidden, the refresh token is revoked', async () => {
@@ -273,7 +334,9 @@ describe('examples/web against the real API, cross-origin, in headless Chromium'
     expect(failedRequests).toEqual([]);
     expect(pageErrors).toEqual([]);
     // Chromium logs each error status it gets; the three 422s above are the only ones.
-    expect(consoleErrors).toEqual(Array(3).fill('Failed to load resource: the server responded with a status of 422 (Unprocessable Entity)'));
+    expect(consoleErrors).toEqual(
+      Array(3).fill('Failed to load resource: the server responded with a status of 422 (Unprocessable Entity)'),
+    );
     expect(apiRequests.every((r) => r.status !== undefined && r.status < 500)).toBe(true);
   });
 
@@ -282,11 +345,16 @@ describe('examples/web against the real API, cross-origin, in headless Chromium'
     const other = await openPage(await browser.newContext(), false);
     const blocked: string[] = [];
     other.on('console', (message) => blocked.push(message.text()));
-    await other.goto(`${origin.replace('127.0.0.1', 'localhost')}/?api=${encodeURIComponent(server.url)}`, { waitUntil: 'load' });
+    await other.goto(`${origin.replace('127.0.0.1', 'localhost')}/?api=${encodeURIComponent(server.url)}`, {
+      waitUntil: 'load',
+    });
     await other.getByLabel('Email').fill(email);
     await other.getByLabel('Password').fill(password);
     await other.getByRole('button', { name: 'Log in' }).click();
-    await other.locator('#auth-form-error').filter({ hasText: `Cannot reach the API at ${server.url}. Is it running, with CORS_ORIGINS=http://localhost:` }).waitFor();
+    await other
+      .locator('#auth-form-error')
+      .filter({ hasText: `Cannot reach the API at ${server.url}. Is it running, with CORS_ORIGINS=http://localhost:` })
+      .waitFor();
     expect(blocked.join('\n')).toMatch(/blocked by CORS policy/);
     await other.context().close();
   });
@@ -299,7 +367,10 @@ describe('examples/web against the real API, cross-origin, in headless Chromium'
     await other.getByLabel('Email').fill(email);
     await other.getByLabel('Password').fill(password);
     await other.getByRole('button', { name: 'Log in' }).click();
-    await other.locator('#auth-form-error').filter({ hasText: 'Cannot reach the API at https://api.example.com.' }).waitFor();
+    await other
+      .locator('#auth-form-error')
+      .filter({ hasText: 'Cannot reach the API at https://api.example.com.' })
+      .waitFor();
     expect(messages.join('\n')).toMatch(/violates the following Content Security Policy directive: "connect-src/);
     expect(offMachine).toEqual([]); // refused before any request was made
     await other.context().close();

@@ -27,10 +27,18 @@ export interface AttachmentServer {
 }
 
 /** The test server with attachments stored in `storage` (a fresh s3rver for S3). */
-export async function startAttachmentServer(storage: Storage, options: { attachments?: Partial<AttachmentsConfig>; clientRequestTimeoutMs?: number } = {}): Promise<AttachmentServer> {
+export async function startAttachmentServer(
+  storage: Storage,
+  options: { attachments?: Partial<AttachmentsConfig>; clientRequestTimeoutMs?: number } = {},
+): Promise<AttachmentServer> {
   if (storage === 'postgres') {
     const server = await startServer(options);
-    return { server, store: postgresBlobStore(ownerScope(server.database)), stored: (owner) => storedFor(server.database, owner), close: () => server.close() };
+    return {
+      server,
+      store: postgresBlobStore(ownerScope(server.database)),
+      stored: (owner) => storedFor(server.database, owner),
+      close: () => server.close(),
+    };
   }
   const s3 = await startS3Server();
   const settings = { bucket: s3.bucket, endpoint: s3.endpoint, credentials: s3.credentials, region: 'us-east-1' };
@@ -44,7 +52,12 @@ export async function startAttachmentServer(storage: Storage, options: { attachm
       const rows = await storedFor(server.database, owner);
       const listed = await client.send(new ListObjectsV2Command({ Bucket: s3.bucket, Prefix: 'attachments/' }));
       const ids = (listed.Contents ?? []).map((object) => object.Key!.slice('attachments/'.length));
-      const blobs = new Map((await server.database.db.selectFrom('attachment_blobs').select(['id', 'owner_id']).execute()).map((b) => [b.id, b.owner_id]));
+      const blobs = new Map(
+        (await server.database.db.selectFrom('attachment_blobs').select(['id', 'owner_id']).execute()).map((b) => [
+          b.id,
+          b.owner_id,
+        ]),
+      );
       const orphans = ids.filter((id) => !blobs.has(id));
       if (orphans.length > 0) throw new Error(`objects without a blob row: ${orphans.join(', ')}`);
       return { ...rows, chunks: ids.filter((id) => blobs.get(id) === owner).length };

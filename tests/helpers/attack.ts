@@ -63,7 +63,12 @@ export interface Target {
   /** A real HS256 token the server accepts, for `sub` (a fresh user when omitted). */
   tokenFor(sub?: string): Promise<string>;
   /** An ordinary JSON call with fetch. */
-  call(token: string | undefined, method: string, path: string, body?: unknown): Promise<{ status: number; body: unknown; headers: Headers }>;
+  call(
+    token: string | undefined,
+    method: string,
+    path: string,
+    body?: unknown,
+  ): Promise<{ status: number; body: unknown; headers: Headers }>;
   /** GET /metrics (with METRICS_TOKEN), as text. */
   metrics(): Promise<string>;
   rssMb(): number;
@@ -75,7 +80,9 @@ export interface Target {
    * Reads the server's database directly, as its owner (past row-level security), once the server
    * is stopped with `keepData` (PGlite is one process's; PostgreSQL could be read any time).
    */
-  inspect<T>(read: (query: (text: string, params?: unknown[]) => Promise<Record<string, unknown>[]>) => Promise<T>): Promise<T>;
+  inspect<T>(
+    read: (query: (text: string, params?: unknown[]) => Promise<Record<string, unknown>[]>) => Promise<T>,
+  ): Promise<T>;
   /** What `stop({ keepData: true })` kept: removed. */
   removeData(): Promise<void>;
 }
@@ -85,11 +92,23 @@ export interface Target {
  * logs, no shedding for event-loop delay), but given up to `timeoutMs` to start (a PGlite start on
  * a loaded two-core machine takes over 15 s) and killed when it does not.
  */
-async function startServerProcess(env: Record<string, string>, timeoutMs: number): Promise<{ child: ChildProcess; url: string; exited: Promise<number | null>; output: () => string }> {
+async function startServerProcess(
+  env: Record<string, string>,
+  timeoutMs: number,
+): Promise<{ child: ChildProcess; url: string; exited: Promise<number | null>; output: () => string }> {
   const port = await freePort();
   let output = '';
   const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
-    env: { ...process.env, NODE_OPTIONS: '', NODE_ENV: 'production', LOG_FORMAT: 'json', OVERLOAD_MAX_EVENT_LOOP_DELAY_MS: '600000', PORT: String(port), HOST: '127.0.0.1', ...env },
+    env: {
+      ...process.env,
+      NODE_OPTIONS: '',
+      NODE_ENV: 'production',
+      LOG_FORMAT: 'json',
+      OVERLOAD_MAX_EVENT_LOOP_DELAY_MS: '600000',
+      PORT: String(port),
+      HOST: '127.0.0.1',
+      ...env,
+    },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   child.stdout.on('data', (chunk) => (output += chunk));
@@ -97,7 +116,10 @@ async function startServerProcess(env: Record<string, string>, timeoutMs: number
   const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
   const url = `http://127.0.0.1:${port}`;
   try {
-    await waitUntilServing(`${url}/health/ready`, child, { timeoutMs, failure: () => `the server did not start within ${timeoutMs} ms:\n${output}` });
+    await waitUntilServing(`${url}/health/ready`, child, {
+      timeoutMs,
+      failure: () => `the server did not start within ${timeoutMs} ms:\n${output}`,
+    });
   } catch (error) {
     child.kill('SIGKILL');
     await exited;
@@ -132,12 +154,22 @@ export async function startTarget(
   };
   let server: Awaited<ReturnType<typeof startServerProcess>>;
   try {
-    const databaseUrl = scratch === undefined ? undefined : options.through === undefined ? scratch.url : await options.through(scratch.url);
+    const databaseUrl =
+      scratch === undefined
+        ? undefined
+        : options.through === undefined
+          ? scratch.url
+          : await options.through(scratch.url);
     server = await startServerProcess(
       {
         JWT_SECRET: secret,
         METRICS_TOKEN: metricsToken,
-        ...(scratch === undefined ? { PGLITE_DIR: dataDir! } : { DATABASE_URL: databaseUrl!, DATABASE_PREPARED_STATEMENTS: process.env.TEST_DATABASE_PREPARED_STATEMENTS ?? 'on' }),
+        ...(scratch === undefined
+          ? { PGLITE_DIR: dataDir! }
+          : {
+              DATABASE_URL: databaseUrl!,
+              DATABASE_PREPARED_STATEMENTS: process.env.TEST_DATABASE_PREPARED_STATEMENTS ?? 'on',
+            }),
         RATE_LIMIT_PER_MINUTE: '1000000',
         WEBHOOK_WORKER: 'off',
         ...env,
@@ -157,12 +189,22 @@ export async function startTarget(
     dataDir,
     database: scratch === undefined ? 'pglite' : 'postgres',
     tokenFor: (sub = `user-${randomUUID()}`) =>
-      new SignJWT({}).setProtectedHeader({ alg: 'HS256', typ: 'JWT' }).setSubject(sub).setIssuedAt().setExpirationTime('30m').sign(new TextEncoder().encode(secret)),
+      new SignJWT({})
+        .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
+        .setSubject(sub)
+        .setIssuedAt()
+        .setExpirationTime('30m')
+        .sign(new TextEncoder().encode(secret)),
     async call(token, method, path, body) {
       const headers: Record<string, string> = {};
       if (token !== undefined) headers.Authorization = `Bearer ${token}`;
       if (body !== undefined) headers['Content-Type'] = 'application/json';
-      const res = await fetch(`${url}${path}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body), signal: AbortSignal.timeout(30_000) });
+      const res = await fetch(`${url}${path}`, {
+        method,
+        headers,
+        body: body === undefined ? undefined : JSON.stringify(body),
+        signal: AbortSignal.timeout(30_000),
+      });
       const text = await res.text();
       let parsed: unknown = text;
       try {
@@ -173,7 +215,10 @@ export async function startTarget(
       return { status: res.status, body: parsed, headers: res.headers };
     },
     async metrics() {
-      const res = await fetch(`${url}/metrics`, { headers: { Authorization: `Bearer ${metricsToken}` }, signal: AbortSignal.timeout(10_000) });
+      const res = await fetch(`${url}/metrics`, {
+        headers: { Authorization: `Bearer ${metricsToken}` },
+        signal: AbortSignal.timeout(10_000),
+      });
       return res.text();
     },
     rssMb: () => rssMb(child.pid!),
@@ -188,7 +233,8 @@ export async function startTarget(
           await client.end();
         }
       }
-      if (child.exitCode === null && child.signalCode === null) throw new Error('PGlite is read once the server has stopped');
+      if (child.exitCode === null && child.signalCode === null)
+        throw new Error('PGlite is read once the server has stopped');
       const { PGlite } = await import('@electric-sql/pglite');
       const db = new PGlite(dataDir);
       try {
@@ -223,10 +269,20 @@ export async function createTask(target: Target, token: string, title = 'a task'
 }
 
 /** Uploads `bytes` as a raw body to a task; the attachment's id. */
-export async function uploadAttachment(target: Target, token: string, taskId: string, bytes: Buffer, contentType: string): Promise<string> {
+export async function uploadAttachment(
+  target: Target,
+  token: string,
+  taskId: string,
+  bytes: Buffer,
+  contentType: string,
+): Promise<string> {
   const res = await fetch(`${target.url}/api/v1/tasks/${taskId}/attachments`, {
     method: 'POST',
-    headers: { Authorization: `Bearer ${token}`, 'Content-Type': contentType, 'Content-Disposition': 'attachment; filename="big.png"' },
+    headers: {
+      Authorization: `Bearer ${token}`,
+      'Content-Type': contentType,
+      'Content-Disposition': 'attachment; filename="big.png"',
+    },
     body: bytes,
     signal: AbortSignal.timeout(60_000),
   });
@@ -304,9 +360,22 @@ export function responseOf(conn: Conn): { status?: number; headers: Record<strin
  */
 export function verdictOf(conn: Conn): string {
   const { status, headers, body } = responseOf(conn);
-  if (status === undefined) return conn.said === '' ? 'no answer' : `unparsed: ${JSON.stringify(conn.said.slice(0, 40))}`;
-  const type = headers['content-type']?.startsWith('application/problem+json') ? /"type"\s*:\s*"([^"]+)"/.exec(body)?.[1] : undefined;
-  return [String(status), type, status === 429 || status === 503 ? (headers['retry-after'] !== undefined ? 'retry-after' : 'no retry-after') : undefined].filter(Boolean).join(' ');
+  if (status === undefined)
+    return conn.said === '' ? 'no answer' : `unparsed: ${JSON.stringify(conn.said.slice(0, 40))}`;
+  const type = headers['content-type']?.startsWith('application/problem+json')
+    ? /"type"\s*:\s*"([^"]+)"/.exec(body)?.[1]
+    : undefined;
+  return [
+    String(status),
+    type,
+    status === 429 || status === 503
+      ? headers['retry-after'] !== undefined
+        ? 'retry-after'
+        : 'no retry-after'
+      : undefined,
+  ]
+    .filter(Boolean)
+    .join(' ');
 }
 
 /** Counts of each distinct value. */
@@ -323,7 +392,12 @@ const SAID_LIMIT = 16 * 1024;
  * `pauseAfterHead`, it reads the first chunk the server sends (the response's head) and then
  * never reads again: the socket's buffer fills, then the kernel's, then the server's writes stall.
  */
-export function openConn(target: Pick<Target, 'port'>, kind: string, request: (conn: Conn) => void, options: { pauseAfterHead?: boolean } = {}): Conn {
+export function openConn(
+  target: Pick<Target, 'port'>,
+  kind: string,
+  request: (conn: Conn) => void,
+  options: { pauseAfterHead?: boolean } = {},
+): Conn {
   const socket = connect(target.port, '127.0.0.1');
   const conn: Conn = { kind, socket, openedAt: Date.now(), said: '', received: 0, destroyedByUs: false, timers: [] };
   let paused = false;
@@ -370,7 +444,10 @@ function trickle(conn: Conn, bytes: Buffer, everyMs: number): void {
  * POST /api/v1/tasks with a JSON body of `contentLength` bytes that arrives at 1 byte a second
  * (whitespace, which JSON allows), with or without a bearer token.
  */
-export function slowJsonBody(target: Pick<Target, 'port'>, options: { token?: string; contentLength?: number; path?: string } = {}): Conn {
+export function slowJsonBody(
+  target: Pick<Target, 'port'>,
+  options: { token?: string; contentLength?: number; path?: string } = {},
+): Conn {
   const { token, contentLength = 20_000, path = '/api/v1/tasks' } = options;
   return openConn(target, token === undefined ? 'slow-body' : 'slow-body-token', (conn) => {
     conn.socket.write(
@@ -389,7 +466,10 @@ const PNG_SIGNATURE = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0
  * A raw upload (POST /api/v1/tasks/{taskId}/attachments) of `contentLength` bytes declared as
  * `contentType`, with a token: the headers and a PNG signature, then 1 byte a second.
  */
-export function slowUpload(target: Pick<Target, 'port'>, options: { token: string; taskId: string; contentType?: string; contentLength?: number }): Conn {
+export function slowUpload(
+  target: Pick<Target, 'port'>,
+  options: { token: string; taskId: string; contentType?: string; contentLength?: number },
+): Conn {
   const { token, taskId, contentType = 'image/png', contentLength = 1_000_000 } = options;
   return openConn(target, 'slow-upload', (conn) => {
     conn.socket.write(
@@ -408,7 +488,9 @@ export function stalledDownload(target: Pick<Target, 'port'>, options: { token: 
     target,
     'stalled-download',
     (conn) => {
-      conn.socket.write(`GET /api/v1/attachments/${options.attachmentId}/content HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ${options.token}\r\n\r\n`);
+      conn.socket.write(
+        `GET /api/v1/attachments/${options.attachmentId}/content HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ${options.token}\r\n\r\n`,
+      );
       conn.sentAt = Date.now();
     },
     { pauseAfterHead: true },
@@ -543,7 +625,11 @@ export interface Victim {
  * An ordinary user: one call at a time, alternately GET /api/v1/tasks and POST /api/v1/tasks,
  * `pauseMs` apart, each with a client timeout of `timeoutMs`, recording status and latency.
  */
-export function startVictim(target: Pick<Target, 'url'>, token: string, options: { pauseMs?: number; timeoutMs?: number } = {}): Victim {
+export function startVictim(
+  target: Pick<Target, 'url'>,
+  token: string,
+  options: { pauseMs?: number; timeoutMs?: number } = {},
+): Victim {
   const { pauseMs = 50, timeoutMs = 10_000 } = options;
   const calls: VictimCall[] = [];
   const started = Date.now();
@@ -562,9 +648,21 @@ export function startVictim(target: Pick<Target, 'url'>, token: string, options:
           signal: AbortSignal.timeout(timeoutMs),
         });
         const text = await res.text();
-        calls.push({ op, at, ms: Math.round(performance.now() - t0), status: res.status, detail: res.ok ? undefined : text.slice(0, 300) });
+        calls.push({
+          op,
+          at,
+          ms: Math.round(performance.now() - t0),
+          status: res.status,
+          detail: res.ok ? undefined : text.slice(0, 300),
+        });
       } catch (error) {
-        calls.push({ op, at, ms: Math.round(performance.now() - t0), status: 0, detail: String((error as Error).cause ?? error) });
+        calls.push({
+          op,
+          at,
+          ms: Math.round(performance.now() - t0),
+          status: 0,
+          detail: String((error as Error).cause ?? error),
+        });
       }
       await sleep(pauseMs);
     }
@@ -583,7 +681,10 @@ export function startVictim(target: Pick<Target, 'url'>, token: string, options:
 export function victimFailures(calls: VictimCall[], maxMs: number): string[] {
   return calls
     .filter((c) => c.status < 200 || c.status > 299 || c.ms >= maxMs)
-    .map((c) => `${c.op} at +${c.at} ms: ${c.status === 0 ? 'no answer' : c.status} after ${c.ms} ms${c.detail ? ` ${c.detail}` : ''}`);
+    .map(
+      (c) =>
+        `${c.op} at +${c.at} ms: ${c.status === 0 ? 'no answer' : c.status} after ${c.ms} ms${c.detail ? ` ${c.detail}` : ''}`,
+    );
 }
 
 /** Count, max, p50 and p99 of the victim's latencies, for the test's log. */
@@ -608,7 +709,10 @@ export interface FloodReport {
  * `connections` keep-alive connections, each sending GET `path` again as soon as the last answer
  * is in, until `stop()`.
  */
-export function probeFlood(target: Pick<Target, 'port'>, options: { connections?: number; path?: string } = {}): { stop(): Promise<FloodReport> } {
+export function probeFlood(
+  target: Pick<Target, 'port'>,
+  options: { connections?: number; path?: string } = {},
+): { stop(): Promise<FloodReport> } {
   const { connections = 200, path = '/health/ready' } = options;
   const request = Buffer.from(`GET ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`);
   const report: FloodReport = { responses: 0, statuses: {}, closed: 0, errors: {} };
@@ -694,7 +798,9 @@ export async function scratchPostgres(base: string): Promise<{ url: string; drop
  * protocol Parse messages ('P'). A named statement prepared once and executed again is counted
  * once (its Executes are counted under `executes`).
  */
-export async function countingPgProxy(target: string): Promise<{ url: string; count(pattern: RegExp): number; executes(): number; close(): Promise<void> }> {
+export async function countingPgProxy(
+  target: string,
+): Promise<{ url: string; count(pattern: RegExp): number; executes(): number; close(): Promise<void> }> {
   const upstream = new URL(target);
   const counts = new Map<string, number>();
   let executes = 0;
@@ -782,7 +888,8 @@ export function mostAtOnce(spans: (readonly [number, number])[]): number {
 }
 
 /** The metric `name`'s value (the sum over its labels), undefined when the text has none. */
-export const metricValue = (text: string, name: string): number | undefined => metricSum(text, new RegExp(`^${name}(\\{.*\\})?$`));
+export const metricValue = (text: string, name: string): number | undefined =>
+  metricSum(text, new RegExp(`^${name}(\\{.*\\})?$`));
 
 /** For each verdict, how long after its request head the server closed those connections (median and max ms), for the test's log. */
 export function closingSummary(conns: Conn[]): Record<string, string> {

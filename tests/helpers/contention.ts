@@ -7,7 +7,9 @@ import { spawn, type ChildProcess } from 'node:child_process';
  */
 export function busyCores(count: number, maxMs = 60_000): { stop: () => void } {
   const hogs: ChildProcess[] = Array.from({ length: count }, () =>
-    spawn(process.execPath, ['-e', `const end = Date.now() + ${maxMs}; while (Date.now() < end);`], { stdio: 'ignore' }),
+    spawn(process.execPath, ['-e', `const end = Date.now() + ${maxMs}; while (Date.now() < end);`], {
+      stdio: 'ignore',
+    }),
   );
   return { stop: () => hogs.forEach((hog) => hog.kill('SIGKILL')) };
 }

@@ -61,13 +61,22 @@ export function contractHeaders(spec: OpenApiDocument) {
    * missing; `undefined` when the contract has no such operation or status (other checks cover
    * those).
    */
-  return function mismatch(method: string, path: string, status: number, names: Iterable<string>): { undeclared: string[]; missing: string[] } | undefined {
+  return function mismatch(
+    method: string,
+    path: string,
+    status: number,
+    names: Iterable<string>,
+  ): { undeclared: string[]; missing: string[] } | undefined {
     const match = templates.find((t) => t.regex.test(path));
     if (match === undefined) return undefined;
-    const operation = spec.paths[match.template]![method.toLowerCase()] as { responses?: Record<string, unknown> } | undefined;
+    const operation = spec.paths[match.template]![method.toLowerCase()] as
+      { responses?: Record<string, unknown> } | undefined;
     const response = operation?.responses?.[String(status)] ?? operation?.responses?.default;
     if (response === undefined) return undefined;
-    const headers = Object.entries((resolve(response).headers ?? {}) as Node).map(([name, header]) => ({ name: name.toLowerCase(), required: resolve(header).required === true }));
+    const headers = Object.entries((resolve(response).headers ?? {}) as Node).map(([name, header]) => ({
+      name: name.toLowerCase(),
+      required: resolve(header).required === true,
+    }));
     const declared = new Set(headers.map((h) => h.name));
     const sent = new Set([...names].map((name) => name.toLowerCase()));
     return {
@@ -99,7 +108,8 @@ export function watchResponseHeaders(server: Server, spec: OpenApiDocument): Hea
     res.once('finish', () => {
       const path = (req.url ?? '/').split('?')[0]!;
       const wrong = mismatch(req.method ?? 'GET', path, res.statusCode, Object.keys(res.getHeaders()));
-      if (wrong !== undefined && wrong.undeclared.length + wrong.missing.length > 0) found.push({ request: `${req.method} ${path}`, status: res.statusCode, ...wrong });
+      if (wrong !== undefined && wrong.undeclared.length + wrong.missing.length > 0)
+        found.push({ request: `${req.method} ${path}`, status: res.statusCode, ...wrong });
     });
   });
   return found;

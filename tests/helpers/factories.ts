@@ -7,5 +7,11 @@ let counter = 0;
 /** A valid new task; override what the test is about. */
 export function buildTask(overrides: Partial<TaskCreate> = {}): TaskCreate {
   counter += 1;
-  return { title: `Task ${counter}`, description: `Description of task ${counter}`, priority: 'medium', tags: ['test'], ...overrides };
+  return {
+    title: `Task ${counter}`,
+    description: `Description of task ${counter}`,
+    priority: 'medium',
+    tags: ['test'],
+    ...overrides,
+  };
 }

@@ -17,17 +17,27 @@ export function png(size = 4096): Buffer {
   ihdr[9] = 2;
   const signature = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
   const fixed = signature.length + 25 + 12 + 12;
-  return Buffer.concat([signature, chunk('IHDR', ihdr), chunk('IDAT', randomBytes(Math.max(1, size - fixed))), chunk('IEND', Buffer.alloc(0))]);
+  return Buffer.concat([
+    signature,
+    chunk('IHDR', ihdr),
+    chunk('IDAT', randomBytes(Math.max(1, size - fixed))),
+    chunk('IEND', Buffer.alloc(0)),
+  ]);
 }
 
 /** A PDF of about `size` bytes (its header, then random bytes). */
-export const pdf = (size = 4096): Buffer => Buffer.concat([Buffer.from('%PDF-1.7\n%\xe2\xe3\xcf\xd3\n', 'latin1'), randomBytes(Math.max(0, size - 16))]);
+export const pdf = (size = 4096): Buffer =>
+  Buffer.concat([Buffer.from('%PDF-1.7\n%\xe2\xe3\xcf\xd3\n', 'latin1'), randomBytes(Math.max(0, size - 16))]);
 
 /** An ELF executable's first bytes. */
 export const elf = (): Buffer => Buffer.concat([Buffer.from([0x7f, 0x45, 0x4c, 0x46, 2, 1, 1, 0]), randomBytes(1024)]);
 
-export const svg = (): Buffer => Buffer.from('<svg xmlns="http://www.w3.org/2000/svg" onload="alert(document.domain)"><script>alert(1)</script></svg>');
-export const html = (): Buffer => Buffer.from('<!DOCTYPE html><html><body><script>alert(document.cookie)</script></body></html>');
+export const svg = (): Buffer =>
+  Buffer.from(
+    '<svg xmlns="http://www.w3.org/2000/svg" onload="alert(document.domain)"><script>alert(1)</script></svg>',
+  );
+export const html = (): Buffer =>
+  Buffer.from('<!DOCTYPE html><html><body><script>alert(document.cookie)</script></body></html>');
 
 export const sha256 = (bytes: Buffer): string => createHash('sha256').update(bytes).digest('hex');
 
@@ -37,8 +47,16 @@ export const sha256 = (bytes: Buffer): string => createHash('sha256').update(byt
  */
 export async function storedFor(database: Database, owner: string) {
   const count = async (table: string) =>
-    Number((await sql<{ n: string | number }>`select count(*) as n from ${sql.table(table)} where owner_id = ${owner}`.execute(database.db)).rows[0]!.n);
-  const usage = await sql<{ bytes: string | number }>`select bytes from attachment_usage where owner_id = ${owner}`.execute(database.db);
+    Number(
+      (
+        await sql<{
+          n: string | number;
+        }>`select count(*) as n from ${sql.table(table)} where owner_id = ${owner}`.execute(database.db)
+      ).rows[0]!.n,
+    );
+  const usage = await sql<{
+    bytes: string | number;
+  }>`select bytes from attachment_usage where owner_id = ${owner}`.execute(database.db);
   return {
     attachments: await count('attachments'),
     blobs: await count('attachment_blobs'),

@@ -2,7 +2,11 @@ import { Writable } from 'node:stream';
 import { createLogger, type Logger } from '../../src/logger.js';
 
 /** A real JSON winston logger whose every line the test can read back, raw or parsed. */
-export function captureLogs(level: 'info' | 'debug' = 'debug'): { logger: Logger; lines: Record<string, unknown>[]; raw: string[] } {
+export function captureLogs(level: 'info' | 'debug' = 'debug'): {
+  logger: Logger;
+  lines: Record<string, unknown>[];
+  raw: string[];
+} {
   const lines: Record<string, unknown>[] = [];
   const raw: string[] = [];
   const stream = new Writable({

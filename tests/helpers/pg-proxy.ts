@@ -125,14 +125,15 @@ export async function pgProxy(target: URL) {
         link.client.destroy();
       }
     },
-    close: () => new Promise<void>((resolve) => {
-      for (const link of links) {
-        link.client.destroy();
-        link.upstream.destroy();
-      }
-      for (const socket of strays) socket.destroy();
-      server.close(() => resolve());
-    }),
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const link of links) {
+          link.client.destroy();
+          link.upstream.destroy();
+        }
+        for (const socket of strays) socket.destroy();
+        server.close(() => resolve());
+      }),
   };
 }
 

@@ -76,7 +76,12 @@ export async function startS3Server(): Promise<S3Server> {
   // Requests by connection, so one 'close' listener per socket serves all its kept-alive requests.
   const bySocket = new WeakMap<Socket, S3Request[]>();
   server.httpServer.prependListener('request', (req: IncomingMessage, res: ServerResponse) => {
-    const record: S3Request = { method: req.method ?? '', url: req.url ?? '', finished: false, connectionClosed: false };
+    const record: S3Request = {
+      method: req.method ?? '',
+      url: req.url ?? '',
+      finished: false,
+      connectionClosed: false,
+    };
     requests.push(record);
     res.on('finish', () => {
       record.status = res.statusCode;

@@ -34,7 +34,10 @@ export const BUILTIN_ISSUER = 'https://api.tasks-api.test';
  * migrated template, and every PostgreSQL database the tests use is TEST_DATABASE_URL's or a copy
  * of its template (`scratchDatabase`).
  */
-export async function testDatabase(url = process.env.TEST_DATABASE_URL, options: Partial<DatabaseOptions> = {}): Promise<Database> {
+export async function testDatabase(
+  url = process.env.TEST_DATABASE_URL,
+  options: Partial<DatabaseOptions> = {},
+): Promise<Database> {
   if (url) {
     const preparedStatements = process.env.TEST_DATABASE_PREPARED_STATEMENTS !== 'off';
     return openDatabase({ url, poolMax: 5, preparedStatements, ...options });
@@ -46,7 +49,8 @@ export async function testDatabase(url = process.env.TEST_DATABASE_URL, options:
 let template: Promise<Blob> | undefined;
 function pgliteTemplate(): Promise<Blob> {
   const file = process.env.TEST_PGLITE_TEMPLATE;
-  if (!file) throw new Error('TEST_PGLITE_TEMPLATE is not set: run the tests through jest (its globalSetup makes the template)');
+  if (!file)
+    throw new Error('TEST_PGLITE_TEMPLATE is not set: run the tests through jest (its globalSetup makes the template)');
   template ??= readFile(file).then((bytes) => new Blob([bytes]));
   return template;
 }
@@ -63,8 +67,13 @@ export async function scratchDatabase({ empty = false } = {}): Promise<{ url?: s
   const name = `tasks_scratch_${randomBytes(6).toString('hex')}`;
   const admin = await openDatabase({ url: base, poolMax: 1 });
   const template = process.env.TEST_DATABASE_TEMPLATE;
-  if (!empty && !template) throw new Error('TEST_DATABASE_TEMPLATE is not set: run the tests through jest (its globalSetup makes the template)');
-  await (empty ? sql`create database ${sql.id(name)}` : sql`create database ${sql.id(name)} template ${sql.id(template!)}`).execute(admin.db);
+  if (!empty && !template)
+    throw new Error(
+      'TEST_DATABASE_TEMPLATE is not set: run the tests through jest (its globalSetup makes the template)',
+    );
+  await (
+    empty ? sql`create database ${sql.id(name)}` : sql`create database ${sql.id(name)} template ${sql.id(template!)}`
+  ).execute(admin.db);
   const url = new URL(base);
   url.pathname = `/${name}`;
   return {
@@ -123,7 +132,10 @@ export async function startServer(
     /** A PostgreSQL URL other than TEST_DATABASE_URL (the fault tests go through a proxy). */
     databaseUrl?: string;
     /** Pool size and timeouts of the server's PostgreSQL pool (the fault tests shorten them). */
-    databaseOptions?: Pick<DatabaseOptions, 'poolMax' | 'statementTimeoutMs' | 'idleInTransactionTimeoutMs' | 'queryTimeoutMs'>;
+    databaseOptions?: Pick<
+      DatabaseOptions,
+      'poolMax' | 'statementTimeoutMs' | 'idleInTransactionTimeoutMs' | 'queryTimeoutMs'
+    >;
     requestTimeoutMs?: number;
     /** Turn on the built-in issuer (AUTH_BUILTIN), optionally with KEY_ENCRYPTION_SECRET. */
     builtinAuth?: boolean | { keyEncryptionSecret?: string };
@@ -151,11 +163,22 @@ export async function startServer(
   const builtin = options.builtinAuth
     ? builtinAuth(
         database.db,
-        { issuer: BUILTIN_ISSUER, accessTokenTtlSeconds: 900, refreshTokenTtlSeconds: 30 * 86_400, ...(typeof options.builtinAuth === 'object' ? options.builtinAuth : {}) },
+        {
+          issuer: BUILTIN_ISSUER,
+          accessTokenTtlSeconds: 900,
+          refreshTokenTtlSeconds: 30 * 86_400,
+          ...(typeof options.builtinAuth === 'object' ? options.builtinAuth : {}),
+        },
         logger,
       )
     : undefined;
-  const verifier = createTokenVerifier({ secret, issuer: TEST_ISSUER, clockToleranceSeconds: 5, builtin: builtin?.verification, ...options.jwt });
+  const verifier = createTokenVerifier({
+    secret,
+    issuer: TEST_ISSUER,
+    clockToleranceSeconds: 5,
+    builtin: builtin?.verification,
+    ...options.jwt,
+  });
   const defaults = defaultConfig();
   const webhooks: WebhooksConfig = { ...defaults.webhooks, ...options.webhooks };
   const metrics = createMetrics(database);
@@ -175,7 +198,15 @@ export async function startServer(
       // test files side by side, and embedded PGlite's synchronous work stalls the loop of the
       // very process whose requests it would then shed.
       overload: { ...defaults.overload, maxEventLoopDelayMs: 600_000, ...options.overload },
-      capacity: { ...defaults.capacity, perUser: 10_000, perIp: 10_000, uploadsPerUser: 10_000, downloadsPerUser: 10_000, maxTransfers: 10_000, ...options.capacity },
+      capacity: {
+        ...defaults.capacity,
+        perUser: 10_000,
+        perIp: 10_000,
+        uploadsPerUser: 10_000,
+        downloadsPerUser: 10_000,
+        maxTransfers: 10_000,
+        ...options.capacity,
+      },
       webhooks,
     },
     blobStore: options.blobStore,
@@ -191,12 +222,25 @@ export async function startServer(
   const server: Server =
     options.clientRequestTimeoutMs === undefined
       ? createServer(app)
-      : createHttpServer({ headersTimeoutMs: options.clientRequestTimeoutMs, requestTimeoutMs: options.clientRequestTimeoutMs, keepAliveTimeoutMs: 5000, maxConnections: 1000, maxConnectionsPerIp: 0 }).on('request', app);
+      : createHttpServer({
+          headersTimeoutMs: options.clientRequestTimeoutMs,
+          requestTimeoutMs: options.clientRequestTimeoutMs,
+          keepAliveTimeoutMs: 5000,
+          maxConnections: 1000,
+          maxConnectionsPerIp: 0,
+        }).on('request', app);
   const headerMismatches = watchResponseHeaders(server, contract.spec);
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   const worker = options.webhooks?.runWorker
-    ? await startWebhookWorker({ database, databaseUrl: options.databaseUrl ?? process.env.TEST_DATABASE_URL, config: webhooks, logger, lookup: options.webhooks.lookup, registry: metrics.registry })
+    ? await startWebhookWorker({
+        database,
+        databaseUrl: options.databaseUrl ?? process.env.TEST_DATABASE_URL,
+        config: webhooks,
+        logger,
+        lookup: options.webhooks.lookup,
+        registry: metrics.registry,
+      })
     : undefined;
 
   return {
@@ -225,7 +269,10 @@ export async function startServer(
       await worker?.stop(2000);
       await database.close();
       if (headerMismatches.length > 0) {
-        const lines = headerMismatches.map((m) => `  ${m.request} ${m.status}:${m.undeclared.length > 0 ? ` not declared ${m.undeclared.join(', ')}` : ''}${m.missing.length > 0 ? ` missing ${m.missing.join(', ')}` : ''}`);
+        const lines = headerMismatches.map(
+          (m) =>
+            `  ${m.request} ${m.status}:${m.undeclared.length > 0 ? ` not declared ${m.undeclared.join(', ')}` : ''}${m.missing.length > 0 ? ` missing ${m.missing.join(', ')}` : ''}`,
+        );
         throw new Error(`responses whose headers disagree with the contract:\n${lines.join('\n')}`);
       }
     },

@@ -4,7 +4,8 @@ import type { AddressInfo, Socket } from 'node:net';
 import { Webhook } from 'standardwebhooks';
 
 /** How the receiver answers: a status, or misbehaving the ways real receivers do. */
-export type ReceiverMode = 'ok' | '500' | '503-retry-after' | '429' | 'timeout' | 'slow' | 'redirect' | 'huge' | '400' | '410';
+export type ReceiverMode =
+  'ok' | '500' | '503-retry-after' | '429' | 'timeout' | 'slow' | 'redirect' | 'huge' | '400' | '410';
 
 export interface ModeOptions {
   /** The `Retry-After` value of '429' and '503-retry-after' (default '30'); an HTTP-date works too. */
@@ -105,7 +106,8 @@ export async function startReceiver(options: { secret?: string } = {}): Promise<
     req.on('end', () => {
       const raw = Buffer.concat(chunks).toString('utf8');
       const headers: Record<string, string> = {};
-      for (const [name, value] of Object.entries(req.headers)) if (value !== undefined) headers[name] = Array.isArray(value) ? value.join(', ') : value;
+      for (const [name, value] of Object.entries(req.headers))
+        if (value !== undefined) headers[name] = Array.isArray(value) ? value.join(', ') : value;
       const key = new URL(req.url ?? '/', 'http://receiver').pathname.split('/')[1] ?? '';
       let body: unknown;
       try {
@@ -113,7 +115,15 @@ export async function startReceiver(options: { secret?: string } = {}): Promise<
       } catch {
         body = undefined;
       }
-      const delivery: Delivery = { key, id: headers['webhook-id'] ?? '', headers, body, raw, verified: verify(secrets.get(key) ?? defaultSecret, raw, headers), at: Date.now() };
+      const delivery: Delivery = {
+        key,
+        id: headers['webhook-id'] ?? '',
+        headers,
+        body,
+        raw,
+        verified: verify(secrets.get(key) ?? defaultSecret, raw, headers),
+        at: Date.now(),
+      };
       deliveries.push(delivery);
       res.on('close', () => (delivery.endedAt = Date.now()));
 
@@ -203,13 +213,22 @@ export async function startReceiver(options: { secret?: string } = {}): Promise<
     async waitFor(predicate, timeoutMs = 5000) {
       const deadline = Date.now() + timeoutMs;
       while (!predicate(deliveries)) {
-        if (Date.now() > deadline) throw new Error(`receiver: condition not met within ${timeoutMs} ms (${deliveries.length} deliveries)`);
+        if (Date.now() > deadline)
+          throw new Error(`receiver: condition not met within ${timeoutMs} ms (${deliveries.length} deliveries)`);
         await new Promise((resolve) => setTimeout(resolve, 20));
       }
     },
     mostAtOnce(of) {
       // +1 at each arrival, -1 at each end; an end and an arrival at the same instant: the end first.
-      const events = of.flatMap((d) => [[d.at, 1], [d.endedAt ?? Infinity, -1]] as const).sort((a, b) => a[0] - b[0] || a[1] - b[1]);
+      const events = of
+        .flatMap(
+          (d) =>
+            [
+              [d.at, 1],
+              [d.endedAt ?? Infinity, -1],
+            ] as const,
+        )
+        .sort((a, b) => a[0] - b[0] || a[1] - b[1]);
       let open = 0;
       let most = 0;
       for (const [, step] of events) most = Math.max(most, (open += step));

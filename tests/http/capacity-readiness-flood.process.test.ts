@@ -1,5 +1,17 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import { countingPgProxy, few, latencySummary, probeFlood, sleep, startTarget, startVictim, victimFailures, type FloodReport, type Target, type VictimCall } from '../helpers/attack.js';
+import {
+  countingPgProxy,
+  few,
+  latencySummary,
+  probeFlood,
+  sleep,
+  startTarget,
+  startVictim,
+  victimFailures,
+  type FloodReport,
+  type Target,
+  type VictimCall,
+} from '../helpers/attack.js';
 
 /**
  * Attack: 200 connections sending GET /health/ready again as soon as each answer is in, for 5 s.
@@ -31,13 +43,16 @@ onPostgres('200 connections flooding GET /health/ready', () => {
   let floodSeconds = 0;
 
   beforeAll(async () => {
-    target = await startTarget({}, {
-      postgres: process.env.TEST_DATABASE_URL,
-      through: async (url) => {
-        proxy = await countingPgProxy(url);
-        return proxy.url;
+    target = await startTarget(
+      {},
+      {
+        postgres: process.env.TEST_DATABASE_URL,
+        through: async (url) => {
+          proxy = await countingPgProxy(url);
+          return proxy.url;
+        },
       },
-    });
+    );
     victimToken = await target.tokenFor();
   }, 60_000); // starting a server process: startMain allows it 45 s on a loaded machine
 

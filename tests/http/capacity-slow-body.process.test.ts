@@ -1,7 +1,19 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import {
-  closingSummary, few, Horde, latencySummary, metricSum, sleep, slowJsonBody, startTarget, startVictim, tally, verdictOf, victimFailures,
-  type Target, type VictimCall,
+  closingSummary,
+  few,
+  Horde,
+  latencySummary,
+  metricSum,
+  sleep,
+  slowJsonBody,
+  startTarget,
+  startVictim,
+  tally,
+  verdictOf,
+  victimFailures,
+  type Target,
+  type VictimCall,
 } from '../helpers/attack.js';
 
 /**
@@ -33,11 +45,14 @@ const admitted: number[] = [];
 let metrics = '';
 
 beforeAll(async () => {
-  target = await startTarget({
-    CLIENT_BODY_TIMEOUT_MS: String(BODY_TIMEOUT_MS),
-    CLIENT_HEADERS_TIMEOUT_MS: '3000',
-    CLIENT_REQUEST_TIMEOUT_MS: String(CLIENT_REQUEST_TIMEOUT_MS),
-  }, { postgres: process.env.TEST_DATABASE_URL });
+  target = await startTarget(
+    {
+      CLIENT_BODY_TIMEOUT_MS: String(BODY_TIMEOUT_MS),
+      CLIENT_HEADERS_TIMEOUT_MS: '3000',
+      CLIENT_REQUEST_TIMEOUT_MS: String(CLIENT_REQUEST_TIMEOUT_MS),
+    },
+    { postgres: process.env.TEST_DATABASE_URL },
+  );
   victimToken = await target.tokenFor();
 }, 60_000); // starting a server process: startMain allows it 45 s on a loaded machine
 
@@ -90,7 +105,10 @@ describe('70 tokenless sockets trickling JSON bodies at 1 byte/s', () => {
 
   it('answers each slow body 408 body-timeout, or 429 concurrency-limited with Retry-After, and nothing else', () => {
     const verdicts = tally(horde!.conns.map(verdictOf));
-    const allowed = ['408 urn:tasks-api:problem:body-timeout', '429 urn:tasks-api:problem:concurrency-limited retry-after'];
+    const allowed = [
+      '408 urn:tasks-api:problem:body-timeout',
+      '429 urn:tasks-api:problem:concurrency-limited retry-after',
+    ];
     expect(Object.fromEntries(Object.entries(verdicts).filter(([verdict]) => !allowed.includes(verdict)))).toEqual({});
     expect(verdicts['408 urn:tasks-api:problem:body-timeout'] ?? 0).toBeGreaterThan(0);
   });
@@ -111,16 +129,25 @@ describe('70 tokenless sockets trickling JSON bodies at 1 byte/s', () => {
     const notClosedWith408 = conns
       .filter((c) => verdictOf(c) === BODY_TIMEOUT)
       .filter((c) => c.closedAt === undefined || c.closedAt - c.firstByteAt! > 500)
-      .map((c) => `answered at +${c.firstByteAt! - c.sentAt!} ms, ${c.closedAt === undefined ? 'never closed' : `closed at +${c.closedAt - c.sentAt!} ms`}`);
+      .map(
+        (c) =>
+          `answered at +${c.firstByteAt! - c.sentAt!} ms, ${c.closedAt === undefined ? 'never closed' : `closed at +${c.closedAt - c.sentAt!} ms`}`,
+      );
     expect(few(notClosedWith408)).toEqual([]);
     const lingering = conns
-      .filter((c) => c.closedAt === undefined || c.closedAt - (c.sentAt ?? c.openedAt) > CLIENT_REQUEST_TIMEOUT_MS + SLACK_MS)
-      .map((c) => `${verdictOf(c)}: ${c.closedAt === undefined ? 'still open' : `closed after ${c.closedAt - (c.sentAt ?? c.openedAt)} ms`}`);
+      .filter(
+        (c) => c.closedAt === undefined || c.closedAt - (c.sentAt ?? c.openedAt) > CLIENT_REQUEST_TIMEOUT_MS + SLACK_MS,
+      )
+      .map(
+        (c) =>
+          `${verdictOf(c)}: ${c.closedAt === undefined ? 'still open' : `closed after ${c.closedAt - (c.sentAt ?? c.openedAt)} ms`}`,
+      );
     expect(tally(lingering)).toEqual({});
   });
 
   it('counts the body timeouts (and any refusals) in /metrics', () => {
     expect(metricSum(metrics, /body.?timeout/i) ?? 0).toBeGreaterThan(0);
-    if (horde!.conns.some((c) => verdictOf(c).startsWith('429'))) expect(metricSum(metrics, /concurrency/i) ?? 0).toBeGreaterThan(0);
+    if (horde!.conns.some((c) => verdictOf(c).startsWith('429')))
+      expect(metricSum(metrics, /concurrency/i) ?? 0).toBeGreaterThan(0);
   });
 });

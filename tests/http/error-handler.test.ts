@@ -45,7 +45,10 @@ describe('errorHandler', () => {
   it('answers a value PostgreSQL refuses (class 22, data exception) with 422, never 500, and logs it as a gap in the contract', async () => {
     // A real refusal from the database the tests run on: U+0000 cannot be stored in text.
     const database = await testDatabase();
-    const refusal = await sql`select ${'a\u0000b'}::text as t`.execute(database.db).then(() => undefined, (error: unknown) => error);
+    const refusal = await sql`select ${'a\u0000b'}::text as t`.execute(database.db).then(
+      () => undefined,
+      (error: unknown) => error,
+    );
     await database.close();
     expect((refusal as { code?: string }).code).toMatch(/^22/);
 
@@ -61,8 +64,15 @@ describe('errorHandler', () => {
     try {
       const res = await fetch(`http://127.0.0.1:${(server.address() as AddressInfo).port}/store`, { method: 'POST' });
       expect(res.status).toBe(422);
-      expect(await res.json()).toMatchObject({ type: 'urn:tasks-api:problem:validation-failed', errors: [{ in: 'body', pointer: '' }], errors_total: 1 });
-      expect(lines.find((line) => line.level === 'warn')).toMatchObject({ message: 'database refused a value the contract let through', sqlstate: (refusal as { code: string }).code });
+      expect(await res.json()).toMatchObject({
+        type: 'urn:tasks-api:problem:validation-failed',
+        errors: [{ in: 'body', pointer: '' }],
+        errors_total: 1,
+      });
+      expect(lines.find((line) => line.level === 'warn')).toMatchObject({
+        message: 'database refused a value the contract let through',
+        sqlstate: (refusal as { code: string }).code,
+      });
     } finally {
       server.close();
     }

@@ -28,7 +28,9 @@ describe('security headers', () => {
 
   it('without CORS_ORIGINS no origin gets a CORS header, not even on a preflight', async () => {
     const token = await server.tokenFor();
-    const res = await fetch(`${server.url}/api/v1/tasks`, { headers: { Origin: 'https://app.example.com', Authorization: `Bearer ${token}` } });
+    const res = await fetch(`${server.url}/api/v1/tasks`, {
+      headers: { Origin: 'https://app.example.com', Authorization: `Bearer ${token}` },
+    });
     expect(res.status).toBe(200);
     expect(res.headers.get('access-control-allow-origin')).toBeNull();
     const preflight = await fetch(`${server.url}/api/v1/tasks`, {
@@ -50,7 +52,11 @@ describe('CORS with an allow-list', () => {
     const token = await server.tokenFor();
     const res = await fetch(`${server.url}/api/v1/tasks`, {
       method: 'POST',
-      headers: { Origin: 'https://app.example.com', Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' },
+      headers: {
+        Origin: 'https://app.example.com',
+        Authorization: `Bearer ${token}`,
+        'Content-Type': 'application/json',
+      },
       body: JSON.stringify({ title: 'from the browser' }),
     });
     expect(res.status).toBe(201);
@@ -58,7 +64,9 @@ describe('CORS with an allow-list', () => {
     expect(res.headers.get('vary')).toMatch(/Origin/);
     expect(res.headers.get('access-control-allow-credentials')).toBeNull();
     const exposed = res.headers.get('access-control-expose-headers')!.split(',');
-    expect(exposed).toEqual(expect.arrayContaining(['Location', 'ETag', 'Link', 'X-Request-Id', 'RateLimit', 'RateLimit-Policy']));
+    expect(exposed).toEqual(
+      expect.arrayContaining(['Location', 'ETag', 'Link', 'X-Request-Id', 'RateLimit', 'RateLimit-Policy']),
+    );
   });
 
   it('exposes every non-safelisted header the API sends, so a page can read them', async () => {
@@ -68,7 +76,21 @@ describe('CORS with an allow-list', () => {
     expect(res.headers.get('www-authenticate')).toMatch(/^Bearer/);
     const exposed = res.headers.get('access-control-expose-headers')!.split(',');
     expect(exposed.sort()).toEqual(
-      ['Accept-Ranges', 'Allow', 'Content-Disposition', 'Content-Range', 'ETag', 'Idempotent-Replayed', 'Link', 'Location', 'RateLimit', 'RateLimit-Policy', 'Retry-After', 'WWW-Authenticate', 'X-Request-Id'].sort(),
+      [
+        'Accept-Ranges',
+        'Allow',
+        'Content-Disposition',
+        'Content-Range',
+        'ETag',
+        'Idempotent-Replayed',
+        'Link',
+        'Location',
+        'RateLimit',
+        'RateLimit-Policy',
+        'Retry-After',
+        'WWW-Authenticate',
+        'X-Request-Id',
+      ].sort(),
     );
   });
 
@@ -77,12 +99,24 @@ describe('CORS with an allow-list', () => {
     ['PATCH', '/api/v1/tasks/0b6f3c4e-6a43-4f6e-9a57-2d1f0c3e8b11', 'authorization,content-type,if-match'],
     ['DELETE', '/api/v1/tasks/0b6f3c4e-6a43-4f6e-9a57-2d1f0c3e8b11', 'authorization,if-match'],
     ['POST', '/api/v1/auth/login', 'content-type'],
-    ['POST', '/api/v1/tasks/0b6f3c4e-6a43-4f6e-9a57-2d1f0c3e8b11/attachments', 'authorization,content-type,content-disposition'],
-    ['GET', '/api/v1/attachments/0b6f3c4e-6a43-4f6e-9a57-2d1f0c3e8b11/content', 'authorization,range,if-range,if-none-match'],
+    [
+      'POST',
+      '/api/v1/tasks/0b6f3c4e-6a43-4f6e-9a57-2d1f0c3e8b11/attachments',
+      'authorization,content-type,content-disposition',
+    ],
+    [
+      'GET',
+      '/api/v1/attachments/0b6f3c4e-6a43-4f6e-9a57-2d1f0c3e8b11/content',
+      'authorization,range,if-range,if-none-match',
+    ],
   ])('answers the preflight of %s %s with %s', async (method, path, requested) => {
     const res = await fetch(`${server.url}${path}`, {
       method: 'OPTIONS',
-      headers: { Origin: 'https://app.example.com', 'Access-Control-Request-Method': method, 'Access-Control-Request-Headers': requested },
+      headers: {
+        Origin: 'https://app.example.com',
+        'Access-Control-Request-Method': method,
+        'Access-Control-Request-Headers': requested,
+      },
     });
     expect(res.status).toBe(204);
     expect(res.headers.get('access-control-allow-origin')).toBe('https://app.example.com');
@@ -96,7 +130,11 @@ describe('CORS with an allow-list', () => {
   it('answers the preflight of a conditional PATCH from a listed origin', async () => {
     const res = await fetch(`${server.url}/api/v1/tasks/0b6f3c4e-6a43-4f6e-9a57-2d1f0c3e8b11`, {
       method: 'OPTIONS',
-      headers: { Origin: 'https://app.example.com', 'Access-Control-Request-Method': 'PATCH', 'Access-Control-Request-Headers': 'authorization,if-match,content-type' },
+      headers: {
+        Origin: 'https://app.example.com',
+        'Access-Control-Request-Method': 'PATCH',
+        'Access-Control-Request-Headers': 'authorization,if-match,content-type',
+      },
     });
     expect(res.status).toBe(204);
     expect(res.headers.get('access-control-allow-origin')).toBe('https://app.example.com');
@@ -131,16 +169,24 @@ describe('CORS while the server sheds load', () => {
 
     const preflight = await fetch(`${server.url}/api/v1/tasks`, {
       method: 'OPTIONS',
-      headers: { Origin: 'https://app.example.com', 'Access-Control-Request-Method': 'POST', 'Access-Control-Request-Headers': 'authorization,content-type' },
+      headers: {
+        Origin: 'https://app.example.com',
+        'Access-Control-Request-Method': 'POST',
+        'Access-Control-Request-Headers': 'authorization,content-type',
+      },
     });
     expect(preflight.status).toBe(204);
     expect(preflight.headers.get('access-control-allow-origin')).toBe('https://app.example.com');
 
-    const shed = await fetch(`${server.url}/api/v1/tasks`, { headers: { Origin: 'https://app.example.com', Authorization: `Bearer ${token}` } });
+    const shed = await fetch(`${server.url}/api/v1/tasks`, {
+      headers: { Origin: 'https://app.example.com', Authorization: `Bearer ${token}` },
+    });
     expect(shed.status).toBe(503);
     expect(shed.headers.get('access-control-allow-origin')).toBe('https://app.example.com');
     expect(shed.headers.get('retry-after')).toBe('1');
-    expect(shed.headers.get('access-control-expose-headers')!.split(',')).toEqual(expect.arrayContaining(['Retry-After', 'X-Request-Id']));
+    expect(shed.headers.get('access-control-expose-headers')!.split(',')).toEqual(
+      expect.arrayContaining(['Retry-After', 'X-Request-Id']),
+    );
 
     await hold.release();
     expect((await held).status).toBe(200);

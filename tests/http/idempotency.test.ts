@@ -20,7 +20,8 @@ async function user(): Promise<{ api: TasksClient; sub: string }> {
 const post = (api: TasksClient, key: string, payload: object = body) =>
   api.POST('/api/v1/tasks', { params: { header: { 'Idempotency-Key': key } }, body: payload as typeof body });
 
-const count = async (api: TasksClient) => (await api.GET('/api/v1/tasks', { params: { query: { limit: 100 } } })).data!.items.length;
+const count = async (api: TasksClient) =>
+  (await api.GET('/api/v1/tasks', { params: { query: { limit: 100 } } })).data!.items.length;
 
 describe('POST /api/v1/tasks with Idempotency-Key', () => {
   it('replays the first response (status, body, Location, ETag) and creates one task only', async () => {
@@ -50,7 +51,9 @@ describe('POST /api/v1/tasks with Idempotency-Key', () => {
     await post(api, 'key-2');
     const { response, error } = await post(api, 'key-2', { ...body, title: 'Pay the rent' });
     expect(response.status).toBe(422);
-    expect(error!.errors).toEqual([{ in: 'header', pointer: '/Idempotency-Key', detail: 'was already used with a different request body' }]);
+    expect(error!.errors).toEqual([
+      { in: 'header', pointer: '/Idempotency-Key', detail: 'was already used with a different request body' },
+    ]);
     expect(await count(api)).toBe(1);
   });
 
@@ -66,7 +69,9 @@ describe('POST /api/v1/tasks with Idempotency-Key', () => {
   it('a key older than 24 hours is forgotten: the request runs again', async () => {
     const { api, sub } = await user();
     const first = await post(api, 'old-key');
-    await sql`update idempotency_keys set created_at = now() - interval '25 hours' where owner_id = ${sub}`.execute(server.database.db);
+    await sql`update idempotency_keys set created_at = now() - interval '25 hours' where owner_id = ${sub}`.execute(
+      server.database.db,
+    );
     const again = await post(api, 'old-key');
     expect(again.response.headers.get('idempotent-replayed')).toBeNull();
     expect(again.data!.id).not.toBe(first.data!.id);
@@ -77,15 +82,28 @@ describe('POST /api/v1/tasks with Idempotency-Key', () => {
     const { api, sub } = await user();
     // A claim exactly as an in-flight request leaves it (same body, so the hash matches).
     const first = await post(api, 'probe');
-    const hash = (await sql<{ request_hash: string }>`select request_hash from idempotency_keys where owner_id = ${sub}`.execute(server.database.db)).rows[0]!.request_hash;
-    await sql`insert into idempotency_keys (owner_id, key, request_hash, state) values (${sub}, 'in-flight', ${hash}, 'in_flight')`.execute(server.database.db);
+    const hash = (
+      await sql<{ request_hash: string }>`select request_hash from idempotency_keys where owner_id = ${sub}`.execute(
+        server.database.db,
+      )
+    ).rows[0]!.request_hash;
+    await sql`insert into idempotency_keys (owner_id, key, request_hash, state) values (${sub}, 'in-flight', ${hash}, 'in_flight')`.execute(
+      server.database.db,
+    );
     const duplicate = await post(api, 'in-flight');
     expect(duplicate.response.status).toBe(409);
     expect(duplicate.response.headers.get('retry-after')).toBe('1');
     expect(duplicate.error).toMatchObject({ type: 'urn:tasks-api:problem:idempotency-key-in-use' });
-    expect(server.logs.some((line) => line.message === 'idempotency conflict' && line.level === 'warn' && line.code === 'IDEMPOTENCY_KEY_IN_USE')).toBe(true);
+    expect(
+      server.logs.some(
+        (line) =>
+          line.message === 'idempotency conflict' && line.level === 'warn' && line.code === 'IDEMPOTENCY_KEY_IN_USE',
+      ),
+    ).toBe(true);
     // Its process died a minute ago: the next attempt takes the key over and creates the task.
-    await sql`update idempotency_keys set created_at = now() - interval '2 minutes' where owner_id = ${sub} and key = 'in-flight'`.execute(server.database.db);
+    await sql`update idempotency_keys set created_at = now() - interval '2 minutes' where owner_id = ${sub} and key = 'in-flight'`.execute(
+      server.database.db,
+    );
     const retried = await post(api, 'in-flight');
     expect(retried.response.status).toBe(201);
     expect(retried.data!.id).not.toBe(first.data!.id);
@@ -112,7 +130,11 @@ onPostgres('concurrent duplicates on PostgreSQL', () => {
       const original = await first;
       expect(original.response.status).toBe(201);
       const replay = await post(api, 'race');
-      expect([replay.response.status, replay.data!.id, replay.response.headers.get('idempotent-replayed')]).toEqual([201, original.data!.id, 'true']);
+      expect([replay.response.status, replay.data!.id, replay.response.headers.get('idempotent-replayed')]).toEqual([
+        201,
+        original.data!.id,
+        'true',
+      ]);
       expect(await count(api)).toBe(1);
     } finally {
       await blocker.end();
@@ -122,7 +144,9 @@ onPostgres('concurrent duplicates on PostgreSQL', () => {
   it('of many simultaneous identical requests exactly one creates the task', async () => {
     const { api } = await user();
     const results = await Promise.all(Array.from({ length: 12 }, () => post(api, 'stampede')));
-    const created = results.filter((r) => r.response.status === 201 && r.response.headers.get('idempotent-replayed') === null);
+    const created = results.filter(
+      (r) => r.response.status === 201 && r.response.headers.get('idempotent-replayed') === null,
+    );
     const others = results.filter((r) => !created.includes(r)).map((r) => r.response.status);
     expect(created).toHaveLength(1);
     expect(others.every((status) => status === 409 || status === 201)).toBe(true);

@@ -19,10 +19,16 @@ describe('GET /metrics', () => {
     expect(res.status).toBe(200);
     expect(res.headers.get('content-type')).toBe('text/plain; version=0.0.4; charset=utf-8');
     const text = await res.text();
-    expect(text).toMatch(/^http_request_duration_seconds_count\{method="POST",route="\/api\/v1\/tasks",status="201"\} 1$/m);
+    expect(text).toMatch(
+      /^http_request_duration_seconds_count\{method="POST",route="\/api\/v1\/tasks",status="201"\} 1$/m,
+    );
     // The route template, never the id: one series for every task.
-    expect(text).toMatch(/^http_request_duration_seconds_count\{method="GET",route="\/api\/v1\/tasks\/\{taskId\}",status="200"\} 1$/m);
-    expect(text).toMatch(/^http_request_duration_seconds_count\{method="GET",route="\/api\/v1\/tasks\/\{taskId\}",status="404"\} 1$/m);
+    expect(text).toMatch(
+      /^http_request_duration_seconds_count\{method="GET",route="\/api\/v1\/tasks\/\{taskId\}",status="200"\} 1$/m,
+    );
+    expect(text).toMatch(
+      /^http_request_duration_seconds_count\{method="GET",route="\/api\/v1\/tasks\/\{taskId\}",status="404"\} 1$/m,
+    );
     expect(text).toMatch(/^http_request_duration_seconds_count\{method="GET",route="unmatched",status="404"\} 1$/m);
     expect(text).not.toContain(data!.id);
     expect(text).toMatch(/^http_requests_in_flight 1$/m); // this very request
@@ -66,7 +72,10 @@ describe('GET /metrics in production without METRICS_TOKEN', () => {
     try {
       const res = await fetch(`${server.url}/metrics`);
       expect(res.status).toBe(404);
-      expect(await res.json()).toMatchObject({ type: 'urn:tasks-api:problem:not-found', detail: 'No route GET /metrics.' });
+      expect(await res.json()).toMatchObject({
+        type: 'urn:tasks-api:problem:not-found',
+        detail: 'No route GET /metrics.',
+      });
     } finally {
       await server.close();
     }

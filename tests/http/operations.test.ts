@@ -35,7 +35,8 @@ describe('operational endpoints (no token needed)', () => {
     expect(response.status).toBe(200);
     expect(response.headers.get('content-type')).toBe('application/yaml; charset=utf-8');
     expect(data).toBe(readFileSync('generated/openapi.yaml', 'utf8'));
-    for (const operationId of operationIdsOf(loadContract().spec)) expect(data).toContain(`operationId: ${operationId}`);
+    for (const operationId of operationIdsOf(loadContract().spec))
+      expect(data).toContain(`operationId: ${operationId}`);
   });
 
   it('GET /docs serves the self-contained Redoc page', async () => {
@@ -56,14 +57,22 @@ describe('operational endpoints (no token needed)', () => {
     const { docsHtml } = loadContract();
     /** A raw GET (fetch would decompress and hide the encoding): status, headers and the bytes as sent. */
     const get = (acceptEncoding?: string) =>
-      new Promise<{ status: number; headers: Record<string, string | string[] | undefined>; body: Buffer }>((resolve, reject) => {
-        const req = request(`${server.url}/docs`, { headers: acceptEncoding === undefined ? {} : { 'Accept-Encoding': acceptEncoding } }, (res) => {
-          const chunks: Buffer[] = [];
-          res.on('data', (chunk: Buffer) => chunks.push(chunk));
-          res.on('end', () => resolve({ status: res.statusCode!, headers: res.headers, body: Buffer.concat(chunks) }));
-        });
-        req.on('error', reject).end();
-      });
+      new Promise<{ status: number; headers: Record<string, string | string[] | undefined>; body: Buffer }>(
+        (resolve, reject) => {
+          const req = request(
+            `${server.url}/docs`,
+            { headers: acceptEncoding === undefined ? {} : { 'Accept-Encoding': acceptEncoding } },
+            (res) => {
+              const chunks: Buffer[] = [];
+              res.on('data', (chunk: Buffer) => chunks.push(chunk));
+              res.on('end', () =>
+                resolve({ status: res.statusCode!, headers: res.headers, body: Buffer.concat(chunks) }),
+              );
+            },
+          );
+          req.on('error', reject).end();
+        },
+      );
     const br = await get('gzip, deflate, br');
     expect(br.status).toBe(200);
     expect(br.headers['content-encoding']).toBe('br');

@@ -14,7 +14,9 @@ let token: string;
 let taskId: string;
 
 beforeAll(async () => {
-  server = await startServer({ overload: { maxInFlight: 2, maxQueue: 2, maxQueueWaitMs: 1000, maxEventLoopDelayMs: 10_000, maxPoolWaiting: 100 } });
+  server = await startServer({
+    overload: { maxInFlight: 2, maxQueue: 2, maxQueueWaitMs: 1000, maxEventLoopDelayMs: 10_000, maxPoolWaiting: 100 },
+  });
   token = await server.tokenFor();
   const { data } = await server.client(token).POST('/api/v1/tasks', { body: { title: 'held by a lock' } });
   taskId = data!.id;
@@ -40,7 +42,11 @@ describe('load shedding', () => {
     expect(full.status).toBe(503);
     expect(full.headers.get('retry-after')).toBe('1');
     expect(full.headers.get('content-type')).toMatch(/^application\/problem\+json/);
-    expect(await full.json()).toMatchObject({ type: 'urn:tasks-api:problem:overloaded', status: 503, detail: expect.stringContaining('queue is full') });
+    expect(await full.json()).toMatchObject({
+      type: 'urn:tasks-api:problem:overloaded',
+      status: 503,
+      detail: expect.stringContaining('queue is full'),
+    });
     // Readiness says so too, while the queue is full (probes themselves never wait or are shed).
     const ready = await fetch(`${server.url}/health/ready`);
     expect(ready.status).toBe(503);
@@ -49,7 +55,10 @@ describe('load shedding', () => {
     // Both waiting requests wait past a second with the places still held: shed, having done nothing.
     for (const late of await Promise.all(queued)) {
       expect(late.status).toBe(503);
-      expect(await late.json()).toMatchObject({ type: 'urn:tasks-api:problem:overloaded', detail: expect.stringContaining('waited too long') });
+      expect(await late.json()).toMatchObject({
+        type: 'urn:tasks-api:problem:overloaded',
+        detail: expect.stringContaining('waited too long'),
+      });
     }
 
     // One more waits, and gets in as soon as the held ones finish.
@@ -72,7 +81,10 @@ describe('load shedding', () => {
     const atWork = [get(), get()];
     await sleep(200);
     const leaving = new AbortController();
-    const gone = fetch(`${server.url}/api/v1/tasks/${taskId}`, { headers: { Authorization: `Bearer ${token}` }, signal: leaving.signal }).catch((error: Error) => error.name);
+    const gone = fetch(`${server.url}/api/v1/tasks/${taskId}`, {
+      headers: { Authorization: `Bearer ${token}` },
+      signal: leaving.signal,
+    }).catch((error: Error) => error.name);
     await sleep(50);
     const waiting = get();
     await sleep(50);
@@ -106,7 +118,10 @@ describe('load shedding', () => {
       await sleep(20);
       const shed = await fetchTask();
       expect(shed.status).toBe(503);
-      expect(await shed.json()).toMatchObject({ type: 'urn:tasks-api:problem:overloaded', detail: expect.stringContaining('too busy') });
+      expect(await shed.json()).toMatchObject({
+        type: 'urn:tasks-api:problem:overloaded',
+        detail: expect.stringContaining('too busy'),
+      });
       await sleep(1200); // two calm samples
       expect((await fetchTask()).status).toBe(200);
     } finally {

@@ -13,7 +13,8 @@ afterAll(async () => {
   await Promise.all(servers.map((server) => server.close()));
 });
 
-const get = (server: TestServer, path: string, headers: Record<string, string> = {}) => fetch(`${server.url}${path}`, { headers });
+const get = (server: TestServer, path: string, headers: Record<string, string> = {}) =>
+  fetch(`${server.url}${path}`, { headers });
 
 describe('per-user and per-IP limits (in memory)', () => {
   let server: TestServer;
@@ -24,7 +25,8 @@ describe('per-user and per-IP limits (in memory)', () => {
   it('counts each verified user on their own, announces the budget, and answers 429 problem+json past it', async () => {
     const [alice, bob] = [await server.tokenFor(), await server.tokenFor()];
     const answers = [];
-    for (let i = 0; i < 4; i += 1) answers.push(await get(server, '/api/v1/tasks', { Authorization: `Bearer ${alice}` }));
+    for (let i = 0; i < 4; i += 1)
+      answers.push(await get(server, '/api/v1/tasks', { Authorization: `Bearer ${alice}` }));
     expect(answers.map((res) => res.status)).toEqual([200, 200, 200, 429]);
     expect(answers[0]!.headers.get('ratelimit-policy')).toMatch(/^"per-user"; q=3; w=60(;|$)/);
     expect(answers[0]!.headers.get('ratelimit')).toMatch(/^"per-user"; r=2; t=\d+$/);
@@ -39,7 +41,8 @@ describe('per-user and per-IP limits (in memory)', () => {
 
   it('counts requests without a verified user by IP, ignoring X-Forwarded-For unless a proxy is trusted; probes are never limited', async () => {
     const statuses = [];
-    for (let i = 0; i < 4; i += 1) statuses.push((await get(server, '/openapi.json', { 'X-Forwarded-For': `203.0.113.${i}` })).status);
+    for (let i = 0; i < 4; i += 1)
+      statuses.push((await get(server, '/openapi.json', { 'X-Forwarded-For': `203.0.113.${i}` })).status);
     expect(statuses).toEqual([200, 200, 200, 429]);
     for (let i = 0; i < 5; i += 1) expect((await get(server, '/health/live')).status).toBe(200);
   });
@@ -47,16 +50,29 @@ describe('per-user and per-IP limits (in memory)', () => {
   it("spends the auth budget on the issuer's endpoints however the path is spelled, and routes only the contract's spelling", async () => {
     const strict = await serverWith({ rateLimit: { perMinute: 100, authPerMinute: 2 }, builtinAuth: true });
     const login = (path: string) =>
-      fetch(`${strict.url}${path}`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ email: 'nobody@example.com', password: 'not the password' }) });
-    const answers = [await login('/API/V1/AUTH/LOGIN'), await login('/Api/v1/Auth/Login'), await login('/api/v1/auth/login')];
+      fetch(`${strict.url}${path}`, {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify({ email: 'nobody@example.com', password: 'not the password' }),
+      });
+    const answers = [
+      await login('/API/V1/AUTH/LOGIN'),
+      await login('/Api/v1/Auth/Login'),
+      await login('/api/v1/auth/login'),
+    ];
     expect(answers.map((res) => res.status)).toEqual([404, 404, 429]);
-    expect(await answers[0]!.json()).toMatchObject({ type: 'urn:tasks-api:problem:not-found', status: 404, detail: 'No route POST /API/V1/AUTH/LOGIN.' });
+    expect(await answers[0]!.json()).toMatchObject({
+      type: 'urn:tasks-api:problem:not-found',
+      status: 404,
+      detail: 'No route POST /API/V1/AUTH/LOGIN.',
+    });
   });
 
   it('believes X-Forwarded-For from a trusted proxy', async () => {
     const behindProxy = await serverWith({ rateLimit: { perMinute: 2, authPerMinute: 2 }, trustProxy: 'loopback' });
     const statuses = [];
-    for (let i = 0; i < 4; i += 1) statuses.push((await get(behindProxy, '/openapi.json', { 'X-Forwarded-For': `203.0.113.${i}` })).status);
+    for (let i = 0; i < 4; i += 1)
+      statuses.push((await get(behindProxy, '/openapi.json', { 'X-Forwarded-For': `203.0.113.${i}` })).status);
     expect(statuses).toEqual([200, 200, 200, 200]);
     expect((await get(behindProxy, '/openapi.json', { 'X-Forwarded-For': '203.0.113.0' })).status).toBe(200);
     expect((await get(behindProxy, '/openapi.json', { 'X-Forwarded-For': '203.0.113.0' })).status).toBe(429);
@@ -82,32 +98,51 @@ describe('with Redis (127.0.0.1:6379)', () => {
     // Both servers accept this user's tokens (each signs with its own secret).
     const tokens = [await a.tokenFor(sub), await b.tokenFor(sub)];
     const statuses = [];
-    for (let i = 0; i < 6; i += 1) statuses.push((await get([a, b][i % 2]!, '/api/v1/tasks', { Authorization: `Bearer ${tokens[i % 2]}` })).status);
+    for (let i = 0; i < 6; i += 1)
+      statuses.push((await get([a, b][i % 2]!, '/api/v1/tasks', { Authorization: `Bearer ${tokens[i % 2]}` })).status);
     expect(statuses).toEqual([200, 200, 200, 200, 429, 429]);
   }, 40_000); // two servers and a minute-long window shared through Redis
 
   it('keeps serving, and logs at error, when Redis is unreachable (fail open)', async () => {
-    const dead = createClient({ url: 'redis://127.0.0.1:1', disableOfflineQueue: true, socket: { reconnectStrategy: false } });
+    const dead = createClient({
+      url: 'redis://127.0.0.1:1',
+      disableOfflineQueue: true,
+      socket: { reconnectStrategy: false },
+    });
     dead.on('error', () => undefined);
     await dead.connect().catch(() => undefined);
-    const server = await serverWith({ rateLimit: { perMinute: 1, authPerMinute: 1 }, redis: dead, rateLimitPrefix: `x:${randomUUID()}:` });
+    const server = await serverWith({
+      rateLimit: { perMinute: 1, authPerMinute: 1 },
+      redis: dead,
+      rateLimitPrefix: `x:${randomUUID()}:`,
+    });
     const token = await server.tokenFor();
     const statuses = [];
-    for (let i = 0; i < 3; i += 1) statuses.push((await get(server, '/api/v1/tasks', { Authorization: `Bearer ${token}` })).status);
+    for (let i = 0; i < 3; i += 1)
+      statuses.push((await get(server, '/api/v1/tasks', { Authorization: `Bearer ${token}` })).status);
     expect(statuses).toEqual([200, 200, 200]);
-    expect(server.logs.some((line) => line.level === 'error' && line.message === 'rate limit store failed; letting requests through')).toBe(true);
+    expect(
+      server.logs.some(
+        (line) => line.level === 'error' && line.message === 'rate limit store failed; letting requests through',
+      ),
+    ).toBe(true);
   });
 
   it('enforces the limits once Redis is reachable, when it was not as the server started', async () => {
     // Not connected yet: the store's scripts cannot be loaded as the limiter starts.
     const late = createClient({ url: 'redis://127.0.0.1:6379', disableOfflineQueue: true });
-    const server = await serverWith({ rateLimit: { perMinute: 2, authPerMinute: 100 }, redis: late, rateLimitPrefix: `test:${randomUUID()}:` });
+    const server = await serverWith({
+      rateLimit: { perMinute: 2, authPerMinute: 100 },
+      redis: late,
+      rateLimitPrefix: `test:${randomUUID()}:`,
+    });
     await new Promise((resolve) => setTimeout(resolve, 100));
     await late.connect();
     try {
       const token = await server.tokenFor();
       const statuses = [];
-      for (let i = 0; i < 3; i += 1) statuses.push((await get(server, '/api/v1/tasks', { Authorization: `Bearer ${token}` })).status);
+      for (let i = 0; i < 3; i += 1)
+        statuses.push((await get(server, '/api/v1/tasks', { Authorization: `Bearer ${token}` })).status);
       expect(statuses).toEqual([200, 200, 429]);
     } finally {
       await late.close();

@@ -56,7 +56,13 @@ describe('clients that hold a connection without finishing a request', () => {
   });
 
   it('closes a request whose body trickles in slower than the request timeout allows', async () => {
-    const slow = await client((s) => drip(s, 'POST /api/v1/tasks HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n', ' '));
+    const slow = await client((s) =>
+      drip(
+        s,
+        'POST /api/v1/tasks HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n',
+        ' ',
+      ),
+    );
     expect(slow.ms).toBeGreaterThan(1500);
     expect(slow.ms).toBeLessThan(5000);
   });

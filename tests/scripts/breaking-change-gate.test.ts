@@ -37,7 +37,9 @@ async function gate(change: (doc: Doc) => void, extra: string[] = []) {
   let stdout: string;
   let stderr: string;
   try {
-    ({ stdout, stderr } = await run(process.execPath, [script, '--base', releasedFile, '--head', file, ...extra], { cwd: root }));
+    ({ stdout, stderr } = await run(process.execPath, [script, '--base', releasedFile, '--head', file, ...extra], {
+      cwd: root,
+    }));
   } catch (error) {
     const e = error as { code: number; stdout: string; stderr: string };
     ({ code, stdout, stderr } = e);
@@ -47,12 +49,22 @@ async function gate(change: (doc: Doc) => void, extra: string[] = []) {
     const title = part.slice(0, part.indexOf(' ('));
     sections[title] = part;
   }
-  return { code, stdout, stderr, breaking: sections.Breaking ?? '', nonBreaking: sections['Non-breaking'] ?? '', accepted: sections['Flagged breaking, accepted after review'] ?? '' };
+  return {
+    code,
+    stdout,
+    stderr,
+    breaking: sections.Breaking ?? '',
+    nonBreaking: sections['Non-breaking'] ?? '',
+    accepted: sections['Flagged breaking, accepted after review'] ?? '',
+  };
 }
 
 /** The line of `section` that names change `text`, which must list operation `op` (one line per change, with every operation it is in). */
 function line(section: string, op: string, text: string) {
-  return section.split('\n').find((l) => l.includes(text) && l.includes(`\`${op}\``)) ?? `no line names ${op}: ${text} in:\n${section}`;
+  return (
+    section.split('\n').find((l) => l.includes(text) && l.includes(`\`${op}\``)) ??
+    `no line names ${op}: ${text} in:\n${section}`
+  );
 }
 
 const schemas = (doc: Doc) => doc.components.schemas;
@@ -84,13 +96,27 @@ describe('breaking-change gate: each kind of breaking change fails it, named', (
       },
       ['POST /api/v1/tasks', 'request body (application/json): enum value "low" of `priority` removed'],
     ],
-    ['a new required request field', (d) => schemas(d).TaskCreate.required.push('priority'), ['POST /api/v1/tasks', 'request body (application/json): `priority` now required']],
+    [
+      'a new required request field',
+      (d) => schemas(d).TaskCreate.required.push('priority'),
+      ['POST /api/v1/tasks', 'request body (application/json): `priority` now required'],
+    ],
     [
       'a new required query parameter',
-      (d) => listTasks(d).parameters.push({ name: 'owner', in: 'query', required: true, schema: { type: 'string', maxLength: 10 } }),
+      (d) =>
+        listTasks(d).parameters.push({
+          name: 'owner',
+          in: 'query',
+          required: true,
+          schema: { type: 'string', maxLength: 10 },
+        }),
       ['GET /api/v1/tasks', 'required query parameter `owner` added'],
     ],
-    ['a removed status code', (d) => delete createTask(d).responses['409'], ['POST /api/v1/tasks', 'response 409 removed']],
+    [
+      'a removed status code',
+      (d) => delete createTask(d).responses['409'],
+      ['POST /api/v1/tasks', 'response 409 removed'],
+    ],
     [
       'a field removed from a closed request body (clients still sending it get 422)',
       (d) => delete schemas(d).TaskCreate.properties.tags,
@@ -122,7 +148,9 @@ describe('breaking-change gate: each kind of breaking change fails it, named', (
       'a field removed from a webhook payload',
       (d) => {
         delete schemas(d).WebhookTaskEvent.properties.timestamp;
-        schemas(d).WebhookTaskEvent.required = schemas(d).WebhookTaskEvent.required.filter((f: string) => f !== 'timestamp');
+        schemas(d).WebhookTaskEvent.required = schemas(d).WebhookTaskEvent.required.filter(
+          (f: string) => f !== 'timestamp',
+        );
       },
       ['webhook task.created', 'payload (application/json): property `timestamp` removed'],
     ],
@@ -140,17 +168,27 @@ describe('breaking-change gate: what does not break a client passes', () => {
       schemas(d).TaskCreate.properties.color = { type: 'string', maxLength: 7 };
       schemas(d).Task.properties.color = { type: 'string', maxLength: 7 };
       d.paths['/api/v1/tags/{tag}'] = {
-        get: { ...structuredClone(d.paths['/api/v1/tags'].get), operationId: 'getTag', parameters: [{ name: 'tag', in: 'path', required: true, schema: { type: 'string', maxLength: 32 } }] },
+        get: {
+          ...structuredClone(d.paths['/api/v1/tags'].get),
+          operationId: 'getTag',
+          parameters: [{ name: 'tag', in: 'path', required: true, schema: { type: 'string', maxLength: 32 } }],
+        },
       };
       d.webhooks['task.archived'] = structuredClone(d.webhooks['task.due']);
       d.webhooks['task.archived'].post.operationId = 'taskArchivedEvent';
     });
     expect({ code: result.code, breaking: result.breaking }).toEqual({ code: 0, breaking: '' });
-    expect(result.nonBreaking).toContain('- `POST /api/v1/tasks`: request body (application/json): property `color` added');
+    expect(result.nonBreaking).toContain(
+      '- `POST /api/v1/tasks`: request body (application/json): property `color` added',
+    );
     expect(result.nonBreaking).toContain('- `GET /api/v1/tags/{tag}`: operation added');
     expect(result.nonBreaking).toContain('- `webhook task.archived`: event added');
-    expect(line(result.nonBreaking, 'webhook task.created', 'payload (application/json): property `data.color` added')).toMatch(/^- /);
-    expect(line(result.nonBreaking, 'GET /api/v1/tasks/{taskId}', 'response 200 (application/json): property `color` added')).toMatch(/^- /);
+    expect(
+      line(result.nonBreaking, 'webhook task.created', 'payload (application/json): property `data.color` added'),
+    ).toMatch(/^- /);
+    expect(
+      line(result.nonBreaking, 'GET /api/v1/tasks/{taskId}', 'response 200 (application/json): property `color` added'),
+    ).toMatch(/^- /);
   });
 
   it('a request type widened, a response narrowed (a const, a field made required) and docs: exit 0', async () => {
@@ -162,7 +200,9 @@ describe('breaking-change gate: what does not break a client passes', () => {
       listTasks(d).parameters.find((p: Doc) => p.name === 'status').example = 'completed';
     });
     expect({ code: result.code, breaking: result.breaking }).toEqual({ code: 0, breaking: '' });
-    expect(result.nonBreaking).toContain('request body (application/json): type of `completed`: "boolean" → ["boolean","null"]');
+    expect(result.nonBreaking).toContain(
+      'request body (application/json): type of `completed`: "boolean" → ["boolean","null"]',
+    );
     expect(result.nonBreaking).toContain('const of `status` added (404)');
     expect(result.nonBreaking).toContain('`instance` now required');
     expect(result.stdout).toMatch(/### Docs \(\d+\)[\s\S]*`GET \/api\/v1\/tasks`: example, summary/);
@@ -191,7 +231,10 @@ describe('breaking-change gate: what does not break a client passes', () => {
         ],
       }),
     );
-    const result = await gate((d) => delete schemas(d).TaskCreate.properties.completed.default, ['--accepted', accepted]);
+    const result = await gate(
+      (d) => delete schemas(d).TaskCreate.properties.completed.default,
+      ['--accepted', accepted],
+    );
     expect({ code: result.code, breaking: result.breaking }).toEqual({ code: 0, breaking: '' });
     expect(result.accepted).toContain(`\`POST /api/v1/tasks\`: ${change} — the server still applies false`);
     expect(result.stderr).toContain('accepts a change the diff no longer shows: GET /api/v1/tags: operation removed');

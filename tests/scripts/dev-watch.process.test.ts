@@ -1,6 +1,17 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import {
+  cpSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from '@jest/globals';
@@ -11,7 +22,17 @@ import { freePort } from '../../scripts/server-process.js';
 // which must not touch the real openapi/ that others are working in.
 const root = projectRoot();
 const copy = mkdtempSync(join(tmpdir(), 'tasks-dev-'));
-for (const entry of ['package.json', 'tsconfig.json', 'tsconfig.build.json', 'redocly.yaml', 'src', 'openapi', 'scripts', 'generated', 'lint']) {
+for (const entry of [
+  'package.json',
+  'tsconfig.json',
+  'tsconfig.build.json',
+  'redocly.yaml',
+  'src',
+  'openapi',
+  'scripts',
+  'generated',
+  'lint',
+]) {
   cpSync(join(root, entry), join(copy, entry), { recursive: true });
 }
 mkdirSync(join(copy, 'packages', 'client'), { recursive: true });
@@ -52,8 +73,16 @@ describe('npm run dev', () => {
     dev = spawn(process.execPath, ['scripts/dev.mjs'], {
       cwd: copy,
       env: {
-        ...process.env, NODE_OPTIONS: '', NODE_ENV: 'development', LOG_FORMAT: 'json', PORT: String(port), HOST: '127.0.0.1',
-        PGLITE_DIR: join(copy, '.data', 'pglite'), JWT_SECRET: randomBytes(32).toString('base64url'), AUTH_BUILTIN: 'false', WEBHOOK_WORKER: 'off',
+        ...process.env,
+        NODE_OPTIONS: '',
+        NODE_ENV: 'development',
+        LOG_FORMAT: 'json',
+        PORT: String(port),
+        HOST: '127.0.0.1',
+        PGLITE_DIR: join(copy, '.data', 'pglite'),
+        JWT_SECRET: randomBytes(32).toString('base64url'),
+        AUTH_BUILTIN: 'false',
+        WEBHOOK_WORKER: 'off',
         OVERLOAD_MAX_EVENT_LOOP_DELAY_MS: '600000',
       },
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -82,7 +111,9 @@ describe('npm run dev', () => {
     writeFileSync(docsPath, docsYaml.replace('summary: API reference', 'summary: API reference, edited'));
     await until('regenerate', () => /\[dev\] regenerated in [\d.]+ s/.test(output));
     await until('restart', () => count(listening) === 2);
-    const spec = (await (await fetch(`${url}/openapi.json`)).json()) as { paths: Record<string, { get?: { summary?: string } }> };
+    const spec = (await (await fetch(`${url}/openapi.json`)).json()) as {
+      paths: Record<string, { get?: { summary?: string } }>;
+    };
     expect(spec.paths['/docs']?.get?.summary).toBe('API reference, edited');
 
     // A contract that does not parse: one line, the server still up on the last good one.

@@ -4,9 +4,14 @@ import { afterEach, describe, expect, it, jest } from '@jest/globals';
 import UntypedReporter from '../helpers/postgres-skips-reporter.js';
 
 /** The part of jest's reporter interface the reporter implements. */
-const PostgresSkipsReporter = UntypedReporter as new () => { onRunComplete(contexts: Set<unknown>, results: unknown): void };
+const PostgresSkipsReporter = UntypedReporter as new () => {
+  onRunComplete(contexts: Set<unknown>, results: unknown): void;
+};
 
-const file = (path: string, statuses: string[]) => ({ testFilePath: join(process.cwd(), path), testResults: statuses.map((status) => ({ status })) });
+const file = (path: string, statuses: string[]) => ({
+  testFilePath: join(process.cwd(), path),
+  testResults: statuses.map((status) => ({ status })),
+});
 const saved = process.env.TEST_DATABASE_URL;
 afterEach(() => {
   if (saved === undefined) delete process.env.TEST_DATABASE_URL;
@@ -25,11 +30,19 @@ function report(results: unknown): string {
 }
 
 describe('the PostgreSQL skips reporter', () => {
-  const results = { testResults: [file('tests/server/cluster.process.test.ts', ['pending', 'pending']), file('tests/db/prepared-statements.test.ts', ['pending']), file('tests/server/config.test.ts', ['pending', 'passed'])] };
+  const results = {
+    testResults: [
+      file('tests/server/cluster.process.test.ts', ['pending', 'pending']),
+      file('tests/db/prepared-statements.test.ts', ['pending']),
+      file('tests/server/config.test.ts', ['pending', 'passed']),
+    ],
+  };
 
   it('counts the skipped tests of files that skip without TEST_DATABASE_URL, in one line saying how to run them', () => {
     delete process.env.TEST_DATABASE_URL;
-    expect(report(results).trim()).toBe('3 tests need PostgreSQL and were skipped: set TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/test to run them (README, "Test it").');
+    expect(report(results).trim()).toBe(
+      '3 tests need PostgreSQL and were skipped: set TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/test to run them (README, "Test it").',
+    );
   });
 
   it('says nothing when TEST_DATABASE_URL is set or nothing was skipped', () => {

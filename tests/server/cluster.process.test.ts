@@ -25,7 +25,11 @@ onPostgres('WEB_CONCURRENCY', () => {
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
     // Both processes' webhook workers start, though they race to create the job queue's schema.
-    for (let i = 0; i < 100 && output().split('"message":"webhook worker running in this process"').length - 1 < 2; i += 1) {
+    for (
+      let i = 0;
+      i < 100 && output().split('"message":"webhook worker running in this process"').length - 1 < 2;
+      i += 1
+    ) {
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
     expect(output()).not.toContain('"message":"webhook worker did not start"');
@@ -36,7 +40,11 @@ onPostgres('WEB_CONCURRENCY', () => {
     const token = await hs256Token(secret, `cluster-${randomBytes(4).toString('hex')}`, '5m');
     const statuses = await Promise.all(
       Array.from({ length: 20 }, (_, i) =>
-        fetch(`${url}/api/v1/tasks`, { method: 'POST', headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' }, body: JSON.stringify({ title: `t${i}` }) }).then((r) => r.status),
+        fetch(`${url}/api/v1/tasks`, {
+          method: 'POST',
+          headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' },
+          body: JSON.stringify({ title: `t${i}` }),
+        }).then((r) => r.status),
       ),
     );
     expect(statuses.every((status) => status === 201)).toBe(true);

@@ -27,22 +27,49 @@ describe('loadConfig', () => {
   it('prepares named statements unless DATABASE_PREPARED_STATEMENTS=off, and sizes load shedding by the pool', () => {
     expect(loadConfig({}).database.preparedStatements).toBe(true);
     expect(loadConfig({ DATABASE_PREPARED_STATEMENTS: 'off' }).database.preparedStatements).toBe(false);
-    expect(problemsOf({ DATABASE_PREPARED_STATEMENTS: 'no' })).toEqual(['DATABASE_PREPARED_STATEMENTS must be one of on, off (got "no")']);
-    expect(loadConfig({}).overload).toEqual({ maxInFlight: 64, maxQueue: 1024, maxQueueWaitMs: 2000, maxEventLoopDelayMs: 500, maxPoolWaiting: 20 });
-    expect(loadConfig({ DATABASE_POOL_MAX: '30', OVERLOAD_MAX_IN_FLIGHT: '8' }).overload).toMatchObject({ maxInFlight: 8, maxPoolWaiting: 60 });
-    expect(problemsOf({ OVERLOAD_MAX_IN_FLIGHT: '0' })).toEqual(['OVERLOAD_MAX_IN_FLIGHT must be an integer from 1 to 100000 (got "0")']);
+    expect(problemsOf({ DATABASE_PREPARED_STATEMENTS: 'no' })).toEqual([
+      'DATABASE_PREPARED_STATEMENTS must be one of on, off (got "no")',
+    ]);
+    expect(loadConfig({}).overload).toEqual({
+      maxInFlight: 64,
+      maxQueue: 1024,
+      maxQueueWaitMs: 2000,
+      maxEventLoopDelayMs: 500,
+      maxPoolWaiting: 20,
+    });
+    expect(loadConfig({ DATABASE_POOL_MAX: '30', OVERLOAD_MAX_IN_FLIGHT: '8' }).overload).toMatchObject({
+      maxInFlight: 8,
+      maxPoolWaiting: 60,
+    });
+    expect(problemsOf({ OVERLOAD_MAX_IN_FLIGHT: '0' })).toEqual([
+      'OVERLOAD_MAX_IN_FLIGHT must be an integer from 1 to 100000 (got "0")',
+    ]);
   });
 
   it('gives each principal a share below the places at work, and refuses a share that would fill them', () => {
     expect(loadConfig({}).capacity).toEqual({
-      bodyTimeoutMs: 5000, perUser: 16, perIp: 16, uploadsPerUser: 2, downloadsPerUser: 4, maxTransfers: 64, transferMinBytesPerSecond: 1024, transferRateWindowMs: 20_000, transferMaxMs: 3_600_000,
+      bodyTimeoutMs: 5000,
+      perUser: 16,
+      perIp: 16,
+      uploadsPerUser: 2,
+      downloadsPerUser: 4,
+      maxTransfers: 64,
+      transferMinBytesPerSecond: 1024,
+      transferRateWindowMs: 20_000,
+      transferMaxMs: 3_600_000,
     });
     // A smaller server: a quarter of its places each, unless set.
     expect(loadConfig({ OVERLOAD_MAX_IN_FLIGHT: '8' }).capacity).toMatchObject({ perUser: 2, perIp: 2 });
     expect(loadConfig({ OVERLOAD_MAX_IN_FLIGHT: '8', CONCURRENCY_PER_USER: '7' }).capacity.perUser).toBe(7);
-    expect(problemsOf({ CONCURRENCY_PER_USER: '64' })).toEqual(['CONCURRENCY_PER_USER must be below OVERLOAD_MAX_IN_FLIGHT (64): one principal alone must never fill the server']);
-    expect(problemsOf({ OVERLOAD_MAX_IN_FLIGHT: '10', CONCURRENCY_PER_IP: '10' })).toEqual(['CONCURRENCY_PER_IP must be below OVERLOAD_MAX_IN_FLIGHT (10): one principal alone must never fill the server']);
-    expect(problemsOf({ CLIENT_BODY_TIMEOUT_MS: '50' })).toEqual(['CLIENT_BODY_TIMEOUT_MS must be an integer from 100 to 600000 (got "50")']);
+    expect(problemsOf({ CONCURRENCY_PER_USER: '64' })).toEqual([
+      'CONCURRENCY_PER_USER must be below OVERLOAD_MAX_IN_FLIGHT (64): one principal alone must never fill the server',
+    ]);
+    expect(problemsOf({ OVERLOAD_MAX_IN_FLIGHT: '10', CONCURRENCY_PER_IP: '10' })).toEqual([
+      'CONCURRENCY_PER_IP must be below OVERLOAD_MAX_IN_FLIGHT (10): one principal alone must never fill the server',
+    ]);
+    expect(problemsOf({ CLIENT_BODY_TIMEOUT_MS: '50' })).toEqual([
+      'CLIENT_BODY_TIMEOUT_MS must be an integer from 100 to 600000 (got "50")',
+    ]);
     expect(loadConfig({ TRANSFER_MIN_BYTES_PER_SECOND: '0' }).capacity.transferMinBytesPerSecond).toBe(0);
     // Connections per peer address: off behind a proxy, where every connection is the proxy's.
     expect(loadConfig({}).http.maxConnectionsPerIp).toBe(256);
@@ -52,16 +79,27 @@ describe('loadConfig', () => {
 
   it('uses the given secret and no development secret once JWT_SECRET is set', () => {
     const config = loadConfig({ JWT_SECRET: 's'.repeat(32), JWT_ISSUER: 'https://id.example', PGLITE_DIR: '/tmp/x' });
-    expect(config.jwt).toMatchObject({ secret: 's'.repeat(32), issuer: 'https://id.example', devSecretFile: undefined });
+    expect(config.jwt).toMatchObject({
+      secret: 's'.repeat(32),
+      issuer: 'https://id.example',
+      devSecretFile: undefined,
+    });
     expect(config.database.pgliteDir).toBe('/tmp/x');
   });
 
   it('refuses production without token keys, naming what is missing', () => {
-    expect(problemsOf({ NODE_ENV: 'production' })).toEqual(['JWT_SECRET, JWT_JWKS_URL or AUTH_BUILTIN=true must be set when NODE_ENV=production']);
+    expect(problemsOf({ NODE_ENV: 'production' })).toEqual([
+      'JWT_SECRET, JWT_JWKS_URL or AUTH_BUILTIN=true must be set when NODE_ENV=production',
+    ]);
   });
 
   it('turns the built-in issuer on by default in development only, and needs a key encryption secret for it in production', () => {
-    expect(loadConfig({}).auth).toMatchObject({ enabled: true, issuer: 'tasks-api', accessTokenTtlSeconds: 900, refreshTokenTtlSeconds: 30 * 86_400 });
+    expect(loadConfig({}).auth).toMatchObject({
+      enabled: true,
+      issuer: 'tasks-api',
+      accessTokenTtlSeconds: 900,
+      refreshTokenTtlSeconds: 30 * 86_400,
+    });
     expect(loadConfig({ NODE_ENV: 'test' }).auth.enabled).toBe(false);
     expect(problemsOf({ NODE_ENV: 'production', AUTH_BUILTIN: 'true' })).toEqual([
       'KEY_ENCRYPTION_SECRET must be set when AUTH_BUILTIN=true and NODE_ENV=production (the signing keys are stored encrypted with it)',
@@ -74,7 +112,13 @@ describe('loadConfig', () => {
       AUTH_ACCESS_TOKEN_TTL_SECONDS: '300',
       AUTH_REFRESH_TOKEN_TTL_DAYS: '7',
     });
-    expect(config.auth).toEqual({ enabled: true, issuer: 'https://tasks.example.com', keyEncryptionSecret: 'k'.repeat(32), accessTokenTtlSeconds: 300, refreshTokenTtlSeconds: 7 * 86_400 });
+    expect(config.auth).toEqual({
+      enabled: true,
+      issuer: 'https://tasks.example.com',
+      keyEncryptionSecret: 'k'.repeat(32),
+      accessTokenTtlSeconds: 300,
+      refreshTokenTtlSeconds: 7 * 86_400,
+    });
     expect(problemsOf({ AUTH_BUILTIN: 'yes', KEY_ENCRYPTION_SECRET: 'short' })).toEqual([
       'AUTH_BUILTIN must be one of true, false (got "yes")',
       'KEY_ENCRYPTION_SECRET must be at least 32 bytes long',
@@ -86,7 +130,9 @@ describe('loadConfig', () => {
     expect(problemsOf({ NODE_ENV: 'production', AUTH_BUILTIN: 'true', ...secrets })).toEqual([
       'JWT_SECRET, AUTH_BUILTIN=true: one token issuer per deployment in production (owners are identified by "sub" alone, and two issuers could both issue the same one)',
     ]);
-    expect(problemsOf({ NODE_ENV: 'production', JWT_SECRET: 's'.repeat(32), JWT_JWKS_URL: 'https://id.example/jwks' })).toHaveLength(1);
+    expect(
+      problemsOf({ NODE_ENV: 'production', JWT_SECRET: 's'.repeat(32), JWT_JWKS_URL: 'https://id.example/jwks' }),
+    ).toHaveLength(1);
     // Development keeps its generated HS256 secret next to the built-in issuer.
     expect(loadConfig({ AUTH_BUILTIN: 'true', JWT_SECRET: 's'.repeat(32) }).auth.enabled).toBe(true);
   });
@@ -144,12 +190,20 @@ describe('loadConfig', () => {
       'WEB_CONCURRENCY above 1 needs DATABASE_URL: embedded PGlite lives in one process and cannot be shared by workers',
     ]);
     expect(loadConfig({ WEB_CONCURRENCY: '4', DATABASE_URL: 'postgres://db.example/tasks' }).webConcurrency).toBe(4);
-    expect(problemsOf({ WEB_CONCURRENCY: 'lots' })).toEqual(['WEB_CONCURRENCY must be an integer from 1 to 64 (got "lots")']);
+    expect(problemsOf({ WEB_CONCURRENCY: 'lots' })).toEqual([
+      'WEB_CONCURRENCY must be an integer from 1 to 64 (got "lots")',
+    ]);
   });
 
   it('reads the rate limits, REDIS_URL and TRUST_PROXY, refusing what they cannot mean', () => {
-    expect(loadConfig({})).toMatchObject({ rateLimit: { perMinute: 600, authPerMinute: 20 }, redisUrl: undefined, trustProxy: false });
-    expect(loadConfig({ RATE_LIMIT_PER_MINUTE: '100', REDIS_URL: 'redis://127.0.0.1:6379', TRUST_PROXY: '1' })).toMatchObject({
+    expect(loadConfig({})).toMatchObject({
+      rateLimit: { perMinute: 600, authPerMinute: 20 },
+      redisUrl: undefined,
+      trustProxy: false,
+    });
+    expect(
+      loadConfig({ RATE_LIMIT_PER_MINUTE: '100', REDIS_URL: 'redis://127.0.0.1:6379', TRUST_PROXY: '1' }),
+    ).toMatchObject({
       rateLimit: { perMinute: 100, authPerMinute: 20 },
       redisUrl: 'redis://127.0.0.1:6379',
       trustProxy: 1,
@@ -164,7 +218,9 @@ describe('loadConfig', () => {
 
   it('reads the database timeouts and keeps the client-side one above the server-side one', () => {
     expect(loadConfig({}).database).toMatchObject({ statementTimeoutMs: 10_000, queryTimeoutMs: 12_000 });
-    expect(loadConfig({ DATABASE_STATEMENT_TIMEOUT_MS: '3000', DATABASE_QUERY_TIMEOUT_MS: '4000' }).database).toMatchObject({ statementTimeoutMs: 3000, queryTimeoutMs: 4000 });
+    expect(
+      loadConfig({ DATABASE_STATEMENT_TIMEOUT_MS: '3000', DATABASE_QUERY_TIMEOUT_MS: '4000' }).database,
+    ).toMatchObject({ statementTimeoutMs: 3000, queryTimeoutMs: 4000 });
     expect(problemsOf({ DATABASE_STATEMENT_TIMEOUT_MS: '12000' })).toEqual([
       'DATABASE_QUERY_TIMEOUT_MS must be above DATABASE_STATEMENT_TIMEOUT_MS: the server ends a slow statement or an abandoned transaction itself, before the client gives up on it',
     ]);
@@ -172,16 +228,44 @@ describe('loadConfig', () => {
 
   it('reads the webhook settings: loopback allowed outside production only, schedules and ranges checked', () => {
     expect(loadConfig({}).webhooks).toEqual({
-      worker: 'in-process', concurrency: 8, endpointConcurrency: 2, timeoutMs: 10_000, retrySchedule: [5, 30, 120, 600, 1800, 3600, 7200, 14_400, 28_800, 28_800],
-      disableAfterHours: 120, secretGraceSeconds: 86_400, requireHttps: false, allowedAddresses: ['127.0.0.0/8', '::1/128'], pollMs: 500, retentionDays: 30,
-      ownerConcurrency: 4, ownerDeliveriesPerMinute: 300, circuitTimeouts: 5, circuitOpenSeconds: 60,
+      worker: 'in-process',
+      concurrency: 8,
+      endpointConcurrency: 2,
+      timeoutMs: 10_000,
+      retrySchedule: [5, 30, 120, 600, 1800, 3600, 7200, 14_400, 28_800, 28_800],
+      disableAfterHours: 120,
+      secretGraceSeconds: 86_400,
+      requireHttps: false,
+      allowedAddresses: ['127.0.0.0/8', '::1/128'],
+      pollMs: 500,
+      retentionDays: 30,
+      ownerConcurrency: 4,
+      ownerDeliveriesPerMinute: 300,
+      circuitTimeouts: 5,
+      circuitOpenSeconds: 60,
     });
-    expect(loadConfig({ WEBHOOK_ENDPOINT_CONCURRENCY: '1', WEBHOOK_DELIVERY_RETENTION_DAYS: '7' }).webhooks).toMatchObject({ endpointConcurrency: 1, retentionDays: 7 });
-    expect(loadConfig({ NODE_ENV: 'production', JWT_SECRET: 'x'.repeat(32) }).webhooks).toMatchObject({ requireHttps: true, allowedAddresses: [] });
-    expect(loadConfig({ WEBHOOK_RETRY_SCHEDULE: '1, 2,3', WEBHOOK_ALLOWED_ADDRESSES: '10.1.0.0/16', WEBHOOK_WORKER: 'off' }).webhooks).toMatchObject({
-      retrySchedule: [1, 2, 3], allowedAddresses: ['10.1.0.0/16'], worker: 'off',
+    expect(
+      loadConfig({ WEBHOOK_ENDPOINT_CONCURRENCY: '1', WEBHOOK_DELIVERY_RETENTION_DAYS: '7' }).webhooks,
+    ).toMatchObject({ endpointConcurrency: 1, retentionDays: 7 });
+    expect(loadConfig({ NODE_ENV: 'production', JWT_SECRET: 'x'.repeat(32) }).webhooks).toMatchObject({
+      requireHttps: true,
+      allowedAddresses: [],
     });
-    expect(problemsOf({ WEBHOOK_RETRY_SCHEDULE: '5,soon', WEBHOOK_ALLOWED_ADDRESSES: '999.1.1.1/8,10.0.0.1', WEBHOOK_WORKER: 'elsewhere' })).toEqual([
+    expect(
+      loadConfig({ WEBHOOK_RETRY_SCHEDULE: '1, 2,3', WEBHOOK_ALLOWED_ADDRESSES: '10.1.0.0/16', WEBHOOK_WORKER: 'off' })
+        .webhooks,
+    ).toMatchObject({
+      retrySchedule: [1, 2, 3],
+      allowedAddresses: ['10.1.0.0/16'],
+      worker: 'off',
+    });
+    expect(
+      problemsOf({
+        WEBHOOK_RETRY_SCHEDULE: '5,soon',
+        WEBHOOK_ALLOWED_ADDRESSES: '999.1.1.1/8,10.0.0.1',
+        WEBHOOK_WORKER: 'elsewhere',
+      }),
+    ).toEqual([
       'WEBHOOK_RETRY_SCHEDULE must list at most 50 delays in whole seconds from 1 to 604800, comma-separated (e.g. 5,30,120)',
       'WEBHOOK_ALLOWED_ADDRESSES must list CIDR ranges like 10.1.0.0/16, comma-separated (not 999.1.1.1/8, 10.0.0.1)',
       'WEBHOOK_WORKER must be one of in-process, off (got "elsewhere")',
@@ -197,7 +281,13 @@ describe('defaultConfig', () => {
   it('is what loadConfig reads from an environment with NODE_ENV=test alone, a fresh copy each time', () => {
     const defaults = defaultConfig();
     expect(defaults).toEqual(loadConfig({ NODE_ENV: 'test' }));
-    expect(defaults).toMatchObject({ nodeEnv: 'test', requestTimeoutMs: 15_000, bodyLimitBytes: 32768, overload: { maxInFlight: 64 }, webhooks: { requireHttps: false } });
+    expect(defaults).toMatchObject({
+      nodeEnv: 'test',
+      requestTimeoutMs: 15_000,
+      bodyLimitBytes: 32768,
+      overload: { maxInFlight: 64 },
+      webhooks: { requireHttps: false },
+    });
     const pristine = structuredClone(defaults);
     defaults.webhooks.retrySchedule.push(1);
     defaults.attachments.allowedTypes.push('text/html');

@@ -97,7 +97,7 @@ describe('gracefulShutdown', () => {
     // the event loop is busy long enough that the drain timer is due before the next poll phase.
     socket.write('GET /second HTTP/1.1\r\nHost: localhost\r\n\r\n');
     const stopped = shutdown.shutdown();
-    for (const busyUntil = Date.now() + 5; Date.now() < busyUntil; );
+    for (const busyUntil = Date.now() + 5; Date.now() < busyUntil;);
 
     const response = await received;
     expect(response).toMatch(/^HTTP\/1\.1 200 OK\r\n/);
@@ -121,14 +121,17 @@ describe('gracefulShutdown', () => {
     let answer!: () => void;
     let reached!: () => void;
     const handlerReached = new Promise<void>((resolve) => (reached = resolve));
-    const { server, shutdown, port } = await serve((req, res) => {
-      if (req.url !== '/slow') {
-        res.end();
-        return;
-      }
-      answer = () => res.end('finished');
-      reached();
-    }, { drainMs: 50 });
+    const { server, shutdown, port } = await serve(
+      (req, res) => {
+        if (req.url !== '/slow') {
+          res.end();
+          return;
+        }
+        answer = () => res.end('finished');
+        reached();
+      },
+      { drainMs: 50 },
+    );
     const idleAgent = new Agent({ keepAlive: true });
     const busyAgent = new Agent({ keepAlive: true });
     expect((await get(port, idleAgent, '/')).headers.connection).toBe('keep-alive');
@@ -161,6 +164,12 @@ describe('gracefulShutdown', () => {
     await shutdown.shutdown();
     expect(Date.now() - startedAt).toBeGreaterThanOrEqual(200);
     expect(await received).toBe('');
-    expect(lines).toContainEqual(expect.objectContaining({ level: 'error', message: 'shutdown timed out; closing remaining connections', timeout_ms: 200 }));
+    expect(lines).toContainEqual(
+      expect.objectContaining({
+        level: 'error',
+        message: 'shutdown timed out; closing remaining connections',
+        timeout_ms: 200,
+      }),
+    );
   });
 });

@@ -33,11 +33,18 @@ function jsonLines(stdout: string): Line[] {
 }
 
 /** tests/server/fixtures/log-then-crash.ts run to its crash: exit code, stdout, stderr. */
-function crash(format: 'json' | 'pretty', count: number): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'tests/server/fixtures/log-then-crash.ts', format, String(count)], {
-    env: { ...process.env, NODE_OPTIONS: '' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+function crash(
+  format: 'json' | 'pretty',
+  count: number,
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const child = spawn(
+    process.execPath,
+    ['--import', 'tsx', 'tests/server/fixtures/log-then-crash.ts', format, String(count)],
+    {
+      env: { ...process.env, NODE_OPTIONS: '' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
   let stdout = '';
   let stderr = '';
   child.stdout.on('data', (chunk) => (stdout += chunk));
@@ -49,7 +56,11 @@ describe('log lines buffered for stdout', () => {
   it('SIGTERM right after a burst of requests: every access line, in order, then "stopped", all on stdout', async () => {
     const requests = 2000;
     const clients = 4;
-    const { child, url, stdout } = await startMain({ JWT_SECRET: randomBytes(32).toString('base64url'), PGLITE_DIR: dataDir, SHUTDOWN_DRAIN_MS: '0' });
+    const { child, url, stdout } = await startMain({
+      JWT_SECRET: randomBytes(32).toString('base64url'),
+      PGLITE_DIR: dataDir,
+      SHUTDOWN_DRAIN_MS: '0',
+    });
     // 'close' (not 'exit'): every byte the process wrote to the pipe has been read.
     const closed = new Promise<number | null>((resolve) => child.once('close', (code) => resolve(code)));
     const agent = new Agent({ keepAlive: true, maxSockets: clients });
@@ -58,7 +69,9 @@ describe('log lines buffered for stdout', () => {
         request(`${url}/health/live`, { agent }, (res) => {
           res.resume();
           res.on('end', () => resolve(String(res.headers['x-request-id'])));
-        }).on('error', reject).end();
+        })
+          .on('error', reject)
+          .end();
       });
     // Each client sends its requests one after another over keep-alive, so its lines have an order.
     const sent = await Promise.all(
@@ -77,7 +90,9 @@ describe('log lines buffered for stdout', () => {
     const lines = jsonLines(stdout());
     const accessLines = lines.filter((line) => line.message === 'request');
     // Besides the burst, only startMain's readiness polls.
-    expect(new Set(accessLines.filter((line) => !all.has(line.request_id!)).map((line) => line.route))).toEqual(new Set(['/health/ready']));
+    expect(new Set(accessLines.filter((line) => !all.has(line.request_id!)).map((line) => line.route))).toEqual(
+      new Set(['/health/ready']),
+    );
     const logged = accessLines.map((line) => line.request_id!).filter((id) => all.has(id));
     expect(logged).toHaveLength(requests);
     for (const ids of sent) {
@@ -96,10 +111,21 @@ describe('log lines buffered for stdout', () => {
     expect(stderr).toContain('Error: boom');
 
     const lines = jsonLines(stdout);
-    expect(lines[0]).toMatchObject({ message: 'credentials', headers: { authorization: '[REDACTED]' }, password: '[REDACTED]' });
+    expect(lines[0]).toMatchObject({
+      message: 'credentials',
+      headers: { authorization: '[REDACTED]' },
+      password: '[REDACTED]',
+    });
     expect(stdout).not.toMatch(/abc\.def\.ghi|hunter22/);
-    expect(lines.filter((line) => line.message === 'line').map((line) => line.i)).toEqual(Array.from({ length: count }, (_, i) => i));
-    expect(lines.at(-1)).toMatchObject({ level: 'error', message: 'uncaught exception', origin: 'uncaughtException', error: 'Error: boom' });
+    expect(lines.filter((line) => line.message === 'line').map((line) => line.i)).toEqual(
+      Array.from({ length: count }, (_, i) => i),
+    );
+    expect(lines.at(-1)).toMatchObject({
+      level: 'error',
+      message: 'uncaught exception',
+      origin: 'uncaughtException',
+      error: 'Error: boom',
+    });
     expect(lines.at(-1)!.stack).toContain('log-then-crash.ts');
   });
 

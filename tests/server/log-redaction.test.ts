@@ -18,14 +18,38 @@ describe('logs of a full request cycle', () => {
     const before = server.logs.length;
 
     const statuses = [
-      (await fetch(`${server.url}/api/v1/tasks`, { method: 'POST', headers: auth(token), body: JSON.stringify({ title: 'logged' }) })).status,
+      (
+        await fetch(`${server.url}/api/v1/tasks`, {
+          method: 'POST',
+          headers: auth(token),
+          body: JSON.stringify({ title: 'logged' }),
+        })
+      ).status,
       (await fetch(`${server.url}/api/v1/tasks`, { headers: auth(token) })).status,
-      (await fetch(`${server.url}/api/v1/tasks`, { method: 'POST', headers: auth(token), body: JSON.stringify({ title: 'x', password }) })).status,
+      (
+        await fetch(`${server.url}/api/v1/tasks`, {
+          method: 'POST',
+          headers: auth(token),
+          body: JSON.stringify({ title: 'x', password }),
+        })
+      ).status,
       (await fetch(`${server.url}/api/v1/tasks?access_token=${token}`, { headers: { Cookie: cookie } })).status,
       (await fetch(`${server.url}/api/v1/tasks`, { headers: auth(`${token.slice(0, -4)}AAAA`) })).status,
       (await fetch(`${server.url}/api/v1/tasks`, { headers: auth(expired) })).status,
-      (await fetch(`${server.url}/api/v1/tasks`, { method: 'POST', headers: auth(readOnly), body: JSON.stringify({ title: 'no' }) })).status,
-      (await fetch(`${server.url}/api/v1/tasks`, { method: 'POST', headers: auth(token), body: `{"title":"x","password":"${password}"` })).status,
+      (
+        await fetch(`${server.url}/api/v1/tasks`, {
+          method: 'POST',
+          headers: auth(readOnly),
+          body: JSON.stringify({ title: 'no' }),
+        })
+      ).status,
+      (
+        await fetch(`${server.url}/api/v1/tasks`, {
+          method: 'POST',
+          headers: auth(token),
+          body: `{"title":"x","password":"${password}"`,
+        })
+      ).status,
     ];
     // The token in the query string is never read: no Authorization header means 401.
     expect(statuses).toEqual([201, 200, 422, 401, 401, 401, 403, 400]);

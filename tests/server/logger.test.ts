@@ -7,13 +7,24 @@ import { captureLogs } from '../helpers/logs.js';
 // eslint-disable-next-line no-control-regex -- ANSI colour codes begin with ESC
 const ANSI = /\u001b\[[0-9;]*m/;
 /** A process that logs one pretty line through the real logger to fd 1, with `env`. */
-const LOG_ONE = "import { createLogger, flushLogs } from './src/logger.ts'; import { loadConfig } from './src/config.ts'; createLogger(loadConfig().log).info('hello', { n: 1 }); await flushLogs();";
+const LOG_ONE =
+  "import { createLogger, flushLogs } from './src/logger.ts'; import { loadConfig } from './src/config.ts'; createLogger(loadConfig().log).info('hello', { n: 1 }); await flushLogs();";
 function logOne(env: Record<string, string>, { tty }: { tty: boolean }): string {
   const node = [process.execPath, '--import', 'tsx', '--input-type=module', '-e', LOG_ONE];
   // util-linux `script` runs the command on a pseudo-terminal: stdout is a TTY as in a shell.
-  const [command, args] = tty ? ['script', ['-qec', node.map((a) => `'${a.replace(/'/g, "'\\''")}'`).join(' '), '/dev/null']] : [node[0]!, node.slice(1)];
+  const [command, args] = tty
+    ? ['script', ['-qec', node.map((a) => `'${a.replace(/'/g, "'\\''")}'`).join(' '), '/dev/null']]
+    : [node[0]!, node.slice(1)];
   const run = spawnSync(command, args, {
-    env: { ...process.env, NODE_OPTIONS: '', NODE_ENV: 'development', LOG_FORMAT: 'pretty', NO_COLOR: '', FORCE_COLOR: '', ...env },
+    env: {
+      ...process.env,
+      NODE_OPTIONS: '',
+      NODE_ENV: 'development',
+      LOG_FORMAT: 'pretty',
+      NO_COLOR: '',
+      FORCE_COLOR: '',
+      ...env,
+    },
     encoding: 'utf8',
   });
   expect(run.status).toBe(0);
@@ -24,7 +35,11 @@ function logOne(env: Record<string, string>, { tty }: { tty: boolean }): string 
 describe('createLogger', () => {
   it('redacts credentials at any depth of a logged object', () => {
     const { logger, lines, raw } = captureLogs('info');
-    logger.info('login', { headers: { authorization: 'Bearer abc.def.ghi', cookie: 'sid=1' }, body: { email: 'a@b.c', password: 'hunter22' }, refresh_token: 'r1' });
+    logger.info('login', {
+      headers: { authorization: 'Bearer abc.def.ghi', cookie: 'sid=1' },
+      body: { email: 'a@b.c', password: 'hunter22' },
+      refresh_token: 'r1',
+    });
     expect(lines[0]).toMatchObject({
       headers: { authorization: '[REDACTED]', cookie: '[REDACTED]' },
       body: { email: 'a@b.c', password: '[REDACTED]' },

@@ -17,11 +17,20 @@ describe('REDIS_URL at start', () => {
     for (let start = 0; start < 2; start += 1) {
       const dataDir = mkdtempSync(join(tmpdir(), 'tasks-redis-start-'));
       const secret = randomBytes(32).toString('base64url');
-      const server = await startMain({ JWT_SECRET: secret, PGLITE_DIR: dataDir, REDIS_URL: 'redis://127.0.0.1:6379', RATE_LIMIT_PER_MINUTE: '2', WEBHOOK_WORKER: 'off' });
+      const server = await startMain({
+        JWT_SECRET: secret,
+        PGLITE_DIR: dataDir,
+        REDIS_URL: 'redis://127.0.0.1:6379',
+        RATE_LIMIT_PER_MINUTE: '2',
+        WEBHOOK_WORKER: 'off',
+      });
       try {
         const token = await hs256Token(secret, `redis-start-${randomUUID()}`, '5m');
         const statuses = [];
-        for (let i = 0; i < 3; i += 1) statuses.push((await fetch(`${server.url}/api/v1/tasks`, { headers: { Authorization: `Bearer ${token}` } })).status);
+        for (let i = 0; i < 3; i += 1)
+          statuses.push(
+            (await fetch(`${server.url}/api/v1/tasks`, { headers: { Authorization: `Bearer ${token}` } })).status,
+          );
         expect(statuses).toEqual([200, 200, 429]);
         expect(server.stdout()).not.toContain('store failed');
         expect(server.stdout()).not.toContain('redis did not answer');

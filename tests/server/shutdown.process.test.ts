@@ -49,27 +49,48 @@ describe('graceful shutdown under load', () => {
     let signalledAt: number | undefined;
     // `held` bytes of the body are sent only when `release` is called.
     // `socket`: a connection opened earlier, on which nothing has been sent yet.
-    const send = (path: string, options: { method?: string; agent?: Agent; socket?: Socket; body?: unknown; held?: number; release?: Promise<void> } = {}) =>
+    const send = (
+      path: string,
+      options: {
+        method?: string;
+        agent?: Agent;
+        socket?: Socket;
+        body?: unknown;
+        held?: number;
+        release?: Promise<void>;
+      } = {},
+    ) =>
       new Promise<Answer>((resolve) => {
         const body = options.body === undefined ? undefined : JSON.stringify(options.body);
-        const req = request(`${url}${path}`, {
-          method: options.method ?? 'GET',
-          ...(options.socket ? { createConnection: () => options.socket! } : { agent: options.agent ?? false }),
-          headers: {
-            Authorization: `Bearer ${token}`,
-            ...(body === undefined ? {} : { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body) }),
+        const req = request(
+          `${url}${path}`,
+          {
+            method: options.method ?? 'GET',
+            ...(options.socket ? { createConnection: () => options.socket! } : { agent: options.agent ?? false }),
+            headers: {
+              Authorization: `Bearer ${token}`,
+              ...(body === undefined
+                ? {}
+                : { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body) }),
+            },
           },
-        }, (res) => {
-          let text = '';
-          res.setEncoding('utf8');
-          res.on('data', (chunk: string) => (text += chunk));
-          res.on('end', () => {
-            resolve({ status: res.statusCode!, headers: res.headers, body: text, reusedSocket: req.reusedSocket });
-          });
-        });
+          (res) => {
+            let text = '';
+            res.setEncoding('utf8');
+            res.on('data', (chunk: string) => (text += chunk));
+            res.on('end', () => {
+              resolve({ status: res.statusCode!, headers: res.headers, body: text, reusedSocket: req.reusedSocket });
+            });
+          },
+        );
         req.on('socket', (socket) => socket.once('connect', () => (connected += 1)));
         req.on('error', (error) =>
-          resolve({ status: `${path}: ${error.message} ${Date.now() - (signalledAt ?? Date.now())} ms after SIGTERM`, headers: {}, body: '', reusedSocket: req.reusedSocket }),
+          resolve({
+            status: `${path}: ${error.message} ${Date.now() - (signalledAt ?? Date.now())} ms after SIGTERM`,
+            headers: {},
+            body: '',
+            reusedSocket: req.reusedSocket,
+          }),
         );
         if (body === undefined || !options.held || !options.release) {
           req.end(body);
@@ -96,21 +117,35 @@ describe('graceful shutdown under load', () => {
     // The keep-alive connections send their next request, all but the body's last bytes, and the
     // signal comes: those requests are surely in flight when the process takes it.
     const onKeepAlive = Array.from({ length: 4 }, (_, i) =>
-      send('/api/v1/tasks', { method: 'POST', body: { title: `keep-alive in flight ${i}` }, agent: keepAlive, held: 2, release: shuttingDown }),
+      send('/api/v1/tasks', {
+        method: 'POST',
+        body: { title: `keep-alive in flight ${i}` },
+        agent: keepAlive,
+        held: 2,
+        release: shuttingDown,
+      }),
     );
     // Two connections a load balancer's probe has opened, their requests not yet sent.
     const { port } = new URL(url);
-    const probes = await Promise.all([0, 1].map(() => new Promise<Socket>((resolve) => {
-      const socket = connect(Number(port), '127.0.0.1', () => resolve(socket));
-      socket.on('error', () => undefined); // reported by the request sent on it
-    })));
+    const probes = await Promise.all(
+      [0, 1].map(
+        () =>
+          new Promise<Socket>((resolve) => {
+            const socket = connect(Number(port), '127.0.0.1', () => resolve(socket));
+            socket.on('error', () => undefined); // reported by the request sent on it
+          }),
+      ),
+    );
     child.kill('SIGTERM');
     signalledAt = Date.now();
 
     // As soon as the process has taken the signal, readiness says 503 while requests are still answered.
     while (!output().includes('"message":"shutting down"') && child.exitCode === null) await sleep(2);
     signalTaken();
-    const [ready, live] = await Promise.all([send('/health/ready', { socket: probes[0] }), send('/health/live', { socket: probes[1] })]);
+    const [ready, live] = await Promise.all([
+      send('/health/ready', { socket: probes[0] }),
+      send('/health/live', { socket: probes[1] }),
+    ]);
     const statuses = (await Promise.all(burst)).map((answer) => answer.status);
     const inFlight = await Promise.all(onKeepAlive);
 
@@ -137,7 +172,9 @@ describe('graceful shutdown under load', () => {
     // Every 201 is in the database.
     const database = await openDatabase({ pgliteDir: dataDir });
     try {
-      const { rows } = await sql<{ n: number }>`select count(*)::int as n from tasks where owner_id = 'shutdown-user'`.execute(database.db);
+      const { rows } = await sql<{
+        n: number;
+      }>`select count(*)::int as n from tasks where owner_id = 'shutdown-user'`.execute(database.db);
       expect(rows[0]!.n).toBe(4 + 150 + 4);
     } finally {
       await database.close();

@@ -18,7 +18,10 @@ async function create(): Promise<Task> {
 }
 
 const patch = (task: Task, ifMatch: string | undefined, body: { title?: string } = { title: 'changed' }) =>
-  api.PATCH('/api/v1/tasks/{taskId}', { params: { path: { taskId: task.id }, header: ifMatch === undefined ? {} : { 'If-Match': ifMatch } }, body });
+  api.PATCH('/api/v1/tasks/{taskId}', {
+    params: { path: { taskId: task.id }, header: ifMatch === undefined ? {} : { 'If-Match': ifMatch } },
+    body,
+  });
 
 describe('ETag on every single-task response', () => {
   it('starts at "1" and follows the version through each change', async () => {
@@ -28,7 +31,10 @@ describe('ETag on every single-task response', () => {
     expect(read.response.headers.get('etag')).toBe('"1"');
     const patched = await patch(task, undefined);
     expect([patched.response.headers.get('etag'), patched.data!.version]).toEqual(['"2"', 2]);
-    const replaced = await api.PUT('/api/v1/tasks/{taskId}', { params: { path: { taskId: task.id } }, body: { title: 'whole' } });
+    const replaced = await api.PUT('/api/v1/tasks/{taskId}', {
+      params: { path: { taskId: task.id } },
+      body: { title: 'whole' },
+    });
     expect([replaced.response.headers.get('etag'), replaced.data!.version]).toEqual(['"3"', 3]);
   });
 
@@ -44,9 +50,13 @@ describe('GET with If-None-Match', () => {
     const task = await create();
     // For another user the task does not exist: 404 wins over the precondition, nothing leaks.
     const stranger = server.client(await server.tokenFor(newUser()));
-    const theirs = await stranger.GET('/api/v1/tasks/{taskId}', { params: { path: { taskId: task.id }, header: { 'If-None-Match': ifNoneMatch } } });
+    const theirs = await stranger.GET('/api/v1/tasks/{taskId}', {
+      params: { path: { taskId: task.id }, header: { 'If-None-Match': ifNoneMatch } },
+    });
     expect(theirs.response.status).toBe(404);
-    const mine = await api.GET('/api/v1/tasks/{taskId}', { params: { path: { taskId: task.id }, header: { 'If-None-Match': ifNoneMatch } } });
+    const mine = await api.GET('/api/v1/tasks/{taskId}', {
+      params: { path: { taskId: task.id }, header: { 'If-None-Match': ifNoneMatch } },
+    });
     expect(mine.response.status).toBe(304);
     expect(mine.response.headers.get('etag')).toBe('"1"');
     expect(await mine.response.clone().text()).toBe('');
@@ -55,7 +65,9 @@ describe('GET with If-None-Match', () => {
   it('answers 200 with the task once it has changed', async () => {
     const task = await create();
     await patch(task, undefined);
-    const { data, response } = await api.GET('/api/v1/tasks/{taskId}', { params: { path: { taskId: task.id }, header: { 'If-None-Match': '"1"' } } });
+    const { data, response } = await api.GET('/api/v1/tasks/{taskId}', {
+      params: { path: { taskId: task.id }, header: { 'If-None-Match': '"1"' } },
+    });
     expect([response.status, response.headers.get('etag'), data!.title]).toEqual([200, '"2"', 'changed']);
   });
 });
@@ -66,7 +78,9 @@ describe('PATCH, PUT and DELETE with If-Match', () => {
     expect((await patch(task, '"1"')).response.status).toBe(200);
     expect((await patch(task, '"9", "2"')).response.status).toBe(200);
     expect((await patch(task, '*')).response.status).toBe(200);
-    const del = await api.DELETE('/api/v1/tasks/{taskId}', { params: { path: { taskId: task.id }, header: { 'If-Match': '"4"' } } });
+    const del = await api.DELETE('/api/v1/tasks/{taskId}', {
+      params: { path: { taskId: task.id }, header: { 'If-Match': '"4"' } },
+    });
     expect(del.response.status).toBe(204);
   });
 
@@ -78,26 +92,28 @@ describe('PATCH, PUT and DELETE with If-Match', () => {
     ['"+2"', 'the current version with a sign'],
     ['"99999999999"', 'a version no task can have'],
     ['"2147483648"', 'one past the largest version'],
-  ])(
-    'answer 412 problem+json for %s (%s) and change nothing',
-    async (ifMatch) => {
-      const task = await create();
-      await patch(task, undefined, { title: 'second version' });
-      const attempts = [
-        await patch(task, ifMatch),
-        await api.PUT('/api/v1/tasks/{taskId}', { params: { path: { taskId: task.id }, header: { 'If-Match': ifMatch } }, body: { title: 'x' } }),
-        await api.DELETE('/api/v1/tasks/{taskId}', { params: { path: { taskId: task.id }, header: { 'If-Match': ifMatch } } }),
-      ];
-      for (const { response, error } of attempts) {
-        expect(response.status).toBe(412);
-        expect(response.headers.get('content-type')).toBe('application/problem+json; charset=utf-8');
-        expect(error).toMatchObject({ type: 'urn:tasks-api:problem:precondition-failed', status: 412 });
-        expect((error as { detail: string }).detail).toContain('"2"');
-      }
-      const after = await api.GET('/api/v1/tasks/{taskId}', { params: { path: { taskId: task.id } } });
-      expect([after.data!.title, after.data!.version]).toEqual(['second version', 2]);
-    },
-  );
+  ])('answer 412 problem+json for %s (%s) and change nothing', async (ifMatch) => {
+    const task = await create();
+    await patch(task, undefined, { title: 'second version' });
+    const attempts = [
+      await patch(task, ifMatch),
+      await api.PUT('/api/v1/tasks/{taskId}', {
+        params: { path: { taskId: task.id }, header: { 'If-Match': ifMatch } },
+        body: { title: 'x' },
+      }),
+      await api.DELETE('/api/v1/tasks/{taskId}', {
+        params: { path: { taskId: task.id }, header: { 'If-Match': ifMatch } },
+      }),
+    ];
+    for (const { response, error } of attempts) {
+      expect(response.status).toBe(412);
+      expect(response.headers.get('content-type')).toBe('application/problem+json; charset=utf-8');
+      expect(error).toMatchObject({ type: 'urn:tasks-api:problem:precondition-failed', status: 412 });
+      expect((error as { detail: string }).detail).toContain('"2"');
+    }
+    const after = await api.GET('/api/v1/tasks/{taskId}', { params: { path: { taskId: task.id } } });
+    expect([after.data!.title, after.data!.version]).toEqual(['second version', 2]);
+  });
 
   it('answer 404, not 412, for a task that is not there', async () => {
     const { response } = await patch({ id: '0b6f3c4e-6a43-4f6e-9a57-2d1f0c3e8b11' } as Task, '"1"');
@@ -106,7 +122,10 @@ describe('PATCH, PUT and DELETE with If-Match', () => {
 
   it('of two writers holding the same version, exactly one wins', async () => {
     const task = await create();
-    const results = await Promise.all([patch(task, '"1"', { title: 'writer A' }), patch(task, '"1"', { title: 'writer B' })]);
+    const results = await Promise.all([
+      patch(task, '"1"', { title: 'writer A' }),
+      patch(task, '"1"', { title: 'writer B' }),
+    ]);
     const statuses = results.map((r) => r.response.status).sort();
     expect(statuses).toEqual([200, 412]);
     const winner = results.find((r) => r.response.status === 200)!.data!;

@@ -27,8 +27,12 @@ describe('two users', () => {
   });
 
   it('cannot change each other’s tasks with PATCH or PUT', async () => {
-    expect((await bob.PATCH('/api/v1/tasks/{taskId}', { ...path(), body: { title: 'pwned' } })).response.status).toBe(404);
-    expect((await bob.PUT('/api/v1/tasks/{taskId}', { ...path(), body: { title: 'pwned' } })).response.status).toBe(404);
+    expect((await bob.PATCH('/api/v1/tasks/{taskId}', { ...path(), body: { title: 'pwned' } })).response.status).toBe(
+      404,
+    );
+    expect((await bob.PUT('/api/v1/tasks/{taskId}', { ...path(), body: { title: 'pwned' } })).response.status).toBe(
+      404,
+    );
   });
 
   it('cannot delete each other’s tasks', async () => {

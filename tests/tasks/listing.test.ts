@@ -29,7 +29,9 @@ async function listAll(api: TasksClient, query: ListQuery): Promise<{ ids: strin
   let cursor: string | undefined;
   let pages = 0;
   do {
-    const { data, response } = await api.GET('/api/v1/tasks', { params: { query: { ...query, ...(cursor ? { cursor } : {}) } } });
+    const { data, response } = await api.GET('/api/v1/tasks', {
+      params: { query: { ...query, ...(cursor ? { cursor } : {}) } },
+    });
     expect(response.status).toBe(200);
     ids.push(...data!.items.map((t) => t.id));
     cursor = data!.next_cursor ?? undefined;
@@ -40,20 +42,29 @@ async function listAll(api: TasksClient, query: ListQuery): Promise<{ ids: strin
 
 const RANK = { low: 1, medium: 2, high: 3 } as const;
 const byId = (a: Task, b: Task) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
-const compareBy = <K>(key: (t: Task) => K) => (a: Task, b: Task) => {
-  const [x, y] = [key(a), key(b)];
-  return x < y ? -1 : x > y ? 1 : byId(a, b);
-};
+const compareBy =
+  <K>(key: (t: Task) => K) =>
+  (a: Task, b: Task) => {
+    const [x, y] = [key(a), key(b)];
+    return x < y ? -1 : x > y ? 1 : byId(a, b);
+  };
 
 /** The order the API promises for each sort, computed here from the tasks themselves. */
 function expectedOrder(tasks: Task[], sort: SortParam): string[] {
   const field = sort.replace(/^-/, '');
   const desc = sort.startsWith('-');
-  const sorted = (some: Task[], compare: (a: Task, b: Task) => number) => [...some].sort((a, b) => (desc ? -compare(a, b) : compare(a, b)));
+  const sorted = (some: Task[], compare: (a: Task, b: Task) => number) =>
+    [...some].sort((a, b) => (desc ? -compare(a, b) : compare(a, b)));
   if (field === 'due_at') {
     // Tasks without a due date last, both ways; ties (and the undated) by id in the sort's direction.
-    const dated = sorted(tasks.filter((t) => t.due_at !== null), compareBy((t) => t.due_at!));
-    const undated = sorted(tasks.filter((t) => t.due_at === null), byId);
+    const dated = sorted(
+      tasks.filter((t) => t.due_at !== null),
+      compareBy((t) => t.due_at!),
+    );
+    const undated = sorted(
+      tasks.filter((t) => t.due_at === null),
+      byId,
+    );
     return [...dated, ...undated].map((t) => t.id);
   }
   const keys: Record<string, (t: Task) => string | number> = {
@@ -106,20 +117,59 @@ describe('GET /api/v1/tasks: filters', () => {
   const t: Record<string, Task> = {};
   beforeAll(async () => {
     api = await asNewUser();
-    t.passport = await create(api, { title: 'Renew PASSPORT', description: null, priority: 'high', tags: ['admin', 'travel'], due_at: '2026-12-01T09:00:00.000Z' });
-    t.percent = await create(api, { title: 'Reach 100% coverage', priority: 'medium', tags: ['work'], due_at: '2026-12-05T00:00:00.000Z' });
+    t.passport = await create(api, {
+      title: 'Renew PASSPORT',
+      description: null,
+      priority: 'high',
+      tags: ['admin', 'travel'],
+      due_at: '2026-12-01T09:00:00.000Z',
+    });
+    t.percent = await create(api, {
+      title: 'Reach 100% coverage',
+      priority: 'medium',
+      tags: ['work'],
+      due_at: '2026-12-05T00:00:00.000Z',
+    });
     t.thousand = await create(api, { title: 'Read 1000 pages', priority: 'low', tags: ['home'], due_at: null });
-    t.underscore = await create(api, { title: 'rename snake_case', description: 'in the admin tool', priority: 'medium', tags: ['work', 'admin'], due_at: '2026-11-20T00:00:00.000Z' });
-    t.snakecase = await create(api, { title: 'rename snakeXcase', priority: 'high', tags: ['work'], due_at: '2026-11-25T00:00:00.000Z' });
-    t.backslash = await create(api, { title: 'Escape C:\\temp', priority: 'low', tags: ['admin', 'work', 'travel'], due_at: '2026-12-01T09:00:00.000Z' });
-    t.done = await create(api, { title: 'Booked the hotel', description: 'travel passport copy attached', priority: 'high', tags: ['travel'], completed: true, due_at: null });
+    t.underscore = await create(api, {
+      title: 'rename snake_case',
+      description: 'in the admin tool',
+      priority: 'medium',
+      tags: ['work', 'admin'],
+      due_at: '2026-11-20T00:00:00.000Z',
+    });
+    t.snakecase = await create(api, {
+      title: 'rename snakeXcase',
+      priority: 'high',
+      tags: ['work'],
+      due_at: '2026-11-25T00:00:00.000Z',
+    });
+    t.backslash = await create(api, {
+      title: 'Escape C:\\temp',
+      priority: 'low',
+      tags: ['admin', 'work', 'travel'],
+      due_at: '2026-12-01T09:00:00.000Z',
+    });
+    t.done = await create(api, {
+      title: 'Booked the hotel',
+      description: 'travel passport copy attached',
+      priority: 'high',
+      tags: ['travel'],
+      completed: true,
+      due_at: null,
+    });
   });
 
   const ids = async (query: ListQuery) => (await listAll(api, { ...query, sort: 'created_at' })).ids;
 
   it('priority is repeatable and matches any of the values', async () => {
     expect(await ids({ priority: ['high'] })).toEqual([t.passport!.id, t.snakecase!.id, t.done!.id]);
-    expect(await ids({ priority: ['low', 'medium'] })).toEqual([t.percent!.id, t.thousand!.id, t.underscore!.id, t.backslash!.id]);
+    expect(await ids({ priority: ['low', 'medium'] })).toEqual([
+      t.percent!.id,
+      t.thousand!.id,
+      t.underscore!.id,
+      t.backslash!.id,
+    ]);
   });
 
   it('tag is repeatable and a task must carry every given tag', async () => {
@@ -129,9 +179,17 @@ describe('GET /api/v1/tasks: filters', () => {
   });
 
   it('due_after is inclusive, due_before exclusive, and undated tasks match neither', async () => {
-    expect(await ids({ due_after: '2026-12-01T09:00:00.000Z' })).toEqual([t.passport!.id, t.percent!.id, t.backslash!.id]);
+    expect(await ids({ due_after: '2026-12-01T09:00:00.000Z' })).toEqual([
+      t.passport!.id,
+      t.percent!.id,
+      t.backslash!.id,
+    ]);
     expect(await ids({ due_before: '2026-12-01T09:00:00.000Z' })).toEqual([t.underscore!.id, t.snakecase!.id]);
-    expect(await ids({ due_after: '2026-11-25T00:00:00+00:00', due_before: '2026-12-05T00:00:00Z' })).toEqual([t.passport!.id, t.snakecase!.id, t.backslash!.id]);
+    expect(await ids({ due_after: '2026-11-25T00:00:00+00:00', due_before: '2026-12-05T00:00:00Z' })).toEqual([
+      t.passport!.id,
+      t.snakecase!.id,
+      t.backslash!.id,
+    ]);
   });
 
   it('q searches title and description case-insensitively, with %, _ and \\ taken literally', async () => {
@@ -147,13 +205,22 @@ describe('GET /api/v1/tasks: filters', () => {
   it('filters combine with status, with each other and with any sort, across pages', async () => {
     expect(await ids({ status: 'completed', tag: ['travel'] })).toEqual([t.done!.id]);
     expect(await ids({ status: 'pending', q: 'passport' })).toEqual([t.passport!.id]);
-    const { ids: work } = await listAll(api, { tag: ['work'], priority: ['medium', 'high'], sort: '-due_at', limit: 1 });
+    const { ids: work } = await listAll(api, {
+      tag: ['work'],
+      priority: ['medium', 'high'],
+      sort: '-due_at',
+      limit: 1,
+    });
     expect(work).toEqual([t.percent!.id, t.snakecase!.id, t.underscore!.id]);
   });
 
   it('the Link header repeats the filters and the sort with the next cursor', async () => {
-    const { data, response } = await api.GET('/api/v1/tasks', { params: { query: { tag: ['work'], sort: 'title', limit: 1 } } });
-    expect(response.headers.get('link')).toBe(`</api/v1/tasks?tag=work&sort=title&limit=1&cursor=${data!.next_cursor}>; rel="next"`);
+    const { data, response } = await api.GET('/api/v1/tasks', {
+      params: { query: { tag: ['work'], sort: 'title', limit: 1 } },
+    });
+    expect(response.headers.get('link')).toBe(
+      `</api/v1/tasks?tag=work&sort=title&limit=1&cursor=${data!.next_cursor}>; rel="next"`,
+    );
   });
 });
 
@@ -164,7 +231,12 @@ describe('GET /api/v1/tasks: cursors', () => {
     token = await server.tokenFor(newUser());
     api = server.client(token);
     for (let i = 0; i < 5; i += 1) {
-      await create(api, { title: `task ${i}`, priority: i % 2 ? 'high' : 'low', tags: ['x'], due_at: `2026-12-0${i + 1}T00:00:00.000Z` });
+      await create(api, {
+        title: `task ${i}`,
+        priority: i % 2 ? 'high' : 'low',
+        tags: ['x'],
+        due_at: `2026-12-0${i + 1}T00:00:00.000Z`,
+      });
     }
   });
 
@@ -174,12 +246,16 @@ describe('GET /api/v1/tasks: cursors', () => {
     return cursor!;
   }
   const reencode = (cursor: string, change: Record<string, unknown>) =>
-    Buffer.from(JSON.stringify({ ...JSON.parse(Buffer.from(cursor, 'base64url').toString()), ...change })).toString('base64url');
+    Buffer.from(JSON.stringify({ ...JSON.parse(Buffer.from(cursor, 'base64url').toString()), ...change })).toString(
+      'base64url',
+    );
 
   it('following the Link header with the same token gives the next page', async () => {
     const first = await api.GET('/api/v1/tasks', { params: { query: { sort: '-priority', tag: ['x'], limit: 2 } } });
     const link = first.response.headers.get('link')!;
-    const next = await fetch(`${server.url}${link.slice(1, link.indexOf('>'))}`, { headers: { Authorization: `Bearer ${token}` } });
+    const next = await fetch(`${server.url}${link.slice(1, link.indexOf('>'))}`, {
+      headers: { Authorization: `Bearer ${token}` },
+    });
     const body = (await next.json()) as { items: Task[] };
     const all = await listAll(api, { sort: '-priority', tag: ['x'], limit: 2 });
     expect(body.items.map((t) => t.id)).toEqual(all.ids.slice(2, 4));
@@ -196,11 +272,17 @@ describe('GET /api/v1/tasks: cursors', () => {
     const cursor = await firstCursor(issuedFor);
     const { error, response } = await api.GET('/api/v1/tasks', { params: { query: { ...usedWith, cursor } } });
     expect(response.status).toBe(422);
-    expect(error!.errors).toEqual([{ in: 'query', pointer: '/cursor', detail: 'it was issued for a different sort or different filters' }]);
+    expect(error!.errors).toEqual([
+      { in: 'query', pointer: '/cursor', detail: 'it was issued for a different sort or different filters' },
+    ]);
   });
 
   it('the same query spelt differently accepts its cursor', async () => {
-    const cursor = await firstCursor({ priority: ['low', 'high'], tag: ['x', 'x'], due_before: '2030-01-01T00:00:00Z' });
+    const cursor = await firstCursor({
+      priority: ['low', 'high'],
+      tag: ['x', 'x'],
+      due_before: '2030-01-01T00:00:00Z',
+    });
     const { response } = await api.GET('/api/v1/tasks', {
       params: { query: { priority: ['high', 'low'], tag: ['x'], due_before: '2030-01-01T01:00:00+01:00', cursor } },
     });
@@ -225,13 +307,16 @@ describe('GET /api/v1/tasks: cursors', () => {
   it('no page skips or repeats a task when tasks are created and deleted between pages, whatever the sort', async () => {
     const own = await asNewUser();
     const made: Task[] = [];
-    for (const priority of ['low', 'high', 'medium', 'high', 'low', 'medium'] as const) made.push(await create(own, { priority }));
+    for (const priority of ['low', 'high', 'medium', 'high', 'low', 'medium'] as const)
+      made.push(await create(own, { priority }));
     const page1 = await own.GET('/api/v1/tasks', { params: { query: { sort: '-priority', limit: 3 } } });
     const shown = page1.data!.items;
     // A new task that sorts before the cursor, and the deletion of page 1's last row.
     await create(own, { priority: 'high' });
     await own.DELETE('/api/v1/tasks/{taskId}', { params: { path: { taskId: shown[2]!.id } } });
-    const page2 = await own.GET('/api/v1/tasks', { params: { query: { sort: '-priority', limit: 3, cursor: page1.data!.next_cursor! } } });
+    const page2 = await own.GET('/api/v1/tasks', {
+      params: { query: { sort: '-priority', limit: 3, cursor: page1.data!.next_cursor! } },
+    });
     const expectedRest = expectedOrder(made, '-priority').filter((id) => !shown.some((s) => s.id === id));
     expect(page2.data!.items.map((t) => t.id)).toEqual(expectedRest);
   });
@@ -249,7 +334,13 @@ describe('GET /api/v1/tags', () => {
 
     const { data, response } = await api.GET('/api/v1/tags');
     expect(response.status).toBe(200);
-    expect(data).toEqual({ items: [{ tag: 'errands', count: 3 }, { tag: 'home', count: 2 }, { tag: 'work', count: 1 }] });
+    expect(data).toEqual({
+      items: [
+        { tag: 'errands', count: 3 },
+        { tag: 'home', count: 2 },
+        { tag: 'work', count: 1 },
+      ],
+    });
   });
 
   it('is empty for a user without tasks', async () => {
@@ -264,9 +355,12 @@ describe('GET /api/v1/tasks: instants as people type them', () => {
     const api = server.client(token);
     const due = await create(api, { due_at: '2026-12-01T09:00:00.000Z' });
     await create(api, { due_at: '2027-06-01T09:00:00.000Z' });
-    const res = await fetch(`${server.url}/api/v1/tasks?due_after=2026-11-30T00:00:00Z&due_before=2026-12-02T00:00:00%2B01:00`, {
-      headers: { Authorization: `Bearer ${token}` },
-    });
+    const res = await fetch(
+      `${server.url}/api/v1/tasks?due_after=2026-11-30T00:00:00Z&due_before=2026-12-02T00:00:00%2B01:00`,
+      {
+        headers: { Authorization: `Bearer ${token}` },
+      },
+    );
     expect(res.status).toBe(200);
     expect(((await res.json()) as { items: Task[] }).items.map((t) => t.id)).toEqual([due.id]);
   });

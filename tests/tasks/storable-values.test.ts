@@ -12,8 +12,13 @@ afterAll(() => server.close());
 
 /** POST /tasks with a raw JSON text (so lone surrogates travel as `\ud800` escapes, as a client would send them). */
 const postRaw = (json: string) =>
-  fetch(`${server.url}/api/v1/tasks`, { method: 'POST', headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' }, body: json });
-const list = (query: string) => fetch(`${server.url}/api/v1/tasks?${query}`, { headers: { Authorization: `Bearer ${token}` } });
+  fetch(`${server.url}/api/v1/tasks`, {
+    method: 'POST',
+    headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' },
+    body: json,
+  });
+const list = (query: string) =>
+  fetch(`${server.url}/api/v1/tasks?${query}`, { headers: { Authorization: `Bearer ${token}` } });
 
 async function expect422(res: Response, where: 'body' | 'query', pointer: string) {
   expect(res.status).toBe(422);
@@ -50,7 +55,12 @@ describe('text PostgreSQL cannot store as sent is a 422 naming the field, never 
 
   it('refuses a token whose subject PostgreSQL could not store, with 401', async () => {
     for (const sub of ['user\u0000admin', 'user\ud800']) {
-      const bad = await new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setSubject(sub).setIssuer(TEST_ISSUER).setIssuedAt().setExpirationTime('5m')
+      const bad = await new SignJWT({})
+        .setProtectedHeader({ alg: 'HS256' })
+        .setSubject(sub)
+        .setIssuer(TEST_ISSUER)
+        .setIssuedAt()
+        .setExpirationTime('5m')
         .sign(new TextEncoder().encode(server.secret));
       const res = await fetch(`${server.url}/api/v1/tasks`, { headers: { Authorization: `Bearer ${bad}` } });
       expect(res.status).toBe(401);
@@ -78,8 +88,16 @@ describe('date-times PostgreSQL can store and the API can write back', () => {
   it.each([
     ['the first instant of year 1', '0001-01-01T00:00:00Z', '0001-01-01T00:00:00.000Z'],
     ['the last millisecond of year 9999', '9999-12-31T23:59:59.999Z', '9999-12-31T23:59:59.999Z'],
-    ['digits beyond the millisecond (dropped, not rounded into year 10000)', '9999-12-31T23:59:59.9999999Z', '9999-12-31T23:59:59.999Z'],
-    ['the last day of year 9999 with the largest positive offset', '9999-12-31T23:30:00+15:59', '9999-12-31T07:31:00.000Z'],
+    [
+      'digits beyond the millisecond (dropped, not rounded into year 10000)',
+      '9999-12-31T23:59:59.9999999Z',
+      '9999-12-31T23:59:59.999Z',
+    ],
+    [
+      'the last day of year 9999 with the largest positive offset',
+      '9999-12-31T23:30:00+15:59',
+      '9999-12-31T07:31:00.000Z',
+    ],
     ['the largest offset', '2026-06-01T12:00:00-15:59', '2026-06-02T03:59:00.000Z'],
     ['29 February of a leap year, lower-case t and z', '2024-02-29t12:00:00z', '2024-02-29T12:00:00.000Z'],
   ])('accepts %s and writes it back as RFC 3339 with a four-digit year', async (_label, value, written) => {
@@ -91,8 +109,18 @@ describe('date-times PostgreSQL can store and the API can write back', () => {
   it('accepts back every cursor it issues, for tasks due at the ends of the range', async () => {
     const owner = await server.tokenFor(newUser());
     const post = (due_at: string) =>
-      fetch(`${server.url}/api/v1/tasks`, { method: 'POST', headers: { Authorization: `Bearer ${owner}`, 'Content-Type': 'application/json' }, body: JSON.stringify({ title: due_at, due_at }) });
-    for (const due of ['0001-01-01T00:00:00Z', '0001-01-01T00:00:00.001Z', '9999-12-31T23:59:59.999999Z', '9999-12-31T23:59:59.998Z']) expect((await post(due)).status).toBe(201);
+      fetch(`${server.url}/api/v1/tasks`, {
+        method: 'POST',
+        headers: { Authorization: `Bearer ${owner}`, 'Content-Type': 'application/json' },
+        body: JSON.stringify({ title: due_at, due_at }),
+      });
+    for (const due of [
+      '0001-01-01T00:00:00Z',
+      '0001-01-01T00:00:00.001Z',
+      '9999-12-31T23:59:59.999999Z',
+      '9999-12-31T23:59:59.998Z',
+    ])
+      expect((await post(due)).status).toBe(201);
     for (const sort of ['due_at', '-due_at']) {
       const seen: string[] = [];
       let next = `${server.url}/api/v1/tasks?limit=1&sort=${sort}`;

@@ -24,7 +24,13 @@ describe('POST /api/v1/tasks', () => {
   it('creates a task with 201, a Location header and server-set fields', async () => {
     const api = await asNewUser();
     const { data, response } = await api.POST('/api/v1/tasks', {
-      body: { title: '  Renew passport  ', description: 'Photos in the drawer', priority: 'high', due_at: '2026-12-01T09:00:00.000Z', tags: ['admin', 'travel'] },
+      body: {
+        title: '  Renew passport  ',
+        description: 'Photos in the drawer',
+        priority: 'high',
+        due_at: '2026-12-01T09:00:00.000Z',
+        tags: ['admin', 'travel'],
+      },
     });
     expect(response.status).toBe(201);
     expect(response.headers.get('location')).toBe(`/api/v1/tasks/${data!.id}`);
@@ -64,7 +70,9 @@ describe('GET /api/v1/tasks/{taskId}', () => {
     const { data, response } = await api.GET('/api/v1/tasks/{taskId}', { params: { path: { taskId: created!.id } } });
     expect(response.status).toBe(200);
     expect(data).toEqual(created);
-    const viaLocation = await fetch(`${server.url}${createResponse.headers.get('location')}`, { headers: { Authorization: `Bearer ${token}` } });
+    const viaLocation = await fetch(`${server.url}${createResponse.headers.get('location')}`, {
+      headers: { Authorization: `Bearer ${token}` },
+    });
     expect(await viaLocation.json()).toEqual(created);
   });
 
@@ -113,7 +121,9 @@ describe('GET /api/v1/tasks', () => {
     let cursor: string | undefined;
     let pages = 0;
     do {
-      const { data, response } = await api.GET('/api/v1/tasks', { params: { query: { limit: 3, ...(cursor ? { cursor } : {}) } } });
+      const { data, response } = await api.GET('/api/v1/tasks', {
+        params: { query: { limit: 3, ...(cursor ? { cursor } : {}) } },
+      });
       pages += 1;
       seen.push(...data!.items.map((t) => t.id));
       cursor = data!.next_cursor ?? undefined;
@@ -148,7 +158,9 @@ describe('GET /api/v1/tasks', () => {
       params: { query: { limit: 1, status: 'pending', cursor: page.data!.next_cursor! } },
     });
     expect(response.status).toBe(422);
-    expect(error!.errors).toEqual([{ in: 'query', pointer: '/cursor', detail: 'it was issued for a different sort or different filters' }]);
+    expect(error!.errors).toEqual([
+      { in: 'query', pointer: '/cursor', detail: 'it was issued for a different sort or different filters' },
+    ]);
   });
 
   it.each([
@@ -159,7 +171,10 @@ describe('GET /api/v1/tasks', () => {
     const api = await asNewUser();
     const { error, response } = await api.GET('/api/v1/tasks', { params: { query: { cursor } } });
     expect(response.status).toBe(422);
-    expect(error).toMatchObject({ type: 'urn:tasks-api:problem:validation-failed', errors: [{ in: 'query', pointer: '/cursor' }] });
+    expect(error).toMatchObject({
+      type: 'urn:tasks-api:problem:validation-failed',
+      errors: [{ in: 'query', pointer: '/cursor' }],
+    });
   });
 });
 
@@ -173,7 +188,14 @@ describe('PATCH /api/v1/tasks/{taskId}', () => {
       body: { title: ' New ', priority: 'high' },
     });
     expect(response.status).toBe(200);
-    expect(data).toMatchObject({ id: task.id, title: 'New', priority: 'high', description: 'keep me', tags: ['a'], created_at: task.created_at });
+    expect(data).toMatchObject({
+      id: task.id,
+      title: 'New',
+      priority: 'high',
+      description: 'keep me',
+      tags: ['a'],
+      created_at: task.created_at,
+    });
     expect(Date.parse(data!.updated_at)).toBeGreaterThan(Date.parse(task.updated_at));
   });
 
@@ -192,11 +214,20 @@ describe('PATCH /api/v1/tasks/{taskId}', () => {
   it('sets completed_at when completed and clears it when reopened', async () => {
     const api = await asNewUser();
     const task = await create(api);
-    const done = await api.PATCH('/api/v1/tasks/{taskId}', { params: { path: { taskId: task.id } }, body: { completed: true } });
+    const done = await api.PATCH('/api/v1/tasks/{taskId}', {
+      params: { path: { taskId: task.id } },
+      body: { completed: true },
+    });
     expect(done.data!.completed_at).not.toBeNull();
-    const again = await api.PATCH('/api/v1/tasks/{taskId}', { params: { path: { taskId: task.id } }, body: { completed: true } });
+    const again = await api.PATCH('/api/v1/tasks/{taskId}', {
+      params: { path: { taskId: task.id } },
+      body: { completed: true },
+    });
     expect(again.data!.completed_at).toBe(done.data!.completed_at);
-    const reopened = await api.PATCH('/api/v1/tasks/{taskId}', { params: { path: { taskId: task.id } }, body: { completed: false } });
+    const reopened = await api.PATCH('/api/v1/tasks/{taskId}', {
+      params: { path: { taskId: task.id } },
+      body: { completed: false },
+    });
     expect(reopened.data).toMatchObject({ completed: false, completed_at: null });
   });
 
@@ -211,8 +242,17 @@ describe('PATCH /api/v1/tasks/{taskId}', () => {
 describe('PUT /api/v1/tasks/{taskId}', () => {
   it('replaces the whole task, defaulting what the body leaves out, keeping id and created_at', async () => {
     const api = await asNewUser();
-    const task = await create(api, { description: 'gone', priority: 'high', tags: ['x'], completed: true, due_at: '2027-01-01T00:00:00.000Z' });
-    const { data, response } = await api.PUT('/api/v1/tasks/{taskId}', { params: { path: { taskId: task.id } }, body: { title: 'Replaced' } });
+    const task = await create(api, {
+      description: 'gone',
+      priority: 'high',
+      tags: ['x'],
+      completed: true,
+      due_at: '2027-01-01T00:00:00.000Z',
+    });
+    const { data, response } = await api.PUT('/api/v1/tasks/{taskId}', {
+      params: { path: { taskId: task.id } },
+      body: { title: 'Replaced' },
+    });
     expect(response.status).toBe(200);
     expect(data).toMatchObject({
       id: task.id,

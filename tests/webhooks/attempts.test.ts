@@ -40,9 +40,13 @@ function countingSender(ms: number, result: Omit<SendResult, 'durationMs'> = { o
 /** A user, an endpoint subscribed to task.created and a task: one pending delivery; its id. */
 async function oneDelivery(): Promise<{ id: string; webhookId: string; api: ReturnType<TestServer['client']> }> {
   const api = server.client(await server.tokenFor());
-  const { data: hook } = await api.POST('/api/v1/webhooks', { body: { url: 'https://hooks.example.com/x', events: ['task.created'] } });
+  const { data: hook } = await api.POST('/api/v1/webhooks', {
+    body: { url: 'https://hooks.example.com/x', events: ['task.created'] },
+  });
   await api.POST('/api/v1/tasks', { body: buildTask() });
-  const { data } = await api.GET('/api/v1/webhooks/{webhookId}/deliveries', { params: { path: { webhookId: hook!.id } } });
+  const { data } = await api.GET('/api/v1/webhooks/{webhookId}/deliveries', {
+    params: { path: { webhookId: hook!.id } },
+  });
   return { id: data!.items[0]!.id, webhookId: hook!.id, api };
 }
 
@@ -72,13 +76,20 @@ describe('an attempt claims its delivery', () => {
   it('and a dead worker’s claim lapses: the queue’s rerun of its job sends', async () => {
     const { id } = await oneDelivery();
     const { sent, send } = countingSender(1);
-    const claim = (at: string) => sql`update webhook_deliveries set claimed_until = now() + ${sql.raw(`interval '${at}'`)} where id = ${id}`.execute(server.database.db);
+    const claim = (at: string) =>
+      sql`update webhook_deliveries set claimed_until = now() + ${sql.raw(`interval '${at}'`)} where id = ${id}`.execute(
+        server.database.db,
+      );
     await claim('10 seconds'); // a worker is (or was, a moment ago) sending it
     expect(await runner(send)({ delivery: id, attempt: 1 })).toBe('skipped');
     await claim('-1 second'); // that worker died; its claim ran out
     expect(await runner(send)({ delivery: id, attempt: 1 })).toBe('succeeded');
     expect(sent).toHaveLength(1);
-    const [row] = await server.database.db.selectFrom('webhook_deliveries').select(['claimed_until', 'status']).where('id', '=', id).execute();
+    const [row] = await server.database.db
+      .selectFrom('webhook_deliveries')
+      .select(['claimed_until', 'status'])
+      .where('id', '=', id)
+      .execute();
     expect(row).toEqual({ claimed_until: null, status: 'succeeded' });
   });
 });
@@ -86,16 +97,24 @@ describe('an attempt claims its delivery', () => {
 describe('what an attempt records and signs', () => {
   it('a success ends the endpoint’s failing streak', async () => {
     const { id, webhookId } = await oneDelivery();
-    await sql`update webhook_endpoints set failing_since = now() - interval '1 hour' where id = ${webhookId}`.execute(server.database.db);
+    await sql`update webhook_endpoints set failing_since = now() - interval '1 hour' where id = ${webhookId}`.execute(
+      server.database.db,
+    );
     expect(await runner(countingSender(1).send)({ delivery: id, attempt: 1 })).toBe('succeeded');
-    const endpoint = await server.database.db.selectFrom('webhook_endpoints').select(['failing_since', 'enabled']).where('id', '=', webhookId).executeTakeFirstOrThrow();
+    const endpoint = await server.database.db
+      .selectFrom('webhook_endpoints')
+      .select(['failing_since', 'enabled'])
+      .where('id', '=', webhookId)
+      .executeTakeFirstOrThrow();
     expect(endpoint).toEqual({ failing_since: null, enabled: true });
   });
 
   it('signs with the previous secret too only while its grace period lasts', async () => {
     const signatures = async (graceEnds: string) => {
       const { id, webhookId } = await oneDelivery();
-      await sql`update webhook_endpoints set previous_secret = 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw', previous_secret_expires_at = now() + ${sql.raw(`interval '${graceEnds}'`)} where id = ${webhookId}`.execute(server.database.db);
+      await sql`update webhook_endpoints set previous_secret = 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw', previous_secret_expires_at = now() + ${sql.raw(`interval '${graceEnds}'`)} where id = ${webhookId}`.execute(
+        server.database.db,
+      );
       const { sent, send } = countingSender(1);
       await runner(send)({ delivery: id, attempt: 1 });
       return sent[0]!['webhook-signature']!.split(' ').length;
@@ -108,14 +127,22 @@ describe('what an attempt records and signs', () => {
 describe('redeliver', () => {
   it('leaves a delivery that is due (never attempted, or mid-attempt) as it is, and starts a round for one waiting for a retry', async () => {
     const { id, webhookId, api } = await oneDelivery();
-    const redeliver = async () => (await api.POST('/api/v1/webhooks/{webhookId}/deliveries/{deliveryId}/redeliver', { params: { path: { webhookId, deliveryId: id } } }));
+    const redeliver = async () =>
+      await api.POST('/api/v1/webhooks/{webhookId}/deliveries/{deliveryId}/redeliver', {
+        params: { path: { webhookId, deliveryId: id } },
+      });
     const { data: due, response } = await redeliver();
     expect(response.status).toBe(202);
     expect(due).toMatchObject({ id, status: 'pending', attempts_made: 0 });
 
     const { send } = countingSender(1, { ok: false, statusCode: 500 });
     expect(await runner(send)({ delivery: id, attempt: 1 })).toBe('retrying');
-    const row = () => server.database.db.selectFrom('webhook_deliveries').select(['retry_base', 'next_attempt_at']).where('id', '=', id).executeTakeFirstOrThrow();
+    const row = () =>
+      server.database.db
+        .selectFrom('webhook_deliveries')
+        .select(['retry_base', 'next_attempt_at'])
+        .where('id', '=', id)
+        .executeTakeFirstOrThrow();
     const waiting = await row();
     expect(waiting.next_attempt_at!.getTime()).toBeGreaterThan(Date.now());
     const { data: now } = await redeliver();
@@ -129,11 +156,17 @@ describe('redeliver', () => {
 
   it('does not send a task.due before its time', async () => {
     const api = server.client(await server.tokenFor());
-    const { data: hook } = await api.POST('/api/v1/webhooks', { body: { url: 'https://hooks.example.com/x', events: ['task.due'] } });
+    const { data: hook } = await api.POST('/api/v1/webhooks', {
+      body: { url: 'https://hooks.example.com/x', events: ['task.due'] },
+    });
     const dueAt = new Date(Date.now() + 86_400_000).toISOString();
     await api.POST('/api/v1/tasks', { body: buildTask({ due_at: dueAt }) });
-    const { data: page } = await api.GET('/api/v1/webhooks/{webhookId}/deliveries', { params: { path: { webhookId: hook!.id } } });
-    const { data: same } = await api.POST('/api/v1/webhooks/{webhookId}/deliveries/{deliveryId}/redeliver', { params: { path: { webhookId: hook!.id, deliveryId: page!.items[0]!.id } } });
+    const { data: page } = await api.GET('/api/v1/webhooks/{webhookId}/deliveries', {
+      params: { path: { webhookId: hook!.id } },
+    });
+    const { data: same } = await api.POST('/api/v1/webhooks/{webhookId}/deliveries/{deliveryId}/redeliver', {
+      params: { path: { webhookId: hook!.id, deliveryId: page!.items[0]!.id } },
+    });
     expect(same).toMatchObject({ status: 'pending', attempts_made: 0, next_attempt_at: dueAt });
   });
 });

@@ -14,7 +14,14 @@ const problemsOf = (env: Record<string, string>): string[] => {
 
 describe('webhook capacity settings', () => {
   it('default to 4 of a worker’s 8 slots per owner, 300 attempts a minute, and a circuit that opens after 5 timeouts for 60 s', () => {
-    expect(loadConfig({}).webhooks).toMatchObject({ concurrency: 8, endpointConcurrency: 2, ownerConcurrency: 4, ownerDeliveriesPerMinute: 300, circuitTimeouts: 5, circuitOpenSeconds: 60 });
+    expect(loadConfig({}).webhooks).toMatchObject({
+      concurrency: 8,
+      endpointConcurrency: 2,
+      ownerConcurrency: 4,
+      ownerDeliveriesPerMinute: 300,
+      circuitTimeouts: 5,
+      circuitOpenSeconds: 60,
+    });
   });
 
   it('keep the owner’s share below a worker’s slots: by default, and by refusing a setting that is not', () => {

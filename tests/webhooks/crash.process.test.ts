@@ -40,13 +40,21 @@ async function eventsInFlight(url: string, secret: string, inFlight: number) {
   const token = await hs256Token(secret, `crash-${randomUUID()}`, '10m');
   const headers = { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' };
   const key = randomUUID();
-  const hook = await fetch(`${url}/api/v1/webhooks`, { method: 'POST', headers, body: JSON.stringify({ url: `${receiver.url}/${key}`, events: ['task.created'] }) });
+  const hook = await fetch(`${url}/api/v1/webhooks`, {
+    method: 'POST',
+    headers,
+    body: JSON.stringify({ url: `${receiver.url}/${key}`, events: ['task.created'] }),
+  });
   expect(hook.status).toBe(201);
   receiver.setSecret(key, ((await hook.json()) as { secret: string }).secret);
   receiver.holdNext(key, Number.MAX_SAFE_INTEGER);
   const ids: string[] = [];
   for (let i = 0; i < TASKS; i++) {
-    const created = await fetch(`${url}/api/v1/tasks`, { method: 'POST', headers, body: JSON.stringify({ title: `crash ${i}` }) });
+    const created = await fetch(`${url}/api/v1/tasks`, {
+      method: 'POST',
+      headers,
+      body: JSON.stringify({ title: `crash ${i}` }),
+    });
     expect(created.status).toBe(201);
     ids.push(((await created.json()) as { id: string }).id);
   }
@@ -76,8 +84,17 @@ describe('webhook deliveries survive kill -9', () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'tasks-webhook-crash-'));
     const scratch = await scratchDatabase();
     const env = {
-      NODE_ENV: 'development', AUTH_BUILTIN: 'false', JWT_SECRET: secret, WEBHOOK_TIMEOUT_MS: '1000', WEBHOOK_RETRY_SCHEDULE: '1,1,1',
-      ...(scratch.url ? { DATABASE_URL: scratch.url, DATABASE_PREPARED_STATEMENTS: process.env.TEST_DATABASE_PREPARED_STATEMENTS ?? 'on' } : { PGLITE_DIR: dataDir }),
+      NODE_ENV: 'development',
+      AUTH_BUILTIN: 'false',
+      JWT_SECRET: secret,
+      WEBHOOK_TIMEOUT_MS: '1000',
+      WEBHOOK_RETRY_SCHEDULE: '1,1,1',
+      ...(scratch.url
+        ? {
+            DATABASE_URL: scratch.url,
+            DATABASE_PREPARED_STATEMENTS: process.env.TEST_DATABASE_PREPARED_STATEMENTS ?? 'on',
+          }
+        : { PGLITE_DIR: dataDir }),
     };
     try {
       const first = await startMain(env);
@@ -99,37 +116,49 @@ describe('webhook deliveries survive kill -9', () => {
   }, 120_000);
 
   const onPostgres = process.env.TEST_DATABASE_URL ? it : it.skip;
-  onPostgres('of a separate worker (npm run worker): another worker delivers what it held', async () => {
-    const secret = randomBytes(32).toString('base64url');
-    const scratch = await scratchDatabase();
-    const env = {
-      NODE_ENV: 'development', AUTH_BUILTIN: 'false', JWT_SECRET: secret, DATABASE_URL: scratch.url!, WEBHOOK_TIMEOUT_MS: '1000', WEBHOOK_RETRY_SCHEDULE: '1,1,1',
-      DATABASE_PREPARED_STATEMENTS: process.env.TEST_DATABASE_PREPARED_STATEMENTS ?? 'on',
-    };
-    const startWorker = () => {
-      const child = spawn(process.execPath, ['--import', 'tsx', 'src/worker.ts'], { env: { ...process.env, NODE_OPTIONS: '', LOG_FORMAT: 'json', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-      let output = '';
-      child.stdout.on('data', (chunk) => (output += chunk));
-      child.stderr.on('data', (chunk) => (output += chunk));
-      return { child, exited: new Promise((resolve) => child.on('exit', resolve)), output: () => output };
-    };
-    const api = await startMain({ ...env, WEBHOOK_WORKER: 'off' });
-    try {
-      const worker = startWorker();
-      const { key, ids } = await eventsInFlight(api.url, secret, 3);
-      await killed(worker.child, worker.exited);
-      receiver.holdNext(key, 0);
-      const replacement = startWorker();
+  onPostgres(
+    'of a separate worker (npm run worker): another worker delivers what it held',
+    async () => {
+      const secret = randomBytes(32).toString('base64url');
+      const scratch = await scratchDatabase();
+      const env = {
+        NODE_ENV: 'development',
+        AUTH_BUILTIN: 'false',
+        JWT_SECRET: secret,
+        DATABASE_URL: scratch.url!,
+        WEBHOOK_TIMEOUT_MS: '1000',
+        WEBHOOK_RETRY_SCHEDULE: '1,1,1',
+        DATABASE_PREPARED_STATEMENTS: process.env.TEST_DATABASE_PREPARED_STATEMENTS ?? 'on',
+      };
+      const startWorker = () => {
+        const child = spawn(process.execPath, ['--import', 'tsx', 'src/worker.ts'], {
+          env: { ...process.env, NODE_OPTIONS: '', LOG_FORMAT: 'json', ...env },
+          stdio: ['ignore', 'pipe', 'pipe'],
+        });
+        let output = '';
+        child.stdout.on('data', (chunk) => (output += chunk));
+        child.stderr.on('data', (chunk) => (output += chunk));
+        return { child, exited: new Promise((resolve) => child.on('exit', resolve)), output: () => output };
+      };
+      const api = await startMain({ ...env, WEBHOOK_WORKER: 'off' });
       try {
-        await expectAllDelivered(key, ids);
+        const worker = startWorker();
+        const { key, ids } = await eventsInFlight(api.url, secret, 3);
+        await killed(worker.child, worker.exited);
+        receiver.holdNext(key, 0);
+        const replacement = startWorker();
+        try {
+          await expectAllDelivered(key, ids);
+        } finally {
+          replacement.child.kill('SIGTERM');
+          expect(await replacement.exited).toBe(0);
+        }
       } finally {
-        replacement.child.kill('SIGTERM');
-        expect(await replacement.exited).toBe(0);
+        api.child.kill('SIGTERM');
+        await api.exited;
+        await scratch.drop();
       }
-    } finally {
-      api.child.kill('SIGTERM');
-      await api.exited;
-      await scratch.drop();
-    }
-  }, 120_000);
+    },
+    120_000,
+  );
 });

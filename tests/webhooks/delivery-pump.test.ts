@@ -40,7 +40,15 @@ const until = async (ok: () => boolean, timeoutMs = 5000) => {
 describe('deliveryPump', () => {
   it('refills each slot as its job ends while another job hangs, never running more than its slots', async () => {
     const h = harness(30, 5);
-    const pump = deliveryPump({ slots: 3, prefetch: 2, pollMs: 10_000, fetch: h.fetch, run: h.run, release: async () => undefined, onError: () => undefined });
+    const pump = deliveryPump({
+      slots: 3,
+      prefetch: 2,
+      pollMs: 10_000,
+      fetch: h.fetch,
+      run: h.run,
+      release: async () => undefined,
+      onError: () => undefined,
+    });
     // 29 jobs of 5 ms through the two slots job 0 leaves free: about 75 ms, far below the poll interval.
     await until(() => h.done.length === 29, 2000);
     expect(h.done).not.toContain(0);
@@ -58,7 +66,16 @@ describe('deliveryPump', () => {
   it('gives back what it fetched ahead after holdMs without a free slot, and fetches nothing while every slot is busy', async () => {
     const released: number[] = [];
     const h = harness(6, Infinity); // every job hangs
-    const pump = deliveryPump({ slots: 2, prefetch: 2, pollMs: 10_000, holdMs: 30, fetch: h.fetch, run: h.run, release: async (jobs) => void released.push(...jobs), onError: () => undefined });
+    const pump = deliveryPump({
+      slots: 2,
+      prefetch: 2,
+      pollMs: 10_000,
+      holdMs: 30,
+      fetch: h.fetch,
+      run: h.run,
+      release: async (jobs) => void released.push(...jobs),
+      onError: () => undefined,
+    });
     await until(() => released.length === 2, 1000);
     expect(released).toEqual([2, 3]); // fetched ahead, then handed back for another worker with room
     await new Promise((resolve) => setTimeout(resolve, 100));
@@ -72,7 +89,15 @@ describe('deliveryPump', () => {
 
   it('polls again after pollMs when the queue had fewer jobs than free slots', async () => {
     const h = harness(0, 1);
-    const pump = deliveryPump({ slots: 2, prefetch: 1, pollMs: 20, fetch: h.fetch, run: h.run, release: async () => undefined, onError: () => undefined });
+    const pump = deliveryPump({
+      slots: 2,
+      prefetch: 1,
+      pollMs: 20,
+      fetch: h.fetch,
+      run: h.run,
+      release: async () => undefined,
+      onError: () => undefined,
+    });
     await until(() => h.asked.length >= 3, 1000);
     await pump.stop(100);
     const calls = h.asked.length;

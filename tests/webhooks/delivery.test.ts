@@ -10,7 +10,8 @@ import { scratchDatabase, startServer, type TestServer } from '../helpers/server
 import { startReceiver, type Delivery, type Receiver } from '../helpers/webhook-receiver.js';
 
 /** A delivery's body read as the payload the contract describes. */
-const eventOf = (delivery: Delivery) => delivery.body as components['schemas']['WebhookTaskEvent'] | components['schemas']['WebhookTestEvent'];
+const eventOf = (delivery: Delivery) =>
+  delivery.body as components['schemas']['WebhookTaskEvent'] | components['schemas']['WebhookTestEvent'];
 
 /**
  * Deliveries end to end: the API writes events with task changes, the worker (pg-boss, in this
@@ -25,12 +26,18 @@ let scratch: Awaited<ReturnType<typeof scratchDatabase>>;
 /** `evil.test` resolves to the cloud metadata address; everything else as the system resolves it. */
 const lookup: LookupFunction = (hostname, options, callback) => {
   if (hostname === 'evil.test') {
-    if ((options as { all?: boolean }).all) (callback as unknown as (e: null, a: { address: string; family: number }[]) => void)(null, [{ address: '169.254.169.254', family: 4 }]);
+    if ((options as { all?: boolean }).all)
+      (callback as unknown as (e: null, a: { address: string; family: number }[]) => void)(null, [
+        { address: '169.254.169.254', family: 4 },
+      ]);
     else callback(null, '169.254.169.254', 4);
     return;
   }
   if (hostname === 'localhost' || hostname === '127.0.0.1') {
-    if ((options as { all?: boolean }).all) (callback as unknown as (e: null, a: { address: string; family: number }[]) => void)(null, [{ address: '127.0.0.1', family: 4 }]);
+    if ((options as { all?: boolean }).all)
+      (callback as unknown as (e: null, a: { address: string; family: number }[]) => void)(null, [
+        { address: '127.0.0.1', family: 4 },
+      ]);
     else callback(null, '127.0.0.1', 4);
     return;
   }
@@ -40,7 +47,10 @@ const lookup: LookupFunction = (hostname, options, callback) => {
 beforeAll(async () => {
   receiver = await startReceiver();
   scratch = await scratchDatabase();
-  server = await startServer({ databaseUrl: scratch.url, webhooks: { runWorker: true, lookup, retrySchedule: [1, 1], timeoutMs: 1500, pollMs: 100 } });
+  server = await startServer({
+    databaseUrl: scratch.url,
+    webhooks: { runWorker: true, lookup, retrySchedule: [1, 1], timeoutMs: 1500, pollMs: 100 },
+  });
 });
 afterAll(async () => {
   await server.close();
@@ -54,14 +64,17 @@ type EventType = 'task.created' | 'task.updated' | 'task.completed' | 'task.dele
 async function subscriber(events: EventType[]) {
   const api: TasksClient = server.client(await server.tokenFor());
   const key = randomUUID();
-  const { data: hook, response } = await api.POST('/api/v1/webhooks', { body: { url: `${receiver.url}/${key}`, events } });
+  const { data: hook, response } = await api.POST('/api/v1/webhooks', {
+    body: { url: `${receiver.url}/${key}`, events },
+  });
   expect(response.status).toBe(201);
   receiver.setSecret(key, hook!.secret);
   return { api, hook: hook!, key, mine: () => receiver.deliveries.filter((d) => d.key === key) };
 }
 
 const deliveriesOf = async (api: TasksClient, webhookId: string) =>
-  (await api.GET('/api/v1/webhooks/{webhookId}/deliveries', { params: { path: { webhookId }, query: { limit: 100 } } })).data!.items;
+  (await api.GET('/api/v1/webhooks/{webhookId}/deliveries', { params: { path: { webhookId }, query: { limit: 100 } } }))
+    .data!.items;
 
 async function until<T>(probe: () => Promise<T>, ok: (value: T) => boolean, timeoutMs = 15_000): Promise<T> {
   const deadline = Date.now() + timeoutMs;
@@ -75,14 +88,24 @@ async function until<T>(probe: () => Promise<T>, ok: (value: T) => boolean, time
 describe('delivery', () => {
   it('sends each task event, signed per Standard Webhooks, with the task as it was', async () => {
     const { api, hook, mine } = await subscriber(['task.created', 'task.updated', 'task.completed', 'task.deleted']);
-    const { data: task } = await api.POST('/api/v1/tasks', { body: buildTask({ title: 'Ship it', tags: ['release'] }) });
-    const { data: done } = await api.PATCH('/api/v1/tasks/{taskId}', { params: { path: { taskId: task!.id } }, body: { completed: true } });
+    const { data: task } = await api.POST('/api/v1/tasks', {
+      body: buildTask({ title: 'Ship it', tags: ['release'] }),
+    });
+    const { data: done } = await api.PATCH('/api/v1/tasks/{taskId}', {
+      params: { path: { taskId: task!.id } },
+      body: { completed: true },
+    });
     await api.DELETE('/api/v1/tasks/{taskId}', { params: { path: { taskId: task!.id } } });
 
     await receiver.waitFor(() => mine().length >= 4, 15_000);
     const got = mine();
     expect(got.every((d) => d.verified)).toBe(true);
-    expect(got.map((d) => eventOf(d).type).sort()).toEqual(['task.completed', 'task.created', 'task.deleted', 'task.updated']);
+    expect(got.map((d) => eventOf(d).type).sort()).toEqual([
+      'task.completed',
+      'task.created',
+      'task.deleted',
+      'task.updated',
+    ]);
     const byType = Object.fromEntries(got.map((d) => [eventOf(d).type, eventOf(d)]));
     expect(byType['task.created']!.data).toEqual(task);
     expect(byType['task.completed']!.data).toEqual(done);
@@ -94,10 +117,17 @@ describe('delivery', () => {
       // And it verifies with the library a receiver would use, not only our own check.
       expect(() => new Webhook(hook.secret).verify(delivery.raw, delivery.headers)).not.toThrow();
     }
-    const log = await until(() => deliveriesOf(api, hook.id), (items) => items.every((d) => d.status === 'succeeded'));
-    expect(log.map((d) => [d.status, d.attempts_made, d.attempts[0]!.status_code])).toEqual(Array(4).fill(['succeeded', 1, 200]));
+    const log = await until(
+      () => deliveriesOf(api, hook.id),
+      (items) => items.every((d) => d.status === 'succeeded'),
+    );
+    expect(log.map((d) => [d.status, d.attempts_made, d.attempts[0]!.status_code])).toEqual(
+      Array(4).fill(['succeeded', 1, 200]),
+    );
     const metrics = await (await fetch(`${server.url}/metrics`)).text();
-    expect(Number(/^webhook_delivery_attempts_total\{outcome="succeeded"\} (\d+)/m.exec(metrics)?.[1])).toBeGreaterThanOrEqual(4);
+    expect(
+      Number(/^webhook_delivery_attempts_total\{outcome="succeeded"\} (\d+)/m.exec(metrics)?.[1]),
+    ).toBeGreaterThanOrEqual(4);
   });
 
   it('sends webhook.test to the one endpoint asked', async () => {
@@ -123,7 +153,11 @@ describe('delivery', () => {
     const { api, hook } = await subscriber(['task.due']);
     await api.POST('/api/v1/tasks', { body: buildTask({ due_at: new Date(Date.now() + 30 * 60_000).toISOString() }) });
     await server.worker!.relay();
-    const rows = await server.database.db.selectFrom('webhook_deliveries').select(['queued', 'next_attempt_at']).where('endpoint_id', '=', hook.id).execute();
+    const rows = await server.database.db
+      .selectFrom('webhook_deliveries')
+      .select(['queued', 'next_attempt_at'])
+      .where('endpoint_id', '=', hook.id)
+      .execute();
     expect(rows.map((row) => row.queued)).toEqual([false]);
   });
 
@@ -135,7 +169,10 @@ describe('delivery', () => {
     const got = mine();
     expect(new Set(got.map((d) => d.headers['webhook-id'])).size).toBe(1);
     expect(got.map((d) => d.answered)).toEqual([500, 500, 200]);
-    const [delivery] = await until(() => deliveriesOf(api, hook.id), ([d]) => d?.status === 'succeeded');
+    const [delivery] = await until(
+      () => deliveriesOf(api, hook.id),
+      ([d]) => d?.status === 'succeeded',
+    );
     expect(delivery!.attempts.map((a) => a.status_code)).toEqual([500, 500, 200]);
     expect(delivery!.attempts.map((a) => a.attempt)).toEqual([1, 2, 3]);
   });
@@ -145,14 +182,20 @@ describe('delivery', () => {
     receiver.mode('429', { retryAfter: '3' });
     try {
       await api.POST('/api/v1/tasks', { body: buildTask() });
-      const [waiting] = await until(() => deliveriesOf(api, hook.id), ([d]) => d?.attempts_made === 1);
+      const [waiting] = await until(
+        () => deliveriesOf(api, hook.id),
+        ([d]) => d?.attempts_made === 1,
+      );
       expect(waiting).toMatchObject({ status: 'pending', attempts: [expect.objectContaining({ status_code: 429 })] });
       // The schedule says 1 s (±20 %); the receiver asked for 3.
       expect(Date.parse(waiting!.next_attempt_at!) - Date.parse(waiting!.attempts[0]!.at)).toBeGreaterThanOrEqual(3000);
     } finally {
       receiver.mode('ok');
     }
-    const [done] = await until(() => deliveriesOf(api, hook.id), ([d]) => d?.status === 'succeeded');
+    const [done] = await until(
+      () => deliveriesOf(api, hook.id),
+      ([d]) => d?.status === 'succeeded',
+    );
     expect(done!.attempts.map((a) => a.status_code)).toEqual([429, 200]);
     expect(mine()[1]!.at - mine()[0]!.at).toBeGreaterThanOrEqual(2900);
   });
@@ -163,16 +206,24 @@ describe('delivery', () => {
     let waiting: Awaited<ReturnType<typeof deliveriesOf>>[number] | undefined;
     try {
       await api.POST('/api/v1/tasks', { body: buildTask() });
-      [waiting] = await until(() => deliveriesOf(api, hook.id), ([d]) => d?.attempts_made === 1);
+      [waiting] = await until(
+        () => deliveriesOf(api, hook.id),
+        ([d]) => d?.attempts_made === 1,
+      );
       expect(Date.parse(waiting!.next_attempt_at!)).toBeGreaterThan(Date.now() + 2_900_000);
     } finally {
       receiver.mode('ok');
     }
     // The retry, 50 minutes ahead, is queued in pg-boss already; the redelivery must not wait for it.
     await server.worker!.relay();
-    const { response } = await api.POST('/api/v1/webhooks/{webhookId}/deliveries/{deliveryId}/redeliver', { params: { path: { webhookId: hook.id, deliveryId: waiting!.id } } });
+    const { response } = await api.POST('/api/v1/webhooks/{webhookId}/deliveries/{deliveryId}/redeliver', {
+      params: { path: { webhookId: hook.id, deliveryId: waiting!.id } },
+    });
     expect(response.status).toBe(202);
-    const [done] = await until(() => deliveriesOf(api, hook.id), ([d]) => d?.status === 'succeeded');
+    const [done] = await until(
+      () => deliveriesOf(api, hook.id),
+      ([d]) => d?.status === 'succeeded',
+    );
     expect(done!.attempts.map((a) => a.status_code)).toEqual([429, 200]);
     expect(new Set(mine().map((d) => d.headers['webhook-id'])).size).toBe(1);
   });
@@ -181,16 +232,24 @@ describe('delivery', () => {
     const { api, hook, key, mine } = await subscriber(['task.created']);
     receiver.failNext(key, 1, 410);
     await api.POST('/api/v1/tasks', { body: buildTask() });
-    const [failed] = await until(() => deliveriesOf(api, hook.id), ([d]) => d?.status === 'failed');
+    const [failed] = await until(
+      () => deliveriesOf(api, hook.id),
+      ([d]) => d?.status === 'failed',
+    );
     expect(failed).toMatchObject({ status: 'failed', attempts_made: 1, next_attempt_at: null });
     expect(failed!.attempts[0]).toMatchObject({ status_code: 410 });
     await new Promise((resolve) => setTimeout(resolve, 1500));
     expect(mine()).toHaveLength(1);
 
-    const { data: again, response } = await api.POST('/api/v1/webhooks/{webhookId}/deliveries/{deliveryId}/redeliver', { params: { path: { webhookId: hook.id, deliveryId: failed!.id } } });
+    const { data: again, response } = await api.POST('/api/v1/webhooks/{webhookId}/deliveries/{deliveryId}/redeliver', {
+      params: { path: { webhookId: hook.id, deliveryId: failed!.id } },
+    });
     expect(response.status).toBe(202);
     expect(again).toMatchObject({ id: failed!.id, status: 'pending' });
-    const [redelivered] = await until(() => deliveriesOf(api, hook.id), ([d]) => d?.status === 'succeeded');
+    const [redelivered] = await until(
+      () => deliveriesOf(api, hook.id),
+      ([d]) => d?.status === 'succeeded',
+    );
     expect(redelivered!.attempts.map((a) => a.status_code)).toEqual([410, 200]);
     const sent = mine();
     expect(sent[1]!.headers['webhook-id']).toBe(sent[0]!.headers['webhook-id']);
@@ -201,7 +260,11 @@ describe('delivery', () => {
     const { api, hook, key } = await subscriber(['task.created']);
     receiver.failNext(key, 10, 503);
     await api.POST('/api/v1/tasks', { body: buildTask() });
-    const [dead] = await until(() => deliveriesOf(api, hook.id), ([d]) => d?.status === 'failed', 20_000);
+    const [dead] = await until(
+      () => deliveriesOf(api, hook.id),
+      ([d]) => d?.status === 'failed',
+      20_000,
+    );
     // The schedule has two retries: three attempts in all.
     expect(dead!.attempts.map((a) => a.status_code)).toEqual([503, 503, 503]);
     expect(dead!.next_attempt_at).toBeNull();
@@ -211,18 +274,44 @@ describe('delivery', () => {
     const { api, hook, key } = await subscriber(['task.created']);
     receiver.failNext(key, 1, 410);
     for (let i = 0; i < 3; i++) await api.POST('/api/v1/tasks', { body: buildTask() });
-    const ended = await until(() => deliveriesOf(api, hook.id), (ds) => ds.length === 3 && ds.every((d) => d.status !== 'pending'));
-    const [failed, oldSucceeded, recent] = [ended.find((d) => d.status === 'failed')!, ...ended.filter((d) => d.status === 'succeeded')];
+    const ended = await until(
+      () => deliveriesOf(api, hook.id),
+      (ds) => ds.length === 3 && ds.every((d) => d.status !== 'pending'),
+    );
+    const [failed, oldSucceeded, recent] = [
+      ended.find((d) => d.status === 'failed')!,
+      ...ended.filter((d) => d.status === 'succeeded'),
+    ];
     // A pending delivery (a task.due a month ahead), written long ago like the two ended ones aged here.
     const db = server.database.db;
-    await db.insertInto('webhook_deliveries')
+    await db
+      .insertInto('webhook_deliveries')
       .columns(['owner_id', 'endpoint_id', 'event_id', 'event_type', 'payload', 'next_attempt_at'])
-      .expression(db.selectFrom('webhook_deliveries')
-        .select(['owner_id', 'endpoint_id', sql<string>`gen_random_uuid()`.as('event_id'), sql<string>`'task.due'`.as('event_type'), 'payload', sql<Date>`now() + interval '30 days'`.as('next_attempt_at')])
-        .where('id', '=', recent!.id))
+      .expression(
+        db
+          .selectFrom('webhook_deliveries')
+          .select([
+            'owner_id',
+            'endpoint_id',
+            sql<string>`gen_random_uuid()`.as('event_id'),
+            sql<string>`'task.due'`.as('event_type'),
+            'payload',
+            sql<Date>`now() + interval '30 days'`.as('next_attempt_at'),
+          ])
+          .where('id', '=', recent!.id),
+      )
       .execute();
-    await db.updateTable('webhook_deliveries').set({ updated_at: sql`now() - interval '31 days'` }).where('id', 'in', [failed.id, oldSucceeded!.id]).execute();
-    await db.updateTable('webhook_deliveries').set({ updated_at: sql`now() - interval '31 days'` }).where('endpoint_id', '=', hook.id).where('status', '=', 'pending').execute();
+    await db
+      .updateTable('webhook_deliveries')
+      .set({ updated_at: sql`now() - interval '31 days'` })
+      .where('id', 'in', [failed.id, oldSucceeded!.id])
+      .execute();
+    await db
+      .updateTable('webhook_deliveries')
+      .set({ updated_at: sql`now() - interval '31 days'` })
+      .where('endpoint_id', '=', hook.id)
+      .where('status', '=', 'pending')
+      .execute();
 
     expect(await server.worker!.purge()).toBe(2);
     const left = await deliveriesOf(api, hook.id);
@@ -232,7 +321,9 @@ describe('delivery', () => {
 
   it('signs with both secrets during a rotation’s grace period', async () => {
     const { api, hook, key, mine } = await subscriber(['task.created']);
-    const { data: rotated } = await api.POST('/api/v1/webhooks/{webhookId}/rotate-secret', { params: { path: { webhookId: hook.id } } });
+    const { data: rotated } = await api.POST('/api/v1/webhooks/{webhookId}/rotate-secret', {
+      params: { path: { webhookId: hook.id } },
+    });
     receiver.setSecret(key, rotated!.secret);
     await api.POST('/api/v1/tasks', { body: buildTask() });
     await receiver.waitFor(() => mine().length > 0, 10_000);
@@ -247,23 +338,40 @@ describe('delivery', () => {
     const { api, hook } = await subscriber(['task.created']);
     // Registered pointing at the receiver, then moved to a name that resolves to 169.254.169.254
     // (a DNS record that changed after registration: only the check at connect time can catch it).
-    await server.database.db.updateTable('webhook_endpoints').set({ url: 'https://evil.test/hook' }).where('id', '=', hook.id).execute();
+    await server.database.db
+      .updateTable('webhook_endpoints')
+      .set({ url: 'https://evil.test/hook' })
+      .where('id', '=', hook.id)
+      .execute();
     await api.POST('/api/v1/tasks', { body: buildTask() });
-    const [refused] = await until(() => deliveriesOf(api, hook.id), ([d]) => d?.status === 'failed');
+    const [refused] = await until(
+      () => deliveriesOf(api, hook.id),
+      ([d]) => d?.status === 'failed',
+    );
     expect(refused!.attempts).toHaveLength(1);
     expect(refused!.attempts[0]).toMatchObject({ status_code: null });
-    expect(refused!.attempts[0]!.error).toBe('destination refused: evil.test resolves to a private or reserved address');
+    expect(refused!.attempts[0]!.error).toBe(
+      'destination refused: evil.test resolves to a private or reserved address',
+    );
   });
 
   it('disables an endpoint whose deliveries have failed for longer than the limit, with the reason', async () => {
     const { api, hook, key } = await subscriber(['task.created']);
     receiver.failNext(key, 10, 400);
     // Failing since long ago (as if for days), as the worker would have recorded it.
-    await sql`update webhook_endpoints set failing_since = now() - interval '200 hours' where id = ${hook.id}`.execute(server.database.db);
+    await sql`update webhook_endpoints set failing_since = now() - interval '200 hours' where id = ${hook.id}`.execute(
+      server.database.db,
+    );
     await api.POST('/api/v1/tasks', { body: buildTask() });
-    const disabled = await until(async () => (await api.GET('/api/v1/webhooks/{webhookId}', { params: { path: { webhookId: hook.id } } })).data!, (w) => !w.enabled);
+    const disabled = await until(
+      async () => (await api.GET('/api/v1/webhooks/{webhookId}', { params: { path: { webhookId: hook.id } } })).data!,
+      (w) => !w.enabled,
+    );
     expect(disabled).toMatchObject({ enabled: false, disabled_reason: expect.stringMatching(/failed/) });
-    const { data: enabled } = await api.PATCH('/api/v1/webhooks/{webhookId}', { params: { path: { webhookId: hook.id } }, body: { enabled: true } });
+    const { data: enabled } = await api.PATCH('/api/v1/webhooks/{webhookId}', {
+      params: { path: { webhookId: hook.id } },
+      body: { enabled: true },
+    });
     expect(enabled).toMatchObject({ enabled: true, disabled_reason: null });
   });
 });

@@ -57,7 +57,13 @@ describe('checkEndpointUrl in development (http for this machine only)', () => {
 
 describe('checkEndpointUrl in production', () => {
   it('refuses loopback by address or by the localhost names, and judges other names only when it connects', () => {
-    for (const url of ['https://127.0.0.1/hook', 'https://127.1/hook', 'https://[::1]/hook', 'https://localhost/hook', 'https://x.localhost./hook']) {
+    for (const url of [
+      'https://127.0.0.1/hook',
+      'https://127.1/hook',
+      'https://[::1]/hook',
+      'https://localhost/hook',
+      'https://x.localhost./hook',
+    ]) {
       expect([url, refusal(url, production)]).toEqual([url, expect.stringMatching(/loopback/)]);
     }
     // A name, even one that spells an address: registered, and refused by the sender at connect time if it resolves there.

@@ -23,8 +23,15 @@ afterAll(async () => {
 
 const RECEIVER = 'https://hooks.example.com/tasks';
 const user = async (on: TestServer = server): Promise<TasksClient> => on.client(await on.tokenFor());
-const create = (api: TasksClient, body: { url?: string; events?: ('task.created' | 'task.updated' | 'task.completed' | 'task.deleted' | 'task.due')[]; description?: string | null; enabled?: boolean } = {}) =>
-  api.POST('/api/v1/webhooks', { body: { url: RECEIVER, events: ['task.created'], ...body } });
+const create = (
+  api: TasksClient,
+  body: {
+    url?: string;
+    events?: ('task.created' | 'task.updated' | 'task.completed' | 'task.deleted' | 'task.due')[];
+    description?: string | null;
+    enabled?: boolean;
+  } = {},
+) => api.POST('/api/v1/webhooks', { body: { url: RECEIVER, events: ['task.created'], ...body } });
 const path = (webhookId: string) => ({ params: { path: { webhookId } } });
 
 describe('POST /api/v1/webhooks', () => {
@@ -32,7 +39,13 @@ describe('POST /api/v1/webhooks', () => {
     const api = await user();
     const { data, response } = await create(api, { events: ['task.created', 'task.due'], description: 'CRM sync' });
     expect(response.status).toBe(201);
-    expect(data).toMatchObject({ url: RECEIVER, events: ['task.created', 'task.due'], description: 'CRM sync', enabled: true, disabled_reason: null });
+    expect(data).toMatchObject({
+      url: RECEIVER,
+      events: ['task.created', 'task.due'],
+      description: 'CRM sync',
+      enabled: true,
+      disabled_reason: null,
+    });
     expect(data!.secret).toMatch(/^whsec_[A-Za-z0-9+/]{43}=$/);
     expect(response.headers.get('Location')).toBe(`/api/v1/webhooks/${data!.id}`);
     const read = await api.GET('/api/v1/webhooks/{webhookId}', path(data!.id));
@@ -76,15 +89,26 @@ describe('POST /api/v1/webhooks', () => {
     ])('%s → 422 on /url', async (url) => {
       const { error, response } = await create(await user(), { url });
       expect(response.status).toBe(422);
-      expect((error as { errors: { pointer: string }[] }).errors).toEqual([expect.objectContaining({ in: 'body', pointer: '/url' })]);
+      expect((error as { errors: { pointer: string }[] }).errors).toEqual([
+        expect.objectContaining({ in: 'body', pointer: '/url' }),
+      ]);
     });
 
     it('allows http to localhost in development, and nothing but https in production', async () => {
       expect((await create(await user(), { url: 'http://localhost:4000/hook' })).response.status).toBe(201);
       expect((await create(await user(), { url: 'http://127.0.0.1:4000/hook' })).response.status).toBe(201);
       for (const url of [
-        'http://localhost:4000/hook', 'https://127.0.0.1/hook', 'https://[::1]/hook', 'https://localhost/hook', 'https://localhost./hook', 'https://api.localhost./hook',
-        'https://127.0.0.1./hook', 'https://2130706433/hook', 'https://0x7f.1/hook', 'https://[::ffff:7f00:1]/hook', 'http://hooks.example.com/x',
+        'http://localhost:4000/hook',
+        'https://127.0.0.1/hook',
+        'https://[::1]/hook',
+        'https://localhost/hook',
+        'https://localhost./hook',
+        'https://api.localhost./hook',
+        'https://127.0.0.1./hook',
+        'https://2130706433/hook',
+        'https://0x7f.1/hook',
+        'https://[::ffff:7f00:1]/hook',
+        'http://hooks.example.com/x',
       ]) {
         const { response } = await create(await user(production), { url });
         expect([url, response.status]).toEqual([url, 422]);
@@ -123,10 +147,21 @@ describe('listing, changing and deleting endpoints', () => {
   it('changes url, events, description and enabled with PATCH', async () => {
     const api = await user();
     const { data: hook } = await create(api);
-    const { data, response } = await api.PATCH('/api/v1/webhooks/{webhookId}', { ...path(hook!.id), body: { url: 'https://other.example.com/h', events: ['task.deleted'], description: null, enabled: false } });
+    const { data, response } = await api.PATCH('/api/v1/webhooks/{webhookId}', {
+      ...path(hook!.id),
+      body: { url: 'https://other.example.com/h', events: ['task.deleted'], description: null, enabled: false },
+    });
     expect(response.status).toBe(200);
-    expect(data).toMatchObject({ url: 'https://other.example.com/h', events: ['task.deleted'], description: null, enabled: false });
-    expect((await api.PATCH('/api/v1/webhooks/{webhookId}', { ...path(hook!.id), body: { url: 'https://10.1.2.3/' } })).response.status).toBe(422);
+    expect(data).toMatchObject({
+      url: 'https://other.example.com/h',
+      events: ['task.deleted'],
+      description: null,
+      enabled: false,
+    });
+    expect(
+      (await api.PATCH('/api/v1/webhooks/{webhookId}', { ...path(hook!.id), body: { url: 'https://10.1.2.3/' } }))
+        .response.status,
+    ).toBe(422);
   });
 
   it('rotates the secret: a new one, shown once', async () => {
@@ -151,7 +186,13 @@ describe('listing, changing and deleting endpoints', () => {
     const { data: hook } = await create(api);
     const { data, response } = await api.POST('/api/v1/webhooks/{webhookId}/test', path(hook!.id));
     expect(response.status).toBe(202);
-    expect(data).toMatchObject({ webhook_id: hook!.id, event_type: 'webhook.test', status: 'pending', attempts_made: 0, attempts: [] });
+    expect(data).toMatchObject({
+      webhook_id: hook!.id,
+      event_type: 'webhook.test',
+      status: 'pending',
+      attempts_made: 0,
+      attempts: [],
+    });
     await api.PATCH('/api/v1/webhooks/{webhookId}', { ...path(hook!.id), body: { enabled: false } });
     const refused = await api.POST('/api/v1/webhooks/{webhookId}/test', path(hook!.id));
     expect(refused.response.status).toBe(409);
@@ -170,11 +211,20 @@ describe('owner isolation', () => {
     const delivery = deliveries!.items[0]!;
 
     expect((await bob.GET('/api/v1/webhooks/{webhookId}', path(hook!.id))).response.status).toBe(404);
-    expect((await bob.PATCH('/api/v1/webhooks/{webhookId}', { ...path(hook!.id), body: { url: 'https://evil.example.com/' } })).response.status).toBe(404);
+    expect(
+      (
+        await bob.PATCH('/api/v1/webhooks/{webhookId}', {
+          ...path(hook!.id),
+          body: { url: 'https://evil.example.com/' },
+        })
+      ).response.status,
+    ).toBe(404);
     expect((await bob.POST('/api/v1/webhooks/{webhookId}/rotate-secret', path(hook!.id))).response.status).toBe(404);
     expect((await bob.POST('/api/v1/webhooks/{webhookId}/test', path(hook!.id))).response.status).toBe(404);
     expect((await bob.GET('/api/v1/webhooks/{webhookId}/deliveries', path(hook!.id))).response.status).toBe(404);
-    const redeliver = await bob.POST('/api/v1/webhooks/{webhookId}/deliveries/{deliveryId}/redeliver', { params: { path: { webhookId: hook!.id, deliveryId: delivery.id } } });
+    const redeliver = await bob.POST('/api/v1/webhooks/{webhookId}/deliveries/{deliveryId}/redeliver', {
+      params: { path: { webhookId: hook!.id, deliveryId: delivery.id } },
+    });
     expect(redeliver.response.status).toBe(404);
     expect((await bob.DELETE('/api/v1/webhooks/{webhookId}', path(hook!.id))).response.status).toBe(404);
     expect((await bob.GET('/api/v1/webhooks')).data!.items).toEqual([]);
@@ -189,12 +239,15 @@ describe('owner isolation', () => {
 describe('the outbox: events are written with the change that causes them', () => {
   it('writes task.created, task.updated + task.completed and task.deleted for the subscribed types only', async () => {
     const api = await user();
-    const { data: all } = await create(api, { events: ['task.created', 'task.updated', 'task.completed', 'task.deleted'] });
+    const { data: all } = await create(api, {
+      events: ['task.created', 'task.updated', 'task.completed', 'task.deleted'],
+    });
     const { data: deletesOnly } = await create(api, { events: ['task.deleted'] });
     const { data: task } = await api.POST('/api/v1/tasks', { body: buildTask() });
     await api.PATCH('/api/v1/tasks/{taskId}', { params: { path: { taskId: task!.id } }, body: { completed: true } });
     await api.DELETE('/api/v1/tasks/{taskId}', { params: { path: { taskId: task!.id } } });
-    const types = async (id: string) => (await api.GET('/api/v1/webhooks/{webhookId}/deliveries', path(id))).data!.items.map((d) => d.event_type).sort();
+    const types = async (id: string) =>
+      (await api.GET('/api/v1/webhooks/{webhookId}/deliveries', path(id))).data!.items.map((d) => d.event_type).sort();
     expect(await types(all!.id)).toEqual(['task.completed', 'task.created', 'task.deleted', 'task.updated']);
     expect(await types(deletesOnly!.id)).toEqual(['task.deleted']);
   });
@@ -203,9 +256,15 @@ describe('the outbox: events are written with the change that causes them', () =
     const api = await user();
     const { data: hook } = await create(api, { events: ['task.updated', 'task.deleted'] });
     const { data: task } = await api.POST('/api/v1/tasks', { body: buildTask() });
-    const stale = await api.PATCH('/api/v1/tasks/{taskId}', { params: { path: { taskId: task!.id } }, body: { title: 'x' }, headers: { 'If-Match': '"999"' } });
+    const stale = await api.PATCH('/api/v1/tasks/{taskId}', {
+      params: { path: { taskId: task!.id } },
+      body: { title: 'x' },
+      headers: { 'If-Match': '"999"' },
+    });
     expect(stale.response.status).toBe(412);
-    await api.DELETE('/api/v1/tasks/{taskId}', { params: { path: { taskId: '00000000-0000-4000-8000-000000000000' } } });
+    await api.DELETE('/api/v1/tasks/{taskId}', {
+      params: { path: { taskId: '00000000-0000-4000-8000-000000000000' } },
+    });
     expect((await api.GET('/api/v1/webhooks/{webhookId}/deliveries', path(hook!.id))).data!.items).toEqual([]);
     await api.PATCH('/api/v1/webhooks/{webhookId}', { ...path(hook!.id), body: { enabled: false } });
     await api.PATCH('/api/v1/tasks/{taskId}', { params: { path: { taskId: task!.id } }, body: { title: 'y' } });
@@ -216,7 +275,13 @@ describe('the outbox: events are written with the change that causes them', () =
     const api = await user();
     const { data: hook } = await create(api, { events: ['task.due'] });
     const due = (at: number) => new Date(Date.now() + at).toISOString();
-    const pending = async () => (await api.GET('/api/v1/webhooks/{webhookId}/deliveries', { ...path(hook!.id), params: { ...path(hook!.id).params, query: { status: 'pending' } } })).data!.items;
+    const pending = async () =>
+      (
+        await api.GET('/api/v1/webhooks/{webhookId}/deliveries', {
+          ...path(hook!.id),
+          params: { ...path(hook!.id).params, query: { status: 'pending' } },
+        })
+      ).data!.items;
     const { data: task } = await api.POST('/api/v1/tasks', { body: buildTask({ due_at: due(3_600_000) }) });
     const taskPath = { params: { path: { taskId: task!.id } } };
     expect(await pending()).toHaveLength(1);
@@ -238,10 +303,21 @@ describe('the outbox: events are written with the change that causes them', () =
   it('cancels a task.due that is already retrying when its task is completed, moved or deleted', async () => {
     const api = await user();
     const { data: hook } = await create(api, { events: ['task.due'] });
-    const dueRows = () => server.database.db.selectFrom('webhook_deliveries').select(['id', 'status', 'next_attempt_at']).where('endpoint_id', '=', hook!.id).execute();
+    const dueRows = () =>
+      server.database.db
+        .selectFrom('webhook_deliveries')
+        .select(['id', 'status', 'next_attempt_at'])
+        .where('endpoint_id', '=', hook!.id)
+        .execute();
     // As the worker leaves one after a failed attempt: pending, one attempt made, a retry due.
-    const retrying = () => server.database.db.updateTable('webhook_deliveries').set({ attempts_made: 1, next_attempt_at: new Date(Date.now() + 60_000) }).where('endpoint_id', '=', hook!.id).execute();
-    const change = async (body: { completed?: boolean; due_at?: string }, taskId: string) => api.PATCH('/api/v1/tasks/{taskId}', { params: { path: { taskId } }, body });
+    const retrying = () =>
+      server.database.db
+        .updateTable('webhook_deliveries')
+        .set({ attempts_made: 1, next_attempt_at: new Date(Date.now() + 60_000) })
+        .where('endpoint_id', '=', hook!.id)
+        .execute();
+    const change = async (body: { completed?: boolean; due_at?: string }, taskId: string) =>
+      api.PATCH('/api/v1/tasks/{taskId}', { params: { path: { taskId } }, body });
     const soon = new Date(Date.now() - 1000).toISOString();
 
     const { data: completed } = await api.POST('/api/v1/tasks', { body: buildTask({ due_at: soon }) });
@@ -268,17 +344,31 @@ describe('the outbox: events are written with the change that causes them', () =
     const api = await user();
     const { data: sent } = await create(api, { events: ['task.due'] });
     const { data: waiting } = await create(api, { events: ['task.due'] });
-    const { data: task } = await api.POST('/api/v1/tasks', { body: buildTask({ title: 'before', due_at: new Date(Date.now() - 1000).toISOString() }) });
+    const { data: task } = await api.POST('/api/v1/tasks', {
+      body: buildTask({ title: 'before', due_at: new Date(Date.now() - 1000).toISOString() }),
+    });
     const rows = async (endpointId: string) =>
-      server.database.db.selectFrom('webhook_deliveries').select(['event_id', 'status', 'payload']).where('endpoint_id', '=', endpointId).execute();
+      server.database.db
+        .selectFrom('webhook_deliveries')
+        .select(['event_id', 'status', 'payload'])
+        .where('endpoint_id', '=', endpointId)
+        .execute();
     // One endpoint has had its task.due; the other's is still waiting (a backlog, say).
-    await server.database.db.updateTable('webhook_deliveries').set({ status: 'succeeded', attempts_made: 1, next_attempt_at: null }).where('endpoint_id', '=', sent!.id).execute();
+    await server.database.db
+      .updateTable('webhook_deliveries')
+      .set({ status: 'succeeded', attempts_made: 1, next_attempt_at: null })
+      .where('endpoint_id', '=', sent!.id)
+      .execute();
     const [queued] = await rows(waiting!.id);
 
     await api.PATCH('/api/v1/tasks/{taskId}', { params: { path: { taskId: task!.id } }, body: { title: 'after' } });
     expect((await rows(sent!.id)).map((r) => r.status)).toEqual(['succeeded']);
     const [refreshed] = await rows(waiting!.id);
     expect(refreshed!.event_id).toBe(queued!.event_id);
-    expect(refreshed!.payload).toMatchObject({ id: queued!.event_id, type: 'task.due', data: { id: task!.id, title: 'after', version: 2 } });
+    expect(refreshed!.payload).toMatchObject({
+      id: queued!.event_id,
+      type: 'task.due',
+      data: { id: task!.id, title: 'after', version: 2 },
+    });
   });
 });

@@ -25,13 +25,26 @@ const TIMEOUT_MS = 5000;
 const OWNER_CONCURRENCY = 2;
 /** How soon another owner's event must arrive: well under one attempt timeout. */
 const VICTIM_BOUND_MS = 2000;
-const webhooks = { ...defaultConfig().webhooks, concurrency: 4, endpointConcurrency: 2, ownerConcurrency: OWNER_CONCURRENCY, timeoutMs: TIMEOUT_MS, pollMs: 100, circuitTimeouts: 1000 };
+const webhooks = {
+  ...defaultConfig().webhooks,
+  concurrency: 4,
+  endpointConcurrency: 2,
+  ownerConcurrency: OWNER_CONCURRENCY,
+  timeoutMs: TIMEOUT_MS,
+  pollMs: 100,
+  circuitTimeouts: 1000,
+};
 
 beforeAll(async () => {
   receiver = await startReceiver();
   scratch = await scratchDatabase();
   server = await startServer({ databaseUrl: scratch.url, webhooks: { ...webhooks, runWorker: true } });
-  second = await startWebhookWorker({ database: server.database, databaseUrl: scratch.url, config: webhooks, logger: captureLogs().logger });
+  second = await startWebhookWorker({
+    database: server.database,
+    databaseUrl: scratch.url,
+    config: webhooks,
+    logger: captureLogs().logger,
+  });
 });
 afterAll(async () => {
   await receiver.close(); // the held requests fail at once, so the workers stop without waiting them out
@@ -46,7 +59,9 @@ async function owner(endpoints = 1) {
   const keys: string[] = [];
   for (let i = 0; i < endpoints; i++) {
     const key = randomUUID();
-    const { data: hook } = await api.POST('/api/v1/webhooks', { body: { url: `${receiver.url}/${key}`, events: ['task.created'] } });
+    const { data: hook } = await api.POST('/api/v1/webhooks', {
+      body: { url: `${receiver.url}/${key}`, events: ['task.created'] },
+    });
     receiver.setSecret(key, hook!.secret);
     keys.push(key);
   }

@@ -38,7 +38,10 @@ function loopbackTripwire() {
         resolve(hostname, lookupOptions, (error, address, family) => {
           if (error) return callback(error, address, family);
           if (typeof address === 'string') return callback(null, divert(address), 4);
-          callback(null, address.map((a) => ({ address: divert(a.address), family: 4 })));
+          callback(
+            null,
+            address.map((a) => ({ address: divert(a.address), family: 4 })),
+          );
         });
     }
     return original.apply(this, args as Parameters<typeof original>);
@@ -53,7 +56,11 @@ async function connectionCounter() {
   server.on('connection', () => (count += 1));
   server.listen(0, '127.0.0.1');
   await once(server, 'listening');
-  return { port: (server.address() as AddressInfo).port, count: () => count, close: () => new Promise<void>((resolve) => server.close(() => resolve())) };
+  return {
+    port: (server.address() as AddressInfo).port,
+    count: () => count,
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
 }
 
 /** A made-up resolver: `victim.test` is `addresses` (all of them, or the first, as asked); any other name does not exist. */
@@ -61,7 +68,8 @@ function resolver(addresses: string[]) {
   const asked: string[] = [];
   const lookup: LookupFunction = (hostname, options, callback) => {
     asked.push(hostname);
-    if (hostname !== 'victim.test') return callback(Object.assign(new Error(`getaddrinfo ENOTFOUND ${hostname}`), { code: 'ENOTFOUND' }), '', 4);
+    if (hostname !== 'victim.test')
+      return callback(Object.assign(new Error(`getaddrinfo ENOTFOUND ${hostname}`), { code: 'ENOTFOUND' }), '', 4);
     const all = addresses.map((address) => ({ address, family: net.isIP(address) }));
     if (options.all) callback(null, all);
     else callback(null, all[0]!.address, all[0]!.family);
@@ -74,7 +82,13 @@ let counter: Awaited<ReturnType<typeof connectionCounter>>;
 let tripwire: ReturnType<typeof loopbackTripwire>;
 const senders: Array<{ close(): void }> = [];
 const sender = (options: Partial<SenderOptions> = {}) => {
-  const made = webhookSender({ timeoutMs: 3000, maxResponseBytes: 65536, allowPrivate: false, allowedAddresses: LOOPBACK, ...options });
+  const made = webhookSender({
+    timeoutMs: 3000,
+    maxResponseBytes: 65536,
+    allowPrivate: false,
+    allowedAddresses: LOOPBACK,
+    ...options,
+  });
   senders.push(made);
   return made;
 };
@@ -95,7 +109,8 @@ afterAll(async () => {
   tripwire.restore();
 });
 
-const post = (s: ReturnType<typeof sender>, url = `${receiver.url}/hook`, body = '{"type":"test"}') => s.send(url, body, {});
+const post = (s: ReturnType<typeof sender>, url = `${receiver.url}/hook`, body = '{"type":"test"}') =>
+  s.send(url, body, {});
 
 describe('the loopback tripwire (test setup)', () => {
   it('sends a connection to another address to 127.0.0.1 instead, literal or resolved', async () => {
@@ -123,7 +138,11 @@ describe('webhookSender, against a receiver on loopback', () => {
     expect(result.error).toBeUndefined();
     const [got] = receiver.deliveries.filter((d) => d.key === 'signed');
     expect(got).toMatchObject({ verified: true, raw: body, id: 'msg_1' });
-    expect(got!.headers).toMatchObject({ 'content-type': 'application/json', 'user-agent': 'tasks-api-webhooks/1', ...headers });
+    expect(got!.headers).toMatchObject({
+      'content-type': 'application/json',
+      'user-agent': 'tasks-api-webhooks/1',
+      ...headers,
+    });
   });
 
   it('keeps the connection alive between sends', async () => {
@@ -219,17 +238,41 @@ describe('webhookSender, against a receiver on loopback', () => {
 
 describe('webhookSender SSRF guard', () => {
   const forbidden = [
-    '127.0.0.1', '10.0.0.1', '172.16.0.1', '192.168.1.1', '169.254.169.254', '100.64.0.1', '0.0.0.0', '224.0.0.1',
-    '::1', 'fc00::1', 'fe80::1', 'fd00:ec2::254', '::ffff:127.0.0.1', '::ffff:169.254.169.254',
+    '127.0.0.1',
+    '10.0.0.1',
+    '172.16.0.1',
+    '192.168.1.1',
+    '169.254.169.254',
+    '100.64.0.1',
+    '0.0.0.0',
+    '224.0.0.1',
+    '::1',
+    'fc00::1',
+    'fe80::1',
+    'fd00:ec2::254',
+    '::ffff:127.0.0.1',
+    '::ffff:169.254.169.254',
     // IPv6 forms that carry or reach an IPv4 address, and reserved IPv6 ranges.
-    '2002:7f00:1::1', '2001:0:4136:e378::1', '64:ff9b::7f00:1', '64:ff9b:1::a9fe:a9fe', '::7f00:1', '::ffff:0:7f00:1', 'fec0::1', '100::1', '2001:db8::1',
+    '2002:7f00:1::1',
+    '2001:0:4136:e378::1',
+    '64:ff9b::7f00:1',
+    '64:ff9b:1::a9fe:a9fe',
+    '::7f00:1',
+    '::ffff:0:7f00:1',
+    'fec0::1',
+    '100::1',
+    '2001:db8::1',
   ];
 
   /** Sends to victim.test (at the counter's port) with `options`; the resolver says `addresses`. */
   async function sendToVictim(addresses: string[], options: Partial<SenderOptions>) {
     const { lookup, asked } = resolver(addresses);
     const before = counter.count();
-    const result = await sender({ allowedAddresses: [], lookup, ...options }).send(`http://victim.test:${counter.port}/hook`, '{}', {});
+    const result = await sender({ allowedAddresses: [], lookup, ...options }).send(
+      `http://victim.test:${counter.port}/hook`,
+      '{}',
+      {},
+    );
     await new Promise((resolve) => setTimeout(resolve, 50)); // room for a connection to show up
     return { result, asked, connections: counter.count() - before };
   }
@@ -239,7 +282,11 @@ describe('webhookSender SSRF guard', () => {
     expect(result).toMatchObject({ ok: false, refused: true });
     // For a name, the user's delivery log does not say what it resolved to (that would map the
     // server's internal DNS); the server's log has the address.
-    expect(result.error).toMatch(literal ? `destination refused: ${address} is a private/reserved address (` : /^destination refused: victim\.test resolves to a private or reserved address$/);
+    expect(result.error).toMatch(
+      literal
+        ? `destination refused: ${address} is a private/reserved address (`
+        : /^destination refused: victim\.test resolves to a private or reserved address$/,
+    );
     expect(result.detail).toContain(`refused address ${address} `);
     expect(result.statusCode).toBeUndefined();
     expect(isRetryable(result)).toBe(false);
@@ -252,18 +299,27 @@ describe('webhookSender SSRF guard', () => {
     expect(connections).toBe(0);
   });
 
-  it.each(['169.254.169.254', 'fd00:ec2::254', '::ffff:169.254.169.254', 'fe80::1', '100.64.0.1', '0.0.0.0', '224.0.0.1'])(
-    'still refuses %s when private addresses are allowed (development)',
-    async (address) => {
-      const { result, connections } = await sendToVictim([address], { allowPrivate: true });
-      expectRefused(result, address);
-      expect(connections).toBe(0);
-    },
-  );
+  it.each([
+    '169.254.169.254',
+    'fd00:ec2::254',
+    '::ffff:169.254.169.254',
+    'fe80::1',
+    '100.64.0.1',
+    '0.0.0.0',
+    '224.0.0.1',
+  ])('still refuses %s when private addresses are allowed (development)', async (address) => {
+    const { result, connections } = await sendToVictim([address], { allowPrivate: true });
+    expectRefused(result, address);
+    expect(connections).toBe(0);
+  });
 
   it('lets loopback through when private addresses are allowed (development)', async () => {
     const { lookup } = resolver(['127.0.0.1']);
-    const result = await sender({ allowPrivate: true, allowedAddresses: [], lookup }).send(`http://victim.test:${receiver.port}/dev`, '{}', {});
+    const result = await sender({ allowPrivate: true, allowedAddresses: [], lookup }).send(
+      `http://victim.test:${receiver.port}/dev`,
+      '{}',
+      {},
+    );
     expect(result).toMatchObject({ ok: true, statusCode: 200 });
   });
 
@@ -274,17 +330,21 @@ describe('webhookSender SSRF guard', () => {
     expect(connections).toBe(0);
   });
 
-  it.each([`[::ffff:7f00:1]`, '127.0.0.1', '[::1]', '0.0.0.0', '169.254.169.254'])('refuses the IP-literal URL http://%s:PORT/', async (host) => {
-    const before = counter.count();
-    const result = await sender({ allowedAddresses: [] }).send(`http://${host}:${counter.port}/`, '{}', {});
-    await new Promise((resolve) => setTimeout(resolve, 50));
-    expectRefused(result, host.replace(/^\[(.*)\]$/, '$1'), true);
-    expect(counter.count() - before).toBe(0);
-  });
+  it.each([`[::ffff:7f00:1]`, '127.0.0.1', '[::1]', '0.0.0.0', '169.254.169.254'])(
+    'refuses the IP-literal URL http://%s:PORT/',
+    async (host) => {
+      const before = counter.count();
+      const result = await sender({ allowedAddresses: [] }).send(`http://${host}:${counter.port}/`, '{}', {});
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      expectRefused(result, host.replace(/^\[(.*)\]$/, '$1'), true);
+      expect(counter.count() - before).toBe(0);
+    },
+  );
 
   it('checks each new connection: a name re-pointed at a forbidden address after a good send is refused (DNS rebinding)', async () => {
     let answers = ['127.0.0.1'];
-    const lookup: LookupFunction = (hostname, options, callback) => resolver(answers).lookup(hostname, options, callback);
+    const lookup: LookupFunction = (hostname, options, callback) =>
+      resolver(answers).lookup(hostname, options, callback);
     const s = sender({ allowedAddresses: LOOPBACK, lookup });
     const before = receiver.deliveries.length;
     expect(await s.send(`http://victim.test:${receiver.port}/rebind`, '{}', {})).toMatchObject({ ok: true });
@@ -313,7 +373,10 @@ describe('isRetryable', () => {
     [{ ok: false, statusCode: 302, error: 'redirect not followed' }, false],
     [{ ok: false, statusCode: 404 }, false],
     [{ ok: false, statusCode: 410 }, false],
-    [{ ok: false, refused: true, error: 'destination refused: 10.0.0.1 is a private/reserved address (private)' }, false],
+    [
+      { ok: false, refused: true, error: 'destination refused: 10.0.0.1 is a private/reserved address (private)' },
+      false,
+    ],
   ])('%j → %s', (result, expected) => {
     expect(isRetryable({ durationMs: 1, ...result } as SendResult)).toBe(expected);
   });

@@ -19,8 +19,14 @@ describe('signatureHeaders', () => {
     const secret = generateSecret();
     const timestamp = new Date(1_700_000_000_999);
     const headers = signatureHeaders({ id: 'msg_2', timestamp, body, secrets: [secret] });
-    const expected = createHmac('sha256', Buffer.from(secret.slice('whsec_'.length), 'base64')).update(`msg_2.1700000000.${body}`).digest('base64');
-    expect(headers).toEqual({ 'webhook-id': 'msg_2', 'webhook-timestamp': '1700000000', 'webhook-signature': `v1,${expected}` });
+    const expected = createHmac('sha256', Buffer.from(secret.slice('whsec_'.length), 'base64'))
+      .update(`msg_2.1700000000.${body}`)
+      .digest('base64');
+    expect(headers).toEqual({
+      'webhook-id': 'msg_2',
+      'webhook-timestamp': '1700000000',
+      'webhook-signature': `v1,${expected}`,
+    });
   });
 
   it('signs with every secret during a rotation, and each verifies with the standardwebhooks library', () => {
@@ -28,7 +34,8 @@ describe('signatureHeaders', () => {
     const headers = signatureHeaders({ id: 'msg_2', timestamp: new Date(), body, secrets: [current, previous] });
     expect(headers['webhook-signature'].split(' ')).toHaveLength(2);
     expect(headers['webhook-signature']).toMatch(/^v1,\S+ v1,\S+$/);
-    for (const secret of [current, previous]) expect(new Webhook(secret).verify(body, headers)).toEqual(JSON.parse(body));
+    for (const secret of [current, previous])
+      expect(new Webhook(secret).verify(body, headers)).toEqual(JSON.parse(body));
   });
 
   it('does not verify with another secret, another body or another id', () => {
@@ -36,10 +43,14 @@ describe('signatureHeaders', () => {
     const headers = signatureHeaders({ id: 'msg_2', timestamp: new Date(), body, secrets: [secret] });
     expect(() => new Webhook(generateSecret()).verify(body, headers)).toThrow(WebhookVerificationError);
     expect(() => new Webhook(secret).verify(body.replace('msg_2', 'msg_3'), headers)).toThrow(WebhookVerificationError);
-    expect(() => new Webhook(secret).verify(body, { ...headers, 'webhook-id': 'msg_3' })).toThrow(WebhookVerificationError);
+    expect(() => new Webhook(secret).verify(body, { ...headers, 'webhook-id': 'msg_3' })).toThrow(
+      WebhookVerificationError,
+    );
   });
 
   it('refuses to sign with no secret at all', () => {
-    expect(() => signatureHeaders({ id: 'msg_2', timestamp: new Date(), body, secrets: [] })).toThrow(expect.objectContaining({ code: 'WEBHOOK_NO_SIGNING_SECRET' }));
+    expect(() => signatureHeaders({ id: 'msg_2', timestamp: new Date(), body, secrets: [] })).toThrow(
+      expect.objectContaining({ code: 'WEBHOOK_NO_SIGNING_SECRET' }),
+    );
   });
 });

@@ -20,7 +20,16 @@ const INTERVAL_MS = 60_000 / PER_MINUTE;
 beforeAll(async () => {
   receiver = await startReceiver();
   scratch = await scratchDatabase();
-  server = await startServer({ databaseUrl: scratch.url, webhooks: { runWorker: true, concurrency: 4, ownerConcurrency: 3, pollMs: 100, ownerDeliveriesPerMinute: PER_MINUTE } });
+  server = await startServer({
+    databaseUrl: scratch.url,
+    webhooks: {
+      runWorker: true,
+      concurrency: 4,
+      ownerConcurrency: 3,
+      pollMs: 100,
+      ownerDeliveriesPerMinute: PER_MINUTE,
+    },
+  });
 });
 afterAll(async () => {
   await receiver.close();
@@ -29,7 +38,8 @@ afterAll(async () => {
 });
 
 const deliveriesOf = async (api: TasksClient, webhookId: string) =>
-  (await api.GET('/api/v1/webhooks/{webhookId}/deliveries', { params: { path: { webhookId }, query: { limit: 100 } } })).data!.items;
+  (await api.GET('/api/v1/webhooks/{webhookId}/deliveries', { params: { path: { webhookId }, query: { limit: 100 } } }))
+    .data!.items;
 
 describe(`an owner over ${PER_MINUTE} deliveries a minute`, () => {
   it('has the rest postponed, visibly in the delivery log, and sent one by one in their turn', async () => {
@@ -37,7 +47,9 @@ describe(`an owner over ${PER_MINUTE} deliveries a minute`, () => {
     const hooks: { id: string; key: string }[] = [];
     for (let i = 0; i < 2; i++) {
       const key = randomUUID();
-      const { data: hook } = await api.POST('/api/v1/webhooks', { body: { url: `${receiver.url}/${key}`, events: ['task.created'] } });
+      const { data: hook } = await api.POST('/api/v1/webhooks', {
+        body: { url: `${receiver.url}/${key}`, events: ['task.created'] },
+      });
       receiver.setSecret(key, hook!.secret);
       hooks.push({ id: hook!.id, key });
     }
@@ -48,7 +60,11 @@ describe(`an owner over ${PER_MINUTE} deliveries a minute`, () => {
     // The log says which wait and why, and when they go.
     const log = async () => (await Promise.all(hooks.map((h) => deliveriesOf(api, h.id)))).flat();
     let postponed: Awaited<ReturnType<typeof log>> = [];
-    for (const deadline = Date.now() + 10_000; postponed.length === 0 && Date.now() < deadline; await new Promise((resolve) => setTimeout(resolve, 50))) {
+    for (
+      const deadline = Date.now() + 10_000;
+      postponed.length === 0 && Date.now() < deadline;
+      await new Promise((resolve) => setTimeout(resolve, 50))
+    ) {
       postponed = (await log()).filter((d) => d.status === 'pending' && d.postponed_reason === 'rate_limited');
     }
     expect(postponed.length).toBeGreaterThanOrEqual(1);
@@ -69,8 +85,12 @@ describe(`an owner over ${PER_MINUTE} deliveries a minute`, () => {
 
     // Postponing used up no attempt: each was sent in its first, and the reason is gone once sent.
     const ended = await log();
-    expect(ended.every((d) => d.status === 'succeeded' && d.attempts_made === 1 && d.postponed_reason === null)).toBe(true);
+    expect(ended.every((d) => d.status === 'succeeded' && d.attempts_made === 1 && d.postponed_reason === null)).toBe(
+      true,
+    );
     const metrics = await (await fetch(`${server.url}/metrics`)).text();
-    expect(Number(/^webhook_delivery_postponements_total\{reason="rate_limited"\} (\d+)/m.exec(metrics)?.[1])).toBeGreaterThanOrEqual(2);
+    expect(
+      Number(/^webhook_delivery_postponements_total\{reason="rate_limited"\} (\d+)/m.exec(metrics)?.[1]),
+    ).toBeGreaterThanOrEqual(2);
   }, 40_000);
 });

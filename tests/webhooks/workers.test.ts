@@ -33,10 +33,16 @@ describe('two workers', () => {
   it('deliver every event exactly once when nothing fails', async () => {
     const api = server.client(await server.tokenFor());
     const key = randomUUID();
-    const { data: hook } = await api.POST('/api/v1/webhooks', { body: { url: `${receiver.url}/${key}`, events: ['task.created', 'task.updated'] } });
+    const { data: hook } = await api.POST('/api/v1/webhooks', {
+      body: { url: `${receiver.url}/${key}`, events: ['task.created', 'task.updated'] },
+    });
     receiver.setSecret(key, hook!.secret);
     const tasks = await Promise.all(Array.from({ length: 40 }, () => api.POST('/api/v1/tasks', { body: buildTask() })));
-    await Promise.all(tasks.map(({ data }) => api.PATCH('/api/v1/tasks/{taskId}', { params: { path: { taskId: data!.id } }, body: { priority: 'high' } })));
+    await Promise.all(
+      tasks.map(({ data }) =>
+        api.PATCH('/api/v1/tasks/{taskId}', { params: { path: { taskId: data!.id } }, body: { priority: 'high' } }),
+      ),
+    );
     const mine = () => receiver.deliveries.filter((d) => d.key === key);
     await receiver.waitFor(() => mine().length >= 80, 30_000);
     await new Promise((resolve) => setTimeout(resolve, 1000)); // room for a duplicate to show up

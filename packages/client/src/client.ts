@@ -48,15 +48,23 @@ void everyIdempotentPostListed;
 const idempotentPosts = new Set<string>(IDEMPOTENT_POSTS);
 const SIGN_IN = /\/api\/v1\/auth\/[^/]+$/;
 
-const bearer = (request: Request): string | undefined => request.headers.get('Authorization')?.replace(/^Bearer /, '') || undefined;
+const bearer = (request: Request): string | undefined =>
+  request.headers.get('Authorization')?.replace(/^Bearer /, '') || undefined;
 
 /**
  * Creates a client whose paths, parameters, request bodies and responses are typed from the
  * OpenAPI document, so a frontend cannot call the API in a way the contract does not allow.
  * Every response body it parses is remembered with its ETag, for `ifMatch(body)`.
  */
-export function createTasksClient({ token, session, fetch, idempotency = true, ...options }: TasksClientOptions): TasksClient {
-  if (token !== undefined && session !== undefined) throw new TypeError('createTasksClient: pass token or session, not both');
+export function createTasksClient({
+  token,
+  session,
+  fetch,
+  idempotency = true,
+  ...options
+}: TasksClientOptions): TasksClient {
+  if (token !== undefined && session !== undefined)
+    throw new TypeError('createTasksClient: pass token or session, not both');
   const send = (request: Request): Promise<Response> => (fetch ?? globalThis.fetch)(request);
 
   const client = createClient<paths>({
@@ -81,9 +89,15 @@ export function createTasksClient({ token, session, fetch, idempotency = true, .
 
   const middleware: Middleware = {
     async onRequest({ request, schemaPath }) {
-      const value = session !== undefined ? await session.accessToken() : typeof token === 'function' ? await token() : token;
+      const value =
+        session !== undefined ? await session.accessToken() : typeof token === 'function' ? await token() : token;
       if (value && !request.headers.has('Authorization')) request.headers.set('Authorization', `Bearer ${value}`);
-      if (idempotency && request.method === 'POST' && idempotentPosts.has(schemaPath) && !request.headers.has('Idempotency-Key')) {
+      if (
+        idempotency &&
+        request.method === 'POST' &&
+        idempotentPosts.has(schemaPath) &&
+        !request.headers.has('Idempotency-Key')
+      ) {
         request.headers.set('Idempotency-Key', globalThis.crypto.randomUUID());
       }
       return request;
@@ -98,7 +112,8 @@ export function createTasksClient({ token, session, fetch, idempotency = true, .
   };
   return {
     ...client,
-    request: ((method: never, url: never, ...init: never[]) => client.request(method, url, ...init).then(remember)) as TasksClient['request'],
+    request: ((method: never, url: never, ...init: never[]) =>
+      client.request(method, url, ...init).then(remember)) as TasksClient['request'],
     GET: ((url: never, ...init: never[]) => client.GET(url, ...init).then(remember)) as TasksClient['GET'],
     PUT: ((url: never, ...init: never[]) => client.PUT(url, ...init).then(remember)) as TasksClient['PUT'],
     POST: ((url: never, ...init: never[]) => client.POST(url, ...init).then(remember)) as TasksClient['POST'],

@@ -30,6 +30,9 @@ export function etagOf(resource: object): string | undefined {
  */
 export function ifMatch(resource: object): { 'If-Match': string } {
   const etag = etagOf(resource);
-  if (etag === undefined) throw new TypeError('ifMatch: no ETag is known for this object (pass a body the client returned, or a task with its version)');
+  if (etag === undefined)
+    throw new TypeError(
+      'ifMatch: no ETag is known for this object (pass a body the client returned, or a task with its version)',
+    );
   return { 'If-Match': etag };
 }

@@ -6,7 +6,16 @@ import type { components } from './api.js';
 
 export type { components, operations, paths } from './api.js';
 export { createTasksClient, type TasksClient, type TasksClientOptions } from './client.js';
-export { createSession, type Credentials, type Registration, type Session, type SessionOptions, type SessionLocks, type SessionStorage, type TokenResponse } from './session.js';
+export {
+  createSession,
+  type Credentials,
+  type Registration,
+  type Session,
+  type SessionOptions,
+  type SessionLocks,
+  type SessionStorage,
+  type TokenResponse,
+} from './session.js';
 export { paginate, type PagedPath, type PageItem, type PaginateInit } from './paginate.js';
 export { ProblemError, unwrap, type AnyProblem, type Problem } from './problem.js';
 export { etagOf, ifMatch } from './etag.js';

@@ -30,10 +30,20 @@ export type PaginateInit<P extends PagedPath> = MaybeOptionalInit<paths[P], 'get
  * Works for tasks, a task's attachments, webhooks and a webhook's deliveries. A page that fails
  * throws a {@link ProblemError}; stopping the loop early requests no further page.
  */
-export async function* paginate<P extends PagedPath>(api: TasksClient, path: P, ...[init]: undefined extends PaginateInit<P> ? [PaginateInit<P>?] : [PaginateInit<P>]): AsyncGenerator<PageItem<P>, void, undefined> {
-  const options = (init ?? {}) as { params?: { query?: Record<string, unknown> } & Record<string, unknown> } & Record<string, unknown>;
+export async function* paginate<P extends PagedPath>(
+  api: TasksClient,
+  path: P,
+  ...[init]: undefined extends PaginateInit<P> ? [PaginateInit<P>?] : [PaginateInit<P>]
+): AsyncGenerator<PageItem<P>, void, undefined> {
+  const options = (init ?? {}) as { params?: { query?: Record<string, unknown> } & Record<string, unknown> } & Record<
+    string,
+    unknown
+  >;
   let cursor = options.params?.query?.cursor as string | undefined;
-  const get = api.GET as unknown as (path: string, init: unknown) => Promise<{ data?: { items: PageItem<P>[]; next_cursor: string | null }; error?: unknown; response: Response }>;
+  const get = api.GET as unknown as (
+    path: string,
+    init: unknown,
+  ) => Promise<{ data?: { items: PageItem<P>[]; next_cursor: string | null }; error?: unknown; response: Response }>;
   do {
     const query = { ...options.params?.query, ...(cursor === undefined ? {} : { cursor }) };
     const { data, error, response } = await get(path, { ...options, params: { ...options.params, query } });

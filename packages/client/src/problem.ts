@@ -7,7 +7,9 @@ export type Problem = components['schemas']['Problem'];
  * Every problem the contract defines (its `*Problem` schemas): narrow with
  * `ProblemError.is(status)`, or on the plain result's `error.status`.
  */
-export type AnyProblem = { [K in keyof components['schemas']]: K extends `${string}Problem` ? components['schemas'][K] : never }[keyof components['schemas']];
+export type AnyProblem = {
+  [K in keyof components['schemas']]: K extends `${string}Problem` ? components['schemas'][K] : never;
+}[keyof components['schemas']];
 
 /** What every problem has, whatever the operation's own error type narrows it to. */
 type ProblemShape = { type: string; title: string; status: number; detail: string };
@@ -54,7 +56,9 @@ type Narrowed<P extends ProblemShape, S> = [Extract<P, { status: S }>] extends [
 function isProblem(body: unknown): body is ProblemShape {
   if (typeof body !== 'object' || body === null) return false;
   const { type, title, status, detail } = body as Record<string, unknown>;
-  return typeof type === 'string' && typeof title === 'string' && typeof status === 'number' && typeof detail === 'string';
+  return (
+    typeof type === 'string' && typeof title === 'string' && typeof status === 'number' && typeof detail === 'string'
+  );
 }
 
 function synthetic(response: Response, body: unknown): Problem {
@@ -72,7 +76,9 @@ function synthetic(response: Response, body: unknown): Problem {
 type Result = { data?: unknown; error?: unknown; response: Response };
 
 /** The error type of a result, as a problem (every documented error of the contract is one). */
-type ErrorOf<R extends Result> = [Extract<R['error'], ProblemShape>] extends [never] ? AnyProblem : Extract<R['error'], ProblemShape>;
+type ErrorOf<R extends Result> = [Extract<R['error'], ProblemShape>] extends [never]
+  ? AnyProblem
+  : Extract<R['error'], ProblemShape>;
 
 /**
  * The data of a successful call, or a thrown {@link ProblemError} for any other status:

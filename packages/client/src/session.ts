@@ -100,7 +100,13 @@ function memoryStorage(): SessionStorage {
  * `createTasksClient({ baseUrl, session })`: requests carry its access token, and a 401 is
  * answered by one refresh and one retry.
  */
-export function createSession({ baseUrl, storage = memoryStorage(), fetch, refreshLeewaySeconds = 30, locks }: SessionOptions): Session {
+export function createSession({
+  baseUrl,
+  storage = memoryStorage(),
+  fetch,
+  refreshLeewaySeconds = 30,
+  locks,
+}: SessionOptions): Session {
   const api = createClient<paths>({ baseUrl, fetch: (request: Request) => (fetch ?? globalThis.fetch)(request) });
   let inflight: Promise<TokenResponse> | undefined;
   /** Bumped by logout, so that a refresh answering afterwards does not store tokens again. */
@@ -111,7 +117,12 @@ export function createSession({ baseUrl, storage = memoryStorage(), fetch, refre
     if (!raw) return undefined;
     try {
       const value = JSON.parse(raw) as Partial<Stored>;
-      if (typeof value.access_token === 'string' && typeof value.refresh_token === 'string' && typeof value.expires_at === 'number' && typeof value.expires_in === 'number') {
+      if (
+        typeof value.access_token === 'string' &&
+        typeof value.refresh_token === 'string' &&
+        typeof value.expires_at === 'number' &&
+        typeof value.expires_in === 'number'
+      ) {
         return value as Stored;
       }
     } catch {
@@ -132,7 +143,8 @@ export function createSession({ baseUrl, storage = memoryStorage(), fetch, refre
   async function doRefresh(): Promise<TokenResponse> {
     const seen = await read();
     if (!seen) throw new Error('tasks-api session: not logged in');
-    const lockManager = locks === undefined ? (globalThis as { navigator?: { locks?: SessionLocks } }).navigator?.locks : locks;
+    const lockManager =
+      locks === undefined ? (globalThis as { navigator?: { locks?: SessionLocks } }).navigator?.locks : locks;
     if (!lockManager) return exchange(seen);
     return (await lockManager.request(`@tasks-api/client refresh ${baseUrl}`, async () => {
       const current = await read();
@@ -146,7 +158,9 @@ export function createSession({ baseUrl, storage = memoryStorage(), fetch, refre
   /** Spends `current`'s refresh token on a new pair. */
   async function exchange(current: Stored): Promise<TokenResponse> {
     const started = generation;
-    const { data, error, response } = await api.POST('/api/v1/auth/refresh', { body: { refresh_token: current.refresh_token } });
+    const { data, error, response } = await api.POST('/api/v1/auth/refresh', {
+      body: { refresh_token: current.refresh_token },
+    });
     if (data) {
       if (generation !== started) throw new Error('tasks-api session: logged out during the refresh');
       return store(data);
@@ -181,7 +195,9 @@ export function createSession({ baseUrl, storage = memoryStorage(), fetch, refre
       const current = await read();
       await storage.remove();
       if (!current) return;
-      const { error, response } = await api.POST('/api/v1/auth/logout', { body: { refresh_token: current.refresh_token } });
+      const { error, response } = await api.POST('/api/v1/auth/logout', {
+        body: { refresh_token: current.refresh_token },
+      });
       if (!response.ok) throw ProblemError.from(response, error);
     },
 

@@ -18,7 +18,11 @@ export function authHandlers(issuer: BuiltinIssuer | undefined): Handlers<AuthOp
       return { status: 201, body: await enabled().register(body.email, body.password), headers: NO_STORE };
     },
     async login({ body, raw }) {
-      return { status: 200, body: await enabled().login(body.email, body.password, raw.ip ?? 'unknown'), headers: NO_STORE };
+      return {
+        status: 200,
+        body: await enabled().login(body.email, body.password, raw.ip ?? 'unknown'),
+        headers: NO_STORE,
+      };
     },
     async refreshToken({ body }) {
       return { status: 200, body: await enabled().refresh(body.refresh_token), headers: NO_STORE };

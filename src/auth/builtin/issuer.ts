@@ -53,7 +53,11 @@ export function builtinIssuer(db: Kysely<DB>, keys: SigningKeys, options: Builti
   // Checked when the email is unknown, so that answer takes as long as a wrong password.
   const decoyHash = hashPassword(randomBytes(16).toString('hex'));
 
-  async function issue(user: { id: string; email: string }, familyId: string = randomUUID(), trx: Kysely<DB> = db): Promise<TokenPair> {
+  async function issue(
+    user: { id: string; email: string },
+    familyId: string = randomUUID(),
+    trx: Kysely<DB> = db,
+  ): Promise<TokenPair> {
     const refreshToken = `rt_${randomBytes(32).toString('base64url')}`;
     await trx
       .insertInto('refresh_tokens')
@@ -91,7 +95,10 @@ export function builtinIssuer(db: Kysely<DB>, keys: SigningKeys, options: Builti
    */
   const purgeStale = backgroundPurge(3600_000, () =>
     Promise.all([
-      db.deleteFrom('login_failures').where('window_started_at', '<', new Date(Date.now() - FAILURE_WINDOW_SECONDS * 1000)).execute(),
+      db
+        .deleteFrom('login_failures')
+        .where('window_started_at', '<', new Date(Date.now() - FAILURE_WINDOW_SECONDS * 1000))
+        .execute(),
       db.deleteFrom('refresh_tokens').where('expires_at', '<', new Date()).execute(),
     ]),
   );
@@ -137,29 +144,59 @@ export function builtinIssuer(db: Kysely<DB>, keys: SigningKeys, options: Builti
       const emailIpKey = `email-ip:${sha256(`${normalised}\n${clientIp}`)}`;
       const emailKey = `email:${sha256(normalised)}`;
       const ipKey = `ip:${clientIp}`;
-      const [byEmailIp, byEmail, byIp] = await Promise.all([countAttempt(emailIpKey), countAttempt(emailKey), countAttempt(ipKey)]);
+      const [byEmailIp, byEmail, byIp] = await Promise.all([
+        countAttempt(emailIpKey),
+        countAttempt(emailKey),
+        countAttempt(ipKey),
+      ]);
       const over = [
         byEmailIp.attempts > MAX_FAILURES.emailIp && byEmailIp,
         byEmail.attempts > MAX_FAILURES.email && byEmail,
         byIp.attempts > MAX_FAILURES.ip && byIp,
       ].filter((x) => x !== false);
       if (over.length > 0) {
-        const retryAfter = Math.max(1, Math.ceil(FAILURE_WINDOW_SECONDS - Math.min(...over.map((o) => o.windowAgeSeconds))));
-        logger?.warn('login throttled', { email_digest: emailKey.slice(6, 22), client_ip: clientIp, retry_after: retryAfter });
+        const retryAfter = Math.max(
+          1,
+          Math.ceil(FAILURE_WINDOW_SECONDS - Math.min(...over.map((o) => o.windowAgeSeconds))),
+        );
+        logger?.warn('login throttled', {
+          email_digest: emailKey.slice(6, 22),
+          client_ip: clientIp,
+          retry_after: retryAfter,
+        });
         throw new LoginThrottled(retryAfter);
       }
 
-      const user = await db.selectFrom('users').select(['id', 'email', 'password_hash', 'disabled_at']).where('email', '=', normalised).executeTakeFirst();
+      const user = await db
+        .selectFrom('users')
+        .select(['id', 'email', 'password_hash', 'disabled_at'])
+        .where('email', '=', normalised)
+        .executeTakeFirst();
       const check = await verifyPassword(password, user?.password_hash ?? (await decoyHash));
-      const failure = user === undefined ? 'unknown_email' : !check.ok ? 'wrong_password' : user.disabled_at !== null ? 'disabled' : undefined;
+      const failure =
+        user === undefined
+          ? 'unknown_email'
+          : !check.ok
+            ? 'wrong_password'
+            : user.disabled_at !== null
+              ? 'disabled'
+              : undefined;
       if (failure !== undefined) {
         logger?.warn('login failed', { reason: failure, user_id: user?.id ?? null, client_ip: clientIp });
         throw new InvalidCredentials(failure);
       }
       await db.deleteFrom('login_failures').where('key', '=', emailIpKey).execute();
-      await db.updateTable('login_failures').set((eb) => ({ failures: eb('failures', '-', 1) })).where('key', 'in', [emailKey, ipKey]).execute();
+      await db
+        .updateTable('login_failures')
+        .set((eb) => ({ failures: eb('failures', '-', 1) }))
+        .where('key', 'in', [emailKey, ipKey])
+        .execute();
       if (check.needsRehash) {
-        await db.updateTable('users').set({ password_hash: await hashPassword(password) }).where('id', '=', user!.id).execute();
+        await db
+          .updateTable('users')
+          .set({ password_hash: await hashPassword(password) })
+          .where('id', '=', user!.id)
+          .execute();
       }
       return issue(user!);
     },
@@ -170,27 +207,52 @@ export function builtinIssuer(db: Kysely<DB>, keys: SigningKeys, options: Builti
      */
     async refresh(refreshToken: string): Promise<TokenPair> {
       purgeStale();
-      type Outcome = { pair: TokenPair } | { failed: InvalidRefreshToken['reason']; row?: { user_id: string; family_id: string } };
+      type Outcome =
+        { pair: TokenPair } | { failed: InvalidRefreshToken['reason']; row?: { user_id: string; family_id: string } };
       const outcome = await db.transaction().execute(async (trx): Promise<Outcome> => {
         const row = await trx
           .selectFrom('refresh_tokens')
           .innerJoin('users', 'users.id', 'refresh_tokens.user_id')
-          .select(['refresh_tokens.token_hash', 'family_id', 'user_id', 'expires_at', 'used_at', 'revoked_at', 'users.email', 'users.disabled_at'])
+          .select([
+            'refresh_tokens.token_hash',
+            'family_id',
+            'user_id',
+            'expires_at',
+            'used_at',
+            'revoked_at',
+            'users.email',
+            'users.disabled_at',
+          ])
           .where('token_hash', '=', sha256(refreshToken))
           .forUpdate('refresh_tokens')
           .executeTakeFirst();
         if (row === undefined) return { failed: 'unknown' };
         if (row.revoked_at !== null) return { failed: 'revoked', row };
-        const failed: InvalidRefreshToken['reason'] | undefined = row.used_at !== null ? 'reused' : row.disabled_at !== null ? 'account_disabled' : row.expires_at <= new Date() ? 'expired' : undefined;
+        const failed: InvalidRefreshToken['reason'] | undefined =
+          row.used_at !== null
+            ? 'reused'
+            : row.disabled_at !== null
+              ? 'account_disabled'
+              : row.expires_at <= new Date()
+                ? 'expired'
+                : undefined;
         if (failed !== undefined) {
           if (failed !== 'expired') await revokeFamily(trx, row.family_id);
           return { failed, row };
         }
-        await trx.updateTable('refresh_tokens').set({ used_at: new Date() }).where('token_hash', '=', row.token_hash).execute();
+        await trx
+          .updateTable('refresh_tokens')
+          .set({ used_at: new Date() })
+          .where('token_hash', '=', row.token_hash)
+          .execute();
         return { pair: await issue({ id: row.user_id, email: row.email }, row.family_id, trx) };
       });
       if ('pair' in outcome) return outcome.pair;
-      const context = { reason: outcome.failed, user_id: outcome.row?.user_id ?? null, family_id: outcome.row?.family_id ?? null };
+      const context = {
+        reason: outcome.failed,
+        user_id: outcome.row?.user_id ?? null,
+        family_id: outcome.row?.family_id ?? null,
+      };
       if (outcome.failed === 'reused') logger?.warn('refresh token reused; its login is revoked', context);
       else logger?.warn('refresh refused', context);
       throw new InvalidRefreshToken(outcome.failed);
@@ -198,7 +260,11 @@ export function builtinIssuer(db: Kysely<DB>, keys: SigningKeys, options: Builti
 
     /** Ends the login the refresh token belongs to; silent for a token that is not live. */
     async logout(refreshToken: string): Promise<void> {
-      const row = await db.selectFrom('refresh_tokens').select('family_id').where('token_hash', '=', sha256(refreshToken)).executeTakeFirst();
+      const row = await db
+        .selectFrom('refresh_tokens')
+        .select('family_id')
+        .where('token_hash', '=', sha256(refreshToken))
+        .executeTakeFirst();
       if (row) await revokeFamily(db, row.family_id);
     },
 
@@ -207,14 +273,23 @@ export function builtinIssuer(db: Kysely<DB>, keys: SigningKeys, options: Builti
 }
 
 function revokeFamily(db: Kysely<DB>, familyId: string) {
-  return db.updateTable('refresh_tokens').set({ revoked_at: new Date() }).where('family_id', '=', familyId).where('revoked_at', 'is', null).execute();
+  return db
+    .updateTable('refresh_tokens')
+    .set({ revoked_at: new Date() })
+    .where('family_id', '=', familyId)
+    .where('revoked_at', 'is', null)
+    .execute();
 }
 
 /**
  * The built-in issuer wired up: its signing keys, the issuer, and what the token verifier needs
  * to accept its tokens.
  */
-export function builtinAuth(db: Kysely<DB>, config: BuiltinIssuerOptions & { keyEncryptionSecret?: string }, logger?: Logger) {
+export function builtinAuth(
+  db: Kysely<DB>,
+  config: BuiltinIssuerOptions & { keyEncryptionSecret?: string },
+  logger?: Logger,
+) {
   const keys = signingKeys(db, { encryptionSecret: config.keyEncryptionSecret });
   return {
     keys,

@@ -1,5 +1,14 @@
 import { createCipheriv, createDecipheriv, hkdfSync, randomBytes } from 'node:crypto';
-import { calculateJwkThumbprint, errors, exportJWK, generateKeyPair, importJWK, type CryptoKey, type JWK, type JWTHeaderParameters } from 'jose';
+import {
+  calculateJwkThumbprint,
+  errors,
+  exportJWK,
+  generateKeyPair,
+  importJWK,
+  type CryptoKey,
+  type JWK,
+  type JWTHeaderParameters,
+} from 'jose';
 import type { Kysely } from 'kysely';
 import type { DB } from '../../db/schema.js';
 
@@ -41,7 +50,10 @@ function keyCipher(secret: string) {
       return `enc:v1:${[iv, body, cipher.getAuthTag()].map((part) => part.toString('base64url')).join('.')}`;
     },
     open(sealed: string, kid: string): string {
-      const [iv, body, tag] = sealed.slice('enc:v1:'.length).split('.').map((part) => Buffer.from(part, 'base64url')) as [Buffer, Buffer, Buffer];
+      const [iv, body, tag] = sealed
+        .slice('enc:v1:'.length)
+        .split('.')
+        .map((part) => Buffer.from(part, 'base64url')) as [Buffer, Buffer, Buffer];
       const decipher = createDecipheriv('aes-256-gcm', key, iv).setAAD(Buffer.from(kid)).setAuthTag(tag);
       try {
         return Buffer.concat([decipher.update(body), decipher.final()]).toString('utf8');
@@ -92,7 +104,11 @@ export function signingKeys(db: Kysely<DB>, options: { encryptionSecret?: string
     const privateJwk = JSON.stringify(await exportJWK(pair.privateKey));
     await db
       .insertInto('signing_keys')
-      .values({ kid, public_jwk: JSON.stringify(publicJwk), private_jwk: cipher ? cipher.seal(privateJwk, kid) : privateJwk })
+      .values({
+        kid,
+        public_jwk: JSON.stringify(publicJwk),
+        private_jwk: cipher ? cipher.seal(privateJwk, kid) : privateJwk,
+      })
       .execute();
     await load();
   }
@@ -108,7 +124,9 @@ export function signingKeys(db: Kysely<DB>, options: { encryptionSecret?: string
    */
   function publishedOf(all: StoredKey[]): StoredKey[] {
     const now = Date.now();
-    return all.filter((_key, i) => i === 0 || all[i - 1]!.createdAt.getTime() + PUBLISH_RETIRED_FOR_MS > now).slice(0, MAX_PUBLISHED);
+    return all
+      .filter((_key, i) => i === 0 || all[i - 1]!.createdAt.getTime() + PUBLISH_RETIRED_FOR_MS > now)
+      .slice(0, MAX_PUBLISHED);
   }
 
   return {
@@ -120,7 +138,9 @@ export function signingKeys(db: Kysely<DB>, options: { encryptionSecret?: string
         newest = keys[0]!;
       }
       if (signer?.kid !== newest.kid) {
-        const raw = newest.privateJwk.startsWith('enc:') ? cipherFor(newest.kid).open(newest.privateJwk, newest.kid) : newest.privateJwk;
+        const raw = newest.privateJwk.startsWith('enc:')
+          ? cipherFor(newest.kid).open(newest.privateJwk, newest.kid)
+          : newest.privateJwk;
         signer = { kid: newest.kid, key: (await importJWK(JSON.parse(raw) as JWK, 'EdDSA')) as CryptoKey };
       }
       return signer;
@@ -148,7 +168,8 @@ export function signingKeys(db: Kysely<DB>, options: { encryptionSecret?: string
   };
 
   function cipherFor(kid: string) {
-    if (!cipher) throw new Error(`signing key ${kid} is encrypted: set KEY_ENCRYPTION_SECRET to the secret it was encrypted with`);
+    if (!cipher)
+      throw new Error(`signing key ${kid} is encrypted: set KEY_ENCRYPTION_SECRET to the secret it was encrypted with`);
     return cipher;
   }
 }

@@ -21,8 +21,12 @@ export const listShapesVersionsIdempotency: Migration = {
     await sql`
       alter table tasks add column priority_rank smallint not null
         generated always as (case priority when 'low' then 1 when 'medium' then 2 else 3 end) stored`.execute(db);
-    await sql`create index tasks_owner_due_asc_idx on tasks (owner_id, coalesce(due_at, 'infinity'::timestamptz), id)`.execute(db);
-    await sql`create index tasks_owner_due_desc_idx on tasks (owner_id, coalesce(due_at, '-infinity'::timestamptz), id)`.execute(db);
+    await sql`create index tasks_owner_due_asc_idx on tasks (owner_id, coalesce(due_at, 'infinity'::timestamptz), id)`.execute(
+      db,
+    );
+    await sql`create index tasks_owner_due_desc_idx on tasks (owner_id, coalesce(due_at, '-infinity'::timestamptz), id)`.execute(
+      db,
+    );
     await sql`create index tasks_owner_priority_idx on tasks (owner_id, priority_rank, id)`.execute(db);
     await sql`create index tasks_owner_title_idx on tasks (owner_id, lower(title), id)`.execute(db);
     await sql`drop index tasks_owner_completed_created_idx`.execute(db);
@@ -43,8 +47,12 @@ export const listShapesVersionsIdempotency: Migration = {
   },
   async down(db: Kysely<unknown>) {
     await sql`drop table idempotency_keys`.execute(db);
-    await sql`create index tasks_owner_completed_created_idx on tasks (owner_id, completed, created_at desc, id desc)`.execute(db);
-    await sql`drop index tasks_owner_title_idx, tasks_owner_priority_idx, tasks_owner_due_desc_idx, tasks_owner_due_asc_idx`.execute(db);
+    await sql`create index tasks_owner_completed_created_idx on tasks (owner_id, completed, created_at desc, id desc)`.execute(
+      db,
+    );
+    await sql`drop index tasks_owner_title_idx, tasks_owner_priority_idx, tasks_owner_due_desc_idx, tasks_owner_due_asc_idx`.execute(
+      db,
+    );
     await sql`alter table tasks drop column priority_rank, drop column version`.execute(db);
   },
 };

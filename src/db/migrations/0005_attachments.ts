@@ -33,8 +33,12 @@ export const attachments: Migration = {
         created_at timestamptz not null default now(),
         check (state <> 'stored' or sha256 is not null)
       )`.execute(db);
-    await sql`create unique index attachment_blobs_content_idx on attachment_blobs (owner_id, sha256) where state = 'stored'`.execute(db);
-    await sql`create index attachment_blobs_unfinished_idx on attachment_blobs (created_at) where state <> 'stored'`.execute(db);
+    await sql`create unique index attachment_blobs_content_idx on attachment_blobs (owner_id, sha256) where state = 'stored'`.execute(
+      db,
+    );
+    await sql`create index attachment_blobs_unfinished_idx on attachment_blobs (created_at) where state <> 'stored'`.execute(
+      db,
+    );
     await sql`
       create table attachment_chunks (
         blob_id uuid not null references attachment_blobs (id) on delete cascade,
@@ -81,7 +85,9 @@ export const attachments: Migration = {
         end if;
         return null;
       end $$`.execute(db);
-    await sql`create trigger attachments_release_blob after delete on attachments for each row execute function attachments_release_blob()`.execute(db);
+    await sql`create trigger attachments_release_blob after delete on attachments for each row execute function attachments_release_blob()`.execute(
+      db,
+    );
     for (const table of OWNER_TABLES) await isolateByOwner(db, table);
   },
   async down(db: Kysely<unknown>) {

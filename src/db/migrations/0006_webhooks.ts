@@ -117,9 +117,15 @@ export const webhooks: Migration = {
         created_at timestamptz(3) not null default now(),
         updated_at timestamptz(3) not null default now()
       )`.execute(db);
-    await sql`create index webhook_deliveries_endpoint_idx on webhook_deliveries (endpoint_id, created_at desc, id desc)`.execute(db);
-    await sql`create index webhook_deliveries_outbox_idx on webhook_deliveries (next_attempt_at) where status = 'pending' and not queued`.execute(db);
-    await sql`create index webhook_deliveries_due_idx on webhook_deliveries (task_id) where event_type = 'task.due' and status = 'pending'`.execute(db);
+    await sql`create index webhook_deliveries_endpoint_idx on webhook_deliveries (endpoint_id, created_at desc, id desc)`.execute(
+      db,
+    );
+    await sql`create index webhook_deliveries_outbox_idx on webhook_deliveries (next_attempt_at) where status = 'pending' and not queued`.execute(
+      db,
+    );
+    await sql`create index webhook_deliveries_due_idx on webhook_deliveries (task_id) where event_type = 'task.due' and status = 'pending'`.execute(
+      db,
+    );
     for (const table of ['webhook_endpoints', 'webhook_deliveries']) await isolateByOwner(db, table);
 
     await sql`

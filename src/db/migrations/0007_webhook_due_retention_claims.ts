@@ -81,7 +81,9 @@ export const webhookDueRetentionClaims: Migration = {
         return null;
       end
       $$`.execute(db);
-    await sql`create index webhook_deliveries_ended_idx on webhook_deliveries (updated_at) where status <> 'pending'`.execute(db);
+    await sql`create index webhook_deliveries_ended_idx on webhook_deliveries (updated_at) where status <> 'pending'`.execute(
+      db,
+    );
     await sql`alter table webhook_deliveries add column claimed_until timestamptz(3)`.execute(db);
   },
   async down(db: Kysely<unknown>) {

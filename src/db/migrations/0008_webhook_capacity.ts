@@ -22,11 +22,15 @@ export const webhookCapacity: Migration = {
     await sql`
       alter table webhook_deliveries add column postponed_reason text
         check (postponed_reason in ('rate_limited', 'circuit_open'))`.execute(db);
-    await sql`create index webhook_deliveries_admitted_idx on webhook_deliveries (owner_id, endpoint_id) where status = 'pending' and queued`.execute(db);
+    await sql`create index webhook_deliveries_admitted_idx on webhook_deliveries (owner_id, endpoint_id) where status = 'pending' and queued`.execute(
+      db,
+    );
     await sql`alter table webhook_endpoints add column consecutive_timeouts integer not null default 0`.execute(db);
     await sql`alter table webhook_endpoints add column circuit_open_until timestamptz(3)`.execute(db);
     await sql`alter table webhook_endpoints add column circuit_trips integer not null default 0`.execute(db);
-    await sql`create index webhook_endpoints_circuit_idx on webhook_endpoints (circuit_open_until) where circuit_open_until is not null`.execute(db);
+    await sql`create index webhook_endpoints_circuit_idx on webhook_endpoints (circuit_open_until) where circuit_open_until is not null`.execute(
+      db,
+    );
     await sql`
       create table webhook_owner_rates (
         owner_id text primary key,
@@ -36,7 +40,9 @@ export const webhookCapacity: Migration = {
   async down(db: Kysely<unknown>) {
     await sql`drop table webhook_owner_rates`.execute(db);
     await sql`drop index webhook_endpoints_circuit_idx`.execute(db);
-    await sql`alter table webhook_endpoints drop column circuit_trips, drop column circuit_open_until, drop column consecutive_timeouts`.execute(db);
+    await sql`alter table webhook_endpoints drop column circuit_trips, drop column circuit_open_until, drop column consecutive_timeouts`.execute(
+      db,
+    );
     await sql`drop index webhook_deliveries_admitted_idx`.execute(db);
     await sql`alter table webhook_deliveries drop column postponed_reason, drop column queued_at`.execute(db);
   },

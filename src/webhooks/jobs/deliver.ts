@@ -31,7 +31,8 @@ export type Send = (url: string, body: string, headers: Record<string, string>) 
 export type DeliveryOutcome = 'succeeded' | 'retrying' | 'failed' | 'skipped' | 'postponed';
 
 /** How long an endpoint's circuit stays open the `trips`-th time in a row (0 for the first): doubling, up to an hour. */
-export const circuitOpenSeconds = (baseSeconds: number, trips: number) => Math.min(Math.max(MAX_CIRCUIT_OPEN_SECONDS, baseSeconds), baseSeconds * 2 ** Math.min(trips, 20));
+export const circuitOpenSeconds = (baseSeconds: number, trips: number) =>
+  Math.min(Math.max(MAX_CIRCUIT_OPEN_SECONDS, baseSeconds), baseSeconds * 2 ** Math.min(trips, 20));
 
 /** A failed attempt that held its slot to the end: what the circuit breaker counts. */
 const timedOut = (result: SendResult) => result.error === 'timeout' || (result.error?.includes('(ETIMEDOUT)') ?? false);
@@ -60,7 +61,10 @@ const timedOut = (result: SendResult) => result.error === 'timeout' || (result.e
 export function deliveryRunner(deps: {
   db: Kysely<DB>;
   send: Send;
-  config: Pick<WebhooksConfig, 'retrySchedule' | 'disableAfterHours' | 'timeoutMs' | 'circuitTimeouts' | 'circuitOpenSeconds'>;
+  config: Pick<
+    WebhooksConfig,
+    'retrySchedule' | 'disableAfterHours' | 'timeoutMs' | 'circuitTimeouts' | 'circuitOpenSeconds'
+  >;
   logger: Logger;
   random?: () => number;
   /** Called when an attempt opens its endpoint's circuit (for a metric). */
@@ -73,7 +77,8 @@ export function deliveryRunner(deps: {
   function retryDelayMs(attemptInRound: number, result: SendResult): number {
     const base = config.retrySchedule[attemptInRound - 1]! * 1000;
     const jittered = base * (0.8 + 0.4 * random());
-    const asked = result.retryAfterSeconds === undefined ? 0 : Math.min(result.retryAfterSeconds, MAX_RETRY_AFTER_SECONDS) * 1000;
+    const asked =
+      result.retryAfterSeconds === undefined ? 0 : Math.min(result.retryAfterSeconds, MAX_RETRY_AFTER_SECONDS) * 1000;
     return Math.round(Math.max(jittered, asked));
   }
 
@@ -91,7 +96,18 @@ export function deliveryRunner(deps: {
       .where('d.status', '=', 'pending')
       .where('d.attempts_made', '<', attempt)
       .where((eb) => eb.or([eb('d.claimed_until', 'is', null), eb('d.claimed_until', '<', sql<Date>`now()`)]))
-      .returning(['d.event_id', 'd.payload', 'd.retry_base', 'd.endpoint_id', 'e.url', 'e.enabled', 'e.secret', 'e.previous_secret', 'e.previous_secret_expires_at', 'e.circuit_open_until'])
+      .returning([
+        'd.event_id',
+        'd.payload',
+        'd.retry_base',
+        'd.endpoint_id',
+        'e.url',
+        'e.enabled',
+        'e.secret',
+        'e.previous_secret',
+        'e.previous_secret_expires_at',
+        'e.circuit_open_until',
+      ])
       .returning(sql<boolean>`coalesce(e.circuit_open_until > now(), false)`.as('circuit_open'))
       .executeTakeFirst();
     if (row === undefined) return 'skipped';
@@ -99,7 +115,13 @@ export function deliveryRunner(deps: {
       // Admitted before the circuit opened: back to the outbox until it half-opens, no attempt made.
       const released = await db
         .updateTable('webhook_deliveries')
-        .set({ queued: false, queued_at: null, claimed_until: null, next_attempt_at: row.circuit_open_until, postponed_reason: 'circuit_open' })
+        .set({
+          queued: false,
+          queued_at: null,
+          claimed_until: null,
+          next_attempt_at: row.circuit_open_until,
+          postponed_reason: 'circuit_open',
+        })
         .where('id', '=', delivery)
         .where('status', '=', 'pending')
         .where('attempts_made', '<', attempt)
@@ -113,7 +135,10 @@ export function deliveryRunner(deps: {
       result = { ok: false, durationMs: 0, error: 'not sent: the endpoint is disabled', refused: true };
     } else {
       const body = JSON.stringify(row.payload);
-      const graceful = row.previous_secret !== null && row.previous_secret_expires_at !== null && row.previous_secret_expires_at > started;
+      const graceful =
+        row.previous_secret !== null &&
+        row.previous_secret_expires_at !== null &&
+        row.previous_secret_expires_at > started;
       const secrets = graceful ? [row.secret, row.previous_secret!] : [row.secret];
       result = await send(row.url, body, signatureHeaders({ id: row.event_id, timestamp: started, body, secrets }));
     }
@@ -155,14 +180,24 @@ export function deliveryRunner(deps: {
           .updateTable('webhook_endpoints')
           .set({ failing_since: null, consecutive_timeouts: 0, circuit_trips: 0, circuit_open_until: null })
           .where('id', '=', row.endpoint_id)
-          .where((eb) => eb.or([eb('failing_since', 'is not', null), eb('consecutive_timeouts', '>', 0), eb('circuit_open_until', 'is not', null)]))
+          .where((eb) =>
+            eb.or([
+              eb('failing_since', 'is not', null),
+              eb('consecutive_timeouts', '>', 0),
+              eb('circuit_open_until', 'is not', null),
+            ]),
+          )
           .execute();
         return true;
       }
       // Read under the row's lock, so that of two attempts timing out together only one opens the circuit.
       const health = await trx
         .selectFrom('webhook_endpoints')
-        .select(['consecutive_timeouts', 'circuit_trips', sql<boolean>`coalesce(circuit_open_until > now(), false)`.as('open')])
+        .select([
+          'consecutive_timeouts',
+          'circuit_trips',
+          sql<boolean>`coalesce(circuit_open_until > now(), false)`.as('open'),
+        ])
         .where('id', '=', row.endpoint_id)
         .forUpdate()
         .executeTakeFirst();
@@ -172,7 +207,11 @@ export function deliveryRunner(deps: {
       const circuit = answered
         ? { consecutive_timeouts: 0, circuit_trips: 0, circuit_open_until: null }
         : opens
-          ? { consecutive_timeouts: sql<number>`consecutive_timeouts + 1`, circuit_trips: sql<number>`circuit_trips + 1`, circuit_open_until: sql<Date>`now() + make_interval(secs => ${openSeconds})` }
+          ? {
+              consecutive_timeouts: sql<number>`consecutive_timeouts + 1`,
+              circuit_trips: sql<number>`circuit_trips + 1`,
+              circuit_open_until: sql<Date>`now() + make_interval(secs => ${openSeconds})`,
+            }
           : { consecutive_timeouts: sql<number>`consecutive_timeouts + 1` };
       opened = opens ? { timeouts: health.consecutive_timeouts + 1, seconds: openSeconds } : undefined;
       const disabled = await trx
@@ -189,16 +228,28 @@ export function deliveryRunner(deps: {
         .where('enabled', '=', true) // so that `enabled: false` below means this attempt disabled it, not its owner meanwhile
         .returning(['enabled'])
         .executeTakeFirst();
-      if (disabled?.enabled === false) logger.warn('webhook endpoint disabled: its deliveries failed for too long', { webhook_id: row.endpoint_id });
+      if (disabled?.enabled === false)
+        logger.warn('webhook endpoint disabled: its deliveries failed for too long', { webhook_id: row.endpoint_id });
       return true;
     });
     if (!recorded) return 'skipped';
     if (opened !== undefined) {
       deps.onCircuitOpen?.();
-      logger.warn('webhook endpoint circuit opened: its attempts keep timing out', { webhook_id: row.endpoint_id, timeouts: opened.timeouts, open_seconds: opened.seconds });
+      logger.warn('webhook endpoint circuit opened: its attempts keep timing out', {
+        webhook_id: row.endpoint_id,
+        timeouts: opened.timeouts,
+        open_seconds: opened.seconds,
+      });
     }
     logger.log(outcome === 'succeeded' ? 'debug' : 'info', 'webhook delivery attempt', {
-      delivery_id: delivery, webhook_id: row.endpoint_id, attempt, outcome, status_code: entry.status_code, duration_ms: entry.duration_ms, error: entry.error ?? undefined, detail: result.detail,
+      delivery_id: delivery,
+      webhook_id: row.endpoint_id,
+      attempt,
+      outcome,
+      status_code: entry.status_code,
+      duration_ms: entry.duration_ms,
+      error: entry.error ?? undefined,
+      detail: result.detail,
     });
     return outcome;
   };

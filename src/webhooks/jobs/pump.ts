@@ -98,7 +98,10 @@ export function deliveryPump<J>(deps: {
       ready = [];
       if (unstarted.length > 0) await deps.release(unstarted).catch(deps.onError);
       let timer: NodeJS.Timeout | undefined;
-      await Promise.race([Promise.allSettled([...running]), new Promise((resolve) => (timer = setTimeout(resolve, timeoutMs)))]);
+      await Promise.race([
+        Promise.allSettled([...running]),
+        new Promise((resolve) => (timer = setTimeout(resolve, timeoutMs))),
+      ]);
       clearTimeout(timer);
     },
     wake: () => wake?.(),

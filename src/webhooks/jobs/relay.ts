@@ -30,7 +30,10 @@ export interface AdmissionResult {
   postponed: { rate_limited: number; circuit_open: number };
 }
 
-export type AdmissionLimits = Pick<WebhooksConfig, 'ownerConcurrency' | 'endpointConcurrency' | 'ownerDeliveriesPerMinute' | 'circuitTimeouts'>;
+export type AdmissionLimits = Pick<
+  WebhooksConfig,
+  'ownerConcurrency' | 'endpointConcurrency' | 'ownerDeliveriesPerMinute' | 'circuitTimeouts'
+>;
 
 /**
  * The fetch policy of the webhook queue, applied where deliveries enter it (the relay from the
@@ -65,7 +68,9 @@ export type AdmissionLimits = Pick<WebhooksConfig, 'ownerConcurrency' | 'endpoin
  */
 export async function admitDue(db: Kysely<DB>, limits: AdmissionLimits, max: number): Promise<AdmissionResult> {
   const postponed = { rate_limited: 0, circuit_open: 0 };
-  const { rows: [lock] } = await sql<{ got: boolean }>`select pg_try_advisory_xact_lock(hashtext(${RELAY_LOCK})) as got`.execute(db);
+  const {
+    rows: [lock],
+  } = await sql<{ got: boolean }>`select pg_try_advisory_xact_lock(hashtext(${RELAY_LOCK})) as got`.execute(db);
   if (!lock?.got) return { postponed };
 
   // An admission whose job was lost counts no more, and is admitted again below.
@@ -127,7 +132,11 @@ export async function admitDue(db: Kysely<DB>, limits: AdmissionLimits, max: num
   const now = candidates[0]!.now.getTime();
   const interval = 60_000 / limits.ownerDeliveriesPerMinute;
   const owners = [...new Set(candidates.map((c) => c.owner_id))];
-  const rates = await db.selectFrom('webhook_owner_rates').select(['owner_id', 'spent_until']).where('owner_id', 'in', owners).execute();
+  const rates = await db
+    .selectFrom('webhook_owner_rates')
+    .select(['owner_id', 'spent_until'])
+    .where('owner_id', 'in', owners)
+    .execute();
   const spent = new Map(owners.map((owner) => [owner, now]));
   for (const rate of rates) spent.set(rate.owner_id, Math.max(now, rate.spent_until.getTime()));
   const admitted: Admission[] = [];
@@ -139,7 +148,14 @@ export async function admitDue(db: Kysely<DB>, limits: AdmissionLimits, max: num
       continue;
     }
     spent.set(candidate.owner_id, until + interval);
-    admitted.push({ id: candidate.id, owner_id: candidate.owner_id, endpoint_id: candidate.endpoint_id, attempts_made: candidate.attempts_made, retry_base: candidate.retry_base, slot: candidate.slot });
+    admitted.push({
+      id: candidate.id,
+      owner_id: candidate.owner_id,
+      endpoint_id: candidate.endpoint_id,
+      attempts_made: candidate.attempts_made,
+      retry_base: candidate.retry_base,
+      slot: candidate.slot,
+    });
   }
   const touched = [...new Set(admitted.map((a) => a.owner_id))];
   if (touched.length > 0) {
@@ -151,7 +167,11 @@ export async function admitDue(db: Kysely<DB>, limits: AdmissionLimits, max: num
     await db
       .updateTable('webhook_deliveries')
       .set({ queued: true, queued_at: sql`now()` })
-      .where('id', 'in', admitted.map((a) => a.id))
+      .where(
+        'id',
+        'in',
+        admitted.map((a) => a.id),
+      )
       .execute();
   }
   // An owner out of allowance: each of its due deliveries waits for its own turn, one `interval`

@@ -80,7 +80,12 @@ export async function startWebhookWorker(deps: {
   // with the dead worker's claim on the delivery lapsed.
   const expireInSeconds = 2 * claimSecondsFor(config.timeoutMs) + 1;
   const checkEvery = Math.min(60, expireInSeconds);
-  const common = { schema: 'pgboss', superviseIntervalSeconds: checkEvery, monitorIntervalSeconds: checkEvery, application_name: 'tasks-api-worker' };
+  const common = {
+    schema: 'pgboss',
+    superviseIntervalSeconds: checkEvery,
+    monitorIntervalSeconds: checkEvery,
+    application_name: 'tasks-api-worker',
+  };
   const open = () => {
     const boss = database.pglite
       ? new PgBoss({ db: fromPglite(database.pglite), backend: 'pglite', ...common })
@@ -112,7 +117,13 @@ export async function startWebhookWorker(deps: {
   // the delivery log is the record, and at a thousand events a second a week of finished jobs
   // would be most of the database.
   const queueOptions = {
-    retryLimit: 105_000, retryDelay: 2, retryBackoff: true, retryDelayMax: 300, retentionSeconds: 366 * 86_400, expireInSeconds, deleteAfterSeconds: 3600,
+    retryLimit: 105_000,
+    retryDelay: 2,
+    retryBackoff: true,
+    retryDelayMax: 300,
+    retentionSeconds: 366 * 86_400,
+    expireInSeconds,
+    deleteAfterSeconds: 3600,
   };
   if ((await boss.getQueue(DELIVERY_QUEUE)) === null) {
     // Another worker may create it at the same moment.
@@ -123,25 +134,43 @@ export async function startWebhookWorker(deps: {
     await boss.updateQueue(DELIVERY_QUEUE, queueOptions);
   }
 
-  const sender = webhookSender({ timeoutMs: config.timeoutMs, maxResponseBytes: MAX_RESPONSE_BYTES, allowPrivate: false, allowedAddresses: config.allowedAddresses, lookup: deps.lookup });
-  const outcomes = deps.registry && new Counter({
-    name: 'webhook_delivery_attempts_total',
-    help: 'Webhook delivery attempts by outcome (succeeded, retrying, failed).',
-    labelNames: ['outcome'] as const,
-    registers: [deps.registry],
+  const sender = webhookSender({
+    timeoutMs: config.timeoutMs,
+    maxResponseBytes: MAX_RESPONSE_BYTES,
+    allowPrivate: false,
+    allowedAddresses: config.allowedAddresses,
+    lookup: deps.lookup,
   });
-  const postponements = deps.registry && new Counter({
-    name: 'webhook_delivery_postponements_total',
-    help: 'Webhook deliveries whose next attempt was put off, by reason (rate_limited: their owner is over WEBHOOK_OWNER_DELIVERIES_PER_MINUTE; circuit_open: their endpoint kept timing out).',
-    labelNames: ['reason'] as const,
-    registers: [deps.registry],
+  const outcomes =
+    deps.registry &&
+    new Counter({
+      name: 'webhook_delivery_attempts_total',
+      help: 'Webhook delivery attempts by outcome (succeeded, retrying, failed).',
+      labelNames: ['outcome'] as const,
+      registers: [deps.registry],
+    });
+  const postponements =
+    deps.registry &&
+    new Counter({
+      name: 'webhook_delivery_postponements_total',
+      help: 'Webhook deliveries whose next attempt was put off, by reason (rate_limited: their owner is over WEBHOOK_OWNER_DELIVERIES_PER_MINUTE; circuit_open: their endpoint kept timing out).',
+      labelNames: ['reason'] as const,
+      registers: [deps.registry],
+    });
+  const circuitOpens =
+    deps.registry &&
+    new Counter({
+      name: 'webhook_endpoint_circuit_opens_total',
+      help: "Times an endpoint's circuit opened after WEBHOOK_CIRCUIT_TIMEOUTS timeouts in a row.",
+      registers: [deps.registry],
+    });
+  const run = deliveryRunner({
+    db,
+    send: (url, body, headers) => sender.send(url, body, headers),
+    config,
+    logger,
+    onCircuitOpen: () => circuitOpens?.inc(),
   });
-  const circuitOpens = deps.registry && new Counter({
-    name: 'webhook_endpoint_circuit_opens_total',
-    help: 'Times an endpoint\'s circuit opened after WEBHOOK_CIRCUIT_TIMEOUTS timeouts in a row.',
-    registers: [deps.registry],
-  });
-  const run = deliveryRunner({ db, send: (url, body, headers) => sender.send(url, body, headers), config, logger, onCircuitOpen: () => circuitOpens?.inc() });
 
   const runJob = async (job: JobWithMetadata<DeliveryJob>) => {
     const attempt = { id: job.id, retryCount: job.retryCount }; // settles this claim, not a later one of the same job
@@ -153,7 +182,10 @@ export async function startWebhookWorker(deps: {
       // The attempt is recorded: its owner and endpoint have room for the next one now.
       relaySoon();
     } catch (error) {
-      logger.warn('webhook delivery attempt not recorded; the queue runs it again', { delivery_id: job.data.delivery, error: String(error) });
+      logger.warn('webhook delivery attempt not recorded; the queue runs it again', {
+        delivery_id: job.data.delivery,
+        error: String(error),
+      });
       // Left active if this fails too: pg-boss expires it and runs it again.
       await boss.fail(DELIVERY_QUEUE, attempt, { error: String(error) }).catch(() => undefined);
     }
@@ -174,11 +206,20 @@ export async function startWebhookWorker(deps: {
     // restore() that does this in place, on its internal Manager only, not on PgBoss.)
     release: (jobs) =>
       db.transaction().execute(async (trx) => {
-        await boss.deleteJob(DELIVERY_QUEUE, jobs.map((job) => ({ id: job.id, retryCount: job.retryCount })), { db: fromKysely(trx) });
+        await boss.deleteJob(
+          DELIVERY_QUEUE,
+          jobs.map((job) => ({ id: job.id, retryCount: job.retryCount })),
+          { db: fromKysely(trx) },
+        );
         // A conflicting id (a job not deleted: no longer this worker's) is skipped by the insert.
-        await boss.insert(DELIVERY_QUEUE, jobs.map((job) => ({ id: job.id, data: job.data, priority: job.priority })), { db: fromKysely(trx) });
+        await boss.insert(
+          DELIVERY_QUEUE,
+          jobs.map((job) => ({ id: job.id, data: job.data, priority: job.priority })),
+          { db: fromKysely(trx) },
+        );
       }),
-    onError: (error) => logger.warn('webhook job fetch or hand-back failed; trying again shortly', { error: String(error) }),
+    onError: (error) =>
+      logger.warn('webhook job fetch or hand-back failed; trying again shortly', { error: String(error) }),
   });
 
   async function relay(): Promise<number> {
@@ -207,17 +248,22 @@ export async function startWebhookWorker(deps: {
    * hour go too (a missing one is a full one).
    */
   async function purgeBatch(): Promise<number> {
-    await db.deleteFrom('webhook_owner_rates').where('spent_until', '<', sql<Date>`now() - interval '1 hour'`).execute();
+    await db
+      .deleteFrom('webhook_owner_rates')
+      .where('spent_until', '<', sql<Date>`now() - interval '1 hour'`)
+      .execute();
     const { numDeletedRows } = await db
       .deleteFrom('webhook_deliveries')
       .where('id', 'in', (eb) =>
-        eb.selectFrom('webhook_deliveries')
+        eb
+          .selectFrom('webhook_deliveries')
           .select('id')
           .where('status', '<>', 'pending')
           .where('updated_at', '<', sql<Date>`now() - make_interval(days => ${config.retentionDays})`)
           .limit(PURGE_BATCH)
           .forUpdate()
-          .skipLocked()) // another worker's purge has those
+          .skipLocked(),
+      ) // another worker's purge has those
       .executeTakeFirst();
     return Number(numDeletedRows);
   }
@@ -257,12 +303,17 @@ export async function startWebhookWorker(deps: {
           const batch = await purgeBatch();
           purged = (purged ?? 0) + batch;
           if (batch < PURGE_BATCH) {
-            if (purged > 0) logger.info('webhook deliveries past their retention deleted', { deleted: purged, retention_days: config.retentionDays });
+            if (purged > 0)
+              logger.info('webhook deliveries past their retention deleted', {
+                deleted: purged,
+                retention_days: config.retentionDays,
+              });
             purged = undefined;
           }
         } catch (error) {
           purged = undefined;
-          if (!stopped) logger.warn('webhook delivery log purge failed; it runs again in an hour', { error: String(error) });
+          if (!stopped)
+            logger.warn('webhook delivery log purge failed; it runs again in an hour', { error: String(error) });
         }
       }
       ticking = false;
