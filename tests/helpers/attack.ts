@@ -13,7 +13,6 @@
  * the connection is no longer ESTABLISHED), so it is known even for a socket the attacker never
  * reads from, and never depends on the attacker noticing.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { connect, createServer, type Server, type Socket } from 'node:net';
@@ -21,7 +20,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { SignJWT } from 'jose';
 import pg from 'pg';
-import { freePort, waitUntilServing } from '../../scripts/server-process.js';
+import { startMain } from './process.js';
 
 export const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -88,47 +87,6 @@ export interface Target {
 }
 
 /**
- * src/main.ts as its own process, as tests/helpers/process.ts's startMain runs it (production, JSON
- * logs, no shedding for event-loop delay), but given up to `timeoutMs` to start (a PGlite start on
- * a loaded two-core machine takes over 15 s) and killed when it does not.
- */
-async function startServerProcess(
-  env: Record<string, string>,
-  timeoutMs: number,
-): Promise<{ child: ChildProcess; url: string; exited: Promise<number | null>; output: () => string }> {
-  const port = await freePort();
-  let output = '';
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
-    env: {
-      ...process.env,
-      NODE_OPTIONS: '',
-      NODE_ENV: 'production',
-      LOG_FORMAT: 'json',
-      OVERLOAD_MAX_EVENT_LOOP_DELAY_MS: '600000',
-      PORT: String(port),
-      HOST: '127.0.0.1',
-      ...env,
-    },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  child.stdout.on('data', (chunk) => (output += chunk));
-  child.stderr.on('data', (chunk) => (output += chunk));
-  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-  const url = `http://127.0.0.1:${port}`;
-  try {
-    await waitUntilServing(`${url}/health/ready`, child, {
-      timeoutMs,
-      failure: () => `the server did not start within ${timeoutMs} ms:\n${output}`,
-    });
-  } catch (error) {
-    child.kill('SIGKILL');
-    await exited;
-    throw error;
-  }
-  return { child, url, exited, output: () => output };
-}
-
-/**
  * The real server in production mode: a generated JWT_SECRET (so tests sign tokens for any sub),
  * METRICS_TOKEN, rate limits out of the way (the caps under test are concurrency, not requests
  * per minute) and no in-process webhook worker (its queue's polling is noise here). Its database:
@@ -152,7 +110,7 @@ export async function startTarget(
     if (dataDir !== undefined) rmSync(dataDir, { recursive: true, force: true });
     await scratch?.drop();
   };
-  let server: Awaited<ReturnType<typeof startServerProcess>>;
+  let server: Awaited<ReturnType<typeof startMain>>;
   try {
     const databaseUrl =
       scratch === undefined
@@ -160,7 +118,7 @@ export async function startTarget(
         : options.through === undefined
           ? scratch.url
           : await options.through(scratch.url);
-    server = await startServerProcess(
+    server = await startMain(
       {
         JWT_SECRET: secret,
         METRICS_TOKEN: metricsToken,
@@ -174,7 +132,7 @@ export async function startTarget(
         WEBHOOK_WORKER: 'off',
         ...env,
       },
-      options.startTimeoutMs ?? 40_000,
+      { timeoutMs: options.startTimeoutMs ?? 40_000 },
     );
   } catch (error) {
     await cleanUp();

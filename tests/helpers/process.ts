@@ -1,29 +1,37 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { freePort, waitUntilServing } from '../../scripts/server-process.js';
+import { waitUntilServing } from '../../scripts/server-process.js';
 
 /**
- * The real entry point (src/main.ts) as its own process, as a process manager would run it.
+ * The real entry point (src/main.ts) as its own process, as a process manager would run it
+ * (production, JSON logs, no shedding for event-loop delay: these tests are about other things).
  * `output`: stdout and stderr as they came; `stdout`: stdout alone (the log lines).
+ *
+ * It listens on PORT=0 and the URL is the port its own "listening" line names: with jest's
+ * workers side by side, a port found free and then handed to the child could be taken by another
+ * file's server first, and this file would have talked to that one. A server that did not start
+ * within `timeoutMs` (a PGlite start on a loaded two-core machine took over 20 s) is stopped, or
+ * jest would wait on it for ever.
  */
-export async function startMain(env: Record<string, string>): Promise<{
+export async function startMain(
+  env: Record<string, string>,
+  { timeoutMs = 45_000 }: { timeoutMs?: number } = {},
+): Promise<{
   child: ChildProcess;
   url: string;
   exited: Promise<number | null>;
   output: () => string;
   stdout: () => string;
 }> {
-  const port = await freePort();
   let output = '';
   let stdout = '';
   const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
-    // No shedding for event-loop delay (see startServer): these tests are about other things.
     env: {
       ...process.env,
       NODE_OPTIONS: '',
       NODE_ENV: 'production',
       LOG_FORMAT: 'json',
       OVERLOAD_MAX_EVENT_LOOP_DELAY_MS: '600000',
-      PORT: String(port),
+      PORT: '0',
       HOST: '127.0.0.1',
       ...env,
     },
@@ -35,15 +43,20 @@ export async function startMain(env: Record<string, string>): Promise<{
   });
   child.stderr.on('data', (chunk) => (output += chunk));
   const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-  const url = `http://127.0.0.1:${port}`;
-  // A PGlite start (WebAssembly PostgreSQL, seven migrations) took over 20 s on a loaded two-core
-  // machine; a server that did not start is stopped, or jest would wait on it for ever.
-  await waitUntilServing(`${url}/health/ready`, child, {
-    timeoutMs: 45_000,
-    failure: () => `the server did not start:\n${output}`,
-  }).catch((error: unknown) => {
+  const failure = () => `the server did not start within ${timeoutMs} ms:\n${output}`;
+  try {
+    const deadline = Date.now() + timeoutMs;
+    let port: string | undefined;
+    while ((port = /"message":"listening"[^\n]*"port":(\d+)/.exec(stdout)?.[1]) === undefined) {
+      if (Date.now() > deadline || child.exitCode !== null) throw new Error(failure());
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    const url = `http://127.0.0.1:${port}`;
+    await waitUntilServing(`${url}/health/ready`, child, { timeoutMs: Math.max(deadline - Date.now(), 1000), failure });
+    return { child, url, exited, output: () => output, stdout: () => stdout };
+  } catch (error) {
     child.kill('SIGKILL');
+    await exited;
     throw error;
-  });
-  return { child, url, exited, output: () => output, stdout: () => stdout };
+  }
 }
