@@ -65,9 +65,10 @@ const CUT_WITHIN_MS = 3 * RATE_WINDOW_MS + SLACK_MS;
  * a download already done, so the download path's code and pools are in). Before the change it
  * grew by 177-194 MB here (e.g. 266 → 460 MB, 64 stalled readers); with the change by 18-27 MB
  * (four stalled readers at a time, each having sent about 4 MiB into the kernel's buffers before
- * it stalled, cut after 3.4-4.2 s).
+ * it stalled, cut after 3.4-4.2 s) on Node 20, by 44 MB once on Node 24 beside a second jest
+ * worker. The bound sits under half the unbounded growth, above the noise of either runtime.
  */
-const RSS_GROWTH_MAX_MB = 40;
+const RSS_GROWTH_MAX_MB = 80;
 
 const onPostgres = process.env.TEST_DATABASE_URL ? describe : describe.skip;
 

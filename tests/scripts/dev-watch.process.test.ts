@@ -16,7 +16,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from '@jest/globals';
 import { projectRoot } from '../../src/http/contract.js';
-import { freePort } from '../../scripts/server-process.js';
 
 // `npm run dev` runs in a copy of the checkout (node_modules linked): the test edits the contract,
 // which must not touch the real openapi/ that others are working in.
@@ -67,8 +66,6 @@ function processesInCopy(): number[] {
 
 describe('npm run dev', () => {
   it('regenerates and restarts on a contract change, reports a broken contract in one line and a broken handler as a type error, and leaves nothing behind on Ctrl-C', async () => {
-    const port = await freePort();
-    const url = `http://127.0.0.1:${port}`;
     let output = '';
     dev = spawn(process.execPath, ['scripts/dev.mjs'], {
       cwd: copy,
@@ -77,7 +74,9 @@ describe('npm run dev', () => {
         NODE_OPTIONS: '',
         NODE_ENV: 'development',
         LOG_FORMAT: 'json',
-        PORT: String(port),
+        // Each start takes a free port and says which (a port found free here could be taken by
+        // another jest worker's server before this one listens).
+        PORT: '0',
         HOST: '127.0.0.1',
         PGLITE_DIR: join(copy, '.data', 'pglite'),
         JWT_SECRET: randomBytes(32).toString('base64url'),
@@ -101,6 +100,8 @@ describe('npm run dev', () => {
       }
     };
     const listening = /"message":"listening"/;
+    const url = () =>
+      `http://127.0.0.1:${[...output.matchAll(/"message":"listening"[^\n]*"port":(\d+)/g)].at(-1)?.[1]}`;
 
     await until('server', () => count(listening) === 1);
     await until('type check', () => /Found 0 errors\. Watching for file changes/.test(output));
@@ -111,7 +112,7 @@ describe('npm run dev', () => {
     writeFileSync(docsPath, docsYaml.replace('summary: API reference', 'summary: API reference, edited'));
     await until('regenerate', () => /\[dev\] regenerated in [\d.]+ s/.test(output));
     await until('restart', () => count(listening) === 2);
-    const spec = (await (await fetch(`${url}/openapi.json`)).json()) as {
+    const spec = (await (await fetch(`${url()}/openapi.json`)).json()) as {
       paths: Record<string, { get?: { summary?: string } }>;
     };
     expect(spec.paths['/docs']?.get?.summary).toBe('API reference, edited');
@@ -121,7 +122,7 @@ describe('npm run dev', () => {
     await until('generate failure', () => /\[dev\] generate failed/.test(output));
     const failure = output.split('\n').find((line) => line.includes('[dev] generate failed'))!;
     expect(failure).toContain('the server keeps the last good contract');
-    expect((await fetch(`${url}/health/live`)).status).toBe(200);
+    expect((await fetch(`${url()}/health/live`)).status).toBe(200);
 
     // A contract change that breaks a handler: a type error naming it, seconds later.
     writeFileSync(docsPath, docsYaml.replace('operationId: getDocs', 'operationId: getReferenceDocs'));
