@@ -223,7 +223,11 @@ onPostgres('pg internals: a real round trip on PostgreSQL', () => {
     owner: string | null;
   }>`select current_user as role, current_setting(${OWNER_SETTING}, true) as owner`;
 
-  it.each([true, false])(
+  // Behind a transaction pooler without named statements (TEST_DATABASE_PREPARED_STATEMENTS=off,
+  // CI's PgBouncer 1.18) a named statement would land on whichever server connection the pooler
+  // picked and stay there for other clients: only the unnamed path is the one that runs there.
+  const namedStatements = process.env.TEST_DATABASE_PREPARED_STATEMENTS === 'off' ? [false] : [true, false];
+  it.each(namedStatements)(
     'a scoped statement runs as the app role for its owner, in one batch, and leaves nothing behind (named statements: %s)',
     async (prepared) => {
       const database = await open(prepared);
