@@ -34,12 +34,21 @@ function send(port: number, head: string, body: Buffer): Promise<Socket> {
   });
 }
 
-/** Polls until `check` holds (the server cleans up after an abort asynchronously) or `ms` pass. */
+/**
+ * Polls until `check` holds (the server cleans up after an abort asynchronously) or `ms` pass. A
+ * read that throws is retried too until then: while an aborted upload is being cleaned up, its
+ * object can still be in the store with no row for it (`stored` throws on such an orphan), which
+ * is only a defect if it stays.
+ */
 async function eventually<T>(read: () => Promise<T>, check: (value: T) => boolean, ms = 5000): Promise<T> {
   const deadline = Date.now() + ms;
   for (;;) {
-    const value = await read();
-    if (check(value) || Date.now() > deadline) return value;
+    try {
+      const value = await read();
+      if (check(value) || Date.now() > deadline) return value;
+    } catch (error) {
+      if (Date.now() > deadline) throw error;
+    }
     await sleep(50);
   }
 }
