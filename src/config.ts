@@ -34,7 +34,33 @@ export interface BuiltinAuthConfig {
   refreshTokenTtlSeconds: number;
   /** Encrypts the signing keys' private halves in the database (AES-256-GCM). */
   keyEncryptionSecret?: string;
+  /** Failed logins allowed before 429 login-throttled (LOGIN_*). */
+  loginThrottle: LoginThrottle;
 }
+
+/**
+ * The built-in issuer's budgets of failed logins: counted per (email, client IP), per email and per
+ * client IP over a window of `windowSeconds`, and refused (429, Retry-After) once a key has used its
+ * budget within it. Per (email, IP) is the one that stops a guesser without locking the account's
+ * owner out elsewhere, which is why the per-email budget must be above it.
+ */
+export interface LoginThrottle {
+  windowSeconds: number;
+  maxPerEmailAndIp: number;
+  maxPerEmail: number;
+  maxPerIp: number;
+}
+
+/**
+ * 15 minutes; 5 failures per (email, IP), 100 per email (it takes 20 addresses to reach), 50 per
+ * IP. The built-in issuer falls back to these when built without a config (tools, tests).
+ */
+export const DEFAULT_LOGIN_THROTTLE: Readonly<LoginThrottle> = Object.freeze({
+  windowSeconds: 15 * 60,
+  maxPerEmailAndIp: 5,
+  maxPerEmail: 100,
+  maxPerIp: 50,
+});
 
 /**
  * Load shedding in front of the API's operations (see http/overload.ts). Declared here, not beside
@@ -340,6 +366,12 @@ export function loadConfig(env: Env = process.env): Config {
       accessTokenTtlSeconds: int('AUTH_ACCESS_TOKEN_TTL_SECONDS', 900, 60, 86_400),
       refreshTokenTtlSeconds: int('AUTH_REFRESH_TOKEN_TTL_DAYS', 30, 1, 365) * 86_400,
       keyEncryptionSecret,
+      loginThrottle: {
+        windowSeconds: int('LOGIN_FAILURE_WINDOW_SECONDS', DEFAULT_LOGIN_THROTTLE.windowSeconds, 60, 86_400),
+        maxPerEmailAndIp: int('LOGIN_MAX_FAILURES_PER_EMAIL_AND_IP', DEFAULT_LOGIN_THROTTLE.maxPerEmailAndIp, 1, 1000),
+        maxPerEmail: int('LOGIN_MAX_FAILURES_PER_EMAIL', DEFAULT_LOGIN_THROTTLE.maxPerEmail, 1, 1_000_000),
+        maxPerIp: int('LOGIN_MAX_FAILURES_PER_IP', DEFAULT_LOGIN_THROTTLE.maxPerIp, 1, 1_000_000),
+      },
     },
     log: {
       level: oneOf('LOG_LEVEL', ['error', 'warn', 'info', 'debug'] as const, 'info'),
@@ -399,6 +431,11 @@ export function loadConfig(env: Env = process.env): Config {
   if (config.auth.enabled && config.auth.accessTokenTtlSeconds > config.jwt.maxTokenAgeSeconds) {
     problems.push(
       'AUTH_ACCESS_TOKEN_TTL_SECONDS must not exceed JWT_MAX_TOKEN_AGE_SECONDS: the built-in issuer would sign tokens this server refuses',
+    );
+  }
+  if (config.auth.loginThrottle.maxPerEmail <= config.auth.loginThrottle.maxPerEmailAndIp) {
+    problems.push(
+      `LOGIN_MAX_FAILURES_PER_EMAIL (${config.auth.loginThrottle.maxPerEmail}) must be above LOGIN_MAX_FAILURES_PER_EMAIL_AND_IP (${config.auth.loginThrottle.maxPerEmailAndIp}): else failing from one address would lock the account's owner out everywhere`,
     );
   }
   if (config.http.headersTimeoutMs > config.http.requestTimeoutMs) {

@@ -118,6 +118,7 @@ describe('loadConfig', () => {
       keyEncryptionSecret: 'k'.repeat(32),
       accessTokenTtlSeconds: 300,
       refreshTokenTtlSeconds: 7 * 86_400,
+      loginThrottle: { windowSeconds: 900, maxPerEmailAndIp: 5, maxPerEmail: 100, maxPerIp: 50 },
     });
     expect(problemsOf({ AUTH_BUILTIN: 'yes', KEY_ENCRYPTION_SECRET: 'short' })).toEqual([
       'AUTH_BUILTIN must be one of true, false (got "yes")',

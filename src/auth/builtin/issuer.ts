@@ -2,6 +2,7 @@ import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { SignJWT, type JWTHeaderParameters } from 'jose';
 import { sql, type Kysely } from 'kysely';
 import { backgroundPurge } from '../../db/purge.js';
+import { DEFAULT_LOGIN_THROTTLE, type LoginThrottle } from '../../config.js';
 import type { DB } from '../../db/schema.js';
 import type { Logger } from '../../logger.js';
 import { SCOPES } from '../auth-context.js';
@@ -14,6 +15,8 @@ export interface BuiltinIssuerOptions {
   issuer: string;
   accessTokenTtlSeconds: number;
   refreshTokenTtlSeconds: number;
+  /** Failed logins allowed per (email, IP), per email and per IP in a window; DEFAULT_LOGIN_THROTTLE when not given. */
+  loginThrottle?: LoginThrottle;
 }
 
 export interface TokenPair {
@@ -24,16 +27,6 @@ export interface TokenPair {
   refresh_token_expires_in: number;
   scope: string;
 }
-
-/** Failed logins counted per (email, client IP), per email and per client IP over this window… */
-const FAILURE_WINDOW_SECONDS = 15 * 60;
-/**
- * …and refused once a key has reached its budget within it. Per (email, IP), so guessing from one
- * address stops after 5 while the account's owner, elsewhere, can still log in: a stranger cannot
- * lock anyone out by failing on purpose. Per email in all, a backstop against guessing spread over
- * many addresses (it takes 20 of them, 5 failures each, to reach). Per IP, whatever the email.
- */
-const MAX_FAILURES = { emailIp: 5, email: 100, ip: 50 } as const;
 
 const SCOPE = SCOPES.join(' ');
 const sha256 = (value: string) => createHash('sha256').update(value).digest('base64url');
@@ -50,6 +43,14 @@ export type BuiltinIssuer = ReturnType<typeof builtinIssuer>;
  */
 export function builtinIssuer(db: Kysely<DB>, keys: SigningKeys, options: BuiltinIssuerOptions, logger?: Logger) {
   const { issuer, accessTokenTtlSeconds, refreshTokenTtlSeconds } = options;
+  /*
+   * Failed logins are counted per (email, client IP), per email and per client IP over a window,
+   * and refused once a key has reached its budget within it (LOGIN_* in config.ts). Per (email, IP),
+   * so guessing from one address stops after a few tries while the account's owner, elsewhere, can
+   * still log in: a stranger cannot lock anyone out by failing on purpose. Per email in all, a
+   * backstop against guessing spread over many addresses. Per IP, whatever the email.
+   */
+  const { windowSeconds, maxPerEmailAndIp, maxPerEmail, maxPerIp } = options.loginThrottle ?? DEFAULT_LOGIN_THROTTLE;
   // Checked when the email is unknown, so that answer takes as long as a wrong password.
   const decoyHash = hashPassword(randomBytes(16).toString('hex'));
 
@@ -97,7 +98,7 @@ export function builtinIssuer(db: Kysely<DB>, keys: SigningKeys, options: Builti
     Promise.all([
       db
         .deleteFrom('login_failures')
-        .where('window_started_at', '<', new Date(Date.now() - FAILURE_WINDOW_SECONDS * 1000))
+        .where('window_started_at', '<', new Date(Date.now() - windowSeconds * 1000))
         .execute(),
       db.deleteFrom('refresh_tokens').where('expires_at', '<', new Date()).execute(),
     ]),
@@ -111,8 +112,8 @@ export function builtinIssuer(db: Kysely<DB>, keys: SigningKeys, options: Builti
     const { rows } = await sql<{ failures: number; age: number }>`
       insert into login_failures as f (key, failures, window_started_at) values (${key}, 1, now())
       on conflict (key) do update set
-        failures = case when f.window_started_at > now() - make_interval(secs => ${FAILURE_WINDOW_SECONDS}) then f.failures + 1 else 1 end,
-        window_started_at = case when f.window_started_at > now() - make_interval(secs => ${FAILURE_WINDOW_SECONDS}) then f.window_started_at else now() end
+        failures = case when f.window_started_at > now() - make_interval(secs => ${windowSeconds}) then f.failures + 1 else 1 end,
+        window_started_at = case when f.window_started_at > now() - make_interval(secs => ${windowSeconds}) then f.window_started_at else now() end
       returning failures, extract(epoch from now() - window_started_at)::float8 as age`.execute(db);
     return { attempts: rows[0]!.failures, windowAgeSeconds: rows[0]!.age };
   }
@@ -150,15 +151,12 @@ export function builtinIssuer(db: Kysely<DB>, keys: SigningKeys, options: Builti
         countAttempt(ipKey),
       ]);
       const over = [
-        byEmailIp.attempts > MAX_FAILURES.emailIp && byEmailIp,
-        byEmail.attempts > MAX_FAILURES.email && byEmail,
-        byIp.attempts > MAX_FAILURES.ip && byIp,
+        byEmailIp.attempts > maxPerEmailAndIp && byEmailIp,
+        byEmail.attempts > maxPerEmail && byEmail,
+        byIp.attempts > maxPerIp && byIp,
       ].filter((x) => x !== false);
       if (over.length > 0) {
-        const retryAfter = Math.max(
-          1,
-          Math.ceil(FAILURE_WINDOW_SECONDS - Math.min(...over.map((o) => o.windowAgeSeconds))),
-        );
+        const retryAfter = Math.max(1, Math.ceil(windowSeconds - Math.min(...over.map((o) => o.windowAgeSeconds))));
         logger?.warn('login throttled', {
           email_digest: emailKey.slice(6, 22),
           client_ip: clientIp,
