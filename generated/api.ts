@@ -202,8 +202,11 @@ export interface paths {
          * @description The file's bytes, streamed, with the type the server found in them. Always
          *     `Content-Disposition: attachment` with the file's name, `X-Content-Type-Options: nosniff`
          *     and `Content-Security-Policy: sandbox`, so a browser saves the file and never runs it in the
-         *     API's origin. `If-None-Match` with the ETag answers 304; `Range` answers 206 with that
-         *     part (resumable downloads, with `If-Range`), or 416 when it lies beyond the end.
+         *     API's origin. `If-None-Match` with the ETag answers 304. `Range` with one range, or with
+         *     ranges that merge into one where they overlap or touch (`bytes=0-2,1-3` is `bytes=0-3`),
+         *     answers 206 with that part (resumable downloads, with `If-Range`); ranges that stay apart
+         *     after merging (`bytes=0-0,2-2`) get the whole file with 200, never `multipart/byteranges`;
+         *     416 when no range holds a byte of the file. The `Range` parameter says the rest.
          *
          *     ```sh
          *     curl -s -OJ "localhost:3000/api/v1/attachments/$ATTACHMENT/content" -H "Authorization: Bearer $TOKEN"
@@ -896,8 +899,13 @@ export interface components {
         TaskDescription: string | null;
         /**
          * Format: date-time
-         * @description When the task is due: an RFC 3339 date-time with an offset (see Limits for the range); kept to
-         *     the millisecond and written back in UTC. `null` for no due date.
+         * @description When the task is due: an RFC 3339 date-time with an offset; kept to the millisecond and written
+         *     back in UTC. `null` for no due date. The pattern holds every rule but one: `T` (or `t`) between
+         *     date and time, seconds 00–59 (no leap second), up to nine digits of fraction, an offset `Z` or
+         *     `±hh:mm` of at most ±15:59 (PostgreSQL's limit; real offsets stay within ±14:00), years
+         *     0001–9999. The rule beyond a pattern: the instant, in UTC, lies from `0001-01-01T00:00:00Z` to
+         *     `9999-12-31T23:59:59.999Z`, which only an offset on the first or last day can cross
+         *     (`0001-01-01T00:00:00+01:00` is refused with 422).
          * @example 2026-12-01T09:00:00.000Z
          */
         DueAt: string | null;
@@ -1044,6 +1052,16 @@ export interface components {
              */
             errors_total?: number;
         };
+        /** @description The HTTP request itself is malformed, refused before it was read as an API request. Status 400. */
+        MalformedRequestProblem: components["schemas"]["Problem"] & {
+            /** @constant */
+            type: "urn:tasks-api:problem:malformed-request";
+            /**
+             * Format: int32
+             * @constant
+             */
+            status: 400;
+        };
         /** @description The bearer token is missing or invalid. Status 401; `type` says which problem it is. */
         UnauthorizedProblem: components["schemas"]["Problem"] & {
             /** @enum {string} */
@@ -1064,10 +1082,10 @@ export interface components {
              */
             status: 403;
         };
-        /** @description The request body, or an upload, came in too slowly. Status 408; `type` says which problem it is. */
+        /** @description The request (its headers), its body, or an upload, came in too slowly. Status 408; `type` says which problem it is. */
         RequestTimeoutProblem: components["schemas"]["Problem"] & {
             /** @enum {string} */
-            type: "urn:tasks-api:problem:body-timeout" | "urn:tasks-api:problem:transfer-too-slow";
+            type: "urn:tasks-api:problem:body-timeout" | "urn:tasks-api:problem:transfer-too-slow" | "urn:tasks-api:problem:request-timeout";
             /**
              * Format: int32
              * @constant
@@ -1096,6 +1114,16 @@ export interface components {
              * @constant
              */
             status: 429;
+        };
+        /** @description The request line and headers together exceed the server's limit. Status 431. */
+        HeadersTooLargeProblem: components["schemas"]["Problem"] & {
+            /** @constant */
+            type: "urn:tasks-api:problem:headers-too-large";
+            /**
+             * Format: int32
+             * @constant
+             */
+            status: 431;
         };
         /** @description An unexpected error. Status 500; `type` says which problem it is. */
         InternalErrorProblem: components["schemas"]["Problem"] & {
@@ -1140,10 +1168,10 @@ export interface components {
             due_at?: components["schemas"]["DueAt"];
             tags?: components["schemas"]["Tags"];
         };
-        /** @description The body is not well-formed JSON. Status 400; `type` says which problem it is. */
+        /** @description The body is not well-formed JSON (`malformed-body`), or the HTTP request itself is malformed (`malformed-request`). Status 400; `type` says which problem it is. */
         BadRequestProblem: components["schemas"]["Problem"] & {
-            /** @constant */
-            type: "urn:tasks-api:problem:malformed-body";
+            /** @enum {string} */
+            type: "urn:tasks-api:problem:malformed-body" | "urn:tasks-api:problem:malformed-request";
             /**
              * Format: int32
              * @constant
@@ -1310,6 +1338,14 @@ export interface components {
          *     `filename` and `Content-Type` in the part's headers; a part without a `Content-Type` is typed
          *     by its bytes alone, as `application/octet-stream` is), and optionally a `filename` field that
          *     overrides the part's file name.
+         *
+         *     The `file` part needs a `filename` parameter in its `Content-Disposition`, as RFC 7578 §4.2
+         *     asks of a file: `Content-Disposition: form-data; name="file"; filename="report.pdf"` (an empty
+         *     `filename=""` counts as none). Without one it is taken as the file only when its
+         *     `Content-Type` is `application/octet-stream`, and then named by the `filename` field, else
+         *     `attachment`. Any other `file` part without a `filename` (another `Content-Type`, or none) is
+         *     a form field, not a file, and the upload is refused with 400
+         *     (`urn:tasks-api:problem:malformed-upload`) saying so. Nothing is stored.
          * @example {
          *       "file": "(the file's bytes)",
          *       "filename": "passport photo.png"
@@ -1332,7 +1368,7 @@ export interface components {
         /** @description The body is not a well-formed upload. A body declared as JSON that is not is `malformed-body`. Status 400; `type` says which problem it is. */
         MalformedUploadProblem: components["schemas"]["Problem"] & {
             /** @enum {string} */
-            type: "urn:tasks-api:problem:malformed-upload" | "urn:tasks-api:problem:file-missing" | "urn:tasks-api:problem:malformed-body";
+            type: "urn:tasks-api:problem:malformed-upload" | "urn:tasks-api:problem:file-missing" | "urn:tasks-api:problem:malformed-body" | "urn:tasks-api:problem:malformed-request";
             /**
              * Format: int32
              * @constant
@@ -1391,8 +1427,10 @@ export interface components {
         };
         /**
          * Format: uri
-         * @description Where events are POSTed: an absolute `https` URL (`http` only for localhost, and only when the
-         *     server is not in production), without a user name or password, written in ASCII (a host name
+         * @description Where events are POSTed: an absolute `https` URL. The pattern admits `http` only for this
+         *     machine (`localhost`, `*.localhost`, 127.0.0.0/8, `[::1]`), and a server in production
+         *     (`NODE_ENV=production`) refuses even that with 422 (`must be an https URL`): in production every
+         *     endpoint is `https`. The URL is without a user name or password (no `@` before the path), written in ASCII (a host name
          *     beyond ASCII in its punycode form, anything else percent-encoded). A host that is an IP address
          *     or `localhost` must be a public address: private, loopback, link-local and reserved ranges are
          *     refused with 422, except the ranges the server allows (`WEBHOOK_ALLOWED_ADDRESSES`; loopback in
@@ -2088,6 +2126,31 @@ export interface components {
         };
     };
     responses: {
+        /**
+         * @description The HTTP request itself is malformed, so the server refused it before reading it as a request
+         *     of this operation (`urn:tasks-api:problem:malformed-request`): a control character in a header
+         *     value, a malformed request line, or an invalid `Content-Length` or `Transfer-Encoding`. Nothing
+         *     was done; the server closes the connection after this answer. Any operation can meet it.
+         */
+        MalformedRequest: {
+            headers: {
+                "X-Request-Id": components["headers"]["XRequestId"];
+                [name: string]: unknown;
+            };
+            content: {
+                /**
+                 * @example {
+                 *       "type": "urn:tasks-api:problem:malformed-request",
+                 *       "title": "Malformed request",
+                 *       "status": 400,
+                 *       "detail": "A header value contains a character HTTP does not allow (a control character).",
+                 *       "instance": "/api/v1/tasks",
+                 *       "request_id": "2b1f8c1e-6f0b-4c1a-9e0e-6a1e7f9f3b52"
+                 *     }
+                 */
+                "application/problem+json": components["schemas"]["MalformedRequestProblem"];
+            };
+        };
         /** @description The bearer token is missing or invalid. */
         Unauthorized: {
             headers: {
@@ -2140,8 +2203,10 @@ export interface components {
          *     (`urn:tasks-api:problem:body-timeout`; the server's `CLIENT_BODY_TIMEOUT_MS`); an upload must
          *     keep moving at 1 KiB a second or more, averaged over 20 seconds
          *     (`urn:tasks-api:problem:transfer-too-slow`; `TRANSFER_MIN_BYTES_PER_SECOND`,
-         *     `TRANSFER_RATE_WINDOW_MS`), and nothing of a refused upload is kept. A real client on any
-         *     network meets both; send the request again.
+         *     `TRANSFER_RATE_WINDOW_MS`), and nothing of a refused upload is kept; the request line and
+         *     headers must arrive within `CLIENT_HEADERS_TIMEOUT_MS`, and a whole request within
+         *     `CLIENT_REQUEST_TIMEOUT_MS` (`urn:tasks-api:problem:request-timeout`, refused before it was read as a
+         *     request of any operation). A real client on any network meets all of them; send the request again.
          */
         RequestTimeout: {
             headers: {
@@ -2233,6 +2298,31 @@ export interface components {
                 "application/problem+json": components["schemas"]["TooManyRequestsProblem"];
             };
         };
+        /**
+         * @description The request line and headers together are larger than the server takes (16 KiB, Node's
+         *     limit), so the server refused the request before reading it
+         *     (`urn:tasks-api:problem:headers-too-large`). Nothing was done; the server closes the connection
+         *     after this answer. Any operation can meet it: send fewer or shorter headers (cookies, mostly).
+         */
+        HeadersTooLarge: {
+            headers: {
+                "X-Request-Id": components["headers"]["XRequestId"];
+                [name: string]: unknown;
+            };
+            content: {
+                /**
+                 * @example {
+                 *       "type": "urn:tasks-api:problem:headers-too-large",
+                 *       "title": "Request header fields too large",
+                 *       "status": 431,
+                 *       "detail": "The request's headers are larger than the 16384 bytes the server takes.",
+                 *       "instance": "/",
+                 *       "request_id": "2b1f8c1e-6f0b-4c1a-9e0e-6a1e7f9f3b52"
+                 *     }
+                 */
+                "application/problem+json": components["schemas"]["HeadersTooLargeProblem"];
+            };
+        };
         /** @description An unexpected error; nothing about it is disclosed but the request id. */
         InternalError: {
             headers: {
@@ -2284,7 +2374,12 @@ export interface components {
                 "application/problem+json": components["schemas"]["ServiceUnavailableProblem"];
             };
         };
-        /** @description The body is not well-formed JSON. */
+        /**
+         * @description The body is not well-formed JSON (`urn:tasks-api:problem:malformed-body`), or the HTTP request
+         *     itself is malformed (`urn:tasks-api:problem:malformed-request`: a control character in a header
+         *     value, a malformed request line, an invalid `Content-Length` or `Transfer-Encoding`; the server
+         *     closes the connection after that answer). Nothing was done.
+         */
         BadRequest: {
             headers: {
                 "X-Request-Id": components["headers"]["XRequestId"];
@@ -2433,7 +2528,7 @@ export interface components {
                 "application/problem+json": components["schemas"]["PreconditionFailedProblem"];
             };
         };
-        /** @description The body is not a well-formed upload: broken multipart framing, no `file` part (type `urn:tasks-api:problem:file-missing`), a second file, or a field the upload does not take. Nothing is stored. */
+        /** @description The body is not a well-formed upload: broken multipart framing, no `file` part (type `urn:tasks-api:problem:file-missing`), a `file` part without a `filename` that is not typed `application/octet-stream` (a form field, not a file: see `AttachmentUpload`), a second file, or a field the upload does not take; or the HTTP request itself is malformed (`urn:tasks-api:problem:malformed-request`, see `MalformedRequest`). Nothing is stored. */
         MalformedUpload: {
             headers: {
                 "X-Request-Id": components["headers"]["XRequestId"];
@@ -2477,7 +2572,7 @@ export interface components {
                 "application/problem+json": components["schemas"]["UploadTooLargeProblem"];
             };
         };
-        /** @description The file's type, as found in its bytes, is not one the server accepts (`ATTACHMENT_ALLOWED_TYPES`; SVG, HTML and executables never by default), or the declared `Content-Type` disagrees with the bytes (type `urn:tasks-api:problem:file-type-mismatch`), or the request's own media type is not an upload. Nothing is stored. */
+        /** @description The file's type, as found in its bytes, is not one the server accepts (`ATTACHMENT_ALLOWED_TYPES`; SVG, HTML and executables never by default), or the declared `Content-Type` disagrees with the bytes (type `urn:tasks-api:problem:file-type-mismatch`), or the request's own media type is not an upload. Nothing is stored. A raw upload's `Content-Type` must be one of the media types this operation lists, which are the types accepted by default; `ATTACHMENT_ALLOWED_TYPES` can narrow them (a listed type the server is configured not to take is refused with this 415), and a type it adds beyond the list is taken through `multipart/form-data` or a raw `application/octet-stream` body, whose type the server finds in the bytes. */
         FileTypeRefused: {
             headers: {
                 "X-Request-Id": components["headers"]["XRequestId"];
@@ -2855,11 +2950,14 @@ export interface components {
          */
         Limit: number;
         /** @description The `next_cursor` of the previous page, valid only for the list (and the filters) that issued it. */
-        Cursor: string;
+        AttachmentsCursor: string;
         /**
          * @description For a raw upload, the file's name (RFC 6266): `attachment; filename="report.pdf"`, or with
          *     `filename*=UTF-8''…` for names beyond ASCII (preferred when both are there). Without it the
          *     file is named `attachment`. Ignored for `multipart/form-data`, whose part carries the name.
+         *     The pattern is RFC 6266's grammar: a disposition type, then `; name=value` parameters (a token
+         *     or a quoted string), an extended `name*=` value in UTF-8 or ISO-8859-1 (RFC 8187); a parameter
+         *     given twice counts once, the first.
          * @example attachment; filename*=UTF-8''r%C3%A9sum%C3%A9.pdf
          */
         ContentDisposition: string;
@@ -2869,10 +2967,17 @@ export interface components {
          */
         AttachmentId: string;
         /**
-         * @description One byte range of the file (RFC 9110 §14.2): `bytes=0-1023`, `bytes=1024-` or the last
-         *     bytes, `bytes=-500`. Answered 206 with that part; several ranges in one request, and a
-         *     malformed or invalid one (`bytes=5-2`), are answered with the whole file (200), as RFC 9110
-         *     allows. 416 only when no byte of the file is asked for (`bytes=<size>-`).
+         * @description The bytes of the file wanted (RFC 9110 §14.2): `bytes=0-1023`, `bytes=1024-` (to the end) or
+         *     the last bytes, `bytes=-500` (the whole file when it is shorter). One range is answered 206
+         *     with that part and `Content-Range`. Several ranges in one header are first merged where they
+         *     overlap or touch, in whatever order they come: `bytes=0-0,1-1,2-2` is `bytes=0-2`, and
+         *     `bytes=0-2,1-3` and `bytes=2-3,0-1` are both `bytes=0-3`. Ranges that merge into one are
+         *     answered 206 with that one part; ranges that stay apart (`bytes=0-0,2-2`) are answered with
+         *     the whole file (200), never `multipart/byteranges`. A range that starts at or past the end of
+         *     the file is left out; 416 only when that leaves none (`bytes=<size>-`, `bytes=-0`). A Range
+         *     that is malformed, has an invalid range anywhere in it (a last byte before the first,
+         *     `bytes=5-2`) or another unit than `bytes` is ignored: the whole file (200). An empty file is
+         *     always sent whole (200).
          * @example bytes=0-1023
          */
         Range: string;
@@ -2881,11 +2986,15 @@ export interface components {
          * @example "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
          */
         IfRange: string;
+        /** @description The `next_cursor` of the previous page, valid only for the list (and the filters) that issued it. */
+        WebhooksCursor: string;
         /**
          * @description The webhook endpoint's id.
          * @example 3f2a9c1d-8b4e-4f6a-9c2d-5e7f1a3b8c90
          */
         WebhookId: string;
+        /** @description The `next_cursor` of the previous page, valid only for the list (and the filters) that issued it. */
+        DeliveriesCursor: string;
         /**
          * @description Only deliveries in this state; every delivery when left out. `failed` lists what may need
          *     redelivering.
@@ -3024,7 +3133,7 @@ export interface operations {
                 limit?: number;
                 /**
                  * @description The `next_cursor` of the previous page.
-                 * @example eyJrIjoiMjAyNi0xMS0yMFQxODowNDoxMS40ODJaIiwiaSI6IjBiNmYzYzRlLTZhNDMtNGY2ZS05YTU3LTJkMWYwYzNlOGIxMSIsImYiOiJ3cF9PTVJncFBLR0VZUXUwIn0
+                 * @example eyJrIjoiMjAyNi0xMS0yOFQwOTowMDowMC4wMDBaIiwiaSI6ImU4YjVhM2MxLTJkNGYtNGI2YS05ZTdjLTVmMWEyYjNjNGQ2ZSIsImYiOiJsQ0VmV01qaVlVOTd3eGF2In0
                  */
                 cursor?: string;
                 /**
@@ -3057,12 +3166,12 @@ export interface operations {
                  */
                 tag?: components["schemas"]["Tag"][];
                 /**
-                 * @description Only tasks due strictly before this instant (tasks without a due date are excluded).
+                 * @description Only tasks due strictly before this instant (tasks without a due date are excluded). A date-time as `due_at` takes it (see `DueAt`).
                  * @example 2026-12-01T00:00:00Z
                  */
                 due_before?: string;
                 /**
-                 * @description Only tasks due at or after this instant (tasks without a due date are excluded).
+                 * @description Only tasks due at or after this instant (tasks without a due date are excluded). A date-time as `due_at` takes it (see `DueAt`).
                  * @example 2026-11-01T00:00:00Z
                  */
                 due_after?: string;
@@ -3093,7 +3202,7 @@ export interface operations {
                      *     next cursor, its query written as `URLSearchParams` writes it (a space as `+`). Follow it
                      *     as it is. At most 16 KiB: the largest query the filters allow, every character
                      *     percent-encoded, stays below that.
-                     * @example </api/v1/tasks?limit=20&cursor=eyJrIjoiMjAyNi0xMS0yMFQxODowNDoxMS40ODJaIiwiaSI6IjBiNmYzYzRlLTZhNDMtNGY2ZS05YTU3LTJkMWYwYzNlOGIxMSIsImYiOiJ3cF9PTVJncFBLR0VZUXUwIn0>; rel="next"
+                     * @example </api/v1/tasks?limit=20&cursor=eyJrIjoiMjAyNi0xMS0yOFQwOTowMDowMC4wMDBaIiwiaSI6ImU4YjVhM2MxLTJkNGYtNGI2YS05ZTdjLTVmMWEyYjNjNGQ2ZSIsImYiOiJsQ0VmV01qaVlVOTd3eGF2In0&status=pending&sort=due_at&priority=high&priority=medium&tag=errands&due_before=2026-12-01T00%3A00%3A00Z&due_after=2026-11-01T00%3A00%3A00Z&q=passport>; rel="next"
                      */
                     Link?: string;
                     [name: string]: unknown;
@@ -3102,11 +3211,13 @@ export interface operations {
                     "application/json": components["schemas"]["TaskPage"];
                 };
             };
+            400: components["responses"]["MalformedRequest"];
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
             408: components["responses"]["RequestTimeout"];
             422: components["responses"]["ValidationFailed"];
             429: components["responses"]["TooManyRequests"];
+            431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["InternalError"];
             503: components["responses"]["ServiceUnavailable"];
         };
@@ -3163,6 +3274,7 @@ export interface operations {
             415: components["responses"]["UnsupportedMediaType"];
             422: components["responses"]["ValidationFailed"];
             429: components["responses"]["TooManyRequests"];
+            431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["InternalError"];
             503: components["responses"]["ServiceUnavailable"];
         };
@@ -3203,12 +3315,14 @@ export interface operations {
                 };
             };
             304: components["responses"]["NotModified"];
+            400: components["responses"]["MalformedRequest"];
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
             404: components["responses"]["TaskNotFound"];
             408: components["responses"]["RequestTimeout"];
             422: components["responses"]["ValidationFailed"];
             429: components["responses"]["TooManyRequests"];
+            431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["InternalError"];
             503: components["responses"]["ServiceUnavailable"];
         };
@@ -3264,6 +3378,7 @@ export interface operations {
             415: components["responses"]["UnsupportedMediaType"];
             422: components["responses"]["ValidationFailed"];
             429: components["responses"]["TooManyRequests"];
+            431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["InternalError"];
             503: components["responses"]["ServiceUnavailable"];
         };
@@ -3302,6 +3417,7 @@ export interface operations {
                 };
                 content?: never;
             };
+            400: components["responses"]["MalformedRequest"];
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
             404: components["responses"]["TaskNotFound"];
@@ -3309,6 +3425,7 @@ export interface operations {
             412: components["responses"]["PreconditionFailed"];
             422: components["responses"]["ValidationFailed"];
             429: components["responses"]["TooManyRequests"];
+            431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["InternalError"];
             503: components["responses"]["ServiceUnavailable"];
         };
@@ -3365,6 +3482,7 @@ export interface operations {
             415: components["responses"]["UnsupportedMediaType"];
             422: components["responses"]["ValidationFailed"];
             429: components["responses"]["TooManyRequests"];
+            431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["InternalError"];
             503: components["responses"]["ServiceUnavailable"];
         };
@@ -3378,7 +3496,7 @@ export interface operations {
                  */
                 limit?: components["parameters"]["Limit"];
                 /** @description The `next_cursor` of the previous page, valid only for the list (and the filters) that issued it. */
-                cursor?: components["parameters"]["Cursor"];
+                cursor?: components["parameters"]["AttachmentsCursor"];
             };
             header?: never;
             path: {
@@ -3401,7 +3519,7 @@ export interface operations {
                     "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
                     /**
                      * @description The next page's URL with `rel="next"`; absent on the last page.
-                     * @example </api/v1/tasks/0b6f3c4e-6a43-4f6e-9a57-2d1f0c3e8b11/attachments?cursor=eyJrIjoiMjAyNi0xMS0yMFQxODowNDoxMS40ODJaIiwiaSI6IjdkOWMyYTUxLTNmN2UtNGI4YS05YTBjLTFlMmYzYTRiNWM2ZCIsImYiOiJMYzVWRE1hSXYwckhFOWFBIn0>; rel="next"
+                     * @example </api/v1/tasks/0b6f3c4e-6a43-4f6e-9a57-2d1f0c3e8b11/attachments?limit=20&cursor=eyJrIjoiMjAyNi0xMS0yMFQxODowNDoxMS40ODJaIiwiaSI6IjdkOWMyYTUxLTNmN2UtNGI4YS05YTBjLTFlMmYzYTRiNWM2ZCIsImYiOiJMYzVWRE1hSXYwckhFOWFBIn0>; rel="next"
                      */
                     Link?: string;
                     [name: string]: unknown;
@@ -3410,12 +3528,14 @@ export interface operations {
                     "application/json": components["schemas"]["AttachmentPage"];
                 };
             };
+            400: components["responses"]["MalformedRequest"];
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
             404: components["responses"]["TaskNotFound"];
             408: components["responses"]["RequestTimeout"];
             422: components["responses"]["ValidationFailed"];
             429: components["responses"]["TooManyRequests"];
+            431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["InternalError"];
             503: components["responses"]["ServiceUnavailable"];
         };
@@ -3428,6 +3548,9 @@ export interface operations {
                  * @description For a raw upload, the file's name (RFC 6266): `attachment; filename="report.pdf"`, or with
                  *     `filename*=UTF-8''…` for names beyond ASCII (preferred when both are there). Without it the
                  *     file is named `attachment`. Ignored for `multipart/form-data`, whose part carries the name.
+                 *     The pattern is RFC 6266's grammar: a disposition type, then `; name=value` parameters (a token
+                 *     or a quoted string), an extended `name*=` value in UTF-8 or ISO-8859-1 (RFC 8187); a parameter
+                 *     given twice counts once, the first.
                  * @example attachment; filename*=UTF-8''r%C3%A9sum%C3%A9.pdf
                  */
                 "Content-Disposition"?: components["parameters"]["ContentDisposition"];
@@ -3445,8 +3568,14 @@ export interface operations {
             content: {
                 "multipart/form-data": components["schemas"]["AttachmentUpload"];
                 "application/octet-stream": components["schemas"]["RawFile"];
-                "image/*": components["schemas"]["RawFile"];
-                "text/*": components["schemas"]["RawFile"];
+                "image/png": components["schemas"]["RawFile"];
+                "image/jpeg": components["schemas"]["RawFile"];
+                "image/gif": components["schemas"]["RawFile"];
+                "image/webp": components["schemas"]["RawFile"];
+                "image/avif": components["schemas"]["RawFile"];
+                "text/plain": components["schemas"]["RawFile"];
+                "text/csv": components["schemas"]["RawFile"];
+                "text/markdown": components["schemas"]["RawFile"];
                 "application/pdf": components["schemas"]["RawFile"];
                 "application/vnd.openxmlformats-officedocument.wordprocessingml.document": components["schemas"]["RawFile"];
                 "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": components["schemas"]["RawFile"];
@@ -3484,6 +3613,7 @@ export interface operations {
             415: components["responses"]["FileTypeRefused"];
             422: components["responses"]["UploadUnprocessable"];
             429: components["responses"]["TooManyRequests"];
+            431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["InternalError"];
             503: components["responses"]["ServiceUnavailable"];
         };
@@ -3516,12 +3646,14 @@ export interface operations {
                     "application/json": components["schemas"]["Attachment"];
                 };
             };
+            400: components["responses"]["MalformedRequest"];
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
             404: components["responses"]["AttachmentNotFound"];
             408: components["responses"]["RequestTimeout"];
             422: components["responses"]["ValidationFailed"];
             429: components["responses"]["TooManyRequests"];
+            431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["InternalError"];
             503: components["responses"]["ServiceUnavailable"];
         };
@@ -3552,12 +3684,14 @@ export interface operations {
                 };
                 content?: never;
             };
+            400: components["responses"]["MalformedRequest"];
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
             404: components["responses"]["AttachmentNotFound"];
             408: components["responses"]["RequestTimeout"];
             422: components["responses"]["ValidationFailed"];
             429: components["responses"]["TooManyRequests"];
+            431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["InternalError"];
             503: components["responses"]["ServiceUnavailable"];
         };
@@ -3567,10 +3701,17 @@ export interface operations {
             query?: never;
             header?: {
                 /**
-                 * @description One byte range of the file (RFC 9110 §14.2): `bytes=0-1023`, `bytes=1024-` or the last
-                 *     bytes, `bytes=-500`. Answered 206 with that part; several ranges in one request, and a
-                 *     malformed or invalid one (`bytes=5-2`), are answered with the whole file (200), as RFC 9110
-                 *     allows. 416 only when no byte of the file is asked for (`bytes=<size>-`).
+                 * @description The bytes of the file wanted (RFC 9110 §14.2): `bytes=0-1023`, `bytes=1024-` (to the end) or
+                 *     the last bytes, `bytes=-500` (the whole file when it is shorter). One range is answered 206
+                 *     with that part and `Content-Range`. Several ranges in one header are first merged where they
+                 *     overlap or touch, in whatever order they come: `bytes=0-0,1-1,2-2` is `bytes=0-2`, and
+                 *     `bytes=0-2,1-3` and `bytes=2-3,0-1` are both `bytes=0-3`. Ranges that merge into one are
+                 *     answered 206 with that one part; ranges that stay apart (`bytes=0-0,2-2`) are answered with
+                 *     the whole file (200), never `multipart/byteranges`. A range that starts at or past the end of
+                 *     the file is left out; 416 only when that leaves none (`bytes=<size>-`, `bytes=-0`). A Range
+                 *     that is malformed, has an invalid range anywhere in it (a last byte before the first,
+                 *     `bytes=5-2`) or another unit than `bytes` is ignored: the whole file (200). An empty file is
+                 *     always sent whole (200).
                  * @example bytes=0-1023
                  */
                 Range?: components["parameters"]["Range"];
@@ -3650,6 +3791,7 @@ export interface operations {
                 };
                 content?: never;
             };
+            400: components["responses"]["MalformedRequest"];
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
             404: components["responses"]["AttachmentNotFound"];
@@ -3657,6 +3799,7 @@ export interface operations {
             416: components["responses"]["RangeNotSatisfiable"];
             422: components["responses"]["ValidationFailed"];
             429: components["responses"]["TooManyRequests"];
+            431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["InternalError"];
             503: components["responses"]["ServiceUnavailable"];
         };
@@ -3670,7 +3813,7 @@ export interface operations {
                  */
                 limit?: components["parameters"]["Limit"];
                 /** @description The `next_cursor` of the previous page, valid only for the list (and the filters) that issued it. */
-                cursor?: components["parameters"]["Cursor"];
+                cursor?: components["parameters"]["WebhooksCursor"];
             };
             header?: never;
             path?: never;
@@ -3696,11 +3839,13 @@ export interface operations {
                     "application/json": components["schemas"]["WebhookPage"];
                 };
             };
+            400: components["responses"]["MalformedRequest"];
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
             408: components["responses"]["RequestTimeout"];
             422: components["responses"]["ValidationFailed"];
             429: components["responses"]["TooManyRequests"];
+            431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["InternalError"];
             503: components["responses"]["ServiceUnavailable"];
         };
@@ -3746,6 +3891,7 @@ export interface operations {
             415: components["responses"]["UnsupportedMediaType"];
             422: components["responses"]["ValidationFailed"];
             429: components["responses"]["TooManyRequests"];
+            431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["InternalError"];
             503: components["responses"]["ServiceUnavailable"];
         };
@@ -3778,12 +3924,14 @@ export interface operations {
                     "application/json": components["schemas"]["Webhook"];
                 };
             };
+            400: components["responses"]["MalformedRequest"];
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
             404: components["responses"]["WebhookNotFound"];
             408: components["responses"]["RequestTimeout"];
             422: components["responses"]["ValidationFailed"];
             429: components["responses"]["TooManyRequests"];
+            431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["InternalError"];
             503: components["responses"]["ServiceUnavailable"];
         };
@@ -3814,12 +3962,14 @@ export interface operations {
                 };
                 content?: never;
             };
+            400: components["responses"]["MalformedRequest"];
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
             404: components["responses"]["WebhookNotFound"];
             408: components["responses"]["RequestTimeout"];
             422: components["responses"]["ValidationFailed"];
             429: components["responses"]["TooManyRequests"];
+            431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["InternalError"];
             503: components["responses"]["ServiceUnavailable"];
         };
@@ -3866,6 +4016,7 @@ export interface operations {
             415: components["responses"]["UnsupportedMediaType"];
             422: components["responses"]["ValidationFailed"];
             429: components["responses"]["TooManyRequests"];
+            431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["InternalError"];
             503: components["responses"]["ServiceUnavailable"];
         };
@@ -3899,12 +4050,14 @@ export interface operations {
                     "application/json": components["schemas"]["WebhookWithSecret"];
                 };
             };
+            400: components["responses"]["MalformedRequest"];
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
             404: components["responses"]["WebhookNotFound"];
             408: components["responses"]["RequestTimeout"];
             422: components["responses"]["ValidationFailed"];
             429: components["responses"]["TooManyRequests"];
+            431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["InternalError"];
             503: components["responses"]["ServiceUnavailable"];
         };
@@ -3952,6 +4105,7 @@ export interface operations {
                     "application/json": components["schemas"]["WebhookDelivery"];
                 };
             };
+            400: components["responses"]["MalformedRequest"];
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
             404: components["responses"]["WebhookNotFound"];
@@ -3959,6 +4113,7 @@ export interface operations {
             409: components["responses"]["WebhookDisabled"];
             422: components["responses"]["ValidationFailed"];
             429: components["responses"]["TooManyRequests"];
+            431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["InternalError"];
             503: components["responses"]["ServiceUnavailable"];
         };
@@ -3972,7 +4127,7 @@ export interface operations {
                  */
                 limit?: components["parameters"]["Limit"];
                 /** @description The `next_cursor` of the previous page, valid only for the list (and the filters) that issued it. */
-                cursor?: components["parameters"]["Cursor"];
+                cursor?: components["parameters"]["DeliveriesCursor"];
                 /**
                  * @description Only deliveries in this state; every delivery when left out. `failed` lists what may need
                  *     redelivering.
@@ -4001,7 +4156,7 @@ export interface operations {
                     "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
                     /**
                      * @description The next page's URL with `rel="next"`; absent on the last page.
-                     * @example </api/v1/webhooks/3f2a9c1d-8b4e-4f6a-9c2d-5e7f1a3b8c90/deliveries?status=failed&cursor=eyJrIjoiMjAyNi0xMS0yMFQxODowNDoxMS40ODJaIiwiaSI6IjlhMWIyYzNkLTRlNWYtNGE2Yi04YzdkLTBlMWYyYTNiNGM1ZCIsImYiOiJjSkNNOWI4Vk94OTQzaXFoIn0>; rel="next"
+                     * @example </api/v1/webhooks/3f2a9c1d-8b4e-4f6a-9c2d-5e7f1a3b8c90/deliveries?limit=20&cursor=eyJrIjoiMjAyNi0xMS0yMFQxODowNDoxMS40ODJaIiwiaSI6IjlhMWIyYzNkLTRlNWYtNGE2Yi04YzdkLTBlMWYyYTNiNGM1ZCIsImYiOiJjSkNNOWI4Vk94OTQzaXFoIn0&status=failed>; rel="next"
                      */
                     Link?: string;
                     [name: string]: unknown;
@@ -4010,12 +4165,14 @@ export interface operations {
                     "application/json": components["schemas"]["WebhookDeliveryPage"];
                 };
             };
+            400: components["responses"]["MalformedRequest"];
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
             404: components["responses"]["WebhookNotFound"];
             408: components["responses"]["RequestTimeout"];
             422: components["responses"]["ValidationFailed"];
             429: components["responses"]["TooManyRequests"];
+            431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["InternalError"];
             503: components["responses"]["ServiceUnavailable"];
         };
@@ -4076,6 +4233,7 @@ export interface operations {
                     "application/json": components["schemas"]["WebhookDelivery"];
                 };
             };
+            400: components["responses"]["MalformedRequest"];
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
             404: components["responses"]["DeliveryNotFound"];
@@ -4083,6 +4241,7 @@ export interface operations {
             409: components["responses"]["WebhookDisabled"];
             422: components["responses"]["ValidationFailed"];
             429: components["responses"]["TooManyRequests"];
+            431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["InternalError"];
             503: components["responses"]["ServiceUnavailable"];
         };
@@ -4109,11 +4268,13 @@ export interface operations {
                     "application/json": components["schemas"]["TagList"];
                 };
             };
+            400: components["responses"]["MalformedRequest"];
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
             408: components["responses"]["RequestTimeout"];
             422: components["responses"]["ValidationFailed"];
             429: components["responses"]["TooManyRequests"];
+            431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["InternalError"];
             503: components["responses"]["ServiceUnavailable"];
         };
@@ -4140,11 +4301,13 @@ export interface operations {
                     "application/json": components["schemas"]["Me"];
                 };
             };
+            400: components["responses"]["MalformedRequest"];
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
             408: components["responses"]["RequestTimeout"];
             422: components["responses"]["ValidationFailed"];
             429: components["responses"]["TooManyRequests"];
+            431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["InternalError"];
             503: components["responses"]["ServiceUnavailable"];
         };
@@ -4183,6 +4346,7 @@ export interface operations {
             415: components["responses"]["UnsupportedMediaType"];
             422: components["responses"]["ValidationFailed"];
             429: components["responses"]["TooManyRequests"];
+            431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["InternalError"];
             503: components["responses"]["ServiceUnavailable"];
         };
@@ -4221,6 +4385,7 @@ export interface operations {
             415: components["responses"]["UnsupportedMediaType"];
             422: components["responses"]["ValidationFailed"];
             429: components["responses"]["LoginThrottled"];
+            431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["InternalError"];
             503: components["responses"]["ServiceUnavailable"];
         };
@@ -4259,6 +4424,7 @@ export interface operations {
             415: components["responses"]["UnsupportedMediaType"];
             422: components["responses"]["ValidationFailed"];
             429: components["responses"]["TooManyRequests"];
+            431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["InternalError"];
             503: components["responses"]["ServiceUnavailable"];
         };
@@ -4293,6 +4459,7 @@ export interface operations {
             415: components["responses"]["UnsupportedMediaType"];
             422: components["responses"]["ValidationFailed"];
             429: components["responses"]["TooManyRequests"];
+            431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["InternalError"];
             503: components["responses"]["ServiceUnavailable"];
         };
@@ -4323,9 +4490,12 @@ export interface operations {
                     "application/json": components["schemas"]["Jwks"];
                 };
             };
+            400: components["responses"]["MalformedRequest"];
             404: components["responses"]["BuiltinAuthDisabled"];
+            408: components["responses"]["RequestTimeout"];
             422: components["responses"]["ValidationFailed"];
             429: components["responses"]["TooManyRequests"];
+            431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["InternalError"];
             503: components["responses"]["ServiceUnavailable"];
         };
@@ -4354,7 +4524,10 @@ export interface operations {
                     "application/json": components["schemas"]["Health"];
                 };
             };
+            400: components["responses"]["MalformedRequest"];
+            408: components["responses"]["RequestTimeout"];
             422: components["responses"]["ValidationFailed"];
+            431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["InternalError"];
         };
     };
@@ -4377,7 +4550,10 @@ export interface operations {
                     "application/json": components["schemas"]["Health"];
                 };
             };
+            400: components["responses"]["MalformedRequest"];
+            408: components["responses"]["RequestTimeout"];
             422: components["responses"]["ValidationFailed"];
+            431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["InternalError"];
             503: components["responses"]["ServiceUnavailable"];
         };
@@ -4413,8 +4589,11 @@ export interface operations {
                     };
                 };
             };
+            400: components["responses"]["MalformedRequest"];
+            408: components["responses"]["RequestTimeout"];
             422: components["responses"]["ValidationFailed"];
             429: components["responses"]["TooManyRequests"];
+            431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["InternalError"];
         };
     };
@@ -4443,11 +4622,16 @@ export interface operations {
                      *       version: 1.0.0
                      *     paths: {}
                      */
-                    "application/yaml": string;
+                    "application/yaml": string | {
+                        openapi: string;
+                    };
                 };
             };
+            400: components["responses"]["MalformedRequest"];
+            408: components["responses"]["RequestTimeout"];
             422: components["responses"]["ValidationFailed"];
             429: components["responses"]["TooManyRequests"];
+            431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["InternalError"];
         };
     };
@@ -4478,8 +4662,11 @@ export interface operations {
                     "text/html": string;
                 };
             };
+            400: components["responses"]["MalformedRequest"];
+            408: components["responses"]["RequestTimeout"];
             422: components["responses"]["ValidationFailed"];
             429: components["responses"]["TooManyRequests"];
+            431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["InternalError"];
         };
     };
@@ -4512,9 +4699,12 @@ export interface operations {
                     "text/plain": string;
                 };
             };
+            400: components["responses"]["MalformedRequest"];
             401: components["responses"]["Unauthorized"];
             404: components["responses"]["MetricsOff"];
+            408: components["responses"]["RequestTimeout"];
             422: components["responses"]["ValidationFailed"];
+            431: components["responses"]["HeadersTooLarge"];
             500: components["responses"]["InternalError"];
         };
     };

@@ -146,7 +146,7 @@ async function main(): Promise<void> {
   const redis = config.redisUrl === undefined ? undefined : await connectRedis(config.redisUrl, logger);
   const builtin = config.auth.enabled ? await startBuiltinAuth(config, database.db, logger) : undefined;
   const verifier = createTokenVerifier({ ...jwt, builtin: builtin?.verification });
-  const server = createHttpServer(config.http);
+  const server = createHttpServer(config.http, logger);
   const shutdown = gracefulShutdown(server, {
     drainMs: config.shutdownDrainMs,
     timeoutMs: config.shutdownTimeoutMs,

@@ -1,17 +1,17 @@
 import busboy from 'busboy';
 import contentDisposition from 'content-disposition';
 import type { Request } from 'express';
-import rangeParser from 'range-parser';
 import type { OwnerId } from '../auth/owner-id.js';
 import { ClientGone, HttpProblem, ValidationFailed } from '../errors/problem.js';
 import { noneMatchHitsTag } from '../http/etag.js';
 import { StreamedBody, type Handlers } from '../http/handler.js';
 import { pageWithLink } from '../http/paging.js';
+import { dispositionFilename } from './disposition.js';
 import { toAttachment, type AttachmentService, type IncomingFile } from './attachments.service.js';
 import { MalformedUpload, RangeNotSatisfiable } from './errors.js';
 import { safeFilename } from './filename.js';
 import { watchPartHeaders } from './part-headers.js';
-import { unsatisfiable } from './range.js';
+import { chooseRange } from './range.js';
 
 export type AttachmentOperation =
   'listAttachments' | 'uploadAttachment' | 'getAttachment' | 'deleteAttachment' | 'downloadAttachment';
@@ -21,6 +21,14 @@ const MULTIPART_OVERHEAD = 16 * 1024;
 
 /** The fields an upload takes besides its file (AttachmentUpload.yaml), and what busboy may read of them. */
 const MULTIPART_LIMITS = { files: 1, fields: 1, parts: 3, fieldSize: 1024, fieldNameSize: 100, headerPairs: 8 };
+
+/**
+ * For a `file` part busboy took for a field: one without a file name (RFC 7578 §4.2 says a file
+ * part SHOULD have one; busboy needs it, unless the part is typed application/octet-stream, to
+ * stream the part as a file rather than hold it as a field).
+ */
+const FILE_WITHOUT_FILENAME =
+  'The part named "file" has no filename in its Content-Disposition (RFC 7578 §4.2), so it is a form field, not a file: send Content-Disposition: form-data; name="file"; filename="report.pdf".';
 
 /** Headers every download carries: the browser saves the file and never runs it in our origin. */
 const DOWNLOAD_HEADERS = {
@@ -77,9 +85,9 @@ function rawFile(req: Request): IncomingFile {
   let name: string | undefined;
   const disposition = req.get('Content-Disposition');
   if (disposition !== undefined) {
-    try {
-      name = contentDisposition.parse(disposition).parameters.filename;
-    } catch {
+    const parsed = dispositionFilename(disposition);
+    if (parsed === null) {
+      // The contract's pattern refuses such a value before this runs; kept so that it never passes silently.
       throw new ValidationFailed([
         {
           in: 'header',
@@ -88,6 +96,7 @@ function rawFile(req: Request): IncomingFile {
         },
       ]);
     }
+    name = parsed;
   }
   const filename = safeFilename(name);
   return {
@@ -150,6 +159,7 @@ function multipartFile(req: Request): Promise<IncomingFile> {
       });
     });
     parser.on('field', (name, value, info) => {
+      if (name === 'file') return fail(new MalformedUpload(FILE_WITHOUT_FILENAME));
       if (name !== 'filename')
         return fail(
           new MalformedUpload(
@@ -162,7 +172,14 @@ function multipartFile(req: Request): Promise<IncomingFile> {
     parser.on('filesLimit', () =>
       fail(new MalformedUpload('The upload holds more than one file; send one per request.')),
     );
-    parser.on('fieldsLimit', () => fail(new MalformedUpload('The upload holds more fields than "filename".')));
+    // After a `filename` field, a `file` part without a file name is one field too many.
+    parser.on('fieldsLimit', () =>
+      fail(
+        new MalformedUpload(
+          partHeaders.named('file') === false ? FILE_WITHOUT_FILENAME : 'The upload holds more fields than "filename".',
+        ),
+      ),
+    );
     parser.on('partsLimit', () =>
       fail(new MalformedUpload('The upload holds more parts than a file and its "filename".')),
     );
@@ -254,11 +271,11 @@ export function attachmentHandlers(service: AttachmentService): Handlers<Attachm
       let partial = false;
       const asked = raw.get('Range');
       if (asked !== undefined && size > 0 && ifRangeHolds(raw.get('If-Range'), etag)) {
-        const ranges = rangeParser(size, asked, { combine: true });
-        if (ranges === -1 && unsatisfiable(asked, size)) throw new RangeNotSatisfiable(asked, size);
-        // Malformed (-2) or invalid (`bytes=5-2`), another unit, or several ranges: the whole file, as RFC 9110 allows.
-        if (typeof ranges === 'object' && ranges.type === 'bytes' && ranges.length === 1) {
-          range = { start: ranges[0]!.start, end: ranges[0]!.end };
+        // One range (or ranges that merge into one) is a 206; anything else the whole file (see chooseRange).
+        const chosen = chooseRange(asked, size);
+        if (chosen === 'unsatisfiable') throw new RangeNotSatisfiable(asked, size);
+        if (chosen !== 'whole') {
+          range = chosen;
           partial = true;
           headers['Content-Range'] = `bytes ${range.start}-${range.end}/${size}`;
         }

@@ -15,13 +15,27 @@ export interface PartHeaders {
    * was not seen (no boundary understood, a header block too long, or no such part yet).
    */
   typed(name: string): boolean | undefined;
+  /**
+   * Whether the first part named `name` had a file name: a `filename` (or `filename*`) parameter
+   * in its Content-Disposition that is not empty, which is what busboy needs to see to take a part
+   * for a file rather than a field (unless it is typed application/octet-stream). Undefined when
+   * the part was not seen, as for {@link typed}.
+   */
+  named(name: string): boolean | undefined;
 }
 
-/** The part's `name` (Content-Disposition: form-data) and whether it carries a Content-Type. */
-function parse(block: string): { name?: string; typed: boolean } {
+interface Part {
+  name?: string;
+  typed: boolean;
+  named: boolean;
+}
+
+/** The part's `name` (Content-Disposition: form-data), whether it carries a Content-Type, and whether a file name. */
+function parse(block: string): Part {
   let name: string | undefined;
   let disposition = false;
   let typed = false;
+  let named = false;
   // Folded lines continue the header above them, as busboy reads them.
   for (const line of block.replace(/\r\n(?=[ \t])/g, '').split('\r\n')) {
     const colon = line.indexOf(':');
@@ -33,19 +47,25 @@ function parse(block: string): { name?: string; typed: boolean } {
       disposition = true;
       try {
         const parsed = contentDisposition.parse(value);
-        if (parsed.type === 'form-data') name = parsed.parameters.name;
+        if (parsed.type === 'form-data') {
+          name = parsed.parameters.name;
+          // `filename*` comes out decoded as `filename`; busboy takes an empty one for none.
+          named = (parsed.parameters.filename ?? '') !== '';
+        }
       } catch {
         // Not one busboy's name would match either; the part stays unnamed here.
       }
     }
   }
-  return { name, typed };
+  return { name, typed, named };
 }
 
 /**
  * Whether a multipart body's parts carry a Content-Type of their own. Busboy gives a part
  * without one the type `text/plain` (RFC 7578's default for form fields) and its `info` does
- * not say which it was, so a file sent without a type would be held to being text. This reads
+ * not say which it was, so a file sent without a type would be held to being text. (And busboy
+ * takes a part without a file name for a field, which the watcher also notes, so that a `file`
+ * part sent so can be refused for what it lacks, whenever busboy reports it.) This reads
  * the part header blocks from the same bytes: it listens to `req` before busboy is piped in, so
  * it has seen a part's headers by the time busboy announces the part. It finds parts as busboy
  * does (the delimiter CRLF `--boundary`, the body read as if it began with CRLF, then a CRLF
@@ -54,8 +74,11 @@ function parse(block: string): { name?: string; typed: boolean } {
  * closing delimiter, after `maxParts` header blocks, or at a header block longer than busboy's.
  */
 export function watchPartHeaders(req: Readable, contentType: string | undefined, maxParts: number): PartHeaders {
-  const parts: { name?: string; typed: boolean }[] = [];
-  const answer: PartHeaders = { typed: (name) => parts.find((part) => part.name === name)?.typed };
+  const parts: Part[] = [];
+  const answer: PartHeaders = {
+    typed: (name) => parts.find((part) => part.name === name)?.typed,
+    named: (name) => parts.find((part) => part.name === name)?.named,
+  };
   const match = BOUNDARY.exec(contentType ?? '');
   const boundary = match?.[1] ?? match?.[2];
   if (boundary === undefined) return answer;

@@ -31,6 +31,12 @@ const LOCATIONS: Record<string, FieldError['in']> = {
   headers: 'header',
 };
 
+/** What a format means here, in place of the validator's bare `must match format "…"`. */
+const FORMAT_RULES: Record<string, string> = {
+  'must match format "date-time"':
+    'must match format "date-time": RFC 3339 with T between date and time, seconds 00-59 and an offset Z or ±hh:mm of at most ±15:59 (the pattern), naming an instant from 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999Z',
+};
+
 /** The contract's `maxLength` of a field error's `detail`. */
 const MAX_DETAIL = 500;
 
@@ -50,7 +56,7 @@ function fieldError(path: string | undefined, message: string | undefined, body?
   return {
     in: where ?? 'body',
     pointer: boundedPointer(pointer.replace(/~(?![01])/g, '~0')),
-    detail: (message ?? 'is invalid').slice(0, MAX_DETAIL),
+    detail: (FORMAT_RULES[message ?? ''] ?? message ?? 'is invalid').slice(0, MAX_DETAIL),
   };
 }
 
@@ -85,9 +91,12 @@ function unknownPropertyAsOne(segments: string[], body: unknown): void {
 function validationFailed(errors: { path?: string; message?: string }[], body: unknown): ValidationFailed {
   const first: FieldError[] = [];
   let total = 0;
+  // A date-time breaks its pattern and its format at once: one error for it, the one that says the rule.
+  const formatted = new Set(errors.filter((e) => e.message?.startsWith('must match format')).map((e) => e.path));
   errors.forEach((error, i) => {
     const previous = errors[i - 1];
     if (previous !== undefined && previous.path === error.path && previous.message === error.message) return;
+    if (error.message?.startsWith('must match pattern') && formatted.has(error.path)) return;
     total += 1;
     if (first.length < MAX_FIELD_ERRORS) first.push(fieldError(error.path, error.message, body));
   });
@@ -192,9 +201,14 @@ export function errorHandler(logger: Logger): ErrorRequestHandler {
         'Internal server error',
         'An unexpected error occurred. Quote the request id when reporting it.',
       );
-    } else if (problem.status === 409) {
+    } else if (problem.code === 'IDEMPOTENCY_KEY_IN_USE') {
       // A duplicate of a request still in flight: a client retrying too eagerly, or a replay.
+      // (IdempotencyKeyInUse, by its code: http/ imports no feature, and idempotency/ is one.)
       logger.warn('idempotency conflict', { request_id: req.id, code: problem.code, path: req.path });
+    } else if (problem.status === 409) {
+      // Any other conflict with the state of a resource (a webhook limit, a disabled webhook, an
+      // email already registered): the caller's to resolve, not the server's.
+      logger.info('conflict', { request_id: req.id, code: problem.code, path: req.path });
     } else if (problem.status >= 500) {
       const cause: unknown = problem.cause ?? error;
       logger.error(problem.message, { request_id: req.id, code: problem.code, cause: String(cause) });

@@ -1,5 +1,3 @@
-import { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import type { Request, RequestHandler, Response } from 'express';
 import type { operations } from '../../generated/api.js';
 import type { AuthContext } from '../auth/auth-context.js';
@@ -59,14 +57,6 @@ export type Handlers<K extends OperationId> = { [P in K]: OperationHandler<P> };
 /** Exactly one handler per operation: a missing or extra key does not compile. */
 export type HandlerMap = Handlers<OperationId>;
 
-/**
- * Sends a streamed body. Its first piece is read before anything is set on the response, so a
- * source that fails at once (storage down, bytes missing) is still an ordinary problem+json
- * answer. After that, a client that stops reading ends the pipeline (and the reads behind it)
- * with a premature close: nobody to answer. A later failure of the source goes on to the error
- * handler, which cuts the connection: the client sees fewer bytes than Content-Length promised,
- * never a complete-looking wrong file.
- */
 /** The most a streamed body writes to the socket at once. */
 const SLICE_BYTES = 64 * 1024;
 
@@ -74,6 +64,20 @@ function* slices(piece: Buffer): Iterable<Buffer> {
   for (let at = 0; at < piece.length; at += SLICE_BYTES) yield piece.subarray(at, at + SLICE_BYTES);
 }
 
+/**
+ * Sends a streamed body. Its first piece is read before anything is set on the response, so a
+ * source that fails at once (storage down, bytes missing) is still an ordinary problem+json
+ * answer. After that, a client that stops reading (its connection closed, or destroyed for being
+ * too slow) ends the reads: nobody to answer. A later failure of the source goes on to the error
+ * handler, which cuts the connection: the client sees fewer bytes than Content-Length promised,
+ * never a complete-looking wrong file.
+ *
+ * Written slice by slice, waiting for `drain` when the socket is full, with one `close` and one
+ * `drain` listener for the whole body, removed at the end. Not `stream.pipeline()`: into a
+ * ServerResponse it adds seven `close` listeners of its own, and with those every request already
+ * has (metrics, capacity, the request timeout, graceful shutdown) that passes Node's default of
+ * ten: a MaxListenersExceededWarning on every download.
+ */
 async function sendStreamed(
   res: Response,
   status: number,
@@ -81,24 +85,37 @@ async function sendStreamed(
   source: AsyncIterable<Buffer>,
 ): Promise<void> {
   const pieces = source[Symbol.asyncIterator]();
-  const first = await pieces.next();
-  if (res.headersSent) return void (await pieces.return?.());
-  async function* all() {
+  try {
+    const first = await pieces.next();
+    if (res.headersSent) return;
+    res.set(headers).status(status);
+    let closed = res.destroyed;
+    let wake: (() => void) | undefined;
+    const resume = () => wake?.();
+    const onClose = () => {
+      closed = true;
+      resume();
+    };
+    res.once('close', onClose);
+    res.on('drain', resume);
     try {
-      if (!first.done) yield* slices(first.value);
-      for (let next = await pieces.next(); !next.done; next = await pieces.next()) yield* slices(next.value);
+      for (let next = first; !next.done; next = await pieces.next()) {
+        // A byte stream fed in small slices: a client that stops reading holds about SLICE_BYTES
+        // here (and what the source holds), not a queue of whole pieces.
+        for (const slice of slices(next.value)) {
+          if (closed) return;
+          if (!res.write(slice)) await new Promise<void>((resolve) => (wake = resolve));
+          wake = undefined;
+        }
+      }
+      if (!closed) res.end();
     } finally {
-      await pieces.return?.();
+      res.off('close', onClose);
+      res.off('drain', resume);
     }
+  } finally {
+    await pieces.return?.();
   }
-  res.set(headers).status(status);
-  // A byte stream with a small buffer, fed in small slices: a client that stops reading holds
-  // about SLICE_BYTES here (and what the source holds), not a queue of whole pieces.
-  await pipeline(Readable.from(all(), { objectMode: false, highWaterMark: SLICE_BYTES }), res).catch(
-    (error: unknown) => {
-      if ((error as { code?: string }).code !== 'ERR_STREAM_PREMATURE_CLOSE') throw error;
-    },
-  );
 }
 
 /** Adapts a typed handler to Express. Errors reach the error handler (Express 5 forwards rejections). */

@@ -37,7 +37,7 @@ export function checkEndpointUrl(raw: string, config: Pick<WebhooksConfig, 'requ
   if (url.protocol === 'http:' && (config.requireHttps || !local)) {
     throw new WebhookUrlRefused(
       config.requireHttps
-        ? 'must be an https URL'
+        ? 'must be an https URL (this server is in production, where every endpoint is https)'
         : 'must be an https URL (http is allowed for localhost only, in development)',
     );
   }

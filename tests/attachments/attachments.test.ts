@@ -282,17 +282,21 @@ describe.each(STORAGES)('attachments stored in %s', (storage) => {
     it.each([
       ['a PNG declared as a PDF', () => png(), 'application/pdf', 415, 'file-type-mismatch'],
       ['HTML declared as plain text', html, 'text/plain', 415, 'file-type-mismatch'],
-      ['SVG, declared as such', svg, 'image/svg+xml', 415, 'file-type-refused'],
+      // Raw, image/svg+xml is not among the upload's media types: the contract refuses it first.
+      ['SVG, declared as such', svg, 'image/svg+xml', 415, 'file-type-refused', 'unsupported-media-type'],
       ['SVG declared as octet-stream', svg, 'application/octet-stream', 415, 'file-type-refused'],
       ['an executable declared as octet-stream', elf, 'application/octet-stream', 415, 'file-type-refused'],
       ['an executable declared as a PNG', elf, 'image/png', 415, 'file-type-mismatch'],
-    ])('refuses %s, storing nothing', async (_name, bytes, type, status, problem) => {
-      const user = await newOwner();
-      const task = await newTask(user);
-      await problemOf(await uploadForm(user, task, bytes(), 'f', type), status, problem);
-      await problemOf(await uploadRaw(user, task, bytes(), type), status, problem);
-      expect(await stored(user.sub)).toEqual(nothingStored);
-    });
+    ] as [string, () => Buffer, string, number, string, string?][])(
+      'refuses %s, storing nothing',
+      async (_name, bytes, type, status, problem, rawProblem = problem) => {
+        const user = await newOwner();
+        const task = await newTask(user);
+        await problemOf(await uploadForm(user, task, bytes(), 'f', type), status, problem);
+        await problemOf(await uploadRaw(user, task, bytes(), type), status, rawProblem);
+        expect(await stored(user.sub)).toEqual(nothingStored);
+      },
+    );
 
     it('refuses a request media type that is no upload with 415 before reading it', async () => {
       const user = await newOwner();
@@ -596,6 +600,72 @@ describe.each(STORAGES)('attachments stored in %s', (storage) => {
       await problemOf(response, 400, 'malformed-upload');
     });
 
+    describe('a file part without a filename (RFC 7578 §4.2: it SHOULD have one)', () => {
+      /** The `file` part with only `name` in its Content-Disposition, and the Content-Type given (none when undefined). */
+      const unnamedPart = (value: Buffer, type?: string) =>
+        Buffer.concat([
+          Buffer.from(
+            `--XyZ\r\nContent-Disposition: form-data; name="file"${type ? `\r\nContent-Type: ${type}` : ''}\r\n\r\n`,
+          ),
+          value,
+          Buffer.from('\r\n'),
+        ]);
+      const end = Buffer.from('--XyZ--\r\n');
+
+      it.each([
+        ['typed text/plain', () => Buffer.concat([unnamedPart(Buffer.from('milk, eggs'), 'text/plain'), end])],
+        ['typed image/png', () => Buffer.concat([unnamedPart(png(), 'image/png'), end])],
+        ['without a Content-Type', () => Buffer.concat([unnamedPart(Buffer.from('milk, eggs')), end])],
+        [
+          'after a filename field',
+          () =>
+            Buffer.concat([part('filename', 'list.txt'), unnamedPart(Buffer.from('milk, eggs'), 'text/plain'), end]),
+        ],
+        [
+          'before a filename field',
+          () =>
+            Buffer.concat([unnamedPart(Buffer.from('milk, eggs'), 'text/plain'), part('filename', 'list.txt'), end]),
+        ],
+        ['of 300 KiB', () => Buffer.concat([unnamedPart(png(300 * KiB), 'image/png'), end])],
+        [
+          'with filename=""',
+          () => Buffer.concat([part('file', 'milk, eggs', { filename: '', type: 'text/plain' }), end]),
+        ],
+      ])('is refused, %s, with 400 saying what is missing and how to send it', async (_name, body) => {
+        const user = await newOwner();
+        const task = await newTask(user);
+        const problem = await problemOf(await handmade(user, task, body()), 400, 'malformed-upload');
+        expect(problem.detail).toBe(
+          'The part named "file" has no filename in its Content-Disposition (RFC 7578 §4.2), so it is a form field, not a file: send Content-Disposition: form-data; name="file"; filename="report.pdf". Nothing was stored.',
+        );
+        expect(await stored(user.sub)).toEqual(nothingStored);
+      });
+
+      it('is taken as the file when typed application/octet-stream, named by the filename field or "attachment"', async () => {
+        const user = await newOwner();
+        const task = await newTask(user);
+        const image = png();
+        const unnamed = await handmade(
+          user,
+          task,
+          Buffer.concat([unnamedPart(image, 'application/octet-stream'), end]),
+        );
+        expect([unnamed.status, await unnamed.json()]).toEqual([
+          201,
+          expect.objectContaining({ filename: 'attachment', content_type: 'image/png', sha256: sha256(image) }),
+        ]);
+        const named = await handmade(
+          user,
+          task,
+          Buffer.concat([part('filename', 'photo.png'), unnamedPart(image, 'application/octet-stream'), end]),
+        );
+        expect([named.status, await named.json()]).toEqual([
+          201,
+          expect.objectContaining({ filename: 'photo.png', content_type: 'image/png' }),
+        ]);
+      });
+    });
+
     it('takes the file name from a filename field, made safe: last path component, no controls or bidi overrides', async () => {
       const user = await newOwner();
       const task = await newTask(user);
@@ -639,6 +709,10 @@ describe.each(STORAGES)('attachments stored in %s', (storage) => {
       ['bytes=500000-', 500000, bytes.length - 1],
       ['bytes=-1000', bytes.length - 1000, bytes.length - 1],
       [`bytes=${bytes.length - 1}-99999999`, bytes.length - 1, bytes.length - 1],
+      // A suffix longer than the file is the whole file (RFC 9110 §14.1.2), as one part.
+      [`bytes=-${600 * KiB}`, 0, bytes.length - 1],
+      // Ranges that start past the end are left out; the one left is the part.
+      [`bytes=0-99, ${600 * KiB}-`, 0, 99],
     ])('answers Range: %s with 206 and exactly those bytes', async (range, start, end) => {
       const response = await get({ Range: range });
       expect(response.status).toBe(206);
@@ -660,8 +734,8 @@ describe.each(STORAGES)('attachments stored in %s', (storage) => {
       },
     );
 
-    it.each(['bytes=5-2', 'bytes=1000-999', 'bytes=5-2, 700000-', `bytes=-${600 * KiB}`])(
-      'ignores Range: %s (invalid, or longer than the file) and sends the whole file',
+    it.each(['bytes=5-2', 'bytes=1000-999', 'bytes=5-2, 700000-', 'bytes=0-99, 5-2', 'bytes=0-99, x', 'bytes=-'])(
+      'ignores Range: %s (invalid or malformed, wholly or in part) and sends the whole file',
       async (range) => {
         const response = await get({ Range: range });
         expect(response.status).toBe(200);
@@ -682,6 +756,42 @@ describe.each(STORAGES)('attachments stored in %s', (storage) => {
         await response.arrayBuffer();
       }
       expect((await get({ Range: 'bytes=0-99', 'If-Range': etag })).status).toBe(206);
+    });
+
+    describe('several ranges in one Range, on a file of 5 bytes', () => {
+      const five = Buffer.from('abcde');
+      let small: string;
+      beforeAll(async () => {
+        const response = await uploadRaw(user, await newTask(user), five, 'text/plain');
+        small = ((await response.json()) as { id: string }).id;
+      });
+      const getSmall = (range: string) =>
+        fetch(`${server.url}/api/v1/attachments/${small}/content`, { headers: { ...user.auth, Range: range } });
+
+      it.each([
+        ['adjacent', 'bytes=0-0,1-1,2-2', 0, 2],
+        ['overlapping', 'bytes=0-2,1-3', 0, 3],
+        ['adjacent, out of order', 'bytes=2-3,0-1', 0, 3],
+        ['one inside another', 'bytes=1-1, 0-4', 0, 4],
+      ])('merges %s ranges (%s) into one and answers 206 with that part', async (_kind, range, start, end) => {
+        const response = await getSmall(range);
+        expect(response.status).toBe(206);
+        expect(response.headers.get('content-range')).toBe(`bytes ${start}-${end}/5`);
+        expect(response.headers.get('content-length')).toBe(String(end - start + 1));
+        expect(Buffer.from(await response.arrayBuffer()).toString()).toBe(five.subarray(start, end + 1).toString());
+      });
+
+      it.each(['bytes=0-0,2-2', 'bytes=3-4,0-1', 'bytes=0-0,2-2,4-4'])(
+        'answers %s, ranges that stay apart, with the whole file (200), not multipart/byteranges',
+        async (range) => {
+          const response = await getSmall(range);
+          expect(response.status).toBe(200);
+          expect(response.headers.get('content-range')).toBeNull();
+          expect(response.headers.get('content-type')).not.toMatch(/multipart/);
+          expect(response.headers.get('content-length')).toBe('5');
+          expect(Buffer.from(await response.arrayBuffer()).toString()).toBe('abcde');
+        },
+      );
     });
 
     it('answers If-None-Match with the ETag with 304', async () => {

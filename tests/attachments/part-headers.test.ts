@@ -14,6 +14,10 @@ const file = (headers: string, bytes = 'GIF89a\r\n-----not a delimiter\r\n') =>
 
 /** The watcher's answers for `name` after `bytes` arrive in pieces of `size` bytes (every size from 1 up, so every split is tried). */
 async function typedIn(bytes: Buffer, name = 'file', contentType = CONTENT_TYPE) {
+  return answerIn(bytes, name, contentType, 'typed');
+}
+
+async function answerIn(bytes: Buffer, name: string, contentType: string, question: 'typed' | 'named') {
   const answers = new Set<boolean | undefined>();
   for (const size of [1, 2, 3, 5, 7, 11, 13, 64, bytes.length]) {
     const req = new PassThrough();
@@ -22,7 +26,7 @@ async function typedIn(bytes: Buffer, name = 'file', contentType = CONTENT_TYPE)
     for (let at = 0; at < bytes.length; at += size) req.write(bytes.subarray(at, at + size));
     req.end();
     await once(req, 'end');
-    answers.add(watch.typed(name));
+    answers.add(watch[question](name));
   }
   expect(answers.size).toBe(1);
   return [...answers][0];
@@ -35,6 +39,21 @@ describe('watchPartHeaders', () => {
     expect(await typedIn(body(field('filename', 'x.gif'), file('')))).toBe(false);
     expect(await typedIn(body(field('filename', 'x.gif'), file('\r\ncontent-TYPE: text/plain')))).toBe(true);
     expect(await typedIn(body(file(''), field('filename', 'x.gif')))).toBe(false);
+  });
+
+  it('tells a file part with a file name from one without, as busboy does (an empty one is none)', async () => {
+    const named = (bytes: Buffer) => answerIn(bytes, 'file', CONTENT_TYPE, 'named');
+    expect(await named(body(file('\r\nContent-Type: image/gif')))).toBe(true);
+    expect(await named(body(field('filename', 'x.gif'), file('')))).toBe(true);
+    expect(
+      await named(body(`Content-Disposition: form-data; name="file"; filename*=UTF-8''%C3%A9.gif\r\n\r\nGIF89a`)),
+    ).toBe(true);
+    expect(
+      await named(body('Content-Disposition: form-data; name="file"\r\nContent-Type: image/gif\r\n\r\nGIF89a')),
+    ).toBe(false);
+    expect(await named(body(field('filename', 'x.gif'), field('file', 'GIF89a')))).toBe(false);
+    expect(await named(body('Content-Disposition: form-data; name="file"; filename=""\r\n\r\nGIF89a'))).toBe(false);
+    expect(await named(body(field('filename', 'x.gif')))).toBeUndefined();
   });
 
   it('reads parts as busboy does: a preamble, a quoted boundary, folded header lines', async () => {

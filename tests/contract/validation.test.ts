@@ -67,7 +67,12 @@ describe('422 for each constraint of the task schema', () => {
     // Ajv's linear uniqueItems check (a hash of the strings) names the later item first.
     ['duplicate tags', { tags: ['a', 'a'] }, '/tags', 'must NOT have duplicate items (items ## 1 and 0 are identical)'],
     ['a tag longer than 32 characters', { tags: ['t'.repeat(33)] }, '/tags/0', 'must NOT have more than 32 characters'],
-    ['a due_at that is not a date-time', { due_at: 'next tuesday' }, '/due_at', 'must match format "date-time"'],
+    [
+      'a due_at that is not a date-time',
+      { due_at: 'next tuesday' },
+      '/due_at',
+      expect.stringMatching(/^must match format "date-time": RFC 3339 .*±15:59/),
+    ],
     ['a completed that is not a boolean', { completed: 'yes' }, '/completed', 'must be boolean'],
   ])('rejects %s', async (_label, fields, pointer, detail) => {
     const res = await send('POST', '/api/v1/tasks', JSON.stringify({ ...buildTask(), ...fields }));
