@@ -2129,7 +2129,8 @@ export interface components {
         /**
          * @description The HTTP request itself is malformed, so the server refused it before reading it as a request
          *     of this operation (`urn:tasks-api:problem:malformed-request`): a control character in a header
-         *     value, a malformed request line, or an invalid `Content-Length` or `Transfer-Encoding`. Nothing
+         *     value, a malformed request line, an invalid `Content-Length` or `Transfer-Encoding`, or an
+         *     HTTP/1.1 request without `Host`. Nothing
          *     was done; the server closes the connection after this answer. Any operation can meet it.
          */
         MalformedRequest: {

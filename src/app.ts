@@ -11,6 +11,7 @@ import { accessLog } from './http/access-log.js';
 import { capacityGuard, memoryConcurrency, redisConcurrency, requestKinds } from './http/capacity.js';
 import type { Contract } from './http/contract.js';
 import { errorHandler } from './http/error-handler.js';
+import { requireHost } from './http/http-server.js';
 import { createMetrics, type Metrics } from './http/metrics.js';
 import { overloadGuard } from './http/overload.js';
 import { ServiceUnavailable } from './errors/problem.js';
@@ -61,6 +62,7 @@ export type AppStageName =
   | 'access-log'
   | 'metrics'
   | 'security-headers'
+  | 'host-header'
   | 'rate-limit'
   | 'capacity'
   | 'request-timeout'
@@ -159,10 +161,10 @@ function requestTimeout(ms: number): RequestHandler {
 
 /**
  * The stages of the HTTP application, in the order a request meets them: request id → access log
- * → metrics → security headers / CORS → rate limits → per-principal concurrency → JSON body
- * (size-limited, deadline) → load shedding (or, for uploads and downloads, the transfer pool) →
- * request timeout → OpenAPI validator (with the bearer security handler) → operation handlers →
- * problem+json errors. Builds every part the stages share (the metrics, the load-shedding gate,
+ * → metrics → security headers / CORS → Host required (HTTP/1.1) → rate limits → per-principal
+ * concurrency → JSON body (size-limited, deadline) → load shedding (or, for uploads and downloads,
+ * the transfer pool) → request timeout → OpenAPI validator (with the bearer security handler) →
+ * operation handlers → problem+json errors. Builds every part the stages share (the metrics, the load-shedding gate,
  * the operations) and no app: assembleApp puts the stages on one.
  * Does no I/O; everything it needs arrives in `deps`.
  */
@@ -231,6 +233,7 @@ export function appStages(deps: AppDeps): AppStage[] {
     { name: 'access-log', handlers: [log] },
     { name: 'metrics', handlers: [metrics.middleware] },
     { name: 'security-headers', handlers: headers },
+    { name: 'host-header', handlers: [requireHost] },
     { name: 'rate-limit', handlers: limits },
     { name: 'capacity', handlers: capacity.middleware },
     { name: 'request-timeout', handlers: [timeout] },

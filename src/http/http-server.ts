@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { createServer, maxHeaderSize, type Server, type ServerResponse } from 'node:http';
+import type { RequestHandler } from 'express';
 import type { Socket } from 'node:net';
 import { ipKeyGenerator } from 'express-rate-limit';
 import type { Config } from '../config.js';
@@ -22,6 +23,8 @@ export function createHttpServer(limits: Config['http'], logger?: Logger): Serve
     requestTimeout: limits.requestTimeoutMs,
     keepAliveTimeout: limits.keepAliveTimeoutMs,
     connectionsCheckingInterval: 1000,
+    // Node's own check answers a bare 400 before any listener runs; the app's `requireHost` answers instead.
+    requireHostHeader: false,
   });
   server.maxConnections = limits.maxConnections;
   if (limits.maxConnectionsPerIp > 0) limitConnectionsPerAddress(server, limits.maxConnectionsPerIp);
@@ -200,6 +203,28 @@ function answerClientErrors(server: Server, limits: Config['http'], logger: Logg
     socket.end(`HTTP/1.1 ${problem.status} ${REASONS[problem.status]}\r\n${head}\r\n${body}`);
   });
 }
+
+/**
+ * An HTTP/1.1 request without `Host` is malformed (RFC 9112 §3.2: the server must answer 400).
+ * Node checks it itself unless told not to (createHttpServer does), with a bare 400 no listener
+ * sees; here it is the same 400 malformed-request problem as the parser's refusals, with the
+ * request's id, and the connection closes.
+ */
+export const requireHost: RequestHandler = (req, _res, next) => {
+  if (req.httpVersionMajor === 1 && req.httpVersionMinor === 1 && req.headers.host === undefined) {
+    next(
+      new HttpProblem(
+        400,
+        'MALFORMED_REQUEST',
+        'Malformed request',
+        'An HTTP/1.1 request must carry a Host header (RFC 9112, section 3.2).',
+        { headers: { Connection: 'close' } },
+      ),
+    );
+    return;
+  }
+  next();
+};
 
 /**
  * At most `max` connections open at once from one address (HAProxy's per-source limit, nginx's

@@ -193,6 +193,24 @@ describe('requests the HTTP parser refuses', () => {
     }
   });
 
+  it('an HTTP/1.1 request without Host: 400 malformed-request from the app, with its request id, connection closed', async () => {
+    const answer = await exchange(api.url, 'GET /api/v1/tasks HTTP/1.1\r\nX-Request-Id: no-host-1\r\n\r\n');
+    expect(answer.status).toBe(400);
+    expect(answer.headers['content-type']).toMatch(/^application\/problem\+json(;|$)/);
+    expect(answer.headers['connection']).toBe('close');
+    expect(answer.headers['x-request-id']).toBe('no-host-1');
+    expect(answer.body).toMatchObject({
+      type: MALFORMED.type,
+      status: 400,
+      instance: '/api/v1/tasks',
+      request_id: 'no-host-1',
+      detail: expect.stringContaining('Host header'),
+    });
+    // HTTP/1.0 had no Host: such a request is served (here refused only for its missing token).
+    const old = await exchange(api.url, 'GET /api/v1/tasks HTTP/1.0\r\n\r\n');
+    expect(old.status).toBe(401);
+  });
+
   it('carries the security headers the app sends on its own answers', async () => {
     const app = await fetch(`${api.url}/no/such/route`);
     const answer = await exchange(api.url, 'GET /api/v1/tasks HTTP/1.1\r\nHost: x\r\nX-Test: a\x1bb\r\n\r\n');
