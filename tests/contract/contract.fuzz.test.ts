@@ -3,9 +3,12 @@
 // on the real database. Valid requests must get a documented 2xx/3xx/4xx; broken ones a 4xx
 // problem+json; nothing may ever be a 5xx; every response — status, media type, body and
 // documented headers — is checked against the contract here (the server validates its 2xx bodies
-// too). A stateful property runs create → get → patch → list → replace → delete sequences.
+// too). A stateful property runs create → get → patch → list → replace → delete sequences. The
+// opposite question too: every request the contract calls valid, made from the schemas alone (no
+// knowledge of this server), is accepted — 2xx, or a status the state explains (see "Accepted").
 //
-// FUZZ_SEED=<n> replays a run, FUZZ_RUNS=<n> sets the cases per operation and kind (default 300).
+// FUZZ_SEED=<n> replays a run, FUZZ_RUNS=<n> sets the broken cases per operation (default 300;
+// valid ones are half as many, accepted ones a tenth).
 // A failure prints the seed, fast-check's replay path and the request, ready to send with curl.
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
