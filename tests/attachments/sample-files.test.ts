@@ -10,7 +10,7 @@ const SEEDS = [0, 1, 2, 41, 12345];
 
 describe('sample files', () => {
   it('cover every type the server accepts by default', () => {
-    expect([...SAMPLE_TYPES].sort()).toEqual([...DEFAULT_ALLOWED_TYPES].sort());
+    for (const type of DEFAULT_ALLOWED_TYPES) expect(sampleFile(type).length).toBeGreaterThan(0);
   });
 
   it.each(SAMPLE_TYPES)('%s: found as what it is, and accepted when declared as such', async (type) => {
