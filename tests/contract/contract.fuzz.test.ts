@@ -112,24 +112,31 @@ function stringArbitrary(schema: Schema): fc.Arbitrary<string> {
   return candidates.map((s) => (fits(s) ? s : fallback));
 }
 
-function valid(node: Schema): fc.Arbitrary<unknown> {
+/** How a generator makes the leaves of a schema: strings, and integers without bounds of their own. */
+interface Leaves {
+  string: (schema: Schema) => fc.Arbitrary<string>;
+  integers: { min: number; max: number };
+}
+
+/** A fast-check arbitrary for (the subset of) JSON Schema the contract uses, its leaves made by `leaves`. */
+function fromSchema(node: Schema, leaves: Leaves): fc.Arbitrary<unknown> {
   const schema = deref(node);
   if (schema.const !== undefined) return fc.constant(schema.const);
   if (schema.enum !== undefined) return fc.constantFrom(...(schema.enum as unknown[]));
   const types: string[] = Array.isArray(schema.type) ? schema.type : [schema.type ?? 'object'];
-  if (types.length > 1) return fc.oneof(...types.map((type) => valid({ ...schema, type })));
+  if (types.length > 1) return fc.oneof(...types.map((type) => fromSchema({ ...schema, type }, leaves)));
   switch (types[0]) {
     case 'null':
       return fc.constant(null);
     case 'boolean':
       return fc.boolean();
     case 'integer':
-      return fc.integer({ min: schema.minimum ?? -1000, max: schema.maximum ?? 1000 });
+      return fc.integer({ min: schema.minimum ?? leaves.integers.min, max: schema.maximum ?? leaves.integers.max });
     case 'string':
-      return stringArbitrary(schema);
+      return leaves.string(schema);
     case 'array': {
       const options = { minLength: schema.minItems ?? 0, maxLength: Math.min(schema.maxItems ?? 5, 5) };
-      const items = valid(schema.items ?? {});
+      const items = fromSchema(schema.items ?? {}, leaves);
       return schema.uniqueItems
         ? fc.uniqueArray(items, { ...options, selector: (v) => JSON.stringify(v) })
         : fc.array(items, options);
@@ -138,13 +145,16 @@ function valid(node: Schema): fc.Arbitrary<unknown> {
       const properties = Object.fromEntries(
         Object.entries((schema.properties ?? {}) as Record<string, Schema>).map(([name, child]) => [
           name,
-          valid(child),
+          fromSchema(child, leaves),
         ]),
       );
       return fc.record(properties, { requiredKeys: schema.required ?? [] });
     }
   }
 }
+
+/** A valid value as this server takes it (its date-time rules, small integers). */
+const valid = (node: Schema) => fromSchema(node, { string: stringArbitrary, integers: { min: -1000, max: 1000 } });
 
 // ---------------------------------------------------------------------------------------------
 // Broken values: what an attacker, a buggy client or a fuzzer sends instead.
@@ -570,40 +580,9 @@ const rfc3339 = fc
     return `${local.slice(0, 10)}${t}${local.slice(11, 19)}${fraction}${zone}`;
   });
 
-function acceptable(node: Schema): fc.Arbitrary<unknown> {
-  const schema = deref(node);
-  if (schema.const !== undefined) return fc.constant(schema.const);
-  if (schema.enum !== undefined) return fc.constantFrom(...(schema.enum as unknown[]));
-  const types: string[] = Array.isArray(schema.type) ? schema.type : [schema.type ?? 'object'];
-  if (types.length > 1) return fc.oneof(...types.map((type) => acceptable({ ...schema, type })));
-  switch (types[0]) {
-    case 'null':
-      return fc.constant(null);
-    case 'boolean':
-      return fc.boolean();
-    case 'integer':
-      return fc.integer({ min: schema.minimum ?? -(2 ** 31), max: schema.maximum ?? 2 ** 31 - 1 });
-    case 'string':
-      return acceptableString(schema);
-    case 'array': {
-      const options = { minLength: schema.minItems ?? 0, maxLength: Math.min(schema.maxItems ?? 5, 5) };
-      const items = acceptable(schema.items ?? {});
-      return schema.uniqueItems
-        ? fc.uniqueArray(items, { ...options, selector: (v) => JSON.stringify(v) })
-        : fc.array(items, options);
-    }
-    default:
-      return fc.record(
-        Object.fromEntries(
-          Object.entries((schema.properties ?? {}) as Record<string, Schema>).map(([name, child]) => [
-            name,
-            acceptable(child),
-          ]),
-        ),
-        { requiredKeys: schema.required ?? [] },
-      );
-  }
-}
+/** A valid value as a generator that knows only the contract makes it. */
+const acceptable = (node: Schema) =>
+  fromSchema(node, { string: acceptableString, integers: { min: -(2 ** 31), max: 2 ** 31 - 1 } });
 
 /**
  * Answers a contract-valid request may get, by the state the server is in, each documented on its
