@@ -1,6 +1,5 @@
 import cors from 'cors';
 import express, { type ErrorRequestHandler, type Express, type RequestHandler } from 'express';
-import helmet from 'helmet';
 import type { BuiltinIssuer } from './auth/builtin/issuer.js';
 import type { TokenVerifier } from './auth/token-verifier.js';
 import type { BlobStore } from './attachments/blob-store.js';
@@ -12,6 +11,7 @@ import { capacityGuard, memoryConcurrency, redisConcurrency, requestKinds } from
 import type { Contract } from './http/contract.js';
 import { errorHandler } from './http/error-handler.js';
 import { requireHost } from './http/http-server.js';
+import { securityHeaders } from './http/security-headers.js';
 import { createMetrics, type Metrics } from './http/metrics.js';
 import { overloadGuard } from './http/overload.js';
 import { ServiceUnavailable } from './errors/problem.js';
@@ -109,17 +109,6 @@ const ALLOWED_HEADERS = [
   'Range',
   'If-Range',
 ];
-
-/**
- * Security headers for a JSON API (helmet): nothing on a response may load or frame anything.
- * The reference page at /docs replaces the CSP with its own, which pins its inline scripts.
- */
-function securityHeaders(): RequestHandler {
-  return helmet({
-    contentSecurityPolicy: { useDefaults: false, directives: { defaultSrc: ["'none'"], frameAncestors: ["'none'"] } },
-    crossOriginResourcePolicy: { policy: 'same-site' },
-  });
-}
 
 /**
  * CORS from an allow-list only: with none configured no CORS header is ever sent, so browsers

@@ -6,6 +6,7 @@ import { ipKeyGenerator } from 'express-rate-limit';
 import type { Config } from '../config.js';
 import { HttpProblem } from '../errors/problem.js';
 import type { Logger } from '../logger.js';
+import { securityHeaderValues } from './security-headers.js';
 
 /**
  * The HTTP server, with limits on what a client may hold: Node's defaults let a connection that
@@ -31,26 +32,6 @@ export function createHttpServer(limits: Config['http'], logger?: Logger): Serve
   answerClientErrors(server, limits, logger);
   return server;
 }
-
-/**
- * The constant security headers the app sets on every response (helmet, as configured in app.ts),
- * for the answers written here, where no middleware runs. parser-errors.test.ts compares them with
- * an answer of the app, so the two cannot drift apart unnoticed.
- */
-const SECURITY_HEADERS: Record<string, string> = {
-  'Content-Security-Policy': "default-src 'none';frame-ancestors 'none'",
-  'Cross-Origin-Opener-Policy': 'same-origin',
-  'Cross-Origin-Resource-Policy': 'same-site',
-  'Origin-Agent-Cluster': '?1',
-  'Referrer-Policy': 'no-referrer',
-  'Strict-Transport-Security': 'max-age=31536000; includeSubDomains',
-  'X-Content-Type-Options': 'nosniff',
-  'X-DNS-Prefetch-Control': 'off',
-  'X-Download-Options': 'noopen',
-  'X-Frame-Options': 'SAMEORIGIN',
-  'X-Permitted-Cross-Domain-Policies': 'none',
-  'X-XSS-Protection': '0',
-};
 
 const REASONS: Record<number, string> = {
   400: 'Bad Request',
@@ -164,6 +145,8 @@ const LINGER_MS = 2000;
  */
 function answerClientErrors(server: Server, limits: Config['http'], logger: Logger | undefined): void {
   const answered = new WeakSet<Socket>();
+  // The same security headers the app sets (security-headers.ts), worked out once per server.
+  const securityHeaders = securityHeaderValues();
   server.on('clientError', (error: ClientError, socket: Socket) => {
     if (answered.has(socket)) return; // the parser fails again on whatever else arrives: discarded
     // The response in flight on this connection, if the request had reached the app.
@@ -186,7 +169,7 @@ function answerClientErrors(server: Server, limits: Config['http'], logger: Logg
       Connection: 'close',
       'Cache-Control': 'no-store',
       'X-Request-Id': requestId,
-      ...SECURITY_HEADERS,
+      ...securityHeaders,
     };
     const head = Object.entries(headers)
       .map(([name, value]) => `${name}: ${value}\r\n`)
