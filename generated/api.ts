@@ -129,7 +129,7 @@ export interface paths {
          *       --data-binary @résumé.pdf
          *     ```
          *
-         *     From TypeScript, with the generated client (`tasks-api/client`), the body goes out as
+         *     From TypeScript, with the generated client (`@tasks-api/client`), the body goes out as
          *     `FormData`:
          *
          *     ```ts
@@ -836,7 +836,8 @@ export interface webhooks {
          * @description Sent to your endpoints subscribed to `task.due` at a pending task's `due_at` (at once if
          *     that time is already past when it is set). It is rescheduled when `due_at` changes and
          *     cancelled when the task is completed, deleted or loses its due date; it goes to the
-         *     endpoints that were subscribed when the due date was set or the task last changed.
+         *     endpoints that were subscribed when the due date was last set or moved (or the task
+         *     reopened); an edit in between changes the task it carries, not who gets it.
          *     `timestamp` is the due time; `data` is the task as it was at that last change.
          *
          *     The request is signed (`webhook-signature`): verify it, then de-duplicate on `webhook-id`.
@@ -1455,8 +1456,8 @@ export interface components {
          *     - `task.deleted`: a task was deleted; `data` is the task as it was.
          *     - `task.due`: a task's `due_at` arrived while it is pending (at once if that time is already
          *       past). Rescheduled when `due_at` changes, cancelled when the task is completed, deleted or
-         *       loses its due date; sent to the endpoints that were subscribed when the due date was set or
-         *       the task last changed.
+         *       loses its due date; sent to the endpoints that were subscribed when the due date was last set
+         *       or moved (or the task reopened); an edit in between changes the task it carries, not who gets it.
          * @example task.completed
          * @enum {string}
          */
@@ -1642,7 +1643,7 @@ export interface components {
          *       "at": "2026-11-20T18:04:11.530Z",
          *       "status_code": 503,
          *       "duration_ms": 184,
-         *       "error": "the endpoint answered 503"
+         *       "error": null
          *     }
          */
         WebhookAttempt: {
@@ -1663,7 +1664,7 @@ export interface components {
              * @description From the start of the attempt to the end of the answer (or of waiting for one), in milliseconds.
              */
             duration_ms: number;
-            /** @description Why the attempt failed, for people; `null` when it succeeded. */
+            /** @description Why the attempt failed when its `status_code` does not say it (no answer - a timeout, a refused connection, a TLS error - or a redirect not followed), for people; `null` otherwise. */
             error: string | null;
         };
         /**
@@ -1684,7 +1685,7 @@ export interface components {
          *           "at": "2026-11-20T18:04:11.530Z",
          *           "status_code": 503,
          *           "duration_ms": 184,
-         *           "error": "the endpoint answered 503"
+         *           "error": null
          *         }
          *       ],
          *       "created_at": "2026-11-20T18:04:11.482Z",
@@ -1779,7 +1780,7 @@ export interface components {
          *               "at": "2026-11-20T18:04:11.530Z",
          *               "status_code": 410,
          *               "duration_ms": 97,
-         *               "error": "the endpoint answered 410, which is not retried"
+         *               "error": null
          *             }
          *           ],
          *           "created_at": "2026-11-20T18:04:11.482Z",
@@ -4224,7 +4225,7 @@ export interface operations {
                      *           "at": "2026-11-20T18:04:11.530Z",
                      *           "status_code": 410,
                      *           "duration_ms": 97,
-                     *           "error": "the endpoint answered 410, which is not retried"
+                     *           "error": null
                      *         }
                      *       ],
                      *       "created_at": "2026-11-20T18:04:11.482Z",

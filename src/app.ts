@@ -8,7 +8,7 @@ import type { Database } from './db/database.js';
 import { ownerScope, type OwnerScope } from './db/owner-scope.js';
 import { accessLog } from './http/access-log.js';
 import { capacityGuard, memoryConcurrency, redisConcurrency, requestKinds } from './http/capacity.js';
-import type { Contract } from './http/contract.js';
+import { patternWordsOf, type Contract } from './http/contract.js';
 import { errorHandler } from './http/error-handler.js';
 import { requireHost } from './http/http-server.js';
 import { securityHeaders } from './http/security-headers.js';
@@ -228,7 +228,7 @@ export function appStages(deps: AppDeps): AppStage[] {
     { name: 'request-timeout', handlers: [timeout] },
     { name: 'validator', handlers: validator },
     { name: 'operations', handlers: [operations] },
-    { name: 'errors', handlers: [errorHandler(logger)] },
+    { name: 'errors', handlers: [errorHandler(logger, patternWordsOf(contract.spec))] },
   ];
 }
 

@@ -45,3 +45,21 @@ export function operationIdsOf(spec: OpenApiDocument): string[] {
     ),
   );
 }
+
+/**
+ * Each `pattern` of the contract with the words it gives beside it (`x-pattern-description`), so
+ * that a value breaking it is told what is expected rather than shown a regular expression.
+ */
+export function patternWordsOf(spec: OpenApiDocument): Map<string, string> {
+  const words = new Map<string, string>();
+  const visit = (node: unknown): void => {
+    if (node === null || typeof node !== 'object') return;
+    if (Array.isArray(node)) return node.forEach(visit);
+    const record = node as Record<string, unknown>;
+    const { pattern, 'x-pattern-description': said } = record;
+    if (typeof pattern === 'string' && typeof said === 'string') words.set(pattern, said);
+    Object.values(record).forEach(visit);
+  };
+  visit(spec);
+  return words;
+}

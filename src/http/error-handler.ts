@@ -37,6 +37,21 @@ const FORMAT_RULES: Record<string, string> = {
     'must match format "date-time": RFC 3339 with T between date and time, seconds 00-59 and an offset Z or ±hh:mm of at most ±15:59 (the pattern), naming an instant from 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999Z',
 };
 
+/** A broken `pattern` in words: the `x-pattern-description` the contract gives beside each pattern. */
+export type PatternWords = ReadonlyMap<string, string>;
+
+/** The validator's message for a broken pattern: `must match pattern "<the regular expression>"`. */
+const PATTERN_MESSAGE = /^must match pattern "(.*)"$/s;
+
+/** The detail of a field error: a format's rule or a pattern's words in place of a bare regular expression. */
+function detailOf(message: string | undefined, words: PatternWords): string {
+  if (message === undefined) return 'is invalid';
+  const pattern = PATTERN_MESSAGE.exec(message)?.[1];
+  if (pattern === undefined) return FORMAT_RULES[message] ?? message;
+  const expected = words.get(pattern);
+  return expected === undefined ? message : `must be ${expected}`;
+}
+
 /** The contract's `maxLength` of a field error's `detail`. */
 const MAX_DETAIL = 500;
 
@@ -45,7 +60,12 @@ const MAX_DETAIL = 500;
  * The path may end in a property name as the client sent it (an unknown or missing property), so
  * a stray `~` is escaped, and pointer and detail are cut to the lengths the contract allows.
  */
-function fieldError(path: string | undefined, message: string | undefined, body?: unknown): FieldError {
+function fieldError(
+  path: string | undefined,
+  message: string | undefined,
+  words: PatternWords,
+  body?: unknown,
+): FieldError {
   const raw = (path ?? '').slice(0, 4 * MAX_POINTER);
   const segments = raw.slice(1).split(raw.startsWith('.') ? '.' : '/');
   const where = LOCATIONS[segments[0] ?? ''];
@@ -56,7 +76,7 @@ function fieldError(path: string | undefined, message: string | undefined, body?
   return {
     in: where ?? 'body',
     pointer: boundedPointer(pointer.replace(/~(?![01])/g, '~0')),
-    detail: (FORMAT_RULES[message ?? ''] ?? message ?? 'is invalid').slice(0, MAX_DETAIL),
+    detail: detailOf(message, words).slice(0, MAX_DETAIL),
   };
 }
 
@@ -88,7 +108,11 @@ function unknownPropertyAsOne(segments: string[], body: unknown): void {
  * them counted, so however many rules a body breaks the answer stays small. A repeat of the error
  * just before it (a tag's type is checked twice, see Tags.yaml) is dropped.
  */
-function validationFailed(errors: { path?: string; message?: string }[], body: unknown): ValidationFailed {
+function validationFailed(
+  errors: { path?: string; message?: string }[],
+  body: unknown,
+  words: PatternWords,
+): ValidationFailed {
   const first: FieldError[] = [];
   let total = 0;
   // A date-time breaks its pattern and its format at once: one error for it, the one that says the rule.
@@ -98,15 +122,15 @@ function validationFailed(errors: { path?: string; message?: string }[], body: u
     if (previous !== undefined && previous.path === error.path && previous.message === error.message) return;
     if (error.message?.startsWith('must match pattern') && formatted.has(error.path)) return;
     total += 1;
-    if (first.length < MAX_FIELD_ERRORS) first.push(fieldError(error.path, error.message, body));
+    if (first.length < MAX_FIELD_ERRORS) first.push(fieldError(error.path, error.message, words, body));
   });
   return first.length > 0
     ? new ValidationFailed(first, undefined, total)
-    : new ValidationFailed([fieldError(undefined, undefined)]);
+    : new ValidationFailed([fieldError(undefined, undefined, words)]);
 }
 
 /** Turns whatever was thrown into the problem the caller should see. */
-function toProblem(error: HttpErrorLike, req: Request, logger: Logger): HttpProblem | undefined {
+function toProblem(error: HttpErrorLike, req: Request, logger: Logger, words: PatternWords): HttpProblem | undefined {
   if (error instanceof HttpProblem) return error;
   if (isDatabaseUnavailable(error)) return new ServiceUnavailable('The database is unavailable; retry later.', error);
   if (isDataException(error)) {
@@ -145,7 +169,7 @@ function toProblem(error: HttpErrorLike, req: Request, logger: Logger): HttpProb
   if (req.authFailure) return req.authFailure;
   switch (error.status) {
     case 400:
-      return validationFailed(error.errors ?? [], req.body);
+      return validationFailed(error.errors ?? [], req.body, words);
     case 401:
     case 403:
       // The validator checks the header's presence and scheme itself, before the handler runs.
@@ -180,7 +204,7 @@ function toProblem(error: HttpErrorLike, req: Request, logger: Logger): HttpProb
  * went wrong; anything else is a 500 that says nothing about internals (no stack, no SQL), only
  * the request id, under which the full error is logged.
  */
-export function errorHandler(logger: Logger): ErrorRequestHandler {
+export function errorHandler(logger: Logger, words: PatternWords = new Map()): ErrorRequestHandler {
   return (error: HttpErrorLike, req, res, next) => {
     if (error instanceof ClientGone) {
       logger.info('client went away mid-request', { request_id: req.id, path: req.path });
@@ -192,7 +216,7 @@ export function errorHandler(logger: Logger): ErrorRequestHandler {
       next(error);
       return;
     }
-    let problem = toProblem(error, req, logger);
+    let problem = toProblem(error, req, logger, words);
     if (problem === undefined) {
       logger.error('unhandled error', { request_id: req.id, error, stack: error?.stack });
       problem = new HttpProblem(
