@@ -1,6 +1,6 @@
-// What a frontend writes against the typed client. Shown in the README; type-checked through the
-// package export by `npm run check:client`, so the example cannot drift from the contract.
-import { createTasksClient, type Task } from 'tasks-api/client';
+// What a frontend writes against the typed client (docs/client.md). Type-checked through the
+// package's exports by `npm run check:client`, so the example cannot drift from the contract.
+import { createTasksClient, type Task } from '@tasks-api/client';
 
 const api = createTasksClient({
   baseUrl: 'http://localhost:3000',

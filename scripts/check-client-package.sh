@@ -31,7 +31,7 @@ trap 'rm -rf "$work"' EXIT
 tarball=$(npm pack -w @tasks-api/client --ignore-scripts --pack-destination "$work" --silent | tail -n 1)
 tarball="$work/$tarball"
 listing=$(tar -tzf "$tarball")
-for file in package/package.json package/README.md package/LICENSE package/dist/index.js package/dist/index.d.ts package/dist/api.d.ts package/src/index.ts; do
+for file in package/package.json package/README.md package/LICENSE package/dist/index.js package/dist/index.d.ts package/dist/api.d.ts; do
   grep -qx "$file" <<<"$listing" || { echo "$file is missing from $(basename "$tarball")" >&2; exit 1; }
 done
 if grep -vE '^package/(package\.json|README\.md|LICENSE|dist/[a-z]+\.(js|d\.ts|js\.map|d\.ts\.map)|src/[a-z]+\.ts)$' <<<"$listing"; then
@@ -145,9 +145,24 @@ for resolution in nodenext bundler; do
   "include": ["src"]
 }
 JSON
+  started=$(date +%s%N)
   (cd "$app" && "$tsc" -p "tsconfig.$resolution.json")
-  say "tsc --strict: moduleResolution $resolution"
+  say "tsc --strict: moduleResolution $resolution ($(( ($(date +%s%N) - started) / 1000000 )) ms, skipLibCheck off)"
 done
+
+# A path the package does not export is refused with an error that names the package and the
+# path, by the compiler and by Node, not a deep resolution failure inside it.
+cat >"$app/src/wrong.ts" <<'TS'
+import { createTasksClient } from '@tasks-api/client/src/index.js';
+void createTasksClient;
+TS
+wrong=$(cd "$app" && "$tsc" -p tsconfig.bundler.json 2>&1 || true)
+grep -q "error TS2307: Cannot find module '@tasks-api/client/src/index.js'" <<<"$wrong" || { echo "tsc on a wrong import path said: $wrong" >&2; exit 1; }
+rm "$app/src/wrong.ts"
+wrong=$(cd "$app" && node --input-type=module -e "await import('@tasks-api/client/dist/api.js')" 2>&1 || true)
+grep -q "ERR_PACKAGE_PATH_NOT_EXPORTED.*Package subpath './dist/api.js' is not defined by \"exports\" in .*@tasks-api/client/package.json" <<<"$wrong" ||
+  grep -q "Package subpath './dist/api.js' is not defined by \"exports\"" <<<"$wrong" || { echo "node on a wrong import path said: $wrong" >&2; exit 1; }
+say "a path the package does not export: tsc TS2307 and node ERR_PACKAGE_PATH_NOT_EXPORTED name it"
 
 # Run what the tarball installed: import and require resolve, and the client behaves (against a
 # fetch that answers like the API would, so no server and no network).
