@@ -1,9 +1,9 @@
 // Mints a development bearer token the server from this checkout accepts:
 //   npm run --silent token -- --sub alice [--scope "tasks:read"] [--ttl 1h] [--email a@b.c] [--name Alice]
 // (`npm run token -- --help` for the options; a token lives 1 hour unless --ttl says otherwise).
-// It signs HS256 with JWT_SECRET, or with the generated development secret under .data/. With
-// NODE_ENV=production it refuses unless --force is given: a token minted from the production
-// secret on a shell is a credential nobody issued.
+// It signs HS256 with JWT_SECRET (from the environment or .env), or with the generated development
+// secret under .data/. With NODE_ENV=production it refuses unless --force is given: a token minted
+// from the production secret on a shell is a credential nobody issued.
 import { parseArgs } from 'node:util';
 import { SignJWT } from 'jose';
 import { withDevSecret } from '../src/auth/dev-secret.js';
@@ -12,6 +12,16 @@ import { ConfigError, loadConfig } from '../src/config.js';
 function fail(message: string): never {
   process.stderr.write(`token: ${message}\n`);
   process.exit(1);
+}
+
+// .env in the working directory, when there is one, as `node --env-file-if-exists=.env` loads it
+// (a variable already in the environment wins), and nothing said when there is none. Loaded here
+// rather than by that flag on tsx: tsx hands it to the node it starts, and Node 20 also acts on it
+// in tsx's own process, so each printed ".env not found. Continuing without it.".
+try {
+  process.loadEnvFile('.env');
+} catch (error) {
+  if ((error as NodeJS.ErrnoException).code !== 'ENOENT') fail(`cannot read .env: ${String(error)}`);
 }
 
 /** `3600`, `90s`, `15m`, `12h` or `7d` → seconds. */

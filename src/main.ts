@@ -14,7 +14,7 @@ import { loadContract } from './http/contract.js';
 import { createMetrics } from './http/metrics.js';
 import { gracefulShutdown } from './http/graceful-shutdown.js';
 import { createHttpServer, listen } from './http/http-server.js';
-import { configOrExit, exitOnFailure } from './entrypoint.js';
+import { configOrExit, exitOnFailure, startupRefusal } from './entrypoint.js';
 import { createLogger, flushLogs, logUncaught, type Logger } from './logger.js';
 
 /**
@@ -60,19 +60,38 @@ async function connectRedis(url: string, logger: Logger) {
 /**
  * With WEB_CONCURRENCY=N (N > 1, PostgreSQL only) this process forks N workers that share the
  * port, replaces a worker that dies, forwards SIGTERM/SIGINT to all of them and exits 0 once
- * they have all stopped gracefully.
+ * they have all stopped gracefully. A worker that cannot start before any has listened (the
+ * database refuses, the port is taken…) stops them all: its one line is printed once, and this
+ * process exits 1 rather than starting the same failure again and again.
  */
 function supervise(config: Config): void {
   const logger = createLogger(config.log);
   logUncaught(logger);
   let stopping = false;
+  let served = false;
+  let failed: string | undefined;
+  let refused: { pid?: number; code: number | null; signal: string | null } | undefined;
   const fork = () => cluster.fork();
+  cluster.on('listening', () => (served = true));
+  // A worker whose start failed sends its line here (see exitOnFailure) and exits 1.
+  cluster.on('message', (_worker, message: { startupFailure?: unknown }) => {
+    if (typeof message?.startupFailure !== 'string') return;
+    if (served) process.stderr.write(`${message.startupFailure}\n`);
+    else failed ??= message.startupFailure;
+  });
   cluster.on('exit', (worker, code, signal) => {
+    if (!served && !stopping) {
+      stopping = true;
+      refused = { pid: worker.process.pid, code, signal };
+      for (const other of Object.values(cluster.workers ?? {})) other?.process.kill('SIGTERM');
+    }
     if (stopping) {
-      if (Object.keys(cluster.workers ?? {}).length === 0) {
-        logger.info('all workers stopped');
-        void flushLogs().then(() => process.exit(0));
-      }
+      if (Object.keys(cluster.workers ?? {}).length > 0) return;
+      // The failed worker's line is printed last, once the others are gone (its message may come after its exit).
+      if (refused === undefined) logger.info('all workers stopped');
+      else if (failed !== undefined) process.stderr.write(`${failed}\n`);
+      else logger.error('a worker could not start', refused);
+      void flushLogs().then(() => process.exit(refused === undefined ? 0 : 1));
       return;
     }
     logger.error('worker died; starting another', { pid: worker.process.pid, code, signal });
@@ -198,6 +217,8 @@ async function main(): Promise<void> {
   worker?.then(
     () => logger.info('webhook worker running in this process', { concurrency: config.webhooks.concurrency }),
     async (error: unknown) => {
+      // One line for what the operator can fix (the database refused the queue's schema…), else the stack.
+      if (startupRefusal(error) !== undefined) await exitOnFailure(error);
       logger.error('webhook worker did not start', {
         error: error instanceof Error ? (error.stack ?? error.message) : String(error),
       });

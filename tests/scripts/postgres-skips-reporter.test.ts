@@ -41,7 +41,7 @@ describe('the PostgreSQL skips reporter', () => {
   it('counts the skipped tests of files that skip without TEST_DATABASE_URL, in one line saying how to run them', () => {
     delete process.env.TEST_DATABASE_URL;
     expect(report(results).trim()).toBe(
-      '3 tests need PostgreSQL and were skipped: set TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/test to run them (README, "Test it").',
+      '3 tests need PostgreSQL and were skipped: set TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/test to run them (docs/testing.md).',
     );
   });
 
