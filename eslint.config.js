@@ -51,7 +51,7 @@ export default tseslint.config(
     },
   },
   {
-    // examples/tsconfig.json sees `tasks-api/client` through the built package (npm run check:client
+    // examples/tsconfig.json sees `@tasks-api/client` through the built package (npm run check:client
     // builds it first); for lint, the same types come from the package's source, so no build is needed.
     files: ['examples/frontend.ts'],
     languageOptions: { parserOptions: { projectService: false, project: './examples/tsconfig.eslint.json' } },
