@@ -1,8 +1,10 @@
 import cluster from 'node:cluster';
 import { resolve } from 'node:path';
 import { inspect } from 'node:util';
+import { SigningKeyLocked } from './auth/builtin/signing-keys.js';
 import { ConfigError, loadConfig, type Config } from './config.js';
 import { DataDirectoryInUse } from './db/data-dir-lock.js';
+import { MigrationNotPermitted } from './db/migrate.js';
 import { ListenFailed } from './http/http-server.js';
 import { flushLogs } from './logger.js';
 
@@ -52,12 +54,13 @@ export async function exitOnFailure(error: unknown): Promise<never> {
  * The one line for a start-up failure with a known cause and remedy, saying what to do; undefined
  * for anything else (a bug: its stack is what helps). The causes: the embedded database's
  * directory, the port, PostgreSQL refusing or not answering, the schema being newer than this
- * code, and the built-in issuer's signing keys not opening with KEY_ENCRYPTION_SECRET.
+ * code or the role not allowed to create it, and the built-in issuer's signing keys not opening with
+ * KEY_ENCRYPTION_SECRET.
  */
 export function startupRefusal(error: unknown): string | undefined {
   for (const e of causes(error)) {
     if (e instanceof DataDirectoryInUse || e instanceof ListenFailed) return e.message;
-    const line = postgresRefusal(e) ?? signingKeyRefusal(e) ?? migrationRefusal(e) ?? localRefusal(e);
+    const line = postgresRefusal(e) ?? explainedRefusal(e) ?? migrationRefusal(e) ?? localRefusal(e);
     if (line !== undefined) return line;
   }
   return undefined;
@@ -175,17 +178,12 @@ function postgresRefusal(error: Error): string | undefined {
 }
 
 /**
- * The built-in issuer's signing keys, stored encrypted, not opening: KEY_ENCRYPTION_SECRET is not
- * the secret they were written with, or is not set (see auth/builtin/signing-keys.ts).
+ * Refusals whose error already says what to do: the built-in issuer's signing keys not opening
+ * with KEY_ENCRYPTION_SECRET (auth/builtin/signing-keys.ts), a role that may not create the
+ * tables the migrations need (db/migrate.ts).
  */
-function signingKeyRefusal(error: Error): string | undefined {
-  const other = /^signing key (\S+) does not decrypt with KEY_ENCRYPTION_SECRET/.exec(error.message);
-  if (other)
-    return `The built-in issuer's signing keys were encrypted with another KEY_ENCRYPTION_SECRET: key ${other[1]} does not decrypt with this one. Start with the secret they were written with; if it is lost, delete the rows of signing_keys (a new key is made at start, and clients get new access tokens with their refresh tokens).`;
-  const unset = /^signing key (\S+) is encrypted: set KEY_ENCRYPTION_SECRET/.exec(error.message);
-  if (unset)
-    return `The built-in issuer's signing keys are stored encrypted (key ${unset[1]}): set KEY_ENCRYPTION_SECRET to the secret they were written with.`;
-  return undefined;
+function explainedRefusal(error: Error): string | undefined {
+  return error instanceof SigningKeyLocked || error instanceof MigrationNotPermitted ? error.message : undefined;
 }
 
 /** The schema holds a migration this code does not know: it was migrated by a newer tasks-api (Kysely's Migrator). */

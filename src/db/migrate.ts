@@ -1,4 +1,4 @@
-import type { Kysely } from 'kysely';
+import { sql, type Kysely } from 'kysely';
 import { Migrator, type Migration } from 'kysely/migration';
 import { takeMigrationLock } from './migration-lock.js';
 import { createTasks } from './migrations/0001_create_tasks.js';
@@ -23,6 +23,23 @@ const migrations: Record<string, Migration> = {
 };
 
 /**
+ * The role in DATABASE_URL may not create tables where the migrations must: on a database not
+ * yet migrated, Kysely's migrator would fail on its own table and then report a different error
+ * (its check runs in the transaction the refusal aborted), so this is asked first.
+ */
+export class MigrationNotPermitted extends Error {
+  constructor(
+    readonly role: string,
+    readonly schema: string,
+  ) {
+    super(
+      `The database role "${role}" may not create tables in schema "${schema}", so the migrations cannot run: grant it (GRANT CREATE ON SCHEMA ${schema} TO "${role}"; since PostgreSQL 15 no role has it by default) or put the database owner's role in DATABASE_URL.`,
+    );
+    this.name = 'MigrationNotPermitted';
+  }
+}
+
+/**
  * Brings the schema up to date; safe to run from several processes at once, on a direct
  * connection or through a pooler in transaction mode. Everything happens in one transaction that
  * first takes a transaction-level advisory lock: the migration tables are checked and created,
@@ -38,6 +55,14 @@ export async function migrateToLatest<DB>(
 ): Promise<string[]> {
   return db.transaction().execute(async (trx) => {
     await takeMigrationLock(trx);
+    const {
+      rows: [state],
+    } = await sql<{ role: string; schema: string; can_create: boolean; migrated: boolean }>`
+      select current_user as role, current_schema() as schema,
+             has_schema_privilege(current_schema(), 'CREATE') as can_create,
+             to_regclass('kysely_migration') is not null as migrated`.execute(trx);
+    if (state !== undefined && !state.migrated && !state.can_create)
+      throw new MigrationNotPermitted(state.role, state.schema);
     const migrator = new Migrator({ db: trx, provider: { getMigrations: async () => all } });
     const { error, results } = await migrator.migrateToLatest();
     if (error) throw new Error('database migration failed', { cause: error });

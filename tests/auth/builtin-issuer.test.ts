@@ -365,12 +365,18 @@ describe('signing keys', () => {
       const { access_token } = registered.body as unknown as Tokens;
       expect((await encrypted.client(access_token).GET('/api/v1/me')).response.status).toBe(200);
       // Without the secret, or with another one, the keys cannot be used: signing fails loudly.
-      await expect(signingKeys(encrypted.database.db).current()).rejects.toThrow(
-        /is encrypted: set KEY_ENCRYPTION_SECRET/,
-      );
+      await expect(signingKeys(encrypted.database.db).current()).rejects.toMatchObject({
+        name: 'SigningKeyLocked',
+        reason: 'no-secret',
+        message: expect.stringContaining('set KEY_ENCRYPTION_SECRET to the secret they were written with'),
+      });
       await expect(
         signingKeys(encrypted.database.db, { encryptionSecret: 'another-secret-of-at-least-32-bytes!!' }).current(),
-      ).rejects.toThrow(/does not decrypt with KEY_ENCRYPTION_SECRET/);
+      ).rejects.toMatchObject({
+        name: 'SigningKeyLocked',
+        reason: 'other-secret',
+        message: expect.stringContaining('encrypted with another KEY_ENCRYPTION_SECRET'),
+      });
     } finally {
       await encrypted.close();
       await scratch.drop();

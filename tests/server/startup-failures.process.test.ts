@@ -5,7 +5,9 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { sql } from 'kysely';
 import { freePort } from '../../scripts/server-process.js';
+import { openDatabase } from '../../src/db/database.js';
 import { startMain } from '../helpers/process.js';
 import { scratchDatabase } from '../helpers/server.js';
 
@@ -207,6 +209,32 @@ onPostgres("TEST_DATABASE_URL's PostgreSQL server", () => {
       `PostgreSQL at ${where()} refused the login: role "${role}" does not exist. Fix the user in DATABASE_URL, or create the role (\`createuser -h ${server().hostname} -p ${server().port || '5432'} ${role}\`).`,
     );
   }, 30_000);
+});
+
+onPostgres('a role that may not create the tables', () => {
+  it('a fresh database whose schema the role may not create in (PostgreSQL 15 grants no one CREATE on public): says what to grant', async () => {
+    const scratch = await scratchDatabase({ empty: true });
+    const role = `tasks_nocreate_${randomBytes(4).toString('hex')}`;
+    const admin = await openDatabase({ url: scratch.url!, poolMax: 1 });
+    try {
+      await sql`create role ${sql.id(role)} login`.execute(admin.db);
+      await sql`revoke create on schema public from public`.execute(admin.db);
+      const url = Object.assign(new URL(scratch.url!), { username: role, password: '' }).href;
+      const line = `The database role "${role}" may not create tables in schema "public", so the migrations cannot run: grant it (GRANT CREATE ON SCHEMA public TO "${role}"; since PostgreSQL 15 no role has it by default) or put the database owner's role in DATABASE_URL.`;
+      const [api, worker] = await Promise.all([
+        run({ DATABASE_URL: url }),
+        run({ DATABASE_URL: url }, ['src/worker.ts']),
+      ]);
+      expectOneLine(api, line);
+      expectOneLine(worker, line);
+    } finally {
+      await admin.close();
+      await scratch.drop();
+      const base = await openDatabase({ url: process.env.TEST_DATABASE_URL!, poolMax: 1 });
+      await sql`drop role if exists ${sql.id(role)}`.execute(base.db);
+      await base.close();
+    }
+  }, 60_000);
 });
 
 describe('the signing keys and KEY_ENCRYPTION_SECRET', () => {

@@ -58,13 +58,31 @@ function keyCipher(secret: string) {
       try {
         return Buffer.concat([decipher.update(body), decipher.final()]).toString('utf8');
       } catch {
-        throw new Error(`signing key ${kid} does not decrypt with KEY_ENCRYPTION_SECRET (a different secret?)`);
+        throw new SigningKeyLocked(kid, 'other-secret');
       }
     },
   };
 }
 
 export type SigningKeys = ReturnType<typeof signingKeys>;
+
+/**
+ * A stored signing key that does not open: KEY_ENCRYPTION_SECRET is another secret than the one it
+ * was written with, or is not set. The message is what an operator must do (the start-up line).
+ */
+export class SigningKeyLocked extends Error {
+  constructor(
+    readonly kid: string,
+    readonly reason: 'other-secret' | 'no-secret',
+  ) {
+    super(
+      reason === 'other-secret'
+        ? `The built-in issuer's signing keys were encrypted with another KEY_ENCRYPTION_SECRET: key ${kid} does not decrypt with this one. Start with the secret they were written with; if it is lost, delete the rows of signing_keys (a new key is made at start, and clients get new access tokens with their refresh tokens).`
+        : `The built-in issuer's signing keys are stored encrypted (key ${kid}): set KEY_ENCRYPTION_SECRET to the secret they were written with.`,
+    );
+    this.name = 'SigningKeyLocked';
+  }
+}
 
 /**
  * The built-in issuer's Ed25519 keys, kept in the database so every process signs and verifies
@@ -168,8 +186,7 @@ export function signingKeys(db: Kysely<DB>, options: { encryptionSecret?: string
   };
 
   function cipherFor(kid: string) {
-    if (!cipher)
-      throw new Error(`signing key ${kid} is encrypted: set KEY_ENCRYPTION_SECRET to the secret it was encrypted with`);
+    if (!cipher) throw new SigningKeyLocked(kid, 'no-secret');
     return cipher;
   }
 }
