@@ -1,6 +1,7 @@
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
 import { createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -8,13 +9,14 @@ import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { sql } from 'kysely';
 import { freePort } from '../../scripts/server-process.js';
 import { openDatabase } from '../../src/db/database.js';
+import { listen, ListenFailed } from '../../src/http/http-server.js';
 import { startMain } from '../helpers/process.js';
 import { scratchDatabase } from '../helpers/server.js';
 
 /**
  * Every start-up failure an operator can fix is one line on stderr saying what to do, exit code 1
- * and no stack, from `npm start` (src/main.ts) and `npm run worker` (src/worker.ts) alike, as the
- * port-in-use failure is (port-in-use.process.test.ts); a bug keeps its stack.
+ * and no stack, from `npm start` (src/main.ts) and `npm run worker` (src/worker.ts) alike, as for a
+ * port that cannot be taken (below); a bug keeps its stack.
  */
 
 const dataDir = mkdtempSync(join(tmpdir(), 'tasks-startup-'));
@@ -303,5 +305,50 @@ describe('other start-up failures', () => {
     ]);
     expect(result.code).toBe(1);
     expect(result.stderr).toMatch(/^fatal: TypeError: a bug\n\s+at /);
+  }, 30_000);
+});
+
+describe('a port that cannot be taken', () => {
+  let holder: Server;
+  let port: number;
+  beforeAll(async () => {
+    // Something else holds the port: a plain listener on loopback.
+    holder = createServer();
+    await new Promise<void>((resolve) => holder.listen(0, '127.0.0.1', resolve));
+    port = (holder.address() as { port: number }).port;
+  });
+  afterAll(() => new Promise((resolve) => holder.close(resolve)));
+
+  it('EADDRINUSE: one line naming the port and what to do, exit 1, no stack', async () => {
+    expectOneLine(
+      await run({ PORT: String(port) }),
+      `Cannot listen on 127.0.0.1:${port}: it is already in use (another tasks-api, or an earlier run still going?). Stop that process, or set PORT to a free port (PORT=0 picks one).`,
+    );
+  }, 30_000);
+
+  it('EACCES on a privileged port: one line with a hint (as a user who may not bind it)', async () => {
+    if (process.getuid?.() !== 0) {
+      expectOneLine(
+        await run({ PORT: '80' }),
+        'Cannot listen on 127.0.0.1:80: permission denied (ports below 1024 need privileges). Set PORT to a port above 1023.',
+      );
+      return;
+    }
+    // root may bind port 80: the refusal the kernel would give anyone else, handed to listen().
+    const server = createHttpServer();
+    server.listen = function fakeListen(this: HttpServer) {
+      process.nextTick(() =>
+        this.emit(
+          'error',
+          Object.assign(new Error('listen EACCES: permission denied 127.0.0.1:80'), { code: 'EACCES' }),
+        ),
+      );
+      return this;
+    } as never;
+    const error = await listen(server, 80, '127.0.0.1').catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(ListenFailed);
+    expect((error as Error).message).toBe(
+      'Cannot listen on 127.0.0.1:80: permission denied (ports below 1024 need privileges). Set PORT to a port above 1023.',
+    );
   }, 30_000);
 });
