@@ -214,6 +214,16 @@ async function main(): Promise<void> {
           }),
         )
       : undefined;
+  // With the worker elsewhere, this process still exports the outbox's backlog (webhook_deliveries_pending,
+  // webhook_oldest_pending_delivery_age_seconds): it is what shows that no worker is sending.
+  const backlog =
+    worker === undefined
+      ? (await import('./webhooks/jobs/backlog.js')).webhookBacklogMetrics({
+          db: database.db,
+          registry: metrics.registry,
+          logger,
+        })
+      : undefined;
   worker?.then(
     () => logger.info('webhook worker running in this process', { concurrency: config.webhooks.concurrency }),
     async (error: unknown) => {
@@ -237,6 +247,7 @@ async function main(): Promise<void> {
     )
       ?.stop(config.shutdownTimeoutMs)
       .catch((error: unknown) => logger.warn('webhook worker did not stop cleanly', { error: String(error) }));
+    backlog?.stop();
     clearInterval(sweep);
     blobStore.close();
     await database.close();

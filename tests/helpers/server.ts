@@ -153,7 +153,11 @@ export async function startServer(
      * Webhook settings other than the test defaults; `runWorker: true` runs the delivery worker in
      * this process (as WEBHOOK_WORKER=in-process does), `lookup` resolves its outbound names.
      */
-    webhooks?: Partial<Omit<WebhooksConfig, 'worker'>> & { runWorker?: boolean; lookup?: LookupFunction };
+    webhooks?: Partial<Omit<WebhooksConfig, 'worker'>> & {
+      runWorker?: boolean;
+      lookup?: LookupFunction;
+      backlogCacheMs?: number;
+    };
   } = {},
 ): Promise<TestServer> {
   const secret = randomBytes(32).toString('base64url');
@@ -239,6 +243,7 @@ export async function startServer(
         config: webhooks,
         logger,
         lookup: options.webhooks.lookup,
+        backlogCacheMs: options.webhooks.backlogCacheMs,
         registry: metrics.registry,
       })
     : undefined;

@@ -7,6 +7,7 @@ import type { WebhooksConfig } from '../../config.js';
 import type { Database } from '../../db/database.js';
 import type { Logger } from '../../logger.js';
 import { webhookSender } from '../sender.js';
+import { webhookBacklogMetrics } from './backlog.js';
 import { claimSecondsFor, deliveryRunner, type DeliveryJob, type DeliveryOutcome } from './deliver.js';
 import { deliveryPump } from './pump.js';
 import { admitDue } from './relay.js';
@@ -73,6 +74,8 @@ export async function startWebhookWorker(deps: {
   registry?: Registry;
   /** DNS resolution for outbound requests (tests resolve names to chosen addresses with it). */
   lookup?: LookupFunction;
+  /** How long one reading of the backlog serves scrapes (BACKLOG_CACHE_MS; tests shorten it). */
+  backlogCacheMs?: number;
 }): Promise<WebhookWorker> {
   const { database, config, logger } = deps;
   const { db } = database;
@@ -164,6 +167,9 @@ export async function startWebhookWorker(deps: {
       help: "Times an endpoint's circuit opened after WEBHOOK_CIRCUIT_TIMEOUTS timeouts in a row.",
       registers: [deps.registry],
     });
+  // The backlog (pending deliveries, the oldest due one's age), read from the outbox at scrape time.
+  const backlog =
+    deps.registry && webhookBacklogMetrics({ db, registry: deps.registry, logger, cacheMs: deps.backlogCacheMs });
   const run = deliveryRunner({
     db,
     send: (url, body, headers) => sender.send(url, body, headers),
@@ -334,6 +340,7 @@ export async function startWebhookWorker(deps: {
     async stop(timeoutMs = 10_000) {
       if (stopped) return;
       stopped = true;
+      backlog?.stop();
       clearTimeout(timer);
       await relaying;
       await pump.stop(timeoutMs);
