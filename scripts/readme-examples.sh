@@ -13,7 +13,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 source "$root/scripts/lib.sh"
 work=$(mktemp -d /tmp/readme-examples-XXXX)
-trap '[ -z "${server:-}" ] || kill "$server" 2>/dev/null || true; [ -n "${KEEP:-}" ] || rm -rf "$work"' EXIT
+trap 'kill $(jobs -p) 2>/dev/null || true; [ -n "${KEEP:-}" ] || rm -rf "$work"' EXIT
 
 if [ $# -eq 0 ]; then
   set -- "$root/README.md" "$root"/docs/*.md "$root/openapi/openapi.yaml"
@@ -23,7 +23,45 @@ fi
 printf '\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0\x1f\x15\xc4\x89\0\0\0\rIDATx\x9cc\xf8\x0f\0\0\x01\x01\0\x05\x18\xd8N\0\0\0\0IEND\xaeB`\x82' > "$work/photo.png"
 printf '%%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%%%EOF\n' > "$work/form.pdf"
 
-status=0
+# One document in one shell, against a server of its own, in a directory of its own: the outcome
+# goes to $dir/result, and $dir/failed marks a failure.
+run_one() {
+  local name=$1 shell=$2
+  local dir="$work/$name-$shell" port secret server bad calls
+  mkdir -p "$dir"
+  cp "$work/photo.png" "$work/form.pdf" "$dir/"
+  port=$(free_port)
+  secret=$(head -c 32 /dev/urandom | base64 | tr -d '/+=')
+  (cd "$root" && PORT=$port HOST=127.0.0.1 NODE_ENV=development WEBHOOK_WORKER=off JWT_SECRET=$secret PGLITE_DIR="$dir/pglite" LOG_LEVEL=warn \
+    exec node --import tsx src/main.ts > "$dir/server.log" 2>&1) &
+  server=$!
+  wait_ready "http://127.0.0.1:$port/health/ready" "$server" "$dir/server.log" 120 0.5
+  # npm runs in the checkout (the examples run in $dir, where curl -OJ saves its download);
+  # curl reports each status on stderr.
+  cat > "$dir/run.$shell" <<SH
+export JWT_SECRET=$secret API=http://localhost:$port
+npm() { command npm --prefix "$root" "\$@"; }
+curl() { command curl -S -w '%{stderr}[http %{http_code}]\n' "\$@"; }
+SH
+  sed "s/localhost:3000/localhost:$port/g" "$work/examples.$name.sh" >> "$dir/run.$shell"
+  (cd "$dir" && "$shell" "run.$shell" > "$dir/out" 2> "$dir/err") || true
+  # (Node 20 says so on stderr when there is no .env: not an error.)
+  bad=$(grep -v -e '^\[http 2[0-9][0-9]\]$' -e '\.env not found\. Continuing without it\.$' "$dir/err" || true)
+  calls=$(grep -c '^\[http ' "$dir/err" || true)
+  if [ -n "$bad" ]; then
+    { echo "readme-examples: $name in $shell: FAILED ($calls calls):"; echo "$bad" | sed 's/^/  /'; } > "$dir/result"
+    touch "$dir/failed"
+  else
+    echo "readme-examples: $name in $shell: $calls calls, every one 2xx, no shell error" > "$dir/result"
+  fi
+  kill "$server"
+  wait "$server" 2>/dev/null || true
+  rm -rf "$dir/pglite"
+}
+
+# Each document's examples first; then the runs, two at a time (this machine's two cores): a run
+# is mostly a server starting (PGlite and its migrations), then curl waiting on it.
+runs=()
 for doc in "$@"; do
   name=$(basename "$doc")
   src="$doc"
@@ -32,45 +70,30 @@ for doc in "$@"; do
     src="$work/$name.md"
     (cd "$root" && node --input-type=module -e "import { load } from 'js-yaml'; import { readFileSync } from 'node:fs'; process.stdout.write(load(readFileSync(process.argv[1], 'utf8')).info.description)" "$doc") > "$src"
   fi
-  python3 - "$src" > "$work/examples.sh" <<'PY'
+  python3 - "$src" > "$work/examples.$name.sh" <<'PY'
 import re, sys
 text = open(sys.argv[1], encoding='utf8').read()
 for block in re.findall(r'```sh\n(.*?)```', text, re.S):
     if 'curl' in block and ('localhost:3000' in block or '$API' in block) and 'npm start' not in block:
         print(block)
 PY
-  if [ ! -s "$work/examples.sh" ]; then
+  if [ ! -s "$work/examples.$name.sh" ]; then
     echo "readme-examples: $name: no example calls the API"
     continue
   fi
   for shell in bash zsh; do
-    if ! command -v "$shell" > /dev/null; then echo "readme-examples: $shell not installed, skipped"; continue; fi
-    port=$(free_port)
-    secret=$(head -c 32 /dev/urandom | base64 | tr -d '/+=')
-    data="$work/pglite-$name-$shell"
-    (cd "$root" && PORT=$port HOST=127.0.0.1 NODE_ENV=development WEBHOOK_WORKER=off JWT_SECRET=$secret PGLITE_DIR="$data" LOG_LEVEL=warn \
-      exec node --import tsx src/main.ts > "$work/server.log" 2>&1) &
-    server=$!
-    wait_ready "http://127.0.0.1:$port/health/ready" "$server" "$work/server.log" 120 0.5
-    # npm runs in the checkout (the examples run in $work, where curl -OJ saves its download);
-    # curl reports each status on stderr.
-    cat > "$work/run.$shell" <<SH
-export JWT_SECRET=$secret API=http://localhost:$port
-npm() { command npm --prefix "$root" "\$@"; }
-curl() { command curl -S -w '%{stderr}[http %{http_code}]\n' "\$@"; }
-SH
-    sed "s/localhost:3000/localhost:$port/g" "$work/examples.sh" >> "$work/run.$shell"
-    (cd "$work" && "$shell" "run.$shell" > "$work/out.$shell" 2> "$work/err.$shell") || true
-    # (Node 20 says so on stderr when there is no .env: not an error.)
-    bad=$(grep -v -e '^\[http 2[0-9][0-9]\]$' -e '\.env not found\. Continuing without it\.$' "$work/err.$shell" || true)
-    calls=$(grep -c '^\[http ' "$work/err.$shell" || true)
-    if [ -n "$bad" ]; then
-      echo "readme-examples: $name in $shell: FAILED ($calls calls):"; echo "$bad" | sed 's/^/  /'; status=1
-    else
-      echo "readme-examples: $name in $shell: $calls calls, every one 2xx, no shell error"
-    fi
-    kill "$server"; wait "$server" 2>/dev/null || true
-    rm -rf "$data"
+    if command -v "$shell" > /dev/null; then runs+=("$name $shell"); else echo "readme-examples: $name: $shell not installed, skipped"; fi
   done
+done
+for run in "${runs[@]}"; do
+  while [ "$(jobs -rp | wc -l)" -ge 2 ]; do wait -n || true; done
+  run_one ${run% *} ${run#* } &
+done
+wait
+status=0
+for run in "${runs[@]}"; do
+  dir="$work/${run/ /-}"
+  cat "$dir/result" 2>/dev/null || { echo "readme-examples: $run: no result (the run itself failed; KEEP=1 keeps $dir)"; status=1; }
+  [ ! -e "$dir/failed" ] || status=1
 done
 exit $status
