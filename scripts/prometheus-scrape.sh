@@ -258,7 +258,7 @@ async function checks() {
   const pool = await series('db_pool_connections', ['state']);
   for (const [state, min] of [['total', 1], ['idle', 0], ['waiting', 0]]) atLeast('db_pool_connections', pool, { state }, min);
 
-  for (const metric of ['nodejs_eventloop_delay_sampled_seconds', 'nodejs_eventloop_lag_p99_seconds']) {
+  for (const metric of ['event_loop_delay_seconds', 'nodejs_eventloop_lag_p99_seconds']) {
     const r = await series(metric);
     if (r.length > 0) found.push(`${metric} ${r[0].value[1]}`);
   }
@@ -296,7 +296,7 @@ async function checks() {
     else found.push(`${metric} ${r.map(fmt).join('; ')}`);
   }
 
-  for (const metric of ['attachment_bytes_uploaded_total', 'attachment_bytes_downloaded_total']) {
+  for (const metric of ['attachment_uploaded_bytes_total', 'attachment_downloaded_bytes_total']) {
     atLeast(metric, await series(metric), {}, 65536);
   }
 

@@ -4,12 +4,12 @@ import type { AttachmentMetrics } from './attachments.service.js';
 /** Bytes in and out, and refused uploads by reason (the problem code, or `CLIENT_GONE`). Never anything of a file's contents. */
 export function attachmentMetrics(registry: Registry): AttachmentMetrics {
   const uploaded = new Counter({
-    name: 'attachment_bytes_uploaded_total',
+    name: 'attachment_uploaded_bytes_total',
     help: 'Bytes of attachments stored (each upload counted, duplicates included).',
     registers: [registry],
   });
   const downloaded = new Counter({
-    name: 'attachment_bytes_downloaded_total',
+    name: 'attachment_downloaded_bytes_total',
     help: 'Bytes of attachments sent.',
     registers: [registry],
   });

@@ -120,7 +120,7 @@ export function overloadGuard(
     },
   });
   new Gauge({
-    name: 'nodejs_eventloop_delay_sampled_seconds',
+    name: 'event_loop_delay_seconds',
     help: 'Mean event-loop delay over the last 500 ms, as load shedding sees it.',
     registers: [deps.registry],
     collect() {

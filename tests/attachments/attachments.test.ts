@@ -883,15 +883,15 @@ describe.each(STORAGES)('attachments stored in %s', (storage) => {
       const marker = `secret-contents-${Math.random().toString(36).slice(2)}`;
       const metric = async (line: RegExp) =>
         Number((await (await fetch(`${server.url}/metrics`)).text()).match(line)?.[1] ?? 0);
-      const uploadedBefore = await metric(/^attachment_bytes_uploaded_total (\d+)/m);
+      const uploadedBefore = await metric(/^attachment_uploaded_bytes_total (\d+)/m);
       const refusedBefore = await metric(/^attachment_uploads_rejected_total\{reason="FILE_TYPE_REFUSED"\} (\d+)/m);
       const { id } = (await (
         await uploadRaw(user, task, Buffer.from(marker), 'text/plain', `attachment; filename="${marker}.txt"`)
       ).json()) as { id: string };
       await (await fetch(`${server.url}/api/v1/attachments/${id}/content`, { headers: user.auth })).arrayBuffer();
       await uploadRaw(user, task, Buffer.from(`<html><body>${marker}</body></html>`), 'application/octet-stream');
-      expect(await metric(/^attachment_bytes_uploaded_total (\d+)/m)).toBe(uploadedBefore + marker.length);
-      expect(await metric(/^attachment_bytes_downloaded_total (\d+)/m)).toBeGreaterThanOrEqual(marker.length);
+      expect(await metric(/^attachment_uploaded_bytes_total (\d+)/m)).toBe(uploadedBefore + marker.length);
+      expect(await metric(/^attachment_downloaded_bytes_total (\d+)/m)).toBeGreaterThanOrEqual(marker.length);
       expect(await metric(/^attachment_uploads_rejected_total\{reason="FILE_TYPE_REFUSED"\} (\d+)/m)).toBe(
         refusedBefore + 1,
       );
