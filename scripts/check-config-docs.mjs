@@ -84,7 +84,10 @@ function readText(rel) {
 }
 
 const srcReads = readsUnder(['src']);
+// The operating system's own variables, which a script passes on to a process it starts: not settings of ours.
+const SYSTEM = ['PATH', 'HOME'];
 const scriptReads = readsUnder(['scripts']);
+for (const name of SYSTEM) scriptReads.delete(name);
 const otherReads = readsUnder(['tests', 'bench', 'examples']);
 const configText = readText(CONFIG) ?? '';
 if (![...srcReads.values()].some((files) => files.includes(CONFIG)))

@@ -19,9 +19,6 @@
 //
 //   node scripts/check-ops.mjs [OPS_DIR]      (default: ops/ of this repository)
 //
-// OPS_PENDING_METRICS: comma-separated metric names the files may use although /metrics does not
-// export them yet (each is reported as pending; their labels are not checked). Empty by default:
-// then a name /metrics lacks is a problem.
 // Exit 1 with one line per problem.
 import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -37,12 +34,6 @@ const opsDir = resolve(process.argv[2] ?? join(repo, 'ops'));
 const rulesFile = join(opsDir, 'prometheus', 'alerts.yml');
 const rulesTestFile = join(opsDir, 'prometheus', 'alerts.test.yml');
 const dashboardFile = join(opsDir, 'grafana', 'tasks-api.json');
-const pending = new Set(
-  (process.env.OPS_PENDING_METRICS ?? '')
-    .split(',')
-    .map((name) => name.trim())
-    .filter(Boolean),
-);
 
 const problems = [];
 const problem = (line) => problems.push(line);
@@ -637,7 +628,6 @@ function compare(uses, exposition) {
   }
 
   const recorded = new Map(); // record name → labels its expression keeps
-  const pendingUsed = new Set();
   const reported = new Set();
   const once = (line) => {
     if (!reported.has(line)) (reported.add(line), problem(line));
@@ -659,10 +649,6 @@ function compare(uses, exposition) {
           if (sample.note !== undefined) notes.add(sample.note);
           if (sample.labels === ANY) return ANY;
           return union(sample.labels, new Set(TARGET_LABELS));
-        }
-        if (pending.has(name)) {
-          pendingUsed.add(name);
-          return ANY;
         }
         const f = found.get(name);
         if (f !== undefined && (f.type === 'histogram' || f.type === 'summary'))
@@ -691,11 +677,6 @@ function compare(uses, exposition) {
     if (use.recordAs !== undefined) recorded.set(use.recordAs, result === 'scalar' ? new Set() : result);
   }
   for (const note of [...notes].sort()) say(`note: ${note}`);
-  for (const name of pending) {
-    if (sampleNames.has(name)) say(`note: ${name} is exported now: take it out of OPS_PENDING_METRICS`);
-    else if (pendingUsed.has(name))
-      say(`pending: ${name} is used but not exported yet (allowed by OPS_PENDING_METRICS)`);
-  }
   return { metrics: new Set([...sampleNames.values()].map((s) => s.family)).size, uses: uses.length };
 }
 
