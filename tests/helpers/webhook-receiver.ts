@@ -54,8 +54,6 @@ export interface Receiver {
   /** The next `count` requests under `/<key>` are held unanswered until `close()`. */
   holdNext(key: string, count: number): void;
   waitFor(predicate: (deliveries: Delivery[]) => boolean, timeoutMs?: number): Promise<void>;
-  /** The most requests among `deliveries` that were open at the same moment (one still open counts until now). */
-  mostAtOnce(deliveries: Delivery[]): number;
   /** Closes every open connection now (idle keep-alive ones included), so the next request needs a new one. */
   dropConnections(): void;
   /** Destroys every socket (held requests too) and stops listening. */
@@ -217,22 +215,6 @@ export async function startReceiver(options: { secret?: string } = {}): Promise<
           throw new Error(`receiver: condition not met within ${timeoutMs} ms (${deliveries.length} deliveries)`);
         await new Promise((resolve) => setTimeout(resolve, 20));
       }
-    },
-    mostAtOnce(of) {
-      // +1 at each arrival, -1 at each end; an end and an arrival at the same instant: the end first.
-      const events = of
-        .flatMap(
-          (d) =>
-            [
-              [d.at, 1],
-              [d.endedAt ?? Infinity, -1],
-            ] as const,
-        )
-        .sort((a, b) => a[0] - b[0] || a[1] - b[1]);
-      let open = 0;
-      let most = 0;
-      for (const [, step] of events) most = Math.max(most, (open += step));
-      return most;
     },
     dropConnections() {
       for (const socket of sockets) socket.destroy();
