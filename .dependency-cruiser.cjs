@@ -13,6 +13,7 @@
  *   db/                 Kysely, the owner scope, migrations (frozen: only the migrator loads them)
  *         │
  *   config.ts, logger.ts, errors/   the base: every layer may import them, they import (almost) nothing
+ *   telemetry/tracing.ts            part of the base: tracing helpers over the OpenTelemetry API alone
  *
  * Type-only imports count like any other (`tsPreCompilationDeps`): a type a lower layer needs from
  * a higher one is a type in the wrong place, and a cycle through types is still a cycle for
@@ -60,19 +61,31 @@ module.exports = {
     {
       name: 'logger-is-base',
       severity: 'error',
-      comment: 'logger.ts is imported by every layer, db/ included; it may read config.ts and errors/, nothing higher.',
+      comment:
+        'logger.ts is imported by every layer, db/ included; it may read config.ts, errors/ and telemetry/tracing.ts ' +
+        '(the trace ids on a line), nothing higher.',
       from: { path: '^src/logger[.]ts$' },
-      to: { path: '^src/', pathNot: '^src/(config[.]ts$|errors/)' },
+      to: { path: '^src/', pathNot: '^src/(config[.]ts$|errors/|telemetry/tracing[.]ts$)' },
+    },
+    {
+      name: 'telemetry-is-base',
+      severity: 'error',
+      comment:
+        'telemetry/ is under every layer: tracing.ts imports nothing of ours (every layer, db/ and logger.ts included, ' +
+        'may call it), and the preload, which runs before the app is loaded, reads only config.ts.',
+      from: { path: '^src/telemetry/' },
+      to: { path: '^src/', pathNot: '^src/(telemetry/|config[.]ts$)' },
     },
     {
       name: 'db-imports-only-the-base',
       severity: 'error',
       comment:
-        'db/ sits under auth, http and the features: it imports only db/, config.ts, logger.ts and errors/. That is ' +
+        'db/ sits under auth, http and the features: it imports only db/, config.ts, logger.ts, errors/ and ' +
+        'telemetry/tracing.ts (the owner scope hands the trace context to the outbox). That is ' +
         'why the branded OwnerId type is declared in db/owner-id.ts (auth/owner-id.ts re-exports it beside the ' +
         'only function that makes one) and the role names of row-level security in db/roles.ts.',
       from: { path: '^src/db/' },
-      to: { path: '^src/', pathNot: '^src/(db/|config[.]ts$|logger[.]ts$|errors/)' },
+      to: { path: '^src/', pathNot: '^src/(db/|config[.]ts$|logger[.]ts$|errors/|telemetry/tracing[.]ts$)' },
     },
     {
       name: 'migrations-are-frozen',

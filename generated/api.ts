@@ -3029,6 +3029,13 @@ export interface components {
          * @example v1,x7SxzuPhTe+KOs72oBlh01O90/pfK7BTAc8qE3AEWOw= v1,ocTiq0cwVLfInX1B+PXzetNGHyOLo9OH3bXLgiXKEws=
          */
         WebhookSignatureHeader: string;
+        /**
+         * @description Sent when the server records traces (OpenTelemetry): the W3C Trace Context of this attempt, in
+         *     the trace of the change that caused the event, so a receiver that traces continues it. Not
+         *     signed; it identifies a trace, never a user or a task.
+         * @example 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01
+         */
+        WebhookTraceparentHeader: string;
     };
     requestBodies: never;
     headers: {
@@ -4735,6 +4742,13 @@ export interface operations {
                  * @example v1,x7SxzuPhTe+KOs72oBlh01O90/pfK7BTAc8qE3AEWOw= v1,ocTiq0cwVLfInX1B+PXzetNGHyOLo9OH3bXLgiXKEws=
                  */
                 "webhook-signature": components["parameters"]["WebhookSignatureHeader"];
+                /**
+                 * @description Sent when the server records traces (OpenTelemetry): the W3C Trace Context of this attempt, in
+                 *     the trace of the change that caused the event, so a receiver that traces continues it. Not
+                 *     signed; it identifies a trace, never a user or a task.
+                 * @example 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01
+                 */
+                traceparent?: components["parameters"]["WebhookTraceparentHeader"];
             };
             path?: never;
             cookie?: never;
@@ -4774,6 +4788,13 @@ export interface operations {
                  * @example v1,x7SxzuPhTe+KOs72oBlh01O90/pfK7BTAc8qE3AEWOw= v1,ocTiq0cwVLfInX1B+PXzetNGHyOLo9OH3bXLgiXKEws=
                  */
                 "webhook-signature": components["parameters"]["WebhookSignatureHeader"];
+                /**
+                 * @description Sent when the server records traces (OpenTelemetry): the W3C Trace Context of this attempt, in
+                 *     the trace of the change that caused the event, so a receiver that traces continues it. Not
+                 *     signed; it identifies a trace, never a user or a task.
+                 * @example 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01
+                 */
+                traceparent?: components["parameters"]["WebhookTraceparentHeader"];
             };
             path?: never;
             cookie?: never;
@@ -4813,6 +4834,13 @@ export interface operations {
                  * @example v1,x7SxzuPhTe+KOs72oBlh01O90/pfK7BTAc8qE3AEWOw= v1,ocTiq0cwVLfInX1B+PXzetNGHyOLo9OH3bXLgiXKEws=
                  */
                 "webhook-signature": components["parameters"]["WebhookSignatureHeader"];
+                /**
+                 * @description Sent when the server records traces (OpenTelemetry): the W3C Trace Context of this attempt, in
+                 *     the trace of the change that caused the event, so a receiver that traces continues it. Not
+                 *     signed; it identifies a trace, never a user or a task.
+                 * @example 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01
+                 */
+                traceparent?: components["parameters"]["WebhookTraceparentHeader"];
             };
             path?: never;
             cookie?: never;
@@ -4852,6 +4880,13 @@ export interface operations {
                  * @example v1,x7SxzuPhTe+KOs72oBlh01O90/pfK7BTAc8qE3AEWOw= v1,ocTiq0cwVLfInX1B+PXzetNGHyOLo9OH3bXLgiXKEws=
                  */
                 "webhook-signature": components["parameters"]["WebhookSignatureHeader"];
+                /**
+                 * @description Sent when the server records traces (OpenTelemetry): the W3C Trace Context of this attempt, in
+                 *     the trace of the change that caused the event, so a receiver that traces continues it. Not
+                 *     signed; it identifies a trace, never a user or a task.
+                 * @example 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01
+                 */
+                traceparent?: components["parameters"]["WebhookTraceparentHeader"];
             };
             path?: never;
             cookie?: never;
@@ -4891,6 +4926,13 @@ export interface operations {
                  * @example v1,x7SxzuPhTe+KOs72oBlh01O90/pfK7BTAc8qE3AEWOw= v1,ocTiq0cwVLfInX1B+PXzetNGHyOLo9OH3bXLgiXKEws=
                  */
                 "webhook-signature": components["parameters"]["WebhookSignatureHeader"];
+                /**
+                 * @description Sent when the server records traces (OpenTelemetry): the W3C Trace Context of this attempt, in
+                 *     the trace of the change that caused the event, so a receiver that traces continues it. Not
+                 *     signed; it identifies a trace, never a user or a task.
+                 * @example 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01
+                 */
+                traceparent?: components["parameters"]["WebhookTraceparentHeader"];
             };
             path?: never;
             cookie?: never;
@@ -4930,6 +4972,13 @@ export interface operations {
                  * @example v1,x7SxzuPhTe+KOs72oBlh01O90/pfK7BTAc8qE3AEWOw= v1,ocTiq0cwVLfInX1B+PXzetNGHyOLo9OH3bXLgiXKEws=
                  */
                 "webhook-signature": components["parameters"]["WebhookSignatureHeader"];
+                /**
+                 * @description Sent when the server records traces (OpenTelemetry): the W3C Trace Context of this attempt, in
+                 *     the trace of the change that caused the event, so a receiver that traces continues it. Not
+                 *     signed; it identifies a trace, never a user or a task.
+                 * @example 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01
+                 */
+                traceparent?: components["parameters"]["WebhookTraceparentHeader"];
             };
             path?: never;
             cookie?: never;

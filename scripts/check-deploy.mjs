@@ -99,13 +99,13 @@ const ALLOWED = [
       "coreutils; the image's node user owns .data and nothing else (the runtime check uses its own unprivileged user)",
   },
   {
-    argv: ['node', 'dist/src/main.js'],
+    argv: ['node', '--import', './dist/src/telemetry/preload.js', 'dist/src/main.js'],
     in: 'app',
     outside: 'run',
     reason: "the API: what npm start runs (CI's smoke test, contract and bench steps) and the runtime check starts",
   },
   {
-    argv: ['node', 'dist/src/worker.js'],
+    argv: ['node', '--import', './dist/src/telemetry/preload.js', 'dist/src/worker.js'],
     in: 'app',
     outside: 'run',
     reason: 'the webhook worker: what npm run worker runs, started by the runtime check beside the API',

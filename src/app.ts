@@ -1,5 +1,5 @@
 import cors from 'cors';
-import express, { type ErrorRequestHandler, type Express, type RequestHandler } from 'express';
+import express, { type ErrorRequestHandler, type Express, type RequestHandler, type Response } from 'express';
 import type { BuiltinIssuer } from './auth/builtin/issuer.js';
 import type { TokenVerifier } from './auth/token-verifier.js';
 import type { BlobStore } from './attachments/blob-store.js';
@@ -20,6 +20,7 @@ import { rateLimits, type RedisCommands } from './http/rate-limit.js';
 import { requestContext } from './http/request-context.js';
 import type { Logger } from './logger.js';
 import { buildOperations } from './operations.js';
+import { currentContext, failed, inContext, recording, startSpan, tracingOn, withSpan } from './telemetry/tracing.js';
 
 export interface AppDeps {
   config: Pick<
@@ -242,8 +243,64 @@ export function assembleApp(stages: readonly AppStage[], settings: { trustProxy?
   app.disable('x-powered-by');
   app.set('trust proxy', settings.trustProxy ?? false);
   app.set('etag', false);
-  for (const stage of stages) app.use(stage.handlers);
+  for (const stage of stages) app.use((tracingOn() ? traced(stage) : stage).handlers);
   return app;
+}
+
+/**
+ * The stages that get a span: those that wait or decide (verify the token, count against a limit,
+ * queue for a place, validate, run the operation). The others take microseconds and would only
+ * add spans to every trace.
+ */
+const TRACED_STAGES = new Set<AppStageName>(['rate-limit', 'capacity', 'validator', 'operations']);
+
+/** The stage span still open for a response, ended if the response ends inside its stage (see traced). */
+const openStage = new WeakMap<Response, () => void>();
+
+/**
+ * `stage` run in a span of its own (`stage rate-limit`, a child of the request's server span),
+ * ended when the stage hands the request on or the response ends within it; what the stage does
+ * (token verification, statements) is its children. Written by hand: OpenTelemetry's Express
+ * instrumentation makes a span per middleware function, named by the function (ours are
+ * anonymous, the validator's are six), and names routes in Express's form.
+ */
+function traced(stage: AppStage): AppStage {
+  if (!TRACED_STAGES.has(stage.name)) return stage;
+  const handlers = stage.handlers as RequestHandler[];
+  const run: RequestHandler = (req, res, next) => {
+    const parent = currentContext();
+    // A request its trace does not sample gets no stage spans (they would not be recorded either).
+    const span = recording() ? startSpan(`stage ${stage.name}`) : undefined;
+    let ended = false;
+    const end = () => {
+      if (ended) return;
+      ended = true;
+      span?.end();
+    };
+    if (span !== undefined) {
+      if (!openStage.has(res)) res.once('close', () => openStage.get(res)?.());
+      openStage.set(res, end);
+    }
+    let next_ = 0;
+    const step = (error?: unknown): void => {
+      if (error || next_ === handlers.length) {
+        if (span !== undefined && error && error !== 'route' && error !== 'router') failed(span, error);
+        end();
+        return inContext(parent, () => next(error));
+      }
+      const handler = handlers[next_++]!;
+      withSpan(span, () => {
+        try {
+          const result: unknown = handler(req, res, step);
+          if (result instanceof Promise) result.catch((rejected: unknown) => step(rejected ?? new Error('Rejected')));
+        } catch (thrown) {
+          step(thrown);
+        }
+      });
+    };
+    step();
+  };
+  return { name: stage.name, handlers: [run] };
 }
 
 /** The whole HTTP application: every stage of appStages, in order. */

@@ -153,6 +153,24 @@ export interface Config {
   corsOrigins: string[];
   attachments: AttachmentsConfig;
   webhooks: WebhooksConfig;
+  tracing: TracingConfig;
+}
+
+/**
+ * OpenTelemetry traces (OTEL_* and TRACING_INCOMING_CONTEXT). The SDK itself reads the rest of the
+ * standard variables (OTEL_SERVICE_NAME, OTEL_TRACES_SAMPLER, OTEL_EXPORTER_OTLP_HEADERS…).
+ */
+export interface TracingConfig {
+  /** On when an OTLP endpoint is named, unless OTEL_SDK_DISABLED=true or OTEL_TRACES_EXPORTER=none. */
+  enabled: boolean;
+  /**
+   * What an incoming `traceparent` does: `ignore` (every request starts its own trace: a client on
+   * the internet cannot join our traces or force them sampled), or `continue` (behind a gateway
+   * that traces).
+   */
+  incoming: 'ignore' | 'continue';
+  /** The resource's `service.name` (OTEL_SERVICE_NAME). */
+  serviceName: string;
 }
 
 /** WEBHOOK_*: how events reach users' endpoints (see src/webhooks). */
@@ -244,6 +262,48 @@ export class ConfigError extends Error {
 }
 
 type Env = Record<string, string | undefined>;
+
+/**
+ * TracingConfig from the environment, with its problems: what `--import dist/src/telemetry/preload.js`
+ * reads before anything else is loaded (loadConfig reports the same problems at start).
+ */
+export function loadTracingConfig(env: Env = process.env): { tracing: TracingConfig; problems: string[] } {
+  const problems: string[] = [];
+  const read = (name: string): string | undefined => env[name]?.trim() || undefined;
+  const oneOf = <T extends string>(name: string, allowed: readonly T[], fallback: T): T => {
+    const value = read(name) ?? fallback;
+    if ((allowed as readonly string[]).includes(value)) return value as T;
+    problems.push(`${name} must be one of ${allowed.join(', ')} (got "${value}")`);
+    return fallback;
+  };
+  return { tracing: tracingConfig(read, oneOf, problems), problems };
+}
+
+function tracingConfig(
+  read: (name: string) => string | undefined,
+  oneOf: <T extends string>(name: string, allowed: readonly T[], fallback: T) => T,
+  problems: string[],
+): TracingConfig {
+  const endpoint = read('OTEL_EXPORTER_OTLP_TRACES_ENDPOINT') ?? read('OTEL_EXPORTER_OTLP_ENDPOINT');
+  for (const name of ['OTEL_EXPORTER_OTLP_TRACES_ENDPOINT', 'OTEL_EXPORTER_OTLP_ENDPOINT']) {
+    const value = read(name);
+    if (value !== undefined && !/^https?:\/\/[^/]/.test(value)) problems.push(`${name} must be an http(s) URL`);
+  }
+  // The one exporter bundled: OTLP over HTTP with JSON bodies (gRPC and protobuf would add their
+  // encoders to every process for no gain at this volume).
+  const protocol = read('OTEL_EXPORTER_OTLP_TRACES_PROTOCOL') ?? read('OTEL_EXPORTER_OTLP_PROTOCOL') ?? 'http/json';
+  if (protocol !== 'http/json')
+    problems.push(`OTEL_EXPORTER_OTLP_PROTOCOL must be http/json, the only OTLP encoding bundled (got "${protocol}")`);
+  const exporter = read('OTEL_TRACES_EXPORTER') ?? 'otlp';
+  if (exporter !== 'otlp' && exporter !== 'none')
+    problems.push(`OTEL_TRACES_EXPORTER must be otlp or none (got "${exporter}")`);
+  const disabled = oneOf('OTEL_SDK_DISABLED', ['true', 'false'] as const, 'false') === 'true';
+  return {
+    enabled: endpoint !== undefined && exporter === 'otlp' && !disabled,
+    incoming: oneOf('TRACING_INCOMING_CONTEXT', ['ignore', 'continue'] as const, 'ignore'),
+    serviceName: read('OTEL_SERVICE_NAME') ?? 'tasks-api',
+  };
+}
 
 export function loadConfig(env: Env = process.env): Config {
   const problems: string[] = [];
@@ -425,6 +485,7 @@ export function loadConfig(env: Env = process.env): Config {
     corsOrigins,
     attachments: attachmentsConfig(read, int, oneOf, problems),
     webhooks: webhooksConfig(read, int, oneOf, problems, nodeEnv),
+    tracing: tracingConfig(read, oneOf, problems),
   };
   if (config.metricsToken !== undefined && config.metricsToken.length < 16)
     problems.push('METRICS_TOKEN must be at least 16 characters long');

@@ -6,7 +6,8 @@ import { ConfigError, loadConfig, type Config } from './config.js';
 import { DataDirectoryInUse } from './db/data-dir-lock.js';
 import { MigrationNotPermitted } from './db/migrate.js';
 import { ListenFailed } from './http/http-server.js';
-import { flushLogs } from './logger.js';
+import { flushLogs, type Logger } from './logger.js';
+import { tracingOn } from './telemetry/tracing.js';
 
 /** What `npm start` and `npm run worker` share before and after their work. */
 
@@ -30,6 +31,19 @@ export function configOrExit(): Config {
   }
   database = config.database;
   return config;
+}
+
+/**
+ * Says at start whether this process traces: on (where to, and whether it continues clients'
+ * traces), or configured but not loaded because the process was started without the preload.
+ */
+export function reportTracing(config: Config, logger: Logger): void {
+  if (!config.tracing.enabled) return;
+  if (tracingOn()) logger.info('tracing on', { incoming_context: config.tracing.incoming });
+  else
+    logger.warn(
+      'an OTLP endpoint is set but tracing is not loaded: start the process with node --import ./dist/src/telemetry/preload.js (npm start and npm run worker do)',
+    );
 }
 
 /**

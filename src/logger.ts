@@ -4,6 +4,7 @@ import sonicBoom, { type SonicBoom } from 'sonic-boom';
 import winston from 'winston';
 import Transport from 'winston-transport';
 import type { Config } from './config.js';
+import { currentIds, tracingOn } from './telemetry/tracing.js';
 
 export type Logger = winston.Logger;
 
@@ -30,6 +31,9 @@ const context = winston.format((info) => {
   }
   return info;
 });
+
+/** With tracing on, the line of work done inside a span names it (`trace_id`, `span_id`), to go from a log line to its trace. */
+const traceIds = winston.format((info) => Object.assign(info, currentIds()));
 
 const pretty = winston.format.printf(({ level, message, timestamp, stack, ...rest }) => {
   const fields = Object.keys(rest).length > 0 ? ` ${JSON.stringify(rest)}` : '';
@@ -144,6 +148,7 @@ export function createLogger(options: Config['log'] & { silent?: boolean; stream
     level: options.level,
     silent: options.silent ?? false,
     format: winston.format.combine(
+      ...(tracingOn() ? [traceIds()] : []),
       context(),
       winston.format.errors({ stack: true }),
       winston.format.timestamp(),

@@ -14,8 +14,9 @@ import { loadContract } from './http/contract.js';
 import { createMetrics } from './http/metrics.js';
 import { gracefulShutdown } from './http/graceful-shutdown.js';
 import { createHttpServer, listen } from './http/http-server.js';
-import { configOrExit, exitOnFailure, startupRefusal } from './entrypoint.js';
+import { configOrExit, exitOnFailure, reportTracing, startupRefusal } from './entrypoint.js';
 import { createLogger, flushLogs, logUncaught, type Logger } from './logger.js';
+import { flushTraces } from './telemetry/tracing.js';
 
 /**
  * The Redis client for shared rate-limit counters and concurrency leases. Commands fail at once while it is disconnected
@@ -146,6 +147,7 @@ async function main(): Promise<void> {
   }
   const logger = createLogger(config.log);
   logUncaught(logger);
+  reportTracing(config, logger);
   const { jwt, devSecret } = await withDevSecret(config.jwt);
   if (devSecret) {
     logger.warn(
@@ -253,7 +255,7 @@ async function main(): Promise<void> {
     await database.close();
     await redis?.close().catch(() => undefined);
     logger.info('stopped');
-    await flushLogs(); // process.exit drops what is still buffered
+    await Promise.all([flushLogs(), flushTraces()]); // process.exit drops what is still buffered
     process.exit(0);
   };
   process.on('SIGTERM', () => void stop('SIGTERM'));

@@ -1,7 +1,8 @@
 import { openDatabase } from './db/database.js';
 import { migrateToLatest } from './db/migrate.js';
-import { configOrExit, exitOnFailure } from './entrypoint.js';
+import { configOrExit, exitOnFailure, reportTracing } from './entrypoint.js';
 import { createLogger, flushLogs, logUncaught } from './logger.js';
+import { flushTraces } from './telemetry/tracing.js';
 import { startWebhookWorker } from './webhooks/jobs/worker.js';
 
 /**
@@ -19,6 +20,7 @@ async function worker(): Promise<void> {
   }
   const logger = createLogger(config.log);
   logUncaught(logger);
+  reportTracing(config, logger);
   const database = await openDatabase({ ...config.database, logger });
   await migrateToLatest(database.db);
   const running = await startWebhookWorker({
@@ -38,7 +40,7 @@ async function worker(): Promise<void> {
       .catch((error: unknown) => logger.warn('webhook worker did not stop cleanly', { error: String(error) }));
     await database.close();
     logger.info('stopped');
-    await flushLogs();
+    await Promise.all([flushLogs(), flushTraces()]);
     process.exit(0);
   };
   process.on('SIGTERM', () => void stop('SIGTERM'));

@@ -4,6 +4,7 @@ import type { Logger } from '../logger.js';
 import type { AuthContext, Scope } from './auth-context.js';
 import { InsufficientScope, InvalidToken, KeySourceUnavailable, MissingToken } from './errors.js';
 import type { TokenVerifier } from './token-verifier.js';
+import { inSpan, tracingOn } from '../telemetry/tracing.js';
 
 /** `Bearer <token>`; the scheme name is case-insensitive (RFC 7235), the token is token68. */
 const BEARER = /^Bearer +([A-Za-z0-9\-._~+/]+=*)$/i;
@@ -22,7 +23,16 @@ const verified = new WeakMap<Request, { token: string; context: Promise<AuthCont
 export function verifyOnce(req: Request, verifier: TokenVerifier, token: string): Promise<AuthContext> {
   const known = verified.get(req);
   if (known !== undefined && known.token === token) return known.context;
-  const context = verifier.verify(token);
+  const context = tracingOn()
+    ? inSpan('auth verify token', {}, async (span) => {
+        try {
+          return await verifier.verify(token);
+        } catch (error) {
+          span?.setAttribute('tasks_api.auth.failure', error instanceof HttpProblem ? error.code : 'error');
+          throw error;
+        }
+      })
+    : verifier.verify(token);
   verified.set(req, { token, context });
   return context;
 }

@@ -9,6 +9,7 @@ import { attachments } from './migrations/0005_attachments.js';
 import { webhooks } from './migrations/0006_webhooks.js';
 import { webhookDueRetentionClaims } from './migrations/0007_webhook_due_retention_claims.js';
 import { webhookCapacity } from './migrations/0008_webhook_capacity.js';
+import { webhookTraceContext } from './migrations/0009_webhook_trace_context.js';
 
 /** Every migration, in order. Listed here rather than read from disk so bundlers and ESM agree. */
 const migrations: Record<string, Migration> = {
@@ -20,6 +21,7 @@ const migrations: Record<string, Migration> = {
   '0006_webhooks': webhooks,
   '0007_webhook_due_retention_claims': webhookDueRetentionClaims,
   '0008_webhook_capacity': webhookCapacity,
+  '0009_webhook_trace_context': webhookTraceContext,
 };
 
 /**

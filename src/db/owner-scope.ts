@@ -18,7 +18,8 @@ import type { Database } from './database.js';
 import { ConnectionNotClean } from './errors.js';
 import type { OwnerId } from './owner-id.js';
 import { PrecededQuery, type Preceding } from './pg-internals.js';
-import { APP_ROLE, OWNER_SETTING } from './roles.js';
+import { APP_ROLE, OWNER_SETTING, TRACEPARENT_SETTING } from './roles.js';
+import { currentTraceparent } from '../telemetry/tracing.js';
 import type { DB } from './schema.js';
 
 type Work<T> = (db: Kysely<DB>) => Promise<T>;
@@ -36,6 +37,19 @@ export interface OwnerScope {
 
 /** Switches to the role and names the owner, both until the end of the current transaction. */
 const SCOPE_SQL = `select set_config('role', $1, true), set_config('${OWNER_SETTING}', $2, true)`;
+/** The same, and the trace context the webhook deliveries a write causes will carry (tracing on only). */
+const TRACED_SCOPE_SQL = `select set_config('role', $1, true), set_config('${OWNER_SETTING}', $2, true), set_config('${TRACEPARENT_SETTING}', $3, true)`;
+
+/**
+ * The scope statement for `owner`: with the current trace context when tracing is on, a span is
+ * current and the work may write (a read causes no delivery).
+ */
+function scopeStatement(owner: string, writes = true): { text: string; values: unknown[] } {
+  const traceparent = writes ? currentTraceparent() : undefined;
+  return traceparent === undefined
+    ? { text: SCOPE_SQL, values: [APP_ROLE, owner] }
+    : { text: TRACED_SCOPE_SQL, values: [APP_ROLE, owner, traceparent] };
+}
 
 /**
  * Names for the statements the owner scope prepares (PostgreSQL parses and plans a named statement
@@ -62,7 +76,10 @@ const SCOPE_STATEMENT = 'tasks_api_scope';
  * PrecededQuery): bound by name where ScopedDriver prepared it on the connection, else parsed in
  * the batch.
  */
-const scopeFor = (owner: string): Preceding => ({ text: SCOPE_SQL, values: [APP_ROLE, owner], name: SCOPE_STATEMENT });
+const scopeFor = (owner: string, sql: string): Preceding => ({
+  ...scopeStatement(owner, !/^\s*select\b/i.test(sql)),
+  name: SCOPE_STATEMENT,
+});
 
 /** Which owner each query built through an owner's view of the scoped Kysely is for (see OwnerTag). */
 const ownerOf = new WeakMap<QueryId, string>();
@@ -105,7 +122,7 @@ class ScopedConnection implements DatabaseConnection {
           compiled.sql,
           compiled.parameters as unknown[],
           this.nameOf(compiled.sql),
-          scopeFor(owner),
+          scopeFor(owner, compiled.sql),
           (error, result) => {
             if (error) return reject(error);
             const unclean = pool.discardReasonOf(client);
@@ -204,7 +221,8 @@ export function ownerScope(database: Pick<Database, 'db' | 'pool' | 'preparedSta
   const { db, pool } = database;
   const transaction = <T>(owner: OwnerId, work: Work<T>) =>
     db.transaction().execute(async (trx) => {
-      await trx.executeQuery(CompiledQuery.raw(SCOPE_SQL, [APP_ROLE, owner]));
+      const scope = scopeStatement(owner);
+      await trx.executeQuery(CompiledQuery.raw(scope.text, scope.values));
       return work(trx);
     });
   let scope: OwnerScope;

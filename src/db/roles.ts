@@ -10,3 +10,10 @@ export const APP_ROLE = 'tasks_api_app';
 
 /** The transaction-local setting that names the request's owner. */
 export const OWNER_SETTING = 'tasks_api.owner_id';
+
+/**
+ * The transaction-local setting that carries the request's trace context (a W3C `traceparent`)
+ * into the webhook deliveries its change writes: `webhook_deliveries.traceparent` defaults to it
+ * (migration 0009), so the outbox trigger needs no change. Set only while tracing is on.
+ */
+export const TRACEPARENT_SETTING = 'tasks_api.traceparent';

@@ -163,6 +163,8 @@ export interface WebhookDeliveriesTable {
   queued_at: OptionalTimestamp;
   /** Why the next attempt waits beyond its schedule (migration 0008). */
   postponed_reason: Generated<'rate_limited' | 'circuit_open' | null>;
+  /** The W3C `traceparent` of the request that wrote it, when tracing was on (migration 0009); a column default, never written by code. */
+  traceparent: Generated<string | null>;
   created_at: Timestamp;
   updated_at: Timestamp;
 }

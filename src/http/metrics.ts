@@ -1,6 +1,7 @@
 import type { RequestHandler } from 'express';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { Database } from '../db/database.js';
+import { currentIds, recording, tracingOn } from '../telemetry/tracing.js';
 
 export interface Metrics {
   /** Times every request and counts those in flight. */
@@ -15,10 +16,14 @@ export interface Metrics {
  * Prometheus metrics for one app, in a registry of its own (no global state): request durations
  * by method, route template (never the raw path, so ids cannot explode the label set) and status;
  * requests in flight; the database pool by state and the connections it discarded; Node.js
- * process metrics.
+ * process metrics. With tracing on, the registry speaks OpenMetrics and each request's duration
+ * carries its trace as an exemplar (`trace_id`, `span_id`), when the trace is sampled: from a
+ * slow bucket on a dashboard to the trace of a request in it.
  */
 export function createMetrics(database: Pick<Database, 'pool'>): Metrics {
+  const exemplars = tracingOn();
   const registry = new Registry();
+  if (exemplars) registry.setContentType(Registry.OPENMETRICS_CONTENT_TYPE as never);
   collectDefaultMetrics({ register: registry });
   const duration = new Histogram({
     name: 'http_request_duration_seconds',
@@ -26,6 +31,7 @@ export function createMetrics(database: Pick<Database, 'pool'>): Metrics {
     labelNames: ['method', 'route', 'status'] as const,
     buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
     registers: [registry],
+    enableExemplars: exemplars,
   });
   const inFlight = new Gauge({
     name: 'http_requests_in_flight',
@@ -60,7 +66,10 @@ export function createMetrics(database: Pick<Database, 'pool'>): Metrics {
 
   return {
     middleware(req, res, next) {
-      const end = duration.startTimer();
+      // The trace is taken now: by 'close' the request's span has ended.
+      const end = exemplars
+        ? duration.startTimer(undefined, ((recording() && currentIds()) || {}) as never)
+        : duration.startTimer();
       inFlight.inc();
       res.once('close', () => {
         inFlight.dec();

@@ -3,6 +3,7 @@ import type { RequestHandler } from 'express';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import type { OverloadLimits } from '../config.js';
 import { HttpProblem } from '../errors/problem.js';
+import { annotate, currentContext, inContext } from '../telemetry/tracing.js';
 
 /** 503 problem+json with Retry-After for a request the server had no room for. */
 export class Overloaded extends HttpProblem {
@@ -149,6 +150,7 @@ export function overloadGuard(
     if (res.destroyed) return;
     const refuse = (reason: Overloaded['reason']) => {
       shed.inc({ reason });
+      annotate({ 'tasks_api.admission': 'shed', 'tasks_api.shed_reason': reason });
       next(new Overloaded(reason, retryAfter));
     };
     if (sustainedMs > limits.maxEventLoopDelayMs) return refuse('event_loop_delay');
@@ -168,9 +170,15 @@ export function overloadGuard(
       res.once('close', done);
       next();
     };
-    if (queued === 0 && inFlight < limits.maxInFlight && deps.poolWaiting() < limits.maxPoolWaiting) return admit();
+    if (queued === 0 && inFlight < limits.maxInFlight && deps.poolWaiting() < limits.maxPoolWaiting) {
+      annotate({ 'tasks_api.admission': 'immediate' });
+      return admit();
+    }
     if (queued >= limits.maxQueue) return refuse('queue_full');
     const entry: { admit?: () => void } = {};
+    // Admitted later from another request's release: its work continues in its own trace.
+    const context = currentContext();
+    const since = performance.now();
     const leave = () => {
       entry.admit = undefined;
       queued -= 1;
@@ -182,11 +190,13 @@ export function overloadGuard(
       refuse('queue_timeout');
     }, limits.maxQueueWaitMs);
     const gone = () => leave(); // the client left while waiting: its place goes to the next
-    entry.admit = () => {
-      clearTimeout(timer);
-      res.off('close', gone);
-      admit();
-    };
+    entry.admit = () =>
+      inContext(context, () => {
+        clearTimeout(timer);
+        res.off('close', gone);
+        annotate({ 'tasks_api.admission': 'queued', 'tasks_api.queue_wait_ms': Math.round(performance.now() - since) });
+        admit();
+      });
     res.once('close', gone);
     queue.push(entry);
     queued += 1;

@@ -1,7 +1,8 @@
 import { describe, expect, it } from '@jest/globals';
 import { DummyDriver, Kysely, PostgresAdapter, PostgresIntrospector, PostgresQueryCompiler } from 'kysely';
 import * as rowLevelSecurityMigration from '../../src/db/migrations/0004_row_level_security.js';
-import { APP_ROLE, OWNER_SETTING } from '../../src/db/roles.js';
+import * as webhookTraceContextMigration from '../../src/db/migrations/0009_webhook_trace_context.js';
+import { APP_ROLE, OWNER_SETTING, TRACEPARENT_SETTING } from '../../src/db/roles.js';
 
 /**
  * The runtime names of row-level security (db/roles.ts) and the ones migration 0004 wrote into the
@@ -46,5 +47,11 @@ describe('row-level security names', () => {
     const policy = await sqlOfMigration((db) => rowLevelSecurityMigration.isolateByOwner(db, 'some_table'));
     expect(policy).toContain(`create policy owner_isolation on "some_table" to "${APP_ROLE}"`);
     expect(policy).toContain(`using (owner_id = current_setting('${OWNER_SETTING}', true))`);
+  });
+
+  it('include the trace-context setting, the same in migration 0009 as in db/roles.ts', async () => {
+    expect(webhookTraceContextMigration.TRACEPARENT_SETTING).toBe(TRACEPARENT_SETTING);
+    const up = await sqlOfMigration((db) => webhookTraceContextMigration.webhookTraceContext.up(db));
+    expect(up).toContain(`current_setting('${TRACEPARENT_SETTING}', true)`);
   });
 });

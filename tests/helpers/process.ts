@@ -3,7 +3,8 @@ import { waitUntilServing } from '../../scripts/server-process.js';
 
 /**
  * The real entry point (src/main.ts) as its own process, as a process manager would run it
- * (production, JSON logs, no shedding for event-loop delay: these tests are about other things).
+ * (production, JSON logs, no shedding for event-loop delay: these tests are about other things);
+ * with `preload`, started as `npm start` starts it, the tracing preload imported first.
  * `output`: stdout and stderr as they came; `stdout`: stdout alone (the log lines).
  *
  * It listens on PORT=0 and the URL is the port its own "listening" line names: with jest's
@@ -14,7 +15,7 @@ import { waitUntilServing } from '../../scripts/server-process.js';
  */
 export async function startMain(
   env: Record<string, string>,
-  { timeoutMs = 45_000 }: { timeoutMs?: number } = {},
+  { timeoutMs = 45_000, preload = false }: { timeoutMs?: number; preload?: boolean } = {},
 ): Promise<{
   child: ChildProcess;
   url: string;
@@ -24,7 +25,9 @@ export async function startMain(
 }> {
   let output = '';
   let stdout = '';
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+  // `preload`: as `npm start` runs it, with the tracing preload first (src/telemetry/preload.ts).
+  const args = preload ? ['--import', 'tsx', '--import', './src/telemetry/preload.ts'] : ['--import', 'tsx'];
+  const child = spawn(process.execPath, [...args, 'src/main.ts'], {
     env: {
       ...process.env,
       NODE_OPTIONS: '',

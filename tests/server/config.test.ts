@@ -273,6 +273,31 @@ describe('loadConfig', () => {
     ]);
   });
 
+  it('turns tracing on with an OTLP endpoint only, and refuses what the bundled exporter cannot do', () => {
+    expect(loadConfig({}).tracing).toEqual({ enabled: false, incoming: 'ignore', serviceName: 'tasks-api' });
+    const endpoint = { OTEL_EXPORTER_OTLP_ENDPOINT: 'http://127.0.0.1:4318', OTEL_SERVICE_NAME: 'tasks-eu' };
+    expect(loadConfig(endpoint).tracing).toEqual({ enabled: true, incoming: 'ignore', serviceName: 'tasks-eu' });
+    expect(loadConfig({ OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: 'https://otel.example/v1/traces' }).tracing.enabled).toBe(
+      true,
+    );
+    expect(loadConfig({ ...endpoint, OTEL_SDK_DISABLED: 'true' }).tracing.enabled).toBe(false);
+    expect(loadConfig({ ...endpoint, OTEL_TRACES_EXPORTER: 'none' }).tracing.enabled).toBe(false);
+    expect(loadConfig({ ...endpoint, TRACING_INCOMING_CONTEXT: 'continue' }).tracing.incoming).toBe('continue');
+    expect(
+      problemsOf({
+        OTEL_EXPORTER_OTLP_ENDPOINT: 'localhost:4317',
+        OTEL_EXPORTER_OTLP_PROTOCOL: 'grpc',
+        OTEL_TRACES_EXPORTER: 'zipkin',
+        TRACING_INCOMING_CONTEXT: 'trust',
+      }),
+    ).toEqual([
+      'OTEL_EXPORTER_OTLP_ENDPOINT must be an http(s) URL',
+      'OTEL_EXPORTER_OTLP_PROTOCOL must be http/json, the only OTLP encoding bundled (got "grpc")',
+      'OTEL_TRACES_EXPORTER must be otlp or none (got "zipkin")',
+      'TRACING_INCOMING_CONTEXT must be one of ignore, continue (got "trust")',
+    ]);
+  });
+
   it('refuses a DATABASE_URL that is not a URL', () => {
     expect(problemsOf({ DATABASE_URL: 'not a url' })).toEqual(['DATABASE_URL is not a valid URL']);
   });

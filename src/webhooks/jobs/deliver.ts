@@ -4,6 +4,7 @@ import type { DB, StoredAttempt } from '../../db/schema.js';
 import type { Logger } from '../../logger.js';
 import { isRetryable, type SendResult } from '../sender.js';
 import { signatureHeaders } from '../signing.js';
+import { contextOf, failed, inSpan, spanContextOf } from '../../telemetry/tracing.js';
 
 /** The longest a `Retry-After` may push a retry back (a receiver asking for more gets this). */
 const MAX_RETRY_AFTER_SECONDS = 6 * 3600;
@@ -101,6 +102,8 @@ export function deliveryRunner(deps: {
         'd.payload',
         'd.retry_base',
         'd.endpoint_id',
+        'd.event_type',
+        'd.traceparent',
         'e.url',
         'e.enabled',
         'e.secret',
@@ -129,128 +132,150 @@ export function deliveryRunner(deps: {
       return released.numUpdatedRows === 0n ? 'skipped' : 'postponed';
     }
 
-    const started = new Date();
-    let result: SendResult;
-    if (!row.enabled) {
-      result = { ok: false, durationMs: 0, error: 'not sent: the endpoint is disabled', refused: true };
-    } else {
-      const body = JSON.stringify(row.payload);
-      const graceful =
-        row.previous_secret !== null &&
-        row.previous_secret_expires_at !== null &&
-        row.previous_secret_expires_at > started;
-      const secrets = graceful ? [row.secret, row.previous_secret!] : [row.secret];
-      result = await send(row.url, body, signatureHeaders({ id: row.event_id, timestamp: started, body, secrets }));
-    }
-
-    const attemptInRound = attempt - row.retry_base;
-    const retry = !result.ok && isRetryable(result) && attemptInRound <= config.retrySchedule.length;
-    const outcome: DeliveryOutcome = result.ok ? 'succeeded' : retry ? 'retrying' : 'failed';
-    const entry: StoredAttempt = {
-      attempt,
-      at: started.toISOString(),
-      status_code: result.statusCode ?? null,
-      duration_ms: Math.round(result.durationMs),
-      error: result.error === undefined ? null : result.error.slice(0, 500),
+    // The attempt continues the trace of the change that wrote the delivery (its traceparent,
+    // stored by the outbox), so one trace shows the request, its transaction and every attempt;
+    // the outgoing request is its child and carries `traceparent` to the receiver.
+    const cause = spanContextOf(row.traceparent);
+    const attributes = {
+      'tasks_api.webhook.delivery_id': delivery,
+      'tasks_api.webhook.endpoint_id': row.endpoint_id,
+      'tasks_api.webhook.event_type': row.event_type,
+      'tasks_api.webhook.attempt': attempt,
     };
-    let opened: { timeouts: number; seconds: number } | undefined;
-    const recorded = await db.transaction().execute(async (trx) => {
-      const updated = await trx
-        .updateTable('webhook_deliveries')
-        .set({
-          attempts: sql`(case when jsonb_array_length(attempts) >= ${KEPT_ATTEMPTS} then attempts - 0 else attempts end) || ${JSON.stringify([entry])}::jsonb`,
-          attempts_made: attempt,
-          status: outcome === 'retrying' ? 'pending' : outcome,
-          next_attempt_at: retry ? new Date(Date.now() + retryDelayMs(attemptInRound, result)) : null,
-          postponed_reason: null,
-          queued: false,
-          queued_at: null,
-          claimed_until: null,
-          updated_at: sql`now()`,
-        })
-        .where('id', '=', delivery)
-        .where('status', '=', 'pending')
-        .where('attempts_made', '<', attempt)
-        .executeTakeFirst();
-      if (updated.numUpdatedRows === 0n) return false;
-      if (!row.enabled) return true;
-      const answered = !timedOut(result);
-      if (result.ok) {
-        await trx
-          .updateTable('webhook_endpoints')
-          .set({ failing_since: null, consecutive_timeouts: 0, circuit_trips: 0, circuit_open_until: null })
-          .where('id', '=', row.endpoint_id)
-          .where((eb) =>
-            eb.or([
-              eb('failing_since', 'is not', null),
-              eb('consecutive_timeouts', '>', 0),
-              eb('circuit_open_until', 'is not', null),
-            ]),
-          )
-          .execute();
-        return true;
-      }
-      // Read under the row's lock, so that of two attempts timing out together only one opens the circuit.
-      const health = await trx
-        .selectFrom('webhook_endpoints')
-        .select([
-          'consecutive_timeouts',
-          'circuit_trips',
-          sql<boolean>`coalesce(circuit_open_until > now(), false)`.as('open'),
-        ])
-        .where('id', '=', row.endpoint_id)
-        .forUpdate()
-        .executeTakeFirst();
-      if (health === undefined) return true;
-      const opens = !answered && !health.open && health.consecutive_timeouts + 1 >= config.circuitTimeouts;
-      const openSeconds = circuitOpenSeconds(config.circuitOpenSeconds, health.circuit_trips);
-      const circuit = answered
-        ? { consecutive_timeouts: 0, circuit_trips: 0, circuit_open_until: null }
-        : opens
-          ? {
-              consecutive_timeouts: sql<number>`consecutive_timeouts + 1`,
-              circuit_trips: sql<number>`circuit_trips + 1`,
-              circuit_open_until: sql<Date>`now() + make_interval(secs => ${openSeconds})`,
-            }
-          : { consecutive_timeouts: sql<number>`consecutive_timeouts + 1` };
-      opened = opens ? { timeouts: health.consecutive_timeouts + 1, seconds: openSeconds } : undefined;
-      const disabled = await trx
-        .updateTable('webhook_endpoints')
-        .set({
-          ...circuit,
-          failing_since: sql`coalesce(failing_since, now())`,
-          enabled: sql`enabled and not (coalesce(failing_since, now()) < now() - make_interval(hours => ${config.disableAfterHours}))`,
-          disabled_reason: sql`case when enabled and coalesce(failing_since, now()) < now() - make_interval(hours => ${config.disableAfterHours})
-            then 'Disabled automatically: every delivery failed since ' || tasks_api_iso(failing_since) || '.' else disabled_reason end`,
-          updated_at: sql`now()`,
-        })
-        .where('id', '=', row.endpoint_id)
-        .where('enabled', '=', true) // so that `enabled: false` below means this attempt disabled it, not its owner meanwhile
-        .returning(['enabled'])
-        .executeTakeFirst();
-      if (disabled?.enabled === false)
-        logger.warn('webhook endpoint disabled: its deliveries failed for too long', { webhook_id: row.endpoint_id });
-      return true;
-    });
-    if (!recorded) return 'skipped';
-    if (opened !== undefined) {
-      deps.onCircuitOpen?.();
-      logger.warn('webhook endpoint circuit opened: its attempts keep timing out', {
-        webhook_id: row.endpoint_id,
-        timeouts: opened.timeouts,
-        open_seconds: opened.seconds,
-      });
-    }
-    logger.log(outcome === 'succeeded' ? 'debug' : 'info', 'webhook delivery attempt', {
-      delivery_id: delivery,
-      webhook_id: row.endpoint_id,
-      attempt,
-      outcome,
-      status_code: entry.status_code,
-      duration_ms: entry.duration_ms,
-      error: entry.error ?? undefined,
-      detail: result.detail,
-    });
-    return outcome;
+    return inSpan(
+      'webhook delivery attempt',
+      attributes,
+      async (span) => {
+        const started = new Date();
+        let result: SendResult;
+        if (!row.enabled) {
+          result = { ok: false, durationMs: 0, error: 'not sent: the endpoint is disabled', refused: true };
+        } else {
+          const body = JSON.stringify(row.payload);
+          const graceful =
+            row.previous_secret !== null &&
+            row.previous_secret_expires_at !== null &&
+            row.previous_secret_expires_at > started;
+          const secrets = graceful ? [row.secret, row.previous_secret!] : [row.secret];
+          result = await send(row.url, body, signatureHeaders({ id: row.event_id, timestamp: started, body, secrets }));
+        }
+
+        const attemptInRound = attempt - row.retry_base;
+        const retry = !result.ok && isRetryable(result) && attemptInRound <= config.retrySchedule.length;
+        const outcome: DeliveryOutcome = result.ok ? 'succeeded' : retry ? 'retrying' : 'failed';
+        const entry: StoredAttempt = {
+          attempt,
+          at: started.toISOString(),
+          status_code: result.statusCode ?? null,
+          duration_ms: Math.round(result.durationMs),
+          error: result.error === undefined ? null : result.error.slice(0, 500),
+        };
+        let opened: { timeouts: number; seconds: number } | undefined;
+        const recorded = await db.transaction().execute(async (trx) => {
+          const updated = await trx
+            .updateTable('webhook_deliveries')
+            .set({
+              attempts: sql`(case when jsonb_array_length(attempts) >= ${KEPT_ATTEMPTS} then attempts - 0 else attempts end) || ${JSON.stringify([entry])}::jsonb`,
+              attempts_made: attempt,
+              status: outcome === 'retrying' ? 'pending' : outcome,
+              next_attempt_at: retry ? new Date(Date.now() + retryDelayMs(attemptInRound, result)) : null,
+              postponed_reason: null,
+              queued: false,
+              queued_at: null,
+              claimed_until: null,
+              updated_at: sql`now()`,
+            })
+            .where('id', '=', delivery)
+            .where('status', '=', 'pending')
+            .where('attempts_made', '<', attempt)
+            .executeTakeFirst();
+          if (updated.numUpdatedRows === 0n) return false;
+          if (!row.enabled) return true;
+          const answered = !timedOut(result);
+          if (result.ok) {
+            await trx
+              .updateTable('webhook_endpoints')
+              .set({ failing_since: null, consecutive_timeouts: 0, circuit_trips: 0, circuit_open_until: null })
+              .where('id', '=', row.endpoint_id)
+              .where((eb) =>
+                eb.or([
+                  eb('failing_since', 'is not', null),
+                  eb('consecutive_timeouts', '>', 0),
+                  eb('circuit_open_until', 'is not', null),
+                ]),
+              )
+              .execute();
+            return true;
+          }
+          // Read under the row's lock, so that of two attempts timing out together only one opens the circuit.
+          const health = await trx
+            .selectFrom('webhook_endpoints')
+            .select([
+              'consecutive_timeouts',
+              'circuit_trips',
+              sql<boolean>`coalesce(circuit_open_until > now(), false)`.as('open'),
+            ])
+            .where('id', '=', row.endpoint_id)
+            .forUpdate()
+            .executeTakeFirst();
+          if (health === undefined) return true;
+          const opens = !answered && !health.open && health.consecutive_timeouts + 1 >= config.circuitTimeouts;
+          const openSeconds = circuitOpenSeconds(config.circuitOpenSeconds, health.circuit_trips);
+          const circuit = answered
+            ? { consecutive_timeouts: 0, circuit_trips: 0, circuit_open_until: null }
+            : opens
+              ? {
+                  consecutive_timeouts: sql<number>`consecutive_timeouts + 1`,
+                  circuit_trips: sql<number>`circuit_trips + 1`,
+                  circuit_open_until: sql<Date>`now() + make_interval(secs => ${openSeconds})`,
+                }
+              : { consecutive_timeouts: sql<number>`consecutive_timeouts + 1` };
+          opened = opens ? { timeouts: health.consecutive_timeouts + 1, seconds: openSeconds } : undefined;
+          const disabled = await trx
+            .updateTable('webhook_endpoints')
+            .set({
+              ...circuit,
+              failing_since: sql`coalesce(failing_since, now())`,
+              enabled: sql`enabled and not (coalesce(failing_since, now()) < now() - make_interval(hours => ${config.disableAfterHours}))`,
+              disabled_reason: sql`case when enabled and coalesce(failing_since, now()) < now() - make_interval(hours => ${config.disableAfterHours})
+              then 'Disabled automatically: every delivery failed since ' || tasks_api_iso(failing_since) || '.' else disabled_reason end`,
+              updated_at: sql`now()`,
+            })
+            .where('id', '=', row.endpoint_id)
+            .where('enabled', '=', true) // so that `enabled: false` below means this attempt disabled it, not its owner meanwhile
+            .returning(['enabled'])
+            .executeTakeFirst();
+          if (disabled?.enabled === false)
+            logger.warn('webhook endpoint disabled: its deliveries failed for too long', {
+              webhook_id: row.endpoint_id,
+            });
+          return true;
+        });
+        if (!recorded) return 'skipped';
+        if (opened !== undefined) {
+          deps.onCircuitOpen?.();
+          logger.warn('webhook endpoint circuit opened: its attempts keep timing out', {
+            webhook_id: row.endpoint_id,
+            timeouts: opened.timeouts,
+            open_seconds: opened.seconds,
+          });
+        }
+        logger.log(outcome === 'succeeded' ? 'debug' : 'info', 'webhook delivery attempt', {
+          delivery_id: delivery,
+          webhook_id: row.endpoint_id,
+          attempt,
+          outcome,
+          status_code: entry.status_code,
+          duration_ms: entry.duration_ms,
+          error: entry.error ?? undefined,
+          detail: result.detail,
+        });
+        span?.setAttribute('tasks_api.webhook.outcome', outcome);
+        if (entry.status_code !== null) span?.setAttribute('http.response.status_code', entry.status_code);
+        if (!result.ok && span !== undefined) failed(span, entry.error ?? `HTTP ${entry.status_code}`);
+        return outcome;
+      },
+      cause && { parent: contextOf(cause), links: [{ context: cause }] },
+    );
   };
 }

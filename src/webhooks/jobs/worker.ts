@@ -88,6 +88,9 @@ export async function startWebhookWorker(deps: {
     superviseIntervalSeconds: checkEvery,
     monitorIntervalSeconds: checkEvery,
     application_name: 'tasks-api-worker',
+    // pg-boss traces its own polling (a trace per fetch, twice a second per process) when an SDK
+    // is registered: noise. A delivery's trace is the change's (deliver.ts), through the outbox.
+    openTelemetry: { enabled: false },
   };
   const open = () => {
     const boss = database.pglite
