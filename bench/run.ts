@@ -19,8 +19,13 @@
 // --ablation: instead, the cost of each layer in microseconds of the server's CPU per request:
 // the API (bench/lib/ablation-server.mjs, the same compiled code) with every layer, then with one
 // layer left out at a time, under the get and the create load; a layer's cost is the difference.
+// Then the cost of tracing: the API as `npm start` runs it (the tracing preload first) with tracing
+// off, on at 10 % sampling and on at 100 %, exporting to an OTLP/HTTP receiver in this process.
 // Writes bench/results/ablation-latest.json and .md.
 import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
@@ -90,6 +95,9 @@ interface Measurement {
   /** `under-attack`: the attacker's connections and what the server answered them, by status. */
   attack?: { opened: number; answers: Record<string, number> };
 }
+
+/** What `npm start` puts before the API: the tracing preload (a no-op while no OTLP endpoint is set). */
+const PRELOAD = ['--import', './dist/src/telemetry/preload.js'];
 
 async function startServer(
   name: string,
@@ -302,7 +310,7 @@ async function main(): Promise<number> {
       `${settings.seconds} s per scenario and server × ${settings.rounds} round(s), ${cpus().length} CPUs\n`,
   );
 
-  const ours = await startServer('the API', 'dist/src/main.js', env);
+  const ours = await startServer('the API', 'dist/src/main.js', env, PRELOAD);
   const baseline = await startServer('the baseline', 'bench/baseline-server.mjs', env);
   const servers = { ours, baseline };
   const results: Record<string, { ours: Measurement; baseline: Measurement; ratio: number }> = {};
@@ -430,6 +438,7 @@ async function ablation(fixture: Fixture, env: Record<string, string>): Promise<
       await new Promise((resolve) => server.process.once('exit', resolve));
     }
   }
+  const tracing = await tracingCost(fixture, env, measured);
   const full = (scenario: Scenario) => {
     const all = rows.filter((r) => r.without === 'all' && r.scenario === scenario);
     return all.reduce((sum, r) => sum + r.cpu_us, 0) / all.length;
@@ -445,6 +454,7 @@ async function ablation(fixture: Fixture, env: Record<string, string>): Promise<
     full: Object.fromEntries(measured.map((s) => [s, Math.round(full(s))])),
     rows,
     table,
+    tracing,
   };
   const md = [
     `${quick ? 'Quick' : 'Full'} ablation run of ${report.date.slice(0, 16).replace('T', ' ')} UTC: the API's CPU per request with every layer (get ${report.full.get} µs, create ${report.full.create} µs), and what leaving out one layer saves.`,
@@ -453,12 +463,77 @@ async function ablation(fixture: Fixture, env: Record<string, string>): Promise<
     '|---|---|---|',
     ...table.map((row) => `| ${row.layer} | ${row.get} | ${row.create} |`),
     '',
+    'Tracing, the API as `npm start` runs it (µs of CPU per request; spans exported to a loopback OTLP receiver):',
+    '',
+    '| Tracing | get: µs CPU/request | create: µs CPU/request | spans received |',
+    '|---|---|---|---|',
+    ...tracing.map((t) => `| ${t.tracing} | ${t.get} | ${t.create} | ${t.spans.toLocaleString('en')} |`),
+    '',
   ].join('\n');
   const dir = join(root, 'bench', 'results');
   writeFileSync(join(dir, `ablation${quick ? '-quick' : ''}-latest.json`), `${JSON.stringify(report, null, 2)}\n`);
   writeFileSync(join(dir, `ablation${quick ? '-quick' : ''}-latest.md`), md);
   process.stdout.write(`\n${md}`);
   return 0;
+}
+
+/**
+ * The API with tracing off (the default), on at 10 % sampling and at 100 %: its CPU per request
+ * under `measured` loads, spans exported to a receiver here that reads and drops them (its work
+ * is this process's, not the server's).
+ */
+async function tracingCost(fixture: Fixture, env: Record<string, string>, measured: Scenario[]) {
+  let spans = 0;
+  const receiver = createServer((req, res) => {
+    let body = '';
+    req.setEncoding('utf8');
+    req.on('data', (chunk: string) => (body += chunk));
+    req.on('end', () => {
+      const sent = JSON.parse(body) as { resourceSpans: { scopeSpans: { spans: unknown[] }[] }[] };
+      for (const resource of sent.resourceSpans) for (const scope of resource.scopeSpans) spans += scope.spans.length;
+      res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
+    });
+  });
+  receiver.listen(0, '127.0.0.1');
+  await once(receiver, 'listening');
+  const endpoint = `http://127.0.0.1:${(receiver.address() as AddressInfo).port}`;
+  const variants = [
+    { tracing: 'off', env: {} },
+    { tracing: 'on, 10 % sampled', env: { OTEL_TRACES_SAMPLER: 'traceidratio', OTEL_TRACES_SAMPLER_ARG: '0.1' } },
+    { tracing: 'on, 100 % sampled', env: { OTEL_TRACES_SAMPLER: 'always_on' } },
+  ];
+  const rows: { tracing: string; get: number; create: number; spans: number }[] = [];
+  try {
+    for (const variant of variants) {
+      const traced = variant.tracing === 'off' ? {} : { OTEL_EXPORTER_OTLP_ENDPOINT: endpoint, ...variant.env };
+      const server = await startServer(
+        `the API, tracing ${variant.tracing}`,
+        'dist/src/main.js',
+        { ...env, ...traced },
+        PRELOAD,
+      );
+      spans = 0;
+      try {
+        await measure(server.url, server.process.pid!, 'mixed', fixture);
+        const cpu: Record<string, number> = {};
+        for (const scenario of measured) {
+          const m = await measure(server.url, server.process.pid!, scenario, fixture);
+          if (m.errors > 0) throw new Error(`tracing ${variant.tracing}: ${m.errors} errors in ${scenario}`);
+          cpu[scenario] = m.cpu_us;
+          process.stdout.write(
+            `tracing ${variant.tracing.padEnd(18)} ${scenario.padEnd(6)} ${String(m.cpu_us).padStart(5)} µs CPU/request, ${m.rps} req/s\n`,
+          );
+        }
+        rows.push({ tracing: variant.tracing, get: cpu.get!, create: cpu.create!, spans });
+      } finally {
+        server.process.kill('SIGTERM');
+        await new Promise((resolve) => server.process.once('exit', resolve));
+      }
+    }
+  } finally {
+    receiver.close();
+  }
+  return rows;
 }
 
 function markdown(report: {
