@@ -191,6 +191,18 @@ async function main(): Promise<void> {
     blobStore,
     metrics,
   });
+  // With the worker elsewhere, this process still exports the outbox's backlog (webhook_deliveries_pending,
+  // webhook_oldest_pending_delivery_age_seconds): it is what shows that no worker is sending. Loaded
+  // before listening: between listening and the signal handlers below nothing may wait, or a SIGTERM
+  // sent once the server answers could find no handler and kill the process.
+  const backlog =
+    config.webhooks.worker === 'in-process'
+      ? undefined
+      : (await import('./webhooks/jobs/backlog.js')).webhookBacklogMetrics({
+          db: database.db,
+          registry: metrics.registry,
+          logger,
+        });
   server.on('request', app);
   await listen(server, config.port, config.host);
   const address = server.address();
@@ -215,16 +227,6 @@ async function main(): Promise<void> {
             registry: metrics.registry,
           }),
         )
-      : undefined;
-  // With the worker elsewhere, this process still exports the outbox's backlog (webhook_deliveries_pending,
-  // webhook_oldest_pending_delivery_age_seconds): it is what shows that no worker is sending.
-  const backlog =
-    worker === undefined
-      ? (await import('./webhooks/jobs/backlog.js')).webhookBacklogMetrics({
-          db: database.db,
-          registry: metrics.registry,
-          logger,
-        })
       : undefined;
   worker?.then(
     () => logger.info('webhook worker running in this process', { concurrency: config.webhooks.concurrency }),

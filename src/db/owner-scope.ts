@@ -42,11 +42,11 @@ const TRACED_SCOPE_SQL = `select set_config('role', $1, true), set_config('${OWN
 
 /**
  * The scope statement for `owner`: with the current trace context when tracing is on, a span is
- * current and the work may write (a read causes no delivery).
+ * current and `sql` may write (a read causes no delivery; without `sql`, a transaction, it may).
  */
-function scopeStatement(owner: string, writes = true): { text: string; values: unknown[] } {
-  const traceparent = writes ? currentTraceparent() : undefined;
-  return traceparent === undefined
+function scopeStatement(owner: string, sql?: string): { text: string; values: unknown[] } {
+  const traceparent = currentTraceparent();
+  return traceparent === undefined || (sql !== undefined && /^\s*select\b/i.test(sql))
     ? { text: SCOPE_SQL, values: [APP_ROLE, owner] }
     : { text: TRACED_SCOPE_SQL, values: [APP_ROLE, owner, traceparent] };
 }
@@ -77,7 +77,7 @@ const SCOPE_STATEMENT = 'tasks_api_scope';
  * the batch.
  */
 const scopeFor = (owner: string, sql: string): Preceding => ({
-  ...scopeStatement(owner, !/^\s*select\b/i.test(sql)),
+  ...scopeStatement(owner, sql),
   name: SCOPE_STATEMENT,
 });
 

@@ -9,6 +9,7 @@ import type { Database } from '../../src/db/database.js';
 import type { DB } from '../../src/db/schema.js';
 import { readWebhookBacklog, webhookBacklogMetrics, type WebhookBacklog } from '../../src/webhooks/jobs/backlog.js';
 import { buildTask } from '../helpers/factories.js';
+import { deliveriesOf, until } from '../helpers/webhook-deliveries.js';
 import { captureLogs } from '../helpers/logs.js';
 import { scratchDatabase, startServer, testDatabase, type TestServer } from '../helpers/server.js';
 
@@ -85,21 +86,6 @@ async function scrape(): Promise<{ status: number; text: string; pending?: numbe
   };
   return { status: response.status, text, pending: sample(PENDING), age: sample(AGE) };
 }
-
-async function until<T>(probe: () => Promise<T>, ok: (value: T) => boolean, timeoutMs = 15_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (ok(value)) return value;
-    if (Date.now() > deadline)
-      throw new Error(`condition not met within ${timeoutMs} ms: ${JSON.stringify(value).slice(0, 2000)}`);
-    await sleep(50);
-  }
-}
-
-const deliveriesOf = async (api: TasksClient, webhookId: string) =>
-  (await api.GET('/api/v1/webhooks/{webhookId}/deliveries', { params: { path: { webhookId }, query: { limit: 100 } } }))
-    .data!.items;
 
 const hooks: { api: TasksClient; id: string }[] = [];
 async function endpoint(url: string): Promise<{ api: TasksClient; id: string }> {

@@ -1,8 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { randomUUID } from 'node:crypto';
 import { sql } from 'kysely';
-import type { TasksClient } from '../../packages/client/src/index.js';
 import { buildTask } from '../helpers/factories.js';
+import { deliveriesOf, until } from '../helpers/webhook-deliveries.js';
 import { scratchDatabase, startServer, type TestServer } from '../helpers/server.js';
 import { startReceiver, type Receiver } from '../helpers/webhook-receiver.js';
 
@@ -42,21 +42,6 @@ afterAll(async () => {
   await server.close();
   await scratch.drop();
 });
-
-const deliveriesOf = async (api: TasksClient, webhookId: string) =>
-  (await api.GET('/api/v1/webhooks/{webhookId}/deliveries', { params: { path: { webhookId }, query: { limit: 100 } } }))
-    .data!.items;
-
-async function until<T>(probe: () => Promise<T>, ok: (value: T) => boolean, timeoutMs = 15_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (ok(value)) return value;
-    if (Date.now() > deadline)
-      throw new Error(`condition not met within ${timeoutMs} ms: ${JSON.stringify(value).slice(0, 2000)}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-}
 
 describe('an endpoint that keeps timing out', () => {
   it('is skipped while its circuit is open, longer each time, and its deliveries are sent once it answers, no retry used up by the wait', async () => {

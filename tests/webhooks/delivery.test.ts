@@ -6,6 +6,7 @@ import { Webhook } from 'standardwebhooks';
 import type { components } from '../../generated/api.js';
 import type { TasksClient } from '../../packages/client/src/index.js';
 import { buildTask } from '../helpers/factories.js';
+import { deliveriesOf } from '../helpers/webhook-deliveries.js';
 import { scratchDatabase, startServer, type TestServer } from '../helpers/server.js';
 import { startReceiver, type Delivery, type Receiver } from '../helpers/webhook-receiver.js';
 
@@ -71,10 +72,6 @@ async function subscriber(events: EventType[]) {
   receiver.setSecret(key, hook!.secret);
   return { api, hook: hook!, key, mine: () => receiver.deliveries.filter((d) => d.key === key) };
 }
-
-const deliveriesOf = async (api: TasksClient, webhookId: string) =>
-  (await api.GET('/api/v1/webhooks/{webhookId}/deliveries', { params: { path: { webhookId }, query: { limit: 100 } } }))
-    .data!.items;
 
 async function until<T>(probe: () => Promise<T>, ok: (value: T) => boolean, timeoutMs = 15_000): Promise<T> {
   const deadline = Date.now() + timeoutMs;
