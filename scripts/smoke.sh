@@ -33,7 +33,7 @@ curl -fs "http://127.0.0.1:$port/api/v1/tasks" -H "Authorization: Bearer $token"
 test "$(stat -c %a "$work/.data/dev-jwt-secret")" = 600
 # SIGTERM to the node process itself, as a process manager would send it; npm exits with its code.
 # (Other servers may be running on this machine: the one with our PORT.)
-node_pid=$(for p in $(pgrep -f '^node (--[^ ]+ )*dist/src/main.js' || true); do
+node_pid=$(for p in $(pgrep -f '^node( [^ ]+)* dist/src/main.js' || true); do
   if tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qx "PORT=$port"; then echo "$p"; fi; done)
 kill -TERM "$node_pid"
 status=0

@@ -63,3 +63,23 @@ export async function startMain(
     throw error;
   }
 }
+
+/**
+ * `node --import tsx <args>` run to its end, with `env` over the test's environment (NODE_OPTIONS
+ * cleared: jest's would load its VM-modules flag into the child): the exit code and everything the
+ * process wrote (resolved on 'close', once both pipes are drained, so no last line is missed).
+ */
+export function runToEnd(
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const child = spawn(process.execPath, ['--import', 'tsx', ...args], {
+    env: { ...process.env, NODE_OPTIONS: '', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (chunk) => (stdout += chunk));
+  child.stderr.on('data', (chunk) => (stderr += chunk));
+  return new Promise((resolve) => child.on('close', (code) => resolve({ code, stdout, stderr })));
+}

@@ -1,11 +1,10 @@
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { Agent, request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from '@jest/globals';
-import { startMain } from '../helpers/process.js';
+import { runToEnd, startMain } from '../helpers/process.js';
 
 const dataDir = mkdtempSync(join(tmpdir(), 'tasks-log-flush-'));
 afterAll(() => rmSync(dataDir, { recursive: true, force: true }));
@@ -37,19 +36,7 @@ function crash(
   format: 'json' | 'pretty',
   count: number,
 ): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const child = spawn(
-    process.execPath,
-    ['--import', 'tsx', 'tests/server/fixtures/log-then-crash.ts', format, String(count)],
-    {
-      env: { ...process.env, NODE_OPTIONS: '' },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    },
-  );
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (chunk) => (stdout += chunk));
-  child.stderr.on('data', (chunk) => (stderr += chunk));
-  return new Promise((resolve) => child.on('close', (code) => resolve({ code, stdout, stderr })));
+  return runToEnd(['tests/server/fixtures/log-then-crash.ts', format, String(count)]);
 }
 
 describe('log lines buffered for stdout', () => {

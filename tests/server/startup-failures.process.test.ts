@@ -1,4 +1,3 @@
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
@@ -10,7 +9,7 @@ import { sql } from 'kysely';
 import { freePort } from '../../scripts/server-process.js';
 import { openDatabase } from '../../src/db/database.js';
 import { listen, ListenFailed } from '../../src/http/http-server.js';
-import { startMain } from '../helpers/process.js';
+import { runToEnd, startMain } from '../helpers/process.js';
 import { scratchDatabase } from '../helpers/server.js';
 
 /**
@@ -29,27 +28,17 @@ function run(
   env: Record<string, string>,
   args = ['src/main.ts'],
 ): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const child = spawn(process.execPath, ['--import', 'tsx', ...args], {
-    env: {
-      ...process.env,
-      NODE_OPTIONS: '',
-      NODE_ENV: 'development',
-      LOG_FORMAT: 'json',
-      JWT_SECRET: randomBytes(32).toString('base64url'),
-      AUTH_BUILTIN: 'false',
-      WEBHOOK_WORKER: 'off',
-      PGLITE_DIR: dataDir,
-      PORT: '0',
-      HOST: '127.0.0.1',
-      ...env,
-    },
-    stdio: ['ignore', 'pipe', 'pipe'],
+  return runToEnd(args, {
+    NODE_ENV: 'development',
+    LOG_FORMAT: 'json',
+    JWT_SECRET: randomBytes(32).toString('base64url'),
+    AUTH_BUILTIN: 'false',
+    WEBHOOK_WORKER: 'off',
+    PGLITE_DIR: dataDir,
+    PORT: '0',
+    HOST: '127.0.0.1',
+    ...env,
   });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (chunk) => (stdout += chunk));
-  child.stderr.on('data', (chunk) => (stderr += chunk));
-  return new Promise((resolve) => child.on('exit', (code) => resolve({ code, stdout, stderr })));
 }
 
 /** Exit code 1, and stderr is this one line alone: no stack anywhere. */

@@ -1,3 +1,4 @@
+import { spawn } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -34,23 +35,22 @@ async function tracedServer(env: Record<string, string> = {}) {
   const secret = randomBytes(32).toString('base64url');
   const dataDir = mkdtempSync(join(tmpdir(), 'tasks-tracing-'));
   const scratch = await scratchDatabase();
-  const server = await startMain(
-    {
-      NODE_ENV: 'development',
-      AUTH_BUILTIN: 'false',
-      JWT_SECRET: secret,
-      OTEL_EXPORTER_OTLP_ENDPOINT: otlp.url,
-      OTEL_SERVICE_NAME: 'tasks-api-under-test',
-      OTEL_BSP_SCHEDULE_DELAY: '100',
-      WEBHOOK_RETRY_SCHEDULE: '1',
-      WEBHOOK_POLL_MS: '100',
-      ...(scratch.url ? { DATABASE_URL: scratch.url } : { PGLITE_DIR: dataDir }),
-      ...env,
-    },
-    { preload: true },
-  );
+  const environment = {
+    NODE_ENV: 'development',
+    AUTH_BUILTIN: 'false',
+    JWT_SECRET: secret,
+    OTEL_EXPORTER_OTLP_ENDPOINT: otlp.url,
+    OTEL_SERVICE_NAME: 'tasks-api-under-test',
+    OTEL_BSP_SCHEDULE_DELAY: '100',
+    WEBHOOK_RETRY_SCHEDULE: '1',
+    WEBHOOK_POLL_MS: '100',
+    ...(scratch.url ? { DATABASE_URL: scratch.url } : { PGLITE_DIR: dataDir }),
+    ...env,
+  };
+  const server = await startMain(environment, { preload: true });
   return {
     ...server,
+    environment,
     token: (sub: string) => hs256Token(secret, sub, '10m'),
     async stop() {
       server.child.kill('SIGTERM');
@@ -218,4 +218,62 @@ describe('tracing (OpenTelemetry, OTLP/HTTP JSON to a loopback collector)', () =
       await server.stop();
     }
   });
+
+  (onPostgres ? it : it.skip)(
+    'continues the trace in a separate worker process (npm run worker), through the outbox',
+    async () => {
+      const server = await tracedServer({ WEBHOOK_WORKER: 'off' });
+      const worker = spawn(
+        process.execPath,
+        ['--import', 'tsx', '--import', './src/telemetry/preload.ts', 'src/worker.ts'],
+        {
+          env: {
+            ...process.env,
+            NODE_OPTIONS: '',
+            ...server.environment,
+            OTEL_SERVICE_NAME: 'tasks-worker-under-test',
+          },
+          stdio: 'ignore',
+        },
+      );
+      const exited = new Promise((resolve) => worker.on('exit', resolve));
+      try {
+        const token = await server.token(`tracing-${randomUUID()}`);
+        const headers = { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' };
+        const key = randomUUID();
+        const hook = await fetch(`${server.url}/api/v1/webhooks`, {
+          method: 'POST',
+          headers,
+          body: JSON.stringify({ url: `${hooks.url}/${key}`, events: ['task.created'] }),
+        });
+        expect(hook.status).toBe(201);
+        const created = await fetch(`${server.url}/api/v1/tasks`, {
+          method: 'POST',
+          headers,
+          body: JSON.stringify({ title: 'across processes' }),
+        });
+        expect(created.status).toBe(201);
+        const requestId = created.headers.get('x-request-id');
+        await otlp.waitFor((spans) =>
+          spans.some((s) => s.name === 'webhook delivery attempt' && s.service === 'tasks-worker-under-test'),
+        );
+        const request = one(otlp.spans, (s) => s.kind === SERVER && s.attributes['tasks_api.request_id'] === requestId);
+        expect(request.service).toBe('tasks-api-under-test');
+        const attempt = one(otlp.spans, (s) => s.name === 'webhook delivery attempt' && s.traceId === request.traceId);
+        expect(attempt.service).toBe('tasks-worker-under-test');
+        const operation = one(otlp.spans, (s) => s.spanId === attempt.parentSpanId);
+        expect(operation).toMatchObject({
+          name: 'stage operations',
+          traceId: request.traceId,
+          parentSpanId: request.spanId,
+        });
+        const received = hooks.deliveries.find((d) => d.key === key);
+        expect(received?.headers.traceparent).toMatch(new RegExp(`^00-${request.traceId}-[0-9a-f]{16}-01$`));
+      } finally {
+        worker.kill('SIGTERM');
+        await exited;
+        await server.stop();
+      }
+    },
+  );
 });

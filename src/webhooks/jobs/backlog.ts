@@ -124,26 +124,28 @@ export function webhookBacklogMetrics(deps: {
     return backlog;
   }
 
-  new Gauge({
-    name: 'webhook_deliveries_pending',
-    help: 'Webhook deliveries not yet ended (status pending), across all owners: due, waiting for a retry or a later event, postponed, or in the job queue.',
-    registers: [registry],
-    async collect() {
-      const backlog = await current();
-      if (backlog === undefined) this.remove();
-      else this.set(backlog.pending);
-    },
-  });
-  new Gauge({
-    name: 'webhook_oldest_pending_delivery_age_seconds',
-    help: 'Seconds since the oldest pending webhook delivery that is due became due (its next attempt time; a postponed one counts from the time it was postponed to), across all owners; 0 when none is due.',
-    registers: [registry],
-    async collect() {
-      const backlog = await current();
-      if (backlog === undefined) this.remove();
-      else this.set(backlog.oldestDueAgeSeconds);
-    },
-  });
+  /** A gauge read from the shared backlog reading at scrape time; left out of the scrape when it cannot be read. */
+  const gauge = (name: string, help: string, value: (backlog: WebhookBacklog) => number) =>
+    new Gauge({
+      name,
+      help,
+      registers: [registry],
+      async collect() {
+        const backlog = await current();
+        if (backlog === undefined) this.remove();
+        else this.set(value(backlog));
+      },
+    });
+  gauge(
+    'webhook_deliveries_pending',
+    'Webhook deliveries not yet ended (status pending), across all owners: due, waiting for a retry or a later event, postponed, or in the job queue.',
+    (backlog) => backlog.pending,
+  );
+  gauge(
+    'webhook_oldest_pending_delivery_age_seconds',
+    'Seconds since the oldest pending webhook delivery that is due became due (its next attempt time; a postponed one counts from the time it was postponed to), across all owners; 0 when none is due.',
+    (backlog) => backlog.oldestDueAgeSeconds,
+  );
 
   return {
     stop() {
