@@ -61,6 +61,20 @@ async function tracedServer(env: Record<string, string> = {}) {
   };
 }
 
+/** A new user of `server` subscribed to task.created on the receiver under a key of its own: its token, its request headers, the key. */
+async function subscriber(server: { url: string; token(sub: string): Promise<string> }) {
+  const token = await server.token(`tracing-${randomUUID()}`);
+  const headers = { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' };
+  const key = randomUUID();
+  const hook = await fetch(`${server.url}/api/v1/webhooks`, {
+    method: 'POST',
+    headers,
+    body: JSON.stringify({ url: `${hooks.url}/${key}`, events: ['task.created'] }),
+  });
+  expect(hook.status).toBe(201);
+  return { token, headers, key };
+}
+
 const childrenOf = (spans: ReceivedSpan[], parent: ReceivedSpan) =>
   spans.filter((s) => s.parentSpanId === parent.spanId);
 const one = (spans: ReceivedSpan[], predicate: (s: ReceivedSpan) => boolean) => {
@@ -73,15 +87,7 @@ describe('tracing (OpenTelemetry, OTLP/HTTP JSON to a loopback collector)', () =
   it('shows a create that triggers a webhook as one trace: request, stages, statements, every delivery attempt', async () => {
     const server = await tracedServer();
     try {
-      const token = await server.token(`tracing-${randomUUID()}`);
-      const headers = { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' };
-      const key = randomUUID();
-      const hook = await fetch(`${server.url}/api/v1/webhooks`, {
-        method: 'POST',
-        headers,
-        body: JSON.stringify({ url: `${hooks.url}/${key}`, events: ['task.created'] }),
-      });
-      expect(hook.status).toBe(201);
+      const { token, headers, key } = await subscriber(server);
       hooks.failNext(key, 1, 500); // the first attempt fails, the retry succeeds
 
       // A client's traceparent is not continued by default (TRACING_INCOMING_CONTEXT=ignore).
@@ -238,15 +244,7 @@ describe('tracing (OpenTelemetry, OTLP/HTTP JSON to a loopback collector)', () =
       );
       const exited = new Promise((resolve) => worker.on('exit', resolve));
       try {
-        const token = await server.token(`tracing-${randomUUID()}`);
-        const headers = { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' };
-        const key = randomUUID();
-        const hook = await fetch(`${server.url}/api/v1/webhooks`, {
-          method: 'POST',
-          headers,
-          body: JSON.stringify({ url: `${hooks.url}/${key}`, events: ['task.created'] }),
-        });
-        expect(hook.status).toBe(201);
+        const { headers, key } = await subscriber(server);
         const created = await fetch(`${server.url}/api/v1/tasks`, {
           method: 'POST',
           headers,
