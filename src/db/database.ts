@@ -1,5 +1,5 @@
 import { mkdir } from 'node:fs/promises';
-import { PGlite, types } from '@electric-sql/pglite';
+import type { PGlite } from '@electric-sql/pglite';
 import { Kysely, PGliteDialect, sql } from 'kysely';
 import pg from 'pg';
 import type { Logger } from '../logger.js';
@@ -121,6 +121,9 @@ async function embeddedPglite(
   if (!inMemory) await mkdir(dir, { recursive: true });
   const unlock = inMemory ? async () => undefined : await lockDataDirectory(dir);
   try {
+    // Loaded only here: a process on a PostgreSQL server never pays PGlite's memory (see
+    // tests/db/lazy-dependencies.process.test.ts).
+    const { PGlite, types } = await import('@electric-sql/pglite');
     // Timestamps parsed by pg's own parser, as on PostgreSQL: PGlite's reads year 0001 as 2001.
     const timestamp = pg.types.getTypeParser(pg.types.builtins.TIMESTAMPTZ) as (value: string) => unknown;
     const pglite = new PGlite(dir, {

@@ -10,11 +10,15 @@ export interface OpenApiDocument {
   [key: string]: unknown;
 }
 
-/** The bundled contract (parsed, and as YAML text) and its rendered reference page, as `npm run generate` wrote them. */
+/**
+ * The bundled contract (parsed, and as YAML text) and where its rendered reference page is, as
+ * `npm run generate` wrote them. The page (~2.7 MB) is read on its first request, not at start:
+ * most processes never serve it.
+ */
 export interface Contract {
   spec: OpenApiDocument;
   specYaml: string;
-  docsHtml: string;
+  docsPath: string;
 }
 
 /** The checkout's root: the nearest folder above this file holding package.json (works from src/ and dist/). */
@@ -33,7 +37,7 @@ export function loadContract(root = projectRoot()): Contract {
   return {
     spec: JSON.parse(readFileSync(join(generated, 'openapi.json'), 'utf8')) as OpenApiDocument,
     specYaml: readFileSync(join(generated, 'openapi.yaml'), 'utf8'),
-    docsHtml: readFileSync(join(generated, 'docs.html'), 'utf8'),
+    docsPath: join(generated, 'docs.html'),
   };
 }
 

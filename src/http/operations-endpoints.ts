@@ -1,4 +1,5 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import { brotliCompress, constants as zlib, gzip } from 'node:zlib';
 import { InvalidToken, MissingToken } from '../auth/errors.js';
@@ -29,33 +30,7 @@ export function operationsEndpoints(deps: {
   const { contract, ping, metrics, metricsToken, metricsOff = false, stopping = () => false } = deps;
   const digest = (value: string) => createHash('sha256').update(value).digest();
   const expected = metricsToken === undefined ? undefined : digest(metricsToken);
-  const docsHeaders = {
-    'Content-Type': 'text/html; charset=utf-8',
-    'Cache-Control': 'no-cache',
-    'Content-Security-Policy': docsContentSecurityPolicy(contract.docsHtml),
-  };
-  // The page is ~2.7 MB of HTML (Redoc inlined); compressed once, on the first request that
-  // accepts it (brotli ~0.65 MB, gzip ~0.74 MB), and kept.
-  const compressed = new Map<'br' | 'gzip', Promise<Buffer>>();
-  let docsPlain: Buffer | undefined;
-  const docsCompressed = (encoding: 'br' | 'gzip') => {
-    let body = compressed.get(encoding);
-    if (body === undefined) {
-      const html = Buffer.from(contract.docsHtml, 'utf8');
-      body =
-        encoding === 'br'
-          ? promisify(brotliCompress)(html, {
-              params: {
-                [zlib.BROTLI_PARAM_QUALITY]: 5,
-                [zlib.BROTLI_PARAM_MODE]: zlib.BROTLI_MODE_TEXT,
-                [zlib.BROTLI_PARAM_SIZE_HINT]: html.length,
-              },
-            })
-          : promisify(gzip)(html, { level: 6 });
-      compressed.set(encoding, body);
-    }
-    return body;
-  };
+  const docs = docsPage(contract.docsPath);
   const databaseCheck = sharedCheck(ping);
   return {
     getLiveness: async () => ({ status: 200, body: { status: 'ok' } }),
@@ -82,12 +57,7 @@ export function operationsEndpoints(deps: {
       const accepts = (coding: string) =>
         raw.get('accept-encoding') !== undefined && raw.acceptsEncodings(coding) === coding;
       const encoding = accepts('br') ? 'br' : accepts('gzip') ? 'gzip' : undefined;
-      // One copy of each form, shared by every response: a client that stops reading holds a
-      // reference to it, not a fresh 2.7 MB buffer of its own.
-      const body =
-        encoding === 'br' || encoding === 'gzip'
-          ? await docsCompressed(encoding)
-          : (docsPlain ??= Buffer.from(contract.docsHtml, 'utf8'));
+      const { body, contentSecurityPolicy } = await docs(encoding);
       return {
         status: 200,
         body: new StreamedBody(
@@ -96,7 +66,9 @@ export function operationsEndpoints(deps: {
           })(),
         ),
         headers: {
-          ...docsHeaders,
+          'Content-Type': 'text/html; charset=utf-8',
+          'Cache-Control': 'no-cache',
+          'Content-Security-Policy': contentSecurityPolicy,
           ...(encoding === undefined ? {} : { 'Content-Encoding': encoding }),
           'Content-Length': String(body.length),
           Vary: 'Accept-Encoding',
@@ -116,6 +88,44 @@ export function operationsEndpoints(deps: {
       const { contentType, body } = await metrics.render();
       return { status: 200, body, headers: { 'Content-Type': contentType, 'Cache-Control': 'no-store' } };
     },
+  };
+}
+
+/**
+ * The reference page at `path` in the form asked for. Nothing is read before the first request;
+ * then the page is kept once as bytes (off the JavaScript heap: ~2.7 MB), and each compressed form
+ * once, made on the first request that accepts it (brotli ~0.65 MB, gzip ~0.74 MB). Every response
+ * shares those buffers: a client that stops reading holds a reference, not a copy of its own.
+ */
+function docsPage(path: string) {
+  let page: Promise<{ html: Buffer; contentSecurityPolicy: string }> | undefined;
+  const compressed = new Map<'br' | 'gzip', Promise<Buffer>>();
+  const load = () =>
+    (page ??= readFile(path).then(
+      (html) => ({ html, contentSecurityPolicy: docsContentSecurityPolicy(html.toString('utf8')) }),
+      (error: unknown) => {
+        page = undefined; // read again on the next request
+        throw error;
+      },
+    ));
+  return async (encoding: 'br' | 'gzip' | undefined) => {
+    const { html, contentSecurityPolicy } = await load();
+    if (encoding === undefined) return { body: html, contentSecurityPolicy };
+    let body = compressed.get(encoding);
+    if (body === undefined) {
+      body =
+        encoding === 'br'
+          ? promisify(brotliCompress)(html, {
+              params: {
+                [zlib.BROTLI_PARAM_QUALITY]: 5,
+                [zlib.BROTLI_PARAM_MODE]: zlib.BROTLI_MODE_TEXT,
+                [zlib.BROTLI_PARAM_SIZE_HINT]: html.length,
+              },
+            })
+          : promisify(gzip)(html, { level: 6 });
+      compressed.set(encoding, body);
+    }
+    return { body: await body, contentSecurityPolicy };
   };
 }
 

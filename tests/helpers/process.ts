@@ -4,7 +4,8 @@ import { waitUntilServing } from '../../scripts/server-process.js';
 /**
  * The real entry point (src/main.ts) as its own process, as a process manager would run it
  * (production, JSON logs, no shedding for event-loop delay: these tests are about other things);
- * with `preload`, started as `npm start` starts it, the tracing preload imported first.
+ * with `preload`, started as `npm start` starts it, the tracing preload imported first; `nodeArgs`
+ * go before everything else (e.g. another `--import`).
  * `output`: stdout and stderr as they came; `stdout`: stdout alone (the log lines).
  *
  * It listens on PORT=0 and the URL is the port its own "listening" line names: with jest's
@@ -15,7 +16,11 @@ import { waitUntilServing } from '../../scripts/server-process.js';
  */
 export async function startMain(
   env: Record<string, string>,
-  { timeoutMs = 45_000, preload = false }: { timeoutMs?: number; preload?: boolean } = {},
+  {
+    timeoutMs = 45_000,
+    preload = false,
+    nodeArgs = [],
+  }: { timeoutMs?: number; preload?: boolean; nodeArgs?: string[] } = {},
 ): Promise<{
   child: ChildProcess;
   url: string;
@@ -27,7 +32,7 @@ export async function startMain(
   let stdout = '';
   // `preload`: as `npm start` runs it, with the tracing preload first (src/telemetry/preload.ts).
   const args = preload ? ['--import', 'tsx', '--import', './src/telemetry/preload.ts'] : ['--import', 'tsx'];
-  const child = spawn(process.execPath, [...args, 'src/main.ts'], {
+  const child = spawn(process.execPath, [...nodeArgs, ...args, 'src/main.ts'], {
     env: {
       ...process.env,
       NODE_OPTIONS: '',

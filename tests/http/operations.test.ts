@@ -54,7 +54,7 @@ describe('operational endpoints (no token needed)', () => {
   });
 
   it('GET /docs is sent compressed to a client that accepts it (brotli, else gzip), whole otherwise, with Vary', async () => {
-    const { docsHtml } = loadContract();
+    const docsHtml = readFileSync(loadContract().docsPath, 'utf8');
     /** A raw GET (fetch would decompress and hide the encoding): status, headers and the bytes as sent. */
     const get = (acceptEncoding?: string) =>
       new Promise<{ status: number; headers: Record<string, string | string[] | undefined>; body: Buffer }>(
