@@ -1,4 +1,12 @@
-import { sql, type Kysely, type RawBuilder, type WhereInterface } from 'kysely';
+import {
+  NoResultError,
+  sql,
+  type Compilable,
+  type Kysely,
+  type QueryResult,
+  type RawBuilder,
+  type WhereInterface,
+} from 'kysely';
 import type { OwnerId } from '../auth/owner-id.js';
 import type { DB } from '../db/schema.js';
 import type { Position, Sort, SortField } from '../http/paging.js';
@@ -71,6 +79,58 @@ const likeLiteral = (text: string): string => text.replace(/[\\%_]/g, '\\$&');
 /** Versions that satisfy an `If-Match`: any (`*`, or no header) or one of these. */
 export type VersionCondition = 'any' | readonly number[];
 
+/** SQL texts Kysely compiled, by the shape of query they are for (see compiledOnce), oldest first. */
+const compiledShapes = new Map<string, TemplateStringsArray>();
+/** Far more than the shapes requests use; a flood of odd ones (long If-Match lists) evicts the oldest. */
+const MAX_SHAPES = 200;
+
+/**
+ * Runs the query `build` makes, but builds and compiles it only on the first call for `shape`
+ * (Kysely's `.execute()` does both on every call). Later calls send the SQL text compiled then,
+ * byte for byte (the owner scope names its prepared statements by the text), with `parameters`
+ * in its `$n` placeholders.
+ *
+ * `shape` must name everything that changes the text, and `parameters` must be the query's
+ * values in the order the text numbers them. The first call checks the latter against what
+ * Kysely compiled, text and values; a shape that fails is never cached, so a mistake in the
+ * list costs speed, never correctness. The text runs through Kysely's `sql` tag, not
+ * `CompiledQuery.raw`, so that `db`'s plugins see every query: the owner scope runs no query
+ * its plugin did not tag. One cache serves every database: this file's SQL is PostgreSQL's,
+ * over pg and PGlite alike, and no plugin here rewrites queries.
+ */
+async function compiledOnce<R>(
+  db: Kysely<DB>,
+  shape: string,
+  parameters: readonly unknown[],
+  build: () => Compilable<R>,
+): Promise<QueryResult<R>> {
+  const cached = compiledShapes.get(shape);
+  if (cached !== undefined) return sql<R>(cached, ...parameters).execute(db);
+  const built = build().compile();
+  const parts = built.sql.split(/\$\d+/);
+  const template = Object.assign(parts, { raw: parts });
+  const replayed = sql(template, ...parameters).compile(db);
+  const same =
+    replayed.sql === built.sql &&
+    replayed.parameters.length === built.parameters.length &&
+    replayed.parameters.every((value, i) => value === built.parameters[i]);
+  if (same) {
+    if (compiledShapes.size >= MAX_SHAPES) compiledShapes.delete(compiledShapes.keys().next().value!);
+    compiledShapes.set(shape, template);
+  }
+  return db.executeQuery(built);
+}
+
+/** The fields a write sets, in order: Kysely leaves out the undefined ones. */
+const definedEntries = (fields: Partial<TaskFields>): [string, unknown][] =>
+  Object.entries(fields).filter(([, value]) => value !== undefined);
+
+/** The `If-Match` versions as parameters, and as part of a shape (their count makes the `in` list). */
+const versionParameters = (versions: VersionCondition): readonly number[] => (versions === 'any' ? [] : versions);
+const versionShape = (versions: VersionCondition): string => (versions === 'any' ? 'any' : `${versions.length}`);
+
+const first = <R>({ rows }: QueryResult<R>): R | undefined => rows[0];
+
 /**
  * All Kysely code of the tasks feature, for one owner. Every query starts from that owner's rows
  * through {@link ownedBy}; inserts take the owner from here, never from the caller's fields.
@@ -111,9 +171,56 @@ export function tasksOf(db: Kysely<DB>, owner: OwnerId) {
       .limit(query.limit);
   }
 
+  const findQuery = (id: string) => db.selectFrom('tasks').select(taskColumns).$call(ownedBy).where('id', '=', id);
+
+  const insertQuery = (fields: TaskFields) =>
+    db
+      .insertInto('tasks')
+      .values({ ...fields, owner_id: owner, completed_at: fields.completed ? sql<Date>`now()` : null })
+      .returning(taskColumns);
+
+  const updateQuery = (id: string, fields: Partial<TaskFields>, versions: VersionCondition) =>
+    db
+      .updateTable('tasks')
+      .set({
+        ...fields,
+        ...completedAt(fields.completed),
+        updated_at: sql<Date>`now()`,
+        version: sql<number>`version + 1`,
+      })
+      .$call(ownedBy)
+      .where('id', '=', id)
+      .$if(versions !== 'any', (qb) => qb.where('version', 'in', versions as number[]))
+      .returning(taskColumns);
+
+  const removeQuery = (id: string, versions: VersionCondition) =>
+    db
+      .deleteFrom('tasks')
+      .$call(ownedBy)
+      .where('id', '=', id)
+      .$if(versions !== 'any', (qb) => qb.where('version', 'in', versions as number[]));
+
   return {
+    // The queries unexecuted: scripts/explain-list.ts checks the page's plan, and the tests that
+    // what compiledOnce sends is exactly what Kysely builds.
     pageQuery,
-    page: (query: PageQuery) => pageQuery(query).execute(),
+    findQuery,
+    insertQuery,
+    updateQuery,
+    removeQuery,
+
+    /** A filtered page is built each time (its shapes are many); the plain pages of each sort are compiled once. */
+    async page(query: PageQuery) {
+      const { limit, sort, after, ...filters } = query;
+      // As pageQuery's `$if`s: a filter applies unless undefined or an empty list.
+      const filtered = Object.values(filters).some((filter: unknown) =>
+        Array.isArray(filter) ? filter.length > 0 : filter !== undefined,
+      );
+      if (filtered) return pageQuery(query).execute();
+      const shape = JSON.stringify(['page', sort.field, sort.direction, after !== undefined]);
+      const parameters = after === undefined ? [owner, limit] : [owner, after.key, after.id, limit];
+      return (await compiledOnce(db, shape, parameters, () => pageQuery(query))).rows;
+    },
 
     /** The owner's tags with how many tasks carry each, most used first. */
     tagCounts(limit: number) {
@@ -131,16 +238,19 @@ export function tasksOf(db: Kysely<DB>, owner: OwnerId) {
         .execute();
     },
 
-    find(id: string) {
-      return db.selectFrom('tasks').select(taskColumns).$call(ownedBy).where('id', '=', id).executeTakeFirst();
+    async find(id: string) {
+      return first(await compiledOnce(db, 'find', [owner, id], () => findQuery(id)));
     },
 
-    insert(fields: TaskFields) {
-      return db
-        .insertInto('tasks')
-        .values({ ...fields, owner_id: owner, completed_at: fields.completed ? sql<Date>`now()` : null })
-        .returning(taskColumns)
-        .executeTakeFirstOrThrow();
+    async insert(fields: TaskFields) {
+      const set = definedEntries(fields);
+      const completed = !!fields.completed; // `completed_at`: now() if so, else a parameter (null)
+      const shape = JSON.stringify(['insert', set.map(([column]) => column), completed]);
+      const parameters = [...set.map(([, value]) => value), owner, ...(completed ? [] : [null])];
+      const row = first(await compiledOnce(db, shape, parameters, () => insertQuery(fields)));
+      // As executeTakeFirstOrThrow did (an INSERT … RETURNING of one row always returns it).
+      if (row === undefined) throw new NoResultError(insertQuery(fields).toOperationNode());
+      return row;
     },
 
     /**
@@ -148,31 +258,28 @@ export function tasksOf(db: Kysely<DB>, owner: OwnerId) {
      * satisfies `versions`; `completed_at` follows `completed`. The version is compared in the
      * UPDATE itself, so no concurrent change can slip between check and write.
      */
-    update(id: string, fields: Partial<TaskFields>, versions: VersionCondition = 'any') {
-      return db
-        .updateTable('tasks')
-        .set({
-          ...fields,
-          ...completedAt(fields.completed),
-          updated_at: sql<Date>`now()`,
-          version: sql<number>`version + 1`,
-        })
-        .$call(ownedBy)
-        .where('id', '=', id)
-        .$if(versions !== 'any', (qb) => qb.where('version', 'in', versions as number[]))
-        .returning(taskColumns)
-        .executeTakeFirst();
+    async update(id: string, fields: Partial<TaskFields>, versions: VersionCondition = 'any') {
+      const set = definedEntries(fields);
+      // `completed_at`: untouched without `completed`, else coalesce(…, now()) or a parameter (null).
+      const { completed } = fields;
+      const completedAtShape = completed === undefined ? 'untouched' : completed ? 'set' : 'cleared';
+      const shape = JSON.stringify(['update', set.map(([column]) => column), completedAtShape, versionShape(versions)]);
+      const parameters = [
+        ...set.map(([, value]) => value),
+        ...(completedAtShape === 'cleared' ? [null] : []),
+        owner,
+        id,
+        ...versionParameters(versions),
+      ];
+      return first(await compiledOnce(db, shape, parameters, () => updateQuery(id, fields, versions)));
     },
 
     /** Deletes the task if it is the owner's and its version satisfies `versions`. */
     async remove(id: string, versions: VersionCondition = 'any'): Promise<boolean> {
-      const result = await db
-        .deleteFrom('tasks')
-        .$call(ownedBy)
-        .where('id', '=', id)
-        .$if(versions !== 'any', (qb) => qb.where('version', 'in', versions as number[]))
-        .executeTakeFirst();
-      return result.numDeletedRows > 0n;
+      const shape = JSON.stringify(['remove', versionShape(versions)]);
+      const parameters = [owner, id, ...versionParameters(versions)];
+      const result = await compiledOnce(db, shape, parameters, () => removeQuery(id, versions));
+      return (result.numAffectedRows ?? 0n) > 0n;
     },
 
     async counts(): Promise<{ total: number; completed: number }> {
