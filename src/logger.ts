@@ -1,3 +1,4 @@
+import { fsyncSync } from 'node:fs';
 import { isatty } from 'node:tty';
 // CommonJS: the default import is its constructor, typed as the module.
 import sonicBoom, { type SonicBoom } from 'sonic-boom';
@@ -25,21 +26,61 @@ export function redact(value: unknown, seen = new WeakSet<object>()): unknown {
   return out;
 }
 
-const context = winston.format((info) => {
+type Format = winston.Logform.Format;
+type TransformableInfo = winston.Logform.TransformableInfo;
+
+const MESSAGE = Symbol.for('message');
+
+/**
+ * Redacts the fields of a line in place, as {@link redact} does a value: a field that may hold a
+ * credential is replaced, an object by its redacted copy. A string, a number or a boolean is left
+ * as it is, and costs no WeakSet (an access line has only those).
+ */
+function redactFields(info: TransformableInfo): TransformableInfo {
   for (const key of Object.keys(info)) {
-    info[key] = SECRET_KEYS.test(key) ? '[REDACTED]' : redact(info[key]);
+    if (SECRET_KEYS.test(key)) info[key] = '[REDACTED]';
+    else {
+      const value = info[key];
+      if (value !== null && typeof value === 'object') info[key] = redact(value);
+    }
   }
   return info;
-});
+}
 
-/** With tracing on, the line of work done inside a span names it (`trace_id`, `span_id`), to go from a log line to its trace. */
-const traceIds = winston.format((info) => Object.assign(info, currentIds()));
+/**
+ * What every line goes through before it is written, in this order: with tracing on, the ids of
+ * the span current here (`trace_id`, `span_id`, to go from a log line to its trace); credentials
+ * redacted; an Error logged, or logged as the message, turned into its message and stack (logform's
+ * errors()); the time, unless the line has one (logform's timestamp()).
+ */
+function prepare(info: TransformableInfo, tracing: boolean, errors: Format): TransformableInfo {
+  if (tracing) Object.assign(info, currentIds());
+  const prepared = errors.transform(redactFields(info), errors.options) as TransformableInfo;
+  if (!prepared.timestamp) prepared.timestamp = new Date().toISOString();
+  return prepared;
+}
+
+/** JSON lines: {@link prepare}, then logform's json(). One format rather than a chain of five. */
+function jsonLines(tracing: boolean): Format {
+  const errors = winston.format.errors({ stack: true });
+  const json = winston.format.json();
+  return winston.format((info) => json.transform(prepare(info, tracing, errors), json.options))();
+}
 
 const pretty = winston.format.printf(({ level, message, timestamp, stack, ...rest }) => {
   const fields = Object.keys(rest).length > 0 ? ` ${JSON.stringify(rest)}` : '';
   // eslint-disable-next-line @typescript-eslint/no-base-to-string -- `stack` is what the log call or the errors() format put there (a string); anything else is printed as String() prints it
   return `${String(timestamp)} ${level} ${String(message)}${fields}${stack ? `\n${String(stack)}` : ''}`;
 });
+
+/** Readable lines: {@link prepare}, colours (on a terminal), then {@link pretty}. */
+function readableLines(tracing: boolean, colours: boolean): Format {
+  const errors = winston.format.errors({ stack: true });
+  const prepared = winston.format((info) => prepare(info, tracing, errors))();
+  return colours
+    ? winston.format.combine(prepared, winston.format.colorize(), pretty)
+    : winston.format.combine(prepared, pretty);
+}
 
 // The largest write to a pipe that POSIX keeps in one piece: with WEB_CONCURRENCY every worker
 // writes to the same stdout, and a longer write could be split by another process's lines.
@@ -67,6 +108,7 @@ function stdoutDestination(): SonicBoom {
   const destination = new sonicBoom.SonicBoom({
     fd: 1,
     sync: false,
+    contentMode: 'buffer',
     minLength: PIPE_BUF - 1024,
     maxWrite: PIPE_BUF,
     periodicFlush: 250,
@@ -76,19 +118,33 @@ function stdoutDestination(): SonicBoom {
       destination.flushSync();
     } catch {
       // stdout is gone (EPIPE, EBADF): nothing left to write the lines to.
+      return;
+    }
+    try {
+      // As sonic-boom's flushSync does with strings (not with buffers): lines in a file are on disk.
+      fsyncSync(1);
+    } catch {
+      // A pipe or a terminal (EINVAL): nothing to sync.
     }
   });
   stdout = destination;
   return destination;
 }
 
-/** winston's formatted line, handed to the buffered stdout; nothing waits for the write. */
+/**
+ * winston's formatted line, handed to the buffered stdout as bytes; nothing waits for the write.
+ * Bytes, not a string: sonic-boom appends a string to the chunk it fills and measures that chunk
+ * with Buffer.byteLength, which copies it whole, at every line; a Buffer it only counts.
+ */
 class BufferedStdout extends Transport {
   override log(info: Record<string | symbol, unknown>, next: () => void): void {
-    stdoutDestination().write(`${String(info[Symbol.for('message')])}\n`);
+    writeBytes(stdoutDestination(), Buffer.from(`${String(info[MESSAGE])}\n`));
     next();
   }
 }
+
+/** SonicBoom.write in `contentMode: 'buffer'`, which takes a Buffer (its types know only strings). */
+const writeBytes = (destination: SonicBoom, bytes: Buffer): boolean => destination.write(bytes as unknown as string);
 
 /**
  * Resolves once every line logged so far has been written to stdout (at once when nothing went
@@ -147,17 +203,7 @@ export function createLogger(options: Config['log'] & { silent?: boolean; stream
   return winston.createLogger({
     level: options.level,
     silent: options.silent ?? false,
-    format: winston.format.combine(
-      ...(tracingOn() ? [traceIds()] : []),
-      context(),
-      winston.format.errors({ stack: true }),
-      winston.format.timestamp(),
-      options.format === 'json'
-        ? winston.format.json()
-        : colours
-          ? winston.format.combine(winston.format.colorize(), pretty)
-          : pretty,
-    ),
+    format: options.format === 'json' ? jsonLines(tracingOn()) : readableLines(tracingOn(), colours),
     transports: [transport],
   });
 }

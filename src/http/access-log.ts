@@ -7,7 +7,10 @@ export function accessLog(logger: Logger): RequestHandler {
     const started = process.hrtime.bigint();
     res.on('finish', () => {
       const durationMs = Number(process.hrtime.bigint() - started) / 1e6;
-      logger.info('request', {
+      // The line as one object (winston's cheapest call: no copy of the fields into a new one);
+      // the same fields, in the same line, as logger.info('request', { ... }).
+      logger.info({
+        message: 'request',
         request_id: req.id,
         method: req.method,
         route: req.openapi?.openApiRoute ?? null,

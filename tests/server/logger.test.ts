@@ -1,11 +1,18 @@
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { describe, expect, it } from '@jest/globals';
+import winston from 'winston';
 import { colouredLines } from '../../src/logger.js';
 import { captureLogs } from '../helpers/logs.js';
 
 // eslint-disable-next-line no-control-regex -- ANSI colour codes begin with ESC
 const ANSI = /\u001b\[[0-9;]*m/;
+const MESSAGE = Symbol.for('message');
+/** The line logform's json() writes for `info` (safe-stable-stringify: keys sorted), as the logger wrote lines before. */
+function referenceLine(info: Record<string, unknown>): string {
+  const json = winston.format.json();
+  return (json.transform({ level: 'info', message: '', ...info }, json.options) as Record<symbol, string>)[MESSAGE]!;
+}
 /** A process that logs one pretty line through the real logger to fd 1, with `env`. */
 const LOG_ONE =
   "import { createLogger, flushLogs } from './src/logger.ts'; import { loadConfig } from './src/config.ts'; createLogger(loadConfig().log).info('hello', { n: 1 }); await flushLogs();";
@@ -46,6 +53,37 @@ describe('createLogger', () => {
       refresh_token: '[REDACTED]',
     });
     expect(raw.join('\n')).not.toMatch(/abc\.def\.ghi|hunter22|sid=1|r1"/);
+  });
+
+  it('writes a line with objects, arrays, errors or bigints as logform json() did', () => {
+    const { logger, raw } = captureLogs('info');
+    const circular: Record<string, unknown> = { name: 'loop' };
+    circular.self = circular;
+    logger.error('failed', {
+      error: new Error('boom'),
+      nested: { b: [1, 'two', { c: 3n }], a: true },
+      big: 12n,
+      circular,
+    });
+    logger.error(new Error('thrown'));
+    const [first, second] = raw.map((line) => JSON.parse(line) as Record<string, unknown>);
+    expect(raw[0]).toBe(
+      referenceLine({
+        error: {},
+        nested: { b: [1, 'two', { c: 3n }], a: true },
+        big: 12n,
+        circular: { name: 'loop', self: '[Circular]' },
+        level: 'error',
+        message: 'failed',
+        timestamp: first!.timestamp,
+      }),
+    );
+    expect(raw[0]).toContain('"nested":{"a":true,"b":[1,"two",{"c":"3"}]}');
+    expect(second).toMatchObject({
+      level: 'error',
+      message: 'thrown',
+      stack: expect.stringMatching(/^Error: thrown\n/),
+    });
   });
 
   it('colours pretty lines only on a terminal, never with NO_COLOR, never JSON or a given stream', () => {
