@@ -60,6 +60,22 @@ function fail(message) {
 const HEALTHCHECK_SCRIPT =
   "fetch('http://127.0.0.1:' + (process.env.PORT || 3000) + '/health/ready').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))";
 
+/**
+ * The V8 settings `npm start` gives node (its words before --env-file-if-exists and --import;
+ * docs/performance.md#memory): the image's commands must give the same ones, and npm run worker too.
+ */
+const V8_FLAGS = v8FlagsOf(JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')).scripts?.start ?? '');
+
+function v8FlagsOf(command) {
+  const words = command.split(/\s+/);
+  const flags = [];
+  for (let i = words.indexOf('node') + 1; i > 0 && i < words.length && words[i].startsWith('--'); i += 1) {
+    if (words[i] === '--import') i += 1;
+    else if (!words[i].startsWith('--env-file')) flags.push(words[i]);
+  }
+  return flags;
+}
+
 const ALLOWED = [
   {
     argv: ['npm', 'ci', '--no-audit', '--no-fund'],
@@ -99,13 +115,13 @@ const ALLOWED = [
       "coreutils; the image's node user owns .data and nothing else (the runtime check uses its own unprivileged user)",
   },
   {
-    argv: ['node', '--import', './dist/src/telemetry/preload.js', 'dist/src/main.js'],
+    argv: ['node', ...V8_FLAGS, '--import', './dist/src/telemetry/preload.js', 'dist/src/main.js'],
     in: 'app',
     outside: 'run',
     reason: "the API: what npm start runs (CI's smoke test, contract and bench steps) and the runtime check starts",
   },
   {
-    argv: ['node', '--import', './dist/src/telemetry/preload.js', 'dist/src/worker.js'],
+    argv: ['node', ...V8_FLAGS, '--import', './dist/src/telemetry/preload.js', 'dist/src/worker.js'],
     in: 'app',
     outside: 'run',
     reason: 'the webhook worker: what npm run worker runs, started by the runtime check beside the API',
@@ -166,6 +182,8 @@ function readText(rel) {
 
 const packageJson = JSON.parse(readText('package.json') ?? '{}');
 const scripts = packageJson.scripts ?? {};
+if (v8FlagsOf(scripts.worker ?? '').join(' ') !== V8_FLAGS.join(' '))
+  problem('package.json', `npm run worker must give node the V8 settings npm start gives it: ${V8_FLAGS.join(' ')}`);
 const configSource = readText('src/config.ts') ?? '';
 /** Every variable loadConfig reads: the first argument of its readers. */
 const configVariables = new Set(
