@@ -48,6 +48,10 @@ const { values } = parseArgs({
     profile: { type: 'boolean', default: false },
     ablation: { type: 'boolean', default: false },
     connections: { type: 'string' },
+    /** --ablation: how many times each variant is measured (3; 1 with --quick). */
+    repeat: { type: 'string' },
+    /** Node options for the API's process only, in place of V8_FLAGS (e.g. `--max-semi-space-size=4`): to measure V8 settings. */
+    'api-node-options': { type: 'string' },
   },
 });
 if (values.pglite) {
@@ -96,8 +100,22 @@ interface Measurement {
   attack?: { opened: number; answers: Record<string, number> };
 }
 
-/** What `npm start` puts before the API: the tracing preload (a no-op while no OTLP endpoint is set). */
-const PRELOAD = ['--import', './dist/src/telemetry/preload.js'];
+/**
+ * What `npm start` puts before the API, read from its script: its V8 settings (V8_FLAGS, which the
+ * ablation's servers get too; `--api-node-options` in their place, to measure others) and the
+ * tracing preload (a no-op while no OTLP endpoint is set). `--env-file-if-exists` is left out: the
+ * bench gives the environment.
+ */
+const [V8_FLAGS, PRELOAD] = (() => {
+  const start = (JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { scripts: { start: string } }).scripts
+    .start;
+  const words = start.split(/\s+/);
+  const args = words.slice(words.indexOf('node') + 1, words.indexOf('dist/src/main.js'));
+  const preload = args.slice(args.indexOf('--import'), args.indexOf('--import') + 2);
+  const v8 = args.filter((word) => word.startsWith('--') && !word.startsWith('--env-file') && !preload.includes(word));
+  const flags = values['api-node-options']?.split(/\s+/).filter(Boolean) ?? v8;
+  return [flags, [...flags, ...preload]];
+})();
 
 async function startServer(
   name: string,
@@ -411,63 +429,132 @@ async function profile(fixture: Fixture, env: Record<string, string>): Promise<n
   return 0;
 }
 
-const ABLATED = ['validator', 'jwt', 'rate-limit', 'access-log', 'metrics', 'security-headers', 'owner-scope'] as const;
+const ABLATED = [
+  'validator',
+  'jwt',
+  'rate-limit',
+  'access-log',
+  'metrics',
+  'security-headers',
+  'host-header',
+  'capacity',
+  'request-timeout',
+  'owner-scope',
+] as const;
 
-/** --ablation: CPU per request with every layer, and without each one in turn. */
+/** The middle value, and the distance between the lowest and the highest. */
+function medianAndSpread(values: number[]): { median: number; spread: number } {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  const median = sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+  return { median: Math.round(median), spread: Math.round(sorted.at(-1)! - sorted[0]!) };
+}
+
+/** The server at `url` warmed up (JIT, pool, caches) with the `mixed` load for half a scenario's time. */
+async function warmUp(url: string, pid: number, fixture: Fixture) {
+  const { seconds } = settings;
+  settings.seconds = Math.max(2, Math.ceil(seconds / 2));
+  try {
+    await measure(url, pid, 'mixed', fixture);
+  } finally {
+    settings.seconds = seconds;
+  }
+}
+
+/**
+ * --ablation: CPU per request with every layer, and without each one in turn, then with tracing
+ * off and on; every variant measured in each of `--repeat` rounds (3 by default, 1 with --quick),
+ * the rounds one after another so that a slow spell of the machine touches every variant alike.
+ */
 async function ablation(fixture: Fixture, env: Record<string, string>): Promise<number> {
   const measured: Scenario[] = ['get', 'create'];
-  const variants = ['all', ...ABLATED, 'all'] as const;
-  const rows: { without: string; scenario: Scenario; cpu_us: number; rps: number }[] = [];
-  for (const without of variants) {
-    const server = await startServer(`the API without ${without}`, 'bench/lib/ablation-server.mjs', {
-      ...env,
-      BENCH_WITHOUT: without === 'all' ? '' : without,
-    });
-    try {
-      await measure(server.url, server.process.pid!, 'mixed', fixture);
-      for (const scenario of measured) {
-        const m = await measure(server.url, server.process.pid!, scenario, fixture);
-        if (m.errors > 0) throw new Error(`without ${without}: ${m.errors} errors in ${scenario}`);
-        rows.push({ without, scenario, cpu_us: m.cpu_us, rps: m.rps });
-        process.stdout.write(
-          `without ${without.padEnd(16)} ${scenario.padEnd(6)} ${String(m.cpu_us).padStart(5)} µs CPU/request, ${m.rps} req/s\n`,
+  const repeats = Number(values.repeat ?? (quick ? 1 : 3));
+  const rows: { round: number; without: string; scenario: Scenario; cpu_us: number; rps: number }[] = [];
+  const tracingRows: { round: number; tracing: string; scenario: Scenario; cpu_us: number; spans: number }[] = [];
+  const receiver = await otlpReceiver();
+  try {
+    for (let round = 1; round <= repeats; round += 1) {
+      for (const without of ['all', ...ABLATED]) {
+        const server = await startServer(
+          `the API without ${without}`,
+          'bench/lib/ablation-server.mjs',
+          { ...env, BENCH_WITHOUT: without === 'all' ? '' : without },
+          V8_FLAGS,
         );
+        try {
+          await warmUp(server.url, server.process.pid!, fixture);
+          for (const scenario of measured) {
+            const m = await measure(server.url, server.process.pid!, scenario, fixture);
+            if (m.errors > 0) throw new Error(`without ${without}: ${m.errors} errors in ${scenario}`);
+            rows.push({ round, without, scenario, cpu_us: m.cpu_us, rps: m.rps });
+            process.stdout.write(
+              `round ${round} without ${without.padEnd(16)} ${scenario.padEnd(6)} ${String(m.cpu_us).padStart(5)} µs CPU/request, ${m.rps} req/s\n`,
+            );
+          }
+        } finally {
+          server.process.kill('SIGTERM');
+          await new Promise((resolve) => server.process.once('exit', resolve));
+        }
       }
-    } finally {
-      server.process.kill('SIGTERM');
-      await new Promise((resolve) => server.process.once('exit', resolve));
+      tracingRows.push(...(await tracingCost(fixture, env, measured, receiver, round)));
     }
+  } finally {
+    receiver.close();
   }
-  const tracing = await tracingCost(fixture, env, measured);
-  const full = (scenario: Scenario) => {
-    const all = rows.filter((r) => r.without === 'all' && r.scenario === scenario);
-    return all.reduce((sum, r) => sum + r.cpu_us, 0) / all.length;
-  };
-  const saved = (layer: string, scenario: Scenario) =>
-    Math.round(full(scenario) - rows.find((r) => r.without === layer && r.scenario === scenario)!.cpu_us);
-  const table = ABLATED.map((layer) => ({ layer, get: saved(layer, 'get'), create: saved(layer, 'create') }));
+  const cpuOf = (without: string, scenario: Scenario) =>
+    medianAndSpread(rows.filter((r) => r.without === without && r.scenario === scenario).map((r) => r.cpu_us));
+  const full = Object.fromEntries(measured.map((s) => [s, cpuOf('all', s)])) as Record<
+    Scenario,
+    { median: number; spread: number }
+  >;
+  const table = ABLATED.map((layer) => {
+    const get = cpuOf(layer, 'get');
+    const create = cpuOf(layer, 'create');
+    return {
+      layer,
+      get: full.get.median - get.median,
+      get_spread: get.spread,
+      create: full.create.median - create.median,
+      create_spread: create.spread,
+    };
+  }).sort((a, b) => b.get + b.create - (a.get + a.create));
+  const tracing = [...new Set(tracingRows.map((t) => t.tracing))].map((variant) => {
+    const of = (scenario: Scenario) =>
+      medianAndSpread(tracingRows.filter((t) => t.tracing === variant && t.scenario === scenario).map((t) => t.cpu_us));
+    return {
+      tracing: variant,
+      get: of('get'),
+      create: of('create'),
+      spans: tracingRows.filter((t) => t.tracing === variant).reduce((sum, t) => sum + t.spans, 0),
+    };
+  });
   const report = {
     date: new Date().toISOString(),
     quick,
+    repeats,
     machine: { cpus: cpus().length, model: cpus()[0]?.model ?? 'unknown', node: process.version },
     settings,
-    full: Object.fromEntries(measured.map((s) => [s, Math.round(full(s))])),
+    full,
     rows,
     table,
+    tracingRows,
     tracing,
   };
   const md = [
-    `${quick ? 'Quick' : 'Full'} ablation run of ${report.date.slice(0, 16).replace('T', ' ')} UTC: the API's CPU per request with every layer (get ${report.full.get} µs, create ${report.full.create} µs), and what leaving out one layer saves.`,
+    `${quick ? 'Quick' : 'Full'} ablation run of ${report.date.slice(0, 16).replace('T', ' ')} UTC, each variant measured ${repeats} time(s): the API's CPU per request with every layer (median get ${full.get.median} µs, spread ${full.get.spread}; create ${full.create.median} µs, spread ${full.create.spread}), and what leaving out one layer saves (the medians' difference; the spread is that variant's, highest less lowest), most costly first.`,
     '',
-    '| Layer left out | get: µs CPU/request saved | create: µs CPU/request saved |',
-    '|---|---|---|',
-    ...table.map((row) => `| ${row.layer} | ${row.get} | ${row.create} |`),
+    '| Layer left out | get: µs CPU/request saved | get: spread | create: µs CPU/request saved | create: spread |',
+    '|---|---|---|---|---|',
+    ...table.map((row) => `| ${row.layer} | ${row.get} | ${row.get_spread} | ${row.create} | ${row.create_spread} |`),
     '',
-    'Tracing, the API as `npm start` runs it (µs of CPU per request; spans exported to a loopback OTLP receiver):',
+    'Tracing, the API as `npm start` runs it (median µs of CPU per request, spread; spans exported to a loopback OTLP receiver):',
     '',
     '| Tracing | get: µs CPU/request | create: µs CPU/request | spans received |',
     '|---|---|---|---|',
-    ...tracing.map((t) => `| ${t.tracing} | ${t.get} | ${t.create} | ${t.spans.toLocaleString('en')} |`),
+    ...tracing.map(
+      (t) =>
+        `| ${t.tracing} | ${t.get.median} (${t.get.spread}) | ${t.create.median} (${t.create.spread}) | ${t.spans.toLocaleString('en')} |`,
+    ),
     '',
   ].join('\n');
   const dir = join(root, 'bench', 'results');
@@ -477,14 +564,10 @@ async function ablation(fixture: Fixture, env: Record<string, string>): Promise<
   return 0;
 }
 
-/**
- * The API with tracing off (the default), on at 10 % sampling and at 100 %: its CPU per request
- * under `measured` loads, spans exported to a receiver here that reads and drops them (its work
- * is this process's, not the server's).
- */
-async function tracingCost(fixture: Fixture, env: Record<string, string>, measured: Scenario[]) {
+/** A loopback OTLP/HTTP receiver that reads and counts the spans sent to it, and drops them. */
+async function otlpReceiver() {
   let spans = 0;
-  const receiver = createServer((req, res) => {
+  const server = createServer((req, res) => {
     let body = '';
     req.setEncoding('utf8');
     req.on('data', (chunk: string) => (body += chunk));
@@ -494,44 +577,60 @@ async function tracingCost(fixture: Fixture, env: Record<string, string>, measur
       res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
     });
   });
-  receiver.listen(0, '127.0.0.1');
-  await once(receiver, 'listening');
-  const endpoint = `http://127.0.0.1:${(receiver.address() as AddressInfo).port}`;
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  return {
+    endpoint: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    /** Spans received since the last call. */
+    take() {
+      const taken = spans;
+      spans = 0;
+      return taken;
+    },
+    close: () => server.close(),
+  };
+}
+
+/**
+ * The API with tracing off (the default), on at 10 % sampling and at 100 %: its CPU per request
+ * under `measured` loads, spans exported to `receiver` (its work is this process's, not the server's).
+ */
+async function tracingCost(
+  fixture: Fixture,
+  env: Record<string, string>,
+  measured: Scenario[],
+  receiver: Awaited<ReturnType<typeof otlpReceiver>>,
+  round: number,
+) {
   const variants = [
     { tracing: 'off', env: {} },
     { tracing: 'on, 10 % sampled', env: { OTEL_TRACES_SAMPLER: 'traceidratio', OTEL_TRACES_SAMPLER_ARG: '0.1' } },
     { tracing: 'on, 100 % sampled', env: { OTEL_TRACES_SAMPLER: 'always_on' } },
   ];
-  const rows: { tracing: string; get: number; create: number; spans: number }[] = [];
-  try {
-    for (const variant of variants) {
-      const traced = variant.tracing === 'off' ? {} : { OTEL_EXPORTER_OTLP_ENDPOINT: endpoint, ...variant.env };
-      const server = await startServer(
-        `the API, tracing ${variant.tracing}`,
-        'dist/src/main.js',
-        { ...env, ...traced },
-        PRELOAD,
-      );
-      spans = 0;
-      try {
-        await measure(server.url, server.process.pid!, 'mixed', fixture);
-        const cpu: Record<string, number> = {};
-        for (const scenario of measured) {
-          const m = await measure(server.url, server.process.pid!, scenario, fixture);
-          if (m.errors > 0) throw new Error(`tracing ${variant.tracing}: ${m.errors} errors in ${scenario}`);
-          cpu[scenario] = m.cpu_us;
-          process.stdout.write(
-            `tracing ${variant.tracing.padEnd(18)} ${scenario.padEnd(6)} ${String(m.cpu_us).padStart(5)} µs CPU/request, ${m.rps} req/s\n`,
-          );
-        }
-        rows.push({ tracing: variant.tracing, get: cpu.get!, create: cpu.create!, spans });
-      } finally {
-        server.process.kill('SIGTERM');
-        await new Promise((resolve) => server.process.once('exit', resolve));
+  const rows: { round: number; tracing: string; scenario: Scenario; cpu_us: number; spans: number }[] = [];
+  for (const variant of variants) {
+    const traced = variant.tracing === 'off' ? {} : { OTEL_EXPORTER_OTLP_ENDPOINT: receiver.endpoint, ...variant.env };
+    const server = await startServer(
+      `the API, tracing ${variant.tracing}`,
+      'dist/src/main.js',
+      { ...env, ...traced },
+      PRELOAD,
+    );
+    try {
+      await warmUp(server.url, server.process.pid!, fixture);
+      receiver.take();
+      for (const scenario of measured) {
+        const m = await measure(server.url, server.process.pid!, scenario, fixture);
+        if (m.errors > 0) throw new Error(`tracing ${variant.tracing}: ${m.errors} errors in ${scenario}`);
+        rows.push({ round, tracing: variant.tracing, scenario, cpu_us: m.cpu_us, spans: receiver.take() });
+        process.stdout.write(
+          `round ${round} tracing ${variant.tracing.padEnd(18)} ${scenario.padEnd(6)} ${String(m.cpu_us).padStart(5)} µs CPU/request, ${m.rps} req/s\n`,
+        );
       }
+    } finally {
+      server.process.kill('SIGTERM');
+      await new Promise((resolve) => server.process.once('exit', resolve));
     }
-  } finally {
-    receiver.close();
   }
   return rows;
 }

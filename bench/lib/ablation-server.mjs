@@ -3,13 +3,17 @@
 // BENCH_WITHOUT (comma-separated) left out, so `npm run bench -- --ablation` can measure what each
 // costs. It assembles its own app from the stages src/app.ts builds the API from (appStages,
 // assembleApp), the same ones in the same order, less what it leaves out:
-// - access-log, metrics, security-headers, rate-limit: that stage, whole;
+// - access-log, metrics, security-headers, host-header, rate-limit, request-timeout: that stage,
+//   whole;
+// - capacity: in its stead, only the JSON body parser it runs (with no deadline), so the operations
+//   still get their bodies;
 // - validator: in its stead, a stage that only verifies the bearer token (the operations need the
 //   caller), so nothing else of the contract is checked;
 // - jwt: a verifier that checks no signature (the token's claims are only decoded);
 // - owner-scope: the operations on an owner scope of this file's, the plain pool without the role
 //   and the row-level-security settings.
 // src/ has no notion of any of this; nothing outside bench/ starts the API this way.
+import express from 'express';
 import { decodeJwt } from 'jose';
 import { appStages, assembleApp } from '../../dist/src/app.js';
 import { bearerSecurityHandler } from '../../dist/src/auth/bearer-security.js';
@@ -23,8 +27,8 @@ import { createHttpServer } from '../../dist/src/http/http-server.js';
 import { createLogger } from '../../dist/src/logger.js';
 
 /** Stages left out whole. */
-const DROPPED = ['access-log', 'metrics', 'security-headers', 'rate-limit'];
-const LAYERS = [...DROPPED, 'validator', 'jwt', 'owner-scope'];
+const DROPPED = ['access-log', 'metrics', 'security-headers', 'host-header', 'rate-limit', 'request-timeout'];
+const LAYERS = [...DROPPED, 'capacity', 'validator', 'jwt', 'owner-scope'];
 
 const without = new Set((process.env.BENCH_WITHOUT ?? '').split(',').filter(Boolean));
 const unknown = [...without].filter((layer) => !LAYERS.includes(layer));
@@ -77,6 +81,9 @@ const security = bearerSecurityHandler(verifier, logger);
 /** @type {import('express').RequestHandler} */
 const tokenOnly = (req, _res, next) => void security(req, []).then(() => next(), next);
 
+/** The capacity stage's JSON body parser, alone. */
+const bodyOnly = express.json({ limit: config.bodyLimitBytes, type: ['application/json', 'application/*+json'] });
+
 const stages = appStages({
   config,
   database,
@@ -87,7 +94,11 @@ const stages = appStages({
 })
   .filter((stage) => !(DROPPED.includes(stage.name) && without.has(stage.name)))
   .map((stage) =>
-    stage.name === 'validator' && without.has('validator') ? { name: stage.name, handlers: [tokenOnly] } : stage,
+    stage.name === 'validator' && without.has('validator')
+      ? { name: stage.name, handlers: [tokenOnly] }
+      : stage.name === 'capacity' && without.has('capacity')
+        ? { name: stage.name, handlers: [bodyOnly] }
+        : stage,
   );
 const server = createHttpServer(config.http);
 server.on('request', assembleApp(stages, config));
