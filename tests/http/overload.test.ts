@@ -20,7 +20,7 @@ beforeAll(async () => {
   token = await server.tokenFor();
   const { data } = await server.client(token).POST('/api/v1/tasks', { body: { title: 'held by a lock' } });
   taskId = data!.id;
-});
+}, 60_000); // a server of its own: its start took over 20 s on a loaded two-core machine
 afterAll(() => server.close());
 
 const get = () => fetch(`${server.url}/api/v1/tasks/${taskId}`, { headers: { Authorization: `Bearer ${token}` } });

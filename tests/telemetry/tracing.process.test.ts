@@ -205,7 +205,7 @@ describe('tracing (OpenTelemetry, OTLP/HTTP JSON to a loopback collector)', () =
     } finally {
       await server.stop();
     }
-  });
+  }, 60_000); // a server process on PGlite, started within the test: over 20 s on a loaded machine
 
   it("continues a client's trace with TRACING_INCOMING_CONTEXT=continue", async () => {
     const server = await tracedServer({ TRACING_INCOMING_CONTEXT: 'continue', WEBHOOK_WORKER: 'off' });
@@ -223,7 +223,7 @@ describe('tracing (OpenTelemetry, OTLP/HTTP JSON to a loopback collector)', () =
     } finally {
       await server.stop();
     }
-  });
+  }, 60_000);
 
   (onPostgres ? it : it.skip)(
     'continues the trace in a separate worker process (npm run worker), through the outbox',
