@@ -22,7 +22,7 @@
  */
 
 /** The feature folders: each owns its handlers, service, queries and errors. */
-const FEATURES = '(tasks|attachments|webhooks|users|idempotency)';
+const FEATURES = '(tasks|attachments|webhooks|users|idempotency|changes)';
 /** The modules that wire the app together; nothing else may import them. */
 const ROOTS = '^src/(main|worker|entrypoint|app|operations)[.]ts$';
 
@@ -133,11 +133,17 @@ module.exports = {
         '(paging cursors in http/paging.ts, problem types in errors/). Two documented exceptions: ' +
         "idempotency/idempotency.ts is a service every feature may use (tasks' POST honours Idempotency-Key), and " +
         "attachments/ may throw tasks/errors.ts's TaskNotFound, because an attachment lives under its task " +
-        '(/tasks/{taskId}/attachments) and a missing or foreign task must be the very same 404 there.',
+        '(/tasks/{taskId}/attachments) and a missing or foreign task must be the very same 404 there. ' +
+        'A third: changes/ shows each changed task through tasks/task.mapper.ts, so a task in the feed is the very same JSON as GET /tasks/{taskId}.',
       from: { path: `^src/${FEATURES}/` },
       to: {
         path: `^src/${FEATURES}/`,
-        pathNot: ['^src/$1/', '^src/idempotency/idempotency[.]ts$', '^src/tasks/errors[.]ts$'],
+        pathNot: [
+          '^src/$1/',
+          '^src/idempotency/idempotency[.]ts$',
+          '^src/tasks/errors[.]ts$',
+          '^src/tasks/task[.]mapper[.]ts$',
+        ],
       },
     },
     {

@@ -20,6 +20,7 @@ import { rateLimits, type RedisCommands } from './http/rate-limit.js';
 import { requestContext } from './http/request-context.js';
 import type { Logger } from './logger.js';
 import { buildOperations } from './operations.js';
+import { changeSignalsFor, type ChangeSignals } from './changes/signals.js';
 import { currentContext, failed, inContext, recording, startSpan, tracingOn, withSpan } from './telemetry/tracing.js';
 
 export interface AppDeps {
@@ -33,6 +34,7 @@ export interface AppDeps {
     | 'overload'
     | 'capacity'
     | 'webhooks'
+    | 'changes'
   > &
     Partial<Pick<Config, 'metricsToken' | 'metricsOff' | 'trustProxy'>>;
   /** Where attachments' bytes live (ATTACHMENT_STORAGE=s3); PostgreSQL itself when not given. */
@@ -55,6 +57,13 @@ export interface AppDeps {
   metrics?: Metrics;
   /** True once the process is shutting down: readiness then answers 503 so load balancers stop sending. */
   stopping?: () => boolean;
+  /** Aborted when the process begins to shut down: open change streams end (clients reconnect elsewhere). */
+  shutdown?: AbortSignal;
+  /**
+   * What wakes the change streams when a change commits (changeSignalsFor). Without it, embedded
+   * PGlite's own NOTIFY; on PostgreSQL none, and streams read the history at every heartbeat.
+   */
+  changeSignals?: ChangeSignals;
 }
 
 /** The stages of the app, in the order a request meets them (see appStages). */
@@ -98,7 +107,7 @@ const EXPOSED_HEADERS = [
   'Content-Range',
   'Accept-Ranges',
 ];
-/** Request headers the contract uses, for CORS preflights (Content-Disposition names a raw upload; Range and If-Range resume a download). */
+/** Request headers the contract uses, for CORS preflights (Content-Disposition names a raw upload; Range and If-Range resume a download; Last-Event-ID a change stream). */
 const ALLOWED_HEADERS = [
   'Authorization',
   'Content-Type',
@@ -109,6 +118,7 @@ const ALLOWED_HEADERS = [
   'Content-Disposition',
   'Range',
   'If-Range',
+  'Last-Event-ID',
 ];
 
 /**
@@ -210,6 +220,9 @@ export function appStages(deps: AppDeps): AppStage[] {
       attachments: config.attachments,
       webhooks: config.webhooks,
       blobStore: deps.blobStore,
+      changes: config.changes,
+      changeSignals: deps.changeSignals ?? changeSignalsFor(database, undefined, logger),
+      shutdown: deps.shutdown ?? new AbortController().signal,
     }),
   );
   const validator = contractValidator({

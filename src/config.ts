@@ -99,6 +99,24 @@ export interface CapacityLimits {
   transferRateWindowMs: number;
   /** The longest a download may last, however fast it moves (uploads: CLIENT_REQUEST_TIMEOUT_MS). */
   transferMaxMs: number;
+  /** Change streams open at once for one user. */
+  streamsPerUser: number;
+  /** Change streams open at once in this process, everyone's together. */
+  maxStreams: number;
+}
+
+/** The change history and its live streams (see changes/). */
+export interface ChangesConfig {
+  /** Days a deleted task's tombstone stays in the feed; a token older than what was pruned gets 410. */
+  retentionDays: number;
+  /** A heartbeat comment on a quiet stream this often. */
+  heartbeatMs: number;
+  /** A stream ends after this long (a little less, at random), so clients reconnect: deploys, expired tokens. */
+  maxLifetimeMs: number;
+  /** The reconnect delay a stream advises (`retry:`). */
+  retryMs: number;
+  /** Where to LISTEN for changes (PostgreSQL): DATABASE_URL unless given (a transaction pooler cannot hold a LISTEN). */
+  listenUrl?: string;
 }
 
 export interface Config {
@@ -128,6 +146,8 @@ export interface Config {
   overload: OverloadLimits;
   /** What one principal (user, or client IP without a token) may hold at once, and the deadlines of bodies and transfers (see capacity.ts). */
   capacity: CapacityLimits;
+  /** The change feed's retention and the live streams' timing. */
+  changes: ChangesConfig;
   /** What one client connection may hold (see createHttpServer). */
   http: {
     headersTimeoutMs: number;
@@ -472,6 +492,15 @@ export function loadConfig(env: Env = process.env): Config {
       transferMinBytesPerSecond: int('TRANSFER_MIN_BYTES_PER_SECOND', 1024, 0, 1024 ** 3),
       transferRateWindowMs: int('TRANSFER_RATE_WINDOW_MS', 20_000, 500, 600_000),
       transferMaxMs: int('TRANSFER_MAX_MS', 3_600_000, 1000, 86_400_000),
+      streamsPerUser: int('STREAMS_PER_USER', 10, 1, 10_000),
+      maxStreams: int('STREAMS_MAX', 1000, 1, 100_000),
+    },
+    changes: {
+      retentionDays: int('CHANGES_RETENTION_DAYS', 30, 1, 3650),
+      heartbeatMs: int('STREAM_HEARTBEAT_MS', 15_000, 100, 300_000),
+      maxLifetimeMs: int('STREAM_MAX_LIFETIME_MS', 900_000, 1000, 86_400_000),
+      retryMs: int('STREAM_RETRY_MS', 1000, 0, 600_000),
+      listenUrl: url('CHANGES_LISTEN_URL', ['postgres:', 'postgresql:']) ? read('CHANGES_LISTEN_URL') : undefined,
     },
     webConcurrency: int('WEB_CONCURRENCY', 1, 1, 64),
     metricsToken: read('METRICS_TOKEN'),

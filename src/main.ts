@@ -3,6 +3,8 @@ import { buildApp } from './app.js';
 import type { BlobStore } from './attachments/blob-store.js';
 import { blobStoreFor, staleUploadAfterMs } from './attachments/storage.js';
 import { sweepAttachments } from './attachments/sweep.js';
+import { changePruner } from './changes/prune.js';
+import { changeSignalsFor } from './changes/signals.js';
 import { ownerScope } from './db/owner-scope.js';
 import { builtinAuth } from './auth/builtin/issuer.js';
 import { withDevSecret } from './auth/dev-secret.js';
@@ -178,6 +180,10 @@ async function main(): Promise<void> {
   const blobStore = await blobStoreFor(config.attachments, asOwner);
   const sweep = sweepEvery(config, database, blobStore, logger);
   const metrics = createMetrics(database);
+  // Change streams: woken by LISTEN (or PGlite's NOTIFY), ended at the signal; the history pruned hourly.
+  const changeSignals = changeSignalsFor(database, config.changes.listenUrl ?? config.database.url, logger);
+  const closing = new AbortController();
+  const pruner = changePruner(database.db, config.changes.retentionDays, logger);
   const app = buildApp({
     config,
     database,
@@ -188,6 +194,8 @@ async function main(): Promise<void> {
     issuer: builtin?.issuer,
     contract: loadContract(),
     stopping: () => shutdown.stopping(),
+    shutdown: closing.signal,
+    changeSignals,
     blobStore,
     metrics,
   });
@@ -244,6 +252,8 @@ async function main(): Promise<void> {
   const stop = async (signal: string) => {
     if (shutdown.stopping()) return;
     const drained = shutdown.shutdown();
+    // Open change streams end now, cleanly: their clients reconnect to another process and lose nothing.
+    closing.abort();
     logger.info('shutting down', { signal, drain_ms: config.shutdownDrainMs, timeout_ms: config.shutdownTimeoutMs });
     await drained;
     await (
@@ -252,6 +262,8 @@ async function main(): Promise<void> {
       ?.stop(config.shutdownTimeoutMs)
       .catch((error: unknown) => logger.warn('webhook worker did not stop cleanly', { error: String(error) }));
     backlog?.stop();
+    pruner.stop();
+    await changeSignals.close();
     clearInterval(sweep);
     blobStore.close();
     await database.close();

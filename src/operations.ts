@@ -3,7 +3,11 @@ import { attachmentService } from './attachments/attachments.service.js';
 import type { BlobStore } from './attachments/blob-store.js';
 import { attachmentMetrics } from './attachments/metrics.js';
 import { postgresBlobStore } from './attachments/postgres-store.js';
-import type { AttachmentsConfig, WebhooksConfig } from './config.js';
+import { changeHandlers } from './changes/changes.handlers.js';
+import { changeFeed } from './changes/changes.service.js';
+import type { ChangeSignals } from './changes/signals.js';
+import { changeTokens } from './changes/token.js';
+import type { AttachmentsConfig, ChangesConfig, WebhooksConfig } from './config.js';
 import { authHandlers } from './auth/builtin/auth.handlers.js';
 import type { BuiltinIssuer } from './auth/builtin/issuer.js';
 import type { Database } from './db/database.js';
@@ -40,6 +44,12 @@ export function buildOperations(deps: {
   webhooks: Pick<WebhooksConfig, 'requireHttps' | 'allowedAddresses' | 'secretGraceSeconds'>;
   /** Where attachments' bytes live; PostgreSQL itself when not given. */
   blobStore?: BlobStore;
+  /** The change feed's retention and the streams' timing. */
+  changes: ChangesConfig;
+  /** What wakes the change streams (see changes/signals.ts). */
+  changeSignals: ChangeSignals;
+  /** Aborted when the process begins to shut down: change streams end. */
+  shutdown: AbortSignal;
 }): HandlerMap {
   const { database, asOwner, contract, metrics, metricsToken, metricsOff, issuer, stopping } = deps;
   const attachments = attachmentService({
@@ -52,6 +62,12 @@ export function buildOperations(deps: {
     ...taskHandlers(database.db, asOwner),
     ...attachmentHandlers(attachments),
     ...webhookHandlers(webhookService({ asOwner, config: deps.webhooks })),
+    ...changeHandlers({
+      feed: changeFeed({ asOwner, tokens: changeTokens(database.db), retentionDays: deps.changes.retentionDays }),
+      signals: deps.changeSignals,
+      config: deps.changes,
+      shutdown: deps.shutdown,
+    }),
     ...meHandlers({ countTasks: (owner) => asOwner(owner, (scoped) => taskService(scoped, owner).counts()) }),
     ...authHandlers(issuer),
     ...operationsEndpoints({

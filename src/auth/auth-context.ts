@@ -11,4 +11,6 @@ export interface AuthContext {
   readonly roles: readonly string[];
   readonly email: string | null;
   readonly name: string | null;
+  /** Until when (ms since the epoch) the token may be used: its `exp`, or less when the server caps a token's age. Long-lived responses (change streams) end by then. */
+  readonly usableUntilMs?: number;
 }

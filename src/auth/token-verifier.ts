@@ -169,6 +169,7 @@ export function createTokenVerifier(options: VerifierOptions): TokenVerifier {
         roles: rolesOf(payload),
         email: shortString(payload.email, 320),
         name: shortString(payload.name, 200),
+        usableUntilMs: usableUntil * 1000,
       };
       cache.set(token, context, usableUntil);
       return context;

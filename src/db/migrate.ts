@@ -10,6 +10,7 @@ import { webhooks } from './migrations/0006_webhooks.js';
 import { webhookDueRetentionClaims } from './migrations/0007_webhook_due_retention_claims.js';
 import { webhookCapacity } from './migrations/0008_webhook_capacity.js';
 import { webhookTraceContext } from './migrations/0009_webhook_trace_context.js';
+import { changeHistory } from './migrations/0010_change_history.js';
 
 /** Every migration, in order. Listed here rather than read from disk so bundlers and ESM agree. */
 const migrations: Record<string, Migration> = {
@@ -22,6 +23,7 @@ const migrations: Record<string, Migration> = {
   '0007_webhook_due_retention_claims': webhookDueRetentionClaims,
   '0008_webhook_capacity': webhookCapacity,
   '0009_webhook_trace_context': webhookTraceContext,
+  '0010_change_history': changeHistory,
 };
 
 /**

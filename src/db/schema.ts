@@ -175,6 +175,29 @@ export interface WebhookOwnerRatesTable {
   spent_until: Date;
 }
 
+/** Per owner, the position of the latest change and how far the history was pruned (migration 0010). */
+export interface ChangeHeadsTable {
+  owner_id: string;
+  /** int8: a string on pg, a number on PGlite. */
+  seq: string | number;
+  pruned_through: ColumnType<string | number, string | number | undefined, string | number>;
+}
+
+/** Per task ever written, its latest change; `deleted_at` set for a tombstone (migration 0010). */
+export interface TaskChangesTable {
+  owner_id: string;
+  task_id: string;
+  seq: string | number;
+  version: number;
+  deleted_at: Date | null;
+}
+
+/** The key feed tokens are signed with (migration 0010): one row. */
+export interface ChangeTokenKeysTable {
+  id: number;
+  key: Buffer | Uint8Array;
+}
+
 export interface DB {
   tasks: TasksTable;
   idempotency_keys: IdempotencyKeysTable;
@@ -189,4 +212,7 @@ export interface DB {
   webhook_endpoints: WebhookEndpointsTable;
   webhook_deliveries: WebhookDeliveriesTable;
   webhook_owner_rates: WebhookOwnerRatesTable;
+  change_heads: ChangeHeadsTable;
+  task_changes: TaskChangesTable;
+  change_token_keys: ChangeTokenKeysTable;
 }

@@ -16,14 +16,15 @@ import type { RedisCommands } from './rate-limit.js';
  * the database) takes a place of the load-shedding gate; an upload or a download is a transfer,
  * which lasts as long as the client takes and is bounded by its own caps and a minimum rate.
  */
-export type RequestKind = 'request' | 'upload' | 'download';
+export type RequestKind = 'request' | 'upload' | 'download' | 'stream';
 
 const isJsonMedia = (media: string) => /^application\/([\w.+-]+\+)?json$/.test(media);
 
 /**
  * The kind of each operation, read from the contract: one whose request body is not JSON is an
- * upload, one whose success response is not JSON a download. Only the API's own paths (`/api/`)
- * are transfers: the docs page and the contract are sent from memory.
+ * upload, one whose success response is an event stream a stream, any other whose success
+ * response is not JSON a download. Only the API's own paths (`/api/`) are transfers or streams:
+ * the docs page and the contract are sent from memory.
  */
 export function requestKinds(spec: OpenApiDocument): (method: string, path: string) => RequestKind {
   const transfers: { method: string; path: RegExp; kind: RequestKind }[] = [];
@@ -46,9 +47,11 @@ export function requestKinds(spec: OpenApiDocument): (method: string, path: stri
         .flatMap(([, response]) => Object.keys(response.content ?? {}));
       const kind: RequestKind | undefined = bodyMedia.some((m) => !isJsonMedia(m))
         ? 'upload'
-        : successMedia.some((m) => !isJsonMedia(m))
-          ? 'download'
-          : undefined;
+        : successMedia.includes('text/event-stream')
+          ? 'stream'
+          : successMedia.some((m) => !isJsonMedia(m))
+            ? 'download'
+            : undefined;
       if (kind !== undefined) transfers.push({ method: method.toUpperCase(), path, kind });
     }
   }
@@ -184,7 +187,7 @@ export function redisConcurrency(redis: RedisCommands, logger: Logger, prefix = 
   };
 }
 
-type Cap = 'user' | 'ip' | 'user_uploads' | 'user_downloads';
+type Cap = 'user' | 'ip' | 'user_uploads' | 'user_downloads' | 'user_streams';
 
 /** 429: this principal already has as many requests (or transfers) in progress as it may. */
 export class ConcurrencyLimited extends HttpProblem {
@@ -197,6 +200,7 @@ export class ConcurrencyLimited extends HttpProblem {
       ip: `requests in progress from this address without a valid token`,
       user_uploads: `uploads in progress for this user`,
       user_downloads: `downloads in progress for this user`,
+      user_streams: `change streams open for this user`,
     }[cap];
     super(
       429,
@@ -352,7 +356,8 @@ export interface CapacityGuard {
  *   for a place (`admit`);
  * - an upload or download takes a place of its own pool (`maxTransfers`, 503 when full) and of its
  *   user's transfer caps, never of the gate, and is ended when it moves slower than the minimum
- *   rate. Transfers without a valid token are ordinary requests: the validator refuses them (401)
+ *   rate; a change stream likewise takes a place of the process's streams (`maxStreams`) and of
+ *   its user's (`streamsPerUser`). Transfers without a valid token are ordinary requests: the validator refuses them (401)
  *   before any byte of them is read.
  */
 export function capacityGuard(
@@ -389,6 +394,20 @@ export function capacityGuard(
     help: 'Uploads and downloads answered 503 because TRANSFERS_MAX were in progress.',
     registers: [deps.registry],
   });
+  const streamsShed = new Counter({
+    name: 'http_streams_shed_total',
+    help: 'Change streams answered 503 because STREAMS_MAX were open.',
+    registers: [deps.registry],
+  });
+  let streams = 0;
+  new Gauge({
+    name: 'http_streams_open',
+    help: 'Change streams open in this process.',
+    registers: [deps.registry],
+    collect() {
+      this.set(streams);
+    },
+  });
   const active = { upload: 0, download: 0 };
   new Gauge({
     name: 'http_transfers_in_progress',
@@ -421,6 +440,18 @@ export function capacityGuard(
     req.capacityKind = kind;
     if (kind === 'request') {
       await take(req, res, who.key, who.user ? limits.perUser : limits.perIp, who.user ? 'user' : 'ip');
+      return next();
+    }
+    if (kind === 'stream') {
+      // Long-lived and nearly idle: a place of the user's streams and of the process's, nothing
+      // of the gate or the transfers; the stream keeps its own heartbeat and lifetime (changes/stream.ts).
+      await take(req, res, `stream:${who.key}`, limits.streamsPerUser, 'user_streams');
+      if (streams >= limits.maxStreams) {
+        streamsShed.inc();
+        throw new Overloaded('streams_full', 1);
+      }
+      streams += 1;
+      onClose(res, () => (streams -= 1));
       return next();
     }
     await take(

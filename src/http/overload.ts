@@ -8,11 +8,12 @@ import { annotate, currentContext, inContext } from '../telemetry/tracing.js';
 /** 503 problem+json with Retry-After for a request the server had no room for. */
 export class Overloaded extends HttpProblem {
   constructor(
-    readonly reason: 'queue_full' | 'queue_timeout' | 'event_loop_delay' | 'transfers_full',
+    readonly reason: 'queue_full' | 'queue_timeout' | 'event_loop_delay' | 'transfers_full' | 'streams_full',
     retryAfterSeconds: number,
   ) {
     const detail = {
       transfers_full: 'The server has as many uploads and downloads in progress as it takes',
+      streams_full: 'The server has as many change streams open as it takes',
       queue_full: 'The server is at capacity and its queue is full',
       queue_timeout: 'The server is at capacity and the request waited too long for its turn',
       event_loop_delay: 'The server is too busy to take new requests',

@@ -7,8 +7,9 @@ import { sql } from 'kysely';
 import { SignJWT, type JWTPayload } from 'jose';
 import { createTasksClient, type TasksClient } from '../../packages/client/src/index.js';
 import { buildApp } from '../../src/app.js';
+import { changeSignalsFor, type ChangeSignals } from '../../src/changes/signals.js';
 import type { BlobStore } from '../../src/attachments/blob-store.js';
-import { defaultConfig, type AttachmentsConfig, type WebhooksConfig } from '../../src/config.js';
+import { defaultConfig, type AttachmentsConfig, type ChangesConfig, type WebhooksConfig } from '../../src/config.js';
 import { startWebhookWorker, type WebhookWorker } from '../../src/webhooks/jobs/worker.js';
 import { createMetrics } from '../../src/http/metrics.js';
 import type { LookupFunction } from 'node:net';
@@ -153,6 +154,10 @@ export async function startServer(
      * Webhook settings other than the test defaults; `runWorker: true` runs the delivery worker in
      * this process (as WEBHOOK_WORKER=in-process does), `lookup` resolves its outbound names.
      */
+    /** Change-stream timing and retention other than the defaults (its tests shorten heartbeats and lifetimes). */
+    changes?: Partial<ChangesConfig>;
+    /** What wakes the change streams, when not the server's own database (the fault tests listen through a proxy); closed with the server. */
+    changeSignals?: ChangeSignals;
     webhooks?: Partial<Omit<WebhooksConfig, 'worker'>> & {
       runWorker?: boolean;
       lookup?: LookupFunction;
@@ -187,6 +192,10 @@ export async function startServer(
   const webhooks: WebhooksConfig = { ...defaults.webhooks, ...options.webhooks };
   const metrics = createMetrics(database);
   const contract = loadContract();
+  // The streams' wake-ups as main.ts makes them: LISTEN on the server's own database, or PGlite's NOTIFY.
+  const changeSignals =
+    options.changeSignals ?? changeSignalsFor(database, options.databaseUrl ?? process.env.TEST_DATABASE_URL, logger);
+  const shutdown = new AbortController();
   const app = buildApp({
     metrics,
     config: {
@@ -209,10 +218,15 @@ export async function startServer(
         uploadsPerUser: 10_000,
         downloadsPerUser: 10_000,
         maxTransfers: 10_000,
+        streamsPerUser: 10_000,
+        maxStreams: 10_000,
         ...options.capacity,
       },
+      changes: { ...defaults.changes, ...options.changes },
       webhooks,
     },
+    changeSignals,
+    shutdown: shutdown.signal,
     blobStore: options.blobStore,
     redis: options.redis,
     rateLimitPrefix: options.rateLimitPrefix,
@@ -269,6 +283,8 @@ export async function startServer(
         .sign(new TextEncoder().encode(secret));
     },
     async close() {
+      shutdown.abort();
+      await changeSignals.close();
       server.closeAllConnections();
       await new Promise((resolve) => server.close(resolve));
       await worker?.stop(2000);

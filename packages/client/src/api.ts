@@ -468,6 +468,91 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/changes": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Changes to your tasks since a token
+         * @description What changed in your tasks after `since`, oldest first: each changed task as it is now
+         *     (`upsert`) and each deleted one as a tombstone (`delete`). Keep `next_token` and ask again
+         *     with it; while `has_more` is true, ask again at once.
+         *
+         *     **No change is ever skipped**, even when writes commit out of order: the feed hands out a
+         *     position only once every change before it is visible. A task changed several times since
+         *     your token comes once, as it is now; a change may come again after a token you already hold
+         *     only if you go back to an older token (applying it again is harmless: compare `version`).
+         *
+         *     **Starting out** (and resyncing after a 410): first take a token with a `GET /changes`
+         *     without `since` (it returns no changes), then list all your tasks (`GET /tasks`, every
+         *     page), then follow the feed from that token. A change made during the list shows up in the
+         *     feed too: apply it again by `id`, and you hold exactly the server's tasks.
+         *
+         *     Tokens are signed and belong to you alone; a token of another user, or one that was
+         *     altered, is a 422. Changes are kept for `CHANGES_RETENTION_DAYS` (30 days unless the server
+         *     says otherwise); a token older than that gets 410 and you resync.
+         *
+         *     ```sh
+         *     SINCE=$(curl -s "$API/api/v1/changes" -H "Authorization: Bearer $TOKEN" | jq -r .next_token)
+         *     curl -s "$API/api/v1/changes?since=$SINCE" -H "Authorization: Bearer $TOKEN"
+         *     ```
+         */
+        get: operations["listChanges"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/changes/stream": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Changes to your tasks, pushed as they happen
+         * @description A `text/event-stream` (Server-Sent Events) of your task changes: first those after `since`
+         *     (or `Last-Event-ID`), then each new one within a second of its commit, whichever server
+         *     process it went through. Each event is `event: change`, its `data` one change as `GET
+         *     /changes` gives it (`ChangeStreamEvent`), its `id` the token right after it: reconnect with
+         *     `Last-Event-ID` (browsers' `EventSource` does) or `since` set to the last `id` you applied,
+         *     and the stream goes on with nothing lost and nothing repeated. `Last-Event-ID` wins over
+         *     `since` when both are sent.
+         *
+         *     - A comment line (`: heartbeat`) comes every 15 seconds (`STREAM_HEARTBEAT_MS`), so proxies
+         *       do not close a quiet stream; `retry:` advises how long to wait before reconnecting.
+         *     - A stream ends after at most 15 minutes (`STREAM_MAX_LIFETIME_MS`, a little less at random),
+         *       or when your token expires, whichever comes first, and when the server shuts down:
+         *       reconnect, with a fresh token when yours expired.
+         *     - At most 10 streams per user at once (`STREAMS_PER_USER`, across every process of the
+         *       deployment), and a cap per server process (`STREAMS_MAX`): past them, 429 or 503 with
+         *       `Retry-After`. Streams hold none of the slots ordinary requests use.
+         *     - A token that is too old gets 410 before the stream starts: resync as `GET /changes` says.
+         *
+         *     Browsers' `EventSource` cannot send an `Authorization` header, and a bearer token in a URL
+         *     ends up in logs and histories, so the API takes none there: read the stream with `fetch`
+         *     (the `@tasks-api/client` package's `subscribe()` does, with reconnection and backoff).
+         *
+         *     ```sh
+         *     curl -N "$API/api/v1/changes/stream" -H "Authorization: Bearer $TOKEN"
+         *     ```
+         */
+        get: operations["streamChanges"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/me": {
         parameters: {
             query?: never;
@@ -1835,6 +1920,129 @@ export interface components {
             }[];
         };
         /**
+         * @description A position in the caller's change feed: opaque, signed, and valid only for the user it was
+         *     issued to. Store it as it is and send it back as `since` (or `Last-Event-ID`).
+         * @example AQAAAAAAAAAqQ3k0Hn2b1vD5zXq8rTgWfA
+         */
+        ChangeToken: string;
+        /** @description A task created or changed; `task` is the task as it is now. */
+        ChangeUpsert: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            op: "upsert";
+            token: components["schemas"]["ChangeToken"];
+            task: components["schemas"]["Task"];
+        };
+        /**
+         * @description A task that was deleted, as the feed remembers it for the retention period.
+         * @example {
+         *       "id": "0b6f3c4e-6a43-4f6e-9a57-2d1f0c3e8b11",
+         *       "version": 3,
+         *       "deleted_at": "2026-11-21T08:30:00.000Z"
+         *     }
+         */
+        TaskTombstone: {
+            /** Format: uuid */
+            id: string;
+            /**
+             * Format: int32
+             * @description The version the task had when it was deleted.
+             */
+            version: number;
+            deleted_at: components["schemas"]["Timestamp"];
+        };
+        /** @description A task deleted; `task` is its tombstone. */
+        ChangeDelete: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            op: "delete";
+            token: components["schemas"]["ChangeToken"];
+            task: components["schemas"]["TaskTombstone"];
+        };
+        /**
+         * @description One change of one of the caller's tasks: `upsert` carries the task as it is now (created or
+         *     changed: apply it over any copy you hold, by `id`), `delete` a tombstone (remove the task).
+         *     `token` is the feed's position right after this change. The feed keeps each task's latest
+         *     change only: a task changed three times since your token comes once, as it is now.
+         * @example {
+         *       "op": "delete",
+         *       "token": "AQAAAAAAAAAqQ3k0Hn2b1vD5zXq8rTgWfA",
+         *       "task": {
+         *         "id": "0b6f3c4e-6a43-4f6e-9a57-2d1f0c3e8b11",
+         *         "version": 3,
+         *         "deleted_at": "2026-11-21T08:30:00.000Z"
+         *       }
+         *     }
+         */
+        Change: components["schemas"]["ChangeUpsert"] | components["schemas"]["ChangeDelete"];
+        /**
+         * @description The caller's changes after `since`, oldest first.
+         * @example {
+         *       "changes": [
+         *         {
+         *           "op": "upsert",
+         *           "token": "AQAAAAAAAAApx2J1m9aR0q3kVtYwZsP8dA",
+         *           "task": {
+         *             "id": "5d1e0a52-3f4b-4b1e-8c8e-0b2f1e0f6c7a",
+         *             "title": "Renew passport",
+         *             "description": null,
+         *             "completed": false,
+         *             "priority": "high",
+         *             "due_at": null,
+         *             "tags": [],
+         *             "created_at": "2026-11-21T08:29:00.000Z",
+         *             "updated_at": "2026-11-21T08:29:00.000Z",
+         *             "completed_at": null,
+         *             "version": 1
+         *           }
+         *         },
+         *         {
+         *           "op": "delete",
+         *           "token": "AQAAAAAAAAAqQ3k0Hn2b1vD5zXq8rTgWfA",
+         *           "task": {
+         *             "id": "0b6f3c4e-6a43-4f6e-9a57-2d1f0c3e8b11",
+         *             "version": 3,
+         *             "deleted_at": "2026-11-21T08:30:00.000Z"
+         *           }
+         *         }
+         *       ],
+         *       "next_token": "AQAAAAAAAAAqQ3k0Hn2b1vD5zXq8rTgWfA",
+         *       "has_more": false
+         *     }
+         */
+        ChangePage: {
+            changes: components["schemas"]["Change"][];
+            next_token: components["schemas"]["ChangeToken"];
+            /** @description More changes are waiting after `next_token`: ask again at once. */
+            has_more: boolean;
+        };
+        /** @description The token is older than the change history the server keeps (or from before a restore of the database). Resync: list all your tasks afresh, then follow the feed from a new token (a `GET /changes` without `since`, taken before the list). Status 410. */
+        ChangesTokenExpiredProblem: components["schemas"]["Problem"] & {
+            /** @enum {string} */
+            type: "urn:tasks-api:problem:changes-token-expired";
+            /**
+             * Format: int32
+             * @constant
+             */
+            status: 410;
+        };
+        /**
+         * @description One event of `GET /changes/stream`, as the `text/event-stream` format frames it: the fields a
+         *     Server-Sent Events parser hands you (`MessageEvent.lastEventId`, `.type`, `.data`). Comments
+         *     (lines starting with `:`) are heartbeats; a `retry` field alone advises the reconnect delay.
+         */
+        ChangeStreamEvent: {
+            id: components["schemas"]["ChangeToken"];
+            /** @constant */
+            event: "change";
+            /** @description The change, as the feed gives it, in JSON on one line. */
+            data: string;
+        };
+        /**
          * @description The caller as the API sees them, from the verified token.
          * @example {
          *       "sub": "alice",
@@ -2274,8 +2482,8 @@ export interface components {
          *     `urn:tasks-api:problem:rate-limited`, over the rate limit (`RATE_LIMIT_PER_MINUTE` per user, or
          *     per client IP without a valid token); `urn:tasks-api:problem:concurrency-limited`, too many
          *     requests in progress at once: 16 per user (`CONCURRENCY_PER_USER`), 16 per client IP without
-         *     a valid token (`CONCURRENCY_PER_IP`), 2 uploads (`UPLOADS_PER_USER`) and 4 downloads
-         *     (`DOWNLOADS_PER_USER`) per user. The concurrency limits are per user, across every process of
+         *     a valid token (`CONCURRENCY_PER_IP`), 2 uploads (`UPLOADS_PER_USER`), 4 downloads
+         *     (`DOWNLOADS_PER_USER`) and 10 change streams (`STREAMS_PER_USER`) per user. The concurrency limits are per user, across every process of
          *     the deployment: wait for a request of yours to finish before sending another.
          */
         TooManyRequests: {
@@ -2350,8 +2558,8 @@ export interface components {
         /**
          * @description The database is unavailable (`urn:tasks-api:problem:service-unavailable`), or the server is at
          *     capacity and shed the request without doing any of it (`urn:tasks-api:problem:overloaded`: its
-         *     queue is full or too slow, or, for an upload or download, it has as many in progress as it
-         *     takes). This is the whole server, never one client: a client over its own share gets 429.
+         *     queue is full or too slow, or, for an upload, a download or a change stream, it has as many
+         *     in progress as it takes). This is the whole server, never one client: a client over its own share gets 429.
          *     Either way nothing was changed; retry after `Retry-After` seconds.
          */
         ServiceUnavailable: {
@@ -2745,6 +2953,32 @@ export interface components {
                 "application/problem+json": components["schemas"]["DeliveryNotFoundProblem"];
             };
         };
+        /**
+         * @description The token is past the change history's retention (`CHANGES_RETENTION_DAYS`, 30 days unless the
+         *     server says otherwise): changes after it may have been forgotten, so the feed cannot say what
+         *     you missed. Resync from a full list (see the operation's description).
+         */
+        ChangesTokenExpired: {
+            headers: {
+                "X-Request-Id": components["headers"]["XRequestId"];
+                RateLimit: components["headers"]["RateLimit"];
+                "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                [name: string]: unknown;
+            };
+            content: {
+                /**
+                 * @example {
+                 *       "type": "urn:tasks-api:problem:changes-token-expired",
+                 *       "title": "Changes token expired",
+                 *       "status": 410,
+                 *       "detail": "This token is older than the 30 days of change history kept; list your tasks again and follow the feed from a new token.",
+                 *       "instance": "/api/v1/changes",
+                 *       "request_id": "2b1f8c1e-6f0b-4c1a-9e0e-6a1e7f9f3b52"
+                 *     }
+                 */
+                "application/problem+json": components["schemas"]["ChangesTokenExpiredProblem"];
+            };
+        };
         /** @description The built-in issuer is not enabled on this server (`AUTH_BUILTIN`); it accepts tokens from its configured identity provider instead. */
         BuiltinAuthDisabled: {
             headers: {
@@ -3008,6 +3242,11 @@ export interface components {
          * @example 9a1b2c3d-4e5f-4a6b-8c7d-0e1f2a3b4c5d
          */
         DeliveryId: string;
+        /**
+         * @description Where to start: the `next_token` of the previous page, or the `token` (the event `id`) of the
+         *     last change you applied. Without it, the answer has no changes and a `next_token` for now.
+         */
+        ChangesSince: components["schemas"]["ChangeToken"];
         /**
          * @description The event's id, the same as the payload's `id`. It stays the same on every retry and redelivery
          *     of the event, so a receiver de-duplicates on it.
@@ -4281,6 +4520,111 @@ export interface operations {
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
             408: components["responses"]["RequestTimeout"];
+            422: components["responses"]["ValidationFailed"];
+            429: components["responses"]["TooManyRequests"];
+            431: components["responses"]["HeadersTooLarge"];
+            500: components["responses"]["InternalError"];
+            503: components["responses"]["ServiceUnavailable"];
+        };
+    };
+    listChanges: {
+        parameters: {
+            query?: {
+                /**
+                 * @description Where to start: the `next_token` of the previous page, or the `token` (the event `id`) of the
+                 *     last change you applied. Without it, the answer has no changes and a `next_token` for now.
+                 */
+                since?: components["parameters"]["ChangesSince"];
+                /**
+                 * @description The most changes in one answer.
+                 * @example 100
+                 */
+                limit?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The changes after `since` (none without it), and where to go on from. */
+            200: {
+                headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Access-Control-Allow-Origin": components["headers"]["AccessControlAllowOrigin"];
+                    RateLimit: components["headers"]["RateLimit"];
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    "Cache-Control": components["headers"]["CacheControlNoStore"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ChangePage"];
+                };
+            };
+            400: components["responses"]["MalformedRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            408: components["responses"]["RequestTimeout"];
+            410: components["responses"]["ChangesTokenExpired"];
+            422: components["responses"]["ValidationFailed"];
+            429: components["responses"]["TooManyRequests"];
+            431: components["responses"]["HeadersTooLarge"];
+            500: components["responses"]["InternalError"];
+            503: components["responses"]["ServiceUnavailable"];
+        };
+    };
+    streamChanges: {
+        parameters: {
+            query?: {
+                /**
+                 * @description Where to start: the `next_token` of the previous page, or the `token` (the event `id`) of the
+                 *     last change you applied. Without it, the answer has no changes and a `next_token` for now.
+                 */
+                since?: components["parameters"]["ChangesSince"];
+            };
+            header?: {
+                /** @description The `id` of the last event you applied (sent by `EventSource` when it reconnects). */
+                "Last-Event-ID"?: components["schemas"]["ChangeToken"];
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /**
+             * @description The stream: `retry:` first, then one `change` event per change and a heartbeat comment
+             *     when nothing happens. Every event's `data` is a `Change`; the `ChangeStreamEvent` schema
+             *     describes one event.
+             */
+            200: {
+                headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Access-Control-Allow-Origin": components["headers"]["AccessControlAllowOrigin"];
+                    RateLimit: components["headers"]["RateLimit"];
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    "Cache-Control": components["headers"]["CacheControlNoStore"];
+                    /** @description `no`: a proxy that buffers responses (nginx) passes each event on at once. */
+                    "X-Accel-Buffering": "no";
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example retry: 1000
+                     *
+                     *     id: AQAAAAAAAAAqQ3k0Hn2b1vD5zXq8rTgWfA
+                     *     event: change
+                     *     data: {"op":"delete","token":"AQAAAAAAAAAqQ3k0Hn2b1vD5zXq8rTgWfA","task":{"id":"0b6f3c4e-6a43-4f6e-9a57-2d1f0c3e8b11","version":3,"deleted_at":"2026-11-21T08:30:00.000Z"}}
+                     *
+                     *     : heartbeat
+                     */
+                    "text/event-stream": string;
+                };
+            };
+            400: components["responses"]["MalformedRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            408: components["responses"]["RequestTimeout"];
+            410: components["responses"]["ChangesTokenExpired"];
             422: components["responses"]["ValidationFailed"];
             429: components["responses"]["TooManyRequests"];
             431: components["responses"]["HeadersTooLarge"];
