@@ -1,6 +1,6 @@
 /**
  * @tasks-api/client: the typed client of tasks-api, generated from its OpenAPI contract.
- * Runs in browsers and Node ≥ 20.19: fetch, Headers, URL and crypto.randomUUID only.
+ * Runs in browsers and Node ≥ 20.19: fetch, Headers, URL, ReadableStream, TextDecoder and crypto.randomUUID only.
  */
 import type { components } from './api.js';
 
@@ -19,6 +19,22 @@ export {
 export { paginate, type PagedPath, type PageItem, type PaginateInit } from './paginate.js';
 export { ProblemError, unwrap, type AnyProblem, type Problem } from './problem.js';
 export { etagOf, ifMatch } from './etag.js';
+export {
+  isChangesTokenExpired,
+  pullChanges,
+  resync,
+  subscribe,
+  type Change,
+  type ChangePage,
+  type ChangesTokenExpiredProblem,
+  type ChangeTokenStore,
+  type PullChangesOptions,
+  type Snapshot,
+  type SubscribeOptions,
+  type Subscription,
+  type SubscriptionStatus,
+  type TaskTombstone,
+} from './sync.js';
 
 /** A task as the API returns it. */
 export type Task = components['schemas']['Task'];
