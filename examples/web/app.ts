@@ -1,14 +1,18 @@
 // The tasks-api web example: a page on an origin of its own that logs in to the API's built-in
-// issuer and manages the user's tasks through @tasks-api/client. No framework: the DOM, and
-// textContent only (nothing the API returns is ever parsed as HTML).
+// issuer and manages the user's tasks through @tasks-api/client, live: changes made anywhere else
+// show up as they happen. No framework: the DOM, and textContent only (nothing the API returns is
+// ever parsed as HTML).
 import {
   createSession,
   createTasksClient,
   ifMatch,
   ProblemError,
+  subscribe,
   unwrap,
+  type Change,
   type Problem,
   type SessionStorage,
+  type SubscriptionStatus,
   type Task,
 } from '@tasks-api/client';
 
@@ -57,6 +61,7 @@ const ui = {
   status: element<HTMLParagraphElement>('status'),
   account: element<HTMLDivElement>('account'),
   whoami: element<HTMLSpanElement>('whoami'),
+  live: element<HTMLSpanElement>('live'),
   logout: element<HTMLButtonElement>('logout'),
   auth: element<HTMLElement>('auth'),
   authForm: element<HTMLFormElement>('auth-form'),
@@ -162,16 +167,22 @@ async function showLoggedIn(): Promise<void> {
   ui.tasks.hidden = false;
   ui.account.hidden = false;
   ui.whoami.textContent = '';
+  let sub: string | undefined;
   try {
     const me = await unwrap(api.GET('/api/v1/me'));
     ui.whoami.textContent = `Logged in as ${me.email ?? me.sub}`;
+    sub = me.sub;
   } catch (error) {
     if (await loggedOutBy(error)) return;
   }
   await loadPage(undefined);
+  // Live once the list is read, so that the stream only ever brings what is newer than it.
+  if (sub !== undefined && !ui.tasks.hidden) goLive(sub);
+  else showLive('closed');
 }
 
 function showLoggedOut(message = ''): void {
+  stopLive();
   ui.tasks.hidden = true;
   ui.account.hidden = true;
   ui.auth.hidden = false;
@@ -211,6 +222,7 @@ ui.authForm.addEventListener('submit', (event) => {
 
 ui.logout.addEventListener('click', () => {
   void busy([ui.logout], async () => {
+    stopLive();
     try {
       // Forgets the tokens at once (localStorage too), then revokes the login at the API.
       await session.logout();
@@ -233,10 +245,14 @@ let pageNumber = 1;
 /** The cursor the page shown was read with (none for the first), and the next page's. */
 let pageCursor: string | undefined;
 let nextCursor: string | null = null;
+/** For each read of the list under way, the changes the stream brought meanwhile: the read may predate them. */
+const reading = new Set<Change[]>();
 
 async function loadPage(cursor: string | undefined): Promise<void> {
   ui.listError.textContent = '';
   ui.list.setAttribute('aria-busy', 'true');
+  const missed: Change[] = [];
+  reading.add(missed);
   try {
     const page = await unwrap(
       api.GET('/api/v1/tasks', {
@@ -248,6 +264,7 @@ async function loadPage(cursor: string | undefined): Promise<void> {
     tasks.clear();
     for (const task of page.items) tasks.set(task.id, task);
     nextCursor = page.next_cursor;
+    for (const change of missed) apply(change);
     render();
     say(
       `${query ? `Tasks matching “${query}”` : 'Your tasks'}, page ${pageNumber}: ${page.items.length} shown${nextCursor ? ', more on the next page' : ''}.`,
@@ -259,12 +276,18 @@ async function loadPage(cursor: string | undefined): Promise<void> {
       ui.listError.textContent =
         error instanceof ProblemError ? (error.problem as Problem).detail : networkMessage(error);
   } finally {
+    reading.delete(missed);
     ui.list.setAttribute('aria-busy', 'false');
   }
 }
 
+/** The list's order, the API's default: newest first (created_at, then id). */
+function newestFirst(a: Task, b: Task): number {
+  return Date.parse(b.created_at) - Date.parse(a.created_at) || (a.id < b.id ? 1 : a.id > b.id ? -1 : 0);
+}
+
 function render(): void {
-  ui.list.replaceChildren(...[...tasks.values()].map(taskItem));
+  ui.list.replaceChildren(...[...tasks.values()].sort(newestFirst).map(taskItem));
   ui.empty.hidden = tasks.size > 0;
   ui.nextPage.hidden = nextCursor === null;
   ui.firstPage.hidden = pageNumber === 1;
@@ -396,6 +419,100 @@ async function changeFailed(error: unknown): Promise<void> {
     return;
   }
   ui.listError.textContent = error instanceof ProblemError ? (error.problem as Problem).detail : networkMessage(error);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Live: the change stream (GET /api/v1/changes/stream) applied to the page shown.
+
+/** Aborted to unsubscribe: on logging out, here or in another tab. */
+let live: AbortController | undefined;
+/** Whether the subscription was open once: then "connecting" is reconnecting. */
+let wasOpen = false;
+
+function goLive(sub: string): void {
+  stopLive();
+  const stop = (live = new AbortController());
+  // The position in the feed, kept across reloads so that a reload resumes rather than lists every
+  // task again. One per API and user: another user logging in here never resumes from it.
+  const key = `tasks-api.changes ${API_URL} ${sub}`;
+  ui.live.title = '';
+  wasOpen = false;
+  subscribe(api, {
+    signal: stop.signal,
+    store: { get: () => localStorage.getItem(key), set: (token) => localStorage.setItem(key, token) },
+    onChange: (change) => {
+      for (const missed of reading) missed.push(change);
+      apply(change);
+      render();
+    },
+    // No position stored (or one too old, 410): `tasks` is every task there is. What this page
+    // shows and is gone goes; the rest is applied as changes.
+    onResync: ({ tasks: all }) => {
+      const ids = new Set(all.map((task) => task.id));
+      for (const id of tasks.keys()) if (!ids.has(id)) tasks.delete(id);
+      for (const task of all) upsert(task);
+      render();
+    },
+    onStatus: (status) => {
+      if (!stop.signal.aborted) showLive(status);
+    },
+    onError: (error, retryInMs) => {
+      // Failures it retries show as "Reconnecting…"; one that stopped it is said on the indicator.
+      if (retryInMs !== undefined || stop.signal.aborted) return;
+      ui.live.title = error instanceof ProblemError ? (error.problem as Problem).detail : networkMessage(error);
+      void loggedOutBy(error);
+    },
+  });
+}
+
+function stopLive(): void {
+  live?.abort();
+  live = undefined;
+  ui.live.textContent = '';
+  delete ui.live.dataset.state;
+}
+
+function showLive(status: SubscriptionStatus): void {
+  if (status === 'open') wasOpen = true;
+  ui.live.dataset.state = status;
+  ui.live.textContent = {
+    connecting: wasOpen ? 'Reconnecting…' : 'Connecting…',
+    open: 'Live',
+    waiting: 'Reconnecting…',
+    resyncing: 'Catching up…',
+    closed: 'Not live',
+  }[status];
+}
+
+/**
+ * One change, applied to the page shown: a deleted task leaves it; a changed one is updated where
+ * it is, or leaves if it no longer matches the search; a task not shown joins the first page when
+ * it matches and sorts among what is shown there (a new task does: it is the newest). The page
+ * can then hold more or fewer than `limit` tasks until it is read again; other pages only update
+ * and remove what they show.
+ */
+function apply(change: Change): void {
+  if (change.op === 'delete') tasks.delete(change.task.id);
+  else upsert(change.task);
+}
+
+function upsert(task: Task): void {
+  const shown = tasks.get(task.id);
+  if (shown && shown.version >= task.version) return; // shown as it is already (this page's own change)
+  if (!matches(task)) tasks.delete(task.id);
+  else if (shown || belongsOnThisPage(task)) tasks.set(task.id, task);
+}
+
+/** The search as the API applies `q`: the title or the description contains it, ignoring case. */
+function matches(task: Task): boolean {
+  const q = query.toLowerCase();
+  return !q || task.title.toLowerCase().includes(q) || (task.description ?? '').toLowerCase().includes(q);
+}
+
+function belongsOnThisPage(task: Task): boolean {
+  if (pageNumber !== 1) return false;
+  const last = [...tasks.values()].sort(newestFirst).at(-1);
+  return nextCursor === null || last === undefined || newestFirst(task, last) < 0;
 }
 
 // ---------------------------------------------------------------------------------------------

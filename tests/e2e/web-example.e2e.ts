@@ -4,9 +4,11 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+import { chromium, type Browser, type BrowserContext, type Page, type Request } from 'playwright-core';
+import { createTasksClient, type TasksClient } from '../../packages/client/src/index.js';
+import { startMain } from '../helpers/process.js';
 import { startServer, type TestServer } from '../helpers/server.js';
 
 /**
@@ -114,22 +116,45 @@ async function openPage(ctx: BrowserContext, record: boolean): Promise<Page> {
 }
 
 const items = () => page.locator('#task-list li');
-const item = (title: string) => items().filter({ has: page.locator('.title', { hasText: title }) });
-const titlesShown = async () => page.locator('#task-list li .title').allTextContents();
+const itemIn = (p: Page, title: string) =>
+  p.locator('#task-list li').filter({ has: p.locator('.title', { hasText: title }) });
+const item = (title: string) => itemIn(page, title);
+const titlesIn = async (p: Page) => p.locator('#task-list li .title').allTextContents();
+const titlesShown = async () => titlesIn(page);
+/** The live indicator showing `state` (`Live`, `Reconnecting…`). */
+const liveIn = (p: Page, state: string) => p.locator('#live').filter({ hasText: new RegExp(`^${state}$`) });
+/** localStorage's `key` in `ctx` (the page's origin), or null. */
+async function storedIn(ctx: BrowserContext, key: string): Promise<string | null> {
+  const { origins } = await ctx.storageState();
+  return origins.find((o) => o.origin === origin)?.localStorage.find((entry) => entry.name === key)?.value ?? null;
+}
 /** The session the page keeps in localStorage, or null. */
-async function stored(): Promise<string | null> {
-  const { origins } = await context.storageState();
-  return (
-    origins.find((o) => o.origin === origin)?.localStorage.find((entry) => entry.name === storageKey())?.value ?? null
-  );
+const stored = () => storedIn(context, storageKey());
+const isStream = (request: Request) => new URL(request.url()).pathname === '/api/v1/changes/stream';
+
+/** Waits (at most `timeout` ms) until `p` lists exactly `expected`, in that order. */
+async function listed(p: Page, expected: string[], timeout = 5000): Promise<void> {
+  const deadline = Date.now() + timeout;
+  let shown = await titlesIn(p);
+  while (JSON.stringify(shown) !== JSON.stringify(expected)) {
+    if (Date.now() > deadline)
+      throw new Error(`expected the list ${JSON.stringify(expected)}, it shows ${JSON.stringify(shown)}`);
+    await new Promise((resolve) => setTimeout(resolve, 25));
+    shown = await titlesIn(p);
+  }
 }
 
-async function addTask(title: string, fields: { priority?: string; due?: string } = {}): Promise<void> {
-  await page.getByLabel('Title', { exact: true }).fill(title);
-  if (fields.priority) await page.getByLabel('Priority').selectOption(fields.priority);
-  if (fields.due) await page.getByLabel(/Due date/).fill(fields.due);
-  await page.getByRole('button', { name: 'Add task' }).click();
+/** Fills the new-task form and submits it; resolves once the page is done with it (its button enabled again). */
+async function addTaskIn(p: Page, title: string, fields: { priority?: string; due?: string } = {}): Promise<void> {
+  await p.getByLabel('Title', { exact: true }).fill(title);
+  if (fields.priority) await p.getByLabel('Priority').selectOption(fields.priority);
+  if (fields.due) await p.getByLabel(/Due date/).fill(fields.due);
+  await p.getByRole('button', { name: 'Add task' }).click();
+  // The stream can show the task before the POST's answer resets the form: typing the next title
+  // before then would be cleared.
+  await p.locator('#new-task button:enabled').waitFor();
 }
+const addTask = (title: string, fields: { priority?: string; due?: string } = {}) => addTaskIn(page, title, fields);
 
 beforeAll(async () => {
   if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: apt-get install -y chromium`);
@@ -179,10 +204,25 @@ describe('examples/web against the real API, cross-origin, in headless Chromium'
       access_token: expect.any(String),
       refresh_token: expect.stringMatching(/^rt_/),
     });
+    // Live: no change token stored yet, so a resync (a token for now, then every task), then the stream.
+    await liveIn(page, 'Live').waitFor();
+    const { access_token } = JSON.parse((await stored())!) as { access_token: string };
+    const { data: me } = await server.client(access_token).GET('/api/v1/me');
+    const changeKey = `tasks-api.changes ${server.url} ${me!.sub}`;
+    expect(await storedIn(context, changeKey)).toMatch(/^[\w-]+$/);
+    const changeReads = () => apiRequests.filter((r) => r.path === '/api/v1/changes').length;
+    expect(changeReads()).toBe(1);
 
     await page.reload({ waitUntil: 'load' });
     await page.locator('#whoami').filter({ hasText: email }).waitFor();
     expect(await page.locator('#auth').isHidden()).toBe(true);
+    // The reload resumes from the stored token: live again without another resync.
+    await liveIn(page, 'Live').waitFor();
+    expect(changeReads()).toBe(1);
+    expect(apiRequests.filter((r) => r.path === '/api/v1/changes/stream')).toEqual([
+      expect.objectContaining({ method: 'GET', status: 200 }),
+      expect.objectContaining({ method: 'GET', status: 200 }),
+    ]);
   });
 
   it('creates tasks (with an Idempotency-Key) and lists them newest first, a page at a time', async () => {
@@ -194,8 +234,9 @@ describe('examples/web against the real API, cross-origin, in headless Chromium'
     await item(titles.call).waitFor();
     expect(await page.getByLabel('Title', { exact: true }).inputValue()).toBe(''); // the form was reset
 
-    // Two to a page: the newest two, then the first one on the next page.
-    expect(await titlesShown()).toEqual([titles.call, titles.passport]);
+    // Two to a page: the newest two, then the first one on the next page. (The stream may show the
+    // new task at the top a moment before the page is read again; then there are three.)
+    await listed(page, [titles.call, titles.passport]);
     await expect(item(titles.passport).locator('.meta').textContent()).resolves.toMatch(/^high priority, due \S+$/);
     await expect(item(titles.passport).locator('time').getAttribute('datetime')).resolves.toMatch(/^2030-1[12]-\d\dT/);
     await page.getByRole('button', { name: 'Next page' }).click();
@@ -312,8 +353,11 @@ describe('examples/web against the real API, cross-origin, in headless Chromium'
     const tab = await openPage(context, false);
     await tab.goto(page.url(), { waitUntil: 'load' });
     await tab.locator('#whoami').filter({ hasText: email }).waitFor();
+    const streamEnded = page.waitForEvent('requestfailed', (request) => isStream(request));
     await page.getByRole('button', { name: 'Log out' }).click();
     await page.locator('#auth').waitFor({ state: 'visible' });
+    // Unsubscribed: the open stream was aborted (and no other request came after the logout).
+    expect((await streamEnded).failure()?.errorText).toBe('net::ERR_ABORTED');
     expect(await stored()).toBeNull();
     expect(await page.locator('#tasks').isHidden()).toBe(true);
     expect(await items().count()).toBe(0);
@@ -331,7 +375,8 @@ describe('examples/web against the real API, cross-origin, in headless Chromium'
 
   it('made no failed request, logged no CORS or other error, and loaded nothing from outside this machine', () => {
     expect(offMachine).toEqual([]);
-    expect(failedRequests).toEqual([]);
+    // Only the two change streams the page itself ended: at the reload, and at the logout.
+    expect(failedRequests).toEqual(Array(2).fill(`GET ${server.url}/api/v1/changes/stream: net::ERR_ABORTED`));
     expect(pageErrors).toEqual([]);
     // Chromium logs each error status it gets; the three 422s above are the only ones.
     expect(consoleErrors).toEqual(
@@ -374,5 +419,242 @@ describe('examples/web against the real API, cross-origin, in headless Chromium'
     expect(messages.join('\n')).toMatch(/violates the following Content Security Policy directive: "connect-src/);
     expect(offMachine).toEqual([]); // refused before any request was made
     await other.context().close();
+  });
+});
+
+/**
+ * The page live: two pages of one user (two browser contexts, each logged in), changes made in
+ * one shown in the other, a change made by another client shown in both, and the API restarted
+ * under them. The API here is the real entry point in a process of its own (src/main.ts, as
+ * `npm start` runs it, on an embedded PGlite in a directory), so that it can be stopped with
+ * SIGTERM and started again on the same port and the same data.
+ */
+describe('examples/web live: two pages of one user, another client, and an API restart', () => {
+  /** How soon a change must show in a page that did not make it. */
+  const SECOND = 1000;
+  const user = { email: `grace-${randomUUID()}@example.com`, password };
+  const t = {
+    fromA: `Water the plants ${suffix}`,
+    fromApi: `Pay the rent ${suffix}`,
+    whileAway: `Made while the pages were away ${suffix}`,
+    afterRestart: `Made after the restart ${suffix}`,
+  };
+  let dataDir: string;
+  let env: Record<string, string>;
+  let api: Awaited<ReturnType<typeof startMain>>;
+  let a: Page;
+  let b: Page;
+  /** Another client of the same user: the package's client in this process, logged in on its own. */
+  let other: TasksClient;
+  /** Where each page keeps its position in the feed (localStorage, per API and user). */
+  let changeKey: string;
+  const errors: string[] = [];
+  const consoleMessages: string[] = [];
+  /** The API requests of each page: path, and the Last-Event-ID a stream request resumed from. */
+  const requests = new Map<Page, { path: string; lastEventId?: string }[]>();
+  /** While set, the pages' requests for the change stream wait for it: "not reconnected yet". */
+  let hold: Promise<void> | undefined;
+
+  async function livePage(): Promise<Page> {
+    const opened = await openPage(await browser.newContext(), false);
+    opened.setDefaultTimeout(10_000);
+    opened.on('pageerror', (error) => errors.push(String(error)));
+    opened.on('console', (message) => {
+      if (message.type() === 'error' || message.type() === 'warning') consoleMessages.push(message.text());
+    });
+    const log: { path: string; lastEventId?: string }[] = [];
+    requests.set(opened, log);
+    opened.on('request', (request) => {
+      if (request.url().startsWith(api.url))
+        log.push({ path: new URL(request.url()).pathname, lastEventId: request.headers()['last-event-id'] });
+    });
+    await opened.route(
+      (url) => url.pathname === '/api/v1/changes/stream',
+      async (route) => {
+        await hold;
+        await route.fallback();
+      },
+    );
+    await opened.goto(`${origin}/?api=${encodeURIComponent(api.url)}`, { waitUntil: 'load' });
+    return opened;
+  }
+
+  /** Starts `action`'s request in `p` and resolves once the API answered it with `status`. */
+  async function answered(p: Page, method: string, status: number, action: () => Promise<void>): Promise<void> {
+    const response = p.waitForResponse((r) => r.url().startsWith(api.url) && r.request().method() === method);
+    await action();
+    expect((await response).status()).toBe(status);
+  }
+
+  beforeAll(async () => {
+    dataDir = await mkdtemp(join(tmpdir(), 'web-example-live-'));
+    env = {
+      PGLITE_DIR: dataDir,
+      AUTH_BUILTIN: 'true',
+      KEY_ENCRYPTION_SECRET: randomBytes(32).toString('base64url'),
+      JWT_SECRET: '',
+      JWT_JWKS_URL: '',
+      DATABASE_URL: '',
+      CORS_ORIGINS: origin,
+      WEBHOOK_WORKER: 'off',
+      SHUTDOWN_DRAIN_MS: '0',
+      // The server's advice on reconnecting after it ended a stream (1000 by default).
+      STREAM_RETRY_MS: '100',
+    };
+    api = await startMain(env);
+    [a, b] = await Promise.all([livePage(), livePage()]);
+  }, 90_000);
+
+  afterAll(async () => {
+    if (api?.child.exitCode === null) {
+      api.child.kill('SIGTERM');
+      await api.exited;
+    }
+    if (dataDir) await rm(dataDir, { recursive: true, force: true });
+  });
+
+  it('both pages log in as the same user and go live, each with its own position in the feed', async () => {
+    await a.getByLabel('Email').fill(user.email);
+    await a.getByLabel('Password').fill(user.password);
+    await a.getByRole('button', { name: 'Create account' }).click();
+    await liveIn(a, 'Live').waitFor();
+    await b.getByLabel('Email').fill(user.email);
+    await b.getByLabel('Password').fill(user.password);
+    await b.getByRole('button', { name: 'Log in' }).click();
+    await liveIn(b, 'Live').waitFor();
+
+    const login = await fetch(`${api.url}/api/v1/auth/login`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify(user),
+    });
+    expect(login.status).toBe(200);
+    const { access_token } = (await login.json()) as { access_token: string };
+    other = createTasksClient({ baseUrl: api.url, token: access_token });
+    const { data: me } = await other.GET('/api/v1/me');
+    changeKey = `tasks-api.changes ${api.url} ${me!.sub}`;
+    for (const p of [a, b]) expect(await storedIn(p.context(), changeKey)).toMatch(/^[\w-]+$/);
+  });
+
+  it('a task created in A shows in B; completed in A, it shows done in B; deleted in B, it leaves A', async () => {
+    await a.getByLabel('Title', { exact: true }).fill(t.fromA);
+    await answered(a, 'POST', 201, () => a.getByRole('button', { name: 'Add task' }).click());
+    await itemIn(b, t.fromA).waitFor({ timeout: SECOND });
+    await itemIn(a, t.fromA).waitFor();
+
+    await answered(a, 'PATCH', 200, () =>
+      itemIn(a, t.fromA)
+        .getByRole('button', { name: `Complete “${t.fromA}”` })
+        .click(),
+    );
+    await itemIn(b, t.fromA)
+      .getByRole('button', { name: `Reopen “${t.fromA}”` })
+      .waitFor({ timeout: SECOND });
+    expect(await itemIn(b, t.fromA).getAttribute('class')).toBe('done');
+
+    // B deletes with the version the stream gave it (If-Match: "2"), not a stale one.
+    const deleted = b.waitForRequest((r) => r.method() === 'DELETE');
+    await answered(b, 'DELETE', 204, () =>
+      itemIn(b, t.fromA)
+        .getByRole('button', { name: `Delete “${t.fromA}”` })
+        .click(),
+    );
+    expect((await deleted).headers()['if-match']).toBe('"2"');
+    await itemIn(a, t.fromA).waitFor({ state: 'detached', timeout: SECOND });
+    await listed(b, []);
+  });
+
+  it('a change made by another client of the same user shows in both pages', async () => {
+    const { data: task, response } = await other.POST('/api/v1/tasks', { body: { title: t.fromApi } });
+    expect(response.status).toBe(201);
+    await Promise.all([a, b].map((p) => itemIn(p, t.fromApi).waitFor({ timeout: SECOND })));
+
+    const patched = await other.PATCH('/api/v1/tasks/{taskId}', {
+      params: { path: { taskId: task!.id }, header: { 'If-Match': '"1"' } },
+      body: { completed: true },
+    });
+    expect(patched.response.status).toBe(200);
+    await Promise.all(
+      [a, b].map((p) =>
+        itemIn(p, t.fromApi)
+          .getByRole('button', { name: `Reopen “${t.fromApi}”` })
+          .waitFor({ timeout: SECOND }),
+      ),
+    );
+  });
+
+  it('the API restarts (SIGTERM, same port, same data): both pages reconnect by themselves and lose nothing', async () => {
+    const port = new URL(api.url).port;
+    const before = new Map([a, b].map((p) => [p, requests.get(p)!.length]));
+    const positions = new Map(
+      await Promise.all([a, b].map(async (p) => [p, await storedIn(p.context(), changeKey)] as const)),
+    );
+    api.child.kill('SIGTERM');
+    expect(await api.exited).toBe(0);
+    // The server ended their streams cleanly: both pages say so, and keep trying.
+    await Promise.all([a, b].map((p) => liveIn(p, 'Reconnecting…').waitFor({ timeout: 5000 })));
+
+    // Until the change below is made, their attempts wait: whatever they get, they get by resuming.
+    let release!: () => void;
+    hold = new Promise((resolve) => (release = resolve));
+    try {
+      api = await startMain({ ...env, PORT: port });
+      expect(api.url).toBe(`http://127.0.0.1:${port}`);
+      // The other client's token is still good: same signing keys, same database.
+      const created = await other.POST('/api/v1/tasks', { body: { title: t.whileAway } });
+      expect(created.response.status).toBe(201);
+      for (const p of [a, b]) {
+        expect(await p.locator('#live').textContent()).not.toBe('Live');
+        expect(await titlesIn(p)).not.toContain(t.whileAway);
+      }
+    } finally {
+      release();
+      hold = undefined;
+    }
+    // Back on their own (within their backoff), from where each was: the change made meanwhile comes.
+    await Promise.all([a, b].map((p) => liveIn(p, 'Live').waitFor({ timeout: 15_000 })));
+    await Promise.all([a, b].map((p) => itemIn(p, t.whileAway).waitFor({ timeout: SECOND })));
+    for (const p of [a, b]) {
+      // Every attempt resumed from where the page was (no resync, no re-read of the list).
+      const since = requests.get(p)!.slice(before.get(p));
+      expect(since.length).toBeGreaterThan(0);
+      expect(since).toEqual(since.map(() => ({ path: '/api/v1/changes/stream', lastEventId: positions.get(p) })));
+    }
+
+    // And live again: a change in A shows in B, one from the other client in both.
+    await a.getByLabel('Title', { exact: true }).fill(t.afterRestart);
+    await answered(a, 'POST', 201, () => a.getByRole('button', { name: 'Add task' }).click());
+    await itemIn(b, t.afterRestart).waitFor({ timeout: SECOND });
+    const { data: list } = await other.GET('/api/v1/tasks', { params: { query: { q: t.fromApi } } });
+    const removed = await other.DELETE('/api/v1/tasks/{taskId}', {
+      params: { path: { taskId: list!.items[0]!.id }, header: { 'If-Match': '"2"' } },
+    });
+    expect(removed.response.status).toBe(204);
+    await Promise.all([a, b].map((p) => itemIn(p, t.fromApi).waitFor({ state: 'detached', timeout: SECOND })));
+
+    // Nothing lost, nothing twice: both pages show what the API has.
+    const { data: all } = await other.GET('/api/v1/tasks');
+    expect(all!.items.map((task) => task.title)).toEqual([t.afterRestart, t.whileAway]);
+    await Promise.all([a, b].map((p) => listed(p, [t.afterRestart, t.whileAway])));
+  }, 90_000);
+
+  it('logging out unsubscribes (the stream is aborted, and not opened again); neither page threw', async () => {
+    const streams: string[] = [];
+    a.on('request', (request) => {
+      if (isStream(request)) streams.push(request.url());
+    });
+    const streamEnded = a.waitForEvent('requestfailed', (request) => isStream(request));
+    await a.getByRole('button', { name: 'Log out' }).click();
+    await a.locator('#auth').waitFor({ state: 'visible' });
+    expect((await streamEnded).failure()?.errorText).toBe('net::ERR_ABORTED');
+
+    // B is still live; A, logged out, asks for nothing more.
+    const title = `After A logged out ${suffix}`;
+    expect((await other.POST('/api/v1/tasks', { body: { title } })).response.status).toBe(201);
+    await itemIn(b, title).waitFor({ timeout: SECOND });
+    expect(streams).toEqual([]);
+    expect(errors).toEqual([]);
+    // What Chromium logs is the stream's attempts while the API was down, refused.
+    expect(consoleMessages.filter((m) => m !== 'Failed to load resource: net::ERR_CONNECTION_REFUSED')).toEqual([]);
   });
 });
