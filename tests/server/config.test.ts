@@ -46,6 +46,23 @@ describe('loadConfig', () => {
     ]);
   });
 
+  it('reads the change feed’s retention and the streams’ timing, LISTEN on DATABASE_URL unless told otherwise', () => {
+    expect(loadConfig({}).changes).toEqual({
+      retentionDays: 30,
+      heartbeatMs: 15_000,
+      maxLifetimeMs: 900_000,
+      retryMs: 1000,
+      listenUrl: undefined,
+    });
+    expect(
+      loadConfig({ CHANGES_LISTEN_URL: 'postgres://db.internal/tasks', STREAM_HEARTBEAT_MS: '5000' }).changes,
+    ).toMatchObject({ listenUrl: 'postgres://db.internal/tasks', heartbeatMs: 5000 });
+    expect(problemsOf({ CHANGES_LISTEN_URL: 'redis://cache', CHANGES_RETENTION_DAYS: '0' })).toEqual([
+      'CHANGES_RETENTION_DAYS must be an integer from 1 to 3650 (got "0")',
+      'CHANGES_LISTEN_URL must be a postgres or postgresql URL',
+    ]);
+  });
+
   it('gives each principal a share below the places at work, and refuses a share that would fill them', () => {
     expect(loadConfig({}).capacity).toEqual({
       bodyTimeoutMs: 5000,
@@ -57,6 +74,8 @@ describe('loadConfig', () => {
       transferMinBytesPerSecond: 1024,
       transferRateWindowMs: 20_000,
       transferMaxMs: 3_600_000,
+      streamsPerUser: 10,
+      maxStreams: 1000,
     });
     // A smaller server: a quarter of its places each, unless set.
     expect(loadConfig({ OVERLOAD_MAX_IN_FLIGHT: '8' }).capacity).toMatchObject({ perUser: 2, perIp: 2 });
