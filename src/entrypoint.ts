@@ -173,6 +173,10 @@ function postgresRefusal(error: Error): string | undefined {
     case 'ENOTFOUND':
     case 'EAI_AGAIN':
       return `Cannot connect to ${at}: the host name "${field(error, 'hostname') ?? target.host}" does not resolve (${code}). Fix the host in DATABASE_URL.`;
+    case 'ECONNRESET':
+      // A server that closes at once resets the connection when the start-up message reaches it
+      // after the close (else the client reads an end: "Connection terminated unexpectedly").
+      return `${at} closed the connection before answering: is that port a PostgreSQL server's? Check the host and port in DATABASE_URL.`;
     case 'ETIMEDOUT':
     case 'EHOSTUNREACH':
     case 'ENETUNREACH':
