@@ -20,7 +20,6 @@ import { rateLimits, type RedisCommands } from './http/rate-limit.js';
 import { requestContext } from './http/request-context.js';
 import type { Logger } from './logger.js';
 import { buildOperations } from './operations.js';
-import { changeSignalsFor, type ChangeSignals } from './changes/signals.js';
 import { currentContext, failed, inContext, recording, startSpan, tracingOn, withSpan } from './telemetry/tracing.js';
 
 export interface AppDeps {
@@ -59,11 +58,6 @@ export interface AppDeps {
   stopping?: () => boolean;
   /** Aborted when the process begins to shut down: open change streams end (clients reconnect elsewhere). */
   shutdown?: AbortSignal;
-  /**
-   * What wakes the change streams when a change commits (changeSignalsFor). Without it, embedded
-   * PGlite's own NOTIFY; on PostgreSQL none, and streams read the history at every heartbeat.
-   */
-  changeSignals?: ChangeSignals;
 }
 
 /** The stages of the app, in the order a request meets them (see appStages). */
@@ -221,8 +215,8 @@ export function appStages(deps: AppDeps): AppStage[] {
       webhooks: config.webhooks,
       blobStore: deps.blobStore,
       changes: config.changes,
-      changeSignals: deps.changeSignals ?? changeSignalsFor(database, undefined, logger),
       shutdown: deps.shutdown ?? new AbortController().signal,
+      logger,
     }),
   );
   const validator = contractValidator({

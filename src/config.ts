@@ -115,8 +115,8 @@ export interface ChangesConfig {
   maxLifetimeMs: number;
   /** The reconnect delay a stream advises (`retry:`). */
   retryMs: number;
-  /** Where to LISTEN for changes (PostgreSQL): DATABASE_URL unless given (a transaction pooler cannot hold a LISTEN). */
-  listenUrl?: string;
+  /** How often each process reads the heads of the owners with open streams, to wake them. */
+  pollMs: number;
 }
 
 export interface Config {
@@ -500,7 +500,7 @@ export function loadConfig(env: Env = process.env): Config {
       heartbeatMs: int('STREAM_HEARTBEAT_MS', 15_000, 100, 300_000),
       maxLifetimeMs: int('STREAM_MAX_LIFETIME_MS', 900_000, 1000, 86_400_000),
       retryMs: int('STREAM_RETRY_MS', 1000, 0, 600_000),
-      listenUrl: url('CHANGES_LISTEN_URL', ['postgres:', 'postgresql:']) ? read('CHANGES_LISTEN_URL') : undefined,
+      pollMs: int('STREAM_POLL_MS', 100, 10, 60_000),
     },
     webConcurrency: int('WEB_CONCURRENCY', 1, 1, 64),
     metricsToken: read('METRICS_TOKEN'),

@@ -4,7 +4,6 @@ import type { BlobStore } from './attachments/blob-store.js';
 import { blobStoreFor, staleUploadAfterMs } from './attachments/storage.js';
 import { sweepAttachments } from './attachments/sweep.js';
 import { changePruner } from './changes/prune.js';
-import { changeSignalsFor } from './changes/signals.js';
 import { ownerScope } from './db/owner-scope.js';
 import { builtinAuth } from './auth/builtin/issuer.js';
 import { withDevSecret } from './auth/dev-secret.js';
@@ -180,8 +179,7 @@ async function main(): Promise<void> {
   const blobStore = await blobStoreFor(config.attachments, asOwner);
   const sweep = sweepEvery(config, database, blobStore, logger);
   const metrics = createMetrics(database);
-  // Change streams: woken by LISTEN (or PGlite's NOTIFY), ended at the signal; the history pruned hourly.
-  const changeSignals = changeSignalsFor(database, config.changes.listenUrl ?? config.database.url, logger);
+  // Change streams end at the signal; the change history is pruned hourly.
   const closing = new AbortController();
   const pruner = changePruner(database.db, config.changes.retentionDays, logger);
   const app = buildApp({
@@ -195,7 +193,6 @@ async function main(): Promise<void> {
     contract: loadContract(),
     stopping: () => shutdown.stopping(),
     shutdown: closing.signal,
-    changeSignals,
     blobStore,
     metrics,
   });
@@ -263,7 +260,6 @@ async function main(): Promise<void> {
       .catch((error: unknown) => logger.warn('webhook worker did not stop cleanly', { error: String(error) }));
     backlog?.stop();
     pruner.stop();
-    await changeSignals.close();
     clearInterval(sweep);
     blobStore.close();
     await database.close();

@@ -5,7 +5,7 @@ import { attachmentMetrics } from './attachments/metrics.js';
 import { postgresBlobStore } from './attachments/postgres-store.js';
 import { changeHandlers } from './changes/changes.handlers.js';
 import { changeFeed } from './changes/changes.service.js';
-import type { ChangeSignals } from './changes/signals.js';
+import { pollingSignals } from './changes/signals.js';
 import { changeTokens } from './changes/token.js';
 import type { AttachmentsConfig, ChangesConfig, WebhooksConfig } from './config.js';
 import { authHandlers } from './auth/builtin/auth.handlers.js';
@@ -15,6 +15,7 @@ import type { OwnerScope } from './db/owner-scope.js';
 import type { Contract } from './http/contract.js';
 import type { HandlerMap } from './http/handler.js';
 import type { Metrics } from './http/metrics.js';
+import type { Logger } from './logger.js';
 import { operationsEndpoints } from './http/operations-endpoints.js';
 import { taskHandlers } from './tasks/tasks.handlers.js';
 import { taskService } from './tasks/tasks.service.js';
@@ -46,10 +47,9 @@ export function buildOperations(deps: {
   blobStore?: BlobStore;
   /** The change feed's retention and the streams' timing. */
   changes: ChangesConfig;
-  /** What wakes the change streams (see changes/signals.ts). */
-  changeSignals: ChangeSignals;
   /** Aborted when the process begins to shut down: change streams end. */
   shutdown: AbortSignal;
+  logger: Logger;
 }): HandlerMap {
   const { database, asOwner, contract, metrics, metricsToken, metricsOff, issuer, stopping } = deps;
   const attachments = attachmentService({
@@ -64,7 +64,7 @@ export function buildOperations(deps: {
     ...webhookHandlers(webhookService({ asOwner, config: deps.webhooks })),
     ...changeHandlers({
       feed: changeFeed({ asOwner, tokens: changeTokens(database.db), retentionDays: deps.changes.retentionDays }),
-      signals: deps.changeSignals,
+      signals: pollingSignals(database.db, deps.changes.pollMs, deps.logger),
       config: deps.changes,
       shutdown: deps.shutdown,
     }),

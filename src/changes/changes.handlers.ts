@@ -4,7 +4,7 @@ import { ServiceUnavailable } from '../errors/problem.js';
 import { NO_STORE, StreamedBody, type Handlers } from '../http/handler.js';
 import type { ChangeFeed, Since } from './changes.service.js';
 import type { ChangeSignals } from './signals.js';
-import { changeEvents, cutWhenStalled, sharedReads, streamEnd } from './stream.js';
+import { changeEvents, cutWhenStalled, sharedReads, streamEnd, streamStop } from './stream.js';
 
 export type ChangeOperation = 'listChanges' | 'streamChanges';
 
@@ -23,7 +23,8 @@ export function changeHandlers(deps: {
   /** Aborted when the process begins to shut down: open streams end, new ones get 503. */
   shutdown: AbortSignal;
 }): Handlers<ChangeOperation> {
-  const { feed, signals, config, shutdown } = deps;
+  const { feed, signals, config } = deps;
+  const shutdown = streamStop(deps.shutdown);
   const read = sharedReads((owner, position, limit) => feed.after(owner, position, limit));
   const positionOf = async (auth: AuthContext, since: Since | undefined) =>
     since === undefined ? feed.head(auth.ownerId) : feed.position(auth.ownerId, since);

@@ -15,6 +15,31 @@ export type ReadChanges = (
   limit: number,
 ) => Promise<{ changes: Change[]; position: number; hasMore: boolean }>;
 
+/** Whether the process is shutting down, and a way to be told when it begins. */
+export interface StreamStop {
+  readonly aborted: boolean;
+  /** Calls `end` when the shutdown begins; returns the way to take it back. */
+  onStop(end: () => void): () => void;
+}
+
+/**
+ * One listener on the shutdown signal for every open stream: an AbortSignal warns of a leak past
+ * ten listeners, and a process holds a thousand streams.
+ */
+export function streamStop(signal: AbortSignal): StreamStop {
+  const ends = new Set<() => void>();
+  signal.addEventListener('abort', () => ends.forEach((end) => end()), { once: true });
+  return {
+    get aborted() {
+      return signal.aborted;
+    },
+    onStop(end) {
+      ends.add(end);
+      return () => ends.delete(end);
+    },
+  };
+}
+
 /** One change as an event: its token as `id` (what `Last-Event-ID` sends back), the change as one line of JSON. */
 const frame = (change: Change) => `id: ${change.token}\nevent: change\ndata: ${JSON.stringify(change)}\n\n`;
 
@@ -23,7 +48,6 @@ const frame = (change: Change) => `id: ${change.token}\nevent: change\ndata: ${J
  * first (read before anything is sent, so a 410 or a database down is still a problem+json
  * answer), then each change as it commits, read from the history whenever `signals` says the
  * owner changed something, with a heartbeat comment when nothing happened for `heartbeatMs`.
- * While the signals are not reliable (the LISTEN connection is down), every heartbeat reads too.
  * Ends (the caller ends the response; the client reconnects with its last id) at `endAt`, when
  * `stop` is aborted (shutdown), or when a read fails after the start.
  */
@@ -34,7 +58,7 @@ export async function* changeEvents(options: {
   signals: ChangeSignals;
   config: Pick<ChangesConfig, 'heartbeatMs' | 'retryMs'>;
   endAt: number;
-  stop: AbortSignal;
+  stop: StreamStop;
 }): AsyncGenerator<Buffer, void, undefined> {
   const { owner, read, signals, config, endAt, stop } = options;
   let position = options.position;
@@ -49,11 +73,10 @@ export async function* changeEvents(options: {
   const unwatch = signals.watch(owner, changed);
   const heartbeat = setInterval(() => {
     beat = true;
-    if (!signals.reliable()) dirty = true;
     poke();
   }, config.heartbeatMs);
   const lifetime = setTimeout(poke, Math.max(0, endAt - Date.now()));
-  stop.addEventListener('abort', poke);
+  const unstop = stop.onStop(poke);
 
   /** Every change after `position`, page by page, as chunks of events. */
   async function* catchUp(): AsyncGenerator<string> {
@@ -95,7 +118,7 @@ export async function* changeEvents(options: {
     unwatch();
     clearInterval(heartbeat);
     clearTimeout(lifetime);
-    stop.removeEventListener('abort', poke);
+    unstop();
   }
 }
 

@@ -17,6 +17,3 @@ export const OWNER_SETTING = 'tasks_api.owner_id';
  * (migration 0009), so the outbox trigger needs no change. Set only while tracing is on.
  */
 export const TRACEPARENT_SETTING = 'tasks_api.traceparent';
-
-/** The NOTIFY channel the change-history trigger announces a committed change on, its payload the owner (migration 0010). */
-export const CHANGES_CHANNEL = 'tasks_api_changes';

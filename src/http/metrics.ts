@@ -35,7 +35,7 @@ export function createMetrics(database: Pick<Database, 'pool'>): Metrics {
   });
   const inFlight = new Gauge({
     name: 'http_requests_in_flight',
-    help: 'Requests being served right now.',
+    help: 'Requests being served right now, open change streams included (http_streams_open counts those).',
     registers: [registry],
   });
   new Gauge({

@@ -2,8 +2,7 @@ import { describe, expect, it } from '@jest/globals';
 import { DummyDriver, Kysely, PostgresAdapter, PostgresIntrospector, PostgresQueryCompiler } from 'kysely';
 import * as rowLevelSecurityMigration from '../../src/db/migrations/0004_row_level_security.js';
 import * as webhookTraceContextMigration from '../../src/db/migrations/0009_webhook_trace_context.js';
-import * as changeHistoryMigration from '../../src/db/migrations/0010_change_history.js';
-import { APP_ROLE, CHANGES_CHANNEL, OWNER_SETTING, TRACEPARENT_SETTING } from '../../src/db/roles.js';
+import { APP_ROLE, OWNER_SETTING, TRACEPARENT_SETTING } from '../../src/db/roles.js';
 
 /**
  * The runtime names of row-level security (db/roles.ts) and the ones migration 0004 wrote into the
@@ -54,11 +53,5 @@ describe('row-level security names', () => {
     expect(webhookTraceContextMigration.TRACEPARENT_SETTING).toBe(TRACEPARENT_SETTING);
     const up = await sqlOfMigration((db) => webhookTraceContextMigration.webhookTraceContext.up(db));
     expect(up).toContain(`current_setting('${TRACEPARENT_SETTING}', true)`);
-  });
-
-  it('include the changes channel, the same in migration 0010 as in db/roles.ts (the streams LISTEN on it)', async () => {
-    expect(changeHistoryMigration.CHANGES_CHANNEL).toBe(CHANGES_CHANNEL);
-    const up = await sqlOfMigration((db) => changeHistoryMigration.changeHistory.up(db));
-    expect(up).toContain(`pg_notify('${CHANGES_CHANNEL}', task.owner_id)`);
   });
 });

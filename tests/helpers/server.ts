@@ -7,7 +7,6 @@ import { sql } from 'kysely';
 import { SignJWT, type JWTPayload } from 'jose';
 import { createTasksClient, type TasksClient } from '../../packages/client/src/index.js';
 import { buildApp } from '../../src/app.js';
-import { changeSignalsFor, type ChangeSignals } from '../../src/changes/signals.js';
 import type { BlobStore } from '../../src/attachments/blob-store.js';
 import { defaultConfig, type AttachmentsConfig, type ChangesConfig, type WebhooksConfig } from '../../src/config.js';
 import { startWebhookWorker, type WebhookWorker } from '../../src/webhooks/jobs/worker.js';
@@ -156,8 +155,6 @@ export async function startServer(
      */
     /** Change-stream timing and retention other than the defaults (its tests shorten heartbeats and lifetimes). */
     changes?: Partial<ChangesConfig>;
-    /** What wakes the change streams, when not the server's own database (the fault tests listen through a proxy); closed with the server. */
-    changeSignals?: ChangeSignals;
     webhooks?: Partial<Omit<WebhooksConfig, 'worker'>> & {
       runWorker?: boolean;
       lookup?: LookupFunction;
@@ -192,9 +189,6 @@ export async function startServer(
   const webhooks: WebhooksConfig = { ...defaults.webhooks, ...options.webhooks };
   const metrics = createMetrics(database);
   const contract = loadContract();
-  // The streams' wake-ups as main.ts makes them: LISTEN on the server's own database, or PGlite's NOTIFY.
-  const changeSignals =
-    options.changeSignals ?? changeSignalsFor(database, options.databaseUrl ?? process.env.TEST_DATABASE_URL, logger);
   const shutdown = new AbortController();
   const app = buildApp({
     metrics,
@@ -225,7 +219,6 @@ export async function startServer(
       changes: { ...defaults.changes, ...options.changes },
       webhooks,
     },
-    changeSignals,
     shutdown: shutdown.signal,
     blobStore: options.blobStore,
     redis: options.redis,
@@ -283,8 +276,9 @@ export async function startServer(
         .sign(new TextEncoder().encode(secret));
     },
     async close() {
+      // Open change streams end first, as on SIGTERM: their last bytes are written before the sockets go.
       shutdown.abort();
-      await changeSignals.close();
+      await new Promise((resolve) => setImmediate(resolve));
       server.closeAllConnections();
       await new Promise((resolve) => server.close(resolve));
       await worker?.stop(2000);

@@ -46,20 +46,21 @@ describe('loadConfig', () => {
     ]);
   });
 
-  it('reads the change feed’s retention and the streams’ timing, LISTEN on DATABASE_URL unless told otherwise', () => {
+  it('reads the change feed’s retention and the streams’ timing', () => {
     expect(loadConfig({}).changes).toEqual({
       retentionDays: 30,
       heartbeatMs: 15_000,
       maxLifetimeMs: 900_000,
       retryMs: 1000,
-      listenUrl: undefined,
+      pollMs: 100,
     });
-    expect(
-      loadConfig({ CHANGES_LISTEN_URL: 'postgres://db.internal/tasks', STREAM_HEARTBEAT_MS: '5000' }).changes,
-    ).toMatchObject({ listenUrl: 'postgres://db.internal/tasks', heartbeatMs: 5000 });
-    expect(problemsOf({ CHANGES_LISTEN_URL: 'redis://cache', CHANGES_RETENTION_DAYS: '0' })).toEqual([
+    expect(loadConfig({ STREAM_POLL_MS: '250', STREAM_HEARTBEAT_MS: '5000' }).changes).toMatchObject({
+      pollMs: 250,
+      heartbeatMs: 5000,
+    });
+    expect(problemsOf({ STREAM_POLL_MS: '5', CHANGES_RETENTION_DAYS: '0' })).toEqual([
       'CHANGES_RETENTION_DAYS must be an integer from 1 to 3650 (got "0")',
-      'CHANGES_LISTEN_URL must be a postgres or postgresql URL',
+      'STREAM_POLL_MS must be an integer from 10 to 60000 (got "5")',
     ]);
   });
 

@@ -2,9 +2,6 @@ import { sql, type Kysely } from 'kysely';
 import type { Migration } from 'kysely/migration';
 import { isolateByOwner } from './0004_row_level_security.js';
 
-/** The channel a committed change is announced on (db/roles.ts's CHANGES_CHANNEL; frozen here). */
-export const CHANGES_CHANNEL = 'tasks_api_changes';
-
 /**
  * The change history the sync feed and the live stream read (DESIGN rule 15).
  * - `change_heads`: per owner, the position of the owner's latest change (`seq`) and the highest
@@ -17,8 +14,10 @@ export const CHANGES_CHANNEL = 'tasks_api_changes';
  *   owner's head row, whose lock it then holds until commit: one owner's changes are numbered in
  *   the order they commit, so a reader that has seen position n can never later find a change
  *   below n become visible (the skip a plain sequence allows, where a transaction that drew 41
- *   commits after one that drew 42). Different owners never wait for each other. It announces the
- *   change with NOTIFY, which PostgreSQL delivers only on commit. A transaction that writes
+ *   commits after one that drew 42). Different owners never wait for each other. No NOTIFY: its
+ *   commit takes a lock shared by the whole server and holds it through the commit's WAL flush,
+ *   which halved concurrent writes in bench/changes.ts; the streams poll the heads instead
+ *   (changes/signals.ts). A transaction that writes
  *   several of one owner's tasks in separate statements must lock the owner's head first
  *   (`select … from change_heads where owner_id = … for update`, as the pruner does): else it can
  *   deadlock with a single write of the same owner. No operation of the API does.
@@ -79,7 +78,6 @@ export const changeHistory: Migration = {
           values (task.owner_id, task.id, position, task.version, case when tg_op = 'DELETE' then now() end)
           on conflict (owner_id, task_id) do update
             set seq = excluded.seq, version = excluded.version, deleted_at = excluded.deleted_at;
-        perform pg_notify(${sql.lit(CHANGES_CHANNEL)}, task.owner_id);
         return null;
       end
       $$`.execute(db);
