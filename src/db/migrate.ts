@@ -13,7 +13,7 @@ import { webhookTraceContext } from './migrations/0009_webhook_trace_context.js'
 import { changeHistory } from './migrations/0010_change_history.js';
 
 /** Every migration, in order. Listed here rather than read from disk so bundlers and ESM agree. */
-const migrations: Record<string, Migration> = {
+export const migrations: Record<string, Migration> = {
   '0001_create_tasks': createTasks,
   '0002_list_shapes_versions_idempotency': listShapesVersionsIdempotency,
   '0003_builtin_issuer': builtinIssuer,

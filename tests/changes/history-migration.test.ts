@@ -2,33 +2,16 @@ import { describe, expect, it } from '@jest/globals';
 import { sql } from 'kysely';
 import type { Migration } from 'kysely/migration';
 import { openDatabase } from '../../src/db/database.js';
-import { migrateToLatest } from '../../src/db/migrate.js';
-import { createTasks } from '../../src/db/migrations/0001_create_tasks.js';
-import { listShapesVersionsIdempotency } from '../../src/db/migrations/0002_list_shapes_versions_idempotency.js';
-import { builtinIssuer } from '../../src/db/migrations/0003_builtin_issuer.js';
-import { rowLevelSecurity } from '../../src/db/migrations/0004_row_level_security.js';
-import { attachments } from '../../src/db/migrations/0005_attachments.js';
-import { webhooks } from '../../src/db/migrations/0006_webhooks.js';
-import { webhookDueRetentionClaims } from '../../src/db/migrations/0007_webhook_due_retention_claims.js';
-import { webhookCapacity } from '../../src/db/migrations/0008_webhook_capacity.js';
-import { webhookTraceContext } from '../../src/db/migrations/0009_webhook_trace_context.js';
+import { migrateToLatest, migrations } from '../../src/db/migrate.js';
 import { changeHistory } from '../../src/db/migrations/0010_change_history.js';
 import { scratchDatabase } from '../helpers/server.js';
 
 const onPostgres = process.env.TEST_DATABASE_URL ? describe : describe.skip;
 
-/** The migrations before the change history, under the names migrate.ts gives them. */
-const before: Record<string, Migration> = {
-  '0001_create_tasks': createTasks,
-  '0002_list_shapes_versions_idempotency': listShapesVersionsIdempotency,
-  '0003_builtin_issuer': builtinIssuer,
-  '0004_row_level_security': rowLevelSecurity,
-  '0005_attachments': attachments,
-  '0006_webhooks': webhooks,
-  '0007_webhook_due_retention_claims': webhookDueRetentionClaims,
-  '0008_webhook_capacity': webhookCapacity,
-  '0009_webhook_trace_context': webhookTraceContext,
-};
+/** The migrations before the change history. */
+const before: Record<string, Migration> = Object.fromEntries(
+  Object.entries(migrations).filter(([name]) => name < '0010'),
+);
 
 onPostgres('migration 0010 (the change history) on a database with tasks', () => {
   it('gives every existing task a place in its owner’s feed, in creation order, and goes down and up again', async () => {
