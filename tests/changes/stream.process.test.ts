@@ -1,13 +1,11 @@
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { rmSync } from 'node:fs';
 import { afterAll, describe, expect, it } from '@jest/globals';
 import { hs256Token } from '../../scripts/server-process.js';
-import { startMain } from '../helpers/process.js';
+import { migratedPgliteDir, startMain } from '../helpers/process.js';
 import { changeOf, openStream } from '../helpers/sse.js';
 
-const dataDir = mkdtempSync(join(tmpdir(), 'tasks-streams-'));
+const dataDir = migratedPgliteDir('tasks-streams-');
 afterAll(() => rmSync(dataDir, { recursive: true, force: true }));
 
 /**

@@ -1,13 +1,11 @@
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { rmSync } from 'node:fs';
 import { afterAll, describe, expect, it } from '@jest/globals';
 import { hs256Token } from '../../scripts/server-process.js';
-import { startMain } from '../helpers/process.js';
+import { migratedPgliteDir, startMain } from '../helpers/process.js';
 
-const dataDir = mkdtempSync(join(tmpdir(), 'tasks-lock-'));
+const dataDir = migratedPgliteDir('tasks-lock-');
 afterAll(() => rmSync(dataDir, { recursive: true, force: true }));
 
 /** src/main.ts on `dataDir` expected to refuse: its exit code, output and how long it took. */

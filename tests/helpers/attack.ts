@@ -14,13 +14,11 @@
  * reads from, and never depends on the attacker noticing.
  */
 import { randomBytes, randomUUID } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import { connect, createServer, type Server, type Socket } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { SignJWT } from 'jose';
 import pg from 'pg';
-import { startMain } from './process.js';
+import { migratedPgliteDir, startMain } from './process.js';
 
 export const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -105,7 +103,7 @@ export async function startTarget(
   const secret = randomBytes(32).toString('base64url');
   const metricsToken = randomBytes(16).toString('hex');
   const scratch = options.postgres === undefined ? undefined : await scratchPostgres(options.postgres);
-  const dataDir = scratch === undefined ? mkdtempSync(join(tmpdir(), 'tasks-capacity-')) : undefined;
+  const dataDir = scratch === undefined ? migratedPgliteDir('tasks-capacity-') : undefined;
   const cleanUp = async () => {
     if (dataDir !== undefined) rmSync(dataDir, { recursive: true, force: true });
     await scratch?.drop();

@@ -12,6 +12,9 @@ import { migrateToLatest } from '../../src/db/migrate.js';
  * - PGlite: one in-memory database is migrated and its data directory dumped to a file
  *   (TEST_PGLITE_TEMPLATE); every test server loads a fresh copy of it (`testDatabase`), so each
  *   still has a database of its own, in about a third of the time initdb and the migrations took.
+ *   The same data directory is also written out on disk (TEST_PGLITE_DATA_DIR) for the tests that
+ *   start src/main.ts as a process: each copies it (`migratedPgliteDir`) and the process starts in
+ *   about 2 s of CPU instead of 6 (initdb and the migrations at every start).
  * - PostgreSQL (TEST_DATABASE_URL): that database is migrated once, and a migrated template
  *   database is made next to it (TEST_DATABASE_TEMPLATE) that `scratchDatabase` copies with
  *   CREATE DATABASE … TEMPLATE. It accepts no connections once made, so that nothing (a pooler's
@@ -25,15 +28,20 @@ export async function makeTemplates(): Promise<void> {
   process.env.TEST_TEMPLATE_DIR = dir;
 
   const embedded = await openDatabase({ pgliteDir: 'memory://' });
+  let dump: Blob;
   try {
     await migrateToLatest(embedded.db);
     await sql`checkpoint`.execute(embedded.db);
-    const file = join(dir, 'pglite-template.tar');
-    await writeFile(file, Buffer.from(await (await embedded.pglite!.dumpDataDir('none')).arrayBuffer()));
-    process.env.TEST_PGLITE_TEMPLATE = file;
+    dump = await embedded.pglite!.dumpDataDir('none');
   } finally {
     await embedded.close();
   }
+  const file = join(dir, 'pglite-template.tar');
+  await writeFile(file, Buffer.from(await dump.arrayBuffer()));
+  process.env.TEST_PGLITE_TEMPLATE = file;
+  const onDisk = join(dir, 'pglite-data-dir');
+  await (await openDatabase({ pgliteDir: onDisk, pgliteDump: dump })).close();
+  process.env.TEST_PGLITE_DATA_DIR = onDisk;
 
   const url = process.env.TEST_DATABASE_URL;
   if (!url) return;

@@ -1,12 +1,10 @@
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import { startMain } from '../helpers/process.js';
+import { migratedPgliteDir, startMain } from '../helpers/process.js';
 
-const dataDir = mkdtempSync(join(tmpdir(), 'tasks-slow-'));
+const dataDir = migratedPgliteDir('tasks-slow-');
 let server: Awaited<ReturnType<typeof startMain>>;
 let port: number;
 beforeAll(async () => {

@@ -16,6 +16,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from '@jest/globals';
 import { projectRoot } from '../../src/http/contract.js';
+import { migratedPgliteDir } from '../helpers/process.js';
 
 // `npm run dev` runs in a copy of the checkout (node_modules linked): the test edits the contract,
 // which must not touch the real openapi/ that others are working in.
@@ -37,6 +38,9 @@ for (const entry of [
 mkdirSync(join(copy, 'packages', 'client'), { recursive: true });
 cpSync(join(root, 'packages', 'client', 'src'), join(copy, 'packages', 'client', 'src'), { recursive: true });
 symlinkSync(join(root, 'node_modules'), join(copy, 'node_modules'));
+// The embedded database starts migrated (a copy of jest's template) so the first start is quick;
+// the test is about the watch loop, not a first start.
+const pgliteDir = migratedPgliteDir('tasks-dev-pglite-');
 
 let dev: ChildProcess | undefined;
 afterAll(async () => {
@@ -48,6 +52,7 @@ afterAll(async () => {
   }
   for (const pid of processesInCopy()) process.kill(pid, 'SIGKILL');
   rmSync(copy, { recursive: true, force: true });
+  rmSync(pgliteDir, { recursive: true, force: true });
 });
 
 /** Processes whose working directory is the copy: dev and everything it started. */
@@ -78,7 +83,7 @@ describe('npm run dev', () => {
         // another jest worker's server before this one listens).
         PORT: '0',
         HOST: '127.0.0.1',
-        PGLITE_DIR: join(copy, '.data', 'pglite'),
+        PGLITE_DIR: pgliteDir,
         JWT_SECRET: randomBytes(32).toString('base64url'),
         AUTH_BUILTIN: 'false',
         WEBHOOK_WORKER: 'off',

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { hs256Token } from '../../scripts/server-process.js';
 import { png, sha256 } from '../helpers/files.js';
-import { startMain } from '../helpers/process.js';
+import { migratedPgliteDir, startMain } from '../helpers/process.js';
 import { startS3Server, type S3Server } from '../helpers/s3-server.js';
 import { scratchDatabase } from '../helpers/server.js';
 
@@ -88,12 +88,16 @@ describe('a start on embedded PGlite with attachments in S3', () => {
   beforeAll(async () => {
     s3 = await startS3Server();
   });
-  afterAll(() => s3.close());
+  const pgliteDir = migratedPgliteDir('tasks-api-modules-pglite-');
+  afterAll(async () => {
+    await s3.close();
+    await rm(pgliteDir, { recursive: true, force: true });
+  });
 
   it('loads PGlite and the AWS SDK when they are used, and both work loaded late', async () => {
     const api = await recorded({
       NODE_ENV: 'development',
-      PGLITE_DIR: 'memory://',
+      PGLITE_DIR: pgliteDir,
       ATTACHMENT_STORAGE: 's3',
       ATTACHMENT_S3_BUCKET: s3.bucket,
       ATTACHMENT_S3_ENDPOINT: s3.endpoint,

@@ -1,12 +1,10 @@
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import { Agent, request } from 'node:http';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { afterAll, describe, expect, it } from '@jest/globals';
-import { runToEnd, startMain } from '../helpers/process.js';
+import { migratedPgliteDir, runToEnd, startMain } from '../helpers/process.js';
 
-const dataDir = mkdtempSync(join(tmpdir(), 'tasks-log-flush-'));
+const dataDir = migratedPgliteDir('tasks-log-flush-');
 afterAll(() => rmSync(dataDir, { recursive: true, force: true }));
 
 interface Line {

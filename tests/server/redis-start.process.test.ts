@@ -1,10 +1,8 @@
 import { randomBytes, randomUUID } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { rmSync } from 'node:fs';
 import { describe, expect, it } from '@jest/globals';
 import { hs256Token } from '../../scripts/server-process.js';
-import { startMain } from '../helpers/process.js';
+import { migratedPgliteDir, startMain } from '../helpers/process.js';
 
 /**
  * With REDIS_URL the limits hold from the first request: the server connects to Redis before it
@@ -15,7 +13,7 @@ import { startMain } from '../helpers/process.js';
 describe('REDIS_URL at start', () => {
   it('enforces the rate limit from the very first requests, and logs no store failure, start after start', async () => {
     for (let start = 0; start < 2; start += 1) {
-      const dataDir = mkdtempSync(join(tmpdir(), 'tasks-redis-start-'));
+      const dataDir = migratedPgliteDir('tasks-redis-start-');
       const secret = randomBytes(32).toString('base64url');
       const server = await startMain({
         JWT_SECRET: secret,

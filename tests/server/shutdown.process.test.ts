@@ -1,17 +1,15 @@
 import { Agent, request, type IncomingHttpHeaders } from 'node:http';
 import { randomBytes } from 'node:crypto';
 import { connect, type Socket } from 'node:net';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { rmSync } from 'node:fs';
 import { afterAll, describe, expect, it } from '@jest/globals';
 import { hs256Token } from '../../scripts/server-process.js';
 import { sql } from 'kysely';
 import { openDatabase } from '../../src/db/database.js';
 import { busyCores } from '../helpers/contention.js';
-import { startMain } from '../helpers/process.js';
+import { migratedPgliteDir, startMain } from '../helpers/process.js';
 
-const dataDir = mkdtempSync(join(tmpdir(), 'tasks-shutdown-'));
+const dataDir = migratedPgliteDir('tasks-shutdown-');
 let contention: { stop: () => void } | undefined;
 afterAll(() => {
   contention?.stop();

@@ -1,15 +1,13 @@
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
 import { createServer, type Server, type Socket } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { sql } from 'kysely';
 import { freePort } from '../../scripts/server-process.js';
 import { openDatabase } from '../../src/db/database.js';
 import { listen, ListenFailed } from '../../src/http/http-server.js';
-import { runToEnd, startMain } from '../helpers/process.js';
+import { migratedPgliteDir, runToEnd, startMain } from '../helpers/process.js';
 import { scratchDatabase } from '../helpers/server.js';
 
 /**
@@ -18,7 +16,7 @@ import { scratchDatabase } from '../helpers/server.js';
  * port that cannot be taken (below); a bug keeps its stack.
  */
 
-const dataDir = mkdtempSync(join(tmpdir(), 'tasks-startup-'));
+const dataDir = migratedPgliteDir('tasks-startup-');
 afterAll(() => rmSync(dataDir, { recursive: true, force: true }));
 
 const onPostgres = process.env.TEST_DATABASE_URL ? describe : describe.skip;
@@ -232,7 +230,7 @@ describe('the signing keys and KEY_ENCRYPTION_SECRET', () => {
   it('production with secret A, then with secret B: one line saying the secret differs and what to do', async () => {
     // A fresh PostgreSQL database when there is a server, else an embedded one in a directory.
     const scratch = await scratchDatabase({ empty: true });
-    const pgliteDir = mkdtempSync(join(tmpdir(), 'tasks-keys-'));
+    const pgliteDir = migratedPgliteDir('tasks-keys-');
     const store: Record<string, string> =
       scratch.url === undefined ? { PGLITE_DIR: pgliteDir } : { DATABASE_URL: scratch.url };
     const production = (secret: string) => ({
@@ -278,10 +276,10 @@ describe('other start-up failures', () => {
     );
   }, 30_000);
 
-  // The server listens after the migrations: a fresh embedded database takes seconds to get there.
+  // The server listens after opening the database (this file's migrated copy, see `run`).
   it('a HOST that is not an address of this machine', async () => {
     expectOneLine(
-      await run({ HOST: '192.0.2.1', PGLITE_DIR: 'memory://' }), // TEST-NET-1: never a local address
+      await run({ HOST: '192.0.2.1' }), // TEST-NET-1: never a local address
       "Cannot listen on 192.0.2.1: that address is not one of this machine's. Set HOST to one of its addresses (0.0.0.0 for all of them, 127.0.0.1 for this machine alone).",
     );
   }, 60_000);

@@ -1,12 +1,10 @@
 import { spawn } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { rmSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { hs256Token } from '../../scripts/server-process.js';
 import { startOtlpReceiver, type ReceivedSpan } from '../helpers/otlp-receiver.js';
-import { startMain } from '../helpers/process.js';
+import { migratedPgliteDir, startMain } from '../helpers/process.js';
 import { scratchDatabase } from '../helpers/server.js';
 import { startReceiver, type Receiver } from '../helpers/webhook-receiver.js';
 
@@ -33,7 +31,7 @@ afterAll(async () => {
 /** A server with tracing on, exporting to the receiver, on a database of its own; stopped with SIGTERM by `stop`. */
 async function tracedServer(env: Record<string, string> = {}) {
   const secret = randomBytes(32).toString('base64url');
-  const dataDir = mkdtempSync(join(tmpdir(), 'tasks-tracing-'));
+  const dataDir = migratedPgliteDir('tasks-tracing-');
   const scratch = await scratchDatabase();
   const environment = {
     NODE_ENV: 'development',

@@ -1,13 +1,11 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { rmSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import type { components } from '../../generated/api.js';
 import { hs256Token } from '../../scripts/server-process.js';
 import { scratchDatabase } from '../helpers/server.js';
-import { startMain } from '../helpers/process.js';
+import { migratedPgliteDir, startMain } from '../helpers/process.js';
 import { startReceiver, type Delivery, type Receiver } from '../helpers/webhook-receiver.js';
 
 /** The id of the task whose event a delivery carries. */
@@ -81,7 +79,7 @@ async function expectAllDelivered(key: string, ids: string[]) {
 describe('webhook deliveries survive kill -9', () => {
   it('of the API running its worker in-process: pending, queued and in-flight events are all delivered after a restart', async () => {
     const secret = randomBytes(32).toString('base64url');
-    const dataDir = mkdtempSync(join(tmpdir(), 'tasks-webhook-crash-'));
+    const dataDir = migratedPgliteDir('tasks-webhook-crash-');
     const scratch = await scratchDatabase();
     const env = {
       NODE_ENV: 'development',
