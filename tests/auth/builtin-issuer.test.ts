@@ -1,9 +1,9 @@
 import { createHash, randomInt, randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { createLocalJWKSet, decodeProtectedHeader, jwtVerify, type JSONWebKeySet } from 'jose';
-import { hashPassword } from '../../src/auth/builtin/passwords.js';
+import { hashPassword, SCRYPT } from '../../src/auth/builtin/passwords.js';
 import { signingKeys } from '../../src/auth/builtin/signing-keys.js';
-import { BUILTIN_ISSUER, scratchDatabase, startServer, type TestServer } from '../helpers/server.js';
+import { BUILTIN_ISSUER, scratchDatabase, startServer, TEST_SCRYPT, type TestServer } from '../helpers/server.js';
 
 let server: TestServer;
 beforeAll(async () => {
@@ -35,15 +35,15 @@ async function post(path: string, body: unknown, ip = newIp(), to: TestServer = 
   return { res, status: res.status, body: text === '' ? undefined : (JSON.parse(text) as Record<string, unknown>) };
 }
 
-async function register(email = newEmail(), password = PASSWORD) {
-  const { status, body } = await post('register', { email, password });
+async function register(email = newEmail(), password = PASSWORD, to: TestServer = server) {
+  const { status, body } = await post('register', { email, password }, newIp(), to);
   expect(status).toBe(201);
   return { email, tokens: body as unknown as Tokens };
 }
 
 const me = (token: string) => server.client(token).GET('/api/v1/me');
-const userRow = (email: string) =>
-  server.database.db.selectFrom('users').selectAll().where('email', '=', email).executeTakeFirstOrThrow();
+const userRow = (email: string, on: TestServer = server) =>
+  on.database.db.selectFrom('users').selectAll().where('email', '=', email).executeTakeFirstOrThrow();
 
 describe('register', () => {
   it('creates the account and logs it in with an EdDSA token whose key is published', async () => {
@@ -71,7 +71,9 @@ describe('register', () => {
 
     const user = await userRow(email); // stored normalised: lower-case
     expect(payload.sub).toBe(user.id);
-    expect(user.password_hash).toMatch(/^\$scrypt\$ln=15,r=8,p=3\$[\w-]{22}\$[\w-]{43}$/);
+    // PHC string at this server's cost (TEST_SCRYPT; production's is checked below): salt and hash.
+    const { logN, r, p } = TEST_SCRYPT;
+    expect(user.password_hash).toMatch(new RegExp(`^\\$scrypt\\$ln=${logN},r=${r},p=${p}\\$[\\w-]{22}\\$[\\w-]{43}$`));
     const { data } = await me(tokens.access_token);
     expect(data).toMatchObject({ sub: user.id, email, scopes: ['tasks:read', 'tasks:write'], tasks: { total: 0 } });
     expect(JSON.stringify(server.logs)).not.toContain(PASSWORD);
@@ -104,41 +106,6 @@ describe('login', () => {
     expect(status).toBe(200);
     expect(res.headers.get('cache-control')).toBe('no-store');
     expect((await me((body as unknown as Tokens).access_token)).response.status).toBe(200);
-  });
-
-  it('answers an unknown email exactly as a wrong password, in comparable time', async () => {
-    const { email } = await register();
-    const strip = (body: Record<string, unknown> | undefined) => ({ ...body, request_id: undefined });
-    const attempt = async (who: string) => {
-      const started = performance.now();
-      const res = await post('login', { email: who, password: 'wrong password' });
-      return { ...res, ms: performance.now() - started };
-    };
-    // Interleaved, so that load from other test files running meanwhile weighs on both alike
-    // (4 wrong passwords stay under the email's budget of 5).
-    const wrong: Awaited<ReturnType<typeof attempt>>[] = [];
-    const unknown: Awaited<ReturnType<typeof attempt>>[] = [];
-    for (let i = 0; i < 4; i += 1) {
-      wrong.push(await attempt(email));
-      unknown.push(await attempt(newEmail()));
-    }
-    for (const res of [...wrong, ...unknown]) {
-      expect(res.status).toBe(401);
-      expect(res.res.headers.get('www-authenticate')).toBe('Bearer');
-      expect(strip(res.body)).toEqual(strip(wrong[0]!.body));
-    }
-    expect(wrong[0]!.body).toMatchObject({
-      type: 'urn:tasks-api:problem:invalid-credentials',
-      detail: 'The email or password is wrong.',
-    });
-    // Both run one scrypt (the unknown email against a decoy hash): without the decoy the unknown
-    // email would answer in a few ms against ~300 ms, a ratio far outside this band.
-    const median = (xs: { ms: number }[]) => {
-      const sorted = xs.map((x) => x.ms).sort((a, b) => a - b);
-      return (sorted[1]! + sorted[2]!) / 2;
-    };
-    expect(median(unknown) / median(wrong)).toBeGreaterThan(0.5);
-    expect(median(unknown) / median(wrong)).toBeLessThan(2);
   });
 
   it('refuses logins for an email from a client IP after 5 failures there in 15 minutes, even the right password, with 429; the owner elsewhere is not locked out', async () => {
@@ -232,13 +199,57 @@ describe('login', () => {
     for (let i = 0; i < 4; i += 1) await post('login', { email, password: 'wrong' });
     expect((await post('login', { email, password: PASSWORD })).status).toBe(200);
   });
+});
+
+describe('password hashing at the production cost', () => {
+  // The file's server hashes cheaply (startServer's default); these two are about the work itself.
+  let production: TestServer;
+  beforeAll(async () => {
+    production = await startServer({ builtinAuth: { passwordHashing: SCRYPT }, trustProxy: 'loopback' });
+  });
+  afterAll(() => production.close());
+
+  it('answers an unknown email exactly as a wrong password, in comparable time', async () => {
+    const { email } = await register(newEmail(), PASSWORD, production);
+    const strip = (body: Record<string, unknown> | undefined) => ({ ...body, request_id: undefined });
+    const attempt = async (who: string) => {
+      const started = performance.now();
+      const res = await post('login', { email: who, password: 'wrong password' }, newIp(), production);
+      return { ...res, ms: performance.now() - started };
+    };
+    // Interleaved, so that load from other test files running meanwhile weighs on both alike
+    // (4 wrong passwords stay under the email's budget of 5).
+    const wrong: Awaited<ReturnType<typeof attempt>>[] = [];
+    const unknown: Awaited<ReturnType<typeof attempt>>[] = [];
+    for (let i = 0; i < 4; i += 1) {
+      wrong.push(await attempt(email));
+      unknown.push(await attempt(newEmail()));
+    }
+    for (const res of [...wrong, ...unknown]) {
+      expect(res.status).toBe(401);
+      expect(res.res.headers.get('www-authenticate')).toBe('Bearer');
+      expect(strip(res.body)).toEqual(strip(wrong[0]!.body));
+    }
+    expect(wrong[0]!.body).toMatchObject({
+      type: 'urn:tasks-api:problem:invalid-credentials',
+      detail: 'The email or password is wrong.',
+    });
+    // Both run one scrypt (the unknown email against a decoy hash): without the decoy the unknown
+    // email would answer in a few ms against ~300 ms, a ratio far outside this band.
+    const median = (xs: { ms: number }[]) => {
+      const sorted = xs.map((x) => x.ms).sort((a, b) => a - b);
+      return (sorted[1]! + sorted[2]!) / 2;
+    };
+    expect(median(unknown) / median(wrong)).toBeGreaterThan(0.5);
+    expect(median(unknown) / median(wrong)).toBeLessThan(2);
+  });
 
   it('rehashes a password stored with weaker scrypt parameters', async () => {
     const email = newEmail();
     const weak = await hashPassword(PASSWORD, { logN: 10, r: 8, p: 1 });
-    await server.database.db.insertInto('users').values({ id: randomUUID(), email, password_hash: weak }).execute();
-    expect((await post('login', { email, password: PASSWORD })).status).toBe(200);
-    expect((await userRow(email)).password_hash).toMatch(/^\$scrypt\$ln=15,r=8,p=3\$/);
+    await production.database.db.insertInto('users').values({ id: randomUUID(), email, password_hash: weak }).execute();
+    expect((await post('login', { email, password: PASSWORD }, newIp(), production)).status).toBe(200);
+    expect((await userRow(email, production)).password_hash).toMatch(/^\$scrypt\$ln=15,r=8,p=3\$/);
   });
 });
 

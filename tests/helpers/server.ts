@@ -16,6 +16,7 @@ import { createHttpServer } from '../../src/http/http-server.js';
 import type { CapacityLimits, OverloadLimits } from '../../src/config.js';
 import type { RedisCommands } from '../../src/http/rate-limit.js';
 import { builtinAuth } from '../../src/auth/builtin/issuer.js';
+import type { ScryptParameters } from '../../src/auth/builtin/passwords.js';
 import type { SigningKeys } from '../../src/auth/builtin/signing-keys.js';
 import { createTokenVerifier, type VerifierOptions } from '../../src/auth/token-verifier.js';
 import { openDatabase, type Database, type DatabaseOptions } from '../../src/db/database.js';
@@ -24,6 +25,12 @@ import { captureLogs } from './logs.js';
 import { watchResponseHeaders, type HeaderMismatch } from './contract-headers.js';
 
 export const TEST_ISSUER = 'https://issuer.tasks-api.test';
+/**
+ * The test servers' scrypt cost: 1 MiB and a few milliseconds per hash instead of production's
+ * 32 MiB and 0.3 s of a core (SCRYPT). The suite registers and logs in hundreds of times; the tests
+ * of the work factor itself (tests/auth/builtin-issuer.test.ts) ask for SCRYPT.
+ */
+export const TEST_SCRYPT: ScryptParameters = { logN: 10, r: 8, p: 1 };
 /** `iss` of the built-in issuer's tokens in tests. */
 export const BUILTIN_ISSUER = 'https://api.tasks-api.test';
 
@@ -137,8 +144,11 @@ export async function startServer(
       'poolMax' | 'statementTimeoutMs' | 'idleInTransactionTimeoutMs' | 'queryTimeoutMs'
     >;
     requestTimeoutMs?: number;
-    /** Turn on the built-in issuer (AUTH_BUILTIN), optionally with KEY_ENCRYPTION_SECRET. */
-    builtinAuth?: boolean | { keyEncryptionSecret?: string };
+    /**
+     * Turn on the built-in issuer (AUTH_BUILTIN), optionally with KEY_ENCRYPTION_SECRET; its
+     * passwords hashed at TEST_SCRYPT's cost unless `passwordHashing` says otherwise.
+     */
+    builtinAuth?: boolean | { keyEncryptionSecret?: string; passwordHashing?: ScryptParameters };
     /** Attachment limits other than the defaults (the tests of limits make them small). */
     attachments?: Partial<AttachmentsConfig>;
     /** Where attachments' bytes go (an S3 store in its tests); PostgreSQL when not given. */
@@ -173,6 +183,7 @@ export async function startServer(
           issuer: BUILTIN_ISSUER,
           accessTokenTtlSeconds: 900,
           refreshTokenTtlSeconds: 30 * 86_400,
+          passwordHashing: TEST_SCRYPT,
           ...(typeof options.builtinAuth === 'object' ? options.builtinAuth : {}),
         },
         logger,

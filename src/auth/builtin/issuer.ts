@@ -7,7 +7,7 @@ import type { DB } from '../../db/schema.js';
 import type { Logger } from '../../logger.js';
 import { SCOPES } from '../auth-context.js';
 import { EmailTaken, InvalidCredentials, InvalidRefreshToken, LoginThrottled } from './errors.js';
-import { hashPassword, verifyPassword } from './passwords.js';
+import { hashPassword, SCRYPT, verifyPassword, type ScryptParameters } from './passwords.js';
 import { signingKeys, type SigningKeys } from './signing-keys.js';
 
 export interface BuiltinIssuerOptions {
@@ -17,6 +17,12 @@ export interface BuiltinIssuerOptions {
   refreshTokenTtlSeconds: number;
   /** Failed logins allowed per (email, IP), per email and per IP in a window; DEFAULT_LOGIN_THROTTLE when not given. */
   loginThrottle?: LoginThrottle;
+  /**
+   * scrypt's cost for new password hashes; SCRYPT (OWASP's, about 0.3 s of a core) when not given,
+   * as every server process runs it. The test servers pass a cheap one (a hash in milliseconds),
+   * as Rails' test environment lowers bcrypt's cost: what they test is the flow, not the work factor.
+   */
+  passwordHashing?: ScryptParameters;
 }
 
 export interface TokenPair {
@@ -51,8 +57,9 @@ export function builtinIssuer(db: Kysely<DB>, keys: SigningKeys, options: Builti
    * backstop against guessing spread over many addresses. Per IP, whatever the email.
    */
   const { windowSeconds, maxPerEmailAndIp, maxPerEmail, maxPerIp } = options.loginThrottle ?? DEFAULT_LOGIN_THROTTLE;
+  const hashing = options.passwordHashing ?? SCRYPT;
   // Checked when the email is unknown, so that answer takes as long as a wrong password.
-  const decoyHash = hashPassword(randomBytes(16).toString('hex'));
+  const decoyHash = hashPassword(randomBytes(16).toString('hex'), hashing);
 
   async function issue(
     user: { id: string; email: string },
@@ -121,7 +128,7 @@ export function builtinIssuer(db: Kysely<DB>, keys: SigningKeys, options: Builti
   return {
     async register(email: string, password: string): Promise<TokenPair> {
       const normalised = normaliseEmail(email);
-      const passwordHash = await hashPassword(password);
+      const passwordHash = await hashPassword(password, hashing);
       const id = randomUUID();
       const inserted = await db
         .insertInto('users')
@@ -170,7 +177,7 @@ export function builtinIssuer(db: Kysely<DB>, keys: SigningKeys, options: Builti
         .select(['id', 'email', 'password_hash', 'disabled_at'])
         .where('email', '=', normalised)
         .executeTakeFirst();
-      const check = await verifyPassword(password, user?.password_hash ?? (await decoyHash));
+      const check = await verifyPassword(password, user?.password_hash ?? (await decoyHash), hashing);
       const failure =
         user === undefined
           ? 'unknown_email'
@@ -192,7 +199,7 @@ export function builtinIssuer(db: Kysely<DB>, keys: SigningKeys, options: Builti
       if (check.needsRehash) {
         await db
           .updateTable('users')
-          .set({ password_hash: await hashPassword(password) })
+          .set({ password_hash: await hashPassword(password, hashing) })
           .where('id', '=', user!.id)
           .execute();
       }
