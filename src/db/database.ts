@@ -45,13 +45,18 @@ export interface DatabaseOptions {
   pgliteDir?: string;
   /** A data directory to start PGlite from, as `dumpDataDir` wrote it (the tests' migrated template). */
   pgliteDump?: Blob;
+  /**
+   * PostgreSQL settings for PGlite on top of its defaults, as `-c name=value` at its start (the
+   * test servers lower `shared_buffers`: see tests/helpers/server.ts).
+   */
+  pgliteSettings?: Record<string, string>;
   logger?: Logger;
 }
 
 /** PostgreSQL through a `pg` pool when a URL is given, else embedded PGlite. */
 export async function openDatabase(options: DatabaseOptions): Promise<Database> {
   const pool = options.url ? postgresPool(options) : undefined;
-  const embedded = pool ? undefined : await embeddedPglite(options.pgliteDir ?? 'memory://', options.pgliteDump);
+  const embedded = pool ? undefined : await embeddedPglite(options.pgliteDir ?? 'memory://', options);
   const db = new Kysely<DB>({ dialect: pool ? new MigrationSafePostgresDialect({ pool }) : embedded!.dialect });
   return {
     db,
@@ -115,7 +120,7 @@ function postgresPool({
  */
 async function embeddedPglite(
   dir: string,
-  dump?: Blob,
+  { pgliteDump: dump, pgliteSettings: settings = {} }: Pick<DatabaseOptions, 'pgliteDump' | 'pgliteSettings'>,
 ): Promise<{ dialect: PGliteDialect; pglite: PGlite; unlock(): Promise<void> }> {
   const inMemory = dir.startsWith('memory://');
   if (!inMemory) await mkdir(dir, { recursive: true });
@@ -131,7 +136,12 @@ async function embeddedPglite(
       loadDataDir: dump,
       // Starting from existing files arms PostgreSQL's 10 s startup-progress timer, which PGlite
       // leaves pending after close: the process then cannot exit until it fires, again and again.
-      startParams: [...PGlite.defaultStartParams, '-c', 'log_startup_progress_interval=0'],
+      startParams: [
+        ...PGlite.defaultStartParams,
+        '-c',
+        'log_startup_progress_interval=0',
+        ...Object.entries(settings).flatMap(([name, value]) => ['-c', `${name}=${value}`]),
+      ],
     });
     await pglite.waitReady;
     return { dialect: new PGliteDialect({ pglite }), pglite, unlock };
