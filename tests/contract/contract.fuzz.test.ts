@@ -715,8 +715,12 @@ function acceptedRequest(c: OperationCase): fc.Arbitrary<(world: World) => Sent>
 let acceptServer: TestServer;
 const ACCEPT_RUNS = Math.max(10, Math.round(RUNS / 10));
 
+// Both servers leave their responses unchecked: expectConforming checks every answer here, status,
+// body and headers, with full formats. The server's own check compiled the responses of every route
+// the fuzz meets, for each media type sent: 42% of this file's CPU, and nothing it would catch that
+// expectConforming does not.
 beforeAll(async () => {
-  server = await startServer();
+  server = await startServer({ validateResponses: false });
   token = await server.tokenFor();
   for (let i = 0; i < 3; i += 1) {
     const res = await send({
@@ -728,7 +732,7 @@ beforeAll(async () => {
     });
     taskIds.push((JSON.parse(res.text) as { id: string }).id);
   }
-  acceptServer = await startServer({ builtinAuth: true });
+  acceptServer = await startServer({ builtinAuth: true, validateResponses: false });
   process.stdout.write(`contract fuzz: FUZZ_SEED=${SEED} FUZZ_RUNS=${RUNS}\n`);
 });
 afterAll(async () => {
