@@ -50,8 +50,6 @@ export interface AppDeps {
   /** The built-in issuer, when AUTH_BUILTIN is on; its operations answer 404 without it. */
   issuer?: BuiltinIssuer;
   contract: Contract;
-  /** Check every response against the contract too (tests turn this on; it costs throughput). */
-  validateResponses?: boolean;
   /** The process's metrics, when something besides the app adds to them (the webhook worker); the app's own otherwise. */
   metrics?: Metrics;
   /** True once the process is shutting down: readiness then answers 503 so load balancers stop sending. */
@@ -219,12 +217,7 @@ export function appStages(deps: AppDeps): AppStage[] {
       logger,
     }),
   );
-  const validator = contractValidator({
-    spec: contract.spec,
-    verifier,
-    logger,
-    validateResponses: deps.validateResponses ?? false,
-  });
+  const validator = contractValidator({ spec: contract.spec, verifier, logger });
   return [
     { name: 'request-context', handlers: [context] },
     { name: 'access-log', handlers: [log] },

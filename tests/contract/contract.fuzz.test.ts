@@ -14,11 +14,11 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { Ajv2020 } from 'ajv/dist/2020.js';
-import addFormatsModule from 'ajv-formats';
 import fc from 'fast-check';
 import { loadContract } from '../../src/http/contract.js';
 import { parseDateTime } from '../../src/http/formats.js';
 import { contractHeaders } from '../helpers/contract-headers.js';
+import { addFormats, schemaChecker } from '../helpers/contract-responses.js';
 import { SAMPLE_TYPES, sampleFile } from '../helpers/sample-files.js';
 import { startServer, type TestServer } from '../helpers/server.js';
 
@@ -291,24 +291,7 @@ const operations: OperationCase[] = Object.entries(spec.paths).flatMap(([path, i
   }),
 );
 
-// ajv-formats is CommonJS: its function is the default export's default under ESM.
-const addFormats = ((addFormatsModule as unknown as { default?: unknown }).default ?? addFormatsModule) as (
-  ajv: Ajv2020,
-) => void;
-const ajv = new Ajv2020({ strict: false, allErrors: false, unicodeRegExp: true });
-addFormats(ajv);
-ajv.addFormat('date-time', isStorableDateTime);
-ajv.addFormat('password', true);
-ajv.addSchema({ ...(spec as object), $id: 'openapi' });
-const compiled = new Map<string, (value: unknown) => string | undefined>();
-const checker = (key: string, schema: Schema) => {
-  if (!compiled.has(key)) {
-    const ref = JSON.parse(JSON.stringify(schema).replace(/"\$ref":"#\//g, '"$ref":"openapi#/'));
-    const validate = ajv.compile(ref);
-    compiled.set(key, (value) => (validate(value) ? undefined : JSON.stringify(validate.errors?.slice(0, 3))));
-  }
-  return compiled.get(key)!;
-};
+const checker = schemaChecker(loadContract().spec);
 
 let server: TestServer;
 let token: string;
@@ -715,12 +698,8 @@ function acceptedRequest(c: OperationCase): fc.Arbitrary<(world: World) => Sent>
 let acceptServer: TestServer;
 const ACCEPT_RUNS = Math.max(10, Math.round(RUNS / 10));
 
-// Both servers leave their responses unchecked: expectConforming checks every answer here, status,
-// body and headers, with full formats. The server's own check compiled the responses of every route
-// the fuzz meets, for each media type sent: 42% of this file's CPU, and nothing it would catch that
-// expectConforming does not.
 beforeAll(async () => {
-  server = await startServer({ validateResponses: false });
+  server = await startServer();
   token = await server.tokenFor();
   for (let i = 0; i < 3; i += 1) {
     const res = await send({
@@ -732,7 +711,7 @@ beforeAll(async () => {
     });
     taskIds.push((JSON.parse(res.text) as { id: string }).id);
   }
-  acceptServer = await startServer({ builtinAuth: true, validateResponses: false });
+  acceptServer = await startServer({ builtinAuth: true });
   process.stdout.write(`contract fuzz: FUZZ_SEED=${SEED} FUZZ_RUNS=${RUNS}\n`);
 });
 afterAll(async () => {

@@ -1,4 +1,3 @@
-import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { OpenApiDocument } from '../../src/http/contract.js';
 
 /**
@@ -84,33 +83,4 @@ export function contractHeaders(spec: OpenApiDocument) {
       missing: headers.filter((h) => h.required && !isCors(h.name) && !sent.has(h.name)).map((h) => h.name),
     };
   };
-}
-
-/** One response whose headers disagree with its documented response. */
-export interface HeaderMismatch {
-  request: string;
-  status: number;
-  /** Sent, not declared. */
-  undeclared: string[];
-  /** Declared required, not sent. */
-  missing: string[];
-}
-
-/**
- * Watches every response `server` sends and records those carrying a header the contract does not
- * declare for that operation and status, or lacking one it declares required. Returns the list it
- * fills.
- */
-export function watchResponseHeaders(server: Server, spec: OpenApiDocument): HeaderMismatch[] {
-  const mismatch = contractHeaders(spec);
-  const found: HeaderMismatch[] = [];
-  server.on('request', (req: IncomingMessage, res: ServerResponse) => {
-    res.once('finish', () => {
-      const path = (req.url ?? '/').split('?')[0]!;
-      const wrong = mismatch(req.method ?? 'GET', path, res.statusCode, Object.keys(res.getHeaders()));
-      if (wrong !== undefined && wrong.undeclared.length + wrong.missing.length > 0)
-        found.push({ request: `${req.method} ${path}`, status: res.statusCode, ...wrong });
-    });
-  });
-  return found;
 }

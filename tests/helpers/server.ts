@@ -20,9 +20,9 @@ import type { ScryptParameters } from '../../src/auth/builtin/passwords.js';
 import type { SigningKeys } from '../../src/auth/builtin/signing-keys.js';
 import { createTokenVerifier, type VerifierOptions } from '../../src/auth/token-verifier.js';
 import { openDatabase, type Database, type DatabaseOptions } from '../../src/db/database.js';
-import { loadContract } from '../../src/http/contract.js';
+import { loadContract, type Contract } from '../../src/http/contract.js';
 import { captureLogs } from './logs.js';
-import { watchResponseHeaders, type HeaderMismatch } from './contract-headers.js';
+import { watchResponses, type ResponseMismatch } from './contract-responses.js';
 
 export const TEST_ISSUER = 'https://issuer.tasks-api.test';
 /**
@@ -143,11 +143,11 @@ export interface TestServer {
   /** Every log line the server wrote, parsed. */
   logs: Record<string, unknown>[];
   /**
-   * Responses that carried a header the contract does not declare for their operation and status,
-   * or lacked one it declares required (see contract-headers.ts). `close()` fails the test file
-   * when there are any.
+   * Responses that disagree with the contract (see contract-responses.ts): a header it does not
+   * declare for their operation and status, or a required one missing; an undocumented status; a
+   * JSON body that breaks its schema. `close()` fails the test file when there are any.
    */
-  headerMismatches: HeaderMismatch[];
+  mismatches: ResponseMismatch[];
   /** The generated typed client, authenticated with `token` when given. */
   client(token?: string): TasksClient;
   /** A real HS256 token for `sub` (a fresh random user when omitted), signed with the server's secret. */
@@ -155,13 +155,16 @@ export interface TestServer {
   close(): Promise<void>;
 }
 
+/** The bundled contract, read once per test file: the app only reads it, and so does `watchResponses`. */
+let contract: Contract | undefined;
+
 /** A unique subject, so every test works on its own user and never needs truncation. */
 export const newUser = (): string => `user-${randomUUID()}`;
 
 /**
- * The real app on a real HTTP server on port 0, with a real database, real signed tokens and
- * response validation on (unless `validateResponses: false`), so every response a test sees is
- * checked against the contract.
+ * The real app on a real HTTP server on port 0, with a real database and real signed tokens; every
+ * response it sends is checked against the contract (`mismatches`), and the file fails if one
+ * disagrees.
  */
 export async function startServer(
   options: {
@@ -198,12 +201,6 @@ export async function startServer(
     capacity?: Partial<CapacityLimits>;
     /** Node's limit on receiving a whole request (CLIENT_REQUEST_TIMEOUT_MS), checked every second as in production. */
     clientRequestTimeoutMs?: number;
-    /**
-     * Whether the server checks its own responses against the contract (true). Only a test that
-     * checks every answer itself, as strictly, turns it off (the contract fuzz): the validator
-     * compiles the responses of each route it meets, 42 % of that file's CPU.
-     */
-    validateResponses?: boolean;
     /** Change-stream timing and retention other than the defaults (its tests shorten heartbeats and lifetimes). */
     changes?: Partial<ChangesConfig>;
     /**
@@ -244,7 +241,7 @@ export async function startServer(
   const defaults = defaultConfig();
   const webhooks: WebhooksConfig = { ...defaults.webhooks, ...options.webhooks };
   const metrics = createMetrics(database);
-  const contract = loadContract();
+  contract ??= loadContract();
   const shutdown = new AbortController();
   const app = buildApp({
     metrics,
@@ -284,7 +281,6 @@ export async function startServer(
     verifier,
     issuer: builtin?.issuer,
     contract,
-    validateResponses: options.validateResponses ?? true,
   });
   const server: Server =
     options.clientRequestTimeoutMs === undefined
@@ -296,7 +292,7 @@ export async function startServer(
           maxConnections: 1000,
           maxConnectionsPerIp: 0,
         }).on('request', app);
-  const headerMismatches = watchResponseHeaders(server, contract.spec);
+  const mismatches = watchResponses(server, contract.spec);
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   const worker = options.webhooks?.runWorker
@@ -319,7 +315,7 @@ export async function startServer(
     secret,
     database,
     logs,
-    headerMismatches,
+    mismatches,
     // The package's client without its automatic Idempotency-Key: the tests say when a request carries one.
     client: (token) => createTasksClient({ baseUrl: url, token, idempotency: false }),
     async tokenFor(sub = newUser(), claims = {}, { expiresIn = '10m' } = {}) {
@@ -339,12 +335,12 @@ export async function startServer(
       await new Promise((resolve) => server.close(resolve));
       await worker?.stop(2000);
       await database.close();
-      if (headerMismatches.length > 0) {
-        const lines = headerMismatches.map(
+      if (mismatches.length > 0) {
+        const lines = mismatches.map(
           (m) =>
-            `  ${m.request} ${m.status}:${m.undeclared.length > 0 ? ` not declared ${m.undeclared.join(', ')}` : ''}${m.missing.length > 0 ? ` missing ${m.missing.join(', ')}` : ''}`,
+            `  ${m.request} ${m.status}:${m.undeclared.length > 0 ? ` not declared ${m.undeclared.join(', ')}` : ''}${m.missing.length > 0 ? ` missing ${m.missing.join(', ')}` : ''}${m.body === undefined ? '' : ` ${m.body}`}`,
         );
-        throw new Error(`responses whose headers disagree with the contract:\n${lines.join('\n')}`);
+        throw new Error(`responses that disagree with the contract:\n${lines.join('\n')}`);
       }
     },
   };

@@ -1,13 +1,17 @@
-// Every header a client may act on is declared on the response that carries it. Every test server
-// watches its responses for headers the contract does not declare for their operation and status
-// (tests/helpers/contract-headers.ts; a server's close() fails its test file on any), and the
+// Every response is the one the contract documents: its status, its JSON body's schema, and every
+// header a client may act on. Every test server watches its responses for each of these
+// (tests/helpers/contract-responses.ts; a server's close() fails its test file on any), and the
 // contract fuzz checks each response it gets the same way. This file drives the responses neither
 // the fuzz nor most tests reach (a 429, a replayed creation, a 304, a 412, the built-in issuer's
-// tokens) and checks the mechanism itself finds a header left undeclared.
+// tokens) and checks that the watch itself finds a header left undeclared, a body off its schema,
+// an undocumented status, however the app writes them.
 import { randomUUID } from 'node:crypto';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { loadContract, type OpenApiDocument } from '../../src/http/contract.js';
 import { contractHeaders } from '../helpers/contract-headers.js';
+import { watchResponses, type ResponseMismatch } from '../helpers/contract-responses.js';
 import { startServer, type TestServer } from '../helpers/server.js';
 
 let server: TestServer;
@@ -58,7 +62,7 @@ describe('the contract declares the headers the server sends', () => {
     expect((await fetch(url, { method: 'PATCH', ...json(token, { title: 'c' }, { 'If-Match': '"7"' }) })).status).toBe(
       412,
     );
-    expect(server.headerMismatches).toEqual([]);
+    expect(server.mismatches).toEqual([]);
   });
 
   it('on 401 and 403 (WWW-Authenticate) and on the built-in issuer (Cache-Control)', async () => {
@@ -83,7 +87,7 @@ describe('the contract declares the headers the server sends', () => {
     expect([wrong.status, wrong.headers.get('www-authenticate')]).toEqual([401, 'Bearer']);
     const keys = await fetch(`${server.url}/.well-known/jwks.json`);
     expect([keys.status, keys.headers.get('cache-control')]).toEqual([200, 'public, max-age=300']);
-    expect(server.headerMismatches).toEqual([]);
+    expect(server.mismatches).toEqual([]);
   });
 
   it('on 429 (Retry-After, RateLimit) from the per-user and the auth limits', async () => {
@@ -102,7 +106,7 @@ describe('the contract declares the headers the server sends', () => {
         }),
       );
     expect(auth.map((res) => res.status)).toContain(429);
-    expect(limited.headerMismatches).toEqual([]);
+    expect(limited.mismatches).toEqual([]);
   });
 });
 
@@ -168,5 +172,105 @@ describe('the check itself', () => {
     expect(
       checkServed('POST', '/api/v1/webhooks', 201, ['X-Request-Id', 'Location', 'RateLimit', 'RateLimit-Policy']),
     ).toEqual({ undeclared: [], missing: ['cache-control'] });
+  });
+});
+
+describe('the watch on a server (a toy contract, a plain Node server)', () => {
+  const spec = {
+    openapi: '3.1.0',
+    info: { title: 't', version: '1' },
+    paths: {
+      '/things/{id}': {
+        get: {
+          responses: {
+            '200': {
+              description: 'ok',
+              content: {
+                'application/json': {
+                  schema: {
+                    type: 'object',
+                    required: ['id', 'at'],
+                    additionalProperties: false,
+                    properties: { id: { type: 'string' }, at: { type: 'string', format: 'date-time' } },
+                  },
+                },
+              },
+            },
+            '204': { description: 'none' },
+            '4XX': {
+              description: 'problem',
+              content: { 'application/problem+json': { schema: { type: 'object', required: ['status'] } } },
+            },
+          },
+        },
+      },
+    },
+  } as unknown as OpenApiDocument;
+  /** What each `path` answers: status, content type and the body in the pieces it is written in. */
+  const answers: Record<string, [number, string | undefined, string[]]> = {
+    '/things/good': [200, 'application/json; charset=utf-8', ['{"id":"a","at":"2026-12-01T09:00:00Z"}']],
+    '/things/pieces': [200, 'application/json', ['{"id":', '"a","at":"2026-12-01T09:00:00Z"}']],
+    '/things/extra': [200, 'application/json', ['{"id":"a","at":"2026-12-01T09:00:00Z","x":1}']],
+    '/things/late': [200, 'application/json', ['{"id":"a","at":"2026-13-01T09:00:00Z"}']],
+    '/things/text': [200, 'text/plain', ['not json']],
+    '/things/problem': [404, 'application/problem+json', ['{"status":404}']],
+    '/things/not-a-problem': [409, 'application/json', ['{"status":409}']],
+    '/things/body-on-none': [204, 'application/json', ['{}']],
+    '/things/undocumented': [500, undefined, []],
+    '/elsewhere': [500, 'application/json', ['{}']],
+  };
+  let server: Server;
+  let url: string;
+  let found: ResponseMismatch[];
+  beforeAll(async () => {
+    server = createServer((req, res) => {
+      const [status, type, pieces] = answers[req.url!]!;
+      res.statusCode = status;
+      if (type !== undefined) res.setHeader('Content-Type', type);
+      for (const piece of pieces.slice(0, -1)) res.write(piece);
+      res.end(pieces.at(-1));
+    });
+    found = watchResponses(server, spec);
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  });
+  afterAll(() => new Promise((resolve) => server.close(resolve)));
+  const problems = async (path: string, method = 'GET') => {
+    found.length = 0;
+    await (await fetch(`${url}${path}`, { method })).arrayBuffer();
+    return found.map((m) => `${m.status} ${m.body ?? ''}`);
+  };
+
+  it('passes a conforming body, whole or written in pieces, and a documented status without one', async () => {
+    expect(await problems('/things/good')).toEqual([]);
+    expect(await problems('/things/pieces')).toEqual([]);
+    expect(await problems('/things/problem')).toEqual([]);
+    expect(await problems('/things/text')).toEqual([]); // not JSON: its schema is not checked
+  });
+
+  it('names a body off its schema, its formats included', async () => {
+    expect(await problems('/things/extra')).toEqual([
+      expect.stringMatching(/^200 the body breaks the contract: .*additional/),
+    ]);
+    expect(await problems('/things/late')).toEqual([
+      expect.stringMatching(/^200 the body breaks the contract: .*date-time/),
+    ]);
+  });
+
+  it('names an undeclared media type, a body where none is documented, an undocumented status', async () => {
+    expect(await problems('/things/not-a-problem')).toEqual([
+      '409 media type application/json is not documented (application/problem+json)',
+    ]);
+    // What the app wrote, though Node leaves a 204's body off the wire.
+    expect(await problems('/things/body-on-none')).toEqual([
+      '204 a application/json body where the contract documents none',
+    ]);
+    expect(await problems('/things/undocumented')).toEqual(['500 status 500 is not documented for this operation']);
+  });
+
+  it('leaves alone a HEAD, another method and a path outside the contract (the router answers those)', async () => {
+    expect(await problems('/things/extra', 'HEAD')).toEqual([]);
+    expect(await problems('/things/undocumented', 'DELETE')).toEqual([]);
+    expect(await problems('/elsewhere')).toEqual([]);
   });
 });
