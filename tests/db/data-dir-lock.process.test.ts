@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { rmSync } from 'node:fs';
 import { afterAll, describe, expect, it } from '@jest/globals';
 import { hs256Token } from '../../scripts/server-process.js';
-import { migratedPgliteDir, startMain } from '../helpers/process.js';
+import { entry, migratedPgliteDir, startMain } from '../helpers/process.js';
 
 const dataDir = migratedPgliteDir('tasks-lock-');
 afterAll(() => rmSync(dataDir, { recursive: true, force: true }));
@@ -11,7 +11,7 @@ afterAll(() => rmSync(dataDir, { recursive: true, force: true }));
 /** src/main.ts on `dataDir` expected to refuse: its exit code, output and how long it took. */
 function refusedStart(env: Record<string, string>): Promise<{ code: number | null; output: string; ms: number }> {
   const started = Date.now();
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+  const child = spawn(process.execPath, entry('src/main.ts'), {
     env: {
       ...process.env,
       NODE_OPTIONS: '',

@@ -51,7 +51,7 @@ export function rssSampler(pid: number, everyMs = 100): { peak(): number; sample
 export interface Target {
   url: string;
   port: number;
-  /** The server process (node itself: tsx is loaded with --import, not a wrapper process). */
+  /** The server process (node itself, not a wrapper process). */
   pid: number;
   /** PGlite's data directory, when the server runs on PGlite (readable once the server is stopped). */
   dataDir?: string;

@@ -2,6 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { cpSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { waitUntilServing } from '../../scripts/server-process.js';
 
 /**
@@ -17,6 +18,28 @@ export function migratedPgliteDir(prefix: string): string {
   const dir = mkdtempSync(join(tmpdir(), prefix));
   cpSync(template, dir, { recursive: true });
   return dir;
+}
+
+/**
+ * Where `file`, a TypeScript file of src/, is as the JavaScript jest's globalSetup compiled it to
+ * (TEST_PROCESS_BUILD, templates.ts); undefined for any other file, or outside jest.
+ */
+function compiled(file: string): string | undefined {
+  const build = process.env.TEST_PROCESS_BUILD;
+  if (build === undefined || !file.startsWith('src/') || !file.endsWith('.ts')) return undefined;
+  return join(build, file.replace(/\.ts$/, '.js'));
+}
+
+/**
+ * The arguments that make `node` run `file`, a TypeScript file of this repository, with `imports`
+ * imported first: files of src/ as compiled (`compiled`), anything else (a fixture, a script)
+ * through tsx.
+ */
+export function entry(file: string, imports: string[] = []): string[] {
+  const js = compiled(file);
+  const imported = imports.flatMap((i) => ['--import', compiled(i) ? pathToFileURL(compiled(i)!).href : `./${i}`]);
+  if (js !== undefined && imports.every((i) => compiled(i) !== undefined)) return [...imported, js];
+  return ['--import', 'tsx', ...imported, file];
 }
 
 /**
@@ -49,8 +72,8 @@ export async function startMain(
   let output = '';
   let stdout = '';
   // `preload`: as `npm start` runs it, with the tracing preload first (src/telemetry/preload.ts).
-  const args = preload ? ['--import', 'tsx', '--import', './src/telemetry/preload.ts'] : ['--import', 'tsx'];
-  const child = spawn(process.execPath, [...nodeArgs, ...args, 'src/main.ts'], {
+  const args = entry('src/main.ts', preload ? ['src/telemetry/preload.ts'] : []);
+  const child = spawn(process.execPath, [...nodeArgs, ...args], {
     env: {
       ...process.env,
       NODE_OPTIONS: '',
@@ -88,7 +111,7 @@ export async function startMain(
 }
 
 /**
- * `node --import tsx <args>` run to its end, with `env` over the test's environment (NODE_OPTIONS
+ * `node <args>` run to its end (its first argument a file as `entry` runs it, else through tsx), with `env` over the test's environment (NODE_OPTIONS
  * cleared: jest's would load its VM-modules flag into the child): the exit code and everything the
  * process wrote (resolved on 'close', once both pipes are drained, so no last line is missed).
  */
@@ -96,7 +119,8 @@ export function runToEnd(
   args: string[],
   env: Record<string, string> = {},
 ): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const child = spawn(process.execPath, ['--import', 'tsx', ...args], {
+  const [first = '', ...rest] = args;
+  const child = spawn(process.execPath, [...entry(first), ...rest], {
     env: { ...process.env, NODE_OPTIONS: '', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });

@@ -1,7 +1,9 @@
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { transform } from '@swc/core';
 import { sql } from 'kysely';
+import { projectRoot } from '../../src/http/contract.js';
 import { openDatabase } from '../../src/db/database.js';
 import { migrateToLatest } from '../../src/db/migrate.js';
 
@@ -20,12 +22,15 @@ import { migrateToLatest } from '../../src/db/migrate.js';
  *   CREATE DATABASE … TEMPLATE. It accepts no connections once made, so that nothing (a pooler's
  *   idle server connection included) can stop a copy.
  *
+ * - src/ as JavaScript (TEST_PROCESS_BUILD), for the processes the tests start (process.ts).
+ *
  * The variables set here reach the test workers, which start after it. The migrations keep their
  * own tests (tests/db/migrations.test.ts), on empty databases.
  */
 export async function makeTemplates(): Promise<void> {
   const dir = await mkdtemp(join(tmpdir(), 'tasks-api-jest-'));
   process.env.TEST_TEMPLATE_DIR = dir;
+  process.env.TEST_PROCESS_BUILD = await compileSource();
 
   const embedded = await openDatabase({ pgliteDir: 'memory://' });
   let dump: Blob;
@@ -68,6 +73,50 @@ export async function makeTemplates(): Promise<void> {
   }
 }
 
+/**
+ * src/ transpiled to JavaScript once per run, for the processes the tests start (src/main.ts,
+ * src/worker.ts): the same swc transform jest runs the in-process tests through, written to
+ * .cache/test-processes-<pid>/src/. Started through tsx instead, every process transpiled and
+ * resolved its modules again: 1.4 s more CPU per start, and the suite starts some forty.
+ * Inside the checkout so that node_modules, package.json ("type": "module") and the generated
+ * contract are found from it as from src/.
+ */
+async function compileSource(): Promise<string> {
+  const root = projectRoot();
+  const cache = join(root, '.cache');
+  await mkdir(cache, { recursive: true });
+  // What an interrupted run left behind: its process is gone.
+  for (const entry of await readdir(cache)) {
+    const pid = Number(/^test-processes-(\d+)$/.exec(entry)?.[1]);
+    if (pid && !isRunning(pid)) await rm(join(cache, entry), { recursive: true, force: true });
+  }
+  const out = join(cache, `test-processes-${process.pid}`);
+  const files = (await readdir(join(root, 'src'), { recursive: true })).filter((file) => file.endsWith('.ts'));
+  await Promise.all(
+    files.map(async (file) => {
+      const { code } = await transform(await readFile(join(root, 'src', file), 'utf8'), {
+        filename: file,
+        swcrc: false,
+        jsc: { parser: { syntax: 'typescript' }, target: 'es2022' },
+        module: { type: 'es6' },
+      });
+      const target = join(out, 'src', file.replace(/\.ts$/, '.js'));
+      await mkdir(dirname(target), { recursive: true });
+      await writeFile(target, code);
+    }),
+  );
+  return out;
+}
+
+function isRunning(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 async function dropTemplate(admin: Awaited<ReturnType<typeof openDatabase>>, template: string): Promise<void> {
   await sql`drop database if exists ${sql.id(template)} with (force)`.execute(admin.db);
 }
@@ -75,6 +124,7 @@ async function dropTemplate(admin: Awaited<ReturnType<typeof openDatabase>>, tem
 /** What jest's globalTeardown does: removes what `makeTemplates` made. */
 export async function removeTemplates(): Promise<void> {
   if (process.env.TEST_TEMPLATE_DIR) await rm(process.env.TEST_TEMPLATE_DIR, { recursive: true, force: true });
+  if (process.env.TEST_PROCESS_BUILD) await rm(process.env.TEST_PROCESS_BUILD, { recursive: true, force: true });
   const url = process.env.TEST_DATABASE_URL;
   const template = process.env.TEST_DATABASE_TEMPLATE;
   if (!url || !template) return;

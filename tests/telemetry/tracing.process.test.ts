@@ -4,7 +4,7 @@ import { rmSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { hs256Token } from '../../scripts/server-process.js';
 import { startOtlpReceiver, type ReceivedSpan } from '../helpers/otlp-receiver.js';
-import { migratedPgliteDir, startMain } from '../helpers/process.js';
+import { entry, migratedPgliteDir, startMain } from '../helpers/process.js';
 import { scratchDatabase } from '../helpers/server.js';
 import { startReceiver, type Receiver } from '../helpers/webhook-receiver.js';
 
@@ -227,19 +227,15 @@ describe('tracing (OpenTelemetry, OTLP/HTTP JSON to a loopback collector)', () =
     'continues the trace in a separate worker process (npm run worker), through the outbox',
     async () => {
       const server = await tracedServer({ WEBHOOK_WORKER: 'off' });
-      const worker = spawn(
-        process.execPath,
-        ['--import', 'tsx', '--import', './src/telemetry/preload.ts', 'src/worker.ts'],
-        {
-          env: {
-            ...process.env,
-            NODE_OPTIONS: '',
-            ...server.environment,
-            OTEL_SERVICE_NAME: 'tasks-worker-under-test',
-          },
-          stdio: 'ignore',
+      const worker = spawn(process.execPath, entry('src/worker.ts', ['src/telemetry/preload.ts']), {
+        env: {
+          ...process.env,
+          NODE_OPTIONS: '',
+          ...server.environment,
+          OTEL_SERVICE_NAME: 'tasks-worker-under-test',
         },
-      );
+        stdio: 'ignore',
+      });
       const exited = new Promise((resolve) => worker.on('exit', resolve));
       try {
         const { headers, key } = await subscriber(server);

@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import type { components } from '../../generated/api.js';
 import { hs256Token } from '../../scripts/server-process.js';
 import { scratchDatabase } from '../helpers/server.js';
-import { migratedPgliteDir, startMain } from '../helpers/process.js';
+import { entry, migratedPgliteDir, startMain } from '../helpers/process.js';
 import { startReceiver, type Delivery, type Receiver } from '../helpers/webhook-receiver.js';
 
 /** The id of the task whose event a delivery carries. */
@@ -129,7 +129,7 @@ describe('webhook deliveries survive kill -9', () => {
         DATABASE_PREPARED_STATEMENTS: process.env.TEST_DATABASE_PREPARED_STATEMENTS ?? 'on',
       };
       const startWorker = () => {
-        const child = spawn(process.execPath, ['--import', 'tsx', 'src/worker.ts'], {
+        const child = spawn(process.execPath, entry('src/worker.ts'), {
           env: { ...process.env, NODE_OPTIONS: '', LOG_FORMAT: 'json', ...env },
           stdio: ['ignore', 'pipe', 'pipe'],
         });
