@@ -1,7 +1,7 @@
 import { createRequire } from 'node:module';
 import { dirname } from 'node:path';
 import * as OpenApiValidator from 'express-openapi-validator';
-import { Router, type RequestHandler } from 'express';
+import { Router, type Request, type RequestHandler } from 'express';
 import type { Logger } from '../logger.js';
 import type { TokenVerifier } from '../auth/token-verifier.js';
 import { bearerSecurityHandler } from '../auth/bearer-security.js';
@@ -187,13 +187,40 @@ export function canonicalContentType(): RequestHandler {
  * the bearer token (with the operation's scopes) against the contract and answers 404/405 for what
  * the contract lacks; only what passes reaches operationsRouter and an operation's handler. The
  * Content-Type it reads is the canonical one (`canonicalContentType`).
+ *
+ * The validator itself is one per contract document in a process (`sharedValidator`); the bearer
+ * token is verified by this app's verifier, which it finds on the request.
  */
 export function contractValidator(options: {
   spec: OpenApiDocument;
   verifier: TokenVerifier;
   logger: Logger;
 }): RequestHandler[] {
-  const { spec, verifier, logger } = options;
+  const security = bearerSecurityHandler(options.verifier, options.logger);
+  const withSecurity: RequestHandler = (req, _res, next) => {
+    securityOf.set(req, security);
+    next();
+  };
+  return [canonicalContentType(), withSecurity, ...sharedValidator(options.spec)];
+}
+
+type SecurityHandler = ReturnType<typeof bearerSecurityHandler>;
+/** The security handler of the app a request came through (`contractValidator`). */
+const securityOf = new WeakMap<Request, SecurityHandler>();
+const validators = new WeakMap<OpenApiDocument, RequestHandler[]>();
+
+/**
+ * express-openapi-validator's middleware for `spec`, made once per document and process. It
+ * validates the document, dereferences it and compiles each route's validators as requests reach
+ * them, and keeps them: a process serves one app, but an app built twice on the same document
+ * (the tests build one per test server) would compile it all again, about a second of CPU per app.
+ * Nothing in it belongs to one app: the security handler is looked up on the request, and the
+ * path parameters it would install with `app.param` on the first app it meets apply to routes on
+ * the app itself, and ours are on operationsRouter's Router.
+ */
+function sharedValidator(spec: OpenApiDocument): RequestHandler[] {
+  const known = validators.get(spec);
+  if (known !== undefined) return known;
   memoiseValidatorRouteCompilation();
   const validator = OpenApiValidator.middleware({
     // The validator annotates the document it is given; keep the served copy pristine.
@@ -214,10 +241,13 @@ export function contractValidator(options: {
     ajvFormats: { mode: 'full' },
     // ... and date-time as PostgreSQL can store it and the API can write it back (see formats.ts).
     formats: contractFormats,
-    validateSecurity: { handlers: { bearerAuth: bearerSecurityHandler(verifier, logger) } },
+    validateSecurity: {
+      handlers: { bearerAuth: (req: Request, scopes: string[]) => securityOf.get(req)!(req, scopes) },
+    },
     // Never multer: it would read a whole upload into memory (or onto disk) before any handler. Uploads
     // are streamed by their handler (attachments), which checks their parts itself.
     fileUploader: false,
   }) as unknown as RequestHandler[];
-  return [canonicalContentType(), ...validator];
+  validators.set(spec, validator);
+  return validator;
 }

@@ -369,3 +369,35 @@ async function serve(handler: Parameters<typeof createServer>[1]) {
       }),
   };
 }
+
+describe('each app verifies with its own keys', () => {
+  // The contract validator is built once per contract document and process (src/http/openapi.ts),
+  // and the token is checked by the security handler of the app the request came through.
+  it('accepts a token at the server whose secret signed it, refuses it at another in the same process, and logs its own refusals', async () => {
+    const [one, two] = await Promise.all([startServer(), startServer()]);
+    try {
+      const [mine, theirs] = [await one.tokenFor(), await two.tokenFor()];
+      const get = (at: TestServer, token: string) =>
+        fetch(`${at.url}/api/v1/tasks`, { headers: { Authorization: `Bearer ${token}` } });
+      expect([
+        (await get(one, mine)).status,
+        (await get(two, theirs)).status,
+        (await get(one, theirs)).status,
+        (await get(two, mine)).status,
+      ]).toEqual([200, 200, 401, 401]);
+      // A scope refused by the security handler is logged by the app the request came through.
+      const readOnly = await two.tokenFor(undefined, { scope: 'tasks:read' });
+      const forbidden = await fetch(`${two.url}/api/v1/tasks`, {
+        method: 'POST',
+        headers: { Authorization: `Bearer ${readOnly}`, 'Content-Type': 'application/json' },
+        body: JSON.stringify({ title: 'not mine to write' }),
+      });
+      const requestId = forbidden.headers.get('x-request-id');
+      const warned = (at: TestServer) =>
+        at.logs.filter((line) => line.request_id === requestId && line.message === 'authentication failed');
+      expect([forbidden.status, warned(two).length, warned(one).length]).toEqual([403, 1, 0]);
+    } finally {
+      await Promise.all([one.close(), two.close()]);
+    }
+  });
+});
