@@ -36,6 +36,14 @@ export async function makeTemplates(): Promise<void> {
   let dump: Blob;
   try {
     await migrateToLatest(embedded.db);
+    // initdb's template0 and template1 are two thirds of the files, which every test server loads
+    // and PostgreSQL then reads at its start: without them a start takes about half the CPU
+    // (0.45 s instead of 0.9). PGlite's one session never makes a database from them.
+    await sql`update pg_database set datistemplate = false where datname in ('template0', 'template1')`.execute(
+      embedded.db,
+    );
+    await sql`drop database template0`.execute(embedded.db);
+    await sql`drop database template1`.execute(embedded.db);
     await sql`checkpoint`.execute(embedded.db);
     dump = await embedded.pglite!.dumpDataDir('none');
   } finally {
