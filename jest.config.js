@@ -1,6 +1,7 @@
 /** Jest on native ESM: TypeScript is transpiled by swc, type-checking is `npm run typecheck`. */
 export default {
-  testEnvironment: 'node',
+  // jest's node environment, sharing PGlite's compiled WebAssembly between the files of a worker.
+  testEnvironment: '<rootDir>/tests/helpers/environment.js',
   extensionsToTreatAsEsm: ['.ts'],
   transform: {
     '^.+\\.ts$': [

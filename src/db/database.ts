@@ -1,5 +1,5 @@
 import { mkdir } from 'node:fs/promises';
-import type { PGlite } from '@electric-sql/pglite';
+import type { PGlite, PGliteOptions } from '@electric-sql/pglite';
 import { Kysely, PGliteDialect, sql } from 'kysely';
 import pg from 'pg';
 import type { Logger } from '../logger.js';
@@ -50,6 +50,11 @@ export interface DatabaseOptions {
    * test servers lower `shared_buffers`: see tests/helpers/server.ts).
    */
   pgliteSettings?: Record<string, string>;
+  /**
+   * PGlite's WebAssembly, compiled already: a process that starts many databases (the tests) gives
+   * the same module to each instead of compiling PostgreSQL again for every one.
+   */
+  pgliteWasmModule?: PGliteOptions['pgliteWasmModule'];
   logger?: Logger;
 }
 
@@ -120,7 +125,11 @@ function postgresPool({
  */
 async function embeddedPglite(
   dir: string,
-  { pgliteDump: dump, pgliteSettings: settings = {} }: Pick<DatabaseOptions, 'pgliteDump' | 'pgliteSettings'>,
+  {
+    pgliteDump: dump,
+    pgliteSettings: settings = {},
+    pgliteWasmModule,
+  }: Pick<DatabaseOptions, 'pgliteDump' | 'pgliteSettings' | 'pgliteWasmModule'>,
 ): Promise<{ dialect: PGliteDialect; pglite: PGlite; unlock(): Promise<void> }> {
   const inMemory = dir.startsWith('memory://');
   if (!inMemory) await mkdir(dir, { recursive: true });
@@ -134,6 +143,7 @@ async function embeddedPglite(
     const pglite = new PGlite(dir, {
       parsers: { [types.TIMESTAMPTZ]: (value: string) => timestamp(value) },
       loadDataDir: dump,
+      pgliteWasmModule,
       // Starting from existing files arms PostgreSQL's 10 s startup-progress timer, which PGlite
       // leaves pending after close: the process then cannot exit until it fires, again and again.
       startParams: [

@@ -53,6 +53,8 @@ export async function testDatabase(
     pgliteDir: 'memory://',
     pgliteDump: await pgliteTemplate(),
     pgliteSettings: TEST_PGLITE_SETTINGS,
+    // Compiled once per jest worker (environment.js).
+    pgliteWasmModule: (globalThis as { __pgliteWasm?: DatabaseOptions['pgliteWasmModule'] }).__pgliteWasm,
     ...options,
   });
 }
