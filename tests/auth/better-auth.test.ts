@@ -131,11 +131,12 @@ describe('a Better Auth frontend', () => {
     expect((await api.client(before).GET('/api/v1/me')).response.status).toBe(200);
 
     // 30 tokens with kids nobody published, one after another (concurrent ones would share a
-    // fetch anyway): every one is 401, and the JWKS is fetched at most once for all of them,
-    // because the cool-down has not passed.
+    // fetch anyway): every one is 401, and the JWKS is fetched at most once per cool-down, however
+    // long the 30 take on a busy machine (over a second, at times, with the suite beside it).
     await new Promise((resolve) => setTimeout(resolve, COOLDOWN_MS + 100));
     const rogue = await generateKeyPair('EdDSA', { crv: 'Ed25519' });
     const stormStart = jwksFetches;
+    const stormStarted = performance.now();
     const statuses: number[] = [];
     for (let i = 0; i < 30; i += 1) {
       const forged = await new SignJWT({ sub: `attacker-${i}` })
@@ -147,6 +148,8 @@ describe('a Better Auth frontend', () => {
       statuses.push((await api.client(forged).GET('/api/v1/me')).response.status);
     }
     expect(new Set(statuses)).toEqual(new Set([401]));
-    expect(jwksFetches - stormStart).toBeLessThanOrEqual(1);
+    const cooldowns = Math.floor((performance.now() - stormStarted) / COOLDOWN_MS);
+    expect(jwksFetches - stormStart).toBeLessThanOrEqual(1 + cooldowns);
+    expect(cooldowns).toBeLessThan(10); // else the bound above says little
   });
 });
