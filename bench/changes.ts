@@ -93,7 +93,7 @@ const settings = {
 const databaseUrl = process.env.BENCH_CHANGES_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/tasks_changes_bench';
 const root = projectRoot();
 const TRIGGER = 'tasks_record_change';
-/** The bench's own connection to the bench database (one: seedTasks's setseed needs it so). */
+/** The bench's own connection to the bench database. */
 let benchDatabase: Database | undefined;
 const benchDb = (): Kysely<DB> => benchDatabase!.db;
 

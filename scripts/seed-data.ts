@@ -1,6 +1,7 @@
 // The seed data generator shared by npm run seed and npm run bench: realistic tasks generated
 // inside PostgreSQL (INSERT … SELECT over generate_series), a batch of users per statement, the
-// same data on every run (setseed; the caller must hold one connection: poolMax 1).
+// same data on every run: each batch is a transaction that seeds random() first (setseed, a value
+// of the batch's own), so the data does not depend on which connection runs which batch.
 import { sql, type Kysely } from 'kysely';
 import type { DB } from '../src/db/schema.js';
 
@@ -70,26 +71,42 @@ export interface SeedOptions {
   perUser: number;
   /** Empty tasks, idempotency_keys and the tasks' attachments first. */
   truncate?: boolean;
+  /**
+   * Batches inserted at once, each on a connection of its own (1): the pool must hold that many.
+   * Each is a core of the database server's.
+   */
+  concurrency?: number;
   onProgress?: (tasks: number, users: number) => void;
 }
 
 /** Inserts `users × perUser` tasks for `seed-user-1` … `seed-user-N`, then ANALYZEs the table. */
 export async function seedTasks(
   db: Kysely<DB>,
-  { users, perUser, truncate = false, onProgress }: SeedOptions,
+  { users, perUser, truncate = false, concurrency = 1, onProgress }: SeedOptions,
 ): Promise<void> {
-  await sql`select setseed(0.42)`.execute(db);
   // Attachments go with their tasks; TRUNCATE fires no delete trigger, so their blobs, bytes and usage go too.
   if (truncate)
     await sql`truncate tasks, idempotency_keys, attachments, attachment_blobs, attachment_chunks, attachment_usage`.execute(
       db,
     );
-  const batch = Math.max(1, Math.floor(50_000 / perUser));
-  for (let first = 1; first <= users; first += batch) {
-    const last = Math.min(users, first + batch - 1);
-    await insertBatch(db, first, last, perUser);
-    onProgress?.(last * perUser, last);
-  }
+  const size = Math.max(1, Math.floor(50_000 / perUser));
+  const batches: { first: number; last: number }[] = [];
+  for (let first = 1; first <= users; first += size) batches.push({ first, last: Math.min(users, first + size - 1) });
+  let next = 0;
+  let seeded = 0;
+  const lane = async () => {
+    for (let batch = batches[next++]; batch; batch = batches[next++]) {
+      const { first, last } = batch;
+      await db.transaction().execute(async (trx) => {
+        // The batch's own seed, in (0, 1): the same rows for these users on every run, whatever ran before.
+        await sql`select setseed(${first / (users + 1)})`.execute(trx);
+        await insertBatch(trx, first, last, perUser);
+      });
+      seeded += last - first + 1;
+      onProgress?.(seeded * perUser, seeded);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, concurrency) }, lane));
   await sql`analyze tasks`.execute(db);
 }
 

@@ -3,7 +3,8 @@
 // Users are `seed-user-1` … `seed-user-N` (mint their tokens with npm run token -- --sub seed-user-42).
 // Rows are generated inside PostgreSQL (INSERT … SELECT over generate_series), a batch of users
 // per statement: varied titles, descriptions, tags, priorities, due dates (some none) and
-// completion, with created_at spread over the past year; the same data on every run (setseed).
+// completion, with created_at spread over the past year; the same data on every run (setseed per
+// batch). Two batches at a time (--concurrency), each on a connection of its own.
 import { parseArgs } from 'node:util';
 import { sql } from 'kysely';
 import { openDatabase } from '../src/db/database.js';
@@ -16,10 +17,12 @@ const { values } = parseArgs({
     'tasks-per-user': { type: 'string', default: '100' },
     'database-url': { type: 'string', default: process.env.DATABASE_URL },
     truncate: { type: 'boolean', default: false },
+    concurrency: { type: 'string', default: '2' },
   },
 });
 const users = Number(values.users);
 const perUser = Number(values['tasks-per-user']);
+const concurrency = Number(values.concurrency);
 const url = values['database-url'];
 if (!url) {
   process.stderr.write(
@@ -27,13 +30,12 @@ if (!url) {
   );
   process.exit(1);
 }
-if (!Number.isInteger(users) || users < 1 || !Number.isInteger(perUser) || perUser < 1) {
-  process.stderr.write('seed: --users and --tasks-per-user must be positive integers\n');
+if ([users, perUser, concurrency].some((n) => !Number.isInteger(n) || n < 1)) {
+  process.stderr.write('seed: --users, --tasks-per-user and --concurrency must be positive integers\n');
   process.exit(1);
 }
 
-// One connection, so that setseed() makes the whole data set the same on every run.
-const database = await openDatabase({ url, poolMax: 1 });
+const database = await openDatabase({ url, poolMax: concurrency });
 const { db } = database;
 const started = performance.now();
 try {
@@ -42,6 +44,7 @@ try {
     users,
     perUser,
     truncate: values.truncate,
+    concurrency,
     onProgress: (tasks, seeded) => {
       if (process.stdout.isTTY)
         process.stdout.write(`\rseed: ${tasks.toLocaleString('en')} tasks for ${seeded.toLocaleString('en')} users`);
