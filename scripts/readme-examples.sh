@@ -23,8 +23,25 @@ fi
 printf '\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0\x1f\x15\xc4\x89\0\0\0\rIDATx\x9cc\xf8\x0f\0\0\x01\x01\0\x05\x18\xd8N\0\0\0\0IEND\xaeB`\x82' > "$work/photo.png"
 printf '%%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%%%EOF\n' > "$work/form.pdf"
 
-# One document in one shell, against a server of its own, in a directory of its own: the outcome
-# goes to $dir/result, and $dir/failed marks a failure.
+# start_server DIR PORT SECRET: the development server on DIR/pglite, in the background.
+start_server() {
+  (cd "$root" && PORT=$2 HOST=127.0.0.1 NODE_ENV=development WEBHOOK_WORKER=off JWT_SECRET=$3 PGLITE_DIR="$1/pglite" LOG_LEVEL=warn \
+    exec node --import tsx src/main.ts > "$1/server.log" 2>&1) &
+}
+
+# Every run's database is a fresh copy of one a server made and migrated here once, then stopped
+# (SIGTERM: it closes the database cleanly): a start on the copy skips initdb and the migrations.
+mkdir -p "$work/first"
+port=$(free_port)
+start_server "$work/first" "$port" "$(head -c 32 /dev/urandom | base64 | tr -d '/+=')"
+first=$!
+wait_ready "http://127.0.0.1:$port/health/ready" "$first" "$work/first/server.log" 120 0.5
+kill "$first"
+wait "$first" || { cat "$work/first/server.log"; echo "readme-examples: the first server did not stop cleanly" >&2; exit 1; }
+mv "$work/first/pglite" "$work/pglite"
+
+# One document in one shell, against a server of its own on a copy of that database, in a
+# directory of its own: the outcome goes to $dir/result, and $dir/failed marks a failure.
 run_one() {
   local name=$1 shell=$2
   local dir="$work/$name-$shell" port secret server bad calls
@@ -32,8 +49,8 @@ run_one() {
   cp "$work/photo.png" "$work/form.pdf" "$dir/"
   port=$(free_port)
   secret=$(head -c 32 /dev/urandom | base64 | tr -d '/+=')
-  (cd "$root" && PORT=$port HOST=127.0.0.1 NODE_ENV=development WEBHOOK_WORKER=off JWT_SECRET=$secret PGLITE_DIR="$dir/pglite" LOG_LEVEL=warn \
-    exec node --import tsx src/main.ts > "$dir/server.log" 2>&1) &
+  cp -R "$work/pglite" "$dir/pglite"
+  start_server "$dir" "$port" "$secret"
   server=$!
   wait_ready "http://127.0.0.1:$port/health/ready" "$server" "$dir/server.log" 120 0.5
   # npm runs in the checkout (the examples run in $dir, where curl -OJ saves its download);
@@ -60,7 +77,7 @@ SH
 }
 
 # Each document's examples first; then the runs, two at a time (this machine's two cores): a run
-# is mostly a server starting (PGlite and its migrations), then curl waiting on it.
+# is mostly a server starting, then curl waiting on it.
 runs=()
 for doc in "$@"; do
   name=$(basename "$doc")
