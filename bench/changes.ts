@@ -82,7 +82,7 @@ const settings = {
     users: Math.max(1, Math.floor(streams / STREAMS_PER_USER)),
     writers: Number(values.writers ?? (quick ? 20 : 100)),
     rate: Number(values.rate ?? (quick ? 40 : 200)),
-    seconds: quick ? 3 : 20,
+    seconds: quick ? 2 : 20,
     baselineSeconds: quick ? 1 : 10,
     idleSeconds: quick ? 1 : 3,
     openConcurrency: 50,

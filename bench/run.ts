@@ -66,7 +66,7 @@ const quick = values.quick;
 const settings = {
   users: quick ? 200 : 1000,
   perUser: quick ? 50 : 100,
-  seconds: quick ? 3 : 10,
+  seconds: quick ? 2 : 10,
   rounds: quick ? 1 : 2,
   connections: Number(values.connections ?? 32),
 };

@@ -17,7 +17,7 @@
 // 3. In-process: the `webhooks` load against the API with its worker in-process (the default),
 //    delivering while it serves: p99 and served rate, and how far deliveries lag behind.
 //
-// Writes bench/results/webhooks-latest.json and .md plus a dated JSON copy; --quick (3 s, one round)
+// Writes bench/results/webhooks-latest.json and .md plus a dated JSON copy; --quick (2 s, one round)
 // writes webhooks-quick-latest.* instead, so it never replaces a full run. Any non-2xx fails the run.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -36,7 +36,7 @@ import { ensureDatabase, freePort, hs256Token, waitUntilServing } from '../scrip
 
 const { values } = parseArgs({ options: { quick: { type: 'boolean', default: false } } });
 const quick = values.quick;
-const settings = { users: 200, rate: 1000, connections: 32, seconds: quick ? 3 : 10, rounds: quick ? 1 : 2 };
+const settings = { users: 200, rate: 1000, connections: 32, seconds: quick ? 2 : 10, rounds: quick ? 1 : 2 };
 const databaseUrl =
   process.env.BENCH_WEBHOOKS_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/tasks_webhooks_bench';
 const root = projectRoot();
