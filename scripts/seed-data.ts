@@ -72,8 +72,8 @@ export interface SeedOptions {
   /** Empty tasks, idempotency_keys and the tasks' attachments first. */
   truncate?: boolean;
   /**
-   * Batches inserted at once, each on a connection of its own (1): the pool must hold that many.
-   * Each is a core of the database server's.
+   * Batches inserted at once (default 1), each on a connection of its own: the pool must hold that
+   * many. Each takes a core of the database server's.
    */
   concurrency?: number;
   onProgress?: (tasks: number, users: number) => void;

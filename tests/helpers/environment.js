@@ -6,8 +6,8 @@ import { TestEnvironment } from 'jest-environment-node';
  * every test file it runs (globalThis.__pgliteWasm; helpers/server.ts gives it to each PGlite).
  *
  * PGlite keeps the module it compiles in its own module scope, and jest loads every test file's
- * modules afresh: without this each file compiled PostgreSQL's 8 MB of WebAssembly again, and V8
- * optimised its hot functions again, about a second of CPU per file. A compiled module is shared
+ * modules afresh: without this each file compiled PostgreSQL's 9 MB of WebAssembly again, and V8
+ * optimised its hot functions again, about 0.4 s of CPU per file. A compiled module is shared
  * code, not state: every database still gets its own instance and memory.
  */
 let compiled;
