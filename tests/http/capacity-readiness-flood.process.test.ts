@@ -27,7 +27,13 @@ import {
  */
 const PROBE_CONNECTIONS = 200;
 const FLOOD_MS = 5000;
-const VICTIM_MAX_MS = 1000;
+/**
+ * The defect made the victim's requests wait 2-7 s, then fail 503 (which the status check catches
+ * at any speed). A busy 2-core machine running the rest of the suite beside this has kept one
+ * request waiting just over a second as the 200 connections opened (1,070 ms in CI on
+ * 2026-12-06), so the bound is that of the defect, not of an idle machine.
+ */
+const VICTIM_MAX_MS = 2000;
 /** The readiness ping as the server sends it (src/db/database.ts: `select 1`). */
 const PING = /^\s*select 1\s*;?\s*$/i;
 
