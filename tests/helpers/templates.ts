@@ -1,5 +1,5 @@
-import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { createHash } from 'node:crypto';
+import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { transform } from '@swc/core';
 import { sql } from 'kysely';
@@ -16,7 +16,10 @@ import { migrateToLatest } from '../../src/db/migrate.js';
  *   still has a database of its own, in about a third of the time initdb and the migrations took.
  *   The same data directory is also written out on disk (TEST_PGLITE_DATA_DIR) for the tests that
  *   start src/main.ts as a process: each copies it (`migratedPgliteDir`) and the process starts in
- *   about 2 s of CPU instead of 6 (initdb and the migrations at every start).
+ *   about 2 s of CPU instead of 6 (initdb and the migrations at every start). Both are kept
+ *   between runs in .cache/pglite-template-<key>/, the key a hash of what makes them (src/db/,
+ *   this file, the PGlite and Kysely versions): a run whose schema has not changed skips initdb
+ *   and the migrations (about 5 s before the first test, most of a one-file run's wait).
  * - PostgreSQL (TEST_DATABASE_URL): that database is migrated once, and a migrated template
  *   database is made next to it (TEST_DATABASE_TEMPLATE) that `scratchDatabase` copies with
  *   CREATE DATABASE … TEMPLATE. It accepts no connections once made, so that nothing (a pooler's
@@ -28,33 +31,10 @@ import { migrateToLatest } from '../../src/db/migrate.js';
  * own tests (tests/db/migrations.test.ts), on empty databases.
  */
 export async function makeTemplates(): Promise<void> {
-  const dir = await mkdtemp(join(tmpdir(), 'tasks-api-jest-'));
-  process.env.TEST_TEMPLATE_DIR = dir;
   process.env.TEST_PROCESS_BUILD = await compileSource();
-
-  const embedded = await openDatabase({ pgliteDir: 'memory://' });
-  let dump: Blob;
-  try {
-    await migrateToLatest(embedded.db);
-    // initdb's template0 and template1 are two thirds of the files, which every test server loads
-    // and PostgreSQL then reads at its start: without them a start takes about half the CPU
-    // (0.45 s instead of 0.9). PGlite's one session never makes a database from them.
-    await sql`update pg_database set datistemplate = false where datname in ('template0', 'template1')`.execute(
-      embedded.db,
-    );
-    await sql`drop database template0`.execute(embedded.db);
-    await sql`drop database template1`.execute(embedded.db);
-    await sql`checkpoint`.execute(embedded.db);
-    dump = await embedded.pglite!.dumpDataDir('none');
-  } finally {
-    await embedded.close();
-  }
-  const file = join(dir, 'pglite-template.tar');
-  await writeFile(file, Buffer.from(await dump.arrayBuffer()));
-  process.env.TEST_PGLITE_TEMPLATE = file;
-  const onDisk = join(dir, 'pglite-data-dir');
-  await (await openDatabase({ pgliteDir: onDisk, pgliteDump: dump })).close();
-  process.env.TEST_PGLITE_DATA_DIR = onDisk;
+  const pglite = await pgliteTemplate();
+  process.env.TEST_PGLITE_TEMPLATE = join(pglite, 'pglite-template.tar');
+  process.env.TEST_PGLITE_DATA_DIR = join(pglite, 'pglite-data-dir');
 
   const url = process.env.TEST_DATABASE_URL;
   if (!url) return;
@@ -79,6 +59,76 @@ export async function makeTemplates(): Promise<void> {
   } finally {
     await main.close();
   }
+}
+
+/**
+ * The PGlite template's folder in .cache/, made if this key has none: written under a name of this
+ * process's and renamed into place, so a run never sees half of one, and two runs that make it at
+ * once both end with a whole one. Folders of other keys go once an hour old (a run still using one
+ * is long done by then).
+ */
+async function pgliteTemplate(): Promise<string> {
+  const cache = join(projectRoot(), '.cache');
+  await mkdir(cache, { recursive: true });
+  const name = `pglite-template-${await templateKey()}`;
+  const dir = join(cache, name);
+  for (const entry of await readdir(cache)) {
+    if (!entry.startsWith('pglite-template-') || entry === name) continue;
+    const pid = Number(/\.tmp-(\d+)$/.exec(entry)?.[1]);
+    const { mtimeMs } = await stat(join(cache, entry));
+    if (pid ? !isRunning(pid) : Date.now() - mtimeMs > 3_600_000)
+      await rm(join(cache, entry), { recursive: true, force: true });
+  }
+  if (await exists(join(dir, 'pglite-data-dir'))) return dir;
+
+  const building = `${dir}.tmp-${process.pid}`;
+  await mkdir(building, { recursive: true });
+  const embedded = await openDatabase({ pgliteDir: 'memory://' });
+  let dump: Blob;
+  try {
+    await migrateToLatest(embedded.db);
+    // initdb's template0 and template1 are two thirds of the files, which every test server loads
+    // and PostgreSQL then reads at its start: without them a start takes about half the CPU
+    // (0.45 s instead of 0.9). PGlite's one session never makes a database from them.
+    await sql`update pg_database set datistemplate = false where datname in ('template0', 'template1')`.execute(
+      embedded.db,
+    );
+    await sql`drop database template0`.execute(embedded.db);
+    await sql`drop database template1`.execute(embedded.db);
+    await sql`checkpoint`.execute(embedded.db);
+    dump = await embedded.pglite!.dumpDataDir('none');
+  } finally {
+    await embedded.close();
+  }
+  await writeFile(join(building, 'pglite-template.tar'), Buffer.from(await dump.arrayBuffer()));
+  // Last, as the mark that the folder is whole.
+  await (await openDatabase({ pgliteDir: join(building, 'pglite-data-dir'), pgliteDump: dump })).close();
+  try {
+    await rename(building, dir);
+  } catch {
+    await rm(building, { recursive: true, force: true }); // another run made it first
+  }
+  return dir;
+}
+
+/** What the template depends on: the database code and migrations, this file, PGlite and Kysely. */
+async function templateKey(): Promise<string> {
+  const root = projectRoot();
+  const hash = createHash('sha256');
+  const db = join(root, 'src', 'db');
+  const files = (await readdir(db, { recursive: true })).filter((file) => file.endsWith('.ts')).sort();
+  for (const file of [...files.map((file) => join('src', 'db', file)), join('tests', 'helpers', 'templates.ts')])
+    hash.update(file).update(await readFile(join(root, file)));
+  for (const name of ['@electric-sql/pglite', 'kysely'])
+    hash.update(await readFile(join(root, 'node_modules', name, 'package.json')));
+  return hash.digest('hex').slice(0, 16);
+}
+
+async function exists(path: string): Promise<boolean> {
+  return stat(path).then(
+    () => true,
+    () => false,
+  );
 }
 
 /**
@@ -131,7 +181,6 @@ async function dropTemplate(admin: Awaited<ReturnType<typeof openDatabase>>, tem
 
 /** What jest's globalTeardown does: removes what `makeTemplates` made. */
 export async function removeTemplates(): Promise<void> {
-  if (process.env.TEST_TEMPLATE_DIR) await rm(process.env.TEST_TEMPLATE_DIR, { recursive: true, force: true });
   if (process.env.TEST_PROCESS_BUILD) await rm(process.env.TEST_PROCESS_BUILD, { recursive: true, force: true });
   const url = process.env.TEST_DATABASE_URL;
   const template = process.env.TEST_DATABASE_TEMPLATE;
