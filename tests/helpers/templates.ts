@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { transform } from '@swc/core';
@@ -75,11 +76,10 @@ async function pgliteTemplate(): Promise<string> {
   for (const entry of await readdir(cache)) {
     if (!entry.startsWith('pglite-template-') || entry === name) continue;
     const pid = Number(/\.tmp-(\d+)$/.exec(entry)?.[1]);
-    const { mtimeMs } = await stat(join(cache, entry));
-    if (pid ? !isRunning(pid) : Date.now() - mtimeMs > 3_600_000)
+    if (pid ? !isRunning(pid) : await olderThanAnHour(join(cache, entry)))
       await rm(join(cache, entry), { recursive: true, force: true });
   }
-  if (await exists(join(dir, 'pglite-data-dir'))) return dir;
+  if (existsSync(join(dir, 'pglite-data-dir'))) return dir;
 
   const building = `${dir}.tmp-${process.pid}`;
   await mkdir(building, { recursive: true });
@@ -111,6 +111,12 @@ async function pgliteTemplate(): Promise<string> {
   return dir;
 }
 
+/** False for a path another run removed meanwhile: then there is nothing left to remove. */
+async function olderThanAnHour(path: string): Promise<boolean> {
+  const info = await stat(path).catch(() => undefined);
+  return info !== undefined && Date.now() - info.mtimeMs > 3_600_000;
+}
+
 /** What the template depends on: the database code and migrations, this file, PGlite and Kysely. */
 async function templateKey(): Promise<string> {
   const root = projectRoot();
@@ -122,13 +128,6 @@ async function templateKey(): Promise<string> {
   for (const name of ['@electric-sql/pglite', 'kysely'])
     hash.update(await readFile(join(root, 'node_modules', name, 'package.json')));
   return hash.digest('hex').slice(0, 16);
-}
-
-async function exists(path: string): Promise<boolean> {
-  return stat(path).then(
-    () => true,
-    () => false,
-  );
 }
 
 /**
