@@ -31,15 +31,25 @@ function compiled(file: string): string | undefined {
 }
 
 /**
+ * V8's flags for the processes the tests start: WebAssembly compiled by its baseline compiler only.
+ * By default V8 also recompiles PGlite's hot PostgreSQL functions with its optimising compiler, on
+ * background threads: about 1 s of CPU per start (4.3 s → 3.3 s to listening and stopped), which a
+ * process living a few seconds never earns back. The code is the same; only how fast it runs
+ * differs, and these tests are about behaviour. A cluster's workers inherit it (execArgv).
+ */
+const TEST_PROCESS_FLAGS = ['--liftoff-only'];
+
+/**
  * The arguments that make `node` run `file`, a TypeScript file of this repository, with `imports`
  * imported first: files of src/ as compiled (`compiled`), anything else (a fixture, a script)
- * through tsx.
+ * through tsx; `TEST_PROCESS_FLAGS` first.
  */
 export function entry(file: string, imports: string[] = []): string[] {
   const js = compiled(file);
   const imported = imports.flatMap((i) => ['--import', compiled(i) ? pathToFileURL(compiled(i)!).href : `./${i}`]);
-  if (js !== undefined && imports.every((i) => compiled(i) !== undefined)) return [...imported, js];
-  return ['--import', 'tsx', ...imported, file];
+  if (js !== undefined && imports.every((i) => compiled(i) !== undefined))
+    return [...TEST_PROCESS_FLAGS, ...imported, js];
+  return [...TEST_PROCESS_FLAGS, '--import', 'tsx', ...imported, file];
 }
 
 /**
