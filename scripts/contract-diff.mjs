@@ -587,10 +587,14 @@ function parseArgs(argv) {
   return args;
 }
 
-async function main() {
-  const args = parseArgs(process.argv.slice(2));
+/**
+ * The gate as the command runs it: `argv` its arguments, `log` and `error` its stdout and stderr
+ * (lines); resolves to its exit code. Exported for its test, which runs most cases in-process.
+ */
+export async function runGate(argv, { log = console.log, error = console.error } = {}) {
+  const args = parseArgs(argv);
   if (args.help) {
-    console.log('usage: contract-diff [--base released.json] [--head contract.json] [--accepted file] [--json]');
+    log('usage: contract-diff [--base released.json] [--head contract.json] [--accepted file] [--json]');
     return 0;
   }
   const read = (file) => JSON.parse(readFileSync(file, 'utf8'));
@@ -600,7 +604,7 @@ async function main() {
   if (!baseFile) {
     const release = releaseFor(headMajor);
     if (!release) {
-      console.error(
+      error(
         `no released contract for v${headMajor} or earlier in ${relative(root, releasedDir)}/: run npm run release-contract first`,
       );
       return 2;
@@ -614,14 +618,14 @@ async function main() {
   const acceptedFile = args.accepted ?? (args.base ? undefined : acceptedFileFor(baseFile));
   const stale = applyAccepted(changes, readAccepted(acceptedFile));
   for (const a of stale)
-    console.error(
+    error(
       `note: ${relative(process.cwd(), acceptedFile)} accepts a change the diff no longer shows: ${a.operation}: ${a.change}`,
     );
   const breaking = changes.filter((c) => c.type === 'breaking');
   const majorBumped = headMajor > baseMajor;
   const headName = args.head ? relative(process.cwd(), args.head) || args.head : 'openapi/';
   if (args.json) {
-    console.log(
+    log(
       JSON.stringify(
         {
           base: { file: baseFile, version: base.info?.version },
@@ -634,19 +638,19 @@ async function main() {
       ),
     );
   } else {
-    console.log(
+    log(
       `Contract diff: ${relative(process.cwd(), baseFile) || baseFile} (${base.info?.version}) → ${headName} (${head.info?.version})\n`,
     );
-    console.log(changes.length ? formatChangelog(changes) : 'No changes.\n');
+    log(changes.length ? formatChangelog(changes) : 'No changes.\n');
   }
   if (breaking.length === 0) return 0;
   if (majorBumped) {
-    console.error(
+    error(
       `${breaking.length} breaking change(s), allowed: info.version ${head.info.version} is a new major over ${base.info?.version}.`,
     );
     return 0;
   }
-  console.error(
+  error(
     `${breaking.length} breaking change(s) against the released v${baseMajor} contract (${base.info?.version}). ` +
       `Make them additive, or bump info.version's major (${baseMajor + 1}.0.0) and release a v${baseMajor + 1}.`,
   );
@@ -655,7 +659,7 @@ async function main() {
 
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
   // exitCode, not exit(): a piped stdout (--json) must be written out first
-  main().then(
+  runGate(process.argv.slice(2)).then(
     (code) => {
       process.exitCode = code;
     },

@@ -1,13 +1,15 @@
 // The breaking-change gate (scripts/contract-diff.mjs, `npm run contract:diff` in CI) run as CI
 // runs it, on the released v1 contract and deliberately changed copies of it written to a temp
 // dir: each kind of breaking change fails it and is named under "Breaking"; additive changes pass.
-// No network, no server: two JSON files and one process per case.
+// No network, no server: two JSON files per case, most of them run through the command's own
+// function in this process, and the command itself in a process of its own for its exit codes.
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { execFile } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { runGate } from '../../scripts/contract-diff.mjs';
 
 const run = promisify(execFile);
 const root = join(import.meta.dirname, '..', '..');
@@ -27,22 +29,29 @@ beforeAll(() => {
 });
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-/** Runs the gate on the released contract changed by `change`; its exit code and its sections. */
-async function gate(change: (doc: Doc) => void, extra: string[] = []) {
+/**
+ * Runs the gate on the released contract changed by `change`: its exit code and its sections. In
+ * this process (the command's own function, runGate) unless `asCommand`: then as CI runs it, `node
+ * scripts/contract-diff.mjs` in a process of its own (0.8 s of CPU each, most of it loading).
+ */
+async function gate(change: (doc: Doc) => void, extra: string[] = [], { asCommand = false } = {}) {
   const head = structuredClone(released);
   change(head);
   const file = join(dir, `head-${++n}.json`);
   writeFileSync(file, JSON.stringify(head));
+  const argv = ['--base', releasedFile, '--head', file, ...extra];
   let code = 0;
-  let stdout: string;
-  let stderr: string;
-  try {
-    ({ stdout, stderr } = await run(process.execPath, [script, '--base', releasedFile, '--head', file, ...extra], {
-      cwd: root,
-    }));
-  } catch (error) {
-    const e = error as { code: number; stdout: string; stderr: string };
-    ({ code, stdout, stderr } = e);
+  let stdout = '';
+  let stderr = '';
+  if (asCommand) {
+    try {
+      ({ stdout, stderr } = await run(process.execPath, [script, ...argv], { cwd: root }));
+    } catch (error) {
+      const e = error as { code: number; stdout: string; stderr: string };
+      ({ code, stdout, stderr } = e);
+    }
+  } else {
+    code = await runGate(argv, { log: (line) => (stdout += `${line}\n`), error: (line) => (stderr += `${line}\n`) });
   }
   const sections: Record<string, string> = {};
   for (const part of stdout.split(/^### /m).slice(1)) {
@@ -248,5 +257,26 @@ describe('breaking-change gate: what does not break a client passes', () => {
     const result = await gate(() => {});
     expect(result.code).toBe(0);
     expect(result.stdout).toContain('No changes.');
+  });
+});
+
+describe('breaking-change gate as the command CI runs (node scripts/contract-diff.mjs)', () => {
+  it('no changes: exit 0, "No changes." on stdout', async () => {
+    const result = await gate(() => {}, [], { asCommand: true });
+    expect({ code: result.code, stderr: result.stderr }).toEqual({ code: 0, stderr: '' });
+    expect(result.stdout).toContain('No changes.');
+  });
+
+  it('a breaking change: exit 1, the change under "Breaking" and why on stderr', async () => {
+    const result = await gate((d) => delete d.paths['/api/v1/tags'], [], { asCommand: true });
+    expect(result.code).toBe(1);
+    expect(line(result.breaking, 'GET /api/v1/tags', 'operation removed')).toMatch(/^- /);
+    expect(result.stderr).toMatch(/1 breaking change\(s\) against the released v1 contract \(1\.0\.0\)/);
+  });
+
+  it('an unknown argument: exit 2, the usage on stderr', async () => {
+    const result = await gate(() => {}, ['--nonsense'], { asCommand: true });
+    expect(result.code).toBe(2);
+    expect(result.stderr).toContain('unknown argument --nonsense; usage: contract-diff');
   });
 });
