@@ -87,7 +87,7 @@ const ALLOWED = [
     argv: ['npm', 'run', 'build'],
     in: 'app',
     outside: 'run',
-    reason: 'the build (tsc -p tsconfig.build.json): CI runs it before every server start (npm start, the benches)',
+    reason: 'the build (tsc -b tsconfig.build.json): CI runs it before every server start (npm start, the benches)',
   },
   {
     argv: ['npm', 'ci', '--omit=dev', '--no-audit', '--no-fund'],
