@@ -12,8 +12,8 @@
 //    variants: autocommit single-row inserts on one connection, the same in one server-side loop
 //    (the trigger's µs per row), 16 connections inserting (inserts/s), and one statement inserting
 //    many rows for one owner. A CHECKPOINT follows each seed, so that none falls in a measurement.
-// 2. Feed: 1,000,000 history rows (the tasks inserted with the trigger off, the history filled by the
-//    migration's backfill statements), one owner with 100,000 of them; `GET /changes?since=&limit=100`
+// 2. Feed: 1,000,000 history rows (seeded by scripts/seed-data.ts: each batch's tasks and their
+//    history in one statement, as the migration backfilled it), one owner with 100,000 of them; `GET /changes?since=&limit=100`
 //    at the big owner's start, middle, end and head and a small owner's start and head, tokens
 //    minted with changeTokens(db).sign and checked against the API's; EXPLAIN (ANALYZE, BUFFERS) of
 //    the feed's statement (checked against changes.repository.ts) as the app role, custom and generic.
@@ -541,26 +541,16 @@ async function feed(database: Database, env: Record<string, string>, secret: str
   const { db } = database;
   const s = settings.feed;
   await sql`truncate tasks, idempotency_keys, change_heads, task_changes cascade`.execute(db);
-  // Tasks first with the trigger off, then the history in bulk as migration 0010 backfills it.
-  await setTrigger(db, 'none');
+  // The seed writes each batch's tasks and their history in one statement, as migration 0010
+  // backfilled it; row by row through the trigger a million would take minutes.
   let t = now();
-  try {
-    await seedTasks(db, { users: s.owners, perUser: s.perOwner });
-    await seedTasks(db, { users: 1, perUser: s.bigOwnerRows }); // seed-user-1 gets these too: the big owner
-  } finally {
-    await setTrigger(db, 'history');
-  }
-  const tasksSeconds = round1((now() - t) / 1000);
-  t = now();
-  await sql`insert into change_heads (owner_id, seq) select owner_id, count(*) from tasks group by owner_id`.execute(
-    db,
-  );
-  await sql`
-    insert into task_changes (owner_id, task_id, seq, version)
-      select owner_id, id, row_number() over (partition by owner_id order by created_at, id), version from tasks`.execute(
-    db,
-  );
-  const historySeconds = round1((now() - t) / 1000);
+  for (const seeded of [
+    await seedTasks(db, { users: s.owners, perUser: s.perOwner }),
+    await seedTasks(db, { users: 1, perUser: s.bigOwnerRows }), // seed-user-1 gets these too: the big owner
+  ])
+    if (seeded.history !== 'set')
+      throw new Error(`bench:changes: the seed wrote the history row by row (${seeded.because})`);
+  const seedSeconds = round1((now() - t) / 1000);
   t = now();
   for (const table of ['tasks', 'task_changes', 'change_heads'])
     await sql`vacuum analyze ${sql.table(table)}`.execute(db);
@@ -577,7 +567,7 @@ async function feed(database: Database, env: Record<string, string>, secret: str
   const bigHead = Number(counts[0]!.big);
   const smallHead = Number(counts[0]!.small);
   process.stdout.write(
-    `  ${historyRows.toLocaleString('en')} history rows (${counts[0]!.size} with indexes) for ${Number(counts[0]!.tasks).toLocaleString('en')} tasks: tasks inserted (trigger off) in ${tasksSeconds} s, history filled in bulk in ${historySeconds} s, VACUUM ANALYZE and CHECKPOINT ${vacuumSeconds} s\n`,
+    `  ${historyRows.toLocaleString('en')} history rows (${counts[0]!.size} with indexes) for ${Number(counts[0]!.tasks).toLocaleString('en')} tasks: tasks and history seeded in ${seedSeconds} s, VACUUM ANALYZE and CHECKPOINT ${vacuumSeconds} s\n`,
   );
 
   const tokens = changeTokens(db);
@@ -661,10 +651,9 @@ async function feed(database: Database, env: Record<string, string>, secret: str
       history_size: counts[0]!.size,
       big_owner: { owner: big, head: bigHead },
       small_owner: { owner: small, head: smallHead },
-      tasks_seconds: tasksSeconds,
-      history_seconds: historySeconds,
+      seed_seconds: seedSeconds,
       vacuum_seconds: vacuumSeconds,
-      how: 'tasks inserted with the trigger disabled, then the history filled in bulk by the backfill statements of migration 0010',
+      how: "scripts/seed-data.ts, each batch's tasks and their history in one statement (as migration 0010 backfilled it)",
     },
     token_matches_api: true,
     errors,
@@ -1385,7 +1374,7 @@ function markdown(r: Report): string {
     '',
     `## 2. Feed reads at ${f.seed.history_rows.toLocaleString('en')} history rows`,
     '',
-    `${f.seed.history_rows.toLocaleString('en')} history rows (${f.seed.history_size} with indexes) for ${f.seed.tasks.toLocaleString('en')} tasks; the big owner ${f.seed.big_owner.owner} has ${f.seed.big_owner.head.toLocaleString('en')}, the small one ${f.seed.small_owner.owner} ${f.seed.small_owner.head}. Seeded: ${f.seed.how}: tasks ${f.seed.tasks_seconds} s, history ${f.seed.history_seconds} s, VACUUM ANALYZE and CHECKPOINT ${f.seed.vacuum_seconds} s. \`GET /api/v1/changes?since=<token>&limit=${r.settings.feed.limit}\`, one request at a time over keep-alive, the cases interleaved, ${r.settings.feed.requests} each after ${r.settings.feed.warmup} of warm-up; time to the whole body. Tokens minted by the bench match the API's: ${f.token_matches_api}. Meanwhile, % of a core: API ${f.cpu_pct.api}, PostgreSQL ${f.cpu_pct.postgres}, this process ${f.cpu_pct.bench}, other processes ${f.cpu_pct.others}.`,
+    `${f.seed.history_rows.toLocaleString('en')} history rows (${f.seed.history_size} with indexes) for ${f.seed.tasks.toLocaleString('en')} tasks; the big owner ${f.seed.big_owner.owner} has ${f.seed.big_owner.head.toLocaleString('en')}, the small one ${f.seed.small_owner.owner} ${f.seed.small_owner.head}. Seeded by ${f.seed.how}: ${f.seed.seed_seconds} s, VACUUM ANALYZE and CHECKPOINT ${f.seed.vacuum_seconds} s. \`GET /api/v1/changes?since=<token>&limit=${r.settings.feed.limit}\`, one request at a time over keep-alive, the cases interleaved, ${r.settings.feed.requests} each after ${r.settings.feed.warmup} of warm-up; time to the whole body. Tokens minted by the bench match the API's: ${f.token_matches_api}. Meanwhile, % of a core: API ${f.cpu_pct.api}, PostgreSQL ${f.cpu_pct.postgres}, this process ${f.cpu_pct.bench}, other processes ${f.cpu_pct.others}.`,
     '',
     '| Case | position / head | changes | body bytes | p50 ms | p99 ms | mean ms | max ms |',
     '|---|---|---|---|---|---|---|---|',
