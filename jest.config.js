@@ -19,11 +19,11 @@ export default {
   // A test server starts from the migrated template in about a second, so hooks fit well inside
   // this; the few tests that wait on purpose for longer (process restarts, retry schedules) say so.
   testTimeout: 20000,
-  // Half as many workers again as cores (three on two). Two workers left the cores idle 15 % of the
-  // run, while both waited on sockets, timers or child processes; a third fills that time. On this
-  // 2-core machine: 300 s with two, 254 s with three (PostgreSQL: 289 s and 250 s). jest's own
-  // percentage stops at 100 %. The capacity tests' victims stayed far inside their bounds (at most
-  // 731 ms against 2 s, 338 ms against 1 s).
+  // Half as many workers again as cores (three on two). Two workers left the cores idle 15-16 % of
+  // the run, while both waited on sockets, timers or child processes; a third fills that time (3 %
+  // idle). On this 2-core machine, alternating: 281 s and 250 s with three, 312 s and 295 s with
+  // two (PostgreSQL: 250 s and 289 s). jest's own percentage stops at 100 %. The capacity tests'
+  // victims stayed far inside their bounds (at most 731 ms against 2 s, 338 ms against 1 s).
   maxWorkers: Math.max(2, Math.ceil(availableParallelism() * 1.5)),
   // A worker is replaced once a test file leaves its heap above this. jest makes every file's
   // modules afresh and the old ones are never all freed: a worker's heap grew by 10–20 MB a file,
