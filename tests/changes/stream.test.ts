@@ -210,12 +210,15 @@ describe('change stream capacity', () => {
       await new Promise((resolve) => setTimeout(resolve, 300));
       expect((await fetch(streamUrl(cut), { headers: auth })).status).toBe(429); // its place is taken
       let again = await fetch(streamUrl(cut), { headers: auth });
-      while (again.status === 429 && Date.now() - began < 5000) {
+      while (again.status === 429 && Date.now() - began < 8000) {
         await new Promise((resolve) => setTimeout(resolve, 100));
         again = await fetch(streamUrl(cut), { headers: auth });
       }
       expect(again.status).toBe(200);
-      expect(Date.now() - began).toBeLessThan(1500 + 2 * 200 + 500);
+      // The lifetime and two heartbeats, and 1.5 s for a loaded machine (2,674 ms seen in CI with
+      // the suite's three workers on two cores); a place held past the lifetime (until the socket's
+      // own timeout, or for good) is still 429 at 8 s.
+      expect(Date.now() - began).toBeLessThan(1500 + 2 * 200 + 1500);
       await again.body?.cancel();
       socket.destroy();
     } finally {
