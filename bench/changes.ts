@@ -13,10 +13,11 @@
 //    (the trigger's µs per row), 16 connections inserting (inserts/s), and one statement inserting
 //    many rows for one owner. A CHECKPOINT follows each seed, so that none falls in a measurement.
 // 2. Feed: 1,000,000 history rows (seeded by scripts/seed-data.ts: each batch's tasks and their
-//    history in one statement, as the migration backfilled it), one owner with 100,000 of them; `GET /changes?since=&limit=100`
-//    at the big owner's start, middle, end and head and a small owner's start and head, tokens
-//    minted with changeTokens(db).sign and checked against the API's; EXPLAIN (ANALYZE, BUFFERS) of
-//    the feed's statement (checked against changes.repository.ts) as the app role, custom and generic.
+//    history in one statement, as the migration backfilled it), one owner with 100,000 of them;
+//    `GET /changes?since=&limit=100` at the big owner's start, middle, end and head and a small
+//    owner's start and head, tokens minted with changeTokens(db).sign and checked against the
+//    API's; EXPLAIN (ANALYZE, BUFFERS) of the feed's statement (checked against
+//    changes.repository.ts) as the app role, custom and generic.
 // 3. Fan-out: `--streams` streams of `--streams`/10 users × 10 from one reader process (this script
 //    forked with --reader), `--writers` writers in this one creating tasks at `--rate`/s through the
 //    API. Each event is matched to its write: latency, events/s, lost or repeated events, the API's
