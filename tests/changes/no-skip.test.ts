@@ -552,7 +552,7 @@ onPostgres('the change feed on PostgreSQL, with transactions held open', () => {
 
           await t2.query('commit');
           const z = await t3write;
-          expect(z.response.status).toBe(201);
+          expect({ status: z.response.status, problem: z.error }).toEqual({ status: 201, problem: undefined });
           const rest = new Replica();
           await catchUp(api, afterT1.next_token, rest);
           const seenLive = [...afterT1.changes.map((c) => c.task.id), ...rest.tasks.keys()];
