@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { createLocalJWKSet, decodeProtectedHeader, jwtVerify, type JSONWebKeySet } from 'jose';
 import { hashPassword, SCRYPT } from '../../src/auth/builtin/passwords.js';
 import { signingKeys } from '../../src/auth/builtin/signing-keys.js';
-import { BUILTIN_ISSUER, scratchDatabase, startServer, TEST_SCRYPT, type TestServer } from '../helpers/server.js';
+import { BUILTIN_ISSUER, startServer, TEST_SCRYPT, type TestServer } from '../helpers/server.js';
 
 let server: TestServer;
 beforeAll(async () => {
@@ -333,8 +333,8 @@ describe('refresh and logout', () => {
 
 describe('signing keys', () => {
   it('rotates without logging anyone out: old tokens keep working, new ones use the new key', async () => {
-    const scratch = await scratchDatabase(); // a key set of its own, so the published list is exactly known
-    const api = await startServer({ databaseUrl: scratch.url, builtinAuth: true });
+    // A key set of its own, so the published list is exactly known.
+    const api = await startServer({ ownDatabase: true, builtinAuth: true });
     try {
       const call = async (path: string, body: unknown) =>
         (await post(path, body, newIp(), api)).body as unknown as Tokens;
@@ -350,14 +350,12 @@ describe('signing keys', () => {
       expect((await api.client(fresh.access_token).GET('/api/v1/me')).response.status).toBe(200);
     } finally {
       await api.close();
-      await scratch.drop();
     }
   });
 
   it('stores private keys encrypted when KEY_ENCRYPTION_SECRET is set, and encrypts older clear-text ones', async () => {
-    const scratch = await scratchDatabase(); // encrypted keys must not reach the other tests' database
     const encrypted = await startServer({
-      databaseUrl: scratch.url,
+      ownDatabase: true, // encrypted keys must not reach the other tests' database
       builtinAuth: { keyEncryptionSecret: 'a-key-encryption-secret-of-32-bytes-or-more' },
     });
     try {
@@ -390,7 +388,6 @@ describe('signing keys', () => {
       });
     } finally {
       await encrypted.close();
-      await scratch.drop();
     }
   });
 });

@@ -30,7 +30,7 @@ import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { sql } from 'kysely';
 import { loadContract } from '../../src/http/contract.js';
 import { png, pdf } from '../helpers/files.js';
-import { newUser, scratchDatabase, startServer, type TestServer } from '../helpers/server.js';
+import { newUser, startServer, type TestServer } from '../helpers/server.js';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any -- an OpenAPI node, walked by whatever keys the contract has
 type Node = Record<string, any>;
@@ -138,7 +138,6 @@ const LEFT_OUT: Record<string, string> = {
 const METRICS_TOKEN = randomBytes(24).toString('base64url');
 
 let server: TestServer;
-let scratch: Awaited<ReturnType<typeof scratchDatabase>>;
 const user = newUser();
 /** The real value for each path parameter, by name. */
 const ids: Record<string, string> = {};
@@ -198,8 +197,7 @@ function fileOf(nameOrType: string): { bytes: Buffer; type: string } {
 
 beforeAll(async () => {
   // On PostgreSQL a database of its own: the example ids and the example account are fixed values.
-  scratch = await scratchDatabase();
-  server = await startServer({ databaseUrl: scratch.url, builtinAuth: true, metricsToken: METRICS_TOKEN });
+  server = await startServer({ ownDatabase: true, builtinAuth: true, metricsToken: METRICS_TOKEN });
   // No webhook worker runs: deliveries stay pending, and nothing is ever sent anywhere.
   const task = await created('POST', '/api/v1/tasks', { json: { title: 'The task the examples name' } });
   ids.taskId = await adopt('tasks', task, examplePathId('taskId'));
@@ -216,7 +214,6 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   await server?.close();
-  await scratch?.drop();
 });
 
 /** The statuses that mean success: the 2xx the operation declares, or its 3xx when it has no 2xx. */

@@ -140,6 +140,11 @@ export interface TestServer {
   keys?: SigningKeys;
   secret: string;
   database: Database;
+  /**
+   * The PostgreSQL database the server runs on; undefined on PGlite. `shared` is true for
+   * TEST_DATABASE_URL's, which every test file running at the same time uses too.
+   */
+  postgres?: { url: string; shared: boolean };
   /** The webhook delivery worker, when the test asked for one. */
   worker?: WebhookWorker;
   /** Every log line the server wrote, parsed. */
@@ -182,6 +187,15 @@ export async function startServer(
     trustProxy?: boolean | number | string;
     /** A PostgreSQL URL other than TEST_DATABASE_URL (the fault tests go through a proxy). */
     databaseUrl?: string;
+    /**
+     * On PostgreSQL, a database of the server's own (a copy of the template, dropped at close)
+     * instead of TEST_DATABASE_URL's, which the test files running alongside share: for a test
+     * that changes what they share (signing keys, the job queue, fixed ids) or locks a whole
+     * table. Such a lock stalls every other file's writes, and with a transaction of theirs held
+     * open the two wait on each other until a statement timeout ends one (a 503 in a test that
+     * never asked for it). With PGlite every server has a database of its own anyway.
+     */
+    ownDatabase?: boolean;
     /** Pool size and timeouts of the server's PostgreSQL pool (the fault tests shorten them). */
     databaseOptions?: Pick<
       DatabaseOptions,
@@ -218,7 +232,9 @@ export async function startServer(
 ): Promise<TestServer> {
   const secret = randomBytes(32).toString('base64url');
   const { logger, lines: logs } = captureLogs();
-  const database = await testDatabase(options.databaseUrl, { ...options.databaseOptions, logger });
+  const own = options.ownDatabase && !options.databaseUrl ? await scratchDatabase() : undefined;
+  const databaseUrl = options.databaseUrl ?? own?.url ?? process.env.TEST_DATABASE_URL;
+  const database = await testDatabase(databaseUrl, { ...options.databaseOptions, logger });
   // The built-in issuer as main.ts builds it, with the production token lifetimes.
   const builtin = options.builtinAuth
     ? builtinAuth(
@@ -300,7 +316,7 @@ export async function startServer(
   const worker = options.webhooks?.runWorker
     ? await startWebhookWorker({
         database,
-        databaseUrl: options.databaseUrl ?? process.env.TEST_DATABASE_URL,
+        databaseUrl,
         config: webhooks,
         logger,
         lookup: options.webhooks.lookup,
@@ -316,6 +332,7 @@ export async function startServer(
     keys: builtin?.keys,
     secret,
     database,
+    postgres: databaseUrl ? { url: databaseUrl, shared: databaseUrl === process.env.TEST_DATABASE_URL } : undefined,
     logs,
     mismatches,
     // The package's client without its automatic Idempotency-Key: the tests say when a request carries one.
@@ -337,6 +354,7 @@ export async function startServer(
       await new Promise((resolve) => server.close(resolve));
       await worker?.stop(2000);
       await database.close();
+      await own?.drop();
       if (mismatches.length > 0) {
         const lines = mismatches.map(
           (m) =>

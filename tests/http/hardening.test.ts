@@ -153,6 +153,7 @@ describe('CORS while the server sheds load', () => {
   let server: TestServer;
   beforeAll(async () => {
     server = await startServer({
+      ownDatabase: true, // holdTasks locks the tasks table
       corsOrigins: ['https://app.example.com'],
       overload: { maxInFlight: 1, maxQueue: 0, maxQueueWaitMs: 1000, maxEventLoopDelayMs: 10_000, maxPoolWaiting: 100 },
     });
@@ -163,7 +164,7 @@ describe('CORS while the server sheds load', () => {
     const token = await server.tokenFor();
     const { data: task } = await server.client(token).POST('/api/v1/tasks', { body: { title: 'held by a lock' } });
     // A read of the task, waiting for the test's lock on the tasks table, holds the one place at work.
-    const hold = await holdTasks(server.database);
+    const hold = await holdTasks(server);
     const held = fetch(`${server.url}/api/v1/tasks/${task!.id}`, { headers: { Authorization: `Bearer ${token}` } });
     await new Promise((resolve) => setTimeout(resolve, 200));
 

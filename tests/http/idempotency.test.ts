@@ -12,9 +12,9 @@ afterAll(() => server.close());
 
 const body = { title: 'Pay rent', priority: 'high' as const, tags: ['home'] };
 
-async function user(): Promise<{ api: TasksClient; sub: string }> {
+async function user(on = server): Promise<{ api: TasksClient; sub: string }> {
   const sub = newUser();
-  return { api: server.client(await server.tokenFor(sub)), sub };
+  return { api: on.client(await on.tokenFor(sub)), sub };
 }
 
 const post = (api: TasksClient, key: string, payload: object = body) =>
@@ -113,11 +113,18 @@ describe('POST /api/v1/tasks with Idempotency-Key', () => {
 // PGlite runs one statement at a time, which would hide the race; this needs the real server.
 const onPostgres = process.env.TEST_DATABASE_URL ? describe : describe.skip;
 onPostgres('concurrent duplicates on PostgreSQL', () => {
+  // A database of its own: the lock below is on the whole tasks table (see startServer's ownDatabase).
+  let own: TestServer;
+  beforeAll(async () => {
+    own = await startServer({ ownDatabase: true });
+  });
+  afterAll(() => own.close());
+
   it('while the first request is blocked mid-flight, its duplicate gets 409; afterwards it replays', async () => {
-    const { api } = await user();
+    const { api } = await user(own);
     // Another session holds a lock that blocks inserts into tasks, so the first request claims
     // its key (committed) and then waits inside its transaction.
-    const blocker = new pg.Client({ connectionString: process.env.TEST_DATABASE_URL });
+    const blocker = new pg.Client({ connectionString: own.postgres!.url });
     await blocker.connect();
     try {
       await blocker.query('begin');

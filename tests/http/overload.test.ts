@@ -15,6 +15,7 @@ let taskId: string;
 
 beforeAll(async () => {
   server = await startServer({
+    ownDatabase: true, // holdTasks locks the tasks table
     overload: { maxInFlight: 2, maxQueue: 2, maxQueueWaitMs: 1000, maxEventLoopDelayMs: 10_000, maxPoolWaiting: 100 },
   });
   token = await server.tokenFor();
@@ -28,7 +29,7 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 describe('load shedding', () => {
   it('queues past the in-flight limit, lets the queue in as places free up, and sheds with 503 + Retry-After beyond it', async () => {
-    const hold = await holdTasks(server.database);
+    const hold = await holdTasks(server);
     const atWork = [get(), get()];
     await sleep(200); // both admitted: two at work, waiting for the lock
 
@@ -77,7 +78,7 @@ describe('load shedding', () => {
   });
 
   it('gives the place of a client that left the queue to the next one', async () => {
-    const hold = await holdTasks(server.database);
+    const hold = await holdTasks(server);
     const atWork = [get(), get()];
     await sleep(200);
     const leaving = new AbortController();

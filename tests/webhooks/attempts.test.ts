@@ -5,7 +5,7 @@ import { deliveryRunner, type Send } from '../../src/webhooks/jobs/deliver.js';
 import type { SendResult } from '../../src/webhooks/sender.js';
 import { buildTask } from '../helpers/factories.js';
 import { captureLogs } from '../helpers/logs.js';
-import { scratchDatabase, startServer, type TestServer } from '../helpers/server.js';
+import { startServer, type TestServer } from '../helpers/server.js';
 
 /**
  * One attempt at a time per delivery: the runner claims a delivery before sending, so a second job
@@ -14,16 +14,13 @@ import { scratchDatabase, startServer, type TestServer } from '../helpers/server
  * directly against the real database, with a sender that counts what it is asked to send.
  */
 let server: TestServer;
-let scratch: Awaited<ReturnType<typeof scratchDatabase>>;
 const config = { ...defaultConfig().webhooks, timeoutMs: 2000 };
 
 beforeAll(async () => {
-  scratch = await scratchDatabase();
-  server = await startServer({ databaseUrl: scratch.url });
+  server = await startServer({ ownDatabase: true });
 });
 afterAll(async () => {
   await server.close();
-  await scratch.drop();
 });
 
 /** A sender that answers `result` after `ms`, and records the headers of every send. */

@@ -3,7 +3,7 @@ import { randomUUID } from 'node:crypto';
 import { sql } from 'kysely';
 import { buildTask } from '../helpers/factories.js';
 import { deliveriesOf, until } from '../helpers/webhook-deliveries.js';
-import { scratchDatabase, startServer, type TestServer } from '../helpers/server.js';
+import { startServer, type TestServer } from '../helpers/server.js';
 import { startReceiver, type Receiver } from '../helpers/webhook-receiver.js';
 
 /**
@@ -14,16 +14,14 @@ import { startReceiver, type Receiver } from '../helpers/webhook-receiver.js';
  */
 let server: TestServer;
 let receiver: Receiver;
-let scratch: Awaited<ReturnType<typeof scratchDatabase>>;
 
 const TIMEOUT_MS = 600;
 const OPEN_MS = 1000;
 
 beforeAll(async () => {
   receiver = await startReceiver();
-  scratch = await scratchDatabase();
   server = await startServer({
-    databaseUrl: scratch.url,
+    ownDatabase: true,
     webhooks: {
       runWorker: true,
       concurrency: 4,
@@ -40,7 +38,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await receiver.close();
   await server.close();
-  await scratch.drop();
 });
 
 describe('an endpoint that keeps timing out', () => {

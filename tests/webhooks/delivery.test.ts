@@ -7,7 +7,7 @@ import type { components } from '../../generated/api.js';
 import type { TasksClient } from '../../packages/client/src/index.js';
 import { buildTask } from '../helpers/factories.js';
 import { deliveriesOf } from '../helpers/webhook-deliveries.js';
-import { scratchDatabase, startServer, type TestServer } from '../helpers/server.js';
+import { startServer, type TestServer } from '../helpers/server.js';
 import { startReceiver, type Delivery, type Receiver } from '../helpers/webhook-receiver.js';
 
 /** A delivery's body read as the payload the contract describes. */
@@ -21,8 +21,6 @@ const eventOf = (delivery: Delivery) =>
  */
 let server: TestServer;
 let receiver: Receiver;
-/** On PostgreSQL a database of its own: another file's worker must not run this file's deliveries (with its own settings). */
-let scratch: Awaited<ReturnType<typeof scratchDatabase>>;
 
 /** `evil.test` resolves to the cloud metadata address; everything else as the system resolves it. */
 const lookup: LookupFunction = (hostname, options, callback) => {
@@ -47,16 +45,15 @@ const lookup: LookupFunction = (hostname, options, callback) => {
 
 beforeAll(async () => {
   receiver = await startReceiver();
-  scratch = await scratchDatabase();
   server = await startServer({
-    databaseUrl: scratch.url,
+    // On PostgreSQL a database of its own: another file's worker must not run this file's deliveries (with its own settings).
+    ownDatabase: true,
     webhooks: { runWorker: true, lookup, retrySchedule: [1, 1], timeoutMs: 1500, pollMs: 100 },
   });
 });
 afterAll(async () => {
   await server.close();
   await receiver.close();
-  await scratch.drop();
 });
 
 type EventType = 'task.created' | 'task.updated' | 'task.completed' | 'task.deleted' | 'task.due';

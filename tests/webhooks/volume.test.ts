@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { randomUUID } from 'node:crypto';
 import type { TasksClient } from '../../packages/client/src/index.js';
 import { buildTask } from '../helpers/factories.js';
-import { scratchDatabase, startServer, type TestServer } from '../helpers/server.js';
+import { startServer, type TestServer } from '../helpers/server.js';
 import { startReceiver, type Receiver } from '../helpers/webhook-receiver.js';
 
 /**
@@ -12,16 +12,14 @@ import { startReceiver, type Receiver } from '../helpers/webhook-receiver.js';
  */
 let server: TestServer;
 let receiver: Receiver;
-let scratch: Awaited<ReturnType<typeof scratchDatabase>>;
 
 const PER_MINUTE = 20; // one every 3 s once a burst of 20 is spent
 const INTERVAL_MS = 60_000 / PER_MINUTE;
 
 beforeAll(async () => {
   receiver = await startReceiver();
-  scratch = await scratchDatabase();
   server = await startServer({
-    databaseUrl: scratch.url,
+    ownDatabase: true,
     webhooks: {
       runWorker: true,
       concurrency: 4,
@@ -34,7 +32,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await receiver.close();
   await server.close();
-  await scratch.drop();
 });
 
 const deliveriesOf = async (api: TasksClient, webhookId: string) =>
