@@ -81,21 +81,31 @@ function supervise(config: Config): void {
     if (served) process.stderr.write(`${message.startupFailure}\n`);
     else failed ??= message.startupFailure;
   });
+  /**
+   * Once stopping and every worker is gone, the line or the log, then exit (1 if a worker could not
+   * start). Node drops a worker from `cluster.workers` at the later of its 'exit' and its IPC
+   * channel's 'disconnect', which come in either order: so this runs on both, and acts on the
+   * later. Acting on 'exit' alone missed the last worker whenever its channel closed after it
+   * exited; nothing then kept this process alive and it ended with 0 and without a word. The
+   * channel closes after the last message on it, so a failed worker's line is in by then.
+   */
+  let finished = false;
+  const finishOnceAllGone = () => {
+    if (!stopping || finished || Object.keys(cluster.workers ?? {}).length > 0) return;
+    finished = true;
+    if (refused === undefined) logger.info('all workers stopped');
+    else if (failed !== undefined) process.stderr.write(`${failed}\n`);
+    else logger.error('a worker could not start', refused);
+    void flushLogs().then(() => process.exit(refused === undefined ? 0 : 1));
+  };
+  cluster.on('disconnect', finishOnceAllGone);
   cluster.on('exit', (worker, code, signal) => {
     if (!served && !stopping) {
       stopping = true;
       refused = { pid: worker.process.pid, code, signal };
       for (const other of Object.values(cluster.workers ?? {})) other?.process.kill('SIGTERM');
     }
-    if (stopping) {
-      if (Object.keys(cluster.workers ?? {}).length > 0) return;
-      // The failed worker's line is printed last, once the others are gone (its message may come after its exit).
-      if (refused === undefined) logger.info('all workers stopped');
-      else if (failed !== undefined) process.stderr.write(`${failed}\n`);
-      else logger.error('a worker could not start', refused);
-      void flushLogs().then(() => process.exit(refused === undefined ? 0 : 1));
-      return;
-    }
+    if (stopping) return finishOnceAllGone();
     logger.error('worker died; starting another', { pid: worker.process.pid, code, signal });
     fork();
   });

@@ -1,10 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import { rmSync } from 'node:fs';
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
-import { createServer, type Server, type Socket } from 'node:net';
+import { connect, createServer, type Server, type Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { sql } from 'kysely';
-import { freePort } from '../../scripts/server-process.js';
 import { openDatabase } from '../../src/db/database.js';
 import { listen, ListenFailed } from '../../src/http/http-server.js';
 import { migratedPgliteDir, runToEnd, startMain } from '../helpers/process.js';
@@ -97,9 +96,23 @@ async function refusingPostgres(answer: { sqlstate: string; message: string } | 
   };
 }
 
-let refusedPort: number;
+/**
+ * Port 1, where nothing listens: connections are refused. Not a port freePort() found free: that
+ * one is in the range the kernel hands out, and a server another test file starts on port 0
+ * meanwhile can take it, as the processes here start. Checked first, so that something listening
+ * there fails this loudly rather than as a wrong line.
+ */
+const refusedPort = 1;
 beforeAll(async () => {
-  refusedPort = await freePort(); // nothing listens there: connections are refused
+  const refused = await new Promise<boolean>((resolve) =>
+    connect(refusedPort, '127.0.0.1')
+      .once('connect', function (this: Socket) {
+        this.destroy();
+        resolve(false);
+      })
+      .once('error', (error: NodeJS.ErrnoException) => resolve(error.code === 'ECONNREFUSED')),
+  );
+  if (!refused) throw new Error(`something answers on 127.0.0.1:${refusedPort}; these tests need it refused`);
 });
 
 describe('PostgreSQL not there, or refusing the login', () => {
