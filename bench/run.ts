@@ -9,7 +9,8 @@
 // `under-attack` is the `list` load while 70 tokenless sockets trickle JSON bodies at 1 byte/s
 // (bench/lib/slow-bodies.ts, replaced as the server closes them), against both servers: its
 // figures beside `list`'s are what the attack costs the users it is not aimed at.
-// Writes bench/results/latest.json (+ a dated copy) and bench/results/latest.md.
+// Writes bench/results/latest.json (+ a dated copy) and bench/results/latest.md; --quick writes
+// quick-latest.json/.md and a dated -quick copy instead, so that it never replaces a full run.
 //
 // --profile: instead, profiles the API (V8's sampling profiler, in-process, started and stopped by
 // signal so only the load is sampled) under the get and the list load, writes the profiles to
@@ -367,11 +368,12 @@ async function main(): Promise<number> {
   const dir = join(root, 'bench', 'results');
   mkdirSync(dir, { recursive: true });
   const json = `${JSON.stringify(report, null, 2)}\n`;
-  writeFileSync(join(dir, 'latest.json'), json);
+  const latest = quick ? 'quick-latest' : 'latest';
+  writeFileSync(join(dir, `${latest}.json`), json);
   writeFileSync(join(dir, `${report.date.slice(0, 19).replace(/:/g, '-')}${quick ? '-quick' : ''}.json`), json);
-  writeFileSync(join(dir, 'latest.md'), markdown(report));
+  writeFileSync(join(dir, `${latest}.md`), markdown(report));
   process.stdout.write(
-    `\n${markdown(report)}\nbench: done in ${Math.round((Date.now() - started) / 1000)} s; bench/results/latest.json, latest.md\n`,
+    `\n${markdown(report)}\nbench: done in ${Math.round((Date.now() - started) / 1000)} s; bench/results/${latest}.json, ${latest}.md\n`,
   );
   const failed = Object.entries(results).filter(([, r]) => r.ours.errors + r.baseline.errors > 0);
   if (failed.length > 0)
