@@ -1,12 +1,13 @@
 import { randomBytes } from 'node:crypto';
 import { rmSync } from 'node:fs';
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
-import { connect, createServer, type Server, type Socket } from 'node:net';
+import { createServer, type Server, type Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { sql } from 'kysely';
 import { openDatabase } from '../../src/db/database.js';
 import { listen, ListenFailed } from '../../src/http/http-server.js';
 import { migratedPgliteDir, runToEnd, startMain } from '../helpers/process.js';
+import { refusedPort } from '../helpers/refused-port.js';
 import { scratchDatabase } from '../helpers/server.js';
 
 /**
@@ -96,29 +97,16 @@ async function refusingPostgres(answer: { sqlstate: string; message: string } | 
   };
 }
 
-/**
- * Port 1, where nothing listens: connections are refused. Not a port freePort() found free: that
- * one is in the range the kernel hands out, and a server another test file starts on port 0
- * meanwhile can take it, as the processes here start. Checked first, so that something listening
- * there fails this loudly rather than as a wrong line.
- */
-const refusedPort = 1;
+/** Where nothing listens: connections are refused (see refusedPort). */
+let nobody: number;
 beforeAll(async () => {
-  const refused = await new Promise<boolean>((resolve) =>
-    connect(refusedPort, '127.0.0.1')
-      .once('connect', function (this: Socket) {
-        this.destroy();
-        resolve(false);
-      })
-      .once('error', (error: NodeJS.ErrnoException) => resolve(error.code === 'ECONNREFUSED')),
-  );
-  if (!refused) throw new Error(`something answers on 127.0.0.1:${refusedPort}; these tests need it refused`);
+  nobody = await refusedPort();
 });
 
 describe('PostgreSQL not there, or refusing the login', () => {
   it('ECONNREFUSED: names host:port, for the API, the worker and a WEB_CONCURRENCY cluster (once)', async () => {
-    const url = `postgres://postgres@127.0.0.1:${refusedPort}/tasks`;
-    const line = `Cannot connect to PostgreSQL at 127.0.0.1:${refusedPort}: connection refused (no server listens there). Start PostgreSQL, or fix the host and port in DATABASE_URL.`;
+    const url = `postgres://postgres@127.0.0.1:${nobody}/tasks`;
+    const line = `Cannot connect to PostgreSQL at 127.0.0.1:${nobody}: connection refused (no server listens there). Start PostgreSQL, or fix the host and port in DATABASE_URL.`;
     const [api, worker, cluster] = await Promise.all([
       run({ DATABASE_URL: url }),
       run({ DATABASE_URL: url }, ['src/worker.ts']),

@@ -11,6 +11,7 @@ import { readWebhookBacklog, webhookBacklogMetrics, type WebhookBacklog } from '
 import { buildTask } from '../helpers/factories.js';
 import { deliveriesOf, until } from '../helpers/webhook-deliveries.js';
 import { captureLogs } from '../helpers/logs.js';
+import { refusedPort } from '../helpers/refused-port.js';
 import { scratchDatabase, startServer, testDatabase, type TestServer } from '../helpers/server.js';
 
 /**
@@ -26,7 +27,6 @@ const PENDING = 'webhook_deliveries_pending';
 const AGE = 'webhook_oldest_pending_delivery_age_seconds';
 
 let server: TestServer;
-let scratch: Awaited<ReturnType<typeof scratchDatabase>>;
 /** Accepts connections and never answers: attempts to it hang until their timeout. */
 let silent: Server;
 const silentSockets = new Set<Socket>();
@@ -46,14 +46,10 @@ beforeAll(async () => {
     socket.on('error', () => undefined);
   });
   await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
-  const refusing = createServer();
-  await new Promise<void>((resolve) => refusing.listen(0, '127.0.0.1', resolve));
-  closedPort = (refusing.address() as AddressInfo).port;
-  await new Promise((resolve) => refusing.close(resolve));
+  closedPort = await refusedPort();
 
-  scratch = await scratchDatabase();
   server = await startServer({
-    databaseUrl: scratch.url,
+    ownDatabase: true,
     metricsToken: TOKEN,
     webhooks: {
       runWorker: true,
@@ -74,7 +70,6 @@ afterAll(async () => {
   for (const socket of silentSockets) socket.destroy();
   await new Promise((resolve) => silent.close(resolve));
   await server.close();
-  await scratch.drop();
 });
 
 async function scrape(): Promise<{ status: number; text: string; pending?: number; age?: number }> {

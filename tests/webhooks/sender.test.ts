@@ -4,6 +4,7 @@ import { once } from 'node:events';
 import net, { type AddressInfo, type LookupFunction } from 'node:net';
 import { isRetryable, webhookSender, type SenderOptions, type SendResult } from '../../src/webhooks/sender.js';
 import { generateSecret, signatureHeaders } from '../../src/webhooks/signing.js';
+import { refusedPort } from '../helpers/refused-port.js';
 import { startReceiver, type Receiver } from '../helpers/webhook-receiver.js';
 
 /**
@@ -219,11 +220,7 @@ describe('webhookSender, against a receiver on loopback', () => {
   });
 
   it('reports connection refused on a closed loopback port as a retryable network error', async () => {
-    const closed = net.createServer().listen(0, '127.0.0.1');
-    await once(closed, 'listening');
-    const { port } = closed.address() as AddressInfo;
-    await new Promise((resolve) => closed.close(resolve));
-    const result = await post(sender(), `http://127.0.0.1:${port}/`);
+    const result = await post(sender(), `http://127.0.0.1:${await refusedPort()}/`);
     expect(result).toMatchObject({ ok: false, error: 'connection refused (ECONNREFUSED)' });
     expect(result.refused).toBeUndefined();
     expect(isRetryable(result)).toBe(true);
